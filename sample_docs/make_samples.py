@@ -1,0 +1,184 @@
+"""Write the sample documents (report.pdf, notes.txt, facts.json) deterministically from sources here.
+
+Run from anywhere: `python sample_docs/make_samples.py`. report.pdf is built from report.md with fpdf2
+(core Helvetica font, so no font files are needed); notes.txt and facts.json come from the constants below.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from datetime import datetime, timezone
+from pathlib import Path
+
+from fpdf import FPDF
+
+HERE = Path(__file__).resolve().parent
+FIXED_DATE = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+NOTES = """\
+Lindholm Library renovation - project notes
+
+These notes collect what the working group agreed during the planning of the renovation of the Lindholm \
+public library. They are meant for staff, volunteers and the local council, and they will be updated as the \
+work goes on.
+
+Background
+
+The library building is more than fifty years old. The roof leaks in heavy rain, the heating system is \
+worn out and the rooms are laid out for a time when people came mainly to borrow books. Today visitors also \
+come to study, to use computers, to attend events and to meet other people. The working group was asked to \
+plan a renovation that fixes the building and makes it fit for the way it is used today.
+
+Budget and schedule
+
+The renovation budget is 2.4 million kroner. The council approved the budget at its meeting in the spring, \
+and no further money is expected. The working group must therefore choose carefully and keep a reserve for \
+surprises, which are common in old buildings.
+
+The work will be done in two stages so that the library can stay partly open. In the first stage the roof, \
+the heating system and the windows will be replaced. In the second stage the ground floor will be rebuilt \
+with a new children's corner, quiet study rooms and a larger event space. The library will close completely \
+for about three weeks between the two stages, when the floors are sanded and the shelves are moved.
+
+What visitors asked for
+
+Before the planning started, the library asked visitors what they wanted from a renovated building. More \
+than four hundred people answered. The most common wishes were more quiet places to study, better light, \
+more power sockets for laptops and phones, a warmer building in winter and longer opening hours. Parents \
+asked for a children's area where noise is not a problem, and older visitors asked for more comfortable \
+chairs and larger print on signs.
+
+Several visitors also asked for a small cafe. The working group agreed that a full cafe is not possible \
+within the budget, but a coffee machine and a few tables near the entrance will be included.
+
+Rooms and layout
+
+The new ground floor will be divided into three zones. The zone near the entrance will be lively, with new \
+books, newspapers, the coffee corner and the help desk. The middle zone will hold the main collection and \
+the computers. The zone at the back, furthest from the street, will be the quiet zone, with study rooms \
+that can be booked online.
+
+The children's corner will move from the first floor to the ground floor, next to the garden door, so that \
+families with prams do not need the lift. The corner will have low shelves, soft seating and a small stage \
+for story hours.
+
+The event space on the first floor will be made larger by removing a wall between two old offices. It will \
+seat about eighty people and will have a simple sound system and a screen for talks and films.
+
+Energy and environment
+
+The new heating system will use a heat pump instead of the old oil boiler. Together with new windows and \
+better insulation in the roof, this is expected to cut the energy use of the building by more than half. \
+Where possible, old materials will be reused. The oak shelves from the reading room are in good condition \
+and will be cleaned and moved to the new quiet zone.
+
+Accessibility
+
+The building must be easy to use for everyone. The main entrance will get an automatic door and a gentle \
+ramp instead of the steps. The lift will be replaced, and a new accessible toilet will be built on the \
+ground floor. Shelves in the main collection will be lower, so that books can be reached from a wheelchair, \
+and the signs will use large, clear letters.
+
+Volunteers
+
+The library has a strong group of volunteers who help with reading clubs, homework help and events. During \
+the closed weeks the volunteers will help to pack and move the collection. A list of tasks will be posted \
+on the notice board, and volunteers can sign up for the days that suit them.
+
+Risks
+
+The main risks are hidden damage in the old building, delays in the delivery of the heat pump and rising \
+prices for materials. The working group will meet every second week during the building work to follow \
+the progress and decide quickly if something goes wrong. If costs rise, the event space may be simplified \
+before any cuts are made to the children's corner or the accessibility work.
+
+Communication
+
+Visitors will be kept informed through posters in the library, the library's web page and the local \
+newspaper. A simple drawing of the new layout will hang in the entrance so that people can see what is \
+coming. Questions can be left at the help desk or sent by e-mail, and the working group will answer them \
+in a short question-and-answer note each month.
+
+Responsibilities
+
+The project manager is Tomas Brekke. He leads the working group, keeps the schedule and is the contact \
+person for the builders. Library staff are responsible for planning the move of the collection, and the \
+council's property office is responsible for the contracts.
+
+Next steps
+
+The working group will publish the final drawings next month and invite visitors to an open evening where \
+they can ask questions. The building work is planned to start after the summer holidays.
+"""
+
+FACTS = [
+    {"doc": "report.pdf", "question": "What was the company's total revenue in 2023?",
+     "answer": "48.7 million", "where": "start"},
+    {"doc": "report.pdf", "question": "In which city did the new headquarters open?",
+     "answer": "Stavanger", "where": "middle"},
+    {"doc": "report.pdf", "question": "Who is the chief executive officer of the company?",
+     "answer": "Ingrid Vassdal", "where": "end"},
+    {"doc": "notes.txt", "question": "What is the renovation budget?",
+     "answer": "2.4 million kroner", "where": "start"},
+    {"doc": "notes.txt", "question": "Who is the project manager?",
+     "answer": "Tomas Brekke", "where": "end"},
+]
+
+
+def markdown_blocks(source: str) -> list[tuple[str, str]]:
+    """Split simple markdown into ("title"|"heading"|"para", text) blocks separated by blank lines."""
+    blocks = []
+    for chunk in source.strip().split("\n\n"):
+        text = " ".join(chunk.split())
+        if text.startswith("# "):
+            blocks.append(("title", text[2:]))
+        elif text.startswith("## "):
+            blocks.append(("heading", text[3:]))
+        else:
+            blocks.append(("para", text))
+    return blocks
+
+
+def build_pdf(source: str) -> bytes:
+    """Typeset the markdown source as an A4 PDF with a real text layer (Helvetica, no hyphenation)."""
+    pdf = FPDF(format="A4")
+    pdf.set_creation_date(FIXED_DATE)
+    pdf.set_title("Halvorsen Marine Systems AS - Annual Report 2023")
+    pdf.set_author("Halvorsen Marine Systems AS")
+    pdf.set_auto_page_break(auto=True, margin=20)
+    pdf.set_margins(20, 20, 20)
+    pdf.add_page()
+    for kind, text in markdown_blocks(source):
+        if kind == "title":
+            pdf.set_font("Helvetica", style="B", size=16)
+            pdf.multi_cell(0, 9, text, new_x="LMARGIN", new_y="NEXT")
+            pdf.ln(4)
+        elif kind == "heading":
+            pdf.ln(2)
+            pdf.set_font("Helvetica", style="B", size=12.5)
+            pdf.multi_cell(0, 7, text, new_x="LMARGIN", new_y="NEXT")
+            pdf.ln(1)
+        else:
+            pdf.set_font("Helvetica", size=10.5)
+            pdf.multi_cell(0, 5.2, text, new_x="LMARGIN", new_y="NEXT")
+            pdf.ln(2.5)
+    return bytes(pdf.output())
+
+
+def build_notes(source: str) -> str:
+    """Wrap the notes source to 78 columns, keeping paragraphs."""
+    paragraphs = [" ".join(chunk.split()) for chunk in source.strip().split("\n\n")]
+    return "\n\n".join(textwrap.fill(p, width=78, break_on_hyphens=False) for p in paragraphs) + "\n"
+
+
+def main() -> None:
+    """Write report.pdf, notes.txt and facts.json next to this script."""
+    (HERE / "report.pdf").write_bytes(build_pdf((HERE / "report.md").read_text(encoding="utf-8")))
+    (HERE / "notes.txt").write_text(build_notes(NOTES), encoding="utf-8")
+    (HERE / "facts.json").write_text(json.dumps(FACTS, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote report.pdf, notes.txt, facts.json in {HERE}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""`tmix bench`: library and Typer runs on the CPU (field presence and sanity only, no timing thresholds)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+from transformers import LlamaConfig, LlamaForCausalLM
+from typer.testing import CliRunner
+
+from tmixcli.archs import ARCH_NAMES, arch_config, build_random_model, param_count
+from tmixcli.bench import bench_command, format_csv, format_markdown, parse_lengths, parse_methods, run_bench
+from tmixcli.errors import TmixError
+
+HEADER_KEYS = {"date", "device", "device_name", "dtype", "torch", "transformers", "triton", "git_commit", "model",
+               "start_layer", "n_local", "last_n", "memory"}
+
+
+@pytest.fixture(autouse=True)
+def _cache_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def tiny_result() -> dict:
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=256, max_position_embeddings=512)
+    model = LlamaForCausalLM(cfg)
+    return run_bench(model, lengths=[200, 400, 600], repeats=2, warmup=1, n_local=32, last_n=8, start_layer=1)
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    app.command("bench")(bench_command)
+    app.command("noop")(lambda: None)  # a second command keeps "bench" a subcommand
+    return app
+
+
+def _check_ok_row(row: dict) -> None:
+    assert row["status"] == "ok"
+    assert 0 < row["ttft_min_s"] <= row["ttft_median_s"] <= row["ttft_max_s"]
+    assert row["tokens_per_s"] == pytest.approx(row["length"] / row["ttft_median_s"], rel=1e-6)
+    assert row["speedup_vs_dense"] > 0
+    assert row["peak_mem_mib"] > 0 and row["peak_extra_mib"] >= 0
+    assert row["warm_ttft_s"] > 0 and 0 < row["kv_load_s"] <= row["warm_ttft_s"]
+    assert row["kv_file_mib"] > 0
+    assert isinstance(row["first_token"], int)
+
+
+def test_library_run(tiny_result: dict) -> None:
+    assert HEADER_KEYS <= set(tiny_result["header"])
+    rows = tiny_result["rows"]
+    assert [(r["length"], r["method"]) for r in rows] == [
+        (n, m) for n in (200, 400, 600) for m in ("dense", "trimix")]
+    for row in rows[:4]:
+        _check_ok_row(row)
+        assert len(row["ttft_samples_s"]) == 2
+    assert rows[0]["speedup_vs_dense"] == 1.0
+    assert rows[2]["kv_file_mib"] == rows[3]["kv_file_mib"]
+    for row in rows[4:]:
+        assert row["status"] == "exceeds context (512)" and row["ttft_median_s"] is None
+
+
+def test_markdown_and_csv(tiny_result: dict) -> None:
+    text = format_markdown(tiny_result)
+    assert "| 400 | trimix |" in text and "exceeds context (512)" in text
+    parsed = list(csv.DictReader(io.StringIO(format_csv(tiny_result))))
+    assert len(parsed) == 6
+    assert float(parsed[1]["ttft_median_s"]) > 0 and parsed[5]["ttft_median_s"] == ""
+
+
+def test_cli_json_and_plot(tmp_path: Path) -> None:
+    png = tmp_path / "ttft.png"
+    args = ["bench", "--arch", "smollm2-135m", "--lengths", "256,600,9k", "--repeats", "1", "--warmup", "0",
+            "--n-local", "64", "--last-n", "16", "--start-layer", "2", "--json"]
+    if _has_matplotlib():
+        args += ["--plot", str(png)]
+    result = CliRunner().invoke(_app(), args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["header"]["start_layer"] == 2 and data["header"]["n_local"] == 64
+    rows = data["rows"]
+    assert len(rows) == 6
+    for row in rows[:4]:
+        _check_ok_row(row)
+    assert rows[4]["status"] == rows[5]["status"] == "exceeds context (8192)"
+    if _has_matplotlib():
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_csv_no_warm() -> None:
+    args = ["bench", "--arch", "smollm2-135m", "--lengths", "128", "--repeats", "1", "--warmup", "0",
+            "--methods", "trimix", "--no-warm", "--csv", "--quiet"]
+    result = CliRunner().invoke(_app(), args)
+    assert result.exit_code == 0, result.output
+    (row,) = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert row["method"] == "trimix" and float(row["ttft_median_s"]) > 0
+    assert row["warm_ttft_s"] == "" and row["speedup_vs_dense"] == ""
+
+
+@pytest.mark.parametrize("args", [["--arch", "nope"], ["--lengths", "4x"], ["--methods", "sparse"],
+                                  ["--json", "--csv"], ["--arch", "smollm2-135m", "--model", "x"]])
+def test_cli_refusals(args: list[str]) -> None:
+    result = CliRunner().invoke(_app(), ["bench", "--lengths", "64", *args])
+    assert isinstance(result.exception, TmixError)
+
+
+def test_parsers() -> None:
+    assert parse_lengths("4k, 32k,128k,100") == [4096, 32768, 131072, 100]
+    assert parse_methods("trimix,dense,trimix") == ["trimix", "dense"]
+
+
+def test_archs() -> None:
+    assert set(ARCH_NAMES) == {"llama-3.1-8b", "qwen2.5-7b", "smollm2-135m"}
+    assert round(param_count(arch_config("llama-3.1-8b")) / 1e9, 2) == 8.03
+    assert round(param_count(arch_config("qwen2.5-7b")) / 1e9, 2) == 7.62
+    assert arch_config("qwen2.5-7b").max_position_embeddings == 131072
+    with pytest.raises(TmixError, match="too large for a CPU"):
+        build_random_model("llama-3.1-8b", "cpu", torch.bfloat16)
+    with pytest.raises(TmixError, match="known archs are"):
+        arch_config("gpt-5")
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True

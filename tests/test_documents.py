@@ -1,0 +1,365 @@
+"""tmixcli.documents: real PDF/text files built in tmp_path, every failure a one-line TmixError."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+from fpdf import FPDF
+from pypdf import PdfReader, PdfWriter
+
+from tmixcli.documents import Document, _clean_page_text, load_document, parse_pages
+from tmixcli.errors import TmixError
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_docs"
+UNICODE_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+PNG_BYTES = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                          "1f15c4890000000d49444154789c63000100000500010d0a2db40000000049454e44ae426082")
+
+
+def make_pdf(pages: list[str], font: Path | None = None) -> bytes:
+    """A PDF with one page per string ("" gives a page with only a drawn rectangle, no text)."""
+    pdf = FPDF()
+    if font is not None:
+        pdf.add_font("Uni", fname=str(font))
+    for text in pages:
+        pdf.add_page()
+        if text:
+            pdf.set_font("Uni" if font else "Helvetica", size=12)
+            pdf.multi_cell(0, 6, text)
+        else:
+            pdf.set_fill_color(40, 40, 40)
+            pdf.rect(20, 20, 150, 200, style="F")
+    return bytes(pdf.output())
+
+
+def encrypt(data: bytes, user_password: str) -> bytes:
+    """Re-save a PDF encrypted (RC4, needs no extra package) with the given user password."""
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(data)))
+    writer.encrypt(user_password=user_password, owner_password="owner-pw")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> str:
+    """Write bytes to tmp_path/name and return the path as a string."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def expect_error(path: str, *fragments: str, **kwargs) -> TmixError:
+    """load_document must raise a code-2, one-line TmixError naming the file and containing fragments."""
+    with pytest.raises(TmixError) as info:
+        load_document(path, **kwargs)
+    message = str(info.value)
+    assert info.value.code == 2
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+    return info.value
+
+
+@pytest.fixture(scope="module")
+def three_pages() -> bytes:
+    """A valid three-page PDF with distinct text on each page."""
+    return make_pdf(["Alpha page one text.", "Bravo page two text.", "Charlie page three text."])
+
+
+def test_pdf_all_pages(tmp_path, three_pages):
+    path = write(tmp_path, "doc.pdf", three_pages)
+    doc = load_document(path)
+    assert isinstance(doc, Document)
+    assert doc.name == "doc.pdf"
+    assert doc.pages == 3
+    assert doc.sha256 == hashlib.sha256(three_pages).hexdigest()
+    assert doc.text == ("Alpha page one text.\n\n--- page 2 ---\n\nBravo page two text.\n\n"
+                        "--- page 3 ---\n\nCharlie page three text.")
+
+
+def test_pdf_detected_by_magic_not_suffix(tmp_path, three_pages):
+    doc = load_document(write(tmp_path, "download.bin", three_pages))
+    assert doc.pages == 3 and "Bravo" in doc.text
+
+
+@pytest.mark.parametrize("spec, expected, pages", [
+    ("2", ["Bravo"], 1),
+    ("1,3", ["Alpha", "--- page 3 ---", "Charlie"], 2),
+    ("2-3", ["Bravo", "Charlie"], 2),
+    ("2-", ["Bravo", "Charlie"], 2),
+    (" 3 , 1-1 ", ["Alpha", "Charlie"], 2),
+])
+def test_pdf_page_selection(tmp_path, three_pages, spec, expected, pages):
+    doc = load_document(write(tmp_path, "doc.pdf", three_pages), pages=spec)
+    assert doc.pages == pages
+    for fragment in expected:
+        assert fragment in doc.text
+    missing = {"Alpha", "Bravo", "Charlie"} - {w for w in expected if "-" not in w}
+    assert not any(word in doc.text for word in missing)
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("", "bad page spec"),
+    ("abc", "bad page spec"),
+    ("1,,2", "bad page spec"),
+    ("0", "pages start at 1"),
+    ("3-1", "not a valid range"),
+    ("2-5", "out of range"),
+    ("4", "has 3 page(s)"),
+])
+def test_pdf_bad_page_specs(tmp_path, three_pages, spec, fragment):
+    path = write(tmp_path, "doc.pdf", three_pages)
+    expect_error(path, "doc.pdf", fragment, pages=spec)
+
+
+def test_parse_pages():
+    assert parse_pages("3-10", 12) == list(range(2, 10))
+    assert parse_pages("1,4,7-9", 9) == [0, 3, 6, 7, 8]
+    assert parse_pages("2,2,1-2", 3) == [0, 1]
+    assert parse_pages("5-", 6) == [4, 5]
+    with pytest.raises(TmixError, match="page 7 in '7-' is out of range"):
+        parse_pages("7-", 6)
+    with pytest.raises(TmixError, match="out of range"):
+        parse_pages("1-13", 12)
+    with pytest.raises(TmixError, match="bad page spec"):
+        parse_pages("1;2", 12)
+
+
+def test_pages_on_text_file_is_an_error(tmp_path):
+    expect_error(write(tmp_path, "notes.txt", b"hello"), "notes.txt", "--pages only applies to PDF",
+                 pages="1")
+
+
+def test_encrypted_pdf_needs_password(tmp_path, three_pages):
+    path = write(tmp_path, "locked.pdf", encrypt(three_pages, "secret"))
+    expect_error(path, "locked.pdf", "encrypted", "--password")
+    expect_error(path, "locked.pdf", "wrong password", "--password", password="nope")
+    doc = load_document(path, password="secret")
+    assert doc.pages == 3 and "Charlie page three text." in doc.text
+
+
+def test_encrypted_pdf_with_empty_user_password_loads(tmp_path, three_pages):
+    doc = load_document(write(tmp_path, "owner-only.pdf", encrypt(three_pages, "")))
+    assert "Alpha page one text." in doc.text
+
+
+def test_scanned_pdf_needs_ocr(tmp_path):
+    path = write(tmp_path, "scan.pdf", make_pdf(["", ""]))
+    expect_error(path, "scan.pdf has no text layer", "looks scanned", "OCR", "ocrmypdf")
+
+
+def test_selected_pages_without_text(tmp_path):
+    path = write(tmp_path, "mixed.pdf", make_pdf(["Some text.", ""]))
+    assert load_document(path).text == "Some text.\n\n--- page 2 ---"
+    expect_error(path, "mixed.pdf", "no text layer", pages="2")
+
+
+def test_truncated_pdf(tmp_path, three_pages):
+    path = write(tmp_path, "cut.pdf", three_pages[: len(three_pages) // 2])
+    expect_error(path, "cut.pdf", "corrupt")
+
+
+@pytest.mark.parametrize("data", [
+    b"%PDF-1.7\n" + b"this is not a pdf body " * 50,
+    b"%PDF-1.4\ngarbage garbage\n%%EOF\n",
+    b"%PDF-",
+])
+def test_garbage_after_magic(tmp_path, data):
+    expect_error(write(tmp_path, "bad.pdf", data), "bad.pdf", "corrupt")
+
+
+def test_damaged_pdf_body_is_corrupt_and_quiet(tmp_path, three_pages, caplog, capsys):
+    caplog.set_level(logging.DEBUG)
+    damaged = three_pages[:300] + three_pages[700:]
+    expect_error(write(tmp_path, "damaged.pdf", damaged), "damaged.pdf", "corrupt")
+    assert not [r for r in caplog.records if r.name.startswith("pypdf")]
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_recoverable_pdf_loads_without_log_noise(tmp_path, three_pages, caplog, capsys):
+    caplog.set_level(logging.DEBUG)
+    bent = re.sub(rb"startxref\n\d+", b"startxref\n12", three_pages)
+    doc = load_document(write(tmp_path, "bent.pdf", bent))
+    assert "Bravo page two text." in doc.text
+    assert not [r for r in caplog.records if r.name.startswith("pypdf")]
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_pdf_suffix_without_magic(tmp_path):
+    expect_error(write(tmp_path, "fake.pdf", b"just some words\n"), "fake.pdf", "not a valid PDF")
+
+
+@pytest.mark.parametrize("name, data, fragment", [
+    ("image.png", PNG_BYTES, "PNG image"),
+    ("report.pdf", PNG_BYTES, "PNG image"),
+    ("photo.jpg", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "JPEG image"),
+    ("letter.docx", b"PK\x03\x04\x14\x00\x06\x00" + b"\x00" * 20, "ZIP archive"),
+    ("data.gz", b"\x1f\x8b\x08\x00" + b"\x00" * 10, "gzip"),
+    ("blob.bin", b"abc\x00def", "binary data"),
+    ("latin1.txt", "caf\u00e9 au lait".encode("latin-1"), "not a PDF or UTF-8 text"),
+])
+def test_binary_files_rejected(tmp_path, name, data, fragment):
+    expect_error(write(tmp_path, name, data), name, fragment)
+
+
+def test_missing_file(tmp_path):
+    expect_error(str(tmp_path / "nope.pdf"), "nope.pdf", "no such file")
+
+
+def test_directory(tmp_path):
+    expect_error(str(tmp_path), str(tmp_path), "is a directory")
+
+
+def test_permission_denied(tmp_path, monkeypatch):
+    path = write(tmp_path, "secret.txt", b"hidden")
+    if os.geteuid() == 0:
+        def deny(self: Path) -> bytes:
+            raise PermissionError(13, "Permission denied", str(self))
+        monkeypatch.setattr(Path, "read_bytes", deny)
+    else:
+        os.chmod(path, 0)
+    expect_error(path, "secret.txt", "permission denied")
+
+
+@pytest.mark.parametrize("data", [b"", b"   \n\t\r\n  ", b"\xef\xbb\xbf\n"])
+def test_empty_text(tmp_path, data):
+    expect_error(write(tmp_path, "empty.txt", data), "empty.txt", "is empty")
+
+
+def test_text_file_bom_crlf_and_trailing_spaces(tmp_path):
+    raw = "\ufeff# Title   \r\n\r\n\r\n\r\nBody  line with  two spaces.\r\n".encode()
+    doc = load_document(write(tmp_path, "notes.md", raw))
+    assert doc.name == "notes.md"
+    assert doc.pages is None
+    assert doc.text == "# Title\n\nBody  line with  two spaces."
+    assert doc.sha256 == hashlib.sha256(raw).hexdigest()
+
+
+def test_pdf_hyphenation_and_spaces(tmp_path):
+    text = "This is an exam-\nple of a state-of-the-art   layout.\nKeep Halvorsen-\nMarine and 2023-\n2024."
+    doc = load_document(write(tmp_path, "hy.pdf", make_pdf([text])))
+    assert "an example of a state-of-the-art layout." in doc.text
+    assert "Halvorsen-\nMarine" in doc.text and "2023-\n2024" in doc.text
+    assert not any(line != line.rstrip() for line in doc.text.splitlines())
+
+
+@pytest.mark.skipif(not UNICODE_FONT.is_file(), reason="needs the DejaVuSans font")
+def test_pdf_ligatures(tmp_path):
+    pdf = make_pdf(["The \ufb01rst \ufb02oor has an o\ufb03ce and a wa\ufb04e sta\ufb00 room."], font=UNICODE_FONT)
+    doc = load_document(write(tmp_path, "lig.pdf", pdf))
+    assert "The first floor has an office and a waffle staff room." in doc.text
+
+
+def test_clean_page_text_rules():
+    raw = "The \ufb01nal exam-\n  ple of bl\u00e5-\n\u00f8yd  of\r\nsoft\u00adhyph\u00ad\nenation   \r\nwell-known  \n\n\n\nEnd"
+    assert _clean_page_text(raw) == "The final example of bl\u00e5\u00f8yd of\nsofthyphenation\nwell-known\n\nEnd"
+
+
+def test_stdin_text_and_pdf(three_pages):
+    doc = load_document("-", stdin=io.BytesIO(b"from a pipe\n"))
+    assert doc == Document(name="stdin", text="from a pipe", sha256=hashlib.sha256(b"from a pipe\n").hexdigest(),
+                           pages=None)
+    pdf_doc = load_document("-", pages="3", stdin=io.BytesIO(three_pages))
+    assert pdf_doc.name == "stdin" and pdf_doc.pages == 1 and pdf_doc.text == "Charlie page three text."
+    with pytest.raises(TmixError, match="stdin is empty") as info:
+        load_document("-", stdin=io.BytesIO(b""))
+    assert info.value.code == 2
+
+
+def _facts() -> list[dict]:
+    return json.loads((SAMPLES / "facts.json").read_text(encoding="utf-8"))
+
+
+def test_facts_file_shape():
+    facts = _facts()
+    assert sorted(f["where"] for f in facts if f["doc"] == "report.pdf") == ["end", "middle", "start"]
+    assert len([f for f in facts if f["doc"] == "notes.txt"]) == 2
+    for fact in facts:
+        assert set(fact) == {"doc", "question", "answer", "where"}
+
+
+@pytest.mark.parametrize("doc_name", ["report.pdf", "notes.txt"])
+def test_sample_docs_contain_each_fact_once(doc_name):
+    doc = load_document(str(SAMPLES / doc_name))
+    if doc_name == "report.pdf":
+        assert 5 <= doc.pages <= 7
+        assert 2500 <= len(doc.text.split()) <= 3200
+    bounds = {"start": (0.0, 0.2), "middle": (0.3, 0.7), "end": (0.8, 1.0)}
+    for fact in (f for f in _facts() if f["doc"] == doc_name):
+        assert doc.text.count(fact["answer"]) == 1, fact
+        low, high = bounds[fact["where"]] if doc_name == "report.pdf" else (0.0, 1.0)
+        assert low <= doc.text.index(fact["answer"]) / len(doc.text) <= high, fact
+
+
+def test_sample_report_fact_sentences_intact():
+    text = load_document(str(SAMPLES / "report.pdf")).text
+    flat = " ".join(text.split())
+    for sentence in ("The company's total revenue in 2023 was 48.7 million euros.",
+                     "The new headquarters opened in the city of Stavanger in March 2022.",
+                     "The chief executive officer is Ingrid Vassdal."):
+        assert sentence in flat
+    for word in ("revenue", "headquarters", "chief executive"):
+        assert flat.count(word) == 1, word
+
+
+def test_sample_pdf_matches_generator():
+    generator = runpy.run_path(str(SAMPLES / "make_samples.py"))
+    source = (SAMPLES / "report.md").read_text(encoding="utf-8")
+    assert generator["build_pdf"](source) == (SAMPLES / "report.pdf").read_bytes()
+    assert generator["build_notes"](generator["NOTES"]) == (SAMPLES / "notes.txt").read_text(encoding="utf-8")
+    assert json.loads((SAMPLES / "facts.json").read_text(encoding="utf-8")) == generator["FACTS"]
+
+
+_WRITES: list[tuple] = []
+_RECORDING: list[bool] = [False]
+_WRITE_EVENTS = {"os.mkdir", "os.rename", "os.replace", "os.remove", "os.rmdir", "os.truncate", "os.chmod",
+                 "shutil.copyfile", "shutil.move", "shutil.rmtree", "os.symlink", "os.link"}
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+
+def _audit(event: str, args: tuple) -> None:
+    """Record file writes while _RECORDING is on (audit hooks cannot be removed, so this stays cheap)."""
+    if not _RECORDING[0]:
+        return
+    if event == "open":
+        mode, flags = args[1], args[2]
+        writes = any(c in mode for c in "wax+") if isinstance(mode, str) else bool(flags & _WRITE_FLAGS)
+        if writes:
+            _WRITES.append((event, args))
+    elif event in _WRITE_EVENTS:
+        _WRITES.append((event, args))
+
+
+sys.addaudithook(_audit)
+
+
+def test_load_document_writes_nothing(tmp_path, three_pages):
+    paths = [write(tmp_path, "doc.pdf", three_pages), write(tmp_path, "locked.pdf", encrypt(three_pages, "s")),
+             write(tmp_path, "notes.txt", b"text"), str(SAMPLES / "report.pdf")]
+    for path in paths:
+        load_document(path, password="s")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    _WRITES.clear()
+    _RECORDING[0] = True
+    try:
+        for path in paths:
+            load_document(path, password="s")
+        load_document("-", stdin=io.BytesIO(three_pages))
+        with pytest.raises(TmixError):
+            load_document(write_free_path := str(tmp_path / "missing.pdf"))
+    finally:
+        _RECORDING[0] = False
+    assert _WRITES == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not Path(write_free_path).exists()

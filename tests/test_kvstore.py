@@ -1,0 +1,426 @@
+"""KV files: round trip, exact size, refusals, crash safety and `tmix cache` (tiny random models)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from typer.testing import CliRunner
+
+from tmixcli import kvstore
+from tmixcli.cli_cache import app
+from tmixcli.config import AttentionConfig
+from tmixcli.errors import TmixError
+
+REPO = Path(__file__).resolve().parents[1]
+VOCAB = 128
+T = 12
+
+
+@pytest.fixture(autouse=True)
+def _cache_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def tiny_config(kind: str = "llama", **extra):
+    common = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "vocab_size": VOCAB, "max_position_embeddings": 256}
+    if kind == "qwen2":
+        return Qwen2Config(**common, **extra)
+    return LlamaConfig(**common, **extra)
+
+
+def tiny_model(kind: str = "llama", seed: int = 0, dtype: torch.dtype = torch.float32, **extra):
+    torch.manual_seed(seed)
+    cls = Qwen2ForCausalLM if kind == "qwen2" else LlamaForCausalLM
+    config = tiny_config(kind, **extra)
+    config._attn_implementation = "sdpa"
+    return cls(config).to(dtype).eval()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"w{i}": i for i in range(VOCAB)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="w0", bos_token="w1", eos_token="w2")
+    fast.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    return fast
+
+
+def prefill(model, ids: list[int]) -> DynamicCache:
+    with torch.no_grad():
+        return model(torch.tensor([ids]), use_cache=True).past_key_values
+
+
+def prefix_ids(n: int = T, seed: int = 1) -> list[int]:
+    g = torch.Generator().manual_seed(seed)
+    return [1] + torch.randint(3, VOCAB, (n - 1,), generator=g).tolist()
+
+
+def make_meta(model, tokenizer, attn: AttentionConfig | None = None, n: int = T, **over) -> dict[str, str]:
+    fields = {"model_id": "tiny", "fingerprint": kvstore.model_fingerprint(model, tokenizer),
+              "dtype": next(model.parameters()).dtype, "attn": attn or AttentionConfig(start_layer=1),
+              "doc_name": "doc.txt", "doc_sha256": "ab" * 32, "template_hash": "t1", "n_tokens": n}
+    fields.update(over)
+    return kvstore.build_meta(**fields)
+
+
+def saved(model, tokenizer, ids: list[int] | None = None, **over) -> tuple[Path, DynamicCache, list[int]]:
+    """Prefill `ids`, save under its content key; returns (path, original cache, ids)."""
+    ids = ids or prefix_ids()
+    cache = prefill(model, ids)
+    attn = AttentionConfig(start_layer=1)
+    key = kvstore.cache_key(kvstore.model_fingerprint(model, tokenizer), attn, ids)
+    path = kvstore.kv_path_for(key)
+    kvstore.save_kv(path, cache, ids, make_meta(model, tokenizer, attn, len(ids), **over))
+    return path, cache, ids
+
+
+def rewrite_header(path: Path, edit) -> None:
+    """Rewrite a KV file with edit(header) applied (data kept), padding like safetensors."""
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    edit(header)
+    new = json.dumps(header).encode()
+    new += b" " * (-len(new) % 8)
+    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n:])
+
+
+def logits(model, ids: list[int], cache=None) -> torch.Tensor:
+    with torch.no_grad():
+        return model(torch.tensor([ids]), past_key_values=cache, use_cache=cache is not None).logits
+
+
+# ---------------------------------------------------------------- round trip and size
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_round_trip_continuation(kind: str, tokenizer) -> None:
+    model = tiny_model(kind)
+    path, cache, ids = saved(model, tokenizer)
+    loaded, stored_ids, meta = kvstore.load_kv(path)
+    assert stored_ids == ids and meta["n_tokens"] == str(T) and loaded.get_seq_length() == T
+    kvstore.check_kv(meta, loaded, make_meta(model, tokenizer), model.config)
+    kvstore.check_prefix(stored_ids, ids)
+    suffix = [5, 9, 17, 33, 64]
+    from_loaded = logits(model, suffix, loaded)
+    from_original = logits(model, suffix, cache)
+    one_pass = logits(model, ids + suffix)[:, T:]
+    torch.testing.assert_close(from_loaded, from_original, atol=1e-5, rtol=0)
+    torch.testing.assert_close(from_loaded, one_pass, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype,nbytes", [(torch.float32, 4), (torch.bfloat16, 2)])
+def test_file_size_and_dtype_preserved(dtype: torch.dtype, nbytes: int, tokenizer) -> None:
+    model = tiny_model(dtype=dtype)
+    path, cache, _ = saved(model, tokenizer)
+    header_len = struct.unpack("<Q", path.read_bytes()[:8])[0]
+    assert header_len < 64 * 1024
+    layers, heads, head_dim = 3, 2, 16
+    assert path.stat().st_size == layers * 2 * heads * T * head_dim * nbytes + T * 8 + 8 + header_len
+    loaded, _, meta = kvstore.load_kv(path)
+    assert meta["dtype"] == kvstore.dtype_name(dtype)
+    for a, b in zip(loaded.layers, cache.layers):
+        assert a.keys.dtype == dtype and torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+    facts = kvstore.inspect_kv(path)
+    assert facts["size_matches"] and facts["tensor_count"] == 1 + 2 * layers
+
+
+def test_fingerprint_and_key(tokenizer) -> None:
+    a, b = tiny_model(seed=0), tiny_model(seed=0)
+    fp = kvstore.model_fingerprint(a, tokenizer)
+    assert fp == kvstore.model_fingerprint(b, tokenizer) == a._tmix_fingerprint
+    assert fp != kvstore.model_fingerprint(tiny_model(seed=1), tokenizer)
+    assert fp != kvstore.model_fingerprint(tiny_model(seed=0), None)
+    attn = AttentionConfig(start_layer=1)
+    key = kvstore.cache_key(fp, attn, [1, 2, 3])
+    assert len(key) == 24 and key == kvstore.cache_key(fp, attn, [1, 2, 3])
+    assert key != kvstore.cache_key(fp, AttentionConfig(start_layer=2), [1, 2, 3])
+    assert key != kvstore.cache_key(fp, attn, [1, 2, 4])
+    assert kvstore.kv_path_for(key).parent == Path(os.environ["TMIX_CACHE_DIR"]) / "kv"
+
+
+# ---------------------------------------------------------------- refusals
+
+
+def test_refuses_non_safetensors(tmp_path: Path) -> None:
+    rnd = tmp_path / "random.safetensors"
+    rnd.write_bytes(os.urandom(4096))
+    txt = tmp_path / "notes.safetensors"
+    txt.write_text("hello, this is a plain text file\n" * 10)
+    tiny = tmp_path / "tiny.safetensors"
+    tiny.write_bytes(b"abc")
+    for p in (rnd, txt, tiny):
+        with pytest.raises(TmixError, match=r"is not a safetensors KV file") as exc:
+            kvstore.load_kv(p)
+        assert str(p) in str(exc.value)
+
+
+def test_refuses_truncated_and_oversized(tokenizer) -> None:
+    path, _, _ = saved(tiny_model(), tokenizer)
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-100])
+    with pytest.raises(TmixError, match=r"is truncated: tensor"):
+        kvstore.load_kv(path)
+    path.write_bytes(raw[:40])
+    with pytest.raises(TmixError, match=r"is truncated: header needs"):
+        kvstore.read_meta(path)
+    path.write_bytes(struct.pack("<Q", 2**40) + raw[8:])
+    with pytest.raises(TmixError, match=r"header length 1099511627776 exceeds the 100 MB limit"):
+        kvstore.load_kv(path)
+
+
+def test_refuses_inconsistent_tensor_entries(tokenizer) -> None:
+    path, _, _ = saved(tiny_model(), tokenizer)
+    rewrite_header(path, lambda h: h["layers.0.keys"].update(shape=[1, 2, T, 15]))
+    with pytest.raises(TmixError, match=r"size does not match its shape"):
+        kvstore.read_meta(path)
+
+
+@pytest.mark.parametrize("version,word", [("2", "newer"), ("0", "older")])
+def test_refuses_unknown_format_version(version: str, word: str, tokenizer) -> None:
+    path, _, _ = saved(tiny_model(), tokenizer)
+    rewrite_header(path, lambda h: h["__metadata__"].update(tmix_format=version))
+    with pytest.raises(TmixError, match=rf"made by an? {word} tmix.*re-run tmix prefill"):
+        kvstore.load_kv(path)
+
+
+def _check(model, tokenizer, path: Path, **over) -> None:
+    loaded, _, meta = kvstore.load_kv(path)
+    kvstore.check_kv(meta, loaded, make_meta(model, tokenizer, **over), model.config)
+
+
+def test_refuses_other_model_dtype_attention_template(tokenizer) -> None:
+    model = tiny_model()
+    path, _, _ = saved(model, tokenizer)
+    with pytest.raises(TmixError, match=r"different model \(fingerprint"):
+        _check(tiny_model(seed=7), tokenizer, path)
+    with pytest.raises(TmixError, match=r"dtype fp32, now bf16"):
+        _check(model, tokenizer, path, dtype=torch.bfloat16)
+    with pytest.raises(TmixError, match=r"attention start_layer=1, now 2"):
+        _check(model, tokenizer, path, attn=AttentionConfig(start_layer=2))
+    with pytest.raises(TmixError, match=r"attention method=trimix, now dense"):
+        _check(model, tokenizer, path, attn=AttentionConfig(method="dense", start_layer=1))
+    with pytest.raises(TmixError, match=r"another prompt template \(hash t1, now t2\)"):
+        _check(model, tokenizer, path, template_hash="t2")
+
+
+def test_refuses_shape_mismatch(tokenizer) -> None:
+    model = tiny_model()
+    cache = DynamicCache()
+    for i in range(3):
+        cache.update(torch.randn(1, 2, T, 8), torch.randn(1, 2, T, 8), i)  # head_dim 8, model has 16
+    path = kvstore.kv_path_for("forged")
+    kvstore.save_kv(path, cache, prefix_ids(), make_meta(model, tokenizer))
+    with pytest.raises(TmixError, match=r"head_dim=8, the model has kv_heads=2 head_dim=16"):
+        _check(model, tokenizer, path)
+    two_layers = DynamicCache()
+    for i in range(2):
+        two_layers.update(torch.randn(1, 2, T, 16), torch.randn(1, 2, T, 16), i)
+    kvstore.save_kv(path, two_layers, prefix_ids(), make_meta(model, tokenizer))
+    with pytest.raises(TmixError, match=r"KV file has 2 layers, the model has 3"):
+        _check(model, tokenizer, path)
+
+
+def test_refuses_token_count_and_prefix_mismatch(tokenizer) -> None:
+    model = tiny_model()
+    path, _, ids = saved(model, tokenizer)
+    loaded, _, meta = kvstore.load_kv(path)
+    with pytest.raises(TmixError, match=rf"holds {T} tokens but its n_tokens={T + 1}"):
+        kvstore.check_kv({**meta, "n_tokens": str(T + 1)}, loaded, make_meta(model, tokenizer), model.config)
+    rewrite_header(path, lambda h: h["__metadata__"].update(n_tokens=str(T + 1)))
+    with pytest.raises(TmixError, match=rf"\[{T}\] prefix ids but n_tokens={T + 1}"):
+        kvstore.load_kv(path)
+    with pytest.raises(TmixError, match=r"prefix differs from this prompt at token 3"):
+        kvstore.check_prefix(ids, ids[:3] + [0] + ids[4:])
+    with pytest.raises(TmixError, match=rf"stored {T} tokens, prompt prefix {T + 1}"):
+        kvstore.check_prefix(ids, ids + [7])
+    with pytest.raises(TmixError, match=r"cached tokens but"):
+        kvstore.save_kv(path, loaded, ids[:-1], meta)
+
+
+class _Evil:
+    """Unpickling this creates the marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_refuses_pickle_without_unpickling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    probe = tmp_path / "probe"
+    pickle.loads(pickle.dumps(_Evil(probe))).close()
+    assert probe.exists()  # the payload works when unpickled
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.safetensors"
+    torch.save({"x": _Evil(marker)}, path)
+
+    def boom(*a, **k):
+        raise AssertionError("tmix must never unpickle")
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, boom)
+    monkeypatch.setattr(torch, "load", boom)
+    with pytest.raises(TmixError, match=r"not a safetensors KV file \(it looks like a PyTorch/pickle"):
+        kvstore.load_kv(path)
+    with pytest.raises(TmixError, match=r"not a safetensors KV file"):
+        kvstore.read_meta(path)
+    assert not marker.exists()
+
+
+def test_refuses_sliding_window(tokenizer) -> None:
+    config = tiny_config("qwen2", use_sliding_window=True, sliding_window=8, max_window_layers=1)
+    assert kvstore.uses_sliding_window(config)
+    assert not kvstore.uses_sliding_window(tiny_config("qwen2"))
+    assert not kvstore.uses_sliding_window(tiny_config("llama"))
+    with pytest.raises(TmixError, match=r"sliding-window attention is not supported by the KV cache yet"):
+        kvstore.refuse_sliding(config)
+    model = tiny_model("qwen2", use_sliding_window=True, sliding_window=8, max_window_layers=1)
+    with pytest.raises(TmixError, match=r"sliding-window attention is not supported by the KV cache yet"):
+        saved(model, tokenizer)
+    assert kvstore.list_entries() == []
+
+
+# ---------------------------------------------------------------- crash safety
+
+
+def test_disk_full_leaves_nothing(tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def full(f, data):
+        calls.append(1)
+        if len(calls) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        f.write(data)
+    monkeypatch.setattr(kvstore, "_write_bytes", full)
+    with pytest.raises(TmixError, match=r"disk full"):
+        saved(tiny_model(), tokenizer)
+    assert list(kvstore.kv_dir().iterdir()) == []
+
+
+SAVER = textwrap.dedent("""
+    import sys, time, torch
+    from transformers import DynamicCache
+    from tmixcli import kvstore
+    path, delay = sys.argv[1], float(sys.argv[2])
+    def slow(f, data):
+        f.write(data)
+        f.flush()
+        print("writing", flush=True)
+        time.sleep(delay)
+    kvstore._write_bytes = slow
+    torch.manual_seed(0)
+    cache = DynamicCache()
+    for i in range(4):
+        cache.update(torch.randn(1, 2, 256, 64), torch.randn(1, 2, 256, 64), i)
+    meta = {"tmix_format": kvstore.FORMAT_VERSION, "doc_name": "d", "model_id": "m", "dtype": "fp32"}
+    kvstore.save_kv(kvstore.Path(path), cache, list(range(256)), meta)
+    print("done", flush=True)
+""")
+
+
+def _saver(path: Path, delay: float) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-c", SAVER, str(path), str(delay)], env=env,
+                            stdout=subprocess.PIPE, text=True)
+
+
+def test_kill_during_save_leaves_no_final_file() -> None:
+    path = kvstore.kv_path_for("killed")
+    proc = _saver(path, 30.0)
+    assert proc.stdout.readline().strip() == "writing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not path.exists()
+    assert len(kvstore.temp_files()) == 1
+    assert kvstore.list_entries() == []
+
+
+def test_concurrent_saves_same_key() -> None:
+    path = kvstore.kv_path_for("same")
+    procs = [_saver(path, 0.2) for _ in range(2)]
+    outs = [p.communicate(timeout=60)[0] for p in procs]
+    assert all(p.returncode == 0 and "done" in o for p, o in zip(procs, outs))
+    cache, ids, meta = kvstore.load_kv(path)
+    assert ids == list(range(256)) and cache.get_seq_length() == 256 and meta["num_layers"] == "4"
+    assert kvstore.temp_files() == [] and [e["key"] for e in kvstore.list_entries()] == ["same"]
+
+
+# ---------------------------------------------------------------- list_entries and `tmix cache`
+
+
+def _two_files(tokenizer) -> list[str]:
+    model = tiny_model()
+    saved(model, tokenizer, prefix_ids(seed=1), doc_name="a.txt")
+    time.sleep(0.01)
+    saved(model, tokenizer, prefix_ids(seed=2), doc_name="b.pdf")
+    return [e["key"] for e in kvstore.list_entries()]
+
+
+def _err(result) -> str:
+    return result.stderr
+
+
+def test_list_entries_and_cli(tokenizer) -> None:
+    runner = CliRunner()
+    keys = _two_files(tokenizer)
+    (kvstore.kv_dir() / ".leftover.safetensors.1.tmp").write_bytes(b"junk")
+    entries = kvstore.list_entries()
+    assert {e["doc_name"] for e in entries} == {"a.txt", "b.pdf"}
+    assert all(e["n_tokens"] == T and e["model_id"] == "tiny" and e["error"] is None for e in entries)
+
+    out = runner.invoke(app, ["ls"])
+    assert out.exit_code == 0 and "a.txt" in out.stdout and "KiB" in out.stdout and "LAST USED" in out.stdout
+    listed = json.loads(runner.invoke(app, ["ls", "--json"]).stdout)
+    assert sorted(e["key"] for e in listed) == sorted(keys)
+
+    info = runner.invoke(app, ["info", keys[0][:10]])
+    assert info.exit_code == 0 and "model_fingerprint" in info.stdout and ": ok)" in info.stdout
+    facts = json.loads(runner.invoke(app, ["info", entries[0]["path"], "--json"]).stdout)
+    assert facts["size_matches"] and facts["metadata"]["n_tokens"] == str(T)
+
+    bad = runner.invoke(app, ["rm", "zzzz"])
+    assert bad.exit_code == 2 and _err(bad).count("\n") == 1
+    assert _err(bad).startswith("tmix: error: no KV file with key 'zzzz'")
+    assert runner.invoke(app, ["rm", ""]).exit_code == 2  # ambiguous prefix
+    gone = runner.invoke(app, ["rm", keys[0][:8]])
+    assert gone.exit_code == 0 and f"removed {keys[0]}" in gone.stdout
+    assert [e["key"] for e in kvstore.list_entries()] == keys[1:]
+
+
+def test_cli_clear(tokenizer) -> None:
+    runner = CliRunner()
+    _two_files(tokenizer)
+    refused = runner.invoke(app, ["clear"], input="y\n")
+    assert refused.exit_code == 2 and "--yes" in _err(refused)
+    assert len(kvstore.list_entries()) == 2
+    done = runner.invoke(app, ["clear", "--yes"])
+    assert done.exit_code == 0 and "removed 2 KV files" in done.stdout
+    assert kvstore.list_entries() == []
+    assert "no KV files" in runner.invoke(app, ["ls"]).stdout
+
+
+def test_invalid_file_listed_not_fatal() -> None:
+    (kvstore.kv_dir() / "broken.safetensors").write_bytes(b"nope")
+    (entry,) = kvstore.list_entries()
+    assert entry["key"] == "broken" and "not a safetensors" in entry["error"]
+    out = CliRunner().invoke(app, ["ls"])
+    assert out.exit_code == 0 and "(invalid:" in out.stdout

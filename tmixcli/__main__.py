@@ -1,0 +1,3 @@
+from tmixcli.cli import main
+
+main()

@@ -1,0 +1,237 @@
+"""The ask/prefill/chat workflow: a prefilled document (from cache or fresh) and answers streamed against it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from tmixcli import attention, generate, kvstore, prompt
+from tmixcli.config import AttentionConfig, default_start_layer
+from tmixcli.documents import Document
+from tmixcli.errors import TmixError
+from tmixcli.models import LoadedModel
+
+
+@dataclass
+class Settings:
+    """Everything a user can set for ask/prefill/chat; None start_layer means profile, else paper default."""
+
+    method: str = "trimix"
+    n_init: int = 8
+    n_local: int = 512
+    last_n: int = 128
+    start_layer: int | None = None
+    system: str | None = None
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    use_cache: bool = True
+    truncate: bool = False
+    chunk_size: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class Context:
+    """A document's prefilled state: the cache holds exactly `prefix_ids` after every answer (unless history)."""
+
+    lm: LoadedModel
+    attn: AttentionConfig
+    prefix_ids: list[int]
+    cache: object
+    doc_name: str
+    system: str | None
+    cache_hit: bool = False
+    kv_path: Path | None = None
+    prefill_s: float = 0.0
+    start_layer_source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Answer:
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    ttft_s: float
+    decode_tokens_per_s: float
+
+
+def resolve_attention(lm: LoadedModel, s: Settings) -> tuple[AttentionConfig, str]:
+    """The attention settings and where the start layer came from (flag, calibrated profile, paper default)."""
+    cfg = lm.model.config
+    n_layers = cfg.num_hidden_layers
+    if s.start_layer is not None:
+        start, source = s.start_layer, "--start-layer"
+    else:
+        start, source = default_start_layer(cfg.model_type, n_layers), "default"
+        profile = _profile(lm)
+        if profile is not None:
+            start, source = int(profile["start_layer"]), "calibrated profile"
+    if s.method == "trimix" and start > n_layers:
+        raise TmixError(f"--start-layer {start} is past the model's {n_layers} layers")
+    try:
+        attn = AttentionConfig(method=s.method, n_init=s.n_init, n_local=s.n_local, last_n=s.last_n,
+                               start_layer=start if s.method == "trimix" else 0)
+    except ValueError as err:
+        raise TmixError(str(err)) from None
+    return attn, source
+
+
+def _profile(lm: LoadedModel) -> dict | None:
+    try:
+        from tmixcli.calibrate import load_profile
+    except ImportError:
+        return None
+    return load_profile(kvstore.model_fingerprint(lm.model, lm.tokenizer))
+
+
+def context_limit(lm: LoadedModel) -> int:
+    return int(getattr(lm.model.config, "max_position_embeddings", 0) or 1 << 30)
+
+
+def fit_document(lm: LoadedModel, doc: Document, s: Settings, question_tokens: int) -> tuple[list[int], list[str]]:
+    """Prefix ids of the document; refuse (or with --truncate cut the end) when it does not fit the context."""
+    tok = lm.tokenizer
+    ids = prompt.prefix_ids(tok, doc.text, s.system)
+    limit = context_limit(lm)
+    need = len(ids) + question_tokens + s.max_new_tokens
+    if need <= limit:
+        return ids, []
+    if not s.truncate:
+        raise TmixError(f"{doc.name} needs {len(ids)} prompt tokens + {question_tokens} question + "
+                        f"{s.max_new_tokens} answer = {need} tokens, over the model's {limit}; "
+                        f"use --truncate to cut the document, or a shorter --max-new-tokens")
+    doc_ids = tok(doc.text, add_special_tokens=False)["input_ids"]
+    keep = len(doc_ids) - (need - limit) - 8
+    if keep <= 0:
+        raise TmixError(f"the model's context ({limit} tokens) leaves no room for {doc.name}")
+    text = tok.decode(doc_ids[:keep])
+    ids = prompt.prefix_ids(tok, text, s.system)
+    while len(ids) + question_tokens + s.max_new_tokens > limit and keep > 0:
+        keep -= 16
+        text = tok.decode(doc_ids[:keep])
+        ids = prompt.prefix_ids(tok, text, s.system)
+    return ids, [f"truncated {doc.name}: kept its first {keep} of {len(doc_ids)} tokens"]
+
+
+def _expected_meta(lm: LoadedModel, attn: AttentionConfig, s: Settings, doc: Document | None) -> dict[str, str]:
+    meta = kvstore.build_meta(
+        model_id=lm.model_id, fingerprint=kvstore.model_fingerprint(lm.model, lm.tokenizer), dtype=lm.dtype,
+        attn=attn, doc_name=doc.name if doc else "", doc_sha256=doc.sha256 if doc else "",
+        template_hash=prompt.template_hash(lm.tokenizer, s.system), n_tokens=0)
+    keep = set(kvstore.CHECKED_FIELDS) - ({"doc_sha256"} if doc is None else set())
+    return {k: v for k, v in meta.items() if k in keep}
+
+
+def open_document(lm: LoadedModel, doc: Document, s: Settings, question_tokens: int = 64,
+                  kv_out: Path | None = None) -> Context:
+    """Prefilled state for a document: a cache hit loads the KV file, a miss prefills (and saves unless --no-cache)."""
+    attn, source = resolve_attention(lm, s)
+    ids, notes = fit_document(lm, doc, s, question_tokens)
+    attention.attach(lm.model, attn)
+    fp = kvstore.model_fingerprint(lm.model, lm.tokenizer)
+    path = kv_out or kvstore.kv_path_for(kvstore.cache_key(fp, attn, ids))
+    ctx = Context(lm, attn, ids, None, doc.name, s.system, start_layer_source=source, notes=notes)
+    if s.use_cache and kv_out is None and path.is_file():
+        try:
+            return _load_into(ctx, path, s, doc, ids)
+        except TmixError as err:
+            ctx.notes.append(f"cache file {path.name} not used ({err}); prefilling again")
+    start = _now(lm)
+    ctx.cache, _ = generate.prefill(lm.model, ids, chunk_size=s.chunk_size, progress=s.progress)
+    ctx.prefill_s = _now(lm) - start
+    if s.use_cache or kv_out is not None:
+        meta = kvstore.build_meta(model_id=lm.model_id, fingerprint=fp, dtype=lm.dtype, attn=attn,
+                                  doc_name=doc.name, doc_sha256=doc.sha256,
+                                  template_hash=prompt.template_hash(lm.tokenizer, s.system), n_tokens=len(ids))
+        kvstore.save_kv(path, ctx.cache, ids, meta)
+        ctx.kv_path = path
+    return ctx
+
+
+def _load_into(ctx: Context, path: Path, s: Settings, doc: Document | None, ids: list[int] | None) -> Context:
+    lm = ctx.lm
+    start = _now(lm)
+    cache, stored_ids, meta = kvstore.load_kv(path, lm.device)
+    kvstore.check_kv(meta, cache, _expected_meta(lm, ctx.attn, s, doc), lm.model.config)
+    if ids is not None:
+        kvstore.check_prefix(stored_ids, ids)
+    ctx.cache, ctx.prefix_ids, ctx.cache_hit, ctx.kv_path = cache, stored_ids, True, path
+    ctx.prefill_s = _now(lm) - start
+    ctx.doc_name = meta.get("doc_name", path.name)
+    return ctx
+
+
+def open_kv(lm: LoadedModel, path: Path, s: Settings) -> Context:
+    """Prefilled state from a KV file alone (no document); attention flags left unset take the file's values."""
+    meta = kvstore.read_meta(path)
+    file_attn = {k[5:]: meta[k] for k in meta if k.startswith("attn_")}
+    if s.start_layer is None and "start_layer" in file_attn:
+        s = Settings(**{**s.__dict__, "start_layer": int(file_attn["start_layer"])})
+    if s.method == "trimix" and file_attn.get("method") == "dense":
+        s = Settings(**{**s.__dict__, "method": "dense"})
+    attn, _ = resolve_attention(lm, s)
+    attention.attach(lm.model, attn)
+    ctx = Context(lm, attn, [], None, meta.get("doc_name", path.name), s.system, start_layer_source="KV file")
+    return _load_into(ctx, path, s, None, None)
+
+
+def rewind(cache: object, length: int) -> None:
+    """Drop everything after the first `length` positions (the document prefix) from every layer."""
+    for layer in cache.layers:
+        layer.keys = layer.keys[..., :length, :]
+        layer.values = layer.values[..., :length, :]
+
+
+def ask(ctx: Context, question: str, s: Settings, on_text: Callable[[str], None] | None = None,
+        keep: bool = False) -> Answer:
+    """Answer one question on top of the document's state; the cache is rewound afterwards unless `keep`."""
+    return ask_ids(ctx, prompt.question_ids(ctx.lm.tokenizer, question, ctx.system), s, on_text, keep)
+
+
+def ask_ids(ctx: Context, q_ids: list[int], s: Settings, on_text: Callable[[str], None] | None = None,
+            keep: bool = False) -> Answer:
+    """Run question ids on top of the cache and stream the answer; rewinds the cache unless `keep`."""
+    lm = ctx.lm
+    base = ctx.cache.get_seq_length()
+    if base + len(q_ids) + 1 > context_limit(lm):
+        raise TmixError(f"the question does not fit: {base} cached + {len(q_ids)} question tokens "
+                        f"exceed the model's {context_limit(lm)}")
+    budget = min(s.max_new_tokens, context_limit(lm) - base - len(q_ids))
+    stops = generate.stop_ids(lm.tokenizer, lm.model)
+    start = _now(lm)
+    first: list[float] = []
+    tokens = generate.generate_ids(lm.model, ctx.cache, q_ids, stops, budget, s.temperature, s.top_p, s.seed,
+                                   on_first=lambda: first.append(_now(lm)))
+    pieces = []
+    try:
+        for piece in generate.stream_text(lm.tokenizer, _count(tokens, counter := [0])):
+            pieces.append(piece)
+            if on_text is not None:
+                on_text(piece)
+    finally:
+        if not keep:
+            rewind(ctx.cache, base)
+    end = _now(lm)
+    ttft = (first[0] if first else end) - start
+    n = counter[0]
+    rate = (n - 1) / (end - first[0]) if first and n > 1 and end > first[0] else 0.0
+    return Answer("".join(pieces), base + len(q_ids), n, ttft, rate)
+
+
+def _count(it, counter: list[int]):
+    for tok in it:
+        counter[0] += 1
+        yield tok
+
+
+def _now(lm: LoadedModel) -> float:
+    if lm.device.type == "cuda":
+        torch.cuda.synchronize(lm.device)
+    return time.perf_counter()

@@ -1,0 +1,555 @@
+"""`tmix bench`: time to first token of dense vs TriangleMix prefill, and of a follow-up from a saved KV file."""
+
+from __future__ import annotations
+
+import csv
+import gc
+import hashlib
+import importlib.metadata
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from tmixcli.errors import TmixError
+
+if TYPE_CHECKING:
+    import torch
+
+QUESTION_TOKENS = 20
+METHODS = ("dense", "trimix")
+MIB = 2**20
+CSV_FIELDS = ("length", "method", "status", "ttft_median_s", "ttft_min_s", "ttft_max_s", "tokens_per_s",
+              "speedup_vs_dense", "peak_mem_mib", "peak_extra_mib", "warm_ttft_s", "kv_load_s", "kv_file_mib",
+              "first_token")
+
+
+# ---------------------------------------------------------------- option parsing
+
+
+def parse_lengths(spec: str) -> list[int]:
+    """"4k,32k,128k" -> [4096, 32768, 131072] (k = 1024); plain numbers are token counts."""
+    out = []
+    for part in (p.strip().lower() for p in spec.split(",") if p.strip()):
+        try:
+            n = int(float(part[:-1]) * 1024) if part.endswith("k") else int(part)
+        except ValueError:
+            raise TmixError(f"bad length {part!r} in --lengths: use numbers like 2048 or 4k") from None
+        if n < 1:
+            raise TmixError(f"bad length {part!r} in --lengths: must be at least 1 token")
+        out.append(n)
+    if not out:
+        raise TmixError("--lengths is empty")
+    return out
+
+
+def parse_methods(spec: str) -> list[str]:
+    """"dense,trimix" -> ["dense", "trimix"]; unknown names are refused."""
+    out = [m.strip() for m in spec.split(",") if m.strip()]
+    bad = [m for m in out if m not in METHODS]
+    if bad or not out:
+        raise TmixError(f"bad --methods {spec!r}: choose from {', '.join(METHODS)}")
+    return list(dict.fromkeys(out))
+
+
+# ---------------------------------------------------------------- environment
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def _device_name(device: "torch.device") -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+# ---------------------------------------------------------------- timing and memory
+
+
+def _sync(device: "torch.device") -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _free(device: "torch.device") -> None:
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _rss_bytes() -> int | None:
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def memory_kind(device: "torch.device") -> str:
+    """How peak memory is measured on this device (goes into the report header)."""
+    if device.type == "cuda":
+        return "torch.cuda.max_memory_allocated during the prefill (extra = above the weights)"
+    if _rss_bytes() is not None:
+        return "process RSS sampled every 5 ms from /proc/self/statm during the prefill (extra = above start)"
+    return "peak RSS of the process so far (ru_maxrss, monotonic)"
+
+
+class MemoryProbe:
+    """Peak memory during a block: CUDA peak allocated, else RSS sampled by a thread (ru_maxrss fallback)."""
+
+    def __init__(self, device: "torch.device") -> None:
+        self.device = device
+        self.base = self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "MemoryProbe":
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = self.peak = torch.cuda.memory_allocated(self.device)
+        elif _rss_bytes() is not None:
+            self.base = self.peak = _rss_bytes() or 0
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _rss_bytes() or 0)
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        elif self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, _rss_bytes() or 0)
+        else:
+            import resource
+
+            self.peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _is_oom(err: BaseException) -> bool:
+    import torch
+
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def measure_ttft(model: "torch.nn.Module", ids: list[int], chunk_size: int | None = None,
+                 kv_path: Path | None = None, meta: dict[str, str] | None = None) -> dict[str, Any]:
+    """One cold TTFT (prefill + first token), synchronised; optionally saves the KV afterwards (untimed)."""
+    from tmixcli import kvstore
+    from tmixcli.generate import choose, prefill
+
+    device = model.device
+    _sync(device)
+    with MemoryProbe(device) as mem:
+        start = time.perf_counter()
+        cache, logits = prefill(model, ids, chunk_size=chunk_size)
+        token = choose(logits)
+        _sync(device)
+        ttft = time.perf_counter() - start
+    kv_bytes = kvstore.save_kv(kv_path, cache, ids, meta or {}) if kv_path is not None else None
+    del cache, logits
+    return {"ttft": ttft, "peak": mem.peak, "extra": max(0, mem.peak - mem.base), "token": token,
+            "kv_bytes": kv_bytes}
+
+
+def measure_warm(model: "torch.nn.Module", kv_path: Path, question: list[int]) -> tuple[float, float]:
+    """(load_kv + extend(question) + first token, load_kv alone) in seconds, synchronised."""
+    from tmixcli import kvstore
+    from tmixcli.generate import choose, extend
+
+    device = model.device
+    _sync(device)
+    start = time.perf_counter()
+    cache, _, _ = kvstore.load_kv(kv_path, device)
+    _sync(device)
+    loaded = time.perf_counter()
+    choose(extend(model, cache, question))
+    _sync(device)
+    end = time.perf_counter()
+    del cache
+    return end - start, loaded - start
+
+
+def _random_ids(n: int, vocab: int, seed: int) -> list[int]:
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (n,), generator=gen).tolist()
+
+
+# ---------------------------------------------------------------- model
+
+
+def _resolve_model(model: Any, arch: str | None, device: str, dtype: str, force: bool,
+                   log: Callable[[str], None]) -> tuple["torch.nn.Module", str]:
+    """(model in eval mode, label) from a module, a LoadedModel, a --model spec, or a built-in --arch."""
+    import torch
+
+    from tmixcli.models import LoadedModel, load_model, resolve_device, resolve_dtype
+
+    if model is not None and arch is not None:
+        raise TmixError("give either --model or --arch, not both")
+    if isinstance(model, LoadedModel):
+        return model.model.eval(), model.model_id
+    if isinstance(model, torch.nn.Module):
+        return model.eval(), type(model).__name__
+    if arch is not None:
+        from tmixcli.archs import build_random_model
+
+        dev = resolve_device(device)
+        log(f"bench: building {arch} with random weights on {dev}...")
+        return build_random_model(arch, dev, resolve_dtype(dtype, dev), force=force), f"{arch} (random weights)"
+    loaded = load_model(model, device=device, dtype=dtype, progress=True)
+    return loaded.model, loaded.model_id
+
+
+def _attn_configs(model: "torch.nn.Module", methods: list[str], start_layer: int | None, n_init: int,
+                  n_local: int, last_n: int) -> dict[str, Any]:
+    from tmixcli.config import AttentionConfig, default_start_layer
+
+    cfg = model.config
+    start = default_start_layer(cfg.model_type, cfg.num_hidden_layers) if start_layer is None else start_layer
+    try:
+        return {m: AttentionConfig(method=m, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start)
+                for m in methods}
+    except ValueError as err:
+        raise TmixError(str(err)) from None
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+def run_bench(model: Any = None, *, arch: str | None = None, lengths: list[int] | tuple[int, ...] = (2048,),
+              methods: list[str] | tuple[str, ...] = METHODS, repeats: int = 3, warmup: int = 1,
+              start_layer: int | None = None, n_init: int = 8, n_local: int = 512, last_n: int = 128,
+              chunk_size: int | None = None, device: str = "auto", dtype: str = "auto", warm: bool = True,
+              seed: int = 0, force: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Benchmark TTFT per length and method; returns {"header": {...}, "rows": [...]} (times in seconds).
+
+    `model` is a --model spec (None = the default model), a LoadedModel or a torch module; or give `arch`."""
+    if repeats < 1 or warmup < 0:
+        raise TmixError("need --repeats >= 1 and --warmup >= 0")
+    if chunk_size is not None and chunk_size < 1:
+        raise TmixError("--chunk-size must be at least 1")
+    log = log or (lambda _msg: None)
+    model, label = _resolve_model(model, arch, device, dtype, force, log)
+    attn = _attn_configs(model, list(methods), start_layer, n_init, n_local, last_n)
+    header = _header(model, label, attn, chunk_size, repeats, warmup, seed)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="tmix-bench-") as tmp:
+        for i, length in enumerate(lengths):
+            opts = {"chunk_size": chunk_size, "repeats": repeats, "warmup": warmup, "warm": warm,
+                    "seed": seed + i, "tmp": Path(tmp), "log": log}
+            rows += _bench_length(model, label, length, attn, opts)
+    return {"header": header, "rows": rows}
+
+
+def _header(model: "torch.nn.Module", label: str, attn: dict[str, Any], chunk_size: int | None,
+            repeats: int, warmup: int, seed: int) -> dict[str, Any]:
+    from tmixcli.kvstore import dtype_name
+
+    cfg = model.config
+    first = next(iter(attn.values()))
+    return {
+        "tool": "tmix bench", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": label, "device": str(model.device), "device_name": _device_name(model.device),
+        "dtype": dtype_name(model.dtype), "torch": _version("torch"), "transformers": _version("transformers"),
+        "triton": _version("triton"), "git_commit": _git_commit(), "python": platform.python_version(),
+        "num_layers": cfg.num_hidden_layers, "max_context": getattr(cfg, "max_position_embeddings", None),
+        "start_layer": first.start_layer, "n_init": first.n_init, "n_local": first.n_local,
+        "last_n": first.last_n, "chunk_size": chunk_size, "repeats": repeats, "warmup": warmup, "seed": seed,
+        "question_tokens": QUESTION_TOKENS, "memory": memory_kind(model.device),
+    }
+
+
+def _empty_row(length: int, method: str, status: str) -> dict[str, Any]:
+    row: dict[str, Any] = {k: None for k in CSV_FIELDS}
+    row.update(length=length, method=method, status=status, ttft_samples_s=[])
+    return row
+
+
+def _bench_length(model: "torch.nn.Module", label: str, length: int, attn: dict[str, Any],
+                  opts: dict[str, Any]) -> list[dict[str, Any]]:
+    """All repeats of one length, methods interleaved per repeat (dense, trimix, dense, trimix, ...)."""
+    ctx = getattr(model.config, "max_position_embeddings", None)
+    if ctx is not None and length > ctx:
+        opts["log"](f"bench: {length} tokens exceeds the model's context ({ctx}): skipped")
+        return [_empty_row(length, m, f"exceeds context ({ctx})") for m in attn]
+    ids = _random_ids(length, model.config.vocab_size, opts["seed"])
+    rows = {m: _empty_row(length, m, "ok") for m in attn}
+    rounds = opts["warmup"] + opts["repeats"]
+    for r in range(rounds):
+        for method, cfg in attn.items():
+            if rows[method]["status"] == "ok":
+                _one_round(model, label, ids, method, cfg, rows[method], r, opts)
+    _summarise(list(rows.values()), length)
+    return list(rows.values())
+
+
+def _one_round(model: "torch.nn.Module", label: str, ids: list[int], method: str, cfg: Any,
+               row: dict[str, Any], r: int, opts: dict[str, Any]) -> None:
+    """One timed (or warm-up) prefill of `method`; the last round also saves the KV and times follow-ups."""
+    from tmixcli.attention import attach
+
+    attach(model, cfg)
+    last = r == opts["warmup"] + opts["repeats"] - 1
+    kv_path = opts["tmp"] / f"{method}-{len(ids)}.safetensors" if last and opts["warm"] else None
+    tag = f"warmup {r + 1}/{opts['warmup']}" if r < opts["warmup"] else f"repeat {r - opts['warmup'] + 1}"
+    res = _guarded(model, lambda: measure_ttft(model, ids, opts["chunk_size"], kv_path,
+                                               _kv_meta(model, label, cfg, ids) if kv_path else None))
+    if isinstance(res, str):
+        row["status"] = res
+        opts["log"](f"bench: {len(ids)} tokens, {method}, {tag}: {res}")
+        return
+    opts["log"](f"bench: {len(ids)} tokens, {method}, {tag}: TTFT {res['ttft']:.3f} s")
+    if r >= opts["warmup"]:
+        row["ttft_samples_s"].append(res["ttft"])
+        row["peak_mem_mib"] = max(row["peak_mem_mib"] or 0, res["peak"] / MIB)
+        row["peak_extra_mib"] = max(row["peak_extra_mib"] or 0, res["extra"] / MIB)
+        row["first_token"] = res["token"]
+    if kv_path is not None:
+        row["kv_file_mib"] = res["kv_bytes"] / MIB
+        _warm_rounds(model, kv_path, row, opts)
+        kv_path.unlink(missing_ok=True)
+
+
+def _warm_rounds(model: "torch.nn.Module", kv_path: Path, row: dict[str, Any], opts: dict[str, Any]) -> None:
+    """Time load_kv + a 20-token question + first token, `warmup` + `repeats` times (medians kept)."""
+    question = _random_ids(QUESTION_TOKENS, model.config.vocab_size, opts["seed"] + 7919)
+    warm_t, load_t = [], []
+    for r in range(opts["warmup"] + opts["repeats"]):
+        res = _guarded(model, lambda: measure_warm(model, kv_path, question))
+        if isinstance(res, str):
+            row["status"] = f"warm: {res}"
+            opts["log"](f"bench: {len(question)}-token follow-up for {row['method']}: {res}")
+            return
+        if r >= opts["warmup"]:
+            warm_t.append(res[0])
+            load_t.append(res[1])
+    row["warm_ttft_s"] = statistics.median(warm_t)
+    row["kv_load_s"] = statistics.median(load_t)
+    opts["log"](f"bench: {row['length']} tokens, {row['method']}, warm follow-up ({QUESTION_TOKENS} tokens from "
+                f"the KV file): {row['warm_ttft_s']:.3f} s (load {row['kv_load_s']:.3f} s)")
+
+
+def _guarded(model: "torch.nn.Module", fn: Callable[[], Any]) -> Any:
+    """fn(), or "out of memory" after freeing caches; memory is always released afterwards."""
+    try:
+        result = fn()
+    except (RuntimeError, MemoryError) as err:
+        if not (_is_oom(err) or isinstance(err, MemoryError)):
+            raise
+        result = "out of memory"
+    _free(model.device)
+    return result
+
+
+def _kv_meta(model: "torch.nn.Module", label: str, cfg: Any, ids: list[int]) -> dict[str, str]:
+    from tmixcli import kvstore
+
+    digest = hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()
+    return kvstore.build_meta(model_id=label, fingerprint=kvstore.model_fingerprint(model, None),
+                              dtype=model.dtype, attn=cfg, doc_name=f"bench-random-{len(ids)}",
+                              doc_sha256=digest, template_hash="bench", n_tokens=len(ids))
+
+
+def _summarise(rows: list[dict[str, Any]], length: int) -> None:
+    """Fill medians, min/max, tokens/s and the speedup against the dense row."""
+    for row in rows:
+        samples = row["ttft_samples_s"]
+        if (row["status"] == "ok" or row["status"].startswith("warm:")) and samples:
+            med = statistics.median(samples)
+            row.update(ttft_median_s=med, ttft_min_s=min(samples), ttft_max_s=max(samples),
+                       tokens_per_s=length / med)
+    dense = next((r for r in rows if r["method"] == "dense" and r["ttft_median_s"]), None)
+    for row in rows:
+        if dense and row["ttft_median_s"]:
+            row["speedup_vs_dense"] = dense["ttft_median_s"] / row["ttft_median_s"]
+
+
+# ---------------------------------------------------------------- output
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _k(n: int) -> str:
+    return f"{n // 1024}K" if n % 1024 == 0 else str(n)
+
+
+def format_markdown(result: dict[str, Any]) -> str:
+    """The report: a header block and one table row per length and method."""
+    h = result["header"]
+    lines = [
+        f"tmix bench - {h['date']} - git {h['git_commit']}",
+        f"model: {h['model']} ({h['num_layers']} layers, context {h['max_context']})",
+        f"device: {h['device_name']} [{h['device']}], dtype {h['dtype']}",
+        f"torch {h['torch']}, transformers {h['transformers']}, triton {h['triton']}, python {h['python']}",
+        f"trimix: start_layer {h['start_layer']}, n_init {h['n_init']}, n_local {h['n_local']}, "
+        f"last_n {h['last_n']}, chunk_size {h['chunk_size'] or 'none'}; repeats {h['repeats']}, "
+        f"warmup {h['warmup']}",
+        f"memory: {h['memory']}",
+        f"warm: load_kv (file in page cache) + {h['question_tokens']}-token question + first token",
+        "",
+        "| length | method | TTFT median (s) | min | max | prefill tok/s | speedup vs dense | peak mem (MiB) "
+        "| extra (MiB) | warm TTFT (s) | KV load (s) | KV file (MiB) | status |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in result["rows"]:
+        lines.append("| " + " | ".join([
+            _k(r["length"]), r["method"], _fmt(r["ttft_median_s"]), _fmt(r["ttft_min_s"]), _fmt(r["ttft_max_s"]),
+            _fmt(r["tokens_per_s"], 0), _fmt(r["speedup_vs_dense"], 2) + ("x" if r["speedup_vs_dense"] else ""),
+            _fmt(r["peak_mem_mib"], 0), _fmt(r["peak_extra_mib"], 0), _fmt(r["warm_ttft_s"]),
+            _fmt(r["kv_load_s"]), _fmt(r["kv_file_mib"], 1), r["status"]]) + " |")
+    return "\n".join(lines)
+
+
+def format_csv(result: dict[str, Any]) -> str:
+    """One CSV line per row (times in s, memory in MiB); empty cells for missing values."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in result["rows"]:
+        writer.writerow({k: "" if r[k] is None else r[k] for k in CSV_FIELDS})
+    return buf.getvalue()
+
+
+def write_plot(result: dict[str, Any], path: Path) -> None:
+    """PNG: TTFT (median, min-max bars) vs prompt length per method, and warm follow-up TTFT."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise TmixError("--plot needs matplotlib: pip install 'tmix[plot]'") from None
+    h = result["header"]
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.add_subplot()
+    for method in dict.fromkeys(r["method"] for r in result["rows"]):
+        ok = [r for r in result["rows"] if r["method"] == method and r["ttft_median_s"]]
+        if not ok:
+            continue
+        x = [r["length"] for r in ok]
+        y = [r["ttft_median_s"] for r in ok]
+        err = [[m - r["ttft_min_s"] for m, r in zip(y, ok)], [r["ttft_max_s"] - m for m, r in zip(y, ok)]]
+        bars = ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{method} (cold prefill)")
+        warm = [r for r in ok if r["warm_ttft_s"]]
+        if warm:
+            ax.plot([r["length"] for r in warm], [r["warm_ttft_s"] for r in warm], marker="x", linestyle=":",
+                    color=bars[0].get_color(), label=f"{method} (warm: KV file + question)")
+    lengths = sorted({r["length"] for r in result["rows"]})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(lengths, [_k(n) for n in lengths])
+    ax.set_yscale("log")
+    ax.set_xlabel("prompt length (tokens)")
+    ax.set_ylabel("time to first token (s)")
+    ax.set_title(f"{h['model']} on {h['device_name']}, {h['dtype']}", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    try:
+        fig.savefig(path, dpi=120)
+    except OSError as err:
+        raise TmixError(f"could not write plot {path}: {err.strerror or err}") from None
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def bench_command(
+    model: Annotated[str | None, typer.Option("--model", help="Model: HF id, local dir or .gguf "
+                                              "(default: the embedded SmolLM2-135M-Instruct).")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help="Built-in architecture with random weights: "
+                                             "llama-3.1-8b, qwen2.5-7b or smollm2-135m.")] = None,
+    lengths: Annotated[str, typer.Option("--lengths", help="Prompt lengths, k = 1024.")] = "4k,32k,128k",
+    methods: Annotated[str, typer.Option("--methods", help="Attention methods to compare.")] = "dense,trimix",
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed runs per length and method.")] = 3,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 1,
+    start_layer: Annotated[int | None, typer.Option("--start-layer", help="First TriangleMix layer "
+                                                    "(default: the model's paper value, else half).")] = None,
+    n_init: Annotated[int, typer.Option("--n-init", help="Sink tokens.")] = 8,
+    n_local: Annotated[int, typer.Option("--n-local", help="Local window.")] = 512,
+    last_n: Annotated[int, typer.Option("--last-n", help="Last queries that see everything.")] = 128,
+    chunk_size: Annotated[int | None, typer.Option("--chunk-size", help="Prefill in chunks of N tokens.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="auto, bf16, fp16 or fp32.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (header + rows).")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the rows as CSV.")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of TTFT vs length.")] = None,
+    no_warm: Annotated[bool, typer.Option("--no-warm", help="Skip the saved-KV follow-up timing.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Allow a >2B-parameter --arch on the CPU.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")] = False,
+) -> None:
+    """Time to first token, dense vs TriangleMix, at several prompt lengths (random token ids)."""
+    if as_json and as_csv:
+        raise TmixError("give --json or --csv, not both")
+    log = None if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    start = time.perf_counter()
+    result = run_bench(model, arch=arch, lengths=parse_lengths(lengths), methods=parse_methods(methods),
+                       repeats=repeats, warmup=warmup, start_layer=start_layer, n_init=n_init, n_local=n_local,
+                       last_n=last_n, chunk_size=chunk_size, device=device, dtype=dtype, warm=not no_warm,
+                       force=force, log=log)
+    result["header"]["wall_s"] = round(time.perf_counter() - start, 1)
+    if plot is not None:
+        write_plot(result, plot)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    elif as_csv:
+        print(format_csv(result), end="")
+    else:
+        print(format_markdown(result))
+    if log is not None:
+        log(f"bench: done in {result['header']['wall_s']:.0f} s" + (f", plot written to {plot}" if plot else ""))

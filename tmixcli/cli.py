@@ -1,0 +1,269 @@
+"""The `tmix` command line: a thin shell, one function per subcommand."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+
+from tmixcli.errors import TmixError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Ask questions about long documents with a local LLM: TriangleMix prefill, reusable KV cache.")
+
+ModelOpt = typer.Option(None, "--model", envvar="TMIX_MODEL",
+                        help="HF model id, local model dir or .gguf file (default: embedded SmolLM2-135M-Instruct).")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+DtypeOpt = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.")
+AttnOpt = typer.Option("trimix", "--attention", help="trimix (TriangleMix prefill) or dense.")
+NInitOpt = typer.Option(8, "--n-init", help="Sink tokens every query sees in triangle layers.")
+NLocalOpt = typer.Option(512, "--n-local", help="Local window of triangle layers.")
+LastNOpt = typer.Option(128, "--last-n", help="Last queries of the prefill that see every token.")
+StartOpt = typer.Option(None, "--start-layer",
+                        help="First triangle layer (default: calibrated profile, else the paper's, else half).")
+ChunkOpt = typer.Option(None, "--chunk-size", help="Prefill in chunks of this many tokens (bounds memory).")
+SystemOpt = typer.Option(None, "--system", help="System prompt.")
+PagesOpt = typer.Option(None, "--pages", help="PDF pages to read, e.g. 3-10 or 1,4,7-9.")
+PasswordOpt = typer.Option(None, "--password", help="Password of an encrypted PDF.")
+TruncOpt = typer.Option(False, "--truncate", help="Cut the end of a document that does not fit the context.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No status lines on stderr.")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object instead of streaming text.")
+NoCacheOpt = typer.Option(False, "--no-cache", help="Neither read nor write a KV cache file.")
+MaxNewOpt = typer.Option(256, "--max-new-tokens", help="Answer length limit.")
+TempOpt = typer.Option(0.0, "--temperature", help="0 = greedy.")
+TopPOpt = typer.Option(1.0, "--top-p", help="Nucleus sampling threshold (with --temperature > 0).")
+SeedOpt = typer.Option(None, "--seed", help="Sampling seed.")
+
+
+def _status(quiet: bool, msg: str) -> None:
+    if not quiet:
+        print(f"tmix: {msg}", file=sys.stderr, flush=True)
+
+
+def _settings(**kw):
+    from tmixcli.answer import Settings
+
+    if kw["method"] not in ("trimix", "dense"):
+        raise TmixError(f"--attention must be trimix or dense, not {kw['method']!r}")
+    if kw.get("max_new_tokens", 1) < 1:
+        raise TmixError("--max-new-tokens must be at least 1")
+    if kw.get("chunk_size") is not None and kw["chunk_size"] < 1:
+        raise TmixError("--chunk-size must be at least 1")
+    return Settings(**kw)
+
+
+def _load(model: Optional[str], device: str, dtype: str, quiet: bool):
+    from tmixcli.models import load_model
+
+    _silence_libraries()
+    return load_model(model, device, dtype, progress=not quiet)
+
+
+def _silence_libraries() -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _describe(ctx, quiet: bool) -> None:
+    lm, a = ctx.lm, ctx.attn
+    attn = "dense" if a.method == "dense" else (
+        f"trimix from layer {a.start_layer} ({ctx.start_layer_source}), n_init={a.n_init} n_local={a.n_local} "
+        f"last_n={a.last_n}")
+    _status(quiet, f"{ctx.doc_name}: {len(ctx.prefix_ids)} prefix tokens | {lm.model_id} on {lm.device.type} "
+                   f"{str(lm.dtype).removeprefix('torch.')} | attention {attn}")
+    for note in ctx.notes:
+        _status(quiet, note)
+    if ctx.cache_hit:
+        _status(quiet, f"cache hit: loaded {ctx.kv_path} in {ctx.prefill_s:.2f} s")
+    else:
+        where = f", saved {ctx.kv_path}" if ctx.kv_path else " (cache off)"
+        _status(quiet, f"cache miss: prefilled in {ctx.prefill_s:.2f} s{where}")
+
+
+def _open(source: Optional[str], kv: Optional[Path], s, pages, password, question_tokens: int, quiet: bool,
+          model, device, dtype):
+    from tmixcli import answer
+    from tmixcli.documents import load_document
+
+    if kv is not None:
+        if not kv.is_file():
+            raise TmixError(f"KV file not found: {kv}")
+        lm = _load(model, device, dtype, quiet)
+        return answer.open_kv(lm, kv, s)
+    doc = load_document(source, pages=pages, password=password)
+    lm = _load(model, device, dtype, quiet)
+    return answer.open_document(lm, doc, s, question_tokens)
+
+
+@app.command()
+def ask(
+    args: list[str] = typer.Argument(..., metavar="FILE QUESTION", help="Document (.pdf, text, - for stdin) and "
+                                     "question; with --kv only the question."),
+    kv: Optional[Path] = typer.Option(None, "--kv", help="Answer from this KV cache file alone."),
+    model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
+    attention: str = AttnOpt, n_init: int = NInitOpt, n_local: int = NLocalOpt, last_n: int = LastNOpt,
+    start_layer: Optional[int] = StartOpt, chunk_size: Optional[int] = ChunkOpt,
+    system: Optional[str] = SystemOpt, pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
+    truncate: bool = TruncOpt, no_cache: bool = NoCacheOpt, max_new_tokens: int = MaxNewOpt,
+    temperature: float = TempOpt, top_p: float = TopPOpt, seed: Optional[int] = SeedOpt,
+    quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Answer a question about a document (prefill, or reuse its cached KV), streaming the answer."""
+    from tmixcli import answer
+
+    want = 1 if kv is not None else 2
+    if len(args) != want:
+        raise TmixError("usage: tmix ask FILE QUESTION, or tmix ask --kv PATH QUESTION")
+    question = args[-1]
+    if not question.strip():
+        raise TmixError("the question is empty")
+    quiet = quiet or as_json
+    s = _settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
+                  system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                  use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size, progress=not quiet)
+    ctx = _open(args[0] if kv is None else None, kv, s, pages, password, 64, quiet, model, device, dtype)
+    _describe(ctx, quiet)
+    on_text = None if as_json else (lambda t: (sys.stdout.write(t), sys.stdout.flush()))
+    ans = answer.ask(ctx, question, s, on_text)
+    ttft = ctx.prefill_s + ans.ttft_s
+    if as_json:
+        print(json.dumps({
+            "answer": ans.text.strip(), "prompt_tokens": ans.prompt_tokens, "document_tokens": _doc_tokens(ctx),
+            "ttft_s": round(ttft, 4), "prefill_s": round(ctx.prefill_s, 4),
+            "decode_tokens_per_s": round(ans.decode_tokens_per_s, 2), "cache_hit": ctx.cache_hit,
+            "kv_path": str(ctx.kv_path) if ctx.kv_path else None, "model": ctx.lm.model_id,
+            "attention": ctx.attn.to_dict(), "new_tokens": ans.new_tokens}))
+        return
+    print(flush=True)
+    _status(quiet, f"TTFT {ttft:.2f} s ({'KV load' if ctx.cache_hit else 'prefill'} {ctx.prefill_s:.2f} s + "
+                   f"question {ans.ttft_s:.2f} s), {ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s")
+
+
+def _doc_tokens(ctx) -> int:
+    from tmixcli import prompt
+
+    return len(ctx.prefix_ids) - len(prompt.prefix_ids(ctx.lm.tokenizer, "", ctx.system))
+
+
+@app.command()
+def prefill(
+    file: str = typer.Argument(..., help="Document (.pdf, text, - for stdin)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the KV file here (default: cache)."),
+    model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
+    attention: str = AttnOpt, n_init: int = NInitOpt, n_local: int = NLocalOpt, last_n: int = LastNOpt,
+    start_layer: Optional[int] = StartOpt, chunk_size: Optional[int] = ChunkOpt,
+    system: Optional[str] = SystemOpt, pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
+    truncate: bool = TruncOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Prefill a document and save its KV cache file; prints the path."""
+    from tmixcli import answer
+    from tmixcli.documents import load_document
+
+    quiet = quiet or as_json
+    s = _settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
+                  system=system, truncate=truncate, chunk_size=chunk_size, progress=not quiet, max_new_tokens=1)
+    if output is not None and output.is_dir():
+        raise TmixError(f"-o {output} is a directory; give a file path")
+    doc = load_document(file, pages=pages, password=password)
+    lm = _load(model, device, dtype, quiet)
+    ctx = answer.open_document(lm, doc, s, question_tokens=0, kv_out=output)
+    _describe(ctx, quiet)
+    size = ctx.kv_path.stat().st_size
+    if as_json:
+        print(json.dumps({"kv_path": str(ctx.kv_path), "tokens": len(ctx.prefix_ids), "bytes": size,
+                          "prefill_s": round(ctx.prefill_s, 4), "cache_hit": ctx.cache_hit,
+                          "model": lm.model_id, "attention": ctx.attn.to_dict()}))
+    else:
+        print(ctx.kv_path)
+        _status(quiet, f"{len(ctx.prefix_ids)} tokens, {size / 2**20:.1f} MiB, "
+                       f"{'loaded' if ctx.cache_hit else 'prefilled'} in {ctx.prefill_s:.2f} s")
+
+
+@app.command()
+def chat(
+    file: Optional[str] = typer.Argument(None, help="Document (.pdf, text); or use --kv."),
+    kv: Optional[Path] = typer.Option(None, "--kv", help="Chat against this KV cache file."),
+    keep_history: bool = typer.Option(False, "--keep-history", help="Carry the conversation on between questions."),
+    model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
+    attention: str = AttnOpt, n_init: int = NInitOpt, n_local: int = NLocalOpt, last_n: int = LastNOpt,
+    start_layer: Optional[int] = StartOpt, chunk_size: Optional[int] = ChunkOpt,
+    system: Optional[str] = SystemOpt, pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
+    truncate: bool = TruncOpt, no_cache: bool = NoCacheOpt, max_new_tokens: int = MaxNewOpt,
+    temperature: float = TempOpt, top_p: float = TopPOpt, seed: Optional[int] = SeedOpt, quiet: bool = QuietOpt,
+) -> None:
+    """Ask question after question about one document (one per line; empty line or Ctrl-D ends)."""
+    from tmixcli import answer, prompt
+
+    if (file is None) == (kv is None):
+        raise TmixError("usage: tmix chat FILE, or tmix chat --kv PATH")
+    s = _settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
+                  system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                  use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size, progress=not quiet)
+    ctx = _open(file, kv, s, pages, password, 64, quiet, model, device, dtype)
+    _describe(ctx, quiet)
+    tty = sys.stdin.isatty()
+    first = True
+    while True:
+        if tty:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line.strip():
+            break
+        if keep_history and not first:
+            ids = prompt.followup_ids(ctx.lm.tokenizer, line, ctx.system)
+            ans = answer.ask_ids(ctx, ids, s, lambda t: (sys.stdout.write(t), sys.stdout.flush()), keep=True)
+        else:
+            ans = answer.ask(ctx, line, s, lambda t: (sys.stdout.write(t), sys.stdout.flush()), keep=keep_history)
+        first = False
+        print(flush=True)
+        _status(quiet, f"TTFT {ans.ttft_s:.2f} s, {ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s")
+
+
+def _register_optional() -> None:
+    """Subcommands that live in their own modules (cache, bench, eval, calibrate)."""
+    from tmixcli import cli_cache
+
+    app.add_typer(cli_cache.app, name="cache", help="List, inspect and remove cached KV files.")
+    for module, name, attr in (("bench", "bench", "bench_command"), ("evaluate", "eval", "eval_command"),
+                               ("calibrate", "calibrate", "calibrate_command")):
+        try:
+            mod = __import__(f"tmixcli.{module}", fromlist=[attr])
+        except ImportError:
+            continue
+        if hasattr(mod, attr):
+            app.command(name)(getattr(mod, attr))
+
+
+_register_optional()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: TmixError -> one line on stderr and its exit code; never a traceback for user errors."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="tmix", standalone_mode=False)
+    except TmixError as err:
+        print(f"tmix: error: {err}", file=sys.stderr)
+        sys.exit(err.code)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
+        print("tmix: aborted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("\ntmix: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(141)
+    sys.exit(code if isinstance(code, int) else 0)

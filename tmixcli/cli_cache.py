@@ -1,0 +1,137 @@
+"""`tmix cache`: list, inspect and remove saved KV files."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tmixcli import kvstore
+from tmixcli.errors import TmixError
+
+app = typer.Typer(help="List, inspect and remove saved KV cache files.", no_args_is_help=True)
+STALE_TMP_SECONDS = 60
+
+
+def cli_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a TmixError into `tmix: error: <msg>` on stderr and exit with its code."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TmixError as err:
+            typer.echo(f"tmix: error: {err}", err=True)
+            raise typer.Exit(err.code) from None
+    return wrapper
+
+
+def human_size(n: int) -> str:
+    """1536 -> "1.5 KiB"."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _short_time(iso: str | None) -> str:
+    return (iso or "-").replace("T", " ")[:16]
+
+
+@app.command("ls")
+@cli_errors
+def ls(as_json: Annotated[bool, typer.Option("--json", help="Print the entries as JSON.")] = False) -> None:
+    """List KV files, most recently used first."""
+    entries = kvstore.list_entries()
+    if as_json:
+        typer.echo(json.dumps(entries, indent=2))
+        return
+    if not entries:
+        typer.echo(f"no KV files in {kvstore.kv_dir()}")
+        return
+    rows = [["KEY", "DOCUMENT", "MODEL", "TOKENS", "SIZE", "LAST USED"]]
+    for e in entries:
+        doc = e["doc_name"] or f"(invalid: {e['error']})"
+        rows.append([e["key"], doc, e["model_id"] or "-", str(e["n_tokens"] or "-"),
+                     human_size(e["size"]), _short_time(e["last_used"])])
+    typer.echo(_table(rows))
+
+
+def resolve_key(key: str) -> dict:
+    """The one entry whose key starts with `key`; TmixError when none or several match."""
+    entries = kvstore.list_entries()
+    matches = [e for e in entries if e["key"] == key] or [e for e in entries if e["key"].startswith(key)]
+    if not matches:
+        raise TmixError(f"no KV file with key {key!r} in {kvstore.kv_dir()} (see `tmix cache ls`)")
+    if len(matches) > 1:
+        raise TmixError(f"key prefix {key!r} is ambiguous: matches {', '.join(e['key'] for e in matches)}")
+    return matches[0]
+
+
+@app.command("rm")
+@cli_errors
+def rm(keys: Annotated[list[str], typer.Argument(help="Keys or unique key prefixes.")]) -> None:
+    """Remove KV files by key (or unique key prefix)."""
+    targets = [resolve_key(k) for k in keys]
+    for e in {e["path"]: e for e in targets}.values():
+        Path(e["path"]).unlink(missing_ok=True)
+        typer.echo(f"removed {e['key']} ({e['doc_name'] or '?'}, {human_size(e['size'])})")
+
+
+@app.command("clear")
+@cli_errors
+def clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False) -> None:
+    """Remove all KV files (and leftovers of interrupted saves)."""
+    entries = kvstore.list_entries()
+    stale = [p for p in kvstore.temp_files() if time.time() - p.stat().st_mtime > STALE_TMP_SECONDS]
+    total = sum(e["size"] for e in entries)
+    if not entries and not stale:
+        typer.echo(f"no KV files in {kvstore.kv_dir()}")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise TmixError("`tmix cache clear` needs --yes when stdin is not a terminal")
+        typer.confirm(f"Remove {len(entries)} KV files ({human_size(total)})?", abort=True)
+    for e in entries:
+        Path(e["path"]).unlink(missing_ok=True)
+    for p in stale:
+        p.unlink(missing_ok=True)
+    typer.echo(f"removed {len(entries)} KV files ({human_size(total)}) from {kvstore.kv_dir()}"
+               + (f" and {len(stale)} leftover temp files" if stale else ""))
+
+
+@app.command("info")
+@cli_errors
+def info(target: Annotated[str, typer.Argument(metavar="PATH_OR_KEY", help="A KV file path or key (prefix).")],
+         as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+    """Show a KV file's metadata, tensor count, sizes and whether the size fits the formula."""
+    path = Path(target)
+    if not path.is_file():
+        path = Path(resolve_key(target)["path"])
+    facts = kvstore.inspect_kv(path)
+    if as_json:
+        typer.echo(json.dumps(facts, indent=2))
+        return
+    meta = facts["metadata"]
+    width = max(map(len, meta), default=0)
+    lines = [f"path: {facts['path']}"] + [f"  {k.ljust(width)}  {v}" for k, v in sorted(meta.items())]
+    check = "ok" if facts["size_matches"] else "MISMATCH"
+    lines += [f"tensors: {facts['tensor_count']}",
+              f"file size: {facts['file_size']} bytes ({human_size(facts['file_size'])})",
+              f"header: {facts['header_bytes']} bytes",
+              (f"kv bytes: {facts['kv_bytes']} (layers x 2 x kv_heads x tokens x head_dim x dtype bytes"
+               f" = {facts['expected_kv_bytes']}: {check})")]
+    typer.echo("\n".join(lines))
+

@@ -1,0 +1,43 @@
+"""Attention settings: which layers are dense, and the TriangleMix pattern of the others."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+# Paper's start layers (TriangleMix, 2025): Llama-3.1-8B 16 of 32, Qwen2.5-7B 20 of 28; otherwise half.
+KNOWN_START_LAYERS = {("llama", 32): 16, ("qwen2", 28): 20}
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """`method` is "trimix" or "dense"; layers with index >= start_layer use the triangle pattern."""
+
+    method: str = "trimix"
+    n_init: int = 8
+    n_local: int = 512
+    last_n: int = 128
+    start_layer: int = 0
+    dense_backend: str = "sdpa"
+
+    def __post_init__(self) -> None:
+        if self.method not in ("trimix", "dense"):
+            raise ValueError(f"attention method must be 'trimix' or 'dense', not {self.method!r}")
+        if self.n_init < 0 or self.n_local < 1 or self.last_n < 0 or self.start_layer < 0:
+            raise ValueError("need n_init >= 0, n_local >= 1, last_n >= 0, start_layer >= 0")
+
+    def is_triangle(self, layer_idx: int) -> bool:
+        return self.method == "trimix" and layer_idx >= self.start_layer
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AttentionConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def default_start_layer(model_type: str, num_layers: int) -> int:
+    """The paper's start layer for known models, else half the layers."""
+    return KNOWN_START_LAYERS.get((model_type, num_layers), num_layers // 2)

@@ -1,0 +1,283 @@
+"""Turn an input file (PDF, UTF-8 text, or stdin) into clean text for the model."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import re
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
+
+from tmixcli.errors import TmixError
+
+if TYPE_CHECKING:
+    from pypdf import PdfReader
+
+_T = TypeVar("_T")
+
+_PDF_MAGIC = b"%PDF-"
+_LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl",
+                           "\ufb05": "st", "\ufb06": "st"})
+_BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"PK\x03\x04", "a ZIP archive (e.g. .docx/.xlsx/.epub)"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"BZh", "a bzip2 archive"),
+    (b"\xfd7zXZ\x00", "an xz archive"),
+    (b"7z\xbc\xaf", "a 7-Zip archive"),
+    (b"\xd0\xcf\x11\xe0", "an old Microsoft Office file (.doc/.xls/.ppt)"),
+    (b"\x7fELF", "an executable program"),
+    (b"\xff\xfe", "UTF-16 text (convert it to UTF-8)"),
+    (b"\xfe\xff", "UTF-16 text (convert it to UTF-8)"),
+)
+_HYPHEN_BREAK = re.compile(r"(?<=[^\W\d_])[-\u2010][ \t]*\n[ \t]*(?=[a-z\u00df-\u00ff])")
+_SOFT_HYPHEN_BREAK = re.compile(r"\u00ad[ \t]*\n?[ \t]*")
+_SPACE_RUN = re.compile(r"[ \t\u00a0]+")
+_BLANK_RUN = re.compile(r"\n{3,}")
+_PAGE_SPEC = re.compile(r"(\d+)(?:\s*-\s*(\d*))?")
+
+
+@dataclass(frozen=True)
+class Document:
+    """A loaded document: its name, cleaned text, hash of the raw bytes and page count (PDFs only)."""
+
+    name: str
+    text: str
+    sha256: str
+    pages: int | None
+
+
+def load_document(path: str, pages: str | None = None, password: str | None = None,
+                  stdin: BinaryIO | None = None) -> Document:
+    """Read `path` (or stdin for "-") and return its cleaned text; any failure is a one-line TmixError."""
+    name, label, raw = _read_input(path, stdin)
+    digest = hashlib.sha256(raw).hexdigest()
+    if raw[:1024].lstrip()[:5] == _PDF_MAGIC:
+        text, n_pages = _pdf_text(raw, label, pages, password)
+        return Document(name=name, text=text, sha256=digest, pages=n_pages)
+    if pages is not None:
+        raise TmixError(f"--pages only applies to PDF files, and {label} is not a PDF")
+    return Document(name=name, text=_text_file(raw, label), sha256=digest, pages=None)
+
+
+def parse_pages(spec: str, n_pages: int) -> list[int]:
+    """Parse a 1-based inclusive page spec ("3-10", "1,4,7-9", "5-") into sorted 0-based indexes."""
+    parts = [part.strip() for part in spec.split(",")]
+    if not spec.strip() or any(not part for part in parts):
+        raise TmixError(f"bad page spec {spec!r}: use e.g. 3-10 or 1,4,7-9")
+    selected: set[int] = set()
+    for part in parts:
+        first, last = _page_range(part, spec, n_pages)
+        selected.update(range(first - 1, last))
+    return sorted(selected)
+
+
+def _page_range(part: str, spec: str, n_pages: int) -> tuple[int, int]:
+    """One comma-separated item of a page spec as a 1-based inclusive (first, last) within 1..n_pages."""
+    match = _PAGE_SPEC.fullmatch(part)
+    if match is None:
+        raise TmixError(f"bad page spec {spec!r}: {part!r} is not a page number or range like 3-10")
+    first = int(match.group(1))
+    last = first if match.group(2) is None else int(match.group(2) or n_pages)
+    if first < 1:
+        raise TmixError(f"bad page spec {spec!r}: pages start at 1")
+    if max(first, last) > n_pages:
+        raise TmixError(f"page {max(first, last)} in {spec!r} is out of range: "
+                        f"the document has {n_pages} page(s)")
+    if last < first:
+        raise TmixError(f"bad page spec {spec!r}: {part!r} is not a valid range (write low-high)")
+    return first, last
+
+
+def _read_input(path: str, stdin: BinaryIO | None) -> tuple[str, str, bytes]:
+    """Return (name, label for messages, raw bytes) for a path or "-" (stdin)."""
+    if path == "-":
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        try:
+            return "stdin", "stdin", stream.read()
+        except (OSError, ValueError) as exc:
+            raise TmixError(f"cannot read stdin: {exc}") from None
+    file = Path(path)
+    try:
+        return file.name, path, file.read_bytes()
+    except FileNotFoundError:
+        raise TmixError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise TmixError(f"{path} is a directory, not a document") from None
+    except PermissionError:
+        raise TmixError(f"cannot read {path}: permission denied") from None
+    except OSError as exc:
+        raise TmixError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _text_file(raw: bytes, label: str) -> str:
+    """Decode UTF-8 text (BOM allowed), rejecting binary data, and tidy it."""
+    description = _binary_kind(raw)
+    if description is not None:
+        raise TmixError(f"{label} is not a PDF or text file: it looks like {description}")
+    if label.lower().endswith(".pdf"):
+        raise TmixError(f"{label} is not a valid PDF (no %PDF- header); it may be corrupt")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TmixError(f"{label} is not a PDF or UTF-8 text (binary or non-UTF-8 byte at offset "
+                        f"{exc.start}); convert it to UTF-8 text or PDF") from None
+    cleaned = _tidy(text)
+    if not cleaned:
+        raise TmixError(f"{label} is empty: it contains no text")
+    return cleaned
+
+
+def _binary_kind(raw: bytes) -> str | None:
+    """Describe binary data by its magic bytes; None if it may be text."""
+    for magic, description in _BINARY_MAGIC:
+        if raw.startswith(magic):
+            return description
+    if b"\x00" in raw:
+        return "binary data (it contains NUL bytes)"
+    return None
+
+
+def _tidy(text: str) -> str:
+    """Light clean-up shared by all formats: newlines, ligatures, trailing spaces, long blank runs."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_LIGATURES)
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    return _BLANK_RUN.sub("\n\n", text).strip()
+
+
+def _clean_page_text(text: str) -> str:
+    """Clean one PDF page's text: ligatures, words hyphenated at line ends, space runs, newlines."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_LIGATURES)
+    text = _SPACE_RUN.sub(" ", text)
+    text = _SOFT_HYPHEN_BREAK.sub("", text)
+    text = _HYPHEN_BREAK.sub("", text)
+    return _tidy(text)
+
+
+def _pdf_text(raw: bytes, label: str, spec: str | None, password: str | None) -> tuple[str, int]:
+    """Extract cleaned text of the selected pages, joined with short page markers; returns (text, pages)."""
+    with _quiet_pypdf() as problems:
+        reader = _open_pdf(raw, label, password)
+        n_pages = _pdf_call(lambda: len(reader.pages), label)
+        if n_pages == 0:
+            raise TmixError(f"{label} is empty: the PDF has no pages")
+        indexes = _select_pages(spec, n_pages, label)
+        texts = [_page_text(reader, index, label) for index in indexes]
+    if not any(texts) and problems:
+        raise TmixError(f"{label} is a corrupt or damaged PDF: no text could be read "
+                        f"({' '.join(problems[0].split())[:100]})")
+    if not any(texts):
+        subject = label if spec is None else f"{label} (pages {spec})"
+        raise TmixError(f"{subject} has no text layer (looks scanned); run OCR first, e.g. ocrmypdf")
+    return _join_pages(indexes, texts), len(indexes)
+
+
+def _page_text(reader: PdfReader, index: int, label: str) -> str:
+    """The cleaned text of one page ("" when it has none)."""
+    return _clean_page_text(_pdf_call(lambda: reader.pages[index].extract_text() or "", label))
+
+
+def _join_pages(indexes: list[int], texts: list[str]) -> str:
+    """Join page texts with a short "--- page N ---" marker (real 1-based numbers) between pages."""
+    parts = [texts[0]]
+    for index, text in zip(indexes[1:], texts[1:]):
+        parts.append(f"--- page {index + 1} ---")
+        if text:
+            parts.append(text)
+    return "\n\n".join(part for part in parts if part)
+
+
+def _select_pages(spec: str | None, n_pages: int, label: str) -> list[int]:
+    """All pages, or those chosen by a --pages spec (errors name the file)."""
+    if spec is None:
+        return list(range(n_pages))
+    try:
+        return parse_pages(spec, n_pages)
+    except TmixError as exc:
+        raise TmixError(f"{label}: {exc}") from None
+
+
+def _open_pdf(raw: bytes, label: str, password: str | None) -> PdfReader:
+    """Open a PDF with pypdf and decrypt it if needed (empty password first, then `password`)."""
+    from pypdf import PdfReader
+
+    if b"%%EOF" not in raw[-8192:]:
+        raise TmixError(f"{label} is a corrupt or truncated PDF (no end-of-file marker)")
+    reader = _pdf_call(lambda: PdfReader(io.BytesIO(raw)), label)
+    if _pdf_call(lambda: reader.is_encrypted, label):
+        _decrypt(reader, label, password)
+    return reader
+
+
+def _decrypt(reader: PdfReader, label: str, password: str | None) -> None:
+    """Decrypt in place, trying the empty user password before `password`."""
+    from pypdf.errors import DependencyError
+
+    for candidate in ("", password) if password else ("",):
+        try:
+            if reader.decrypt(candidate):
+                return
+        except DependencyError:
+            raise TmixError(f"{label} uses AES encryption, which needs an extra package: "
+                            "pip install cryptography") from None
+        except Exception as exc:  # noqa: BLE001 - any pypdf failure becomes a one-line error
+            raise TmixError(f"{label} is encrypted and could not be decrypted: {_reason(exc)}") from None
+    if password:
+        raise TmixError(f"wrong password for encrypted PDF {label}; check the --password value")
+    raise TmixError(f"{label} is encrypted; give its password with --password")
+
+
+def _pdf_call(fn: Callable[[], _T], label: str) -> _T:
+    """Run a pypdf call, turning any failure into a "corrupt PDF" TmixError."""
+    try:
+        return fn()
+    except TmixError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any pypdf failure becomes a one-line error
+        raise TmixError(f"{label} is a corrupt or unreadable PDF ({_reason(exc)})") from None
+
+
+def _reason(exc: Exception) -> str:
+    """A short one-line reason for a pypdf exception."""
+    message = " ".join(str(exc).split())[:120]
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+class _Collect(logging.Handler):
+    """Keeps pypdf's log messages instead of letting them reach the user."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _quiet_pypdf() -> Iterator[list[str]]:
+    """Silence pypdf's logger and warnings while it runs; yields the warning messages it logged."""
+    logger = logging.getLogger("pypdf")
+    saved = logger.level, logger.propagate, logger.handlers[:]
+    handler = _Collect()
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    logger.handlers[:] = [handler]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield handler.messages
+    finally:
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+        logger.handlers[:] = saved[2]

@@ -1,0 +1,125 @@
+"""Prefill a prefix (TriangleMix or dense, optionally chunked), continue with a suffix, stream sampled tokens."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from transformers import DynamicCache
+
+
+
+@contextmanager
+def layer_progress(model: torch.nn.Module, total_steps: int, enabled: bool = True, desc: str = "prefill"):
+    """A tqdm bar advanced by each decoder layer's forward hook; hidden unless the prefill takes > 2 s."""
+    layers = _decoder_layers(model)
+    if not enabled or layers is None:
+        yield
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_steps * len(layers), desc=desc, unit="layer", delay=2.0, file=sys.stderr,
+               leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+
+    def tick(*_) -> None:  # a hook that returns a value would replace the layer's output
+        bar.update(1)
+
+    handles = [layer.register_forward_hook(tick) for layer in layers]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        bar.close()
+
+
+def _decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:
+    inner = getattr(model, "model", None)
+    return getattr(inner, "layers", None)
+
+
+@torch.inference_mode()
+def prefill(model: torch.nn.Module, prefix_ids: list[int], chunk_size: int | None = None,
+            progress: bool = False) -> tuple[DynamicCache, torch.Tensor]:
+    """Run the prefix (triangle layers see the TriangleMix pattern); returns the KV cache and last logits [V]."""
+    device = model.device
+    ids = torch.tensor([prefix_ids], device=device)  # ids: [1, T]
+    total = ids.shape[1]
+    step = chunk_size or total
+    cache = DynamicCache(config=model.config)
+    n_chunks = -(-total // step)
+    with layer_progress(model, n_chunks, progress):
+        for start in range(0, total, step):
+            out = model(input_ids=ids[:, start:start + step], past_key_values=cache, use_cache=True,
+                        logits_to_keep=1, tmix_total_len=total)
+    return cache, out.logits[0, -1].float()
+
+
+@torch.inference_mode()
+def extend(model: torch.nn.Module, cache: DynamicCache, ids: list[int]) -> torch.Tensor:
+    """Append tokens to the cache with dense attention; returns the last position's logits [V] in fp32."""
+    x = torch.tensor([ids], device=model.device)
+    out = model(input_ids=x, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return out.logits[0, -1].float()
+
+
+def choose(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0,
+           generator: torch.Generator | None = None) -> int:
+    """Greedy at temperature 0, else nucleus sampling."""
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < top_p
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+    return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
+
+
+def stop_ids(tokenizer, model: torch.nn.Module) -> set[int]:
+    """End-of-turn and end-of-text ids of this model family."""
+    ids: set[int] = set()
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for e in (eos if isinstance(eos, list) else [eos]) + [tokenizer.eos_token_id]:
+        if e is not None:
+            ids.add(int(e))
+    vocab = tokenizer.get_vocab()
+    for tok in ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<end_of_turn>", "</s>"):
+        if tok in vocab:
+            ids.add(vocab[tok])
+    return ids
+
+
+def generate_ids(model: torch.nn.Module, cache: DynamicCache, suffix_ids: list[int], stops: set[int],
+                 max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+                 seed: int | None = None, on_first: Callable[[], None] | None = None) -> Iterator[int]:
+    """Run the suffix on top of the cache, then decode token by token until a stop id (not yielded)."""
+    gen = torch.Generator(device=model.device).manual_seed(seed) if seed is not None else None
+    logits = extend(model, cache, suffix_ids)
+    for i in range(max_new_tokens):
+        tok = choose(logits, temperature, top_p, gen)
+        if i == 0 and on_first is not None:
+            on_first()
+        if tok in stops:
+            return
+        yield tok
+        if i + 1 < max_new_tokens:
+            logits = extend(model, cache, [tok])
+
+
+def stream_text(tokenizer, token_iter: Iterator[int]) -> Iterator[str]:
+    """Incremental detokenisation: yields printable text deltas (holds back partial UTF-8 sequences)."""
+    ids: list[int] = []
+    shown = ""
+    for tok in token_iter:
+        ids.append(tok)
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            continue
+        yield text[len(shown):]
+        shown = text
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    if len(text) > len(shown):
+        yield text[len(shown):]

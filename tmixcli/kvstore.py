@@ -1,0 +1,561 @@
+"""KV cache files: one safetensors file per prefilled prefix, validated before safetensors sees it."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import math
+import os
+import struct
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import torch
+
+import tmixcli
+from tmixcli.config import AttentionConfig
+from tmixcli.errors import TmixError
+from tmixcli.paths import cache_dir
+
+if TYPE_CHECKING:
+    from transformers import DynamicCache
+
+FORMAT_VERSION = "1"
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+SUFFIX = ".safetensors"
+TMP_SUFFIX = ".tmp"
+ATTN_FIELDS = ("method", "n_init", "n_local", "last_n", "start_layer", "dense_backend")
+# Fields check_kv compares against the current run, in the order they are reported.
+CHECKED_FIELDS = ("tmix_format", "dtype", "model_fingerprint",
+                  *(f"attn_{f}" for f in ATTN_FIELDS), "template_hash", "doc_sha256")
+VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "tmix_attention", "dtype", "torch_dtype",
+                        "_commit_hash", "attn_implementation", "use_cache", "output_attentions",
+                        "output_hidden_states", "return_dict"}
+ST_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+ST_NAMES = {v: k for k, v in ST_DTYPES.items()}
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16",
+               torch.float8_e4m3fn: "fp8_e4m3", torch.float8_e5m2: "fp8_e5m2", torch.float64: "fp64"}
+SLIDING_MSG = "sliding-window attention is not supported by the KV cache yet"
+
+
+# ---------------------------------------------------------------- identity
+
+
+def model_fingerprint(model: Any, tokenizer: Any) -> str:
+    """sha256 over the stable config, the tokenizer and a cheap weight digest; cached on the model."""
+    cached = getattr(model, "_tmix_fingerprint", None)
+    if cached:
+        return cached
+    h = hashlib.sha256()
+    h.update(_json(_stable_config(model.config)).encode())
+    h.update(_tokenizer_digest(tokenizer))
+    h.update(_weight_digest(model))
+    fp = h.hexdigest()
+    with contextlib.suppress(AttributeError, TypeError):
+        object.__setattr__(model, "_tmix_fingerprint", fp)
+    return fp
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def _stable_config(config: Any) -> dict:
+    """config.to_dict() without keys that change with how (not what) the model was loaded."""
+    def strip(d: Any) -> Any:
+        if isinstance(d, dict):
+            return {k: strip(v) for k, v in d.items()
+                    if k not in VOLATILE_CONFIG_KEYS and not str(k).startswith("_attn_implementation")}
+        return d
+    return strip(config.to_dict())
+
+
+def _tokenizer_digest(tokenizer: Any) -> bytes:
+    """Vocab, special tokens and chat template (tolerates tokenizer=None)."""
+    if tokenizer is None:
+        return b"no-tokenizer"
+    parts = {
+        "vocab": sorted(tokenizer.get_vocab().items()) if hasattr(tokenizer, "get_vocab") else None,
+        "special": sorted(map(str, getattr(tokenizer, "all_special_tokens", []) or [])),
+        "bos": str(getattr(tokenizer, "bos_token", None)),
+        "eos": str(getattr(tokenizer, "eos_token", None)),
+        "chat_template": getattr(tokenizer, "chat_template", None),
+    }
+    return hashlib.sha256(_json(parts).encode()).digest()
+
+
+def _weight_digest(model: Any) -> bytes:
+    """First/last 4096 and 4096 strided elements of the embeddings and the first and last q_proj."""
+    tensors = []
+    with contextlib.suppress(AttributeError, NotImplementedError):
+        tensors.append(model.get_input_embeddings().weight)
+    q_projs = [p for n, p in model.named_parameters() if n.endswith("q_proj.weight")]
+    tensors += q_projs[:1] + q_projs[-1:] if len(q_projs) > 1 else q_projs
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(_sample_bytes(t))
+    return h.digest()
+
+
+def _sample_bytes(t: torch.Tensor, n: int = 4096) -> bytes:
+    if t.device.type == "meta":
+        return f"meta{tuple(t.shape)}".encode()
+    flat = t.detach().reshape(-1)
+    step = max(1, flat.numel() // n)
+    parts = [flat[:n], flat[-n:], flat[::step][:n]]
+    sample = torch.cat([p.to(torch.float32) for p in parts]).cpu()
+    return str(tuple(t.shape)).encode() + sample.numpy().tobytes()
+
+
+def cache_key(fingerprint: str, attn: AttentionConfig, prefix_ids: list[int]) -> str:
+    """Content address of a prefilled prefix: 24 hex chars of sha256(model, attention, token ids)."""
+    h = hashlib.sha256()
+    h.update(fingerprint.encode() + b"\n")
+    h.update(_json(attn.to_dict()).encode() + b"\n")
+    h.update(",".join(str(int(i)) for i in prefix_ids).encode())
+    return h.hexdigest()[:24]
+
+
+def kv_dir() -> Path:
+    """cache_dir()/kv, created on demand."""
+    d = cache_dir() / "kv"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def kv_path_for(key: str) -> Path:
+    return kv_dir() / f"{key}{SUFFIX}"
+
+
+def dtype_name(dtype: torch.dtype | str) -> str:
+    """torch.bfloat16 -> "bf16"; strings pass through."""
+    return dtype if isinstance(dtype, str) else DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def build_meta(*, model_id: str, fingerprint: str, dtype: torch.dtype | str, attn: AttentionConfig,
+               doc_name: str, doc_sha256: str, template_hash: str, n_tokens: int) -> dict[str, str]:
+    """The metadata of a KV file; save_kv adds num_layers, kv_heads and head_dim from the tensors."""
+    meta = {
+        "tmix_format": FORMAT_VERSION, "tmix_version": tmixcli.__version__, "format": "pt",
+        "model_id": str(model_id), "model_fingerprint": fingerprint, "dtype": dtype_name(dtype),
+        "doc_name": str(doc_name), "doc_sha256": doc_sha256, "template_hash": template_hash,
+        "n_tokens": str(int(n_tokens)),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    meta.update({f"attn_{k}": str(v) for k, v in attn.to_dict().items() if k in ATTN_FIELDS})
+    return meta
+
+
+# ---------------------------------------------------------------- sliding window
+
+
+def uses_sliding_window(config: Any) -> bool:
+    """True for configs with sliding-window layers (layer_types, or an active sliding_window)."""
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config(decoder=True)
+    if "sliding_attention" in (getattr(config, "layer_types", None) or []):
+        return True
+    if getattr(config, "use_sliding_window", None) is False:
+        return False
+    window = getattr(config, "sliding_window", None)
+    max_pos = getattr(config, "max_position_embeddings", None)
+    return isinstance(window, int) and window > 0 and (max_pos is None or window < max_pos)
+
+
+def refuse_sliding(config: Any) -> None:
+    """Raise TmixError for models whose KV cache would be a sliding window."""
+    if uses_sliding_window(config):
+        name = getattr(config, "model_type", "this model")
+        raise TmixError(f"{name}: {SLIDING_MSG}")
+
+
+# ---------------------------------------------------------------- save
+
+
+def _cache_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(keys, values) per layer, each [1, Hkv, T, D]; refuses sliding or mismatched layers."""
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        raise TmixError("cannot save an empty KV cache")
+    out = []
+    for i, layer in enumerate(layers):
+        if getattr(layer, "is_sliding", False) or "Sliding" in type(layer).__name__:
+            raise TmixError(f"layer {i}: {SLIDING_MSG}")
+        k, v = layer.keys, layer.values
+        if k is None or v is None or k.dim() != 4 or k.shape != v.shape or k.dtype != v.dtype:
+            raise TmixError(f"cannot save KV cache: layer {i} has no [B, Hkv, T, D] keys/values")
+        if k.shape[0] != 1:
+            raise TmixError(f"cannot save KV cache: batch size {k.shape[0]}, only 1 is supported")
+        out.append((k, v))
+    shape0, dtype0 = out[0][0].shape, out[0][0].dtype
+    if any(k.shape != shape0 or k.dtype != dtype0 for k, _ in out):
+        raise TmixError("cannot save KV cache: layers differ in shape or dtype")
+    return out
+
+
+def _plan(tensors: list[tuple[str, torch.Tensor]], meta: dict[str, str]) -> bytes:
+    """The safetensors header (length prefix + JSON padded to 8 bytes) for tensors written in order."""
+    header: dict[str, Any] = {"__metadata__": meta}
+    offset = 0
+    for name, t in tensors:
+        nbytes = t.numel() * t.element_size()
+        header[name] = {"dtype": ST_NAMES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def _write_bytes(f: BinaryIO, data: bytes | memoryview) -> None:
+    """The single writer of file content (tests patch it to simulate a full disk or a slow write)."""
+    f.write(data)
+
+
+def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    """Raw little-endian bytes of t in its own dtype (one CPU copy if t lives on a GPU)."""
+    flat = t.detach().contiguous().reshape(-1)
+    if flat.device.type != "cpu":
+        flat = flat.cpu()
+    return memoryview(flat.view(torch.uint8).numpy())
+
+
+def save_kv(path: Path, cache: Any, prefix_ids: list[int], meta: dict[str, str]) -> int:
+    """Write cache + prefix ids + meta atomically (temp file, fsync, rename); returns bytes written."""
+    path = Path(path)
+    layers = _cache_tensors(cache)
+    k0 = layers[0][0]  # keys: [1, Hkv, T, D]
+    if k0.shape[2] != len(prefix_ids):
+        raise TmixError(f"cannot save KV cache: {k0.shape[2]} cached tokens but {len(prefix_ids)} prefix ids")
+    full = {**meta, "tmix_format": FORMAT_VERSION, "n_tokens": str(len(prefix_ids)),
+            "num_layers": str(len(layers)), "kv_heads": str(k0.shape[1]), "head_dim": str(k0.shape[3])}
+    full.setdefault("dtype", dtype_name(k0.dtype))
+    full.setdefault("tmix_version", tmixcli.__version__)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in full.items()):
+        raise TmixError("KV metadata must map strings to strings")
+    ids = torch.tensor([int(i) for i in prefix_ids], dtype=torch.int64)  # prefix_ids: [T]
+    tensors = [("prefix_ids", ids)]
+    for i, (k, v) in enumerate(layers):
+        tensors += [(f"layers.{i}.keys", k), (f"layers.{i}.values", v)]
+    return _atomic_write(path, _plan(tensors, full), [t for _, t in tensors])
+
+
+def _atomic_write(path: Path, header: bytes, tensors: list[torch.Tensor]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
+    try:
+        with open(tmp, "wb") as f:
+            _write_bytes(f, header)
+            for t in tensors:
+                _write_bytes(f, _tensor_bytes(t))
+            f.flush()
+            os.fsync(f.fileno())
+        size = tmp.stat().st_size
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        return size
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise TmixError(f"disk full while writing KV file {path}; free space or run `tmix cache clear`") \
+                from err
+        if isinstance(err, OSError):
+            raise TmixError(f"could not write KV file {path}: {err.strerror or err}") from err
+        raise
+
+
+def _fsync_dir(d: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# ---------------------------------------------------------------- validate / read
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], int, int]:
+    """Validate the safetensors framing ourselves; returns (header, header_len, file_size)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(9)
+            n = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
+            if len(head) < 9 or head[8:9] != b"{":
+                raise TmixError(f"{path} is not a safetensors KV file{_kind_hint(head)}")
+            if n > MAX_HEADER_BYTES:
+                raise TmixError(f"{path}: safetensors header length {n} exceeds the 100 MB limit "
+                                "(corrupt or malicious file)")
+            if n > size - 8:
+                raise TmixError(f"{path} is truncated: header needs {n} bytes, file has {size - 8}")
+            f.seek(8)
+            raw = f.read(n)
+    except FileNotFoundError:
+        raise TmixError(f"KV file not found: {path}") from None
+    except IsADirectoryError:
+        raise TmixError(f"{path} is a directory, not a KV file") from None
+    except PermissionError:
+        raise TmixError(f"cannot read KV file {path}: permission denied") from None
+    header = _parse_header(path, raw)
+    _check_tensors(path, header, size - 8 - n)
+    return header, n, size
+
+
+def _kind_hint(head: bytes) -> str:
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return " (it looks like a PyTorch/pickle file; tmix never unpickles)"
+    return ""
+
+
+def _parse_header(path: Path, raw: bytes) -> dict[str, Any]:
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise TmixError(f"{path} is not a safetensors KV file (header is not valid JSON)") from None
+    if not isinstance(header, dict):
+        raise TmixError(f"{path} is not a safetensors KV file (header is not a JSON object)")
+    meta = header.get("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise TmixError(f"{path}: corrupt KV file (metadata must map strings to strings)")
+    return header
+
+
+def _check_tensors(path: Path, header: dict[str, Any], data_len: int) -> None:
+    """Every tensor: known dtype, sane shape, offsets inside the file, bytes == numel x itemsize."""
+    spans = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict):
+            raise TmixError(f"{path}: corrupt KV file (entry {name!r} is not an object)")
+        dtype, shape, offs = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in ST_DTYPES:
+            raise TmixError(f"{path}: corrupt KV file (tensor {name!r} has unknown dtype {dtype!r})")
+        if not (isinstance(shape, list) and all(isinstance(s, int) and s >= 0 for s in shape)):
+            raise TmixError(f"{path}: corrupt KV file (tensor {name!r} has a bad shape)")
+        if not (isinstance(offs, list) and len(offs) == 2 and all(isinstance(o, int) for o in offs)
+                and 0 <= offs[0] <= offs[1]):
+            raise TmixError(f"{path}: corrupt KV file (tensor {name!r} has bad data offsets)")
+        if offs[1] > data_len:
+            raise TmixError(f"{path} is truncated: tensor {name!r} ends at data byte {offs[1]}, "
+                            f"file has {data_len}")
+        if offs[1] - offs[0] != math.prod(shape) * ST_DTYPES[dtype].itemsize:
+            raise TmixError(f"{path}: corrupt KV file (tensor {name!r} size does not match its shape)")
+        spans.append(tuple(offs))
+    end = 0
+    for start, stop in sorted(spans):
+        if start != end:
+            raise TmixError(f"{path}: corrupt KV file (tensor data overlaps or has gaps)")
+        end = stop
+    if end != data_len:
+        raise TmixError(f"{path}: corrupt KV file ({data_len - end} trailing bytes after the tensors)")
+
+
+def _check_version(path: Path, meta: dict[str, str]) -> None:
+    version = meta.get("tmix_format")
+    if version is None:
+        raise TmixError(f"{path} is a safetensors file but not a tmix KV file (no tmix_format in metadata)")
+    if version != FORMAT_VERSION:
+        made_by = "a newer" if _as_int(version) > int(FORMAT_VERSION) else "an older"
+        raise TmixError(f"{path} has KV format version {version!r} (made by {made_by} tmix; this tmix "
+                        f"reads version {FORMAT_VERSION}); re-run tmix prefill")
+
+
+def _as_int(s: str) -> int:
+    try:
+        return int(s)
+    except ValueError:
+        return -1
+
+
+def read_meta(path: Path) -> dict[str, str]:
+    """The validated metadata of a KV file; reads the header only."""
+    header, _, _ = _read_header(Path(path))
+    meta = header.get("__metadata__", {})
+    _check_version(Path(path), meta)
+    return meta
+
+
+def inspect_kv(path: Path) -> dict[str, Any]:
+    """Header facts for `tmix cache info`: metadata, tensor count, sizes and the size-formula check."""
+    path = Path(path)
+    header, header_len, size = _read_header(path)
+    meta = header.get("__metadata__", {})
+    _check_version(path, meta)
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    expected = None
+    with contextlib.suppress(KeyError, ValueError, StopIteration):
+        itemsize = next(ST_DTYPES[v["dtype"]].itemsize for k, v in tensors.items() if k.startswith("layers."))
+        dims = [int(meta[k]) for k in ("num_layers", "kv_heads", "n_tokens", "head_dim")]
+        expected = dims[0] * 2 * dims[1] * dims[2] * dims[3] * itemsize
+    kv_bytes = sum(v["data_offsets"][1] - v["data_offsets"][0] for k, v in tensors.items() if k != "prefix_ids")
+    return {"path": str(path), "metadata": meta, "tensor_count": len(tensors), "file_size": size,
+            "header_bytes": header_len, "kv_bytes": kv_bytes, "expected_kv_bytes": expected,
+            "size_matches": expected == kv_bytes}
+
+
+# ---------------------------------------------------------------- load / check
+
+
+def _expected_tensors(path: Path, header: dict[str, Any], meta: dict[str, str]) -> tuple[int, int, int, int]:
+    """Check the tensor set against the metadata; returns (layers, kv_heads, tokens, head_dim)."""
+    try:
+        dims = tuple(int(meta[k]) for k in ("num_layers", "kv_heads", "n_tokens", "head_dim"))
+    except (KeyError, ValueError):
+        raise TmixError(f"{path}: corrupt KV file (metadata lacks num_layers/kv_heads/n_tokens/head_dim)") \
+            from None
+    n_layers, heads, tokens, head_dim = dims
+    names = {"prefix_ids"} | {f"layers.{i}.{kv}" for i in range(n_layers) for kv in ("keys", "values")}
+    if set(header) - {"__metadata__"} != names:
+        raise TmixError(f"{path}: KV file tensors do not match its num_layers={n_layers}")
+    if header["prefix_ids"]["shape"] != [tokens] or header["prefix_ids"]["dtype"] != "I64":
+        raise TmixError(f"{path}: KV file has {header['prefix_ids']['shape']} prefix ids "
+                        f"but n_tokens={tokens}")
+    for name in names - {"prefix_ids"}:
+        if header[name]["shape"] != [1, heads, tokens, head_dim]:
+            raise TmixError(f"{path}: tensor {name} has shape {header[name]['shape']}, metadata says "
+                            f"[1, {heads}, {tokens}, {head_dim}]")
+    return dims
+
+
+def load_kv(path: Path, device: torch.device | str = "cpu") -> tuple[DynamicCache, list[int], dict[str, str]]:
+    """Validate, memory-map and load a KV file into a DynamicCache on `device`; records last use."""
+    from safetensors import safe_open
+    from transformers import DynamicCache
+
+    path = Path(path)
+    header, _, _ = _read_header(path)
+    meta = header.get("__metadata__", {})
+    _check_version(path, meta)
+    n_layers = _expected_tensors(path, header, meta)[0]
+    device = torch.device(device)
+    cache = DynamicCache()
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        prefix_ids = f.get_tensor("prefix_ids").tolist()  # prefix_ids: [T]
+        for i in range(n_layers):
+            k = _to_device(f.get_tensor(f"layers.{i}.keys"), device)  # keys: [1, Hkv, T, D]
+            v = _to_device(f.get_tensor(f"layers.{i}.values"), device)  # values: [1, Hkv, T, D]
+            cache.update(k, v, i)
+    with contextlib.suppress(OSError):
+        os.utime(path)
+    return cache, prefix_ids, meta
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """CPU tensors stay; CUDA gets an async copy through pinned memory."""
+    if device.type == "cpu":
+        return t
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def check_kv(meta: dict[str, str], cache: Any, expected: dict[str, str], model_config: Any) -> None:
+    """Refuse a loaded KV file that does not fit this run: names the first field that differs."""
+    refuse_sliding(model_config)
+    for field in CHECKED_FIELDS:
+        if field in expected and meta.get(field) != expected[field]:
+            raise TmixError(_mismatch(field, meta.get(field), expected[field]))
+    _check_shapes(meta, cache, model_config)
+
+
+def _mismatch(field: str, old: str | None, new: str) -> str:
+    if field.startswith("attn_"):
+        return f"KV file was made with attention {field[5:]}={old}, now {new}; re-run tmix prefill"
+    if field == "model_fingerprint":
+        return (f"KV file was made for a different model (fingerprint {str(old)[:12]}, "
+                f"now {new[:12]}); re-run tmix prefill")
+    if field == "template_hash":
+        return f"KV file was made with another prompt template (hash {old}, now {new}); re-run tmix prefill"
+    if field == "doc_sha256":
+        return f"KV file was made from another document (sha256 {str(old)[:12]}, now {new[:12]})"
+    return f"KV file was made with {field} {old}, now {new}; re-run tmix prefill"
+
+
+def model_kv_dims(config: Any) -> tuple[int, int, int]:
+    """(num_layers, kv_heads, head_dim) the model's KV cache has."""
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config(decoder=True)
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return config.num_hidden_layers, kv_heads, head_dim
+
+
+def _check_shapes(meta: dict[str, str], cache: Any, config: Any) -> None:
+    n_layers, kv_heads, head_dim = model_kv_dims(config)
+    layers = list(getattr(cache, "layers", []))
+    if len(layers) != n_layers:
+        raise TmixError(f"KV file has {len(layers)} layers, the model has {n_layers}")
+    tokens = int(meta.get("n_tokens", -1))
+    want = meta.get("dtype")
+    for i, layer in enumerate(layers):
+        shape = list(layer.keys.shape)
+        if shape[1] != kv_heads or shape[3] != head_dim:
+            raise TmixError(f"KV file layer {i} has kv_heads={shape[1]} head_dim={shape[3]}, "
+                            f"the model has kv_heads={kv_heads} head_dim={head_dim}")
+        if shape[2] != tokens:
+            raise TmixError(f"KV file layer {i} holds {shape[2]} tokens but its n_tokens={tokens}")
+        if want and dtype_name(layer.keys.dtype) != want:
+            raise TmixError(f"KV file layer {i} has dtype {dtype_name(layer.keys.dtype)}, metadata says {want}")
+
+
+def check_prefix(stored: list[int], expected: list[int]) -> None:
+    """Raise TmixError unless the stored prefix ids are exactly the prompt's prefix."""
+    if list(stored) == list(expected):
+        return
+    first = next((i for i, (a, b) in enumerate(zip(stored, expected)) if a != b), min(len(stored), len(expected)))
+    raise TmixError(f"KV file prefix differs from this prompt at token {first} "
+                    f"(stored {len(stored)} tokens, prompt prefix {len(expected)}); re-run tmix prefill")
+
+
+# ---------------------------------------------------------------- listing
+
+
+def _is_kv_file(p: Path) -> bool:
+    return p.is_file() and p.name.endswith(SUFFIX) and not p.name.startswith(".")
+
+
+def list_entries(root: Path | None = None) -> list[dict]:
+    """One dict per KV file under root (default cache_dir()/kv), most recently used first."""
+    root = Path(root) if root is not None else kv_dir()
+    if not root.is_dir():
+        return []
+    entries = [_entry(p) for p in root.iterdir() if _is_kv_file(p)]
+    return sorted(entries, key=lambda e: e["last_used"], reverse=True)
+
+
+def _entry(p: Path) -> dict:
+    st = p.stat()
+    entry = {"key": p.name[: -len(SUFFIX)], "doc_name": None, "model_id": None, "n_tokens": None,
+             "size": st.st_size, "created": None,
+             "last_used": datetime.fromtimestamp(st.st_mtime, timezone.utc)
+             .isoformat(timespec="seconds"), "path": str(p), "error": None}
+    try:
+        meta = read_meta(p)
+    except TmixError as err:
+        entry["error"] = str(err)
+        return entry
+    entry.update(doc_name=meta.get("doc_name"), model_id=meta.get("model_id"),
+                 n_tokens=_as_int(meta.get("n_tokens", "-1")), created=meta.get("created"))
+    return entry
+
+
+def temp_files(root: Path | None = None) -> list[Path]:
+    """Leftover temp files of interrupted saves."""
+    root = Path(root) if root is not None else kv_dir()
+    if not root.is_dir():
+        return []
+    return [p for p in root.iterdir() if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)]

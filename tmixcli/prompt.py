@@ -1,0 +1,88 @@
+"""Chat prompt split into a cacheable document prefix and a question suffix (never empty)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from tmixcli.errors import TmixError
+
+LAYOUT_VERSION = "1"
+DOC_INTRO = "Read the document below, then answer the question that follows it.\n\n"
+QUESTION_LEAD = "\n\nQuestion:"
+QUESTION_MARK = "\x00TMIX-QUESTION\x00"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """prefix_ids + suffix_ids is the whole prompt; prefix_ids depends on the document only."""
+
+    prefix_ids: list[int]
+    suffix_ids: list[int]
+    template_hash: str
+
+    @property
+    def ids(self) -> list[int]:
+        return self.prefix_ids + self.suffix_ids
+
+
+def _render(tokenizer, user: str, system: str | None) -> str:
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    sys_part = f"{system}\n\n" if system else ""
+    return f"{sys_part}{user}\n\nAnswer:"  # base models without a chat template
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def template_hash(tokenizer, system: str | None) -> str:
+    """Identifies everything besides the document that shapes the prefix tokens."""
+    parts = [LAYOUT_VERSION, getattr(tokenizer, "chat_template", None) or "", system or "", DOC_INTRO, QUESTION_LEAD]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
+def split_template(tokenizer, system: str | None = None) -> tuple[str, str]:
+    """The rendered chat text around the document+question: (before, after) the question marker."""
+    rendered = _render(tokenizer, QUESTION_MARK, system)
+    before, _, after = rendered.partition(QUESTION_MARK)
+    return before, after
+
+
+def prefix_ids(tokenizer, document: str, system: str | None = None) -> list[int]:
+    """Token ids of everything up to and including "Question:": depends on the document only."""
+    before, _ = split_template(tokenizer, system)
+    return _encode(tokenizer, before + DOC_INTRO + document.strip() + QUESTION_LEAD)
+
+
+def question_ids(tokenizer, question: str, system: str | None = None) -> list[int]:
+    """Token ids of the question, the end of the user turn and the assistant header (never empty)."""
+    if not question.strip():
+        raise TmixError("the question is empty")
+    _, after = split_template(tokenizer, system)
+    return _encode(tokenizer, " " + question.strip() + after)
+
+
+def build_prompt(tokenizer, document: str, question: str, system: str | None = None) -> Prompt:
+    """The whole prompt split after "Question:", a boundary no BPE merge crosses (tests check the ids)."""
+    return Prompt(prefix_ids(tokenizer, document, system), question_ids(tokenizer, question, system),
+                  template_hash(tokenizer, system))
+
+
+def followup_ids(tokenizer, question: str, system: str | None = None) -> list[int]:
+    """Ids that close the assistant's last answer and ask a new question (for chat --keep-history)."""
+    if not question.strip():
+        raise TmixError("the question is empty")
+    marks = ["\x00TMIX-A\x00", "\x00TMIX-B\x00", "\x00TMIX-C\x00"]
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": marks[0]}, {"role": "assistant", "content": marks[1]},
+        {"role": "user", "content": marks[2]}]
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        text = f"{marks[0]}\n\nAnswer:{marks[1]}\n\nQuestion: {marks[2]}\n\nAnswer:"
+    glue = text.split(marks[1], 1)[1].split(marks[2], 1)[0]
+    after = text.split(marks[2], 1)[1]
+    return _encode(tokenizer, glue + question.strip() + after)
