@@ -26,8 +26,8 @@ def _triton_fn():
 
 def triangle_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_init: int, n_local: int,
                        last_n: int, total_len: int | None = None, scale: float | None = None) -> torch.Tensor:
-    """Triton on CUDA (bf16/fp16), blockwise PyTorch everywhere else."""
-    if q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and q.shape[-1] in (64, 128):
+    """Triton on CUDA (bf16/fp16, head_dim <= 256), blockwise PyTorch everywhere else."""
+    if q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and q.shape[-1] <= 256:
         fn = _triton_fn()
         if fn is not None:
             return fn(q, k, v, n_init, n_local, last_n, total_len, scale)

@@ -67,8 +67,8 @@ def param_count(config: Any) -> int:
     return vocab * h + config.num_hidden_layers * layer + h + head
 
 
-def build_random_model(arch: str, device: "torch.device | str", dtype: "torch.dtype",
-                       force: bool = False) -> "torch.nn.Module":
+def build_random_model(arch: str, device: torch.device | str, dtype: torch.dtype,
+                       force: bool = False) -> torch.nn.Module:
     """Random-weight model of `arch`, allocated and initialised directly on `device` in `dtype` (eval mode)."""
     import torch
     from transformers import AutoModelForCausalLM

@@ -16,7 +16,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -83,7 +84,7 @@ def _git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
-def _device_name(device: "torch.device") -> str:
+def _device_name(device: torch.device) -> str:
     import torch
 
     if device.type == "cuda":
@@ -102,14 +103,14 @@ def _device_name(device: "torch.device") -> str:
 # ---------------------------------------------------------------- timing and memory
 
 
-def _sync(device: "torch.device") -> None:
+def _sync(device: torch.device) -> None:
     import torch
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _free(device: "torch.device") -> None:
+def _free(device: torch.device) -> None:
     import torch
 
     gc.collect()
@@ -124,7 +125,7 @@ def _rss_bytes() -> int | None:
         return None
 
 
-def memory_kind(device: "torch.device") -> str:
+def memory_kind(device: torch.device) -> str:
     """How peak memory is measured on this device (goes into the report header)."""
     if device.type == "cuda":
         return "torch.cuda.max_memory_allocated during the prefill (extra = above the weights)"
@@ -136,13 +137,13 @@ def memory_kind(device: "torch.device") -> str:
 class MemoryProbe:
     """Peak memory during a block: CUDA peak allocated, else RSS sampled by a thread (ru_maxrss fallback)."""
 
-    def __init__(self, device: "torch.device") -> None:
+    def __init__(self, device: torch.device) -> None:
         self.device = device
         self.base = self.peak = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "MemoryProbe":
+    def __enter__(self) -> MemoryProbe:
         import torch
 
         if self.device.type == "cuda":
@@ -183,9 +184,11 @@ def _is_oom(err: BaseException) -> bool:
 # ---------------------------------------------------------------- measurements
 
 
-def measure_ttft(model: "torch.nn.Module", ids: list[int], chunk_size: int | None = None,
+def measure_ttft(model: torch.nn.Module, ids: list[int], chunk_size: int | None = None,
                  kv_path: Path | None = None, meta: dict[str, str] | None = None) -> dict[str, Any]:
-    """One cold TTFT (prefill + first token), synchronised; optionally saves the KV afterwards (untimed)."""
+    """One cold TTFT (prefill + first token), synchronised; optionally saves the KV afterwards (untimed).
+
+    Returns ttft (s), peak and extra memory (bytes), first token, kv_bytes, kv_error (a failed save)."""
     from tmixcli import kvstore
     from tmixcli.generate import choose, prefill
 
@@ -197,13 +200,18 @@ def measure_ttft(model: "torch.nn.Module", ids: list[int], chunk_size: int | Non
         token = choose(logits)
         _sync(device)
         ttft = time.perf_counter() - start
-    kv_bytes = kvstore.save_kv(kv_path, cache, ids, meta or {}) if kv_path is not None else None
+    res = {"ttft": ttft, "peak": mem.peak, "extra": max(0, mem.peak - mem.base), "token": token,
+           "kv_bytes": None, "kv_error": None}
+    if kv_path is not None:
+        try:
+            res["kv_bytes"] = kvstore.save_kv(kv_path, cache, ids, meta or {})
+        except TmixError as err:
+            res["kv_error"] = str(err)
     del cache, logits
-    return {"ttft": ttft, "peak": mem.peak, "extra": max(0, mem.peak - mem.base), "token": token,
-            "kv_bytes": kv_bytes}
+    return res
 
 
-def measure_warm(model: "torch.nn.Module", kv_path: Path, question: list[int]) -> tuple[float, float]:
+def measure_warm(model: torch.nn.Module, kv_path: Path, question: list[int]) -> tuple[float, float]:
     """(load_kv + extend(question) + first token, load_kv alone) in seconds, synchronised."""
     from tmixcli import kvstore
     from tmixcli.generate import choose, extend
@@ -232,7 +240,7 @@ def _random_ids(n: int, vocab: int, seed: int) -> list[int]:
 
 
 def _resolve_model(model: Any, arch: str | None, device: str, dtype: str, force: bool,
-                   log: Callable[[str], None]) -> tuple["torch.nn.Module", str]:
+                   log: Callable[[str], None]) -> tuple[torch.nn.Module, str]:
     """(model in eval mode, label) from a module, a LoadedModel, a --model spec, or a built-in --arch."""
     import torch
 
@@ -254,7 +262,7 @@ def _resolve_model(model: Any, arch: str | None, device: str, dtype: str, force:
     return loaded.model, loaded.model_id
 
 
-def _attn_configs(model: "torch.nn.Module", methods: list[str], start_layer: int | None, n_init: int,
+def _attn_configs(model: torch.nn.Module, methods: list[str], start_layer: int | None, n_init: int,
                   n_local: int, last_n: int) -> dict[str, Any]:
     from tmixcli.config import AttentionConfig, default_start_layer
 
@@ -274,29 +282,50 @@ def run_bench(model: Any = None, *, arch: str | None = None, lengths: list[int] 
               methods: list[str] | tuple[str, ...] = METHODS, repeats: int = 3, warmup: int = 1,
               start_layer: int | None = None, n_init: int = 8, n_local: int = 512, last_n: int = 128,
               chunk_size: int | None = None, device: str = "auto", dtype: str = "auto", warm: bool = True,
-              seed: int = 0, force: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+              seed: int = 0, force: bool = False, threads: int | None = None,
+              log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Benchmark TTFT per length and method; returns {"header": {...}, "rows": [...]} (times in seconds).
 
-    `model` is a --model spec (None = the default model), a LoadedModel or a torch module; or give `arch`."""
+    `model` is a --model spec (None = the default model), a LoadedModel or a torch module; or give `arch`.
+    `threads` sets torch's CPU threads for the run (restored afterwards)."""
     if repeats < 1 or warmup < 0:
         raise TmixError("need --repeats >= 1 and --warmup >= 0")
     if chunk_size is not None and chunk_size < 1:
         raise TmixError("--chunk-size must be at least 1")
+    if threads is not None and threads < 1:
+        raise TmixError("--threads must be at least 1")
     log = log or (lambda _msg: None)
-    model, label = _resolve_model(model, arch, device, dtype, force, log)
-    attn = _attn_configs(model, list(methods), start_layer, n_init, n_local, last_n)
-    header = _header(model, label, attn, chunk_size, repeats, warmup, seed)
-    rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="tmix-bench-") as tmp:
-        for i, length in enumerate(lengths):
-            opts = {"chunk_size": chunk_size, "repeats": repeats, "warmup": warmup, "warm": warm,
-                    "seed": seed + i, "tmp": Path(tmp), "log": log}
-            rows += _bench_length(model, label, length, attn, opts)
+    with torch_threads(threads):
+        model, label = _resolve_model(model, arch, device, dtype, force, log)
+        attn = _attn_configs(model, list(methods), start_layer, n_init, n_local, last_n)
+        header = _header(model, label, attn, chunk_size, repeats, warmup, seed)
+        rows: list[dict[str, Any]] = []
+        with tempfile.TemporaryDirectory(prefix="tmix-bench-") as tmp:
+            for i, length in enumerate(lengths):
+                opts = {"chunk_size": chunk_size, "repeats": repeats, "warmup": warmup, "warm": warm,
+                        "seed": seed + i, "tmp": Path(tmp), "log": log}
+                rows += _bench_length(model, label, length, attn, opts)
     return {"header": header, "rows": rows}
 
 
-def _header(model: "torch.nn.Module", label: str, attn: dict[str, Any], chunk_size: int | None,
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with n torch CPU threads (unchanged when None), restoring the previous count."""
+    import torch
+
+    saved = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _header(model: torch.nn.Module, label: str, attn: dict[str, Any], chunk_size: int | None,
             repeats: int, warmup: int, seed: int) -> dict[str, Any]:
+    import torch
+
     from tmixcli.kvstore import dtype_name
 
     cfg = model.config
@@ -310,6 +339,7 @@ def _header(model: "torch.nn.Module", label: str, attn: dict[str, Any], chunk_si
         "start_layer": first.start_layer, "n_init": first.n_init, "n_local": first.n_local,
         "last_n": first.last_n, "chunk_size": chunk_size, "repeats": repeats, "warmup": warmup, "seed": seed,
         "question_tokens": QUESTION_TOKENS, "memory": memory_kind(model.device),
+        "cpu_threads": torch.get_num_threads(),
     }
 
 
@@ -319,7 +349,7 @@ def _empty_row(length: int, method: str, status: str) -> dict[str, Any]:
     return row
 
 
-def _bench_length(model: "torch.nn.Module", label: str, length: int, attn: dict[str, Any],
+def _bench_length(model: torch.nn.Module, label: str, length: int, attn: dict[str, Any],
                   opts: dict[str, Any]) -> list[dict[str, Any]]:
     """All repeats of one length, methods interleaved per repeat (dense, trimix, dense, trimix, ...)."""
     ctx = getattr(model.config, "max_position_embeddings", None)
@@ -337,7 +367,7 @@ def _bench_length(model: "torch.nn.Module", label: str, length: int, attn: dict[
     return list(rows.values())
 
 
-def _one_round(model: "torch.nn.Module", label: str, ids: list[int], method: str, cfg: Any,
+def _one_round(model: torch.nn.Module, label: str, ids: list[int], method: str, cfg: Any,
                row: dict[str, Any], r: int, opts: dict[str, Any]) -> None:
     """One timed (or warm-up) prefill of `method`; the last round also saves the KV and times follow-ups."""
     from tmixcli.attention import attach
@@ -358,13 +388,15 @@ def _one_round(model: "torch.nn.Module", label: str, ids: list[int], method: str
         row["peak_mem_mib"] = max(row["peak_mem_mib"] or 0, res["peak"] / MIB)
         row["peak_extra_mib"] = max(row["peak_extra_mib"] or 0, res["extra"] / MIB)
         row["first_token"] = res["token"]
-    if kv_path is not None:
+    if res["kv_error"]:
+        row["status"] = f"warm: {res['kv_error']}"
+    elif kv_path is not None:
         row["kv_file_mib"] = res["kv_bytes"] / MIB
         _warm_rounds(model, kv_path, row, opts)
         kv_path.unlink(missing_ok=True)
 
 
-def _warm_rounds(model: "torch.nn.Module", kv_path: Path, row: dict[str, Any], opts: dict[str, Any]) -> None:
+def _warm_rounds(model: torch.nn.Module, kv_path: Path, row: dict[str, Any], opts: dict[str, Any]) -> None:
     """Time load_kv + a 20-token question + first token, `warmup` + `repeats` times (medians kept)."""
     question = _random_ids(QUESTION_TOKENS, model.config.vocab_size, opts["seed"] + 7919)
     warm_t, load_t = [], []
@@ -383,7 +415,7 @@ def _warm_rounds(model: "torch.nn.Module", kv_path: Path, row: dict[str, Any], o
                 f"the KV file): {row['warm_ttft_s']:.3f} s (load {row['kv_load_s']:.3f} s)")
 
 
-def _guarded(model: "torch.nn.Module", fn: Callable[[], Any]) -> Any:
+def _guarded(model: torch.nn.Module, fn: Callable[[], Any]) -> Any:
     """fn(), or "out of memory" after freeing caches; memory is always released afterwards."""
     try:
         result = fn()
@@ -395,7 +427,7 @@ def _guarded(model: "torch.nn.Module", fn: Callable[[], Any]) -> Any:
     return result
 
 
-def _kv_meta(model: "torch.nn.Module", label: str, cfg: Any, ids: list[int]) -> dict[str, str]:
+def _kv_meta(model: torch.nn.Module, label: str, cfg: Any, ids: list[int]) -> dict[str, str]:
     from tmixcli import kvstore
 
     digest = hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()
@@ -485,7 +517,7 @@ def write_plot(result: dict[str, Any], path: Path) -> None:
             continue
         x = [r["length"] for r in ok]
         y = [r["ttft_median_s"] for r in ok]
-        err = [[m - r["ttft_min_s"] for m, r in zip(y, ok)], [r["ttft_max_s"] - m for m, r in zip(y, ok)]]
+        err = [[r["ttft_median_s"] - r["ttft_min_s"] for r in ok], [r["ttft_max_s"] - r["ttft_median_s"] for r in ok]]
         bars = ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{method} (cold prefill)")
         warm = [r for r in ok if r["warm_ttft_s"]]
         if warm:
@@ -531,6 +563,8 @@ def bench_command(
     plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of TTFT vs length.")] = None,
     no_warm: Annotated[bool, typer.Option("--no-warm", help="Skip the saved-KV follow-up timing.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Allow a >2B-parameter --arch on the CPU.")] = False,
+    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads (default: torch's; "
+                                                "1 is steadier on a busy machine).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")] = False,
 ) -> None:
     """Time to first token, dense vs TriangleMix, at several prompt lengths (random token ids)."""
@@ -541,7 +575,7 @@ def bench_command(
     result = run_bench(model, arch=arch, lengths=parse_lengths(lengths), methods=parse_methods(methods),
                        repeats=repeats, warmup=warmup, start_layer=start_layer, n_init=n_init, n_local=n_local,
                        last_n=last_n, chunk_size=chunk_size, device=device, dtype=dtype, warm=not no_warm,
-                       force=force, log=log)
+                       force=force, threads=threads, log=log)
     result["header"]["wall_s"] = round(time.perf_counter() - start, 1)
     if plot is not None:
         write_plot(result, plot)

@@ -131,6 +131,8 @@ def _resolve_source(spec: str | None, progress: bool) -> tuple[str, dict, str]:
         if not (converted / "config.json").is_file():
             convert_gguf(path.resolve(), converted, progress)
         return str(converted), {}, path.name
+    if not path.exists() and (spec.startswith(("/", ".", "~")) or spec.count("/") > 1):
+        raise TmixError(f"model directory not found: {spec}")
     if path.exists():
         if not (path / "config.json").is_file():
             raise TmixError(f"{spec} is not a model directory (no config.json)")

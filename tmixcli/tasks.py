@@ -57,6 +57,12 @@ class Case:
     question: str
     answers: list[str]
     tokens: int = 0
+    lead: str = ""
+
+    @property
+    def reference(self) -> str:
+        """A natural full answer: lead + the answers (calibration scores the tokens after the lead)."""
+        return f"{self.lead} {', '.join(self.answers)}."
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,33 +102,36 @@ def _var(rng: random.Random, used: set[str]) -> str:
             return v
 
 
-def _needles(task: str, depth: float, rng: random.Random) -> tuple[list[tuple[float, str]], str, list[str]]:
-    """(needles as (depth, sentence), question, answers) for one task."""
+def _needles(task: str, depth: float, rng: random.Random) -> tuple[list[tuple[float, str]], str, list[str], str]:
+    """(needles as (depth, sentence), question, answers, answer lead) for one task."""
     nums: set[str] = set()
     keys: set[str] = set()
     if task == "needle":
         key, num = _key(rng, keys), _number(rng, 7, nums)
         return ([(depth, f"The special magic number for {key} is {num}.")],
-                f"What is the special magic number for {key}?", [num])
+                f"What is the special magic number for {key}?", [num], f"The special magic number for {key} is")
     if task == "multikey":
         key, num = _key(rng, keys), _number(rng, 7, nums)
         needles = [(depth, f"The special magic number for {key} is {num}.")]
         for _ in range(3):
             needles.append((rng.random(), f"The special magic number for {_key(rng, keys)} is {_number(rng, 7, nums)}."))
-        return needles, f"What is the special magic number for {key}?", [num]
+        return (needles, f"What is the special magic number for {key}?", [num],
+                f"The special magic number for {key} is")
     if task == "multivalue":
         key = _key(rng, keys)
         vals = [_number(rng, 7, nums) for _ in range(2)]
         spread = [depth, min(0.95, max(0.05, depth + rng.choice((-0.2, 0.2))))]
         needles = [(d, f"One of the special magic numbers for {key} is {v}.") for d, v in zip(spread, vals)]
-        return needles, f"What are all the special magic numbers for {key}?", vals
+        return (needles, f"What are all the special magic numbers for {key}?", vals,
+                f"The special magic numbers for {key} are")
     if task == "vt":
         value = _number(rng, 5, nums)
         names = [_var(rng, keys) for _ in range(3)]
         steps = [f"VAR {names[0]} = {value}."] + [f"VAR {b} = VAR {a}." for a, b in zip(names, names[1:])]
         spots = [depth + (1 - depth) * i / (len(steps) + 1) for i in range(len(steps))]
         return (list(zip(spots, steps)),
-                f"Which variables are assigned the value {value}? List the variable names.", names)
+                f"Which variables are assigned the value {value}? List the variable names.", names,
+                f"The variables assigned the value {value} are")
     raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
 
 
@@ -139,7 +148,7 @@ def _prompt_len(tokenizer, document: str, question: str) -> int:
 
 def make_case(tokenizer, task: str, length: int, depth: float, rng: random.Random) -> Case:
     """A case whose full chat prompt is about `length` tokens (within a few percent)."""
-    needles, question, answers = _needles(task, depth, rng)
+    needles, question, answers, lead = _needles(task, depth, rng)
     overhead = _prompt_len(tokenizer, _assemble([], needles), question)
     hay: list[str] = []
     total = overhead
@@ -153,7 +162,7 @@ def make_case(tokenizer, task: str, length: int, depth: float, rng: random.Rando
         hay.pop()
         doc = _assemble(hay, needles)
         n = _prompt_len(tokenizer, doc, question)
-    return Case(task, depth, doc, question, answers, n)
+    return Case(task, depth, doc, question, answers, n, lead)
 
 
 def make_cases(tokenizer, tasks: list[str] | tuple[str, ...], n: int, length: int, seed: int = 0) -> list[Case]:

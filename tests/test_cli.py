@@ -1,0 +1,186 @@
+"""End to end through the `tmix` CLI with the real default model on the project's sample documents."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tmixcli.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "sample_docs"
+FACTS = json.loads((DOCS / "facts.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> str:
+    """A saved 4-layer random Llama with a real tiny tokenizer: fast `--model DIR` for mechanical CLI tests."""
+    from tiny import tiny_model, tiny_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    tiny_model("llama", max_position_embeddings=1024).save_pretrained(out)
+    tiny_tokenizer("llama").save_pretrained(out)
+    return str(out)
+
+
+TINY = ("--n-local", "16", "--last-n", "8", "--start-layer", "1")
+
+
+@pytest.fixture()
+def short_doc(tmp_path) -> str:
+    """~650 tokens for the tiny tokenizer: fits the tiny model's 1024-token context."""
+    path = tmp_path / "short.txt"
+    path.write_text((DOCS / "notes.txt").read_text()[:1000])
+    return str(path)
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run `tmix argv` in-process; returns (exit code, stdout, stderr)."""
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def ask_json(capsys, *argv: str) -> dict:
+    code, out, err = run(capsys, "ask", *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def tmix_subprocess(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tmixcli", *argv], capture_output=True, text=True, input=stdin,
+                          env=os.environ.copy(), timeout=600)
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("doc", ["report.pdf", "notes.txt"])
+def test_answers_facts_from_sample_docs(capsys, doc):
+    """Cold ask prefills and saves; follow-up questions hit the cache; every fact is answered exactly."""
+    facts = [f for f in FACTS if f["doc"] == doc]
+    results = [ask_json(capsys, str(DOCS / doc), f["question"], "--max-new-tokens", "40") for f in facts]
+    for fact, res in zip(facts, results):
+        assert fact["answer"].lower() in res["answer"].lower(), (fact, res["answer"])
+    assert [r["cache_hit"] for r in results] == [False] + [True] * (len(results) - 1)
+    assert len({r["kv_path"] for r in results}) == 1
+    first = results[0]
+    assert first["document_tokens"] > 500 and first["prompt_tokens"] > first["document_tokens"]
+    assert first["ttft_s"] >= first["prefill_s"] > 0 and first["attention"]["method"] == "trimix"
+    for key in ("answer", "prompt_tokens", "document_tokens", "ttft_s", "prefill_s", "decode_tokens_per_s",
+                "cache_hit", "kv_path", "model", "attention"):
+        assert key in first
+
+
+@pytest.mark.parametrize("method", ["dense", "trimix"])
+def test_cached_answer_token_identical_tiny(capsys, tiny_dir, short_doc, method):
+    args = (short_doc, "Who is the project manager?", "--model", tiny_dir, "--attention", method,
+            "--max-new-tokens", "24", *TINY)
+    cold = ask_json(capsys, *args)
+    warm = ask_json(capsys, *args)
+    nocache = ask_json(capsys, *args, "--no-cache")
+    assert (cold["cache_hit"], warm["cache_hit"], nocache["cache_hit"]) == (False, True, False)
+    assert cold["answer"] == warm["answer"] == nocache["answer"] and cold["answer"]
+    assert nocache["kv_path"] is None
+
+
+@pytest.mark.model
+def test_cached_answer_token_identical_default_model(capsys):
+    args = (str(DOCS / "notes.txt"), FACTS[-1]["question"], "--max-new-tokens", "24")
+    warm_after_cold = [ask_json(capsys, *args) for _ in range(2)]
+    nocache = ask_json(capsys, *args, "--no-cache")
+    assert [r["cache_hit"] for r in warm_after_cold] == [False, True]
+    assert warm_after_cold[0]["answer"] == warm_after_cold[1]["answer"] == nocache["answer"]
+
+
+@pytest.mark.model
+def test_prefill_then_ask_from_kv_file_alone(capsys, tmp_path):
+    kv = tmp_path / "notes.safetensors"
+    code, out, err = run(capsys, "prefill", str(DOCS / "notes.txt"), "-o", str(kv), "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert Path(info["kv_path"]) == kv and kv.is_file() and not info["cache_hit"]
+    # file size = layers x 2 x kv_heads x tokens x head_dim x 4 bytes (fp32) + token ids + a small header
+    tensor_bytes = 30 * 2 * 3 * info["tokens"] * 64 * 4 + info["tokens"] * 8
+    assert tensor_bytes < kv.stat().st_size < tensor_bytes + 64 * 1024
+    res = ask_json(capsys, "--kv", str(kv), FACTS[-1]["question"], "--max-new-tokens", "30")
+    assert res["cache_hit"] and FACTS[-1]["answer"].lower() in res["answer"].lower()
+    code, _, err = run(capsys, "ask", "--kv", str(kv), "q?", "--start-layer", "3")
+    assert code == 2 and "start_layer" in err
+
+
+def test_chat_rewinds_cache_between_questions(capsys, monkeypatch, tiny_dir, short_doc):
+    import io
+
+    questions = ["Who is the project manager?", "What is the renovation budget?"]
+    args = ("--model", tiny_dir, "--max-new-tokens", "12", *TINY)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(questions) + "\n\n"))
+    code, out, err = run(capsys, "chat", short_doc, "--quiet", *args)
+    assert code == 0, err
+    singles = [ask_json(capsys, short_doc, q, *args) for q in questions]
+    assert all(r["cache_hit"] for r in singles)
+    assert "".join(out.split()) == "".join("".join(r["answer"] for r in singles).split())
+
+
+def test_document_too_long_refused_then_truncated(capsys, tmp_path, tiny_dir):
+    long = tmp_path / "long.txt"
+    long.write_text((DOCS / "notes.txt").read_text())
+    args = ("--model", tiny_dir, "--max-new-tokens", "8", *TINY)
+    code, out, err = run(capsys, "ask", str(long), "Who is the project manager?", *args)
+    assert code == 2 and out == ""
+    assert "over the model's 1024" in err and "--truncate" in err and len(err.strip().splitlines()) == 1
+    assert not list((tmp_path / "tmix-cache").glob("kv/*"))
+    res = ask_json(capsys, str(long), "Who is the project manager?", "--truncate", "--no-cache", *args)
+    assert res["prompt_tokens"] + 8 <= 1024 and res["prompt_tokens"] > 900
+
+
+BAD = [
+    (["ask", "missing.pdf", "q?"], "no such file"),
+    (["ask", "sample_docs", "q?"], "directory"),
+    (["ask", "sample_docs/notes.txt", "   "], "question is empty"),
+    (["ask", "sample_docs/notes.txt"], "usage"),
+    (["ask", "sample_docs/notes.txt", "q?", "--attention", "sparse"], "trimix or dense"),
+    (["ask", "sample_docs/notes.txt", "q?", "--n-local", "0"], "n_local"),
+    (["ask", "--kv", "nowhere.safetensors", "q?"], "not found"),
+    (["ask", "sample_docs/notes.txt", "q?", "--model", "/nonexistent/model/dir"], "not found"),
+    (["prefill", "sample_docs/report.md", "-o", "sample_docs"], "directory"),
+    (["cache", "rm", "ffffffffffff"], "no"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", BAD, ids=[" ".join(a[:2]) + f"-{i}" for i, (a, _) in enumerate(BAD)])
+def test_bad_input_one_line_exit_2(capsys, argv, needle, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code, out, err = run(capsys, *argv)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tmix: error:") and needle in lines[0].lower(), err
+
+
+def test_bad_kv_file_no_traceback(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(os.urandom(4096))
+    res = tmix_subprocess("ask", "--kv", str(bad), "What?")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_concurrent_prefill_leaves_one_valid_file(tmp_path, tiny_dir, short_doc):
+    argv = [sys.executable, "-m", "tmixcli", "prefill", short_doc, "--quiet", "--model", tiny_dir, *TINY]
+    procs = [subprocess.Popen(argv,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    paths = {o[0].strip() for o in outs}
+    assert len(paths) == 1
+    kv_dir = Path(paths.pop()).parent
+    assert [p.name for p in kv_dir.iterdir()] == [Path(outs[0][0].strip()).name]
+    res = tmix_subprocess("cache", "info", outs[0][0].strip(), "--json")
+    assert res.returncode == 0, res.stderr
