@@ -17,6 +17,7 @@ from transformers import AttentionInterface
 
 from tmix_kernels import triangle_attention
 from tmix_kernels.blockwise import triangle_attention_blockwise
+from tmix_kernels.dense import dense_tail_attention
 from tmixcli.config import AttentionConfig
 
 NAME = "tmix"
@@ -50,6 +51,8 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: fl
         return flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True,
                                softmax_scale=scale)
     gqa = q.shape[1] != k.shape[1]
+    if q.is_cuda and 1 < lq < s and q.dtype in (torch.float16, torch.bfloat16):
+        return dense_tail_attention(q, k, v, scale)
     if lq == s:
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
     elif lq == 1:

@@ -141,17 +141,27 @@ def _resolve_source(spec: str | None, progress: bool) -> tuple[str, dict, str]:
 
 
 def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto",
-               progress: bool = True) -> LoadedModel:
-    """Load model + tokenizer; HF ids are tried offline first so a cached model needs no network."""
+               progress: bool = True, device_map: str | None = None) -> LoadedModel:
+    """Load model + tokenizer; HF ids are tried offline first so a cached model needs no network.
+
+    `device_map="auto"` spreads the layers over every visible GPU (accelerate); each layer's attention runs
+    on its own device."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    source, extra, model_id = _resolve_source(spec or os.environ.get("TMIX_MODEL"), progress)
+    if device_map is not None:
+        if device_map != "auto":
+            raise TmixError(f"--device-map takes only 'auto', not {device_map!r}")
+        extra = {"device_map": "auto"}
+    else:
+        extra = {}
+    source, more, model_id = _resolve_source(spec or os.environ.get("TMIX_MODEL"), progress)
+    extra.update(more)
     last_err: Exception | None = None
     for local_only in (True, False):
         try:
-            tok = AutoTokenizer.from_pretrained(source, local_files_only=local_only, **extra)
+            tok = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
             model = AutoModelForCausalLM.from_pretrained(
                 source, dtype=dt, local_files_only=local_only, attn_implementation="sdpa", **extra)
             break
@@ -159,5 +169,7 @@ def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto
             last_err = err
     else:
         raise TmixError(f"could not load model {model_id!r}: {str(last_err).splitlines()[0]}")
-    model.to(dev).eval()
-    return LoadedModel(model, tok, model_id, dev, dt)
+    if device_map is None:
+        model.to(dev)
+    model.eval()
+    return LoadedModel(model, tok, model_id, model.device, dt)
