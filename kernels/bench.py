@@ -45,7 +45,9 @@ def _sdpa(q, k, v, backend) -> tuple[float | None, str]:
     be = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}[backend]
     try:
         with sdpa_kernel([be]):
-            fn = lambda: F.scaled_dot_product_attention(q, ke, ve, is_causal=True)  # noqa: E731
+            def fn(q=q, ke=ke, ve=ve):
+                return F.scaled_dot_product_attention(q, ke, ve, is_causal=True)
+
             fn()
             torch.cuda.synchronize()
             return _time(fn, slow=True), "ok"
@@ -69,7 +71,9 @@ def _flex(q, k, v, n_init, n_local, last_n, compiled) -> tuple[float | None, str
     try:
         kw = {"_compile": True} if "_compile" in inspect.signature(create_block_mask).parameters else {}
         bm = create_block_mask(mask_mod, None, None, length, length, device=q.device, **kw)
-        fn = lambda: compiled(q, k, v, block_mask=bm, enable_gqa=True)  # noqa: E731
+        def fn():
+            return compiled(q, k, v, block_mask=bm, enable_gqa=True)
+
         out = fn()
         torch.cuda.synchronize()
         return _time(fn), "ok", out
@@ -97,16 +101,23 @@ def run(
         flex_out = None
         if "flex" in baselines:
             ms, status, flex_out = _flex(q, k, v, n_init, n_local, last_n, compiled)
-            rows.append(dict(length=length, impl="flex", ms=ms, status=status))
+            rows.append({"length": length, "impl": "flex", "ms": ms, "status": status})
         for be in ("flash", "cudnn"):
             if be in baselines:
                 ms, status = _sdpa(q, k, v, be)
-                rows.append(dict(length=length, impl=f"sdpa-{be}", ms=ms, status=status))
+                rows.append({"length": length, "impl": f"sdpa-{be}", "ms": ms, "status": status})
         for var in [{}] + list(variants or []):
             name = "triangle" + (f"[{','.join(f'{a}={b}' for a, b in var.items())}]" if var else "")
-            fn = lambda: triangle_attention_triton(q, k, v, n_init, n_local, last_n, config=var)  # noqa: E731
-            out = fn()
-            torch.cuda.synchronize()
+
+            def fn(var=var, q=q, k=k, v=v):
+                return triangle_attention_triton(q, k, v, n_init, n_local, last_n, config=var)
+
+            try:
+                out = fn()
+                torch.cuda.synchronize()
+            except Exception as e:  # noqa: BLE001 - a variant that does not compile is a result
+                rows.append({"length": length, "impl": name, "ms": None, "status": f"failed: {str(e)[:120]}"})
+                continue
             err = None
             if flex_out is not None:
                 ref = flex_out.transpose(1, 2).float()
@@ -114,8 +125,9 @@ def run(
             ms = _time(fn)
             ck = triangle_triton.last_compiled.get("fwd")
             regs = f"{getattr(ck, 'n_regs', '?')}/{getattr(ck, 'n_spills', '?')}"
-            rows.append(dict(length=length, impl=name, ms=ms, status="ok", tflops=flops / ms * 1e-9,
-                             err_vs_flex=err, regs_spills=regs, config={**default_config(head_dim, dtype, q.device), **var}))
+            cfg = {**default_config(head_dim, dtype, q.device), **var}
+            rows.append({"length": length, "impl": name, "ms": ms, "status": "ok", "tflops": flops / ms * 1e-9,
+                         "err_vs_flex": err, "regs_spills": regs, "config": cfg})
         if verbose:
             for r in rows:
                 if r["length"] == length:
@@ -135,7 +147,10 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| {r['length']} | {r['impl']} | {r['status']} | | | | |")
             continue
         flex, cud = by.get((r["length"], "flex"), {}).get("ms"), by.get((r["length"], "sdpa-cudnn"), {}).get("ms")
-        ratio = lambda base: f"{base / r['ms']:.2f}x" if base else "-"  # noqa: E731
+
+        def ratio(base, ms=r["ms"]):
+            return f"{base / ms:.2f}x" if base else "-"
+
         tf = f"{r['tflops']:.0f}" if r.get("tflops") else ""
         err = f"{r['err_vs_flex']:.1e}" if r.get("err_vs_flex") is not None else ""
         lines.append(f"| {r['length']} | {r['impl']} | {r['ms']:.3f} | {tf} | {ratio(flex)} | {ratio(cud)} | {err} |")

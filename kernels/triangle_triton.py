@@ -2,8 +2,10 @@
 
 Each program packs GP query heads of one kv head into its BLOCK_M rows (GP heads x P positions), so a
 K/V tile is read once for the whole group. Band rows run sink blocks, masked edge blocks and unmasked
-middle blocks of the local window; the last rows (p >= total_len - last_n) are split along the keys into
-fp32 partials that a small second kernel merges by log-sum-exp.
+middle blocks of the local window (half-width EDGE_N blocks at both window ends trim the keys computed
+per row); the last rows (p >= total_len - last_n) are split along the keys into
+fp32 partials that a small second kernel merges by log-sum-exp. On Hopper K/V come through TMA
+descriptors and maxnreg=128 lets two CTAs share an SM.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ last_compiled: dict = {}  # the last launched main kernel (bench reads n_regs / 
 def _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
                 Kd, Vd, kv_row0, offs_d, pos, lo, hi, kv_hi, qk_scale, n_init, n_local,
                 MASK: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr):
+                BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr, WS: tl.constexpr):
     """Online softmax over keys [lo, hi). MASK: 0 none, 1 triangle band, 2 causal; keys >= kv_hi dropped.
 
     USE_TMA: K/V tiles come from [B*Hkv*S, D] tensor descriptors Kd/Vd (row kv_row0 + j) instead of pointers;
@@ -31,7 +33,7 @@ def _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_v
     """
     offs_n = tl.arange(0, BLOCK_N)
     d_ok = offs_d < HEAD_DIM
-    for start in range(lo, hi, BLOCK_N):
+    for start in tl.range(lo, hi, BLOCK_N, warp_specialize=WS):
         start = tl.multiple_of(start, BLOCK_N)
         kn = start + offs_n
         k_ptrs = k_base + kn[None, :] * stride_kn + offs_d[:, None] * stride_kd  # kT: [BLOCK_D, BLOCK_N]
@@ -76,7 +78,7 @@ def _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_v
 
 
 @triton.jit
-def _triangle_fwd(Q, K, V, Kd, Vd, Out, OPart, LsePart,
+def _triangle_fwd(Q, K, V, Kd, Vd, Kd2, Vd2, Out, OPart, LsePart,
                   stride_qb, stride_qh, stride_qm, stride_qd,
                   stride_kb, stride_kh, stride_kn, stride_kd,
                   stride_vb, stride_vh, stride_vn, stride_vd,
@@ -85,7 +87,8 @@ def _triangle_fwd(Q, K, V, Kd, Vd, Out, OPart, LsePart,
                   n_init, n_local, qk_scale, G, HKV, NCHUNK,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SINK_N: tl.constexpr, GP: tl.constexpr,
                   HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
-                  SPLIT_LOOPS: tl.constexpr, USE_TMA: tl.constexpr):
+                  SPLIT_LOOPS: tl.constexpr, USE_TMA: tl.constexpr, WS: tl.constexpr,
+                  EDGE_N: tl.constexpr):
     """Programs [0, n_split_progs) do split-K last rows, the rest do band tiles (rows [q0, band_end))."""
     P: tl.constexpr = BLOCK_M // GP
     pid = tl.program_id(0)
@@ -124,11 +127,11 @@ def _triangle_fwd(Q, K, V, Kd, Vd, Out, OPart, LsePart,
         ke = tl.minimum(ks + split_len, p_last + 1)
         full_end = tl.maximum(ks, tl.minimum(ke, (row0 + 1) // BLOCK_N * BLOCK_N))
         acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
-                                    stride_vd, Kd, Vd, kv_row0, offs_d, pos, ks, full_end, ke, qk_scale, n_init, n_local,
-                                    0, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA)
+                                    stride_vd, Kd, Vd, kv_row0, offs_d, pos, ks, full_end, ke, qk_scale, n_init,
+                                    n_local, 0, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA, WS)
         acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
-                                    stride_vd, Kd, Vd, kv_row0, offs_d, pos, full_end, ke, ke, qk_scale, n_init, n_local,
-                                    2, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA)
+                                    stride_vd, Kd, Vd, kv_row0, offs_d, pos, full_end, ke, ke, qk_scale, n_init,
+                                    n_local, 2, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA, False)
         has = l_i > 0.0
         lse = tl.where(has, m_i + tl.math.log2(tl.where(has, l_i, 1.0)), float("-inf"))
         o = acc / tl.where(has, l_i, 1.0)[:, None]
@@ -137,28 +140,41 @@ def _triangle_fwd(Q, K, V, Kd, Vd, Out, OPart, LsePart,
         tl.store(LsePart + part, lse, mask=row_ok)
         tl.store(OPart + part[:, None] * BLOCK_D + offs_d[None, :], o, mask=row_ok[:, None])
     else:
+        # keys [lo, hi) of the window (lo aligned down to EDGE_N), sinks [0, sink_hi) before them
         hi = p_last + 1
-        lo = tl.maximum(row0 - n_local + 1, 0) // BLOCK_N * BLOCK_N
+        lo = tl.maximum(row0 - n_local + 1, 0) // EDGE_N * EDGE_N
         sink_hi = tl.minimum(n_init, lo)
         acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
-                                    stride_vd, Kd, Vd, kv_row0, offs_d, pos, 0, sink_hi, sink_hi, qk_scale, n_init, n_local,
-                                    1, SINK_N, HEAD_DIM, BLOCK_D, DOT_PREC, False)
+                                    stride_vd, Kd, Vd, kv_row0, offs_d, pos, 0, sink_hi, sink_hi, qk_scale, n_init,
+                                    n_local, 1, SINK_N, HEAD_DIM, BLOCK_D, DOT_PREC, False, False)
+        # EDGE_N < BLOCK_N: an EDGE_N-key head piece [lo, lo_b) and tail piece [main_hi, hi) around the
+        # BLOCK_N-aligned main range [lo_b, main_hi), so that at most EDGE_N - 1 keys are wasted per side
+        lo_b = tl.minimum((lo + BLOCK_N - 1) // BLOCK_N * BLOCK_N, hi)
+        main_hi = lo_b + tl.maximum((hi + EDGE_N - 1) // EDGE_N * EDGE_N - lo_b, 0) // BLOCK_N * BLOCK_N
+        if EDGE_N < BLOCK_N:
+            acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
+                                        stride_vd, Kd2, Vd2, kv_row0, offs_d, pos, lo, lo_b, hi, qk_scale, n_init,
+                                        n_local, 1, EDGE_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA, False)
         if SPLIT_LOOPS:  # masked left edge, unmasked middle, masked diagonal
-            full_lo = (tl.maximum(p_last - n_local + 1, lo) + BLOCK_N - 1) // BLOCK_N * BLOCK_N
-            mid_lo = tl.minimum(full_lo, hi)
-            mid_hi = tl.maximum(mid_lo, tl.minimum((row0 + 1) // BLOCK_N * BLOCK_N, hi))
+            full_lo = (tl.maximum(p_last - n_local + 1, lo_b) + BLOCK_N - 1) // BLOCK_N * BLOCK_N
+            mid_lo = tl.minimum(full_lo, main_hi)
+            mid_hi = tl.maximum(mid_lo, tl.minimum((row0 + 1) // BLOCK_N * BLOCK_N, main_hi))
         else:  # one masked loop over the whole window
-            mid_lo = hi
-            mid_hi = hi
+            mid_lo = main_hi
+            mid_hi = main_hi
         acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
-                                    stride_vd, Kd, Vd, kv_row0, offs_d, pos, lo, mid_lo, hi, qk_scale, n_init, n_local,
-                                    1, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA)
+                                    stride_vd, Kd, Vd, kv_row0, offs_d, pos, lo_b, mid_lo, hi, qk_scale, n_init,
+                                    n_local, 1, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA, False)
         acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
-                                    stride_vd, Kd, Vd, kv_row0, offs_d, pos, mid_lo, mid_hi, hi, qk_scale, n_init, n_local,
-                                    0, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA)
+                                    stride_vd, Kd, Vd, kv_row0, offs_d, pos, mid_lo, mid_hi, hi, qk_scale, n_init,
+                                    n_local, 0, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA, WS)
         acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
-                                    stride_vd, Kd, Vd, kv_row0, offs_d, pos, mid_hi, hi, hi, qk_scale, n_init, n_local,
-                                    1, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA)
+                                    stride_vd, Kd, Vd, kv_row0, offs_d, pos, mid_hi, main_hi, hi, qk_scale, n_init,
+                                    n_local, 1, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA, False)
+        if EDGE_N < BLOCK_N:
+            acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
+                                        stride_vd, Kd2, Vd2, kv_row0, offs_d, pos, main_hi, hi, hi, qk_scale,
+                                        n_init, n_local, 1, EDGE_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA, False)
         o = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
         o_ptrs = Out + b * stride_ob + (pos - q0)[:, None] * stride_om + h[:, None] * stride_oh \
             + offs_d[None, :] * stride_od
@@ -192,16 +208,19 @@ def _interpreting() -> bool:
 def default_config(head_dim: int, dtype: torch.dtype, device: torch.device) -> dict:
     """Fixed launch config per (head_dim, dtype, arch): no autotuning, no per-length compiles."""
     if _interpreting() or device.type != "cuda":
-        return dict(block_m=32, block_n=16, num_warps=4, num_stages=1, splits_per_sm=2, split_loops=True)
+        return {"block_m": 32, "block_n": 16, "num_warps": 4, "num_stages": 1, "splits_per_sm": 2,
+                "split_loops": True}
+    hopper = torch.cuda.get_device_capability(device)[0] >= 9
     block_d = max(16, triton.next_power_of_2(head_dim))
-    big = dtype == torch.float32 or block_d > 128
-    if block_d <= 64:
-        cfg = dict(block_m=128, block_n=64, num_warps=4, num_stages=3)
-    elif not big:
-        cfg = dict(block_m=128, block_n=64, num_warps=8, num_stages=3)
+    if dtype == torch.float32 or block_d > 128:
+        cfg = {"block_m": 64, "block_n": 32, "num_warps": 4, "num_stages": 2}
+    elif block_d <= 64:
+        cfg = {"block_m": 128, "block_n": 64, "num_warps": 4, "num_stages": 3}
+    elif hopper:  # 128 regs x 8 warps and 2 stages: two CTAs per SM hide each other's prologue/epilogue
+        cfg = {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 2, "maxnreg": 128, "edge_n": 32}
     else:
-        cfg = dict(block_m=64, block_n=32, num_warps=4, num_stages=2)
-    return {**cfg, "splits_per_sm": 2, "split_loops": True}
+        cfg = {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 3}
+    return {**cfg, "splits_per_sm": 2, "split_loops": True, "tma": hopper}
 
 
 def _tma_ok(k: torch.Tensor, v: torch.Tensor) -> bool:
@@ -275,22 +294,30 @@ def triangle_attention_triton(
         o_part = torch.empty((b * h * n_last * n_splits, block_d), device=q.device, dtype=torch.float32)
         lse_part = torch.empty((b * h * n_last * n_splits,), device=q.device, dtype=torch.float32)
     n_split_progs = units * n_splits if n_last else 0
+    edge_n = cfg.get("edge_n") or block_n
+    if block_n % edge_n or edge_n < (1 if _interpreting() else 16):
+        raise ValueError(f"edge_n ({edge_n}) must divide block_n ({block_n}) and be >= 16")
+    sink_n = min(block_n, max(16, triton.next_power_of_2(max(n_init, 1))))
     kd, vd, use_tma = k, v, bool(cfg.get("tma")) and _tma_ok(k, v)
+    kd2, vd2 = kd, vd
     if use_tma:
         from triton.tools.tensor_descriptor import TensorDescriptor
 
         rows = b * hkv * s
         kd = TensorDescriptor(k, [rows, d], [k.stride(2), 1], [block_n, block_d])
         vd = TensorDescriptor(v, [rows, d], [v.stride(2), 1], [block_n, block_d])
+        kd2 = TensorDescriptor(k, [rows, d], [k.stride(2), 1], [edge_n, block_d])
+        vd2 = TensorDescriptor(v, [rows, d], [v.stride(2), 1], [edge_n, block_d])
     grid = (n_split_progs + n_band_tiles * b * hkv * n_chunk,)
     sc = d**-0.5 if scale is None else scale
     last_compiled["fwd"] = _triangle_fwd[grid](
-        q, k, v, kd, vd, out, o_part, lse_part, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        q, k, v, kd, vd, kd2, vd2, out, o_part, lse_part, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         s, q0, band_end, max(n_band_tiles, 1), max(n_last_tiles, 1), n_splits, split_len, n_split_progs,
         n_init, n_local, sc * LOG2E, g, hkv, n_chunk,
-        BLOCK_M=block_m, BLOCK_N=block_n, SINK_N=min(block_n, max(16, triton.next_power_of_2(max(n_init, 1)))),
+        BLOCK_M=block_m, BLOCK_N=block_n, SINK_N=sink_n,
         GP=gp, HEAD_DIM=d, BLOCK_D=block_d, DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
-        SPLIT_LOOPS=cfg["split_loops"], USE_TMA=use_tma, num_warps=cfg["num_warps"],
+        SPLIT_LOOPS=cfg["split_loops"], USE_TMA=use_tma, WS=bool(cfg.get("ws")), EDGE_N=edge_n,
+        num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"], **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {}),
     )
     if n_last:

@@ -27,6 +27,8 @@ CASES = [
     ("bm16_gqa4_nlocal_odd", 1, 4, 1, 99, 99, 64, 3, 19, 9, None, "float32", {"block_m": 16, "block_n": 16}),
     ("tma_b2_tail", 2, 4, 2, 60, 150, 64, 8, 32, 20, 170, "float32", {"tma": True}),
     ("tma_d96_fp16", 1, 4, 1, 77, 77, 96, 0, 16, 8, None, "float16", {"tma": True}),
+    ("edge16_gqa4", 1, 8, 2, 230, 230, 64, 8, 50, 16, None, "float32", {"block_n": 32, "edge_n": 16}),
+    ("edge8_tail_fp16", 1, 4, 1, 90, 260, 64, 5, 37, 12, 270, "float16", {"block_n": 32, "edge_n": 8}),
 ]
 BAD = [  # (name, q shape, k shape, dtype, kwargs): each must raise ValueError
     ("heads_not_multiple", (1, 6, 8, 64), (1, 4, 8, 64), "float32", {}),
@@ -58,7 +60,7 @@ def _interp_main() -> None:
         out = torch.full((b, lq, h, d), float("nan"), dtype=dtype)
         triangle_attention_triton(q, k, v, ni, nl, ln, tot, out=out, config=cfg)
         ref = triangle_reference(q, k, v, ni, nl, ln, tot)
-        res[name] = dict(err=_rel(out, ref), nan=bool(out.isnan().any()), seed=seed)
+        res[name] = {"err": _rel(out, ref), "nan": bool(out.isnan().any()), "seed": seed}
     for name, qs, ks, dt, kw in BAD:
         dtype = getattr(torch, dt)
         q, k = torch.randn(qs).to(dtype), torch.randn(ks).to(dtype)
@@ -74,7 +76,7 @@ def _interp_main() -> None:
 def interp_results() -> dict:
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     proc = subprocess.run([sys.executable, __file__, "--interp"], env=env, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -94,7 +96,7 @@ def test_interpreter_rejects_bad_input(interp_results: dict, bad: tuple) -> None
 
 def _ref_rows(q, k, v, rows, n_init, n_local, last_n, total) -> torch.Tensor:
     """float64 reference for the query rows `rows` only: -> [B, r, H, D]."""
-    b, h, lq, d = q.shape
+    _, h, lq, d = q.shape
     s = k.shape[2]
     g = h // k.shape[1]
     qs = q[:, :, rows].double()  # qs: [B, H, r, D]
@@ -119,6 +121,8 @@ GPU_CASES = [  # (B, H, Hkv, Lq, S, D, n_init, n_local, last_n, total_len, confi
     (1, 32, 8, 5000, 5000, 128, 8, 512, 128, None, {"tma": True}),
     (1, 32, 8, 3001, 20000, 128, 8, 512, 128, 20100, {"tma": True}),
     (1, 16, 4, 2000, 2000, 64, 8, 256, 64, None, {"tma": True}),
+    (1, 32, 8, 5000, 5000, 128, 8, 512, 128, None, {"edge_n": 64}),
+    (1, 32, 8, 3001, 20000, 128, 8, 300, 128, 20100, {"edge_n": 32, "tma": False}),
 ]
 
 

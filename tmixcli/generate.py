@@ -40,6 +40,27 @@ def _decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:
     return getattr(inner, "layers", None)
 
 
+def auto_chunk_size(model: torch.nn.Module, n_tokens: int, headroom: float = 0.85) -> int | None:
+    """None (one shot) when the prefill fits the GPU's free memory, else the largest power-of-two chunk that does."""
+    if model.device.type != "cuda":
+        return None
+    cfg = model.config
+    el = torch.finfo(model.dtype).bits // 8
+    heads, kv_heads = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    kv_per_token = cfg.num_hidden_layers * 2 * kv_heads * head_dim * el
+    # live activations of one layer per token: residual, normed (fp32 upcast), q, attn out, 3 MLP intermediates
+    act_per_token = el * (4 * cfg.hidden_size + heads * head_dim) + 4 * cfg.hidden_size + 3 * el * cfg.intermediate_size
+    free = torch.cuda.mem_get_info(model.device)[0] * headroom
+    budget = free - n_tokens * kv_per_token
+    if n_tokens * act_per_token <= budget:
+        return None
+    chunk = 1 << 20
+    while chunk > 256 and chunk * act_per_token > budget:
+        chunk //= 2
+    return chunk
+
+
 @torch.inference_mode()
 def prefill(model: torch.nn.Module, prefix_ids: list[int], chunk_size: int | None = None,
             progress: bool = False) -> tuple[DynamicCache, torch.Tensor]:
@@ -47,7 +68,7 @@ def prefill(model: torch.nn.Module, prefix_ids: list[int], chunk_size: int | Non
     device = model.device
     ids = torch.tensor([prefix_ids], device=device)  # ids: [1, T]
     total = ids.shape[1]
-    step = chunk_size or total
+    step = chunk_size or auto_chunk_size(model, total) or total
     cache = DynamicCache(config=model.config)
     n_chunks = -(-total // step)
     with layer_progress(model, n_chunks, progress):
