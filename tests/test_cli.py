@@ -184,3 +184,16 @@ def test_concurrent_prefill_leaves_one_valid_file(tmp_path, tiny_dir, short_doc)
     assert [p.name for p in kv_dir.iterdir()] == [Path(outs[0][0].strip()).name]
     res = tmix_subprocess("cache", "info", outs[0][0].strip(), "--json")
     assert res.returncode == 0, res.stderr
+
+
+def test_chat_keep_history_and_kv(capsys, monkeypatch, tiny_dir, short_doc, tmp_path):
+    import io
+
+    kv = tmp_path / "short.safetensors"
+    code, _, err = run(capsys, "prefill", short_doc, "-o", str(kv), "--quiet", "--model", tiny_dir, *TINY)
+    assert code == 0, err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("first question?\nsecond question?\n"))
+    code, out, err = run(capsys, "chat", "--kv", str(kv), "--keep-history", "--model", tiny_dir,
+                         "--max-new-tokens", "6", *TINY)
+    assert code == 0, err
+    assert err.count("TTFT") == 2 and "cache hit" in err

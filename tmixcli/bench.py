@@ -240,8 +240,8 @@ def _random_ids(n: int, vocab: int, seed: int) -> list[int]:
 
 
 def _resolve_model(model: Any, arch: str | None, device: str, dtype: str, force: bool,
-                   log: Callable[[str], None]) -> tuple[torch.nn.Module, str]:
-    """(model in eval mode, label) from a module, a LoadedModel, a --model spec, or a built-in --arch."""
+                   log: Callable[[str], None]) -> tuple[torch.nn.Module, str, Any]:
+    """(model in eval mode, label, tokenizer or None) from a module, a LoadedModel, a --model spec or an --arch."""
     import torch
 
     from tmixcli.models import LoadedModel, load_model, resolve_device, resolve_dtype
@@ -249,17 +249,28 @@ def _resolve_model(model: Any, arch: str | None, device: str, dtype: str, force:
     if model is not None and arch is not None:
         raise TmixError("give either --model or --arch, not both")
     if isinstance(model, LoadedModel):
-        return model.model.eval(), model.model_id
+        return model.model.eval(), model.model_id, model.tokenizer
     if isinstance(model, torch.nn.Module):
-        return model.eval(), type(model).__name__
+        return model.eval(), type(model).__name__, None
     if arch is not None:
         from tmixcli.archs import build_random_model
 
         dev = resolve_device(device)
         log(f"bench: building {arch} with random weights on {dev}...")
-        return build_random_model(arch, dev, resolve_dtype(dtype, dev), force=force), f"{arch} (random weights)"
+        return build_random_model(arch, dev, resolve_dtype(dtype, dev), force=force), f"{arch} (random weights)", None
     loaded = load_model(model, device=device, dtype=dtype, progress=True)
-    return loaded.model, loaded.model_id
+    return loaded.model, loaded.model_id, loaded.tokenizer
+
+
+def _profile_start(model: torch.nn.Module, tokenizer: Any) -> int | None:
+    """The start layer of a `tmix calibrate` profile for this exact model, if one was saved."""
+    if tokenizer is None:
+        return None
+    from tmixcli.calibrate import load_profile
+    from tmixcli.kvstore import model_fingerprint
+
+    profile = load_profile(model_fingerprint(model, tokenizer))
+    return None if profile is None else int(profile["start_layer"])
 
 
 def _attn_configs(model: torch.nn.Module, methods: list[str], start_layer: int | None, n_init: int,
@@ -296,7 +307,9 @@ def run_bench(model: Any = None, *, arch: str | None = None, lengths: list[int] 
         raise TmixError("--threads must be at least 1")
     log = log or (lambda _msg: None)
     with torch_threads(threads):
-        model, label = _resolve_model(model, arch, device, dtype, force, log)
+        model, label, tokenizer = _resolve_model(model, arch, device, dtype, force, log)
+        if start_layer is None and (start_layer := _profile_start(model, tokenizer)) is not None:
+            log(f"bench: start layer {start_layer} from the calibrated profile")
         attn = _attn_configs(model, list(methods), start_layer, n_init, n_local, last_n)
         header = _header(model, label, attn, chunk_size, repeats, warmup, seed)
         rows: list[dict[str, Any]] = []
