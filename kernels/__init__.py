@@ -30,7 +30,8 @@ def triangle_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_init
     if q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and q.shape[-1] <= 256:
         fn = _triton_fn()
         if fn is not None:
-            return fn(q, k, v, n_init, n_local, last_n, total_len, scale)
+            with torch.cuda.device(q.device):  # a layer of a device-mapped model may live on another GPU
+                return fn(q, k, v, n_init, n_local, last_n, total_len, scale)
     return triangle_attention_blockwise(q, k, v, n_init, n_local, last_n, total_len, scale)
 
 

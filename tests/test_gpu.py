@@ -86,3 +86,27 @@ def test_kv_round_trip_to_gpu(tmp_path):
     want = generate.extend(model, cache, [5, 6, 7])
     got = generate.extend(model, loaded, [5, 6, 7])
     assert torch.equal(want, got)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_device_map_over_two_gpus_matches_one_gpu(tmp_path):
+    """A model split by accelerate over two GPUs gives the single-GPU answer (triangle kernels on each device)."""
+    from transformers import AutoModelForCausalLM
+
+    from tmixcli import attention, generate
+    from tmixcli.config import AttentionConfig
+
+    _model(3).save_pretrained(tmp_path)
+    one = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16).cuda().eval()
+    split = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16, device_map="auto",
+                                                 max_memory={0: "20MiB", 1: "10GiB"}).eval()
+    devices = {p.device.index for p in split.parameters()}
+    assert devices == {0, 1}
+    attn = AttentionConfig(method="trimix", start_layer=1, n_local=256, last_n=64)
+    ids = torch.randint(0, 512, (3000,)).tolist()
+    outs = []
+    for model in (one, split):
+        attention.attach(model, attn)
+        cache, _ = generate.prefill(model, ids, chunk_size=1024)
+        outs.append(generate.extend(model, cache, [1, 2, 3]).cpu())
+    assert torch.nn.functional.cosine_similarity(outs[0], outs[1], dim=0) > 0.999

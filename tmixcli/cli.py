@@ -77,7 +77,8 @@ def _describe(ctx, quiet: bool) -> None:
     attn = "dense" if a.method == "dense" else (
         f"trimix from layer {a.start_layer} ({ctx.start_layer_source}), n_init={a.n_init} n_local={a.n_local} "
         f"last_n={a.last_n}")
-    _status(quiet, f"{ctx.doc_name}: {len(ctx.prefix_ids)} prefix tokens | {lm.model_id} on {lm.device.type} "
+    _status(quiet, f"{ctx.doc_name}: {_doc_tokens(ctx)} document tokens ({len(ctx.prefix_ids)} with the prompt) | "
+                   f"{lm.model_id} on {lm.device.type} "
                    f"{str(lm.dtype).removeprefix('torch.')} | attention {attn}")
     for note in ctx.notes:
         _status(quiet, note)
