@@ -323,12 +323,13 @@ def run_bench(model: Any = None, *, arch: str | None = None, lengths: list[int] 
 
 @contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with n torch CPU threads (unchanged when None), restoring the previous count."""
+    """Run the block with n torch CPU threads (None: $TMIX_THREADS or the auto probe), restoring the count."""
     import torch
 
+    from tmixcli.threads import configure_threads
+
     saved = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
+    configure_threads(None if n is None else str(n))
     try:
         yield
     finally:

