@@ -10,14 +10,22 @@ import torch
 from tmixcli.errors import TmixError
 
 
-def _gemm_ms(threads: int) -> float:
+def _gemm_s(threads: int, a: torch.Tensor, w: torch.Tensor) -> float:
     torch.set_num_threads(threads)
-    a, w = torch.randn(48, 576), torch.randn(576, 576)
-    torch.nn.functional.linear(a, w)
     start = time.perf_counter()
-    for _ in range(6):
+    for _ in range(2):
         torch.nn.functional.linear(a, w)
     return time.perf_counter() - start
+
+
+def _probe(default: int) -> int:
+    """Interleaved rounds, best of each: robust to other processes stealing the CPU for a moment."""
+    a, w = torch.randn(48, 576), torch.randn(576, 576)
+    many, one = float("inf"), float("inf")
+    for _ in range(4):
+        many = min(many, _gemm_s(default, a, w))
+        one = min(one, _gemm_s(1, a, w))
+    return 1 if one < 0.7 * many else default
 
 
 def configure_threads(spec: str | None = None) -> int:
@@ -39,7 +47,6 @@ def configure_threads(spec: str | None = None) -> int:
         return n
     if default <= 1:
         return default
-    many, one = _gemm_ms(default), _gemm_ms(1)
-    n = 1 if one < 0.7 * many else default
+    n = _probe(default)
     torch.set_num_threads(n)
     return n
