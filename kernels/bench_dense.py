@@ -21,39 +21,48 @@ def _ms(fn) -> float:
     return triton.testing.do_bench(fn, warmup=50, rep=200, return_mode="median")
 
 
+def _rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int) -> dict:
+    """The timed variants for one length: SDPA backends (GQA native or K/V expanded) and the chunk tail."""
+    g = q.shape[1] // k.shape[1]
+    ke, ve = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
+    rows = {"sdpa enable_gqa (default pick)":
+            lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)}
+    for name, be in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
+        def expanded(be=be):
+            with sdpa_kernel([be]):
+                return F.scaled_dot_product_attention(q, ke, ve, is_causal=True)
+
+        def native(be=be):
+            with sdpa_kernel([be]):
+                return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        rows[f"sdpa {name}, K/V expanded"] = expanded
+        rows[f"sdpa {name}, enable_gqa"] = native
+    qt = q[:, :, -chunk:]
+    rows[f"tail chunk {chunk} (x{k.shape[2] // chunk} = whole prefill)"] = lambda: dense_tail_attention(qt, k, v)
+    return rows
+
+
+def _one_length(s: int, chunk: int, h: int, hkv: int, d: int) -> None:
+    q = torch.randn(1, h, s, d, device="cuda", dtype=torch.bfloat16)
+    k, v = torch.randn(2, 1, hkv, s, d, device="cuda", dtype=torch.bfloat16)
+    for name, fn in _rows(q, k, v, chunk).items():
+        try:
+            t = _ms(fn)
+            extra = f"  (x{s // chunk}: {t * s / chunk:.1f} ms)" if name.startswith("tail") else ""
+            print(f"L={s // 1024}K  {name:<40} {t:9.2f} ms{extra}")
+        except Exception as err:  # report and go on: a backend may be unavailable
+            print(f"L={s // 1024}K  {name:<40} unavailable: {str(err).splitlines()[0][:80]}")
+    small = 2048
+    qs, ks, vs = q[:, :, :small], k[:, :, :small], v[:, :, :small]
+    out = dense_tail_attention(qs[:, :, -300:], ks, vs)
+    ref = triangle_reference(qs[:, :, -300:], ks, vs, 0, small + 1, 0)
+    print(f"tail correctness rel err {((out.double() - ref).norm() / ref.norm()).item():.2e}")
+
+
 def run(lengths: list[int], chunk: int, h: int = 32, hkv: int = 8, d: int = 128) -> None:
     print(f"device {torch.cuda.get_device_name()} torch {torch.__version__}")
     for s in lengths:
-        q = torch.randn(1, h, s, d, device="cuda", dtype=torch.bfloat16)
-        k, v = torch.randn(2, 1, hkv, s, d, device="cuda", dtype=torch.bfloat16)
-        ke, ve = k.repeat_interleave(h // hkv, 1), v.repeat_interleave(h // hkv, 1)
-        rows = {"sdpa enable_gqa (default pick)":
-                lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)}
-        for name, be in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
-            def f(be=be):
-                with sdpa_kernel([be]):
-                    return F.scaled_dot_product_attention(q, ke, ve, is_causal=True)
-            rows[f"sdpa {name}, K/V expanded"] = f
-
-            def g(be=be):
-                with sdpa_kernel([be]):
-                    return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-            rows[f"sdpa {name}, enable_gqa"] = g
-        qt = q[:, :, -chunk:]
-        rows[f"tail chunk {chunk} (x{s // chunk} = whole prefill)"] = lambda: dense_tail_attention(qt, k, v)
-        for name, fn in rows.items():
-            try:
-                t = _ms(fn)
-                extra = f"  (x{s // chunk}: {t * s / chunk:.1f} ms)" if name.startswith("tail") else ""
-                print(f"L={s // 1024}K  {name:<40} {t:9.2f} ms{extra}")
-            except Exception as err:  # report and go on: a backend may be unavailable
-                print(f"L={s // 1024}K  {name:<40} unavailable: {str(err).splitlines()[0][:80]}")
-        small = 2048
-        qs, ks, vs = q[:, :, :small], k[:, :, :small], v[:, :, :small]
-        out = dense_tail_attention(qs[:, :, -300:], ks, vs)
-        ref = triangle_reference(qs[:, :, -300:], ks, vs, 0, small + 1, 0)
-        print(f"tail correctness rel err {((out.double() - ref).norm() / ref.norm()).item():.2e}")
-        del q, k, v, ke, ve
+        _one_length(s, chunk, h, hkv, d)
         torch.cuda.empty_cache()
 
 

@@ -13,6 +13,7 @@ import typer
 from transformers import LlamaConfig, LlamaForCausalLM
 from typer.testing import CliRunner
 
+from tmixcli import bench
 from tmixcli.archs import ARCH_NAMES, arch_config, build_random_model, param_count
 from tmixcli.bench import bench_command, format_csv, format_markdown, parse_lengths, parse_methods, run_bench
 from tmixcli.errors import TmixError
@@ -27,12 +28,17 @@ def _cache_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_result() -> dict:
+def tiny_model() -> LlamaForCausalLM:
     torch.manual_seed(0)
     cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
                       num_key_value_heads=2, vocab_size=256, max_position_embeddings=512)
-    model = LlamaForCausalLM(cfg)
-    return run_bench(model, lengths=[200, 400, 600], repeats=2, warmup=1, n_local=32, last_n=8, start_layer=1)
+    return LlamaForCausalLM(cfg)
+
+
+@pytest.fixture(scope="module")
+def tiny_result(tiny_model: LlamaForCausalLM) -> dict:
+    return run_bench(tiny_model, lengths=[200, 400, 600], repeats=2, warmup=1, n_local=32, last_n=8, start_layer=1,
+                     threads=1)
 
 
 def _app() -> typer.Typer:
@@ -62,9 +68,23 @@ def test_library_run(tiny_result: dict) -> None:
         _check_ok_row(row)
         assert len(row["ttft_samples_s"]) == 2
     assert rows[0]["speedup_vs_dense"] == 1.0
-    assert rows[2]["kv_file_mib"] == rows[3]["kv_file_mib"]
+    assert rows[2]["kv_file_mib"] == pytest.approx(rows[3]["kv_file_mib"], rel=1e-3)
     for row in rows[4:]:
         assert row["status"] == "exceeds context (512)" and row["ttft_median_s"] is None
+
+
+def test_oom_is_a_row(tiny_model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = bench.measure_ttft
+
+    def fake(model, ids, *args, **kwargs):
+        if model.config.tmix_attention["method"] == "trimix":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 16.00 GiB")
+        return real(model, ids, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "measure_ttft", fake)
+    dense, trimix = run_bench(tiny_model, lengths=[64], repeats=1, warmup=0, threads=1)["rows"]
+    assert dense["status"] == "ok" and dense["ttft_median_s"] > 0
+    assert trimix["status"] == "out of memory" and trimix["ttft_median_s"] is None
 
 
 def test_markdown_and_csv(tiny_result: dict) -> None:
@@ -78,13 +98,14 @@ def test_markdown_and_csv(tiny_result: dict) -> None:
 def test_cli_json_and_plot(tmp_path: Path) -> None:
     png = tmp_path / "ttft.png"
     args = ["bench", "--arch", "smollm2-135m", "--lengths", "256,600,9k", "--repeats", "1", "--warmup", "0",
-            "--n-local", "64", "--last-n", "16", "--start-layer", "2", "--json"]
+            "--n-local", "64", "--last-n", "16", "--start-layer", "2", "--threads", "1", "--json"]
     if _has_matplotlib():
         args += ["--plot", str(png)]
     result = CliRunner().invoke(_app(), args)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["header"]["start_layer"] == 2 and data["header"]["n_local"] == 64
+    assert data["header"]["cpu_threads"] == 1
     rows = data["rows"]
     assert len(rows) == 6
     for row in rows[:4]:
@@ -96,7 +117,7 @@ def test_cli_json_and_plot(tmp_path: Path) -> None:
 
 def test_cli_csv_no_warm() -> None:
     args = ["bench", "--arch", "smollm2-135m", "--lengths", "128", "--repeats", "1", "--warmup", "0",
-            "--methods", "trimix", "--no-warm", "--csv", "--quiet"]
+            "--methods", "trimix", "--no-warm", "--csv", "--quiet", "--threads", "1"]
     result = CliRunner().invoke(_app(), args)
     assert result.exit_code == 0, result.output
     (row,) = list(csv.DictReader(io.StringIO(result.stdout)))

@@ -262,7 +262,8 @@ def test_pdf_ligatures(tmp_path):
 
 
 def test_clean_page_text_rules():
-    raw = "The \ufb01nal exam-\n  ple of bl\u00e5-\n\u00f8yd  of\r\nsoft\u00adhyph\u00ad\nenation   \r\nwell-known  \n\n\n\nEnd"
+    raw = ("The \ufb01nal exam-\n  ple of bl\u00e5-\n\u00f8yd  of\r\nsoft\u00adhyph\u00ad\nenation   \r\n"
+           "well-known  \n\n\n\nEnd")
     assert _clean_page_text(raw) == "The final example of bl\u00e5\u00f8yd of\nsofthyphenation\nwell-known\n\nEnd"
 
 

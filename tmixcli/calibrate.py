@@ -26,7 +26,6 @@ import typer
 from torch.utils.checkpoint import checkpoint
 from transformers import AttentionInterface
 
-from tmixcli.errors import TmixError
 
 if TYPE_CHECKING:
     from tmixcli.models import LoadedModel
@@ -85,7 +84,7 @@ def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, caus
 
 
 def _triangle_parts(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_init: int, n_local: int, split: int,
-                    scale: float, block: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+                    scale: float, block: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """Triangle (sinks + local band) output and logsumexp of rows 0..split-1; q [B,H,L,D] with L = S."""
     outs, lses = [], []
     for a in range(0, split, block):
@@ -94,9 +93,10 @@ def _triangle_parts(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_init: i
         kp = torch.cat([torch.arange(0, min(n_init, e)), torch.arange(ws, e)]).to(q.device)
         p = torch.arange(a, e, device=q.device)[:, None]
         allowed = (kp[None, :] <= p) & ((kp[None, :] < n_init) | (p - kp[None, :] < n_local))
-        bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
-        o, lse = _flash(q[:, :, a:e], k[:, :, kp], v[:, :, kp], scale, False, bias[None, None])
-        outs.append(o)
+        scores = torch.matmul(q[:, :, a:e], k[:, :, kp].transpose(-1, -2)) * scale  # scores: [B, H, C, K]
+        scores = scores.float().masked_fill_(~allowed, float("-inf"))
+        lse = torch.logsumexp(scores, dim=-1)  # lse: [B, H, C]
+        outs.append(torch.matmul(torch.exp(scores - lse[..., None]).to(v.dtype), v[:, :, kp]))
         lses.append(lse)
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
 
@@ -187,16 +187,21 @@ def importance_profile(lm: LoadedModel, samples: int, length: int, tasks: list[s
 
     cases = make_cases(lm.tokenizer, tasks, samples, length, seed)
     grads, nll = [], []
-    for p in lm.model.parameters():
-        p.requires_grad_(False)
-    with calibration_mode(lm.model, n_init, n_local, last_n) as alpha:
-        for i, case in enumerate(cases):
-            t0 = time.perf_counter()
-            g, loss = sample_gradient(lm.model, lm.tokenizer, case, alpha)
-            grads.append(g)
-            nll.append(loss)
-            _log(progress, f"calibrate: sample {i + 1}/{samples} ({case.task}, {case.tokens} tok) "
-                 f"answer NLL {loss:.3f}, {time.perf_counter() - t0:.0f} s")
+    params = [p for p in lm.model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)  # only alpha needs a gradient
+    try:
+        with calibration_mode(lm.model, n_init, n_local, last_n) as alpha:
+            for i, case in enumerate(cases):
+                t0 = time.perf_counter()
+                g, loss = sample_gradient(lm.model, lm.tokenizer, case, alpha)
+                grads.append(g)
+                nll.append(loss)
+                _log(progress, f"calibrate: sample {i + 1}/{samples} ({case.task}, {case.tokens} tok) "
+                     f"answer NLL {loss:.3f}, {time.perf_counter() - t0:.0f} s")
+    finally:
+        for p in params:
+            p.requires_grad_(True)
     n = len(grads[0])
     return {"importance": [sum(abs(g[i]) for g in grads) / len(grads) for i in range(n)],
             "grad": [sum(g[i] for g in grads) / len(grads) for i in range(n)], "nll": nll}
@@ -284,16 +289,19 @@ def _log(enabled: bool, msg: str) -> None:
 
 def run_calibrate(lm: LoadedModel, samples: int = 4, length: int = 6144, cases: int = 20,
                   tasks: list[str] | None = None, tolerance: float = 0.05, n_init: int = 8, n_local: int = 512,
-                  last_n: int = 128, seed: int = 0, save: bool = True,
-                  progress: bool = True) -> dict:
-    """Importance profile -> candidate start layers -> eval against dense -> recommended start layer (+ saved)."""
+                  last_n: int = 128, seed: int = 0, save: bool = True, progress: bool = True,
+                  grad_length: int | None = None) -> dict:
+    """Importance profile -> candidate start layers -> eval against dense -> recommended start layer (+ saved).
+
+    Gradient samples are `grad_length` tokens (default min(length, 3072): the backward is the slow part)."""
     from tmixcli import __version__
     from tmixcli.evaluate import run_eval, trimix_configs
     from tmixcli.kvstore import model_fingerprint
 
     tasks = tasks or ["needle", "multikey"]
     t0 = time.perf_counter()
-    prof = importance_profile(lm, samples, length, tasks, seed + 1000, n_init, n_local, last_n, progress)
+    grad_length = grad_length or min(length, 3072)
+    prof = importance_profile(lm, samples, grad_length, tasks, seed + 1000, n_init, n_local, last_n, progress)
     t_grad = time.perf_counter() - t0
     n_layers = lm.model.config.num_hidden_layers
     cands = pick_candidates(prof["importance"], tolerance)
@@ -304,10 +312,11 @@ def run_calibrate(lm: LoadedModel, samples: int = 4, length: int = 6144, cases: 
     profile = {"model_id": lm.model_id, "fingerprint": model_fingerprint(lm.model, lm.tokenizer),
                "start_layer": n_layers if start is None else start, "verified": start is not None,
                "candidates": cands, "importance": prof["importance"], "grad": prof["grad"],
-               "nll": prof["nll"], "eval": _eval_summary(ev), "created": datetime.now(timezone.utc).isoformat(),
+               "nll": prof["nll"], "eval": _eval_summary(ev), "eval_records": ev["records"] if ev else [],
+               "created": datetime.now(timezone.utc).isoformat(),
                "tmix_version": __version__, "params": {"n_init": n_init, "n_local": n_local, "last_n": last_n},
-               "settings": {"samples": samples, "length": length, "cases": cases, "tasks": tasks,
-                            "tolerance": tolerance, "seed": seed},
+               "settings": {"samples": samples, "grad_length": grad_length, "length": length, "cases": cases,
+                            "tasks": tasks, "tolerance": tolerance, "seed": seed},
                "timing": {"gradient_s": t_grad, "eval_s": ev["wall_s"] if ev else 0.0,
                           "total_s": time.perf_counter() - t0}}
     if save and ev is not None:
@@ -330,7 +339,8 @@ def format_report(profile: dict) -> str:
         lines.append(f"{i:5d}  {v:10.5f}  {sum(imp[i:]):8.4f}  " + "#" * round(30 * v / top))
     lines.append(f"candidates: {profile['candidates']} (tolerance {profile['settings']['tolerance']})")
     for name, s in profile["eval"].items():
-        extra = "" if name == "dense" else f"  agree {s['agreement']:.0%}  KL {s['kl']:.4f}"
+        extra = "" if name == "dense" else (f"  agree {s['agreement']:.0%}  same text "
+                                            f"{s.get('text_agreement', s['agreement']):.0%}  KL {s['kl']:.4f}")
         lines.append(f"{name:12s} {s['correct']}/{s['n']}{extra}")
     verdict = "verified" if profile["verified"] else "no candidate passed: keeping every layer dense"
     lines.append(f"recommended start layer: {profile['start_layer']} ({verdict})")
@@ -340,12 +350,13 @@ def format_report(profile: dict) -> str:
 
 
 def calibrate_command(
-    model: Annotated[str | None, typer.Option("--model", help="Model: HF id, local dir, .gguf (default SmolLM2-135M).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="HF id, local dir or .gguf (default SmolLM2).")] = None,
     samples: Annotated[int, typer.Option("--samples", min=1, help="Samples for the gradient profile.")] = 4,
-    length: Annotated[str, typer.Option("--length", help="Prompt length in tokens (e.g. 6k).")] = "6k",
-    cases: Annotated[int, typer.Option("--cases", min=0, help="Eval cases confirming the candidates (0: skip, no save).")] = 20,
+    length: Annotated[str, typer.Option("--length", help="Eval prompt length in tokens (e.g. 6k).")] = "6k",
+    grad_length: Annotated[str | None, typer.Option("--grad-length", help="Gradient sample length.")] = None,
+    cases: Annotated[int, typer.Option("--cases", min=0, help="Eval cases (0: skip eval, save nothing).")] = 20,
     tasks: Annotated[str, typer.Option("--tasks", help="Tasks for samples and eval.")] = "needle,multikey",
-    tolerance: Annotated[float, typer.Option("--tolerance", help="Max summed importance (nats) of triangle layers.")] = 0.05,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Max summed importance of triangle layers.")] = 0.05,
     n_init: Annotated[int, typer.Option("--n-init", help="Sink tokens.")] = 8,
     n_local: Annotated[int, typer.Option("--n-local", help="Local window.")] = 512,
     last_n: Annotated[int, typer.Option("--last-n", help="Last prefix rows that attend densely.")] = 128,
@@ -364,8 +375,9 @@ def calibrate_command(
     _check_tasks(task_list)
     lens = parse_lengths(length)
     lm = load_model(model, device=device, dtype=dtype, progress=not quiet)
+    glen = parse_lengths(grad_length)[0] if grad_length else None
     profile = run_calibrate(lm, samples, lens[0], cases, task_list, tolerance, n_init, n_local, last_n, seed,
-                            progress=not quiet)
+                            progress=not quiet, grad_length=glen)
     if plot and not plot_importance(profile["importance"], profile["start_layer"], plot):
         typer.echo("tmix: matplotlib is not installed: no plot written", err=True)
     typer.echo(json.dumps(profile, indent=2) if as_json else format_report(profile))

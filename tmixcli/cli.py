@@ -134,7 +134,8 @@ def ask(
     s = _settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
                   system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                   use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size, progress=not quiet)
-    ctx = _open(args[0] if kv is None else None, kv, s, pages, password, 64, quiet, model, device, dtype, device_map, threads)
+    ctx = _open(args[0] if kv is None else None, kv, s, pages, password, 64, quiet, model, device, dtype,
+                device_map, threads)
     _describe(ctx, quiet)
     on_text = None if as_json else (lambda t: (sys.stdout.write(t), sys.stdout.flush()))
     ans = answer.ask(ctx, question, s, on_text)

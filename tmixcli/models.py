@@ -148,7 +148,9 @@ def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto
     `device_map="auto"` spreads the layers over every visible GPU (accelerate); each layer's attention runs
     on its own device. On the CPU, `threads` (N or "auto", default $TMIX_THREADS or auto) sets torch's threads."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a < 1 s load needs no bar; the one-time conversion prints its own lines
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     if dev.type == "cpu":

@@ -114,22 +114,24 @@ def _needles(task: str, depth: float, rng: random.Random) -> tuple[list[tuple[fl
         key, num = _key(rng, keys), _number(rng, 7, nums)
         needles = [(depth, f"The special magic number for {key} is {num}.")]
         for _ in range(3):
-            needles.append((rng.random(), f"The special magic number for {_key(rng, keys)} is {_number(rng, 7, nums)}."))
+            other = f"The special magic number for {_key(rng, keys)} is {_number(rng, 7, nums)}."
+            needles.append((rng.random(), other))
         return (needles, f"What is the special magic number for {key}?", [num],
                 f"The special magic number for {key} is")
     if task == "multivalue":
         key = _key(rng, keys)
         vals = [_number(rng, 7, nums) for _ in range(2)]
         spread = [depth, min(0.95, max(0.05, depth + rng.choice((-0.2, 0.2))))]
-        needles = [(d, f"One of the special magic numbers for {key} is {v}.") for d, v in zip(spread, vals)]
+        needles = [(d, f"One of the special magic numbers for {key} is {v}.")
+                   for d, v in zip(spread, vals, strict=True)]
         return (needles, f"What are all the special magic numbers for {key}?", vals,
                 f"The special magic numbers for {key} are")
     if task == "vt":
         value = _number(rng, 5, nums)
         names = [_var(rng, keys) for _ in range(3)]
-        steps = [f"VAR {names[0]} = {value}."] + [f"VAR {b} = VAR {a}." for a, b in zip(names, names[1:])]
+        steps = [f"VAR {names[0]} = {value}."] + [f"VAR {b} = VAR {a}." for a, b in zip(names, names[1:], strict=False)]
         spots = [depth + (1 - depth) * i / (len(steps) + 1) for i in range(len(steps))]
-        return (list(zip(spots, steps)),
+        return (list(zip(spots, steps, strict=True)),
                 f"Which variables are assigned the value {value}? List the variable names.", names,
                 f"The variables assigned the value {value} are")
     raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")

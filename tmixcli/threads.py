@@ -31,9 +31,9 @@ def _probe(default: int) -> int:
 def configure_threads(spec: str | None = None) -> int:
     """Set torch's CPU threads from `spec` (N, or "auto"; default $TMIX_THREADS, else auto); returns the count.
 
-    Some VMs expose several vCPUs that do not run at once: there OpenMP barriers make small GEMMs 10x slower
-    than one thread. `auto` times a decode-sized GEMM both ways (~0.1 s) and keeps the default unless one
-    thread is clearly faster."""
+    On a small VM whose vCPUs are busy with other processes, OpenMP barriers made decode-sized GEMMs 13x slower
+    than one thread (quiet, two threads won). `auto` times a decode-sized GEMM both ways (~0.1 s) and keeps
+    the default unless one thread is clearly faster."""
     spec = spec or os.environ.get("TMIX_THREADS") or "auto"
     default = torch.get_num_threads()
     if spec != "auto":

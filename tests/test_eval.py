@@ -1,0 +1,228 @@
+"""Synthetic tasks, scoring, `tmix eval` and `tmix calibrate` (tiny random Llama + the real tokenizer)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from typer.testing import CliRunner
+
+from tmix_kernels import triangle_attention_blockwise
+from tmixcli.attention import dense_attention
+from tmixcli.calibrate import (fast_middle_scaled_attention, load_profile, middle_scaled_attention, pick_candidates,
+                               profile_path, run_calibrate)
+from tmixcli.config import AttentionConfig
+from tmixcli.evaluate import (_dense_prefill, answer_key, eval_command, format_table, method_prefill, parse_lengths,
+                              run_eval)
+from tmixcli.generate import extend
+from tmixcli.models import LoadedModel
+from tmixcli.paths import cache_dir
+from tmixcli.prompt import build_prompt
+from tmixcli.tasks import TASKS, make_cases, score
+
+DEFAULT_DIR = cache_dir() / "models" / "smollm2-135m-instruct"  # resolved before the per-test cache dir
+
+
+@pytest.fixture(autouse=True)
+def _cache_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def tok():
+    if not (DEFAULT_DIR / "tokenizer.json").is_file() and not (DEFAULT_DIR / "tokenizer_config.json").is_file():
+        pytest.skip("default model not converted yet (run any tmix command once)")
+    return AutoTokenizer.from_pretrained(str(DEFAULT_DIR))
+
+
+@pytest.fixture(scope="module")
+def tiny(tok) -> LoadedModel:
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=4096,
+                      tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg).eval()
+    return LoadedModel(model, tok, "tiny-llama", torch.device("cpu"), torch.float32)
+
+
+SMALL = {"n_init": 4, "n_local": 64, "last_n": 16}
+
+
+def test_lengths_within_ten_percent(tok) -> None:
+    for length in (600, 1500):
+        for case in make_cases(tok, TASKS, 4, length, seed=3):
+            n = len(build_prompt(tok, case.document, case.question).ids)
+            assert n == case.tokens
+            assert abs(n - length) <= 0.1 * length, (case.task, n)
+
+
+def test_seed_reproducible(tok) -> None:
+    a = [c.to_dict() for c in make_cases(tok, TASKS, 4, 500, seed=1)]
+    b = [c.to_dict() for c in make_cases(tok, TASKS, 4, 500, seed=1)]
+    c = [c.to_dict() for c in make_cases(tok, TASKS, 4, 500, seed=2)]
+    assert a == b
+    assert all(x["document"] != y["document"] for x, y in zip(a, c, strict=True))
+
+
+def test_answers_once_and_tasks(tok) -> None:
+    cases = make_cases(tok, TASKS, 8, 700, seed=0)
+    assert [c.task for c in cases] == list(TASKS) * 2
+    for case in cases:
+        if case.task == "vt":
+            value = case.question.split("value ")[1].split("?")[0]
+            assert case.document.count(f"= {value}.") == 1
+            assert all(f"VAR {v} =" in case.document for v in case.answers)
+        else:
+            assert all(case.document.count(a) == 1 for a in case.answers)
+        if case.task == "needle":
+            assert re.findall(r"\d+", case.document) == case.answers  # the haystack has no digits
+        assert case.reference.startswith(case.lead) and score(case.reference, case.answers)
+    assert len({c.depth for c in cases}) == 2
+
+
+def test_score() -> None:
+    assert score("The number is 1234567.", ["1234567"])
+    assert score("It is 1,234,567", ["1234567"])
+    assert not score("It is 1234568", ["1234567"])
+    assert score("VAR abcde and QWERT", ["ABCDE", "QWERT"])
+    assert not score("only ABCDE", ["ABCDE", "QWERT"])
+    assert parse_lengths("2k, 6k,3000") == [2048, 6144, 3000]
+    assert answer_key("The special magic number for a-b is 5295152. This is") == "5295152"
+    assert answer_key("are 2,765,716, 6890") == "2765716 6890"
+    assert answer_key("I do not know.\nMore") == "i do not know."
+
+
+@pytest.mark.parametrize("lq", [300, 40])
+def test_calibration_attention_matches_triangle_and_dense(lq: int) -> None:
+    torch.manual_seed(0)
+    s = 300
+    q = torch.randn(1, 6, lq, 16)
+    k, v = torch.randn(1, 2, s, 16), torch.randn(1, 2, s, 16)
+    total = s if lq == s else s - lq  # suffix rows (lq < s) attend densely, as after a prefill
+    tri = triangle_attention_blockwise(q, k, v, 4, 32, 20, total)
+    dense = dense_attention(q, k, v, None)
+    at0 = middle_scaled_attention(q, k, v, torch.tensor(0.0), 4, 32, 20, total, chunk=64)
+    at1 = middle_scaled_attention(q, k, v, torch.tensor(1.0), 4, 32, 20, total, chunk=64)
+    torch.testing.assert_close(at0, tri, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(at1, dense, atol=1e-5, rtol=1e-4)
+    if lq == s:
+        assert (tri - dense).abs().max() > 1e-3  # the middle region matters here
+
+
+@pytest.mark.parametrize("total", [300, 250, 100])
+def test_fast_calibration_attention_matches_reference(total: int) -> None:
+    torch.manual_seed(2)
+    q = torch.randn(1, 6, 300, 16, requires_grad=True)
+    k, v = torch.randn(1, 2, 300, 16), torch.randn(1, 2, 300, 16)
+    w = torch.randn(1, 300, 6, 16)
+    for a in (0.0, 0.5):
+        ref = middle_scaled_attention(q, k, v, torch.tensor(a), 4, 32, 20, total, chunk=64)
+        fast = fast_middle_scaled_attention(q, k, v, torch.tensor(a), 4, 32, 20, total)
+        torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-4)
+    grads = []
+    for fn, kw in ((middle_scaled_attention, {"chunk": 64}), (fast_middle_scaled_attention, {})):
+        alpha = torch.tensor(1.0, requires_grad=True)
+        q.grad = None
+        (fn(q, k, v, alpha, 4, 32, 20, total, **kw) * w).sum().backward()
+        grads.append((alpha.grad.clone(), q.grad.clone()))
+    torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(grads[0][1], grads[1][1], atol=1e-4, rtol=1e-4)
+
+
+def test_calibration_gradient_matches_finite_difference() -> None:
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(1, 2, 120, 8, dtype=torch.float64) for _ in range(3))
+    w = torch.randn(1, 120, 2, 8, dtype=torch.float64)
+
+    def f(a: torch.Tensor) -> torch.Tensor:
+        return (middle_scaled_attention(q, k, v, a, 2, 16, 8, chunk=32) * w).sum()
+
+    alpha = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    f(alpha).backward()
+    eps = 1e-4
+    fd = (f(torch.tensor(1 + eps, dtype=torch.float64)) - f(torch.tensor(1 - eps, dtype=torch.float64))) / (2 * eps)
+    assert abs(alpha.grad.item() - fd.item()) < 1e-3 * max(1.0, abs(fd.item()))
+
+
+def test_reused_lower_layers_equal_full_prefill(tiny) -> None:
+    ids = torch.randint(0, 1000, (400,)).tolist()
+    cfg = AttentionConfig("trimix", start_layer=2, **SMALL)
+    dense_cache, kv, hidden = _dense_prefill(tiny.model, ids, {2})
+    reused = method_prefill(tiny.model, ids, cfg, kv, hidden)
+    full = method_prefill(tiny.model, ids, cfg)
+    for a, b in zip(reused.layers, full.layers, strict=True):
+        torch.testing.assert_close(a.keys, b.keys)
+        torch.testing.assert_close(a.values, b.values)
+    torch.testing.assert_close(extend(tiny.model, reused, [5, 6]), extend(tiny.model, full, [5, 6]))
+
+
+def test_tiny_eval(tiny) -> None:
+    methods = [AttentionConfig("trimix", start_layer=s, **SMALL) for s in (1, 3)]
+    res = run_eval(tiny, [400], 2, methods, ["needle", "multikey"], seed=0, max_new_tokens=4, progress=False)
+    assert list(res["methods"]) == ["dense", "trimix@1", "trimix@3"]
+    dense = res["methods"]["dense"]["overall"]
+    assert dense["n"] == 2 and dense["agreement"] == 1.0 and dense["kl"] == 0.0
+    for name in ("trimix@1", "trimix@3"):
+        s = res["methods"][name]["by_length"]["400"]
+        assert s["n"] == 2 and 0 <= s["agreement"] <= 1 and s["kl"] >= 0
+    assert len(res["records"]) == 6
+    assert "trimix@3" in format_table(res)
+    json.dumps(res)
+
+
+def test_tiny_calibrate_and_profile(tiny) -> None:
+    prof = run_calibrate(tiny, samples=1, length=400, cases=1, tasks=["needle"], tolerance=1e9, seed=0,
+                         progress=False, **SMALL)
+    n = tiny.model.config.num_hidden_layers
+    assert len(prof["importance"]) == n and all(x >= 0 for x in prof["importance"])
+    assert any(x > 0 for x in prof["importance"][1:])
+    assert prof["candidates"] == [1, 3]
+    loaded = load_profile(prof["fingerprint"])
+    assert loaded is not None and loaded["start_layer"] == prof["start_layer"]
+    assert loaded["params"] == SMALL and set(loaded) >= {"model_id", "importance", "eval", "created",
+                                                         "tmix_version"}
+    assert tiny.model.config._attn_implementation == "tmix"
+    assert load_profile("0" * 64) is None
+    path = profile_path(prof["fingerprint"])
+    path.write_text("{not json")
+    assert load_profile(prof["fingerprint"]) is None
+    path.write_text(json.dumps({"fingerprint": prof["fingerprint"], "start_layer": "x"}))
+    assert load_profile(prof["fingerprint"]) is None
+
+
+def test_pick_candidates() -> None:
+    assert pick_candidates([5.0, 1.0, 0.5, 0.01, 0.01, 0.0], tolerance=0.05) == [3, 5]
+    assert pick_candidates([5.0, 1.0, 0.5, 0.5], tolerance=0.0) == [3]
+
+
+def test_eval_command_json(tiny, tmp_path: Path) -> None:
+    tiny.model.save_pretrained(tmp_path / "m")
+    tiny.tokenizer.save_pretrained(tmp_path / "m")
+    app = typer.Typer()
+    app.command("eval")(eval_command)
+    app.command("noop")(lambda: None)
+    args = ["eval", "--model", str(tmp_path / "m"), "--lengths", "300", "--cases", "1", "--tasks", "needle",
+            "--start-layers", "2", "--n-local", "64", "--last-n", "16", "--max-new-tokens", "3", "--json",
+            "--quiet"]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    res = json.loads(out.stdout)
+    assert set(res["methods"]) == {"dense", "trimix@2"} and res["params"]["n_local"] == 64
+
+
+@pytest.mark.model
+def test_default_model_small_eval() -> None:
+    from tmixcli.models import load_model
+
+    if not (DEFAULT_DIR / "config.json").is_file():
+        pytest.skip("default model not converted yet")
+    lm = load_model(str(DEFAULT_DIR), progress=False)
+    res = run_eval(lm, [500], 1, [AttentionConfig("trimix", start_layer=15, n_local=128, last_n=32)],
+                   ["needle"], seed=0, max_new_tokens=20, progress=False)
+    assert res["methods"]["dense"]["overall"]["correct"] == 1
+    assert res["methods"]["trimix@15"]["overall"]["kl"] < 0.5
