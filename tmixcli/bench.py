@@ -33,8 +33,8 @@ QUESTION_TOKENS = 20
 METHODS = ("dense", "trimix")
 MIB = 2**20
 CSV_FIELDS = ("length", "method", "status", "ttft_median_s", "ttft_min_s", "ttft_max_s", "tokens_per_s",
-              "speedup_vs_dense", "peak_mem_mib", "peak_extra_mib", "warm_ttft_s", "kv_load_s", "kv_file_mib",
-              "first_token")
+              "speedup_vs_dense", "peak_mem_mib", "peak_extra_mib", "warm_ttft_s", "kv_load_s", "kv_save_s",
+              "kv_file_mib", "first_token")
 
 
 # ---------------------------------------------------------------- option parsing
@@ -201,10 +201,12 @@ def measure_ttft(model: torch.nn.Module, ids: list[int], chunk_size: int | None 
         _sync(device)
         ttft = time.perf_counter() - start
     res = {"ttft": ttft, "peak": mem.peak, "extra": max(0, mem.peak - mem.base), "token": token,
-           "kv_bytes": None, "kv_error": None}
+           "kv_bytes": None, "kv_error": None, "kv_save": None}
     if kv_path is not None:
         try:
+            start = time.perf_counter()
             res["kv_bytes"] = kvstore.save_kv(kv_path, cache, ids, meta or {})
+            res["kv_save"] = time.perf_counter() - start
         except TmixError as err:
             res["kv_error"] = str(err)
     del cache, logits
@@ -406,6 +408,7 @@ def _one_round(model: torch.nn.Module, label: str, ids: list[int], method: str, 
         row["status"] = f"warm: {res['kv_error']}"
     elif kv_path is not None:
         row["kv_file_mib"] = res["kv_bytes"] / MIB
+        row["kv_save_s"] = res["kv_save"]
         _warm_rounds(model, kv_path, row, opts)
         kv_path.unlink(missing_ok=True)
 
