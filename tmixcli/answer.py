@@ -51,6 +51,13 @@ class Context:
     prefill_s: float = 0.0
     start_layer_source: str = ""
     notes: list[str] = field(default_factory=list)
+    pending_save: Callable[[], None] | None = None
+
+    def save(self) -> None:
+        """Write the KV file of a fresh prefill (deferred so the first answer is not held up by disk writes)."""
+        if self.pending_save is not None:
+            pending, self.pending_save = self.pending_save, None
+            pending()
 
 
 @dataclass
@@ -131,7 +138,8 @@ def _expected_meta(lm: LoadedModel, attn: AttentionConfig, s: Settings, doc: Doc
 
 def open_document(lm: LoadedModel, doc: Document, s: Settings, question_tokens: int = 64,
                   kv_out: Path | None = None) -> Context:
-    """Prefilled state for a document: a cache hit loads the KV file, a miss prefills (and saves unless --no-cache)."""
+    """Prefilled state for a document: a cache hit loads the KV file, a miss prefills; the KV file of a miss
+    (unless --no-cache) is written by `ctx.save()`, which callers run after the first answer."""
     attn, source = resolve_attention(lm, s)
     ids, notes = fit_document(lm, doc, s, question_tokens)
     attention.attach(lm.model, attn)
@@ -150,7 +158,8 @@ def open_document(lm: LoadedModel, doc: Document, s: Settings, question_tokens: 
         meta = kvstore.build_meta(model_id=lm.model_id, fingerprint=fp, dtype=lm.dtype, attn=attn,
                                   doc_name=doc.name, doc_sha256=doc.sha256,
                                   template_hash=prompt.template_hash(lm.tokenizer, s.system), n_tokens=len(ids))
-        kvstore.save_kv(path, ctx.cache, ids, meta)
+        cache = ctx.cache
+        ctx.pending_save = lambda: kvstore.save_kv(path, cache, ids, meta)
         ctx.kv_path = path
     return ctx
 

@@ -88,7 +88,7 @@ def _describe(ctx, quiet: bool) -> None:
     if ctx.cache_hit:
         _status(quiet, f"cache hit: loaded {ctx.kv_path} in {ctx.prefill_s:.2f} s")
     else:
-        where = f", saved {ctx.kv_path}" if ctx.kv_path else " (cache off)"
+        where = f", KV file {ctx.kv_path}" if ctx.kv_path else " (cache off)"
         _status(quiet, f"cache miss: prefilled in {ctx.prefill_s:.2f} s{where}")
 
 
@@ -139,6 +139,7 @@ def ask(
     _describe(ctx, quiet)
     on_text = None if as_json else (lambda t: (sys.stdout.write(t), sys.stdout.flush()))
     ans = answer.ask(ctx, question, s, on_text)
+    ctx.save()
     ttft = ctx.prefill_s + ans.ttft_s
     if as_json:
         print(json.dumps({
@@ -182,6 +183,7 @@ def prefill(
     doc = load_document(file, pages=pages, password=password)
     lm = _load(model, device, dtype, quiet, device_map, threads)
     ctx = answer.open_document(lm, doc, s, question_tokens=0, kv_out=output)
+    ctx.save()
     _describe(ctx, quiet)
     size = ctx.kv_path.stat().st_size
     if as_json:
@@ -224,6 +226,7 @@ def chat(
             print("> ", end="", file=sys.stderr, flush=True)
         line = sys.stdin.readline()
         if not line.strip():
+            ctx.save()
             break
         if keep_history and not first:
             ids = prompt.followup_ids(ctx.lm.tokenizer, line, ctx.system)
@@ -231,6 +234,7 @@ def chat(
         else:
             ans = answer.ask(ctx, line, s, lambda t: (sys.stdout.write(t), sys.stdout.flush()), keep=keep_history)
         first = False
+        ctx.save()
         print(flush=True)
         _status(quiet, f"TTFT {ans.ttft_s:.2f} s, {ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s")
 
