@@ -151,6 +151,7 @@ BAD = [
     (["ask", "--kv", "nowhere.safetensors", "q?"], "not found"),
     (["ask", "sample_docs/notes.txt", "q?", "--model", "/nonexistent/model/dir"], "not found"),
     (["prefill", "sample_docs/report.md", "-o", "sample_docs"], "directory"),
+    (["prefill", "sample_docs/notes.txt", "-o", "no/such/folder/kv.safetensors"], "does not exist"),
     (["cache", "rm", "ffffffffffff"], "no"),
 ]
 

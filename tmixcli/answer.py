@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -182,9 +182,9 @@ def open_kv(lm: LoadedModel, path: Path, s: Settings) -> Context:
     meta = kvstore.read_meta(path)
     file_attn = {k[5:]: meta[k] for k in meta if k.startswith("attn_")}
     if s.start_layer is None and "start_layer" in file_attn:
-        s = Settings(**{**s.__dict__, "start_layer": int(file_attn["start_layer"])})
+        s = replace(s, start_layer=int(file_attn["start_layer"]))
     if s.method == "trimix" and file_attn.get("method") == "dense":
-        s = Settings(**{**s.__dict__, "method": "dense"})
+        s = replace(s, method="dense")
     attn, _ = resolve_attention(lm, s)
     attention.attach(lm.model, attn)
     ctx = Context(lm, attn, [], None, meta.get("doc_name", path.name), s.system, start_layer_source="KV file")

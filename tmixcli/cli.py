@@ -180,6 +180,8 @@ def prefill(
                   system=system, truncate=truncate, chunk_size=chunk_size, progress=not quiet, max_new_tokens=1)
     if output is not None and output.is_dir():
         raise TmixError(f"-o {output} is a directory; give a file path")
+    if output is not None and not output.parent.is_dir():
+        raise TmixError(f"-o {output}: folder {output.parent} does not exist")
     doc = load_document(file, pages=pages, password=password)
     lm = _load(model, device, dtype, quiet, device_map, threads)
     ctx = answer.open_document(lm, doc, s, question_tokens=0, kv_out=output)
