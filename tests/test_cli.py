@@ -153,6 +153,8 @@ BAD = [
     (["prefill", "sample_docs/report.md", "-o", "sample_docs"], "directory"),
     (["prefill", "sample_docs/notes.txt", "-o", "no/such/folder/kv.safetensors"], "does not exist"),
     (["cache", "rm", "ffffffffffff"], "no"),
+    (["ask", "sample_docs/notes.txt", "q?", "--compile", "maybe"], "auto, on or off"),
+    (["bench", "--arch", "smollm2-135m", "--lengths", "1k", "--compile", "maybe"], "auto, on or off"),
 ]
 
 

@@ -50,6 +50,21 @@ def test_trimix_bf16_model_close_to_fp32_cpu_path():
     assert torch.nn.functional.cosine_similarity(gpu.cpu(), cpu, dim=0) > 0.99
 
 
+def test_compiled_norms_mlp_match_eager_gpu():
+    from tmixcli import attention, generate
+    from tmixcli.config import AttentionConfig
+    from tmixcli.fuse import compile_blocks
+
+    model = _model(3)
+    attention.attach(model, AttentionConfig(method="trimix", start_layer=2, n_local=256, last_n=64))
+    ids = torch.randint(0, 512, (2049,)).tolist()
+    _, eager = generate.prefill(model, ids)
+    compile_blocks(model)
+    _, fused = generate.prefill(model, ids)
+    _, again = generate.prefill(model, ids[:1500])  # a new length reuses the dynamic graph
+    assert torch.nn.functional.cosine_similarity(eager, fused, dim=0) > 0.999 and torch.isfinite(again).all()
+
+
 @pytest.mark.parametrize("chunk", [512, 1000])
 def test_chunked_prefill_matches_one_shot_gpu(chunk):
     from tmixcli import attention, generate

@@ -295,25 +295,30 @@ def run_bench(model: Any = None, *, arch: str | None = None, lengths: list[int] 
               methods: list[str] | tuple[str, ...] = METHODS, repeats: int = 3, warmup: int = 1,
               start_layer: int | None = None, n_init: int = 8, n_local: int = 512, last_n: int = 128,
               chunk_size: int | None = None, device: str = "auto", dtype: str = "auto", warm: bool = True,
-              seed: int = 0, force: bool = False, threads: int | None = None,
+              seed: int = 0, force: bool = False, threads: int | None = None, compile: str = "auto",
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Benchmark TTFT per length and method; returns {"header": {...}, "rows": [...]} (times in seconds).
 
     `model` is a --model spec (None = the default model), a LoadedModel or a torch module; or give `arch`.
-    `threads` sets torch's CPU threads for the run (restored afterwards)."""
+    `threads` sets torch's CPU threads for the run (restored afterwards); `compile` (auto|on|off) fuses each
+    layer's norms and MLP with torch.compile (auto: on CUDA), compiled during the warm-up rounds."""
     if repeats < 1 or warmup < 0:
         raise TmixError("need --repeats >= 1 and --warmup >= 0")
     if chunk_size is not None and chunk_size < 1:
         raise TmixError("--chunk-size must be at least 1")
     if threads is not None and threads < 1:
         raise TmixError("--threads must be at least 1")
+    if compile not in ("auto", "on", "off"):
+        raise TmixError(f"--compile takes auto, on or off, not {compile!r}")
     log = log or (lambda _msg: None)
     with torch_threads(threads):
         model, label, tokenizer = _resolve_model(model, arch, device, dtype, force, log)
+        compiled = _compile(model, compile, warmup, log)
         if start_layer is None and (start_layer := _profile_start(model, tokenizer)) is not None:
             log(f"bench: start layer {start_layer} from the calibrated profile")
         attn = _attn_configs(model, list(methods), start_layer, n_init, n_local, last_n)
         header = _header(model, label, attn, chunk_size, repeats, warmup, seed)
+        header["compiled"] = compiled
         rows: list[dict[str, Any]] = []
         with tempfile.TemporaryDirectory(prefix="tmix-bench-") as tmp:
             for i, length in enumerate(lengths):
@@ -321,6 +326,17 @@ def run_bench(model: Any = None, *, arch: str | None = None, lengths: list[int] 
                         "seed": seed + i, "tmp": Path(tmp), "log": log}
                 rows += _bench_length(model, label, length, attn, opts)
     return {"header": header, "rows": rows}
+
+
+def _compile(model: torch.nn.Module, choice: str, warmup: int, log: Callable[[str], None]) -> bool:
+    from tmixcli.fuse import compile_blocks, resolve_compile
+
+    if not resolve_compile(choice, model.device):
+        return False
+    if warmup < 1:
+        log("bench: --warmup 0 with --compile: the first timed round includes compilation")
+    log(f"bench: torch.compile of {compile_blocks(model)} norm/MLP modules (compiled in the first round)")
+    return True
 
 
 @contextmanager
@@ -492,7 +508,7 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"torch {h['torch']}, transformers {h['transformers']}, triton {h['triton']}, python {h['python']}",
         f"trimix: start_layer {h['start_layer']}, n_init {h['n_init']}, n_local {h['n_local']}, "
         f"last_n {h['last_n']}, chunk_size {h['chunk_size'] or 'none'}; repeats {h['repeats']}, "
-        f"warmup {h['warmup']}",
+        f"warmup {h['warmup']}; norms/MLP {'torch.compile' if h.get('compiled') else 'eager'}",
         f"memory: {h['memory']}",
         f"warm: load_kv (file in page cache) + {h['question_tokens']}-token question + first token",
         "",
@@ -582,6 +598,8 @@ def bench_command(
     force: Annotated[bool, typer.Option("--force", help="Allow a >2B-parameter --arch on the CPU.")] = False,
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads (default: torch's; "
                                                 "1 is steadier on a busy machine).")] = None,
+    compile: Annotated[str, typer.Option("--compile", help="torch.compile each layer's norms and MLP: auto "
+                                         "(on CUDA), on or off.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")] = False,
 ) -> None:
     """Time to first token, dense vs TriangleMix, at several prompt lengths (random token ids)."""
@@ -592,7 +610,7 @@ def bench_command(
     result = run_bench(model, arch=arch, lengths=parse_lengths(lengths), methods=parse_methods(methods),
                        repeats=repeats, warmup=warmup, start_layer=start_layer, n_init=n_init, n_local=n_local,
                        last_n=last_n, chunk_size=chunk_size, device=device, dtype=dtype, warm=not no_warm,
-                       force=force, threads=threads, log=log)
+                       force=force, threads=threads, compile=compile, log=log)
     result["header"]["wall_s"] = round(time.perf_counter() - start, 1)
     if plot is not None:
         write_plot(result, plot)
