@@ -17,9 +17,8 @@ from tmixcli.attention import dense_attention
 from tmixcli.calibrate import (fast_middle_scaled_attention, load_profile, middle_scaled_attention, pick_candidates,
                                profile_path, run_calibrate)
 from tmixcli.config import AttentionConfig
-from tmixcli.evaluate import (_dense_prefill, answer_key, eval_command, format_table, method_prefill, parse_lengths,
-                              run_eval)
-from tmixcli.generate import extend
+from tmixcli.evaluate import (SharedPrefix, _answered, answer_key, case_caches, eval_command, format_table, hopeless,
+                              parse_lengths, run_eval)
 from tmixcli.models import LoadedModel
 from tmixcli.paths import cache_dir
 from tmixcli.prompt import build_prompt
@@ -149,16 +148,25 @@ def test_calibration_gradient_matches_finite_difference() -> None:
     assert abs(alpha.grad.item() - fd.item()) < 1e-3 * max(1.0, abs(fd.item()))
 
 
-def test_reused_lower_layers_equal_full_prefill(tiny) -> None:
-    ids = torch.randint(0, 1000, (400,)).tolist()
-    cfg = AttentionConfig("trimix", start_layer=2, **SMALL)
-    dense_cache, kv, hidden = _dense_prefill(tiny.model, ids, {2})
-    reused = method_prefill(tiny.model, ids, cfg, kv, hidden)
-    full = method_prefill(tiny.model, ids, cfg)
-    for a, b in zip(reused.layers, full.layers, strict=True):
-        torch.testing.assert_close(a.keys, b.keys)
-        torch.testing.assert_close(a.values, b.values)
-    torch.testing.assert_close(extend(tiny.model, reused, [5, 6]), extend(tiny.model, full, [5, 6]))
+def test_reused_prefix_and_layers_equal_full_prefill(tiny) -> None:
+    from tmixcli.attention import attach
+    from tmixcli.generate import prefill
+
+    g = torch.Generator().manual_seed(0)
+    hay = torch.randint(0, 1000, (400,), generator=g).tolist()
+    ids = hay[:250] + [7, 8, 9] + hay[250:-20]  # a "needle" inserted at 250, a different total length
+    methods = [AttentionConfig("trimix", start_layer=s, **SMALL) for s in (0, 2)]
+    shared = SharedPrefix(tiny.model, hay, methods)
+    assert shared.usable(ids) == 250 and shared.usable(hay[:200]) == 200 - 16 - 1
+    got = dict(case_caches(tiny.model, ids, methods, shared))
+    alone = dict(case_caches(tiny.model, ids, methods))
+    for cfg in [None, *methods]:
+        attach(tiny.model, cfg or AttentionConfig(method="dense"))
+        full, _ = prefill(tiny.model, ids)
+        for mine, solo, ref in zip(got[cfg], alone[cfg], full.layers, strict=True):
+            for a, b, r in zip(mine, solo, (ref.keys, ref.values), strict=True):
+                torch.testing.assert_close(a, r, atol=1e-5, rtol=1e-4)
+                torch.testing.assert_close(b, r)  # without the shared prefix: same shapes of work, same bits
 
 
 def test_tiny_eval(tiny) -> None:
@@ -193,6 +201,23 @@ def test_tiny_calibrate_and_profile(tiny) -> None:
     assert load_profile(prof["fingerprint"]) is None
     path.write_text(json.dumps({"fingerprint": prof["fingerprint"], "start_layer": "x"}))
     assert load_profile(prof["fingerprint"]) is None
+
+
+def test_answer_stops_after_first_sentence() -> None:
+    assert _answered("The special magic number for quiet-lizard is 5295152.")
+    assert _answered("The variables are ABCDE, FGHJK and KLMNO.")
+    assert not _answered("1.") and not _answered("1. ABCDE\n2.") and not _answered("It is a number.")
+
+
+def test_hopeless() -> None:
+    def rec(method: str, correct: bool, agree: bool = True) -> dict:
+        return {"method": method, "correct": correct, "agree": agree}
+
+    ok = [rec("dense", True), rec("m", True)]
+    assert not hopeless(ok, 20, "m")
+    assert hopeless(ok + [rec("dense", True), rec("m", True, agree=False)] * 2, 20, "m")  # 2 of 20 differ
+    assert not hopeless([rec("dense", True), rec("m", False, agree=False)], 20, "m")
+    assert hopeless([rec("dense", True), rec("m", False)] * 3, 4, "m")  # 3 behind with 1 case left
 
 
 def test_pick_candidates() -> None:

@@ -306,9 +306,13 @@ def run_calibrate(lm: LoadedModel, samples: int = 4, length: int = 6144, cases: 
     n_layers = lm.model.config.num_hidden_layers
     cands = pick_candidates(prof["importance"], tolerance)
     _log(progress, f"calibrate: gradients in {t_grad:.0f} s; candidate start layers {cands}")
-    methods = trimix_configs(cands, n_init, n_local, last_n, n_layers)
-    ev = run_eval(lm, [length], cases, methods, tasks, seed, progress=progress) if cases > 0 else None
-    start = recommend(ev) if ev else None
+    evs: list[dict] = []
+    start = None
+    for cfg in trimix_configs(cands, n_init, n_local, last_n, n_layers) if cases > 0 else []:
+        evs.append(run_eval(lm, [length], cases, [cfg], tasks, seed, progress=progress, stop_early=True))
+        if not evs[-1]["stopped_early"] and (start := recommend(evs[-1])) is not None:
+            break  # candidates go lowest first: the first that passes is the recommendation
+    ev = _merge_evals(evs)
     profile = {"model_id": lm.model_id, "fingerprint": model_fingerprint(lm.model, lm.tokenizer),
                "start_layer": n_layers if start is None else start, "verified": start is not None,
                "candidates": cands, "importance": prof["importance"], "grad": prof["grad"],
@@ -322,6 +326,23 @@ def run_calibrate(lm: LoadedModel, samples: int = 4, length: int = 6144, cases: 
     if save and ev is not None:
         profile["path"] = str(save_profile(profile))
     return profile
+
+
+def _merge_evals(evs: list[dict]) -> dict | None:
+    """One eval result from the per-candidate runs (dense rows from the longest run, each candidate's own)."""
+    from tmixcli.evaluate import summarize
+
+    if not evs:
+        return None
+    longest = max(evs, key=lambda e: len(e["records"]))
+    records = [r for r in longest["records"] if r["method"] == "dense"]
+    for e in evs:
+        records += [r for r in e["records"] if r["method"] != "dense"]
+    merged = dict(longest, records=records, methods=summarize(records, longest["lengths"]),
+                  wall_s=sum(e["wall_s"] for e in evs))
+    merged["methods"] = {k: dict(v, stopped_early=any(e["stopped_early"] for e in evs if k in e["methods"]))
+                         if k != "dense" else v for k, v in merged["methods"].items()}
+    return merged
 
 
 def _eval_summary(ev: dict | None) -> dict:

@@ -10,6 +10,7 @@ when the architecture allows it (see REUSE_TYPES).
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 import time
@@ -24,6 +25,15 @@ if TYPE_CHECKING:
 
     from tmixcli.config import AttentionConfig
     from tmixcli.models import LoadedModel
+
+KEY = re.compile(r"\d[\d,]{2,}\d|\d{3,}|\b[A-Z]{5}\b")  # an answer: a number of 3+ digits or a variable name
+
+
+def _answered(text: str) -> bool:
+    """The text holds an answer and has just ended a sentence of more than three words (not "2." of a list)."""
+    line = text.rstrip("\n").split("\n")[-1]
+    return bool(re.search(r"[.!?]$", line)) and len(line.split()) > 3 and bool(KEY.search(text))
+
 
 # Decoder stacks whose forward feeds `inputs_embeds` unchanged into the first layer (no embedding scale).
 REUSE_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
@@ -65,60 +75,117 @@ def _capture_inputs(model: torch.nn.Module, starts: set[int]):
     return store, handles
 
 
-def _dense_prefill(model: torch.nn.Module, ids: list[int], starts: set[int]):
-    """Dense prefill; returns (cache, per-layer KV snapshot, hidden states entering each start layer)."""
-    from tmixcli.attention import attach
-    from tmixcli.config import AttentionConfig
-    from tmixcli.generate import prefill
-
-    attach(model, AttentionConfig(method="dense"))
-    store, handles = _capture_inputs(model, starts)
-    try:
-        cache, _ = prefill(model, ids)
-    finally:
-        for h in handles:
-            h.remove()
-    kv = [(layer.keys, layer.values) for layer in cache.layers]  # extend() concatenates: these stay length T
-    return cache, kv, store
+KV = list  # per layer: (keys [1, Hkv, T, D], values) or None for a layer the run did not touch
 
 
-def _prefill_from(model: torch.nn.Module, hidden: torch.Tensor, start: int, kv: list, total: int):
-    """Run layers >= start on the stored hidden states; the KV of layers < start is the dense one."""
+def run_layers(model: torch.nn.Module, cfg: AttentionConfig, start: int, prior: KV | None, total: int,
+               ids: list[int] | None = None, hidden: torch.Tensor | None = None,
+               capture: set[int] | frozenset = frozenset()) -> tuple[KV, dict[int, torch.Tensor]]:
+    """Run layers >= start on new tokens on top of `prior` (every layer's KV of the first c positions, or None).
+
+    The new tokens come as `ids` (start 0) or as the hidden states entering layer `start` (a layer's output
+    depends only on its input and its own KV). Returns every layer's KV afterwards and the hidden states of the
+    new tokens entering each layer in `capture`."""
     import torch
     from transformers import DynamicCache
 
-    inner = model.model
-    layers = inner.layers
-    cache = DynamicCache(config=model.config)
-    inner.layers = torch.nn.ModuleList(list(layers)[start:])
-    try:
-        with torch.inference_mode():
-            model(inputs_embeds=hidden, past_key_values=cache, use_cache=True, logits_to_keep=1,
-                  tmix_total_len=total)
-    finally:
-        inner.layers = layers
-    for i in range(start):
-        cache.update(kv[i][0], kv[i][1], i)
-    return cache
-
-
-def method_prefill(model: torch.nn.Module, ids: list[int], cfg: AttentionConfig, dense_kv: list | None = None,
-                   hidden: dict | None = None):
-    """The KV cache of `ids` under cfg; reuses the dense run's lower layers when given and supported."""
     from tmixcli.attention import attach
-    from tmixcli.generate import prefill
 
     attach(model, cfg)
-    start = cfg.start_layer
-    if hidden is not None and start in hidden and 0 < start and model.config.model_type in REUSE_TYPES:
-        return _prefill_from(model, hidden[start], start, dense_kv, len(ids))
-    cache, _ = prefill(model, ids)
+    cache = DynamicCache(config=model.config)
+    for i, kv in enumerate(prior or []):
+        if kv is not None and kv[0].shape[2]:
+            cache.update(kv[0], kv[1], i)
+    store, handles = _capture_inputs(model, set(capture))
+    inner = model.model
+    layers = inner.layers
+    if start:
+        inner.layers = torch.nn.ModuleList(list(layers)[start:])  # attention modules keep their layer_idx
+    try:
+        with torch.inference_mode():
+            feed = ({"input_ids": torch.tensor([ids], device=model.device)} if hidden is None
+                    else {"inputs_embeds": hidden})
+            model(**feed, past_key_values=cache, use_cache=True, logits_to_keep=1, tmix_total_len=total)
+    finally:
+        inner.layers = layers
+        for h in handles:
+            h.remove()
+    kv = [(layer.keys, layer.values) if getattr(layer, "is_initialized", False) else None for layer in cache.layers]
+    return kv, store
+
+
+def as_cache(model: torch.nn.Module, kv: KV):
+    """A DynamicCache holding these per-layer KV tensors (answering appends to copies, never to them)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    for i, (k, v) in enumerate(kv):
+        cache.update(k, v, i)
     return cache
+
+
+def _crop(kv: KV, c: int) -> KV:
+    return [None if x is None else (x[0][:, :, :c], x[1][:, :, :c]) for x in kv]
+
+
+class SharedPrefix:
+    """The KV of the needle-free haystack prompt, dense and per trimix start layer, for every case to reuse.
+
+    Positions before a case's first difference from the haystack have the same KV in the case (causal
+    attention; and triangle rows p < T - last_n do not depend on T), so a case only runs its own tail."""
+
+    def __init__(self, model: torch.nn.Module, ids: list[int], methods: list[AttentionConfig]) -> None:
+        from tmixcli.config import AttentionConfig
+
+        self.ids = ids
+        self.last_n = max((m.last_n for m in methods), default=0)
+        starts = {m.start_layer for m in methods}
+        self.dense, hidden = run_layers(model, AttentionConfig(method="dense"), 0, None, len(ids), ids=ids,
+                                        capture=starts)
+        self.tri: dict[int, KV] = {}
+        for s in sorted(starts):
+            cfg = next(m for m in methods if m.start_layer == s)
+            tail, _ = run_layers(model, cfg, s, None, len(ids), hidden=hidden[s])
+            self.tri[s] = self.dense[:s] + tail[s:]
+
+    def usable(self, ids: list[int]) -> int:
+        """How many leading positions of `ids` can take the shared KV (0: none)."""
+        n = 0
+        limit = min(len(self.ids), len(ids)) - self.last_n - 1
+        while n < limit and ids[n] == self.ids[n]:
+            n += 1
+        return max(n, 0)
+
+
+def case_caches(model: torch.nn.Module, ids: list[int], methods: list[AttentionConfig],
+                shared: SharedPrefix | None = None):
+    """Yield (method config or None for dense, KV of `ids`): dense first, then each method, reusing what is exact.
+
+    Trimix layers below the start layer are the dense ones; with `shared`, the haystack prefix is not re-run."""
+    from tmixcli.config import AttentionConfig
+
+    dense_cfg = AttentionConfig(method="dense")
+    if model.config.model_type not in REUSE_TYPES:
+        yield None, run_layers(model, dense_cfg, 0, None, len(ids), ids=ids)[0]
+        for cfg in methods:
+            yield cfg, run_layers(model, cfg, 0, None, len(ids), ids=ids)[0]
+        return
+    c = shared.usable(ids) if shared is not None else 0
+    starts = {m.start_layer for m in methods}
+    dense, hidden = run_layers(model, dense_cfg, 0, _crop(shared.dense, c) if c else None, len(ids),
+                               ids=ids[c:], capture=starts)
+    yield None, dense
+    for cfg in methods:
+        s = cfg.start_layer
+        prior = (_crop(dense[:s], c) + _crop(shared.tri[s][s:], c)) if c else None
+        tail, _ = run_layers(model, cfg, s, prior, len(ids), hidden=hidden[s])
+        yield cfg, dense[:s] + tail[s:]
 
 
 def answer(model: torch.nn.Module, tokenizer, cache, suffix_ids: list[int], stops: set[int],
            max_new_tokens: int) -> tuple[torch.Tensor, str]:
-    """Greedy answer on top of a prefilled cache: (log-probs of the first answer token [V], text)."""
+    """Greedy answer on top of a prefilled cache, up to the end of its first sentence (every task's answer is
+    one sentence): (log-probs of the first answer token [V], text)."""
     import torch
 
     from tmixcli.generate import extend
@@ -131,6 +198,8 @@ def answer(model: torch.nn.Module, tokenizer, cache, suffix_ids: list[int], stop
         if tok in stops:
             break
         ids.append(tok)
+        if _answered(tokenizer.decode(ids, skip_special_tokens=True)):
+            break
         if i + 1 < max_new_tokens:
             logits = extend(model, cache, [tok])
     return first, tokenizer.decode(ids, skip_special_tokens=True).strip()
@@ -147,13 +216,14 @@ def _same(a: str, b: str) -> bool:
 
 def answer_key(text: str) -> str:
     """The answer a text gives: its numbers (3+ digits) and variable-like names in order, else its first line."""
-    found = re.findall(r"\d[\d,]{2,}\d|\d{3,}|\b[A-Z]{5}\b", text)
+    found = KEY.findall(text)
     if found:
         return " ".join(f.replace(",", "") for f in found)
     return " ".join(text.strip().split("\n")[0].split()).lower()
 
 
-def eval_case(lm: LoadedModel, case, methods: list[AttentionConfig], max_new_tokens: int) -> list[dict]:
+def eval_case(lm: LoadedModel, case, methods: list[AttentionConfig], max_new_tokens: int,
+              shared: SharedPrefix | None = None) -> list[dict]:
     """Dense plus every trimix method on one case; one record per method."""
     from tmixcli.generate import stop_ids
     from tmixcli.prompt import build_prompt
@@ -162,21 +232,20 @@ def eval_case(lm: LoadedModel, case, methods: list[AttentionConfig], max_new_tok
     model, tok = lm.model, lm.tokenizer
     stops = stop_ids(tok, model)
     p = build_prompt(tok, case.document, case.question)
-    t0 = time.perf_counter()
-    cache, kv, hidden = _dense_prefill(model, p.prefix_ids, {m.start_layer for m in methods})
-    ref_lp, ref_text = answer(model, tok, cache, p.suffix_ids, stops, max_new_tokens)
-    del cache
     base = {"task": case.task, "depth": case.depth, "tokens": case.tokens, "answers": case.answers}
-    recs = [dict(base, method="dense", start_layer=None, text=ref_text, correct=score(ref_text, case.answers),
-                 agree=True, same_text=True, kl=0.0, seconds=time.perf_counter() - t0)]
-    for cfg in methods:
+    recs: list[dict] = []
+    t0 = time.perf_counter()
+    ref_lp = ref_text = None
+    for cfg, kv in case_caches(model, p.prefix_ids, methods, shared):
+        lp, text = answer(model, tok, as_cache(model, kv), p.suffix_ids, stops, max_new_tokens)
+        if cfg is None:
+            ref_lp, ref_text = lp, text
+        rec = dict(base, method="dense" if cfg is None else method_name(cfg),
+                   start_layer=None if cfg is None else cfg.start_layer, text=text,
+                   correct=score(text, case.answers), agree=answer_key(text) == answer_key(ref_text),
+                   same_text=_same(text, ref_text), kl=kl(ref_lp, lp), seconds=time.perf_counter() - t0)
+        recs.append(rec)
         t0 = time.perf_counter()
-        cache = method_prefill(model, p.prefix_ids, cfg, kv, hidden)
-        lp, text = answer(model, tok, cache, p.suffix_ids, stops, max_new_tokens)
-        del cache
-        recs.append(dict(base, method=method_name(cfg), start_layer=cfg.start_layer, text=text,
-                         correct=score(text, case.answers), agree=answer_key(text) == answer_key(ref_text),
-                         same_text=_same(text, ref_text), kl=kl(ref_lp, lp), seconds=time.perf_counter() - t0))
     return recs
 
 
@@ -207,29 +276,57 @@ def _log(enabled: bool, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+def hopeless(records: list[dict], total: int, name: str, agreement: float = 0.95) -> bool:
+    """True once `name` can no longer reach correct >= dense - 1 and agreement >= `agreement` over `total` cases."""
+    mine = [r for r in records if r["method"] == name]
+    dense = sum(r["correct"] for r in records if r["method"] == "dense")
+    left = total - len(mine)
+    if sum(r["correct"] for r in mine) + left < dense - 1:
+        return True
+    return sum(not r["agree"] for r in mine) > total - math.ceil(agreement * total - 1e-9)
+
+
 def run_eval(lm: LoadedModel, lengths: list[int], cases: int, methods: list[AttentionConfig],
              tasks: list[str] | None = None, seed: int = 0, max_new_tokens: int = 24,
-             progress: bool = True) -> dict:
-    """Evaluate dense (always) and each trimix config on `cases` generated cases per length."""
-    from tmixcli.tasks import TASKS, make_cases
+             progress: bool = True, stop_early: bool = False) -> dict:
+    """Evaluate dense (always) and each trimix config on `cases` generated cases per length.
+
+    stop_early (one method, one length): stop as soon as the method cannot pass `hopeless`'s bar."""
+    from tmixcli.prompt import build_prompt
+    from tmixcli.tasks import TASKS, haystack_document, make_cases
 
     tasks = list(tasks or TASKS)
     methods = [m for m in methods if m.method == "trimix"]
     start = time.perf_counter()
     records: list[dict] = []
+    stopped = False
     for length in lengths:
+        if stopped:
+            break
+        shared = None
+        if lm.model.config.model_type in REUSE_TYPES and cases > 1:
+            t0 = time.perf_counter()
+            hay = build_prompt(lm.tokenizer, haystack_document(lm.tokenizer, tasks, length, seed), "?").prefix_ids
+            shared = SharedPrefix(lm.model, hay, methods)
+            _log(progress, f"[{length}] shared haystack prefix ({len(hay)} tok) prefilled in "
+                 f"{time.perf_counter() - t0:.0f}s")
         for i, case in enumerate(make_cases(lm.tokenizer, tasks, cases, length, seed)):
-            recs = eval_case(lm, case, methods, max_new_tokens)
+            recs = eval_case(lm, case, methods, max_new_tokens, shared)
             for r in recs:
                 r["length"] = length
             records += recs
             _log(progress, f"[{length} {i + 1}/{cases}] {case.task} depth={case.depth} ({case.tokens} tok): "
                  + ", ".join(f"{r['method']} {'ok' if r['correct'] else 'miss'}"
                              f"{'' if r['agree'] else ' (differs)'} {r['seconds']:.0f}s" for r in recs))
+            if stop_early and len(methods) == 1 and hopeless(records, cases, method_name(methods[0])):
+                _log(progress, f"[{length}] {method_name(methods[0])} cannot pass any more: stopped after "
+                     f"{i + 1} cases")
+                stopped = True
+                break
     params = {k: methods[0].to_dict()[k] for k in ("n_init", "n_local", "last_n")} if methods else {}
     return {"model_id": lm.model_id, "lengths": lengths, "cases": cases, "tasks": tasks, "seed": seed,
             "max_new_tokens": max_new_tokens, "params": params, "methods": summarize(records, lengths),
-            "records": records, "wall_s": time.perf_counter() - start}
+            "records": records, "stopped_early": stopped, "wall_s": time.perf_counter() - start}
 
 
 def format_table(result: dict) -> str:

@@ -113,9 +113,9 @@ def _needles(task: str, depth: float, rng: random.Random) -> tuple[list[tuple[fl
     if task == "multikey":
         key, num = _key(rng, keys), _number(rng, 7, nums)
         needles = [(depth, f"The special magic number for {key} is {num}.")]
-        for _ in range(3):
+        for _ in range(3):  # distractors after the target, within 0.3 of its depth
             other = f"The special magic number for {_key(rng, keys)} is {_number(rng, 7, nums)}."
-            needles.append((rng.random(), other))
+            needles.append((min(0.95, depth + rng.uniform(0.02, 0.3)), other))
         return (needles, f"What is the special magic number for {key}?", [num],
                 f"The special magic number for {key} is")
     if task == "multivalue":
@@ -148,16 +148,22 @@ def _prompt_len(tokenizer, document: str, question: str) -> int:
     return len(build_prompt(tokenizer, document, question).ids)
 
 
-def make_case(tokenizer, task: str, length: int, depth: float, rng: random.Random) -> Case:
-    """A case whose full chat prompt is about `length` tokens (within a few percent)."""
-    needles, question, answers, lead = _needles(task, depth, rng)
-    overhead = _prompt_len(tokenizer, _assemble([], needles), question)
+def _haystack(tokenizer, budget: int, rng: random.Random) -> list[str]:
+    """Sentences whose tokens add up to about `budget`."""
     hay: list[str] = []
-    total = overhead
-    while total < length:
+    total = 0
+    while total < budget:
         s = _sentence(rng)
         hay.append(s)
         total += len(tokenizer(" " + s, add_special_tokens=False)["input_ids"])
+    return hay
+
+
+def make_case(tokenizer, task: str, length: int, depth: float, rng: random.Random) -> Case:
+    """A case with its own haystack whose full chat prompt is about `length` tokens (within a few percent)."""
+    needles, question, answers, lead = _needles(task, depth, rng)
+    overhead = _prompt_len(tokenizer, _assemble([], needles), question)
+    hay = _haystack(tokenizer, length - overhead, rng)
     doc = _assemble(hay, needles)
     n = _prompt_len(tokenizer, doc, question)
     while n > length * 1.02 and len(hay) > 1:  # per-sentence counts can drift a little from the joint one
@@ -167,17 +173,39 @@ def make_case(tokenizer, task: str, length: int, depth: float, rng: random.Rando
     return Case(task, depth, doc, question, answers, n, lead)
 
 
+def shared_haystack(tokenizer, tasks: list[str] | tuple[str, ...], length: int, seed: int = 0) -> list[str]:
+    """The sentences every case of (seed, length) is built on, sized for the tasks' mean needle overhead."""
+    rng = random.Random(f"tmix-{seed}-{length}-hay")
+    sizes = []
+    for task in tasks:
+        needles, question, _, _ = _needles(task, 0.5, random.Random(0))
+        sizes.append(_prompt_len(tokenizer, _assemble([], needles), question))
+    return _haystack(tokenizer, length - sum(sizes) // len(sizes), rng)
+
+
+def haystack_document(tokenizer, tasks: list[str] | tuple[str, ...], length: int, seed: int = 0) -> str:
+    """The needle-free document of (seed, length): every case's text starts like it (see `make_cases`)."""
+    return " ".join(shared_haystack(tokenizer, tasks, length, seed))
+
+
 def make_cases(tokenizer, tasks: list[str] | tuple[str, ...], n: int, length: int, seed: int = 0) -> list[Case]:
-    """n cases cycling over tasks and depths; the same (seed, length, index) always gives the same case."""
+    """n cases cycling over tasks and depths, all in one shared haystack (like NIAH's fixed essays).
+
+    Case i has its own keys/values and depth, inserted between the haystack's sentences; the text before
+    a case's first needle equals `haystack_document`'s, so eval can reuse that prefix's KV.
+    The same (seed, length, index) always gives the same case."""
     for t in tasks:
         if t not in TASKS:
             raise ValueError(f"unknown task {t!r}; choose from {', '.join(TASKS)}")
+    hay = shared_haystack(tokenizer, tasks, length, seed)
     cases = []
     for i in range(n):
         task = tasks[i % len(tasks)]
         depth = DEPTHS[(i // len(tasks)) % len(DEPTHS)]
         rng = random.Random(f"tmix-{seed}-{length}-{i}")
-        cases.append(make_case(tokenizer, task, length, depth, rng))
+        needles, question, answers, lead = _needles(task, depth, rng)
+        doc = _assemble(hay, needles)
+        cases.append(Case(task, depth, doc, question, answers, _prompt_len(tokenizer, doc, question), lead))
     return cases
 
 
