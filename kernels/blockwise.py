@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tmix_kernels.dense import dense_tail_attention
+
 
 def _gqa_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
     """Biased SDPA with GQA folded into rows; q [B,H,M,D], k/v [B,Hkv,N,D], bias [G*M,N] -> [B, M, H, D]."""
@@ -24,7 +26,7 @@ def _bias(allowed: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tenso
 
 def triangle_attention_blockwise(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_init: int, n_local: int, last_n: int,
-    total_len: int | None = None, scale: float | None = None, block: int = 128,
+    total_len: int | None = None, scale: float | None = None, block: int = 64,
 ) -> torch.Tensor:
     """Triangle attention by query blocks: each block sees the sinks plus its own window; the last rows see all."""
     b, h, lq, d = q.shape
@@ -59,7 +61,9 @@ def triangle_attention_blockwise(
             if is_steady:
                 steady = bias
         out[:, a - q0 : e - q0] = _gqa_sdpa(q[:, :, a - q0 : e - q0], kb, vb, bias, scale)
-    if split < s:
+    if split < s and q.device.type == "cpu":  # the last rows: unmasked + causal parts merged by log-sum-exp
+        out[:, split - q0 :] = dense_tail_attention(q[:, :, split - q0 :], k, v, scale)
+    elif split < s:
         p = torch.arange(split, s, device=dev)[:, None]
         allowed = torch.arange(s, device=dev)[None, :] <= p  # allowed: [rows, S], bottom-right causal
         out[:, split - q0 :] = _gqa_sdpa(q[:, :, split - q0 :], k, v, _bias(allowed, g, q.dtype), scale)

@@ -54,6 +54,8 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: fl
     if q.is_cuda and 1 < lq < s and q.dtype in (torch.float16, torch.bfloat16):
         with torch.cuda.device(q.device):
             return dense_tail_attention(q, k, v, scale)
+    if q.device.type == "cpu" and 1 < lq < s:
+        return dense_tail_attention(q, k, v, scale)
     if lq == s:
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
     elif lq == 1:
