@@ -15,9 +15,6 @@ import os
 import torch
 import triton
 import triton.language as tl
-from triton.tools.tensor_descriptor import TensorDescriptor
-
-from tmix_kernels.triangle_persistent import first_steady_tile, launch_band_persistent
 
 LOG2E = 1.4426950408889634
 _DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -304,25 +301,18 @@ def triangle_attention_triton(
     kd, vd, use_tma = k, v, bool(cfg.get("tma")) and _tma_ok(k, v)
     kd2, vd2 = kd, vd
     if use_tma:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
         rows = b * hkv * s
         kd = TensorDescriptor(k, [rows, d], [k.stride(2), 1], [block_n, block_d])
         vd = TensorDescriptor(v, [rows, d], [v.stride(2), 1], [block_n, block_d])
         kd2 = TensorDescriptor(k, [rows, d], [k.stride(2), 1], [edge_n, block_d])
         vd2 = TensorDescriptor(v, [rows, d], [v.stride(2), 1], [edge_n, block_d])
+    grid = (n_split_progs + n_band_tiles * b * hkv * n_chunk,)
     sc = d**-0.5 if scale is None else scale
-    n_early = n_band_tiles  # band tiles done by _triangle_fwd; the rest go to the persistent kernel
-    if cfg.get("persist") and use_tma and q.dtype != torch.float32:
-        n_early = min(first_steady_tile(q0, p_rows, n_init, n_local), n_band_tiles)
-    if n_early < n_band_tiles:
-        last_compiled["fwd"] = launch_band_persistent(
-            q, kd, vd, out, s, q0, q0 + n_early * p_rows, band_end, n_band_tiles - n_early, b * hkv * n_chunk,
-            n_init, n_local, sc * LOG2E, g, hkv, n_chunk, block_m, block_n, gp, d, block_d, cfg)
-    grid = (n_split_progs + n_early * b * hkv * n_chunk,)
-    if grid[0] == 0:
-        return out
-    fwd = _triangle_fwd[grid](
+    last_compiled["fwd"] = _triangle_fwd[grid](
         q, k, v, kd, vd, kd2, vd2, out, o_part, lse_part, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        s, q0, band_end, max(n_early, 1), max(n_last_tiles, 1), n_splits, split_len, n_split_progs,
+        s, q0, band_end, max(n_band_tiles, 1), max(n_last_tiles, 1), n_splits, split_len, n_split_progs,
         n_init, n_local, sc * LOG2E, g, hkv, n_chunk,
         BLOCK_M=block_m, BLOCK_N=block_n, SINK_N=sink_n,
         GP=gp, HEAD_DIM=d, BLOCK_D=block_d, DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
@@ -330,8 +320,6 @@ def triangle_attention_triton(
         num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"], **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {}),
     )
-    if n_early == n_band_tiles:
-        last_compiled["fwd"] = fwd
     if n_last:
         _merge_splits[(n_last, b * h)](
             o_part, lse_part, out, *out.stride(), n_splits, n_last, band_end - q0, h,

@@ -123,12 +123,6 @@ GPU_CASES = [  # (B, H, Hkv, Lq, S, D, n_init, n_local, last_n, total_len, confi
     (1, 16, 4, 2000, 2000, 64, 8, 256, 64, None, {"tma": True}),
     (1, 32, 8, 5000, 5000, 128, 8, 512, 128, None, {"edge_n": 64}),
     (1, 32, 8, 3001, 20000, 128, 8, 300, 128, 20100, {"edge_n": 32, "tma": False}),
-    (1, 32, 8, 5000, 5000, 128, 8, 512, 128, None, {"persist": True}),  # persistent band (steady tiles)
-    (1, 32, 8, 3001, 20000, 128, 8, 300, 128, 20100, {"persist": True, "flatten": False}),
-    (1, 24, 8, 2777, 2777, 128, 4, 100, 300, None, {"persist": True, "p_maxnreg": 0, "ctas_per_sm": 1}),
-    (2, 32, 8, 1000, 1000, 64, 0, 256, 0, None, {"persist": True}),
-    (1, 16, 16, 3000, 3000, 128, 70, 200, 64, None, {"persist": True}),
-    (1, 8, 2, 2000, 2000, 96, 8, 200, 64, None, {"persist": True}),
 ]
 
 
