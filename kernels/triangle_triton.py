@@ -230,6 +230,17 @@ def _tma_ok(k: torch.Tensor, v: torch.Tensor) -> bool:
                and t.data_ptr() % 16 == 0 and (t.stride(2) * t.element_size()) % 16 == 0 for t in (k, v))
 
 
+def _gluon_ok(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_init: int) -> bool:
+    """Whether the Gluon band kernel (kernels/triangle_gluon.py) takes these inputs (never under the interpreter)."""
+    if _interpreting() or not q.is_cuda:
+        return False
+    try:
+        from tmix_kernels.triangle_gluon import supported
+    except ImportError:
+        return False
+    return supported(q, k, v, n_init)
+
+
 def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_init: int, n_local: int, last_n: int,
            total: int) -> None:
     if not (q.is_cuda or _interpreting()):
@@ -308,18 +319,27 @@ def triangle_attention_triton(
         vd = TensorDescriptor(v, [rows, d], [v.stride(2), 1], [block_n, block_d])
         kd2 = TensorDescriptor(k, [rows, d], [k.stride(2), 1], [edge_n, block_d])
         vd2 = TensorDescriptor(v, [rows, d], [v.stride(2), 1], [edge_n, block_d])
-    grid = (n_split_progs + n_band_tiles * b * hkv * n_chunk,)
     sc = d**-0.5 if scale is None else scale
-    last_compiled["fwd"] = _triangle_fwd[grid](
-        q, k, v, kd, vd, kd2, vd2, out, o_part, lse_part, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        s, q0, band_end, max(n_band_tiles, 1), max(n_last_tiles, 1), n_splits, split_len, n_split_progs,
-        n_init, n_local, sc * LOG2E, g, hkv, n_chunk,
-        BLOCK_M=block_m, BLOCK_N=block_n, SINK_N=sink_n,
-        GP=gp, HEAD_DIM=d, BLOCK_D=block_d, DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
-        SPLIT_LOOPS=cfg["split_loops"], USE_TMA=use_tma, WS=bool(cfg.get("ws")), EDGE_N=edge_n,
-        num_warps=cfg["num_warps"],
-        num_stages=cfg["num_stages"], **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {}),
-    )
+    # gluon=True: the band rows go to the Gluon async-wgmma kernel (Hopper, D 64/128), this launch keeps the
+    # split-K last rows only; unsupported inputs silently stay on the Triton band path
+    use_gluon = bool(cfg.get("gluon")) and _gluon_ok(q, k, v, n_init)
+    grid = (n_split_progs + (0 if use_gluon else n_band_tiles * b * hkv * n_chunk),)
+    if use_gluon and n_band_tiles:
+        from tmix_kernels.triangle_gluon import triangle_band_gluon
+
+        gcfg = {a[len("gluon_"):]: c for a, c in cfg.items() if a.startswith("gluon_")}
+        last_compiled["fwd"] = triangle_band_gluon(q, k, v, out, band_end, n_init, n_local, sc, gcfg)
+    if grid[0]:
+        last_compiled["fwd" if not use_gluon else "split"] = _triangle_fwd[grid](
+            q, k, v, kd, vd, kd2, vd2, out, o_part, lse_part, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+            s, q0, band_end, max(n_band_tiles, 1), max(n_last_tiles, 1), n_splits, split_len, n_split_progs,
+            n_init, n_local, sc * LOG2E, g, hkv, n_chunk,
+            BLOCK_M=block_m, BLOCK_N=block_n, SINK_N=sink_n,
+            GP=gp, HEAD_DIM=d, BLOCK_D=block_d, DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
+            SPLIT_LOOPS=cfg["split_loops"], USE_TMA=use_tma, WS=bool(cfg.get("ws")), EDGE_N=edge_n,
+            num_warps=cfg["num_warps"],
+            num_stages=cfg["num_stages"], **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {}),
+        )
     if n_last:
         _merge_splits[(n_last, b * h)](
             o_part, lse_part, out, *out.stride(), n_splits, n_last, band_end - q0, h,

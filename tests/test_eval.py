@@ -220,6 +220,19 @@ def test_hopeless() -> None:
     assert hopeless([rec("dense", True), rec("m", False)] * 3, 4, "m")  # 3 behind with 1 case left
 
 
+def test_shipped_profile_used_when_none_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tmixcli.calibrate as calibrate
+
+    fp = "ab" * 32
+    monkeypatch.setattr(calibrate, "BUILTIN_DIR", tmp_path / "shipped")
+    (tmp_path / "shipped").mkdir()
+    (tmp_path / "shipped" / f"{fp[:24]}.json").write_text(json.dumps({"fingerprint": fp, "start_layer": 9}))
+    assert load_profile(fp)["source"] == "shipped" and load_profile(fp)["start_layer"] == 9
+    calibrate.save_profile({"fingerprint": fp, "start_layer": 12})
+    assert load_profile(fp)["source"] == "saved" and load_profile(fp)["start_layer"] == 12
+    assert load_profile("cd" * 32) is None
+
+
 def test_pick_candidates() -> None:
     assert pick_candidates([5.0, 1.0, 0.5, 0.01, 0.01, 0.0], tolerance=0.05) == [3, 5]
     assert pick_candidates([5.0, 1.0, 0.5, 0.5], tolerance=0.0) == [3]

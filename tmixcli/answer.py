@@ -79,7 +79,8 @@ def resolve_attention(lm: LoadedModel, s: Settings) -> tuple[AttentionConfig, st
         start, source = default_start_layer(cfg.model_type, n_layers), "default"
         profile = _profile(lm)
         if profile is not None:
-            start, source = int(profile["start_layer"]), "calibrated profile"
+            start = int(profile["start_layer"])
+            source = "calibrated profile" + (" (shipped with tmix)" if profile.get("source") == "shipped" else "")
     if s.method == "trimix" and start > n_layers:
         raise TmixError(f"--start-layer {start} is past the model's {n_layers} layers")
     try:

@@ -246,10 +246,23 @@ def save_profile(profile: dict) -> Path:
     return path
 
 
+BUILTIN_DIR = Path(__file__).resolve().parent / "profiles"  # shipped profiles (the embedded default model)
+
+
 def load_profile(fingerprint: str) -> dict | None:
-    """The saved profile of this model fingerprint, or None when missing, unreadable or not a valid profile."""
+    """This model's profile: the user's saved one, else a shipped one; None when missing or invalid.
+
+    The result's "source" says which ("saved" or "shipped")."""
+    for source, path in (("saved", profile_path(fingerprint)), ("shipped", BUILTIN_DIR / f"{fingerprint[:24]}.json")):
+        data = _read_profile(path, fingerprint)
+        if data is not None:
+            return dict(data, source=source)
+    return None
+
+
+def _read_profile(path: Path, fingerprint: str) -> dict | None:
     try:
-        data = json.loads(profile_path(fingerprint).read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or data.get("fingerprint") != fingerprint:
