@@ -8,14 +8,16 @@ One program = BLOCK_M query rows = GP query heads of one kv head x P consecutive
 the Triton kernel), so every K/V tile in shared memory serves the whole group. Per program:
   - Q: pointer loads (q may be strided) -> NVMMA-swizzled shared memory, the A operand of every QK^T.
   - sinks: one SINK_N-key block (TMA), keys [0, sink_hi) with sink_hi = min(n_init, window start).
-  - window: n_win_blocks BLOCK_N-key blocks starting at the UNALIGNED first key row0 - n_local + 1 (TMA takes
-    any row coordinate; rows < 0 or past the tensor come back as zeros and are masked). With P <= BLOCK_N only
-    the first and the last block need a mask; the rest take the mask-free softmax (CTA-uniform branch).
+  - window: n_win_blocks BLOCK_N-key blocks (BLOCK_N 32 by default: 17 blocks, 544 keys for P=32) starting at
+    the UNALIGNED first key row0 - n_local + 1 (TMA takes any row coordinate; rows < 0 or past the tensor come
+    back as zeros and are masked). With P <= BLOCK_N only the first and the last block need a mask; the rest
+    take the mask-free softmax (CTA-uniform branch; every block gets the exact mask test, so any P is correct).
   - K and V come through separate NUM_BUF-deep rings with one mbarrier each, so a K slot is refilled as soon
     as its QK^T retired and a V slot as soon as its PV retired.
   - intra-warpgroup pipelining (FA3): iteration t issues QK^T(t) and PV(t-1) back to back as async wgmma,
     waits for QK^T(t) only (num_outstanding=1), runs the online softmax of block t on the CUDA cores while
     PV(t-1) still runs on the tensor cores, then waits for PV(t-1) and rescales the accumulator.
+Status (v6 in docs/kernel-notes.md): correct, but 6-10% slower than the Triton band on the H100, so opt-in only.
 """
 
 from __future__ import annotations
@@ -247,9 +249,10 @@ def triangle_band_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: 
                         n_init: int, n_local: int, scale: float, config: dict | None = None):
     """Band rows [S - Lq, band_end) of triangle attention into out [B, Lq, H, D]; q [B,H,Lq,D], k/v [B,Hkv,S,D].
 
-    config: block_m (128), num_warps (8), num_buf (2), maxnreg (None). Returns the launched kernel handle.
+    config: block_m (128), block_n (32), num_warps (8), num_buf (2), maxnreg (None). Returns the kernel handle.
+    block_n 32 (v6 run 2): 127 registers, 74 KB shared -> two 8-warp CTAs per SM, 544 + 16 keys per row.
     """
-    cfg = {"block_m": 128, "num_warps": 8, "num_buf": 2, **(config or {})}
+    cfg = {"block_m": 128, "block_n": 32, "num_warps": 8, "num_buf": 2, **(config or {})}
     if not supported(q, k, v, n_init):
         raise ValueError("triangle_band_gluon: unsupported input (needs Hopper, bf16/fp16, D 64/128, TMA-able K/V)")
     b, h, lq, d = q.shape
@@ -260,9 +263,9 @@ def triangle_band_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: 
     q0 = s - lq
     if band_end <= q0 or b == 0:
         return None
-    block_m, block_n, warps, nbuf = cfg["block_m"], 64, cfg["num_warps"], cfg["num_buf"]
-    if block_m % (16 * warps) or warps not in (4, 8):
-        raise ValueError(f"block_m ({block_m}) must be a multiple of 16 x num_warps ({warps}; 4 or 8)")
+    block_m, block_n, warps, nbuf = cfg["block_m"], cfg["block_n"], cfg["num_warps"], cfg["num_buf"]
+    if block_m % (16 * warps) or warps not in (4, 8) or block_n not in (16, 32, 64, 128) or nbuf < 1:
+        raise ValueError(f"bad gluon config {cfg}: block_m a multiple of 16 x num_warps (4 or 8), block_n 16..128")
     g = h // hkv
     gp = min(triton.next_power_of_2(g), block_m)
     n_chunk = triton.cdiv(g, gp)

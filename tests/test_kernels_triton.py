@@ -111,10 +111,11 @@ def _ref_rows(q, k, v, rows, n_init, n_local, last_n, total) -> torch.Tensor:
 
 GPU_CASES = [  # (B, H, Hkv, Lq, S, D, n_init, n_local, last_n, total_len, config)
     (1, 32, 8, 32768, 32768, 128, 8, 512, 128, None, {}),
-    (1, 32, 8, 4133, 4133, 128, 8, 512, 128, None, {}),
+    (1, 32, 8, 4133, 4133, 128, 8, 512, 128, None, {"gluon_block_n": 64}),
     (1, 32, 8, 3001, 20000, 128, 8, 512, 128, 24000, {}),
     (1, 32, 8, 3001, 20000, 128, 8, 512, 128, None, {}),
     (2, 32, 8, 1000, 1000, 64, 0, 256, 0, None, {}),
+    (2, 32, 8, 1000, 1000, 64, 0, 256, 0, None, {"gluon_block_n": 64}),
     (1, 24, 8, 777, 777, 128, 4, 100, 300, None, {}),
     (1, 32, 8, 5000, 5000, 128, 8, 512, 128, None, {"split_loops": False}),
     (1, 32, 8, 5000, 5000, 128, 8, 512, 128, None, {"block_n": 128, "num_stages": 2}),
@@ -154,15 +155,20 @@ def test_gpu_matches_reference(case: tuple, dtype: torch.dtype) -> None:
 
 GLUON_CASES = [  # (B, H, Hkv, Lq, S, D, n_init, n_local, last_n, total_len, config): the Gluon band kernel
     (1, 32, 8, 32768, 32768, 128, 8, 512, 128, None, {}),
-    (1, 32, 8, 4133, 4133, 128, 8, 512, 128, None, {}),
+    (1, 32, 8, 4133, 4133, 128, 8, 512, 128, None, {"gluon_block_n": 64}),
     (1, 32, 8, 3001, 20000, 128, 8, 512, 128, 24000, {}),
     (1, 32, 8, 3001, 20000, 128, 8, 512, 128, None, {}),
     (2, 32, 8, 1000, 1000, 64, 0, 256, 0, None, {}),
+    (2, 32, 8, 1000, 1000, 64, 0, 256, 0, None, {"gluon_block_n": 64}),
     (1, 24, 8, 777, 777, 128, 4, 100, 300, None, {}),
     (1, 8, 8, 1501, 1501, 128, 8, 512, 128, None, {}),
     (1, 16, 4, 2001, 2001, 64, 20, 48, 16, None, {}),
     (1, 12, 4, 3001, 3001, 128, 8, 300, 64, None, {"gluon_block_m": 64, "gluon_num_warps": 4}),
-    (1, 32, 8, 5000, 5000, 128, 8, 512, 128, None, {"gluon_num_buf": 3}),
+    (1, 32, 8, 5000, 5000, 128, 8, 512, 128, None, {"gluon_block_n": 64, "gluon_num_buf": 3}),
+    (1, 32, 8, 3001, 20000, 128, 8, 512, 128, 20100, {"gluon_block_n": 32}),
+    (1, 24, 8, 1777, 1777, 128, 5, 200, 64, None, {"gluon_block_n": 64, "gluon_maxnreg": 128}),
+    (1, 32, 8, 5000, 5000, 128, 8, 512, 128, None, {"gluon_block_m": 64, "gluon_num_warps": 4, "gluon_block_n": 32}),
+    (1, 8, 2, 999, 999, 64, 8, 64, 16, None, {"gluon_block_m": 64, "gluon_num_warps": 4, "gluon_block_n": 16}),
     (1, 32, 8, 5000, 5000, 128, 8, 512, 128, None, {"gluon_block_m": 64, "gluon_num_warps": 4, "gluon_num_buf": 3}),
     (1, 4, 1, 203, 203, 96, 8, 48, 24, None, {}),  # D=96: not a Gluon shape, must fall back
 ]
