@@ -311,7 +311,7 @@ def run_calibrate(lm: LoadedModel, samples: int = 4, length: int = 6144, cases: 
     from tmixcli.evaluate import run_eval, trimix_configs
     from tmixcli.kvstore import model_fingerprint
 
-    tasks = tasks or ["needle", "multikey"]
+    tasks = tasks or ["needle"]
     t0 = time.perf_counter()
     grad_length = grad_length or min(length, 3072)
     prof = importance_profile(lm, samples, grad_length, tasks, seed + 1000, n_init, n_local, last_n, progress)
@@ -389,7 +389,9 @@ def calibrate_command(
     length: Annotated[str, typer.Option("--length", help="Eval prompt length in tokens (e.g. 6k).")] = "6k",
     grad_length: Annotated[str | None, typer.Option("--grad-length", help="Gradient sample length.")] = None,
     cases: Annotated[int, typer.Option("--cases", min=0, help="Eval cases (0: skip eval, save nothing).")] = 20,
-    tasks: Annotated[str, typer.Option("--tasks", help="Tasks for samples and eval.")] = "needle,multikey",
+    tasks: Annotated[str, typer.Option("--tasks", help="Tasks for samples and eval: only tasks the model solves "
+                                       "densely (see tmix eval); agreement on a task at chance measures noise.")
+                     ] = "needle",
     tolerance: Annotated[float, typer.Option("--tolerance", help="Max summed importance of triangle layers.")] = 0.05,
     n_init: Annotated[int, typer.Option("--n-init", help="Sink tokens.")] = 8,
     n_local: Annotated[int, typer.Option("--n-local", help="Local window.")] = 512,
