@@ -112,7 +112,8 @@ def test_prefill_then_ask_from_kv_file_alone(capsys, tmp_path):
     assert tensor_bytes < kv.stat().st_size < tensor_bytes + 64 * 1024
     res = ask_json(capsys, "--kv", str(kv), FACTS[-1]["question"], "--max-new-tokens", "30")
     assert res["cache_hit"] and FACTS[-1]["answer"].lower() in res["answer"].lower()
-    code, _, err = run(capsys, "ask", "--kv", str(kv), "q?", "--start-layer", "3")
+    other = str(info["attention"]["start_layer"] + 1)  # settings that differ from the file's are refused
+    code, _, err = run(capsys, "ask", "--kv", str(kv), "q?", "--start-layer", other)
     assert code == 2 and "start_layer" in err
 
 
