@@ -233,6 +233,23 @@ def test_shipped_profile_used_when_none_saved(tmp_path: Path, monkeypatch: pytes
     assert load_profile("cd" * 32) is None
 
 
+def test_merge_candidate_evals() -> None:
+    from tmixcli.calibrate import _merge_evals, recommend
+
+    def rec(method: str, start: int | None, ok: bool, agree: bool = True) -> dict:
+        return {"method": method, "start_layer": start, "correct": ok, "agree": agree, "same_text": agree,
+                "kl": 0.0, "seconds": 1.0, "length": 100, "task": "needle"}
+
+    first = {"lengths": [100], "stopped_early": True, "wall_s": 2.0, "methods": {"dense": {}, "trimix@3": {}},
+             "records": [rec("dense", None, True), rec("trimix@3", 3, True, agree=False)] * 2}
+    second = {"lengths": [100], "stopped_early": False, "wall_s": 5.0, "methods": {"dense": {}, "trimix@5": {}},
+              "records": [rec("dense", None, True), rec("trimix@5", 5, True)] * 4}
+    merged = _merge_evals([first, second])
+    assert merged["methods"]["dense"]["overall"]["n"] == 4 and merged["wall_s"] == 7.0
+    assert merged["methods"]["trimix@3"]["stopped_early"] and not merged["methods"]["trimix@5"]["stopped_early"]
+    assert recommend(merged) == 5 and _merge_evals([]) is None
+
+
 def test_pick_candidates() -> None:
     assert pick_candidates([5.0, 1.0, 0.5, 0.01, 0.01, 0.0], tolerance=0.05) == [3, 5]
     assert pick_candidates([5.0, 1.0, 0.5, 0.5], tolerance=0.0) == [3]

@@ -342,7 +342,7 @@ def run_calibrate(lm: LoadedModel, samples: int = 4, length: int = 6144, cases: 
 
 
 def _merge_evals(evs: list[dict]) -> dict | None:
-    """One eval result from the per-candidate runs (dense rows from the longest run, each candidate's own)."""
+    """One eval result from the per-candidate runs: dense rows from the longest run, each candidate's own rows."""
     from tmixcli.evaluate import summarize
 
     if not evs:
@@ -351,11 +351,12 @@ def _merge_evals(evs: list[dict]) -> dict | None:
     records = [r for r in longest["records"] if r["method"] == "dense"]
     for e in evs:
         records += [r for r in e["records"] if r["method"] != "dense"]
-    merged = dict(longest, records=records, methods=summarize(records, longest["lengths"]),
-                  wall_s=sum(e["wall_s"] for e in evs))
-    merged["methods"] = {k: dict(v, stopped_early=any(e["stopped_early"] for e in evs if k in e["methods"]))
-                         if k != "dense" else v for k, v in merged["methods"].items()}
-    return merged
+    methods = summarize(records, longest["lengths"])
+    for e in evs:  # mark the candidates whose eval stopped early (they ran fewer cases than dense)
+        for name in e["methods"]:
+            if name != "dense":
+                methods[name]["stopped_early"] = e["stopped_early"]
+    return dict(longest, records=records, methods=methods, wall_s=sum(e["wall_s"] for e in evs))
 
 
 def _eval_summary(ev: dict | None) -> dict:
