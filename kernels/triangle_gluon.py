@@ -18,6 +18,7 @@ the Triton kernel), so every K/V tile in shared memory serves the whole group. P
     waits for QK^T(t) only (num_outstanding=1), runs the online softmax of block t on the CUDA cores while
     PV(t-1) still runs on the tensor cores, then waits for PV(t-1) and rescales the accumulator.
 Status (v6 in docs/kernel-notes.md): correct, but 6-10% slower than the Triton band on the H100, so opt-in only.
+The warp-specialized variant below (`_triangle_band_ws`, config gluon_ws=True, v7) is correct but ~25% slower.
 """
 
 from __future__ import annotations
@@ -290,4 +291,310 @@ def triangle_band_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: 
         num_warps=warps, **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {}),
     )
     last_compiled["band"] = kern
+    return kern
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# v7: warp-specialized band kernel (config gluon_ws=True). One CTA = TWO adjacent position tiles (2 x P positions,
+# GP heads each) that share their window blocks: a 1-warp TMA producer partition loads every K/V block ONCE into
+# NUM_BUF-deep rings (ready/empty mbarrier pairs, empty counted by both consumers), and two 4-warp consumer
+# partitions (the default partition = tile 0, one worker = tile 1) each own BLOCK_M = GP x P query rows and run
+# the v6 pipelined loop (QK^T(t) | PV(t-1) async, softmax(t) under PV(t-1)) on their own sub-range of the shared
+# block grid. No CTA-wide barrier sits on the producer path, so the two consumer warpgroups drift freely and the
+# SM's warp schedulers overlap one's softmax with the other's wgmma.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@_jit
+def _ws_range(LO, C: gl.constexpr, n_init, n_win_blocks, BLOCK_N: gl.constexpr, PB: gl.constexpr):
+    """Consumer C's blocks [f, e) of the shared grid (block t = keys LO + t*BLOCK_N ...) and its sink bound."""
+    lo = LO + C * PB * BLOCK_N
+    sink_hi = gl.minimum(n_init, gl.maximum(lo, 0))
+    f = C * PB + gl.maximum(sink_hi - lo, 0) // BLOCK_N
+    e = C * PB + n_win_blocks
+    return f, e, sink_hi
+
+
+@_jit
+def _ws_producer(args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GP: gl.constexpr, HEAD_DIM: gl.constexpr,
+                 NUM_BUF: gl.constexpr, TPW_D: gl.constexpr, SINK_N: gl.constexpr):
+    (Q, Out, k_desc, v_desc, ks_desc, vs_desc, q_smem, k_smem, v_smem, ks_smem, vs_smem,
+     k_ready, k_empty, v_ready, v_empty, bar_s, stride_qb, stride_qh, stride_qm, stride_qd,
+     stride_ob, stride_om, stride_oh, stride_od, b, kvh, chunk, row0, q0, band_end, kv_row0, n_win_blocks,
+     n_init, n_local, qk_scale, G) = args
+    PB: gl.constexpr = BLOCK_M // GP // BLOCK_N
+    LO = row0 - n_local + 1
+    f0, e0, sh0 = _ws_range(LO, 0, n_init, n_win_blocks, BLOCK_N, PB)
+    f1, e1, sh1 = _ws_range(LO, 1, n_init, n_win_blocks, BLOCK_N, PB)
+    t0 = gl.minimum(f0, f1)
+    n = gl.maximum(e0, e1) - t0
+    mbarrier.expect(bar_s, 2 * ks_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(ks_desc, [kv_row0, 0], bar_s, ks_smem)
+    tma.async_copy_global_to_shared(vs_desc, [kv_row0, 0], bar_s, vs_smem)
+    base = kv_row0 + LO + t0 * BLOCK_N
+    for i in range(n):
+        slot = i % NUM_BUF
+        ph = (i // NUM_BUF) & 1
+        mbarrier.wait(k_empty.index(slot), ph ^ 1)
+        mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(k_desc, [base + i * BLOCK_N, 0], k_ready.index(slot), k_smem.index(slot))
+        mbarrier.wait(v_empty.index(slot), ph ^ 1)
+        mbarrier.expect(v_ready.index(slot), v_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(v_desc, [base + i * BLOCK_N, 0], v_ready.index(slot), v_smem.index(slot))
+
+
+@_jit
+def _ws_skip(i, k_ready, k_empty, v_ready, v_empty, NUM_BUF: gl.constexpr):
+    """Release ring block i without using it (after it landed, so the empty phases stay in order)."""
+    slot = i % NUM_BUF
+    ph = (i // NUM_BUF) & 1
+    mbarrier.wait(k_ready.index(slot), ph)
+    mbarrier.wait(v_ready.index(slot), ph)
+    mbarrier.arrive(k_empty.index(slot), count=1)
+    mbarrier.arrive(v_empty.index(slot), count=1)
+
+
+@_jit
+def _ws_consumer(args, C: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GP: gl.constexpr,
+                 HEAD_DIM: gl.constexpr,
+                 NUM_BUF: gl.constexpr, TPW_D: gl.constexpr, SINK_N: gl.constexpr):
+    (Q, Out, k_desc, v_desc, ks_desc, vs_desc, q_smem, k_smem, v_smem, ks_smem, vs_smem,
+     k_ready, k_empty, v_ready, v_empty, bar_s, stride_qb, stride_qh, stride_qm, stride_qd,
+     stride_ob, stride_om, stride_oh, stride_od, b, kvh, chunk, row0, q0, band_end, kv_row0, n_win_blocks,
+     n_init, n_local, qk_scale, G) = args
+    CW: gl.constexpr = 4
+    P: gl.constexpr = BLOCK_M // GP
+    PB: gl.constexpr = P // BLOCK_N
+    dtype: gl.constexpr = k_desc.dtype
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[CW, 1],
+                                                       instr_shape=[16, BLOCK_N, 16])
+    z_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[CW, 1],
+                                                       instr_shape=[16, SINK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[CW, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    io_layout: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[32 // TPW_D, TPW_D],
+                                               warps_per_cta=[CW, 1], order=[1, 0])
+    row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+    row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+
+    rowc = row0 + C * P  # this consumer's first position
+    LO = row0 - n_local + 1
+    f0, e0, sh0 = _ws_range(LO, 0, n_init, n_win_blocks, BLOCK_N, PB)
+    f1, e1, sh1 = _ws_range(LO, 1, n_init, n_win_blocks, BLOCK_N, PB)
+    t0 = gl.minimum(f0, f1)
+    t1 = gl.maximum(e0, e1)
+    f, e, sink_hi = _ws_range(LO, C, n_init, n_win_blocks, BLOCK_N, PB)
+
+    # ---- Q tile -> this consumer's shared-memory slot
+    offs_m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, io_layout))
+    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, io_layout))
+    g = chunk * GP + offs_m // P
+    pos_io = rowc + offs_m % P
+    row_ok = (g < G) & (pos_io < band_end)
+    h = kvh * G + g
+    io_mask = gl.expand_dims(row_ok, 1) & gl.expand_dims(offs_d < HEAD_DIM, 0)
+    q_ptrs = Q + b.to(gl.int64) * stride_qb + gl.expand_dims(h * stride_qh + (pos_io - q0) * stride_qm, 1) \
+        + gl.expand_dims(offs_d * stride_qd, 0)
+    q_s = q_smem.index(C)
+    q_s.store(gl.load(q_ptrs, mask=io_mask, other=0.0))
+    fence_async_shared()
+
+    # ---- ring blocks below this consumer's range: release them unused
+    for t in range(t0, f):
+        _ws_skip(t - t0, k_ready, k_empty, v_ready, v_empty, NUM_BUF)
+
+    # ---- sink block (synchronous): m, l and P of keys [0, sink_hi)
+    cols_z = gl.arange(0, SINK_N, layout=gl.SliceLayout(0, z_layout))
+    mbarrier.wait(bar_s, 0)
+    z = warpgroup_mma(q_s, ks_smem.permute((1, 0)), gl.zeros([BLOCK_M, SINK_N], gl.float32, z_layout),
+                      use_acc=False)
+    z = gl.where(gl.expand_dims(cols_z < sink_hi, 0), z * qk_scale, float("-inf"))
+    m_z = gl.max(z, axis=1)
+    pz = gl.exp2(z - gl.expand_dims(gl.where(m_z == float("-inf"), 0.0, m_z), 1))
+    l_z = gl.sum(pz, axis=1)
+    pz = gl.convert_layout(pz.to(dtype), p_layout)
+    m_i = gl.convert_layout(m_z, row_s)
+    l_i = gl.convert_layout(l_z, row_s)
+
+    rows_s = gl.arange(0, BLOCK_M, layout=row_s)
+    pos = rowc + rows_s % P
+    cols = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+    zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, s_layout)
+
+    # ---- first own block: QK^T(f) and PV(sinks) in flight together
+    i = f - t0
+    slot = i % NUM_BUF
+    mbarrier.wait(k_ready.index(slot), (i // NUM_BUF) & 1)
+    s_tok = warpgroup_mma(q_s, k_smem.index(slot).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+    acc_tok = warpgroup_mma(pz, vs_smem, gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, o_layout), use_acc=False,
+                            is_async=True)
+    s = warpgroup_mma_wait(1, deps=(s_tok,))
+    mbarrier.arrive(k_empty.index(slot), count=1)
+    start = LO + f * BLOCK_N
+    full = (start + BLOCK_N - 1 <= rowc) & (rowc + P - 1 - start < n_local) & (start >= sink_hi)
+    if full:
+        p, m_i, alpha, l_i = _softmax_block(s, m_i, l_i, cols, pos, start, sink_hi, n_init, n_local, qk_scale,
+                                            False)
+    else:
+        p, m_i, alpha, l_i = _softmax_block(s, m_i, l_i, cols, pos, start, sink_hi, n_init, n_local, qk_scale,
+                                            True)
+    acc, pz = warpgroup_mma_wait(0, deps=(acc_tok, pz))
+    acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
+    p_op = gl.convert_layout(p.to(dtype), p_layout)
+
+    # ---- steady state: QK^T(t) | PV(t-1) async, softmax(t) under PV(t-1)
+    for t in range(f + 1, e):
+        i = t - t0
+        slot = i % NUM_BUF
+        pslot = (i - 1) % NUM_BUF
+        mbarrier.wait(k_ready.index(slot), (i // NUM_BUF) & 1)
+        s_tok = warpgroup_mma(q_s, k_smem.index(slot).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+        mbarrier.wait(v_ready.index(pslot), ((i - 1) // NUM_BUF) & 1)
+        acc_tok = warpgroup_mma(p_op, v_smem.index(pslot), acc, is_async=True)
+        s = warpgroup_mma_wait(1, deps=(s_tok,))
+        mbarrier.arrive(k_empty.index(slot), count=1)
+        start = LO + t * BLOCK_N
+        full = (start + BLOCK_N - 1 <= rowc) & (rowc + P - 1 - start < n_local) & (start >= sink_hi)
+        if full:
+            p, m_i, alpha, l_i = _softmax_block(s, m_i, l_i, cols, pos, start, sink_hi, n_init, n_local,
+                                                qk_scale, False)
+        else:
+            p, m_i, alpha, l_i = _softmax_block(s, m_i, l_i, cols, pos, start, sink_hi, n_init, n_local,
+                                                qk_scale, True)
+        acc, p_op = warpgroup_mma_wait(0, deps=(acc_tok, p_op))
+        mbarrier.arrive(v_empty.index(pslot), count=1)
+        acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
+        p_op = gl.convert_layout(p.to(dtype), p_layout)
+
+    # ---- last PV
+    i = e - 1 - t0
+    slot = i % NUM_BUF
+    mbarrier.wait(v_ready.index(slot), (i // NUM_BUF) & 1)
+    acc_tok = warpgroup_mma(p_op, v_smem.index(slot), acc, is_async=True)
+    acc, p_op = warpgroup_mma_wait(0, deps=(acc_tok, p_op))
+    mbarrier.arrive(v_empty.index(slot), count=1)
+    # ---- ring blocks above this consumer's range
+    for t in range(e, t1):
+        _ws_skip(t - t0, k_ready, k_empty, v_ready, v_empty, NUM_BUF)
+
+    l_o = gl.convert_layout(l_i, row_o)
+    o = acc / gl.expand_dims(gl.where(l_o > 0.0, l_o, 1.0), 1)
+    o = gl.convert_layout(o.to(dtype), io_layout)
+    o_ptrs = Out + b.to(gl.int64) * stride_ob + gl.expand_dims((pos_io - q0) * stride_om + h * stride_oh, 1) \
+        + gl.expand_dims(offs_d * stride_od, 0)
+    gl.store(o_ptrs, o, mask=io_mask)
+
+
+@_jit
+def _ws_consumer0(args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GP: gl.constexpr, HEAD_DIM: gl.constexpr,
+                  NUM_BUF: gl.constexpr, TPW_D: gl.constexpr, SINK_N: gl.constexpr):
+    _ws_consumer(args, 0, BLOCK_M, BLOCK_N, GP, HEAD_DIM, NUM_BUF, TPW_D, SINK_N)
+
+
+@_jit
+def _ws_consumer1(args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GP: gl.constexpr, HEAD_DIM: gl.constexpr,
+                  NUM_BUF: gl.constexpr, TPW_D: gl.constexpr, SINK_N: gl.constexpr):
+    _ws_consumer(args, 1, BLOCK_M, BLOCK_N, GP, HEAD_DIM, NUM_BUF, TPW_D, SINK_N)
+
+
+@_jit
+def _triangle_band_ws(Q, Out, k_desc, v_desc, ks_desc, vs_desc,
+                      stride_qb, stride_qh, stride_qm, stride_qd,
+                      stride_ob, stride_om, stride_oh, stride_od,
+                      S, q0, band_end, n_tiles, n_win_blocks, n_init, n_local, qk_scale, G, HKV, NCHUNK,
+                      BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, SINK_N: gl.constexpr, GP: gl.constexpr,
+                      HEAD_DIM: gl.constexpr, NUM_BUF: gl.constexpr, TPW_D: gl.constexpr,
+                      Q_LAYOUT: gl.constexpr, CONSUMER_REGS: gl.constexpr, num_warps: gl.constexpr):
+    """Band rows [q0, band_end): one program per (pair of position tiles, batch, kv head, head chunk)."""
+    P: gl.constexpr = BLOCK_M // GP
+    dtype: gl.constexpr = k_desc.dtype
+    pid = gl.program_id(0)
+    tile = pid % n_tiles
+    bhc = pid // n_tiles
+    chunk = bhc % NCHUNK
+    kvh = (bhc // NCHUNK) % HKV
+    b = bhc // (NCHUNK * HKV)
+    row0 = q0 + tile * (2 * P)
+    kv_row0 = (b * HKV + kvh) * S
+
+    q_smem = gl.allocate_shared_memory(dtype, [2, BLOCK_M, HEAD_DIM], Q_LAYOUT)
+    k_smem = gl.allocate_shared_memory(dtype, [NUM_BUF, BLOCK_N, HEAD_DIM], k_desc.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [NUM_BUF, BLOCK_N, HEAD_DIM], v_desc.layout)
+    ks_smem = gl.allocate_shared_memory(dtype, [SINK_N, HEAD_DIM], ks_desc.layout)
+    vs_smem = gl.allocate_shared_memory(dtype, [SINK_N, HEAD_DIM], vs_desc.layout)
+    k_ready = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
+    k_empty = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
+    v_empty = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
+    bar_s = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NUM_BUF):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(k_empty.index(i), count=2)
+        mbarrier.init(v_empty.index(i), count=2)
+    mbarrier.init(bar_s, count=1)
+    fence_async_shared()
+
+    args = (Q, Out, k_desc, v_desc, ks_desc, vs_desc, q_smem, k_smem, v_smem, ks_smem, vs_smem,
+            k_ready, k_empty, v_ready, v_empty, bar_s, stride_qb, stride_qh, stride_qm, stride_qd,
+            stride_ob, stride_om, stride_oh, stride_od, b, kvh, chunk, row0, q0, band_end, kv_row0, n_win_blocks,
+            n_init, n_local, qk_scale, G)
+    gl.warp_specialize([
+        (_ws_consumer0, (args, BLOCK_M, BLOCK_N, GP, HEAD_DIM, NUM_BUF, TPW_D, SINK_N)),
+        (_ws_consumer1, (args, BLOCK_M, BLOCK_N, GP, HEAD_DIM, NUM_BUF, TPW_D, SINK_N)),
+        (_ws_producer, (args, BLOCK_M, BLOCK_N, GP, HEAD_DIM, NUM_BUF, TPW_D, SINK_N)),
+    ], [4, 1], [CONSUMER_REGS, 24])
+
+
+def ws_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_init: int, block_n: int = 32) -> bool:
+    """The warp-specialized kernel also needs P = 128 / GP positions per tile to be a multiple of block_n."""
+    if not supported(q, k, v, n_init):
+        return False
+    g = q.shape[1] // k.shape[1]
+    gp = triton.next_power_of_2(g)
+    return gp <= 128 and (128 // gp) % block_n == 0
+
+
+def triangle_band_gluon_ws(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, band_end: int,
+                           n_init: int, n_local: int, scale: float, config: dict | None = None):
+    """Warp-specialized band (v7): like triangle_band_gluon, one CTA = two adjacent 128-row consumer tiles.
+
+    config: block_n (32), num_buf (4), consumer_regs (240), maxnreg (168: 12 warps x 32 x 168 <= 64K registers).
+    """
+    cfg = {"block_n": 32, "num_buf": 4, "consumer_regs": 240, "maxnreg": 168, **(config or {})}
+    block_m, block_n, nbuf = 128, cfg["block_n"], cfg["num_buf"]
+    if not ws_supported(q, k, v, n_init, block_n):
+        raise ValueError("triangle_band_gluon_ws: unsupported input")
+    b, h, lq, d = q.shape
+    hkv, s = k.shape[1], k.shape[2]
+    if h % hkv or tuple(out.shape) != (b, lq, h, d) or band_end > s:
+        raise ValueError(f"bad shapes: q {tuple(q.shape)}, k {tuple(k.shape)}, out {tuple(out.shape)}")
+    q0 = s - lq
+    if band_end <= q0 or b == 0:
+        return None
+    g = h // hkv
+    gp = triton.next_power_of_2(g)
+    n_chunk = triton.cdiv(g, gp)
+    p_rows = block_m // gp
+    n_tiles = triton.cdiv(band_end - q0, 2 * p_rows)
+    n_win_blocks = triton.cdiv(n_local + p_rows - 1, block_n)
+    sink_n = max(16, triton.next_power_of_2(max(n_init, 1)))
+    gdt = getattr(gl, _GL_DTYPES[q.dtype])
+    rows = b * hkv * s
+
+    def desc(t, n):
+        lay = gl.NVMMASharedLayout.get_default_for([n, d], gdt)
+        return TensorDescriptor(t, [rows, d], [t.stride(2), 1], [n, d], lay)
+
+    grid = (n_tiles * b * hkv * n_chunk,)
+    kern = _triangle_band_ws[grid](
+        q, out, desc(k, block_n), desc(v, block_n), desc(k, sink_n), desc(v, sink_n),
+        *q.stride(), *out.stride(),
+        s, q0, band_end, n_tiles, n_win_blocks, n_init, n_local, scale * 1.4426950408889634, g, hkv, n_chunk,
+        BLOCK_M=block_m, BLOCK_N=block_n, SINK_N=sink_n, GP=gp, HEAD_DIM=d, NUM_BUF=nbuf,
+        TPW_D=min(32, d // 8), Q_LAYOUT=gl.NVMMASharedLayout.get_default_for([block_m, d], gdt),
+        CONSUMER_REGS=cfg["consumer_regs"], num_warps=4, maxnreg=cfg["maxnreg"],
+    )
+    last_compiled["band"] = last_compiled["band_ws"] = kern
     return kern
