@@ -321,25 +321,13 @@ def triangle_attention_triton(
         vd2 = TensorDescriptor(v, [rows, d], [v.stride(2), 1], [edge_n, block_d])
     sc = d**-0.5 if scale is None else scale
     # gluon=True: the band rows go to the Gluon async-wgmma kernel (Hopper, D 64/128), this launch keeps the
-    # split-K last rows only; gluon_ws=True: the warp-specialized Gluon band kernel (v7) where it applies, else
-    # the plain Gluon kernel (gluon=True) or the Triton band; unsupported inputs silently stay on the Triton band
-    use_ws = bool(cfg.get("gluon_ws")) and _gluon_ok(q, k, v, n_init)
-    if use_ws:
-        from tmix_kernels.triangle_gluon import ws_supported
-
-        wcfg = {a[len("gluon_ws_"):]: c for a, c in cfg.items() if a.startswith("gluon_ws_")}
-        use_ws = ws_supported(q, k, v, n_init, wcfg.get("block_n", 32))
-    use_gluon = use_ws or (bool(cfg.get("gluon")) and _gluon_ok(q, k, v, n_init))
+    # split-K last rows only; unsupported inputs silently stay on the Triton band path
+    use_gluon = bool(cfg.get("gluon")) and _gluon_ok(q, k, v, n_init)
     grid = (n_split_progs + (0 if use_gluon else n_band_tiles * b * hkv * n_chunk),)
-    if use_ws and n_band_tiles:
-        from tmix_kernels.triangle_gluon import triangle_band_gluon_ws
-
-        last_compiled["fwd"] = triangle_band_gluon_ws(q, k, v, out, band_end, n_init, n_local, sc, wcfg)
-    elif use_gluon and n_band_tiles:
+    if use_gluon and n_band_tiles:
         from tmix_kernels.triangle_gluon import triangle_band_gluon
 
-        gcfg = {a[len("gluon_"):]: c for a, c in cfg.items() if a.startswith("gluon_") and
-                not a.startswith("gluon_ws")}
+        gcfg = {a[len("gluon_"):]: c for a, c in cfg.items() if a.startswith("gluon_")}
         last_compiled["fwd"] = triangle_band_gluon(q, k, v, out, band_end, n_init, n_local, sc, gcfg)
     if grid[0]:
         last_compiled["fwd" if not use_gluon else "split"] = _triangle_fwd[grid](

@@ -216,58 +216,5 @@ def test_gluon_band_matches_reference(case: tuple, dtype: torch.dtype) -> None:
     assert err < (2e-2 if dtype == torch.bfloat16 else 5e-3), f"rel err {err:.2e}"
 
 
-WS_CASES = [  # (B, H, Hkv, Lq, S, D, n_init, n_local, last_n, total_len, config, takes the v7 path)
-    (1, 32, 8, 32768, 32768, 128, 8, 512, 128, None, {}, True),
-    (1, 32, 8, 4133, 4133, 128, 8, 512, 128, None, {"gluon_ws_num_buf": 3}, True),
-    (1, 32, 8, 3001, 20000, 128, 8, 512, 128, 24000, {}, True),
-    (1, 32, 8, 3001, 20000, 128, 8, 512, 128, None, {}, True),
-    (2, 32, 8, 1001, 1001, 64, 0, 256, 0, None, {}, True),
-    (1, 24, 8, 777, 777, 128, 4, 100, 300, None, {}, True),  # GQA 3
-    (1, 8, 8, 1501, 1501, 128, 8, 512, 128, None, {}, True),  # GQA 1: P = 128
-    (1, 16, 8, 1999, 1999, 64, 8, 300, 64, None, {}, True),  # GQA 2: P = 64
-    (1, 16, 4, 2001, 2001, 64, 20, 48, 16, None, {}, True),  # n_local < 2P, 32 sinks
-    (1, 32, 8, 5003, 5003, 128, 0, 512, 128, None, {}, True),
-    (1, 12, 4, 3001, 3001, 128, 5, 16, 0, None, {"gluon_ws_block_n": 16}, True),
-    (1, 32, 8, 5000, 5000, 128, 8, 512, 128, None, {"gluon_ws_num_buf": 6}, True),
-    (1, 64, 8, 999, 999, 128, 8, 512, 128, None, {}, False),  # GQA 8: P = 16, falls back
-    (1, 4, 1, 203, 203, 96, 8, 48, 24, None, {}, False),  # D=96: falls back
-]
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-@pytest.mark.parametrize("case", WS_CASES, ids=[f"wcase{i}" for i in range(len(WS_CASES))])
-def test_gluon_ws_band_matches_reference(case: tuple, dtype: torch.dtype) -> None:
-    """The warp-specialized Gluon band kernel (config gluon_ws=True, v7 in docs/kernel-notes.md)."""
-    if not _gluon_hopper():
-        pytest.skip("needs a Hopper GPU and triton.experimental.gluon")
-    from tmix_kernels import triangle_gluon
-    from tmix_kernels.triangle_triton import triangle_attention_triton
-
-    b, h, hkv, lq, s, d, ni, nl, ln, tot, cfg, takes_ws = case
-    torch.manual_seed(int.from_bytes(os.urandom(4), "little"))
-    q = torch.randn(b, lq, h, d, device="cuda", dtype=dtype).transpose(1, 2)  # q: [B, H, Lq, D], strided
-    k = torch.randn(b, hkv, s, d, device="cuda", dtype=dtype)
-    v = torch.randn(b, hkv, s, d, device="cuda", dtype=dtype)
-    assert triangle_gluon.ws_supported(q, k, v, ni, cfg.get("gluon_ws_block_n", 32)) == takes_ws
-    out = torch.full((b, lq, h, d), float("nan"), device="cuda", dtype=dtype)
-    triangle_gluon.last_compiled.clear()
-    triangle_attention_triton(q, k, v, ni, nl, ln, tot, out=out, config={"gluon_ws": True, **cfg})
-    torch.cuda.synchronize()
-    total = s if tot is None else tot
-    band_rows = min(max(total - ln - (s - lq), 0), lq)
-    assert ("band_ws" in triangle_gluon.last_compiled) == (takes_ws and band_rows > 0)
-    assert not out.isnan().any(), "unwritten or NaN output"
-    edge = band_rows
-    picks = [torch.arange(min(64, lq)), torch.arange(max(edge - 64, 0), min(edge + 64, lq)),
-             torch.arange(max(lq - 64, 0), lq), torch.randint(0, lq, (128,)),
-             torch.arange(max(0, nl - (s - lq) - 40), min(lq, max(0, nl - (s - lq) + 40)))]
-    rows = torch.unique(torch.cat(picks)).to("cuda")
-    ref = _ref_rows(q, k, v, rows, ni, nl, ln, total)
-    err = _rel(out[:, rows], ref)
-    assert err < (2e-2 if dtype == torch.bfloat16 else 5e-3), f"rel err {err:.2e}"
-
-
 if __name__ == "__main__" and sys.argv[1:] == ["--interp"]:
     _interp_main()
