@@ -109,14 +109,15 @@ def _ref_rows(q, k, v, rows, n_init, n_local, last_n, total) -> torch.Tensor:
     return out.transpose(1, 2)
 
 
-GPU_CASES = [  # (B, H, Hkv, Lq, S, D, n_init, n_local, last_n, total_len, config)
+SHARED_CASES = [  # (B, H, Hkv, Lq, S, D, n_init, n_local, last_n, total_len, config): both kernels' default config
     (1, 32, 8, 32768, 32768, 128, 8, 512, 128, None, {}),
-    (1, 32, 8, 4133, 4133, 128, 8, 512, 128, None, {"gluon_block_n": 64}),
+    (1, 32, 8, 4133, 4133, 128, 8, 512, 128, None, {}),
     (1, 32, 8, 3001, 20000, 128, 8, 512, 128, 24000, {}),
     (1, 32, 8, 3001, 20000, 128, 8, 512, 128, None, {}),
     (2, 32, 8, 1000, 1000, 64, 0, 256, 0, None, {}),
-    (2, 32, 8, 1000, 1000, 64, 0, 256, 0, None, {"gluon_block_n": 64}),
     (1, 24, 8, 777, 777, 128, 4, 100, 300, None, {}),
+]
+GPU_CASES = SHARED_CASES + [  # the Triton kernel's other configs
     (1, 32, 8, 5000, 5000, 128, 8, 512, 128, None, {"split_loops": False}),
     (1, 32, 8, 5000, 5000, 128, 8, 512, 128, None, {"block_n": 128, "num_stages": 2}),
     (1, 32, 8, 5000, 5000, 128, 8, 512, 128, None, {"tma": True}),
@@ -153,14 +154,9 @@ def test_gpu_matches_reference(case: tuple, dtype: torch.dtype) -> None:
     assert err < (2e-2 if dtype == torch.bfloat16 else 5e-3), f"rel err {err:.2e}"
 
 
-GLUON_CASES = [  # (B, H, Hkv, Lq, S, D, n_init, n_local, last_n, total_len, config): the Gluon band kernel
-    (1, 32, 8, 32768, 32768, 128, 8, 512, 128, None, {}),
+GLUON_CASES = SHARED_CASES + [  # the Gluon band kernel's other configs
     (1, 32, 8, 4133, 4133, 128, 8, 512, 128, None, {"gluon_block_n": 64}),
-    (1, 32, 8, 3001, 20000, 128, 8, 512, 128, 24000, {}),
-    (1, 32, 8, 3001, 20000, 128, 8, 512, 128, None, {}),
-    (2, 32, 8, 1000, 1000, 64, 0, 256, 0, None, {}),
     (2, 32, 8, 1000, 1000, 64, 0, 256, 0, None, {"gluon_block_n": 64}),
-    (1, 24, 8, 777, 777, 128, 4, 100, 300, None, {}),
     (1, 8, 8, 1501, 1501, 128, 8, 512, 128, None, {}),
     (1, 16, 4, 2001, 2001, 64, 20, 48, 16, None, {}),
     (1, 12, 4, 3001, 3001, 128, 8, 300, 64, None, {"gluon_block_m": 64, "gluon_num_warps": 4}),
