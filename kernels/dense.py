@@ -1,9 +1,9 @@
 """Dense causal attention for a query chunk that is the tail of a longer key sequence (chunked prefill, suffix).
 
 SDPA aligns `is_causal` top-left when Lq < S, and an explicit mask makes it compute every masked pair, so the
-chunk is split: queries against the
-earlier keys need no mask (GQA folded into rows, K/V never copied), queries against their own keys are a square
-causal block; the two partial results are merged by their log-sum-exp.
+chunk is split: queries against the earlier keys need no mask (GQA folded into rows, K/V never copied), queries
+against their own keys are a square causal block; the two partial results are merged by their log-sum-exp.
+CUDA uses cuDNN/flash, the CPU PyTorch's flash kernel.
 """
 
 from __future__ import annotations

@@ -216,10 +216,12 @@ def pick_candidates(importance: list[float], tolerance: float, count: int = 2, s
 
 def recommend(result: dict, dense_name: str = "dense") -> int | None:
     """Lowest evaluated start layer with accuracy >= dense - 1 case and greedy agreement >= 95%."""
+    from tmixcli.evaluate import AGREEMENT
+
     methods = result["methods"]
     dense = methods[dense_name]["overall"]["correct"]
     ok = [m["start_layer"] for name, m in methods.items() if name != dense_name
-          and m["overall"]["correct"] >= dense - 1 and m["overall"]["agreement"] >= 0.95]
+          and m["overall"]["correct"] >= dense - 1 and m["overall"]["agreement"] >= AGREEMENT]
     return min(ok) if ok else None
 
 

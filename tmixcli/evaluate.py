@@ -1,10 +1,9 @@
 """`tmix eval`: accuracy of TriangleMix vs dense on synthetic long-context tasks, agreement and first-token KL.
 
 Agreement = the method's greedy answer (its numbers / variable names, see `answer_key`) equals dense's;
-"same text" = the whole greedy continuation (max_new_tokens) is identical. Per case the dense prefill runs
-once; it also records the hidden states entering each start layer, so a trimix method re-runs only its own
-layers >= start_layer (the layers below see the same inputs and attention as dense, so their KV is shared)
-when the architecture allows it (see REUSE_TYPES).
+"same text" = the whole greedy answer is identical. Work that is exact to share is shared (see REUSE_TYPES):
+the cases of a length reuse the KV of their common haystack prefix (`SharedPrefix`), and a trimix method re-runs
+only its layers >= start_layer on the hidden states of the case's dense run (`case_caches`).
 """
 
 from __future__ import annotations
@@ -276,7 +275,10 @@ def _log(enabled: bool, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def hopeless(records: list[dict], total: int, name: str, agreement: float = 0.95) -> bool:
+AGREEMENT = 0.95  # the fidelity bar: greedy answers equal to dense's in at least this share of cases
+
+
+def hopeless(records: list[dict], total: int, name: str, agreement: float = AGREEMENT) -> bool:
     """True once `name` can no longer reach correct >= dense - 1 and agreement >= `agreement` over `total` cases."""
     mine = [r for r in records if r["method"] == name]
     dense = sum(r["correct"] for r in records if r["method"] == "dense")

@@ -159,20 +159,6 @@ def _haystack(tokenizer, budget: int, rng: random.Random) -> list[str]:
     return hay
 
 
-def make_case(tokenizer, task: str, length: int, depth: float, rng: random.Random) -> Case:
-    """A case with its own haystack whose full chat prompt is about `length` tokens (within a few percent)."""
-    needles, question, answers, lead = _needles(task, depth, rng)
-    overhead = _prompt_len(tokenizer, _assemble([], needles), question)
-    hay = _haystack(tokenizer, length - overhead, rng)
-    doc = _assemble(hay, needles)
-    n = _prompt_len(tokenizer, doc, question)
-    while n > length * 1.02 and len(hay) > 1:  # per-sentence counts can drift a little from the joint one
-        hay.pop()
-        doc = _assemble(hay, needles)
-        n = _prompt_len(tokenizer, doc, question)
-    return Case(task, depth, doc, question, answers, n, lead)
-
-
 def shared_haystack(tokenizer, tasks: list[str] | tuple[str, ...], length: int, seed: int = 0) -> list[str]:
     """The sentences every case of (seed, length) is built on, sized for the tasks' mean needle overhead."""
     rng = random.Random(f"tmix-{seed}-{length}-hay")
