@@ -1,14 +1,19 @@
-"""Write the sample documents (report.pdf, notes.txt, facts.json) deterministically from sources here.
+"""Write the sample documents (report.pdf/.docx/.html, notes.txt, facts.json) deterministically from sources here.
 
 Run from anywhere: `python sample_docs/make_samples.py`. report.pdf is built from report.md with fpdf2
-(core Helvetica font, so no font files are needed); notes.txt and facts.json come from the constants below.
+(core Helvetica font, so no font files are needed), report.docx (a minimal WordprocessingML package, stored
+uncompressed with fixed timestamps) and report.html from the same source; notes.txt and facts.json come from
+the constants below.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import textwrap
+import zipfile
 from datetime import datetime, timezone
+from io import BytesIO
 from pathlib import Path
 
 from fpdf import FPDF
@@ -166,6 +171,51 @@ def build_pdf(source: str) -> bytes:
     return bytes(pdf.output())
 
 
+_DOCX_PARTS = {
+    "[Content_Types].xml": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        '<Override PartName="/word/document.xml" ContentType="application/'
+        'vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>'),
+    "_rels/.rels": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/'
+        'officeDocument" Target="word/document.xml"/></Relationships>'),
+}
+
+
+def build_docx(source: str) -> bytes:
+    """The markdown source as a Word document: Title / Heading1 / body paragraphs, one run each."""
+    styles = {"title": "Title", "heading": "Heading1"}
+    paras = []
+    for kind, text in markdown_blocks(source):
+        style = f'<w:pPr><w:pStyle w:val="{styles[kind]}"/></w:pPr>' if kind in styles else ""
+        paras.append(f'<w:p>{style}<w:r><w:t xml:space="preserve">{html.escape(text, quote=False)}</w:t></w:r></w:p>')
+    document = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+                '<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>'
+                + "".join(paras) + "<w:sectPr/></w:body></w:document>")
+    buf = BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, text in [*_DOCX_PARTS.items(), ("word/document.xml", document)]:
+            zf.writestr(zipfile.ZipInfo(name, date_time=(2024, 3, 1, 12, 0, 0)), text.encode("utf-8"))
+    return buf.getvalue()
+
+
+def build_html(source: str) -> str:
+    """The markdown source as a small standalone HTML page (with a style block and a script readers must skip)."""
+    body = []
+    for kind, text in markdown_blocks(source):
+        tag = {"title": "h1", "heading": "h2"}.get(kind, "p")
+        body.append(f"<{tag}>{html.escape(text, quote=False)}</{tag}>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<title>Halvorsen Marine Systems AS - Annual Report 2023</title>\n"
+            "<style>body { font-family: sans-serif; max-width: 40em; }</style>\n</head>\n<body>\n"
+            + "\n".join(body) + "\n<script>console.log('not document text');</script>\n</body>\n</html>\n")
+
+
 def build_notes(source: str) -> str:
     """Wrap the notes source to 78 columns, keeping paragraphs."""
     paragraphs = [" ".join(chunk.split()) for chunk in source.strip().split("\n\n")]
@@ -173,11 +223,14 @@ def build_notes(source: str) -> str:
 
 
 def main() -> None:
-    """Write report.pdf, notes.txt and facts.json next to this script."""
-    (HERE / "report.pdf").write_bytes(build_pdf((HERE / "report.md").read_text(encoding="utf-8")))
+    """Write report.pdf, report.docx, report.html, notes.txt and facts.json next to this script."""
+    source = (HERE / "report.md").read_text(encoding="utf-8")
+    (HERE / "report.pdf").write_bytes(build_pdf(source))
+    (HERE / "report.docx").write_bytes(build_docx(source))
+    (HERE / "report.html").write_text(build_html(source), encoding="utf-8")
     (HERE / "notes.txt").write_text(build_notes(NOTES), encoding="utf-8")
     (HERE / "facts.json").write_text(json.dumps(FACTS, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote report.pdf, notes.txt, facts.json in {HERE}")
+    print(f"wrote report.pdf, report.docx, report.html, notes.txt, facts.json in {HERE}")
 
 
 if __name__ == "__main__":

@@ -204,7 +204,7 @@ def test_pdf_suffix_without_magic(tmp_path):
     ("image.png", PNG_BYTES, "PNG image"),
     ("report.pdf", PNG_BYTES, "PNG image"),
     ("photo.jpg", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "JPEG image"),
-    ("letter.docx", b"PK\x03\x04\x14\x00\x06\x00" + b"\x00" * 20, "ZIP archive"),
+    ("letter.docx", b"PK\x03\x04\x14\x00\x06\x00" + b"\x00" * 20, "damaged ZIP"),
     ("data.gz", b"\x1f\x8b\x08\x00" + b"\x00" * 10, "gzip"),
     ("blob.bin", b"abc\x00def", "binary data"),
     ("latin1.txt", "caf\u00e9 au lait".encode("latin-1"), "not a PDF or UTF-8 text"),

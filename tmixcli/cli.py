@@ -119,7 +119,8 @@ def _open(source: Optional[str], kv: Optional[Path], s, pages, password, questio
 
 @app.command()
 def ask(
-    args: list[str] = typer.Argument(..., metavar="FILE QUESTION", help="Document (.pdf, text, - for stdin) and "
+    args: list[str] = typer.Argument(..., metavar="FILE QUESTION",
+                                     help="Document (.pdf, .docx, .epub, .html, text; - for stdin) and "
                                      "question; with --kv only the question."),
     kv: Optional[Path] = typer.Option(None, "--kv", help="Answer from this KV cache file alone."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
@@ -172,7 +173,7 @@ def _doc_tokens(ctx) -> int:
 
 @app.command()
 def prefill(
-    file: str = typer.Argument(..., help="Document (.pdf, text, - for stdin)."),
+    file: str = typer.Argument(..., help="Document (.pdf, .docx, .epub, .html, text; - for stdin)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the KV file here (default: cache)."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
@@ -210,7 +211,7 @@ def prefill(
 
 @app.command()
 def chat(
-    file: Optional[str] = typer.Argument(None, help="Document (.pdf, text); or use --kv."),
+    file: Optional[str] = typer.Argument(None, help="Document (.pdf, .docx, .epub, .html, text); or use --kv."),
     kv: Optional[Path] = typer.Option(None, "--kv", help="Chat against this KV cache file."),
     keep_history: bool = typer.Option(False, "--keep-history", help="Carry the conversation on between questions."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,

@@ -1,4 +1,4 @@
-"""Turn an input file (PDF, UTF-8 text, or stdin) into clean text for the model."""
+"""Turn an input file (PDF, Word .docx, EPUB, HTML, UTF-8 text, or stdin) into clean text for the model."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from tmixcli.errors import TmixError
+from tmixcli.markup import decode_html, html_text, zip_document_text
 
 if TYPE_CHECKING:
     from pypdf import PdfReader
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 _PDF_MAGIC = b"%PDF-"
+_ZIP_MAGIC = b"PK\x03\x04"
+_HTML_SUFFIXES = (".html", ".htm", ".xhtml")
 _LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl",
                            "\ufb05": "st", "\ufb06": "st"})
 _BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -67,7 +70,13 @@ def load_document(path: str, pages: str | None = None, password: str | None = No
         return Document(name=name, text=text, sha256=digest, pages=n_pages)
     if pages is not None:
         raise TmixError(f"--pages only applies to PDF files, and {label} is not a PDF")
-    return Document(name=name, text=_text_file(raw, label), sha256=digest, pages=None)
+    if raw.startswith(_ZIP_MAGIC):
+        text = _nonempty(_tidy(zip_document_text(raw, label)), label)
+    elif _looks_html(raw, label):
+        text = _nonempty(_tidy(html_text(decode_html(raw, label))), label)
+    else:
+        text = _text_file(raw, label)
+    return Document(name=name, text=text, sha256=digest, pages=None)
 
 
 def parse_pages(spec: str, n_pages: int) -> list[int]:
@@ -136,6 +145,20 @@ def _text_file(raw: bytes, label: str) -> str:
     if not cleaned:
         raise TmixError(f"{label} is empty: it contains no text")
     return cleaned
+
+
+def _looks_html(raw: bytes, label: str) -> bool:
+    """HTML by file suffix, or (stdin, odd names) by a leading doctype / <html> tag."""
+    if label.lower().endswith(_HTML_SUFFIXES):
+        return True
+    head = raw[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith((b"<!doctype html", b"<html")) or (head.startswith(b"<?xml") and b"<html" in head)
+
+
+def _nonempty(text: str, label: str) -> str:
+    if not text:
+        raise TmixError(f"{label} is empty: it contains no text")
+    return text
 
 
 def _binary_kind(raw: bytes) -> str | None:

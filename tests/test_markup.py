@@ -1,0 +1,148 @@
+""".docx, HTML and EPUB documents: real files built here and in sample_docs/, every failure a one-line TmixError."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import runpy
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tmixcli import markup
+from tmixcli.documents import load_document
+from tmixcli.errors import TmixError
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_docs"
+W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+
+
+def zip_bytes(parts: dict[str, str | bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in parts.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def docx(body: str) -> bytes:
+    """A Word package whose document.xml body is `body` (WordprocessingML, w: prefix)."""
+    return zip_bytes({"[Content_Types].xml": "<Types/>",
+                      "word/document.xml": f'<w:document xmlns:w="{W_NS}"><w:body>{body}</w:body></w:document>'})
+
+
+def write(tmp_path: Path, name: str, data: bytes | str) -> str:
+    path = tmp_path / name
+    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return str(path)
+
+
+def expect_error(path: str, *fragments: str, **kwargs) -> None:
+    with pytest.raises(TmixError) as info:
+        load_document(path, **kwargs)
+    message = str(info.value)
+    assert info.value.code == 2 and "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_sample_report_formats_share_the_text():
+    """report.docx and report.html (made by make_samples.py) read back as the same text, each fact once."""
+    docx_text = load_document(str(SAMPLES / "report.docx")).text
+    html_text = load_document(str(SAMPLES / "report.html")).text
+    assert docx_text == html_text
+    pdf_text = re.sub(r"--- page \d+ ---", " ", load_document(str(SAMPLES / "report.pdf")).text)
+    assert pdf_text.split() == docx_text.split()
+    assert docx_text.startswith("Halvorsen Marine Systems AS - Annual Report 2023\nThis annual report")
+    assert "console.log" not in html_text and "font-family" not in html_text
+    facts = [f for f in json.loads((SAMPLES / "facts.json").read_text()) if f["doc"] == "report.pdf"]
+    for fact in facts:
+        assert docx_text.count(fact["answer"]) == 1, fact
+
+
+def test_sample_docx_and_html_match_generator():
+    generator = runpy.run_path(str(SAMPLES / "make_samples.py"))
+    source = (SAMPLES / "report.md").read_text(encoding="utf-8")
+    assert generator["build_docx"](source) == (SAMPLES / "report.docx").read_bytes()
+    assert generator["build_html"](source) == (SAMPLES / "report.html").read_text(encoding="utf-8")
+
+
+def test_docx_runs_tabs_breaks_tables_and_tracked_changes(tmp_path):
+    body = ('<w:p><w:r><w:t>Net </w:t></w:r><w:r><w:t xml:space="preserve">revenue</w:t></w:r>'
+            '<w:r><w:tab/><w:t>48.7</w:t><w:br/><w:t>million</w:t></w:r></w:p>'
+            '<w:p><w:r><w:delText>old words</w:delText></w:r>'
+            '<w:ins><w:r><w:t xml:space="preserve">new words </w:t></w:r></w:ins>'
+            '<w:r><w:instrText>PAGE</w:instrText></w:r>'
+            '<w:r><w:t>non</w:t><w:noBreakHyphen/><w:t>stop</w:t></w:r></w:p>'
+            '<w:tbl><w:tr><w:tc><w:p><w:r><w:t>Year</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r><w:t>Sales</w:t></w:r>'
+            '</w:p></w:tc></w:tr><w:tr><w:tc><w:p><w:r><w:t>2023</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r>'
+            '<w:t>12</w:t></w:r></w:p><w:p><w:r><w:t>units</w:t></w:r></w:p></w:tc></w:tr></w:tbl>'
+            '<w:sdt><w:sdtContent><w:p><w:r><w:t>Inside a content control.</w:t></w:r></w:p></w:sdtContent></w:sdt>'
+            '<w:p/><w:sectPr/>')
+    doc = load_document(write(tmp_path, "r.docx", docx(body)))
+    assert doc.text == ("Net revenue\t48.7\nmillion\nnew words non-stop\nYear | Sales\n2023 | 12 units\n"
+                        "Inside a content control.")
+    assert doc.pages is None
+
+
+def test_html_visible_text_only(tmp_path):
+    page = ("<!doctype html><html><head><title>T</title><style>p{}</style><script>var x = '<p>no</p>';</script>"
+            "</head><body><h1>Annual&nbsp;report</h1><p>Revenue   was\n 48.7 &euro;m &amp; rising.</p>"
+            "<ul><li>first</li><li>second <b>bold</b></li></ul><table><tr><th>Year</th><th>Sales</th></tr>"
+            "<tr><td>2023</td><td>12</td></tr></table><pre>a  b\n  c</pre><p>line<br>break</p>"
+            "<noscript>enable js</noscript><div>tail</div></body></html>")
+    doc = load_document(write(tmp_path, "page.html", page))
+    assert doc.text == ("Annual report\nRevenue was 48.7 \u20acm & rising.\n- first\n- second bold\n"
+                        "Year | Sales\n2023 | 12\na  b\n  c\nline\nbreak\ntail")
+
+
+def test_html_by_sniffing_and_declared_charset(tmp_path):
+    latin = "<html><head><meta charset=\"iso-8859-1\"></head><body><p>caf\u00e9</p></body></html>"
+    assert load_document(write(tmp_path, "page.bin", latin.encode("latin-1"))).text == "caf\u00e9"
+    stdin = io.BytesIO(b"\xef\xbb\xbf  <!DOCTYPE HTML><p>from stdin</p>")
+    assert load_document("-", stdin=stdin).text == "from stdin"
+    assert load_document(write(tmp_path, "notes.md", "# Title\n\n<b>kept</b>")).text == "# Title\n\n<b>kept</b>"
+
+
+def test_epub_chapters_in_spine_order(tmp_path):
+    opf = ('<package xmlns="http://www.idpf.org/2007/opf"><manifest>'
+           '<item id="c2" href="text/ch%202.xhtml" media-type="application/xhtml+xml"/>'
+           '<item id="c1" href="text/ch1.xhtml" media-type="application/xhtml+xml"/></manifest>'
+           '<spine><itemref idref="c1"/><itemref idref="c2"/></spine></package>')
+    container = ('<container xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles>'
+                 '<rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/>'
+                 '</rootfiles></container>')
+    book = zip_bytes({"mimetype": "application/epub+zip", "META-INF/container.xml": container,
+                      "OEBPS/content.opf": opf,
+                      "OEBPS/text/ch1.xhtml": "<html><body><h1>One</h1><p>First chapter.</p></body></html>",
+                      "OEBPS/text/ch 2.xhtml": "<html><body><h1>Two</h1><p>Second chapter.</p></body></html>"})
+    assert load_document(write(tmp_path, "book.epub", book)).text == "One\nFirst chapter.\nTwo\nSecond chapter."
+
+
+@pytest.mark.parametrize("name, data, fragment", [
+    ("sheet.xlsx", zip_bytes({"xl/workbook.xml": "<workbook/>"}), "Excel workbook"),
+    ("deck.pptx", zip_bytes({"ppt/presentation.xml": "<p/>"}), "PowerPoint"),
+    ("files.zip", zip_bytes({"a.txt": "hello"}), "a ZIP archive; tmix reads PDF, .docx"),
+    ("cut.docx", docx("<w:p><w:r><w:t>text</w:t></w:r></w:p>")[:60], "damaged ZIP"),
+    ("bad.docx", zip_bytes({"word/document.xml": "<w:document><unclosed>"}), "invalid XML"),
+    ("empty.docx", docx("<w:p/><w:sectPr/>"), "is empty"),
+    ("nochapters.epub", zip_bytes({"META-INF/container.xml": "<container/>"}), "names no package file"),
+    ("missing.epub", zip_bytes({"META-INF/container.xml": '<c><rootfile full-path="x.opf"/></c>'}), "has no x.opf"),
+    ("empty.html", "<html><head><title>only a title</title></head><body> </body></html>", "is empty"),
+    ("cp.html", b"<html><p>caf\xe9</p></html>", "unknown encoding"),
+])
+def test_bad_markup_documents(tmp_path, name, data, fragment):
+    expect_error(write(tmp_path, name, data), name, fragment)
+
+
+def test_oversized_member_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(markup, "_MAX_MEMBER", 100)
+    path = write(tmp_path, "big.docx", docx("<w:p><w:r><w:t>" + "x" * 200 + "</w:t></w:r></w:p>"))
+    expect_error(path, "big.docx", "too large")
+
+
+def test_pages_option_is_for_pdfs_only(tmp_path):
+    path = write(tmp_path, "r.docx", docx("<w:p><w:r><w:t>text</w:t></w:r></w:p>"))
+    expect_error(path, "r.docx", "--pages only applies to PDF", pages="1")

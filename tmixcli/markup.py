@@ -1,0 +1,215 @@
+"""Text of markup documents: Word .docx, HTML and EPUB, with the standard library only.
+
+Each reader returns plain text with one paragraph per line (table rows become `a | b | c` lines, list items
+`- item`), as PDF text comes out: no blank lines between paragraphs, which the small default model reads
+markedly better (on the sample report it answers the revenue question right with single newlines and wrong,
+dense attention included, with blank lines). Any failure is a one-line TmixError naming the file.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from html.parser import HTMLParser
+from posixpath import dirname, join, normpath
+from urllib.parse import unquote
+from xml.etree import ElementTree
+
+from tmixcli.errors import TmixError
+
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_MAX_MEMBER = 256 * 1024 * 1024  # bytes of one uncompressed ZIP member (guards against zip bombs)
+_SPACES = re.compile(r"[ \t\n\r\f\u00a0]+")
+_BLOCK_TAGS = {"address", "article", "aside", "blockquote", "body", "caption", "dd", "div", "dl", "dt",
+               "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6",
+               "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "table", "tr", "ul"}
+_SKIP_TAGS = {"head", "script", "style", "noscript", "template", "svg", "math", "iframe", "object"}
+_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+
+
+def zip_document_text(raw: bytes, label: str) -> str:
+    """Text of a ZIP-based document: .docx or .epub; other archives are refused by what they hold."""
+    zf = _open_zip(raw, label)
+    names = set(zf.namelist())
+    if "word/document.xml" in names:
+        return docx_text(zf, label)
+    if "META-INF/container.xml" in names:
+        return epub_text(zf, label)
+    kind = ("an Excel workbook (.xlsx)" if "xl/workbook.xml" in names else
+            "a PowerPoint file (.pptx)" if "ppt/presentation.xml" in names else
+            "an OpenDocument file (.odt/.ods)" if "content.xml" in names else "a ZIP archive")
+    raise TmixError(f"{label} is {kind}; tmix reads PDF, .docx, .epub, HTML and UTF-8 text")
+
+
+def docx_text(zf: zipfile.ZipFile, label: str) -> str:
+    """Body text of a Word document in reading order: paragraphs, tables (rows as `a | b`), content controls."""
+    root = _xml(_member(zf, "word/document.xml", label), label)
+    body = root.find(f"{_W}body")
+    blocks: list[str] = []
+    if body is not None:
+        _docx_blocks(body, blocks)
+    return _finish(blocks, label)
+
+
+def _docx_blocks(element: ElementTree.Element, blocks: list[str]) -> None:
+    """Append the text blocks under `element`: a paragraph or a table row per block."""
+    for child in element:
+        if child.tag == f"{_W}p":
+            blocks.append(_docx_paragraph(child))
+        elif child.tag == f"{_W}tbl":
+            rows = []
+            for row in child.iter(f"{_W}tr"):
+                cells = [" ".join(_docx_paragraph(p) for p in cell.iter(f"{_W}p")).strip()
+                         for cell in row.findall(f"{_W}tc")]
+                rows.append(" | ".join(cells))
+            blocks.append("\n".join(r for r in rows if r.strip(" |")))
+        else:
+            _docx_blocks(child, blocks)
+
+
+def _docx_paragraph(p: ElementTree.Element) -> str:
+    """One paragraph's text: w:t runs, tabs, line breaks; deleted text (w:delText) and field codes are skipped."""
+    parts = []
+    for node in p.iter():
+        if node.tag == f"{_W}t":
+            parts.append(node.text or "")
+        elif node.tag == f"{_W}tab":
+            parts.append("\t")
+        elif node.tag in (f"{_W}br", f"{_W}cr"):
+            parts.append("\n")
+        elif node.tag == f"{_W}noBreakHyphen":
+            parts.append("-")
+    return "".join(parts).strip()
+
+
+def epub_text(zf: zipfile.ZipFile, label: str) -> str:
+    """Text of an EPUB's chapters in spine (reading) order."""
+    container = _xml(_member(zf, "META-INF/container.xml", label), label)
+    rootfile = next((e.get("full-path") for e in container.iter() if e.tag.endswith("rootfile")), None)
+    if not rootfile:
+        raise TmixError(f"{label} is a damaged EPUB: META-INF/container.xml names no package file")
+    opf = _xml(_member(zf, rootfile, label), label)
+    items = {e.get("id"): e.get("href") for e in opf.iter() if e.tag.endswith("}item")}
+    base = dirname(rootfile)
+    blocks = []
+    for ref in (e.get("idref") for e in opf.iter() if e.tag.endswith("}itemref")):
+        href = items.get(ref)
+        if href:
+            path = normpath(join(base, unquote(href.split("#")[0])))
+            blocks.append(html_text(decode_html(_member(zf, path, label), label)))
+    return _finish(blocks, label)
+
+
+def decode_html(raw: bytes, label: str) -> str:
+    """Decode HTML bytes: UTF-8 (BOM allowed), else the charset its <meta> declares."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    match = _CHARSET.search(raw[:4096])
+    if match:
+        try:
+            return raw.decode(match.group(1).decode("ascii"))
+        except (LookupError, UnicodeDecodeError):
+            pass
+    raise TmixError(f"{label} is HTML in an unknown encoding (not UTF-8 and no usable <meta charset>)")
+
+
+def html_text(source: str) -> str:
+    """Visible text of an HTML page: block elements on their own lines, scripts/styles/head dropped."""
+    parser = _HTMLText()
+    parser.feed(source)
+    parser.close()
+    return parser.text()
+
+
+class _HTMLText(HTMLParser):
+    """Collects visible text; whitespace collapses as a browser would, except inside <pre>."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.blocks: list[str] = []
+        self.line: list[str] = []
+        self.skip = 0
+        self.pre = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in _SKIP_TAGS:
+            self.skip += 1
+        elif tag == "br":
+            self.line.append("\n")
+        elif tag in ("td", "th"):
+            if "".join(self.line).strip():
+                self.line.append(" | ")
+        elif tag in _BLOCK_TAGS:
+            self._flush()
+            self.pre += tag == "pre"
+            if tag == "li":
+                self.line.append("- ")
+
+    def handle_startendtag(self, tag: str, attrs: list) -> None:
+        if tag == "br":
+            self.line.append("\n")
+        elif tag in _BLOCK_TAGS:
+            self._flush()
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP_TAGS:
+            self.skip = max(0, self.skip - 1)
+        elif tag in _BLOCK_TAGS:
+            self._flush()
+            if tag == "pre":
+                self.pre = max(0, self.pre - 1)
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.line.append(data if self.pre else _SPACES.sub(" ", data))
+
+    def _flush(self) -> None:
+        text = "".join(self.line)
+        self.line = []
+        if not self.pre:
+            text = "\n".join(" ".join(part.split()) for part in text.split("\n"))
+        if text.strip(" -\n"):
+            self.blocks.append(text.strip("\n"))
+
+    def text(self) -> str:
+        self._flush()
+        return "\n".join(self.blocks)
+
+
+def _open_zip(raw: bytes, label: str) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(io.BytesIO(raw))
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise TmixError(f"{label} is a damaged ZIP-based document ({exc})") from None
+
+
+def _member(zf: zipfile.ZipFile, name: str, label: str) -> bytes:
+    """One member's bytes, refusing missing, encrypted, damaged or oversized members."""
+    try:
+        info = zf.getinfo(name)
+        if info.file_size > _MAX_MEMBER:
+            raise TmixError(f"{label}: {name} is too large ({info.file_size >> 20} MiB uncompressed)")
+        return zf.read(info)
+    except KeyError:
+        raise TmixError(f"{label} is damaged: it has no {name}") from None
+    except RuntimeError as exc:  # encrypted member
+        raise TmixError(f"{label} cannot be read: {exc}") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise TmixError(f"{label} is damaged ({name}: {exc})") from None
+
+
+def _xml(data: bytes, label: str) -> ElementTree.Element:
+    try:
+        return ElementTree.fromstring(data)
+    except ElementTree.ParseError as exc:
+        raise TmixError(f"{label} is damaged: invalid XML ({exc})") from None
+
+
+def _finish(blocks: list[str], label: str) -> str:
+    text = "\n".join(b for b in blocks if b.strip())
+    if not text.strip():
+        raise TmixError(f"{label} is empty: it contains no text")
+    return text
