@@ -33,7 +33,6 @@ _BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"GIF8", "a GIF image"),
     (b"II*\x00", "a TIFF image"),
     (b"MM\x00*", "a TIFF image"),
-    (b"PK\x03\x04", "a ZIP archive (e.g. .docx/.xlsx/.epub)"),
     (b"\x1f\x8b", "a gzip archive"),
     (b"BZh", "a bzip2 archive"),
     (b"\xfd7zXZ\x00", "an xz archive"),
@@ -133,7 +132,8 @@ def _text_file(raw: bytes, label: str) -> str:
     """Decode UTF-8 text (BOM allowed), rejecting binary data, and tidy it."""
     description = _binary_kind(raw)
     if description is not None:
-        raise TmixError(f"{label} is not a PDF or text file: it looks like {description}")
+        raise TmixError(f"{label} is not a document tmix reads (PDF, .docx, .epub, HTML, text): "
+                        f"it looks like {description}")
     if label.lower().endswith(".pdf"):
         raise TmixError(f"{label} is not a valid PDF (no %PDF- header); it may be corrupt")
     try:

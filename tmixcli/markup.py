@@ -30,12 +30,12 @@ _CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)"""
 
 def zip_document_text(raw: bytes, label: str) -> str:
     """Text of a ZIP-based document: .docx or .epub; other archives are refused by what they hold."""
-    zf = _open_zip(raw, label)
-    names = set(zf.namelist())
-    if "word/document.xml" in names:
-        return docx_text(zf, label)
-    if "META-INF/container.xml" in names:
-        return epub_text(zf, label)
+    with _open_zip(raw, label) as zf:
+        names = set(zf.namelist())
+        if "word/document.xml" in names:
+            return docx_text(zf, label)
+        if "META-INF/container.xml" in names:
+            return epub_text(zf, label)
     kind = ("an Excel workbook (.xlsx)" if "xl/workbook.xml" in names else
             "a PowerPoint file (.pptx)" if "ppt/presentation.xml" in names else
             "an OpenDocument file (.odt/.ods)" if "content.xml" in names else "a ZIP archive")
