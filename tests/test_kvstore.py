@@ -162,7 +162,7 @@ def test_fingerprint_and_key(tokenizer) -> None:
 
 def test_refuses_non_safetensors(tmp_path: Path) -> None:
     rnd = tmp_path / "random.safetensors"
-    rnd.write_bytes(os.urandom(4096))
+    rnd.write_bytes(os.urandom(8) + b"\x00" + os.urandom(4087))  # byte 8 never "{": 1 in 256 runs hit the length check
     txt = tmp_path / "notes.safetensors"
     txt.write_text("hello, this is a plain text file\n" * 10)
     tiny = tmp_path / "tiny.safetensors"
