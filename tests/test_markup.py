@@ -79,10 +79,12 @@ def test_docx_runs_tabs_breaks_tables_and_tracked_changes(tmp_path):
             '<w:tbl><w:tr><w:tc><w:p><w:r><w:t>Year</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r><w:t>Sales</w:t></w:r>'
             '</w:p></w:tc></w:tr><w:tr><w:tc><w:p><w:r><w:t>2023</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r>'
             '<w:t>12</w:t></w:r></w:p><w:p><w:r><w:t>units</w:t></w:r></w:p></w:tc></w:tr></w:tbl>'
+            '<w:tbl><w:tr><w:tc><w:p><w:r><w:t>outer</w:t></w:r></w:p><w:tbl><w:tr><w:tc><w:p><w:r>'
+            '<w:t>inner</w:t></w:r></w:p></w:tc></w:tr></w:tbl></w:tc></w:tr></w:tbl>'
             '<w:sdt><w:sdtContent><w:p><w:r><w:t>Inside a content control.</w:t></w:r></w:p></w:sdtContent></w:sdt>'
             '<w:p/><w:sectPr/>')
     doc = load_document(write(tmp_path, "r.docx", docx(body)))
-    assert doc.text == ("Net revenue\t48.7\nmillion\nnew words non-stop\nYear | Sales\n2023 | 12 units\n"
+    assert doc.text == ("Net revenue\t48.7\nmillion\nnew words non-stop\nYear | Sales\n2023 | 12 units\nouter inner\n"
                         "Inside a content control.")
     assert doc.pages is None
 

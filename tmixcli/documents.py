@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from tmixcli.errors import TmixError
-from tmixcli.markup import decode_html, html_text, zip_document_text
+from tmixcli.markup import FORMATS, decode_html, html_text, zip_document_text
 
 if TYPE_CHECKING:
     from pypdf import PdfReader
@@ -132,8 +132,7 @@ def _text_file(raw: bytes, label: str) -> str:
     """Decode UTF-8 text (BOM allowed), rejecting binary data, and tidy it."""
     description = _binary_kind(raw)
     if description is not None:
-        raise TmixError(f"{label} is not a document tmix reads (PDF, .docx, .epub, HTML, text): "
-                        f"it looks like {description}")
+        raise TmixError(f"{label} is not a document tmix reads ({FORMATS}): it looks like {description}")
     if label.lower().endswith(".pdf"):
         raise TmixError(f"{label} is not a valid PDF (no %PDF- header); it may be corrupt")
     try:
@@ -141,10 +140,7 @@ def _text_file(raw: bytes, label: str) -> str:
     except UnicodeDecodeError as exc:
         raise TmixError(f"{label} is not a PDF or UTF-8 text (binary or non-UTF-8 byte at offset "
                         f"{exc.start}); convert it to UTF-8 text or PDF") from None
-    cleaned = _tidy(text)
-    if not cleaned:
-        raise TmixError(f"{label} is empty: it contains no text")
-    return cleaned
+    return _nonempty(_tidy(text), label)
 
 
 def _looks_html(raw: bytes, label: str) -> bool:

@@ -3,7 +3,8 @@
 Each reader returns plain text with one paragraph per line (table rows become `a | b | c` lines, list items
 `- item`), as PDF text comes out: no blank lines between paragraphs, which the small default model reads
 markedly better (on the sample report it answers the revenue question right with single newlines and wrong,
-dense attention included, with blank lines). Any failure is a one-line TmixError naming the file.
+dense attention included, with blank lines). Any failure is a one-line TmixError naming the
+file; an empty result is the caller's to refuse.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _BLOCK_TAGS = {"address", "article", "aside", "blockquote", "body", "caption", "
                "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6",
                "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "table", "tr", "ul"}
 _SKIP_TAGS = {"head", "script", "style", "noscript", "template", "svg", "math", "iframe", "object"}
+FORMATS = "PDF, .docx, .epub, HTML or UTF-8 text"  # what tmix reads, for error messages
 _CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
 
@@ -39,7 +41,7 @@ def zip_document_text(raw: bytes, label: str) -> str:
     kind = ("an Excel workbook (.xlsx)" if "xl/workbook.xml" in names else
             "a PowerPoint file (.pptx)" if "ppt/presentation.xml" in names else
             "an OpenDocument file (.odt/.ods)" if "content.xml" in names else "a ZIP archive")
-    raise TmixError(f"{label} is {kind}; tmix reads PDF, .docx, .epub, HTML and UTF-8 text")
+    raise TmixError(f"{label} is {kind}; tmix reads {FORMATS}")
 
 
 def docx_text(zf: zipfile.ZipFile, label: str) -> str:
@@ -49,7 +51,7 @@ def docx_text(zf: zipfile.ZipFile, label: str) -> str:
     blocks: list[str] = []
     if body is not None:
         _docx_blocks(body, blocks)
-    return _finish(blocks, label)
+    return _join(blocks)
 
 
 def _docx_blocks(element: ElementTree.Element, blocks: list[str]) -> None:
@@ -59,7 +61,7 @@ def _docx_blocks(element: ElementTree.Element, blocks: list[str]) -> None:
             blocks.append(_docx_paragraph(child))
         elif child.tag == f"{_W}tbl":
             rows = []
-            for row in child.iter(f"{_W}tr"):
+            for row in child.findall(f"{_W}tr"):  # direct rows: a nested table stays inside its cell
                 cells = [" ".join(_docx_paragraph(p) for p in cell.iter(f"{_W}p")).strip()
                          for cell in row.findall(f"{_W}tc")]
                 rows.append(" | ".join(cells))
@@ -98,7 +100,7 @@ def epub_text(zf: zipfile.ZipFile, label: str) -> str:
         if href:
             path = normpath(join(base, unquote(href.split("#")[0])))
             blocks.append(html_text(decode_html(_member(zf, path, label), label)))
-    return _finish(blocks, label)
+    return _join(blocks)
 
 
 def decode_html(raw: bytes, label: str) -> str:
@@ -208,8 +210,5 @@ def _xml(data: bytes, label: str) -> ElementTree.Element:
         raise TmixError(f"{label} is damaged: invalid XML ({exc})") from None
 
 
-def _finish(blocks: list[str], label: str) -> str:
-    text = "\n".join(b for b in blocks if b.strip())
-    if not text.strip():
-        raise TmixError(f"{label} is empty: it contains no text")
-    return text
+def _join(blocks: list[str]) -> str:
+    return "\n".join(b for b in blocks if b.strip())
