@@ -241,12 +241,6 @@ def _gluon_ok(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_init: int) ->
     return supported(q, k, v, n_init)
 
 
-def _ws_ok(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_init: int, cfg: dict) -> bool:
-    from tmix_kernels.triangle_ws import ws_supported
-
-    return ws_supported(q, k, v, n_init, cfg.get("band_ws_consumers", 2))
-
-
 def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_init: int, n_local: int, last_n: int,
            total: int) -> None:
     if not (q.is_cuda or _interpreting()):
@@ -328,16 +322,9 @@ def triangle_attention_triton(
     sc = d**-0.5 if scale is None else scale
     # gluon=True: the band rows go to the Gluon async-wgmma kernel (Hopper, D 64/128), this launch keeps the
     # split-K last rows only; unsupported inputs silently stay on the Triton band path
-    # band_ws=True: the persistent warp-specialized Gluon kernel (kernels/triangle_ws.py) instead
-    use_ws = bool(cfg.get("band_ws")) and _gluon_ok(q, k, v, n_init) and _ws_ok(q, k, v, n_init, cfg)
-    use_gluon = use_ws or (bool(cfg.get("gluon")) and _gluon_ok(q, k, v, n_init))
+    use_gluon = bool(cfg.get("gluon")) and _gluon_ok(q, k, v, n_init)
     grid = (n_split_progs + (0 if use_gluon else n_band_tiles * b * hkv * n_chunk),)
-    if use_ws and n_band_tiles:
-        from tmix_kernels.triangle_ws import triangle_band_ws
-
-        wcfg = {a[len("band_ws_"):]: c for a, c in cfg.items() if a.startswith("band_ws_")}
-        last_compiled["fwd"] = triangle_band_ws(q, k, v, out, band_end, n_init, n_local, sc, wcfg)
-    elif use_gluon and n_band_tiles:
+    if use_gluon and n_band_tiles:
         from tmix_kernels.triangle_gluon import triangle_band_gluon
 
         gcfg = {a[len("gluon_"):]: c for a, c in cfg.items() if a.startswith("gluon_")}

@@ -212,54 +212,5 @@ def test_gluon_band_matches_reference(case: tuple, dtype: torch.dtype) -> None:
     assert err < (2e-2 if dtype == torch.bfloat16 else 5e-3), f"rel err {err:.2e}"
 
 
-WS_CASES = [(*c[:-1], {"band_ws": True, **{"band_ws_" + a[len("gluon_"):]: b for a, b in c[-1].items()
-                                             if a in ("gluon_block_n", "gluon_num_buf")}})
-            for c in GLUON_CASES] + [
-    (1, 32, 8, 9001, 9001, 128, 8, 512, 128, None, {"band_ws": True, "band_ws_ctas_per_sm": 0.1}),
-    (2, 8, 1, 3333, 3333, 128, 8, 512, 128, None, {"band_ws": True, "band_ws_block_n": 128, "band_ws_num_buf": 2}),
-    (1, 4, 4, 2222, 2222, 64, 3, 100, 7, None, {"band_ws": True, "band_ws_block_n": 32, "band_ws_num_buf": 4}),
-    (1, 32, 8, 5000, 5000, 128, 8, 512, 128, None, {"band_ws": True, "band_ws_consumers": 3, "band_ws_num_buf": 2}),
-    (1, 12, 4, 3001, 3001, 128, 8, 300, 64, None,
-     {"band_ws": True, "band_ws_consumers": 3, "band_ws_block_n": 32, "band_ws_num_buf": 4}),
-    (1, 8, 8, 1501, 1501, 128, 8, 512, 128, None, {"band_ws": True, "band_ws_consumers": 3, "band_ws_num_buf": 2}),
-    (2, 32, 8, 1000, 1000, 64, 0, 256, 0, None, {"band_ws": True, "band_ws_consumers": 3, "band_ws_num_buf": 2}),
-    (1, 32, 8, 3001, 20000, 128, 8, 512, 128, 20100,
-     {"band_ws": True, "band_ws_consumers": 3, "band_ws_num_buf": 2, "band_ws_pingpong": False}),
-]
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-@pytest.mark.parametrize("case", WS_CASES, ids=[f"wcase{i}" for i in range(len(WS_CASES))])
-def test_ws_band_matches_reference(case: tuple, dtype: torch.dtype) -> None:
-    """The persistent warp-specialized band kernel against the float64 reference (path checked)."""
-    if not _gluon_hopper():
-        pytest.skip("needs a Hopper GPU and triton.experimental.gluon")
-    from tmix_kernels import triangle_ws
-    from tmix_kernels.triangle_triton import triangle_attention_triton
-
-    b, h, hkv, lq, s, d, ni, nl, ln, tot, cfg = case
-    torch.manual_seed(int.from_bytes(os.urandom(4), "little"))
-    q = torch.randn(b, lq, h, d, device="cuda", dtype=dtype).transpose(1, 2)  # q: [B, H, Lq, D], strided
-    k = torch.randn(b, hkv, s, d, device="cuda", dtype=dtype)
-    v = torch.randn(b, hkv, s, d, device="cuda", dtype=dtype)
-    out = torch.full((b, lq, h, d), float("nan"), device="cuda", dtype=dtype)
-    triangle_ws.last_compiled.clear()
-    triangle_attention_triton(q, k, v, ni, nl, ln, tot, out=out, config=cfg)
-    torch.cuda.synchronize()
-    total = s if tot is None else tot
-    band_rows = min(max(total - ln - (s - lq), 0), lq)
-    assert ("band" in triangle_ws.last_compiled) == (d in (64, 128) and band_rows > 0)
-    assert not out.isnan().any(), "unwritten or NaN output"
-    picks = [torch.arange(min(64, lq)), torch.arange(max(band_rows - 64, 0), min(band_rows + 64, lq)),
-             torch.arange(max(lq - 64, 0), lq), torch.randint(0, lq, (256,)),
-             torch.arange(max(0, nl - (s - lq) - 40), min(lq, max(0, nl - (s - lq) + 40)))]
-    rows = torch.unique(torch.cat(picks)).to("cuda")
-    ref = _ref_rows(q, k, v, rows, ni, nl, ln, total)
-    err = _rel(out[:, rows], ref)
-    assert err < (2e-2 if dtype == torch.bfloat16 else 5e-3), f"rel err {err:.2e}"
-
-
 if __name__ == "__main__" and sys.argv[1:] == ["--interp"]:
     _interp_main()
