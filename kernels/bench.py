@@ -1,6 +1,6 @@
 """Benchmark: Triton triangle attention vs SDPA (flash, cuDNN, dense causal) and FlexAttention (same mask).
 
-Run as `python -m tmix_kernels.bench --lengths 32k,64k,128k [--json PATH] [--variants JSON]`.
+Run as `python -m tmix_kernels.bench --lengths 32k,64k,128k [--heads 32,8,128] [--json PATH] [--variants JSON]`.
 """
 
 from __future__ import annotations
@@ -157,11 +157,12 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def header(last_n: int = 128) -> str:
+def header(last_n: int = 128, heads: tuple[int, int, int] = (32, 8, 128)) -> str:
     """Device, versions and date of this run."""
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
+    h, hkv, d = heads
     return (f"{datetime.date.today().isoformat()} | {dev} | torch {torch.__version__} | triton {triton.__version__}"
-            f" | B=1, H=32, Hkv=8, D=128, bf16, n_init=8, n_local=512, last_n={last_n}")
+            f" | B=1, H={h}, Hkv={hkv}, D={d}, bf16, n_init=8, n_local=512, last_n={last_n}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--baselines", default="flex,flash,cudnn", help="comma list; empty for none")
     ap.add_argument("--variants", default="", help='JSON list of config overrides, e.g. [{"block_n":128}]')
     ap.add_argument("--last-n", type=int, default=128)
+    ap.add_argument("--heads", default="32,8,128", help="query heads, kv heads, head dim (Qwen2.5-7B: 28,4,128)")
     ap.add_argument("--json", default=None, help="also write the rows here")
     a = ap.parse_args(argv)
     if not torch.cuda.is_available():
@@ -178,12 +180,18 @@ def main(argv: list[str] | None = None) -> None:
     lengths = [_parse_len(s) for s in a.lengths.split(",") if s.strip()]
     variants = json.loads(a.variants) if a.variants else None
     baselines = tuple(b for b in a.baselines.split(",") if b)
-    rows = run(lengths, last_n=a.last_n, baselines=baselines, variants=variants, verbose=True)
-    print(header(a.last_n))
+    try:
+        heads = tuple(int(x) for x in a.heads.split(","))
+        h, hkv, d = heads
+    except ValueError:
+        raise SystemExit(f"--heads wants three integers H,HKV,D, got {a.heads!r}") from None
+    rows = run(lengths, heads=h, kv_heads=hkv, head_dim=d, last_n=a.last_n, baselines=baselines,
+               variants=variants, verbose=True)
+    print(header(a.last_n, heads))
     print(table(rows))
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"header": header(a.last_n), "rows": rows}, f, indent=1)
+            json.dump({"header": header(a.last_n, heads), "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

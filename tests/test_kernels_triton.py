@@ -29,6 +29,8 @@ CASES = [
     ("tma_d96_fp16", 1, 4, 1, 77, 77, 96, 0, 16, 8, None, "float16", {"tma": True}),
     ("edge16_gqa4", 1, 8, 2, 230, 230, 64, 8, 50, 16, None, "float32", {"block_n": 32, "edge_n": 16}),
     ("edge8_tail_fp16", 1, 4, 1, 90, 260, 64, 5, 37, 12, 270, "float16", {"block_n": 32, "edge_n": 8}),
+    ("gqa7_idle_head", 1, 14, 2, 77, 77, 64, 8, 20, 9, None, "float32", {}),
+    ("gqa5_bm16_chunk", 1, 5, 1, 61, 140, 64, 4, 24, 12, 150, "float16", {"block_m": 16, "block_n": 16}),
 ]
 BAD = [  # (name, q shape, k shape, dtype, kwargs): each must raise ValueError
     ("heads_not_multiple", (1, 6, 8, 64), (1, 4, 8, 64), "float32", {}),
@@ -125,6 +127,9 @@ GPU_CASES = SHARED_CASES + [  # the Triton kernel's other configs
     (1, 16, 4, 2000, 2000, 64, 8, 256, 64, None, {"tma": True}),
     (1, 32, 8, 5000, 5000, 128, 8, 512, 128, None, {"edge_n": 64}),
     (1, 32, 8, 3001, 20000, 128, 8, 300, 128, 20100, {"edge_n": 32, "tma": False}),
+    (1, 28, 4, 9001, 9001, 128, 8, 512, 128, None, {}),  # Qwen2.5-7B heads: GQA 7 packed as 8 (one idle head)
+    (1, 9, 3, 4097, 4097, 64, 8, 512, 128, None, {}),  # the default model's heads: GQA 3 packed as 4, d 64
+    (1, 40, 8, 3001, 20000, 128, 8, 512, 128, 20100, {}),  # GQA 5, a continuation chunk
 ]
 
 
