@@ -201,3 +201,16 @@ def test_chat_keep_history_and_kv(capsys, monkeypatch, tiny_dir, short_doc, tmp_
                          "--max-new-tokens", "6", *TINY)
     assert code == 0, err
     assert err.count("TTFT") == 2 and "cache hit" in err
+
+
+def test_help_cache_and_bad_input_do_not_import_torch(tmp_path):
+    """--help, `cache ls` and input errors answer at once: torch/transformers load only once a model is needed."""
+    code = ("import sys\nfrom tmixcli.cli import main\n"
+            "for argv in (['--help'], ['cache', 'ls'], ['ask', sys.argv[1], 'q'], ['prefill', sys.argv[1]]):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    env = {**os.environ, "TMIX_CACHE_DIR": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "missing.pdf")], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert "HEAVY []" in r.stdout, r.stdout + r.stderr
+    assert r.stderr.count("tmix: error:") == 2 and "Traceback" not in r.stderr

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from tmix_kernels import triangle_attention_blockwise
 from tmixcli.attention import dense_attention
-from tmixcli.calibrate import (fast_middle_scaled_attention, load_profile, middle_scaled_attention, pick_candidates,
-                               profile_path, run_calibrate)
+from tmixcli.calib_attention import fast_middle_scaled_attention, middle_scaled_attention
+from tmixcli.calibrate import load_profile, pick_candidates, profile_path, run_calibrate
 from tmixcli.config import AttentionConfig
 from tmixcli.evaluate import (SharedPrefix, _answered, answer_key, case_caches, eval_command, format_table, hopeless,
                               parse_lengths, run_eval)

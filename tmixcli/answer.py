@@ -10,30 +10,10 @@ from pathlib import Path
 import torch
 
 from tmixcli import attention, generate, kvstore, prompt
-from tmixcli.config import AttentionConfig, default_start_layer
+from tmixcli.config import AttentionConfig, Settings, default_start_layer
 from tmixcli.documents import Document
 from tmixcli.errors import TmixError
 from tmixcli.models import LoadedModel
-
-
-@dataclass
-class Settings:
-    """Everything a user can set for ask/prefill/chat; None start_layer means profile, else paper default."""
-
-    method: str = "trimix"
-    n_init: int = 8
-    n_local: int = 512
-    last_n: int = 128
-    start_layer: int | None = None
-    system: str | None = None
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    use_cache: bool = True
-    truncate: bool = False
-    chunk_size: int | None = None
-    progress: bool = True
 
 
 @dataclass

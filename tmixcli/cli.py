@@ -51,7 +51,7 @@ def _status(quiet: bool, msg: str) -> None:
 
 
 def _settings(**kw):
-    from tmixcli.answer import Settings
+    from tmixcli.config import Settings
 
     if kw["method"] not in ("trimix", "dense"):
         raise TmixError(f"--attention must be trimix or dense, not {kw['method']!r}")
@@ -104,17 +104,18 @@ def _describe(ctx, quiet: bool) -> None:
 
 def _open(source: Optional[str], kv: Optional[Path], s, pages, password, question_tokens: int, quiet: bool,
           model, device, dtype, device_map=None, threads=None, compile="off"):
-    from tmixcli import answer
     from tmixcli.documents import load_document
 
     if kv is not None:
         if not kv.is_file():
             raise TmixError(f"KV file not found: {kv}")
-        lm = _load(model, device, dtype, quiet, device_map, threads, compile)
-        return answer.open_kv(lm, kv, s)
-    doc = load_document(source, pages=pages, password=password)
+        doc = None
+    else:
+        doc = load_document(source, pages=pages, password=password)  # bad input fails before torch is imported
+    from tmixcli import answer
+
     lm = _load(model, device, dtype, quiet, device_map, threads, compile)
-    return answer.open_document(lm, doc, s, question_tokens)
+    return answer.open_kv(lm, kv, s) if doc is None else answer.open_document(lm, doc, s, question_tokens)
 
 
 @app.command()
@@ -133,8 +134,6 @@ def ask(
     quiet: bool = QuietOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Answer a question about a document (prefill, or reuse its cached KV), streaming the answer."""
-    from tmixcli import answer
-
     want = 1 if kv is not None else 2
     if len(args) != want:
         raise TmixError("usage: tmix ask FILE QUESTION, or tmix ask --kv PATH QUESTION")
@@ -148,6 +147,8 @@ def ask(
     ctx = _open(args[0] if kv is None else None, kv, s, pages, password, 64, quiet, model, device, dtype,
                 device_map, threads, compile)
     _describe(ctx, quiet)
+    from tmixcli import answer
+
     on_text = None if as_json else (lambda t: (sys.stdout.write(t), sys.stdout.flush()))
     ans = answer.ask(ctx, question, s, on_text)
     ctx.save()
@@ -183,7 +184,6 @@ def prefill(
     truncate: bool = TruncOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Prefill a document and save its KV cache file; prints the path."""
-    from tmixcli import answer
     from tmixcli.documents import load_document
 
     quiet = quiet or as_json
@@ -194,6 +194,8 @@ def prefill(
     if output is not None and not output.parent.is_dir():
         raise TmixError(f"-o {output}: folder {output.parent} does not exist")
     doc = load_document(file, pages=pages, password=password)
+    from tmixcli import answer
+
     lm = _load(model, device, dtype, quiet, device_map, threads, compile)
     ctx = answer.open_document(lm, doc, s, question_tokens=0, kv_out=output)
     ctx.save()
@@ -223,8 +225,6 @@ def chat(
     temperature: float = TempOpt, top_p: float = TopPOpt, seed: Optional[int] = SeedOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Ask question after question about one document (one per line; empty line or Ctrl-D ends)."""
-    from tmixcli import answer, prompt
-
     if (file is None) == (kv is None):
         raise TmixError("usage: tmix chat FILE, or tmix chat --kv PATH")
     s = _settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
@@ -232,6 +232,8 @@ def chat(
                   use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size, progress=not quiet)
     ctx = _open(file, kv, s, pages, password, 64, quiet, model, device, dtype, device_map, threads, compile)
     _describe(ctx, quiet)
+    from tmixcli import answer, prompt
+
     tty = sys.stdin.isatty()
     first = True
     while True:

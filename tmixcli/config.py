@@ -1,4 +1,4 @@
-"""Attention settings: which layers are dense, and the TriangleMix pattern of the others."""
+"""Settings: which layers are dense and the TriangleMix pattern of the others; a run's user settings (no torch here)."""
 
 from __future__ import annotations
 
@@ -41,3 +41,23 @@ class AttentionConfig:
 def default_start_layer(model_type: str, num_layers: int) -> int:
     """The paper's start layer for known models, else half the layers."""
     return KNOWN_START_LAYERS.get((model_type, num_layers), num_layers // 2)
+
+
+@dataclass
+class Settings:
+    """Everything a user can set for ask/prefill/chat; None start_layer means profile, else paper default."""
+
+    method: str = "trimix"
+    n_init: int = 8
+    n_local: int = 512
+    last_n: int = 128
+    start_layer: int | None = None
+    system: str | None = None
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    use_cache: bool = True
+    truncate: bool = False
+    chunk_size: int | None = None
+    progress: bool = True

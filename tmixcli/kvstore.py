@@ -14,14 +14,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-import torch
-
 import tmixcli
 from tmixcli.config import AttentionConfig
 from tmixcli.errors import TmixError
 from tmixcli.paths import cache_dir
 
 if TYPE_CHECKING:
+    import torch
     from transformers import DynamicCache
 
 FORMAT_VERSION = "1"
@@ -35,14 +34,15 @@ CHECKED_FIELDS = ("tmix_format", "dtype", "model_fingerprint",
 VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "tmix_attention", "dtype", "torch_dtype",
                         "_commit_hash", "attn_implementation", "use_cache", "output_attentions",
                         "output_hidden_states", "return_dict"}
-ST_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+# safetensors dtype -> (torch dtype name, item size); by name so that `tmix cache` never imports torch
+ST_DTYPES: dict[str, tuple[str, int]] = {
+    "F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2),
+    "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1), "U8": ("uint8", 1),
+    "BOOL": ("bool", 1), "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1),
 }
-ST_NAMES = {v: k for k, v in ST_DTYPES.items()}
-DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16",
-               torch.float8_e4m3fn: "fp8_e4m3", torch.float8_e5m2: "fp8_e5m2", torch.float64: "fp64"}
+ST_NAMES = {f"torch.{name}": st for st, (name, _) in ST_DTYPES.items()}
+DTYPE_NAMES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16",
+               "torch.float8_e4m3fn": "fp8_e4m3", "torch.float8_e5m2": "fp8_e5m2", "torch.float64": "fp64"}
 SLIDING_MSG = "sliding-window attention is not supported by the KV cache yet"
 
 
@@ -106,6 +106,8 @@ def _weight_digest(model: Any) -> bytes:
 
 
 def _sample_bytes(t: torch.Tensor, n: int = 4096) -> bytes:
+    import torch
+
     if t.device.type == "meta":
         return f"meta{tuple(t.shape)}".encode()
     flat = t.detach().reshape(-1)
@@ -137,7 +139,7 @@ def kv_path_for(key: str) -> Path:
 
 def dtype_name(dtype: torch.dtype | str) -> str:
     """torch.bfloat16 -> "bf16"; strings pass through."""
-    return dtype if isinstance(dtype, str) else DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+    return dtype if isinstance(dtype, str) else DTYPE_NAMES.get(str(dtype), str(dtype).removeprefix("torch."))
 
 
 def build_meta(*, model_id: str, fingerprint: str, dtype: torch.dtype | str, attn: AttentionConfig,
@@ -207,7 +209,7 @@ def _plan(tensors: list[tuple[str, torch.Tensor]], meta: dict[str, str]) -> byte
     offset = 0
     for name, t in tensors:
         nbytes = t.numel() * t.element_size()
-        header[name] = {"dtype": ST_NAMES[t.dtype], "shape": list(t.shape),
+        header[name] = {"dtype": ST_NAMES[str(t.dtype)], "shape": list(t.shape),
                         "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
@@ -222,6 +224,8 @@ def _write_bytes(f: BinaryIO, data: bytes | memoryview) -> None:
 
 def _tensor_bytes(t: torch.Tensor) -> memoryview:
     """Raw little-endian bytes of t in its own dtype (one CPU copy if t lives on a GPU)."""
+    import torch
+
     flat = t.detach().contiguous().reshape(-1)
     if flat.device.type != "cpu":
         flat = flat.cpu()
@@ -230,6 +234,8 @@ def _tensor_bytes(t: torch.Tensor) -> memoryview:
 
 def save_kv(path: Path, cache: Any, prefix_ids: list[int], meta: dict[str, str]) -> int:
     """Write cache + prefix ids + meta atomically (temp file, fsync, rename); returns bytes written."""
+    import torch
+
     path = Path(path)
     layers = _cache_tensors(cache)
     k0 = layers[0][0]  # keys: [1, Hkv, T, D]
@@ -351,7 +357,7 @@ def _check_tensors(path: Path, header: dict[str, Any], data_len: int) -> None:
         if offs[1] > data_len:
             raise TmixError(f"{path} is truncated: tensor {name!r} ends at data byte {offs[1]}, "
                             f"file has {data_len}")
-        if offs[1] - offs[0] != math.prod(shape) * ST_DTYPES[dtype].itemsize:
+        if offs[1] - offs[0] != math.prod(shape) * ST_DTYPES[dtype][1]:
             raise TmixError(f"{path}: corrupt KV file (tensor {name!r} size does not match its shape)")
         spans.append(tuple(offs))
     end = 0
@@ -397,7 +403,7 @@ def inspect_kv(path: Path) -> dict[str, Any]:
     tensors = {k: v for k, v in header.items() if k != "__metadata__"}
     expected = None
     with contextlib.suppress(KeyError, ValueError, StopIteration):
-        itemsize = next(ST_DTYPES[v["dtype"]].itemsize for k, v in tensors.items() if k.startswith("layers."))
+        itemsize = next(ST_DTYPES[v["dtype"]][1] for k, v in tensors.items() if k.startswith("layers."))
         dims = [int(meta[k]) for k in ("num_layers", "kv_heads", "n_tokens", "head_dim")]
         expected = dims[0] * 2 * dims[1] * dims[2] * dims[3] * itemsize
     kv_bytes = sum(v["data_offsets"][1] - v["data_offsets"][0] for k, v in tensors.items() if k != "prefix_ids")
@@ -432,6 +438,7 @@ def _expected_tensors(path: Path, header: dict[str, Any], meta: dict[str, str]) 
 
 def load_kv(path: Path, device: torch.device | str = "cpu") -> tuple[DynamicCache, list[int], dict[str, str]]:
     """Validate, memory-map and load a KV file into a DynamicCache on `device`; records last use."""
+    import torch
     from safetensors import safe_open
     from transformers import DynamicCache
 
