@@ -1,4 +1,4 @@
-"""Settings: which layers are dense and the TriangleMix pattern of the others; a run's user settings (no torch here)."""
+"""Plain settings (no torch): the attention pattern of each layer, and what a user sets for one run."""
 
 from __future__ import annotations
 
