@@ -206,11 +206,14 @@ def test_chat_keep_history_and_kv(capsys, monkeypatch, tiny_dir, short_doc, tmp_
 def test_help_cache_and_bad_input_do_not_import_torch(tmp_path):
     """--help, `cache ls` and input errors answer at once: torch/transformers load only once a model is needed."""
     code = ("import sys\nfrom tmixcli.cli import main\n"
-            "for argv in (['--help'], ['cache', 'ls'], ['ask', sys.argv[1], 'q'], ['prefill', sys.argv[1]]):\n"
+            "for argv in (['--help'], ['cache', 'ls'], ['ask', sys.argv[1], 'q'], ['prefill', sys.argv[1]],\n"
+            "             ['ask', '--kv', sys.argv[2], 'q']):\n"
             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
             "print('HEAVY', sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     env = {**os.environ, "TMIX_CACHE_DIR": str(tmp_path / "cache")}
-    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "missing.pdf")], capture_output=True, text=True,
-                       env=env, timeout=120)
+    bad_kv = tmp_path / "notes.safetensors"
+    bad_kv.write_text("not a KV file")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "missing.pdf"), str(bad_kv)], capture_output=True,
+                       text=True, env=env, timeout=120)
     assert "HEAVY []" in r.stdout, r.stdout + r.stderr
-    assert r.stderr.count("tmix: error:") == 2 and "Traceback" not in r.stderr
+    assert r.stderr.count("tmix: error:") == 3 and "Traceback" not in r.stderr

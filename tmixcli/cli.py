@@ -109,6 +109,9 @@ def _open(source: Optional[str], kv: Optional[Path], s, pages, password, questio
     if kv is not None:
         if not kv.is_file():
             raise TmixError(f"KV file not found: {kv}")
+        from tmixcli.kvstore import read_meta
+
+        read_meta(kv)  # a foreign or damaged file is refused before the model loads
         doc = None
     else:
         doc = load_document(source, pages=pages, password=password)  # bad input fails before torch is imported
