@@ -156,6 +156,15 @@ BAD = [
     (["cache", "rm", "ffffffffffff"], "no"),
     (["ask", "sample_docs/notes.txt", "q?", "--compile", "maybe"], "auto, on or off"),
     (["bench", "--arch", "smollm2-135m", "--lengths", "1k", "--compile", "maybe"], "auto, on or off"),
+    (["ask", "sample_docs/notes.txt", "q?", "--temperature", "-1"], "--temperature"),
+    (["ask", "sample_docs/notes.txt", "q?", "--top-p", "0"], "--top-p"),
+    (["bench", "--lengths", "1k", "--plot", "no/such/folder/ttft.png"], "does not exist"),
+    (["calibrate", "--plot", "sample_docs"], "directory"),
+    (["ask"], "missing argument"),  # usage errors from typer's (vendored) click, not only our own checks
+    (["ask", "sample_docs/notes.txt", "q?", "--max-new-tokens", "many"], "--max-new-tokens"),
+    (["ask", "sample_docs/notes.txt", "q?", "--bogus"], "no such option"),
+    (["nosuch"], "no such command"),
+    (["cache", "rm"], "missing argument"),
 ]
 
 
@@ -174,6 +183,12 @@ def test_bad_kv_file_no_traceback(tmp_path):
     res = tmix_subprocess("ask", "--kv", str(bad), "What?")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+@pytest.mark.parametrize("argv", [[], ["cache"]])
+def test_bare_command_prints_help(capsys, argv):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and "Usage: tmix" in out + err and "Traceback" not in err
 
 
 def test_concurrent_prefill_leaves_one_valid_file(tmp_path, tiny_dir, short_doc):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from tmixcli.errors import TmixError
+from tmixcli.paths import check_output
 
 if TYPE_CHECKING:
     import torch
@@ -605,6 +606,7 @@ def bench_command(
     """Time to first token, dense vs TriangleMix, at several prompt lengths (random token ids)."""
     if as_json and as_csv:
         raise TmixError("give --json or --csv, not both")
+    check_output(plot, "--plot")
     log = None if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     start = time.perf_counter()
     result = run_bench(model, arch=arch, lengths=parse_lengths(lengths), methods=parse_methods(methods),

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from tmixcli.paths import check_output
+
 if TYPE_CHECKING:
     from tmixcli.models import LoadedModel
 
@@ -254,6 +256,7 @@ def calibrate_command(
     from tmixcli.evaluate import _check_tasks, parse_lengths
     from tmixcli.models import load_model
 
+    check_output(plot, "--plot")
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     _check_tasks(task_list)
     lens = parse_lengths(length)

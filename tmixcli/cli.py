@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 
 from tmixcli.errors import TmixError
+from tmixcli.paths import check_output
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Ask questions about long documents with a local LLM: TriangleMix prefill, reusable KV cache.")
@@ -57,6 +57,10 @@ def _settings(**kw):
         raise TmixError(f"--attention must be trimix or dense, not {kw['method']!r}")
     if kw.get("max_new_tokens", 1) < 1:
         raise TmixError("--max-new-tokens must be at least 1")
+    if kw.get("temperature", 0.0) < 0:
+        raise TmixError("--temperature must be 0 (greedy) or more")
+    if not 0 < kw.get("top_p", 1.0) <= 1:
+        raise TmixError("--top-p must be in (0, 1]")
     if kw.get("chunk_size") is not None and kw["chunk_size"] < 1:
         raise TmixError("--chunk-size must be at least 1")
     return Settings(**kw)
@@ -192,10 +196,7 @@ def prefill(
     quiet = quiet or as_json
     s = _settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
                   system=system, truncate=truncate, chunk_size=chunk_size, progress=not quiet, max_new_tokens=1)
-    if output is not None and output.is_dir():
-        raise TmixError(f"-o {output} is a directory; give a file path")
-    if output is not None and not output.parent.is_dir():
-        raise TmixError(f"-o {output}: folder {output.parent} does not exist")
+    check_output(output, "-o")
     doc = load_document(file, pages=pages, password=password)
     from tmixcli import answer
 
@@ -275,6 +276,18 @@ def _register_optional() -> None:
 _register_optional()
 
 
+def _usage_error_base() -> type[Exception]:
+    """The class of click's usage errors as typer uses it (typer >= 0.2x vendors its own click)."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _usage_line(err: Exception) -> str:
+    """One line for a usage error: the message and where help is."""
+    msg = " ".join(err.format_message().split())
+    ctx = getattr(err, "ctx", None)
+    return f"tmix: error: {msg}" + (f" (see '{ctx.command_path} --help')" if ctx is not None else "")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: TmixError -> one line on stderr and its exit code; never a traceback for user errors."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -284,12 +297,9 @@ def main(argv: list[str] | None = None) -> None:
     except TmixError as err:
         print(f"tmix: error: {err}", file=sys.stderr)
         sys.exit(err.code)
-    except click.exceptions.Exit as err:
+    except typer.Exit as err:
         sys.exit(err.exit_code)
-    except click.ClickException as err:
-        err.show()
-        sys.exit(err.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("tmix: aborted", file=sys.stderr)
         sys.exit(130)
     except KeyboardInterrupt:
@@ -297,4 +307,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(141)
+    except Exception as err:
+        if not isinstance(err, _usage_error_base()):
+            raise
+        if type(err).__name__ == "NoArgsIsHelpError":  # bare `tmix` or `tmix cache`: the help text
+            err.show()
+        else:
+            print(_usage_line(err), file=sys.stderr)
+        sys.exit(err.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

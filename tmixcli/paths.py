@@ -5,9 +5,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tmixcli.errors import TmixError
+
 
 def cache_dir() -> Path:
     """The cache root (converted default model, KV files, calibration profiles); created on demand."""
     root = Path(os.environ.get("TMIX_CACHE_DIR") or Path.home() / ".cache" / "tmix").expanduser()
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def check_output(path: Path | str | None, option: str) -> None:
+    """Refuse an output path whose folder is missing or that is a folder, before any long work starts."""
+    if path is None:
+        return
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise TmixError(f"{option} {path} is a directory; give a file path")
+    if not path.parent.is_dir():
+        raise TmixError(f"{option} {path}: folder {path.parent} does not exist")
