@@ -125,3 +125,17 @@ def test_device_map_over_two_gpus_matches_one_gpu(tmp_path):
         cache, _ = generate.prefill(model, ids, chunk_size=1024)
         outs.append(generate.extend(model, cache, [1, 2, 3]).cpu())
     assert torch.nn.functional.cosine_similarity(outs[0], outs[1], dim=0) > 0.999
+
+    # the split model's KV file loads back with each layer's tensors on that layer's GPU
+    from tmixcli import kvstore
+    from tmixcli.models import layer_devices
+
+    cache, _ = generate.prefill(split, ids, chunk_size=1024)
+    path = tmp_path / "split.kv.safetensors"
+    kvstore.save_kv(path, cache, ids, {})
+    devices = layer_devices(split)
+    assert {d.index for d in devices} == {0, 1}
+    loaded, _, _ = kvstore.load_kv(path, devices)
+    assert [layer.keys.device for layer in loaded.layers] == devices
+    again = generate.extend(split, loaded, [1, 2, 3]).cpu()
+    assert torch.nn.functional.cosine_similarity(outs[1], again, dim=0) > 0.9999

@@ -127,6 +127,20 @@ def test_round_trip_continuation(kind: str, tokenizer) -> None:
     torch.testing.assert_close(from_loaded, one_pass, atol=1e-5, rtol=1e-5)
 
 
+def test_load_per_layer_devices(tokenizer) -> None:
+    """A device list (one per layer, as a device map places them) is honoured; a wrong count is refused."""
+    from tmixcli.models import layer_devices
+
+    model = tiny_model()
+    path, cache, _ = saved(model, tokenizer)
+    devices = layer_devices(model)
+    assert devices == [torch.device("cpu")] * 3
+    loaded, _, _ = kvstore.load_kv(path, devices)
+    assert all(torch.equal(a.keys, b.keys) for a, b in zip(loaded.layers, cache.layers))
+    with pytest.raises(TmixError, match="3 layers, the model 2"):
+        kvstore.load_kv(path, devices[:2])
+
+
 @pytest.mark.parametrize("dtype,nbytes", [(torch.float32, 4), (torch.bfloat16, 2)])
 def test_file_size_and_dtype_preserved(dtype: torch.dtype, nbytes: int, tokenizer) -> None:
     model = tiny_model(dtype=dtype)

@@ -13,7 +13,7 @@ from tmixcli import attention, generate, kvstore, prompt
 from tmixcli.config import AttentionConfig, Settings, default_start_layer
 from tmixcli.documents import Document
 from tmixcli.errors import TmixError
-from tmixcli.models import LoadedModel
+from tmixcli.models import LoadedModel, layer_devices
 
 
 @dataclass
@@ -148,7 +148,7 @@ def open_document(lm: LoadedModel, doc: Document, s: Settings, question_tokens: 
 def _load_into(ctx: Context, path: Path, s: Settings, doc: Document | None, ids: list[int] | None) -> Context:
     lm = ctx.lm
     start = _now(lm)
-    cache, stored_ids, meta = kvstore.load_kv(path, lm.device)
+    cache, stored_ids, meta = kvstore.load_kv(path, layer_devices(lm.model) or lm.device)
     kvstore.check_kv(meta, cache, _expected_meta(lm, ctx.attn, s, doc), lm.model.config)
     if ids is not None:
         kvstore.check_prefix(stored_ids, ids)

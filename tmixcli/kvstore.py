@@ -12,6 +12,7 @@ import struct
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import tmixcli
@@ -436,8 +437,10 @@ def _expected_tensors(path: Path, header: dict[str, Any], meta: dict[str, str]) 
     return dims
 
 
-def load_kv(path: Path, device: torch.device | str = "cpu") -> tuple[DynamicCache, list[int], dict[str, str]]:
-    """Validate, memory-map and load a KV file into a DynamicCache on `device`; records last use."""
+def load_kv(path: Path, device: torch.device | str | Sequence[torch.device] = "cpu",
+            ) -> tuple[DynamicCache, list[int], dict[str, str]]:
+    """Validate, memory-map and load a KV file into a DynamicCache on `device` (or one device per layer, as a
+    device map places them); records last use."""
     import torch
     from safetensors import safe_open
     from transformers import DynamicCache
@@ -447,13 +450,18 @@ def load_kv(path: Path, device: torch.device | str = "cpu") -> tuple[DynamicCach
     meta = header.get("__metadata__", {})
     _check_version(path, meta)
     n_layers = _expected_tensors(path, header, meta)[0]
-    device = torch.device(device)
+    if isinstance(device, (str, torch.device)):
+        devices = [torch.device(device)] * n_layers
+    elif len(device) != n_layers:
+        raise TmixError(f"{path}: the KV file has {n_layers} layers, the model {len(device)}")
+    else:
+        devices = [torch.device(d) for d in device]
     cache = DynamicCache()
     with safe_open(str(path), framework="pt", device="cpu") as f:
         prefix_ids = f.get_tensor("prefix_ids").tolist()  # prefix_ids: [T]
         for i in range(n_layers):
-            k = _to_device(f.get_tensor(f"layers.{i}.keys"), device)  # keys: [1, Hkv, T, D]
-            v = _to_device(f.get_tensor(f"layers.{i}.values"), device)  # values: [1, Hkv, T, D]
+            k = _to_device(f.get_tensor(f"layers.{i}.keys"), devices[i])  # keys: [1, Hkv, T, D]
+            v = _to_device(f.get_tensor(f"layers.{i}.values"), devices[i])  # values: [1, Hkv, T, D]
             cache.update(k, v, i)
     with contextlib.suppress(OSError):
         os.utime(path)

@@ -43,6 +43,20 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def layer_devices(model: torch.nn.Module) -> list[torch.device] | None:
+    """The device of each decoder layer's weights (differs per layer under a device map); None if unknown."""
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if layers is None:
+        return None
+    devices = []
+    for layer in layers:
+        param = next(layer.parameters(), None)
+        if param is None or param.device.type == "meta":  # offloaded: accelerate moves it in at run time
+            return None
+        devices.append(param.device)
+    return devices
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
