@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import torch
 from transformers import DynamicCache
 
+from tmixcli.kvcache import growing_cache
 
 
 @contextmanager
@@ -69,7 +70,7 @@ def prefill(model: torch.nn.Module, prefix_ids: list[int], chunk_size: int | Non
     ids = torch.tensor([prefix_ids], device=device)  # ids: [1, T]
     total = ids.shape[1]
     step = chunk_size or auto_chunk_size(model, total) or total
-    cache = DynamicCache(config=model.config)
+    cache = growing_cache(model.config, expected=total)  # appends in place: no K/V copy per decoded token
     n_chunks = -(-total // step)
     with layer_progress(model, n_chunks, progress):
         for start in range(0, total, step):

@@ -445,6 +445,8 @@ def load_kv(path: Path, device: torch.device | str | Sequence[torch.device] = "c
     from safetensors import safe_open
     from transformers import DynamicCache
 
+    from tmixcli.kvcache import GrowingLayer
+
     path = Path(path)
     header, _, _ = _read_header(path)
     meta = header.get("__metadata__", {})
@@ -460,21 +462,17 @@ def load_kv(path: Path, device: torch.device | str | Sequence[torch.device] = "c
     with safe_open(str(path), framework="pt", device="cpu") as f:
         prefix_ids = f.get_tensor("prefix_ids").tolist()  # prefix_ids: [T]
         for i in range(n_layers):
-            k = _to_device(f.get_tensor(f"layers.{i}.keys"), devices[i])  # keys: [1, Hkv, T, D]
-            v = _to_device(f.get_tensor(f"layers.{i}.values"), devices[i])  # values: [1, Hkv, T, D]
-            cache.update(k, v, i)
+            k = _staged(f.get_tensor(f"layers.{i}.keys"), devices[i])  # keys: [1, Hkv, T, D]
+            v = _staged(f.get_tensor(f"layers.{i}.values"), devices[i])  # values: [1, Hkv, T, D]
+            cache.layers.append(GrowingLayer.holding(k, v, devices[i]))  # one copy into a buffer with spare rows
     with contextlib.suppress(OSError):
         os.utime(path)
     return cache, prefix_ids, meta
 
 
-def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """CPU tensors stay; CUDA gets an async copy through pinned memory."""
-    if device.type == "cpu":
-        return t
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
+def _staged(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Pinned for a CUDA target (the copy into the layer's buffer is then asynchronous), else as read."""
+    return t.pin_memory() if device.type == "cuda" else t
 
 
 def check_kv(meta: dict[str, str], cache: Any, expected: dict[str, str], model_config: Any) -> None:

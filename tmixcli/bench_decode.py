@@ -1,0 +1,110 @@
+"""Decode speed on a prefilled context: transformers' DynamicCache (a torch.cat of the whole K/V per token) vs
+tmix's in-place cache (kvcache.GrowingLayer). Usage:
+
+    python -m tmixcli.bench_decode --arch llama-3.1-8b --lengths 32k,128k --tokens 64 --json out.json
+    python -m tmixcli.bench_decode --lengths 2k,7k            # the default model on this machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+
+import torch
+from transformers.cache_utils import DynamicLayer
+
+from tmixcli import attention, generate
+from tmixcli.bench import _device_name, _resolve_model, _sync, _version, parse_lengths
+from tmixcli.config import AttentionConfig, default_start_layer
+from tmixcli.kvcache import GrowingLayer
+
+
+def decode_rate(model: torch.nn.Module, cache, n: int) -> float:
+    """Tokens per second of n greedy single-token steps on top of `cache` (rewound afterwards)."""
+    base = cache.get_seq_length()
+    logits = generate.extend(model, cache, [1])
+    _sync(model.device)
+    start = time.perf_counter()
+    for _ in range(n):
+        logits = generate.extend(model, cache, [generate.choose(logits)])
+    _sync(model.device)
+    rate = n / (time.perf_counter() - start)
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys[..., :base, :], layer.values[..., :base, :]
+    return rate
+
+
+def to_plain(cache) -> None:
+    """Swap every layer for a transformers DynamicLayer holding a contiguous copy (one layer at a time)."""
+    for i, layer in enumerate(cache.layers):
+        plain = DynamicLayer()
+        plain.lazy_initialization(layer.keys, layer.values)
+        plain.keys, plain.values = layer.keys.contiguous().clone(), layer.values.contiguous().clone()
+        cache.layers[i] = plain
+
+
+def to_growing(cache) -> None:
+    """Swap every layer back for an in-place GrowingLayer (one layer at a time)."""
+    for i, layer in enumerate(cache.layers):
+        cache.layers[i] = GrowingLayer.holding(layer.keys, layer.values)
+
+
+def run(model: torch.nn.Module, lengths: list[int], tokens: int, repeats: int, log) -> list[dict]:
+    """Per length: `repeats` rounds of (in place, DynamicCache) decode rates on one prefilled context; medians."""
+    cfg = model.config
+    attention.attach(model, AttentionConfig(start_layer=default_start_layer(cfg.model_type, cfg.num_hidden_layers)))
+    rows = []
+    for length in lengths:
+        ids = torch.randint(0, cfg.vocab_size, (length,), generator=torch.Generator().manual_seed(length)).tolist()
+        cache, _ = generate.prefill(model, ids)
+        rates: dict[str, list[float]] = {"in_place": [], "dynamic_cache": []}
+        for _ in range(repeats):
+            for kind, swap in (("in_place", to_growing), ("dynamic_cache", to_plain)):
+                swap(cache)
+                decode_rate(model, cache, 4)  # warm-up
+                rates[kind].append(decode_rate(model, cache, tokens))
+        del cache
+        in_place, cat = statistics.median(rates["in_place"]), statistics.median(rates["dynamic_cache"])
+        rows.append({"length": length, "tokens": tokens, "in_place_tok_s": round(in_place, 2),
+                     "dynamic_cache_tok_s": round(cat, 2), "speedup": round(in_place / cat, 3),
+                     "samples": {k: [round(r, 2) for r in v] for k, v in rates.items()}})
+        log(f"bench_decode: {length} tokens of context: in place {in_place:.1f} tok/s, "
+            f"DynamicCache {cat:.1f} tok/s ({in_place / cat:.2f}x)")
+        if model.device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default=None, help="llama-3.1-8b, qwen2.5-7b or smollm2-135m (random weights)")
+    ap.add_argument("--model", default=None, help="HF id, model dir or .gguf (default: the embedded model)")
+    ap.add_argument("--lengths", default="2k,7k")
+    ap.add_argument("--tokens", type=int, default=32, help="decoded tokens timed per cache kind and round")
+    ap.add_argument("--repeats", type=int, default=3, help="rounds, the two cache kinds alternating")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--json", default=None, help="also write the result here")
+    a = ap.parse_args(argv)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    model, label, _ = _resolve_model(a.model, a.arch, a.device, a.dtype, False, log)
+    with torch.inference_mode():
+        rows = run(model, parse_lengths(a.lengths), a.tokens, a.repeats, log)
+    result = {"tool": "python -m tmixcli.bench_decode " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": label,
+              "device_name": _device_name(model.device), "dtype": str(model.dtype).removeprefix("torch."),
+              "torch": _version("torch"), "transformers": _version("transformers"),
+              "cpu_threads": torch.get_num_threads(), "rows": rows}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if a.json:
+        with open(a.json, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
