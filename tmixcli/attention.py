@@ -70,10 +70,15 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: fl
 def tmix_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                    attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
                    sliding_window: int | None = None, tmix_total_len: int | None = None,
-                   **kwargs) -> tuple[torch.Tensor, None]:
-    """AttentionInterface entry: triangle in deep layers during prefill, dense causal otherwise."""
+                   tmix_decode_pos: torch.Tensor | None = None, **kwargs) -> tuple[torch.Tensor, None]:
+    """AttentionInterface entry: triangle in deep layers during prefill, dense causal otherwise; a graph-captured
+    decode step (`tmix_decode_pos`: its position on the device) attends over the first pos + 1 rows of the buffers."""
     if attention_mask is not None:
         raise ValueError("tmix attention runs a batch of one unpadded sequence; got an attention mask")
+    if tmix_decode_pos is not None:
+        from tmix_kernels.decode_triton import decode_attention_triton
+
+        return decode_attention_triton(query, key, value, tmix_decode_pos, scaling), None
     cfg = layer_config(module)
     if tmix_total_len is not None and cfg.is_triangle(module.layer_idx) and sliding_window is None:
         out = triangle_attention(query, key, value, cfg.n_init, cfg.n_local, cfg.last_n, tmix_total_len, scaling)

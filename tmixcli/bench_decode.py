@@ -1,5 +1,5 @@
 """Decode speed on a prefilled context: transformers' DynamicCache (a torch.cat of the whole K/V per token) vs
-tmix's in-place cache (kvcache.GrowingLayer). Usage:
+tmix's in-place cache (kvcache.GrowingLayer), eager and (on CUDA) replayed from a captured graph. Usage:
 
     python -m tmixcli.bench_decode --arch llama-3.1-8b --lengths 32k,128k --tokens 64 --json out.json
     python -m tmixcli.bench_decode --lengths 2k,7k            # the default model on this machine
@@ -20,6 +20,7 @@ from transformers.cache_utils import DynamicLayer
 from tmixcli import attention, generate
 from tmixcli.bench import _device_name, _resolve_model, _sync, _version, parse_lengths
 from tmixcli.config import AttentionConfig, default_start_layer
+from tmixcli.graph_decode import GraphDecoder
 from tmixcli.kvcache import GrowingLayer
 
 
@@ -33,6 +34,23 @@ def decode_rate(model: torch.nn.Module, cache, n: int) -> float:
         logits = generate.extend(model, cache, [generate.choose(logits)])
     _sync(model.device)
     rate = n / (time.perf_counter() - start)
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys[..., :base, :], layer.values[..., :base, :]
+    return rate
+
+
+def graph_rate(model: torch.nn.Module, cache, n: int) -> float:
+    """Tokens per second of n steps replayed from a captured CUDA graph (capture not timed; rewound afterwards)."""
+    base = cache.get_seq_length()
+    dec = GraphDecoder(model, cache, n + 1)
+    logits = dec.step(1)
+    _sync(model.device)
+    start = time.perf_counter()
+    for _ in range(n):
+        logits = dec.step(generate.choose(logits))
+    _sync(model.device)
+    rate = n / (time.perf_counter() - start)
+    dec.close()
     for layer in cache.layers:
         layer.keys, layer.values = layer.keys[..., :base, :], layer.values[..., :base, :]
     return rate
@@ -61,19 +79,27 @@ def run(model: torch.nn.Module, lengths: list[int], tokens: int, repeats: int, l
     for length in lengths:
         ids = torch.randint(0, cfg.vocab_size, (length,), generator=torch.Generator().manual_seed(length)).tolist()
         cache, _ = generate.prefill(model, ids)
-        rates: dict[str, list[float]] = {"in_place": [], "dynamic_cache": []}
+        graph = model.device.type == "cuda"
+        rates: dict[str, list[float]] = {"in_place": [], "dynamic_cache": [], **({"graph": []} if graph else {})}
         for _ in range(repeats):
-            for kind, swap in (("in_place", to_growing), ("dynamic_cache", to_plain)):
-                swap(cache)
-                decode_rate(model, cache, 4)  # warm-up
-                rates[kind].append(decode_rate(model, cache, tokens))
+            to_growing(cache)
+            decode_rate(model, cache, 4)  # warm-up
+            rates["in_place"].append(decode_rate(model, cache, tokens))
+            if graph:
+                rates["graph"].append(graph_rate(model, cache, tokens))
+            to_plain(cache)
+            decode_rate(model, cache, 4)
+            rates["dynamic_cache"].append(decode_rate(model, cache, tokens))
         del cache
-        in_place, cat = statistics.median(rates["in_place"]), statistics.median(rates["dynamic_cache"])
-        rows.append({"length": length, "tokens": tokens, "in_place_tok_s": round(in_place, 2),
-                     "dynamic_cache_tok_s": round(cat, 2), "speedup": round(in_place / cat, 3),
-                     "samples": {k: [round(r, 2) for r in v] for k, v in rates.items()}})
-        log(f"bench_decode: {length} tokens of context: in place {in_place:.1f} tok/s, "
-            f"DynamicCache {cat:.1f} tok/s ({in_place / cat:.2f}x)")
+        med = {k: statistics.median(v) for k, v in rates.items()}
+        row = {"length": length, "tokens": tokens, "in_place_tok_s": round(med["in_place"], 2),
+               "dynamic_cache_tok_s": round(med["dynamic_cache"], 2),
+               "speedup": round(med["in_place"] / med["dynamic_cache"], 3)}
+        if graph:
+            row.update(graph_tok_s=round(med["graph"], 2), graph_speedup=round(med["graph"] / med["dynamic_cache"], 3))
+        rows.append({**row, "samples": {k: [round(r, 2) for r in v] for k, v in rates.items()}})
+        log(f"bench_decode: {length} tokens of context: in place {med['in_place']:.1f} tok/s, DynamicCache "
+            f"{med['dynamic_cache']:.1f} tok/s" + (f", CUDA graph {med['graph']:.1f} tok/s" if graph else ""))
         if model.device.type == "cuda":
             torch.cuda.empty_cache()
     return rows

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import torch
 from transformers import DynamicCache
 
+from tmixcli import graph_decode
 from tmixcli.kvcache import growing_cache
 
 
@@ -120,15 +121,22 @@ def generate_ids(model: torch.nn.Module, cache: DynamicCache, suffix_ids: list[i
     """Run the suffix on top of the cache, then decode token by token until a stop id (not yielded)."""
     gen = torch.Generator(device=model.device).manual_seed(seed) if seed is not None else None
     logits = extend(model, cache, suffix_ids)
-    for i in range(max_new_tokens):
-        tok = choose(logits, temperature, top_p, gen)
-        if i == 0 and on_first is not None:
-            on_first()
-        if tok in stops:
-            return
-        yield tok
-        if i + 1 < max_new_tokens:
-            logits = extend(model, cache, [tok])
+    graph = None  # on CUDA the steps after the first token replay a captured graph (graph_decode)
+    try:
+        for i in range(max_new_tokens):
+            tok = choose(logits, temperature, top_p, gen)
+            if i == 0 and on_first is not None:
+                on_first()
+            if tok in stops:
+                return
+            yield tok
+            if i + 1 < max_new_tokens:
+                if i == 0:
+                    graph = graph_decode.start(model, cache, max_new_tokens - 1)
+                logits = graph.step(tok) if graph is not None else extend(model, cache, [tok])
+    finally:
+        if graph is not None:
+            graph.close()
 
 
 def stream_text(tokenizer, token_iter: Iterator[int]) -> Iterator[str]:

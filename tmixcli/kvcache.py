@@ -71,6 +71,11 @@ class GrowingLayer(DynamicLayer):
         self.keys, self.values = self._kbuf[:, :, :need], self._vbuf[:, :, :need]
         return self.keys, self.values
 
+    def reserve(self, rows: int) -> None:
+        """Make room for `rows` tokens in all (one regrow now, none while decoding)."""
+        if self._kbuf is None or not self._owns_keys() or self._kbuf.shape[-2] < rows:
+            self._alloc(self.keys, self.values, max(rows, self.keys.shape[-2] + HEADROOM))
+
     def reset(self) -> None:
         self._kbuf = self._vbuf = None
         super().reset()
