@@ -20,7 +20,8 @@ from tmix_kernels.triangle_triton import LOG2E, _interpreting, _merge_splits
 def _decode_split(Q, K, V, Pos, OPart, LsePart,
                   stride_qh, stride_qd, stride_kh, stride_kn, stride_kd, stride_vh, stride_vn, stride_vd,
                   split_len, n_splits, qk_scale, G,
-                  GP: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
+                  GP: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+                  DOT_PREC: tl.constexpr):
     """Partial attention of kv head program_id(0)'s query heads over keys [split * split_len, ...) below L."""
     kvh = tl.program_id(0)
     split = tl.program_id(1)
@@ -43,7 +44,7 @@ def _decode_split(Q, K, V, Pos, OPart, LsePart,
         k_ok = kn < hi
         k = tl.load(K + kvh * stride_kh + kn[None, :] * stride_kn + offs_d[:, None] * stride_kd,
                     mask=k_ok[None, :] & d_ok[:, None], other=0.0)  # kT: [BLOCK_D, BLOCK_N]
-        s = tl.where(k_ok[None, :], tl.dot(q, k) * qk_scale, float("-inf"))  # s: [GP, BLOCK_N]
+        s = tl.where(k_ok[None, :], tl.dot(q, k, input_precision=DOT_PREC) * qk_scale, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         p = tl.math.exp2(s - m_safe[:, None])
@@ -51,7 +52,7 @@ def _decode_split(Q, K, V, Pos, OPart, LsePart,
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(V + kvh * stride_vh + kn[:, None] * stride_vn + offs_d[None, :] * stride_vd,
                     mask=k_ok[:, None] & d_ok[None, :], other=0.0)  # v: [BLOCK_N, BLOCK_D]
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PREC)  # acc: [GP, BLOCK_D]
         m_i = m_new
     has = l_i > 0.0
     lse = tl.where(has, m_i + tl.math.log2(tl.where(has, l_i, 1.0)), float("-inf"))
@@ -92,7 +93,8 @@ def decode_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p
     _decode_split[(hkv, n_splits)](
         q, k, v, pos, o_part, lse_part, q.stride(1), q.stride(3), k.stride(1), k.stride(2), k.stride(3),
         v.stride(1), v.stride(2), v.stride(3), split_len, n_splits, sc, g,
-        GP=max(16, triton.next_power_of_2(g)), BLOCK_N=block_n, HEAD_DIM=d, BLOCK_D=block_d, num_warps=4,
+        GP=max(16, triton.next_power_of_2(g)), BLOCK_N=block_n, HEAD_DIM=d, BLOCK_D=block_d,
+        DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32", num_warps=4,
         num_stages=1 if _interpreting() else 3)
     _merge_splits[(1, h)](o_part, lse_part, out, *out.stride(), n_splits, 1, 0, h,
                           SPLIT_PAD=max(2, triton.next_power_of_2(n_splits)), HEAD_DIM=d, BLOCK_D=block_d,

@@ -165,3 +165,28 @@ def test_graph_decode_matches_eager_decode(family):
         assert _rel(x.keys, y.keys.double()) < 1e-2
     tokens = list(generate.generate_ids(model, graph_cache, [5, 6, 7], set(), max_new_tokens=30))
     assert len(tokens) == 30 and graph_cache.get_seq_length() == 1540 + 3 + 29
+
+
+def test_graph_decode_answers_like_eager_across_questions(monkeypatch):
+    """fp32: greedy answers with graph replays equal the eager ones, question after question (rewound or kept)."""
+    from tiny import tiny_model
+
+    from tmixcli import attention, generate
+    from tmixcli.answer import rewind
+    from tmixcli.config import AttentionConfig
+
+    model = tiny_model("llama", max_position_embeddings=4096).cuda().eval()
+    attention.attach(model, AttentionConfig(method="trimix", start_layer=1, n_local=64, last_n=16))
+    ids = torch.randint(3, 300, (900,)).tolist()
+    questions = [torch.randint(3, 300, (12,)).tolist() for _ in range(3)]
+    runs = {}
+    for graphs in ("1", "0"):
+        monkeypatch.setenv("TMIX_CUDA_GRAPHS", graphs)
+        cache, _ = generate.prefill(model, ids)
+        answers = []
+        for i, q in enumerate(questions):
+            answers.append(list(generate.generate_ids(model, cache, q, set(), max_new_tokens=24)))
+            if i == 0:
+                rewind(cache, len(ids))  # like `ask`/`chat`; the later questions keep the history
+        runs[graphs] = (answers, cache.get_seq_length())
+    assert runs["1"] == runs["0"]
