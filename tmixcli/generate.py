@@ -11,12 +11,13 @@ from transformers import DynamicCache
 
 from tmixcli import graph_decode
 from tmixcli.kvcache import growing_cache
+from tmixcli.models import decoder_layers
 
 
 @contextmanager
 def layer_progress(model: torch.nn.Module, total_steps: int, enabled: bool = True, desc: str = "prefill"):
     """A tqdm bar advanced by each decoder layer's forward hook; hidden unless the prefill takes > 2 s."""
-    layers = _decoder_layers(model)
+    layers = decoder_layers(model)
     if not enabled or layers is None:
         yield
         return
@@ -35,11 +36,6 @@ def layer_progress(model: torch.nn.Module, total_steps: int, enabled: bool = Tru
         for h in handles:
             h.remove()
         bar.close()
-
-
-def _decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:
-    inner = getattr(model, "model", None)
-    return getattr(inner, "layers", None)
 
 
 def auto_chunk_size(model: torch.nn.Module, n_tokens: int, headroom: float = 0.85) -> int | None:

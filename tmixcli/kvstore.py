@@ -10,9 +10,9 @@ import math
 import os
 import struct
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import tmixcli

@@ -43,9 +43,14 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:
+    """The decoder layers of a causal LM (`model.model.layers`), None for another layout."""
+    return getattr(getattr(model, "model", None), "layers", None)
+
+
 def layer_devices(model: torch.nn.Module) -> list[torch.device] | None:
     """The device of each decoder layer's weights (differs per layer under a device map); None if unknown."""
-    layers = getattr(getattr(model, "model", None), "layers", None)
+    layers = decoder_layers(model)
     if layers is None:
         return None
     devices = []
