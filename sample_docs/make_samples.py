@@ -1,9 +1,10 @@
-"""Write the sample documents (report.pdf/.docx/.html, notes.txt, facts.json) deterministically from sources here.
+"""Write the sample documents (report.pdf/.docx/.html, notes.txt, facts.json,
+questions.json) deterministically from sources here.
 
 Run from anywhere: `python sample_docs/make_samples.py`. report.pdf is built from report.md with fpdf2
 (core Helvetica font, so no font files are needed), report.docx (a minimal WordprocessingML package, stored
-uncompressed with fixed timestamps) and report.html from the same source; notes.txt and facts.json come from
-the constants below.
+uncompressed with fixed timestamps) and report.html from the same source; notes.txt, facts.json and
+questions.json come from the constants below.
 """
 
 from __future__ import annotations
@@ -130,6 +131,30 @@ FACTS = [
      "answer": "Tomas Brekke", "where": "end"},
 ]
 
+# More questions for `tmix eval --facts sample_docs/questions.json`: the default 135M model misses many of
+# these even with dense attention, which is the point: they show what a start layer costs beyond easy facts.
+MORE_FACTS = [
+    ("report.pdf", "How many employees did the company have at the end of 2023?", ["312"]),
+    ("report.pdf", "In which year was Halvorsen Marine Systems founded?", ["1987"]),
+    ("report.pdf", "How many sonar units did the company deliver in 2023?", ["1,140"]),
+    ("report.pdf", "How many new patent applications did the company file in 2023?", ["six", "6"]),
+    ("report.pdf", "Which new sonar did the company launch in 2023?", ["SeaEye 7"]),
+    ("report.pdf", "How many service visits did the service team complete in 2023?", ["2,300"]),
+    ("report.pdf", "What was the sick leave in 2023?", ["3.9 percent", "3.9%"]),
+    ("report.pdf", "How many complete bridge systems did the company deliver in 2023?", ["86"]),
+    ("report.pdf", "How many vessels were connected to the monitoring service at the end of 2023?", ["560"]),
+    ("report.pdf", "When will the company's annual general meeting be held?", ["May 2024"]),
+    ("notes.txt", "What will replace the old oil boiler?", ["heat pump"]),
+    ("notes.txt", "How many people will the event space seat?", ["eighty", "80"]),
+    ("notes.txt", "How many people answered the library's survey of visitors?", ["four hundred", "400"]),
+    ("notes.txt", "Where will the children's corner move to?", ["ground floor"]),
+]
+QUESTIONS = {
+    "prompts": [["report.pdf"], ["notes.txt"], ["report.pdf", "notes.txt"], ["notes.txt", "report.pdf"]],
+    "facts": [{"doc": f["doc"], "question": f["question"], "accept": [f["answer"]]} for f in FACTS]
+    + [{"doc": d, "question": q, "accept": a} for d, q, a in MORE_FACTS],
+}
+
 
 def markdown_blocks(source: str) -> list[tuple[str, str]]:
     """Split simple markdown into ("title"|"heading"|"para", text) blocks separated by blank lines."""
@@ -230,7 +255,8 @@ def main() -> None:
     (HERE / "report.html").write_text(build_html(source), encoding="utf-8")
     (HERE / "notes.txt").write_text(build_notes(NOTES), encoding="utf-8")
     (HERE / "facts.json").write_text(json.dumps(FACTS, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote report.pdf, report.docx, report.html, notes.txt, facts.json in {HERE}")
+    (HERE / "questions.json").write_text(json.dumps(QUESTIONS, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote report.pdf, report.docx, report.html, notes.txt, facts.json, questions.json in {HERE}")
 
 
 if __name__ == "__main__":

@@ -79,6 +79,19 @@ def test_answers_facts_from_sample_docs(capsys, doc):
         assert key in first
 
 
+@pytest.mark.model
+def test_answers_facts_from_two_documents_read_together(capsys):
+    """notes.txt then report.pdf in one prompt (shipped start layer): every fact of both, from one KV file.
+
+    With report.pdf first the default model misses the CEO at start layer 9 (dense answers it): docs/fidelity.md."""
+    docs = [str(DOCS / "notes.txt"), str(DOCS / "report.pdf")]
+    results = [ask_json(capsys, *docs, f["question"], "--max-new-tokens", "40") for f in FACTS]
+    for fact, res in zip(FACTS, results):
+        assert fact["answer"].lower() in res["answer"].lower(), (fact, res["answer"])
+    assert [r["cache_hit"] for r in results] == [False] + [True] * (len(FACTS) - 1)
+    assert results[0]["attention"]["start_layer"] == 9 and results[0]["document_tokens"] > 4500
+
+
 @pytest.mark.parametrize("method", ["dense", "trimix"])
 def test_cached_answer_token_identical_tiny(capsys, tiny_dir, short_doc, method):
     args = (short_doc, "Who is the project manager?", "--model", tiny_dir, "--attention", method,
@@ -142,6 +155,27 @@ def test_document_too_long_refused_then_truncated(capsys, tmp_path, tiny_dir):
     assert res["prompt_tokens"] + 8 <= 1024 and res["prompt_tokens"] > 900
 
 
+def test_several_documents_truncated_to_fair_shares(capsys, tmp_path, tiny_dir):
+    """Too long together: the short document stays whole, the long one loses its end; the answer still runs."""
+    short, long = tmp_path / "short.txt", tmp_path / "long.txt"
+    short.write_text("The project manager is Tomas Brekke.")
+    long.write_text((DOCS / "notes.txt").read_text())
+    args = (str(short), str(long), "Who is the project manager?", "--model", tiny_dir, "--max-new-tokens", "8", *TINY)
+    code, _, err = run(capsys, "ask", *args)
+    assert code == 2 and "short.txt + long.txt needs" in err and "--truncate" in err
+    code, _, err = run(capsys, "ask", *args, "--truncate", "--no-cache")
+    assert code == 0, err
+    assert "truncated long.txt: kept its first" in err and "truncated short.txt" not in err
+
+
+def test_fair_share():
+    from tmixcli.answer import fair_share
+
+    assert fair_share([10, 500, 300], 400) == [10, 195, 195]
+    assert fair_share([10, 20], 100) == [10, 20]
+    assert fair_share([7, 7, 7], 10) == [3, 3, 4] and sum(fair_share([50, 60, 70], 101)) == 101
+
+
 BAD = [
     (["ask", "missing.pdf", "q?"], "no such file"),
     (["ask", "sample_docs", "q?"], "directory"),
@@ -165,6 +199,11 @@ BAD = [
     (["ask", "sample_docs/notes.txt", "q?", "--bogus"], "no such option"),
     (["nosuch"], "no such command"),
     (["cache", "rm"], "missing argument"),
+    (["ask", "sample_docs/notes.txt", "sample_docs/report.md"], "is a file name; put the question last"),
+    (["ask", "sample_docs/notes.txt", "sample_docs/report.md", "q?", "--pages", "1"], "--pages applies"),
+    (["prefill", "sample_docs/notes.txt", "sample_docs/notes.txt"], "given twice"),
+    (["chat", "-"], "cannot come from stdin"),
+    (["eval", "--facts", "nowhere.json"], "no such file"),
 ]
 
 

@@ -16,7 +16,7 @@ import pytest
 from fpdf import FPDF
 from pypdf import PdfReader, PdfWriter
 
-from tmixcli.documents import Document, _clean_page_text, load_document, parse_pages
+from tmixcli.documents import Document, _clean_page_text, load_document, load_documents, parse_pages
 from tmixcli.errors import TmixError
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_docs"
@@ -320,6 +320,35 @@ def test_sample_pdf_matches_generator():
     assert generator["build_pdf"](source) == (SAMPLES / "report.pdf").read_bytes()
     assert generator["build_notes"](generator["NOTES"]) == (SAMPLES / "notes.txt").read_text(encoding="utf-8")
     assert json.loads((SAMPLES / "facts.json").read_text(encoding="utf-8")) == generator["FACTS"]
+
+def test_several_documents_read_as_one(tmp_path, three_pages):
+    """Texts in the order given under numbered headings; the hash covers every part and its order."""
+    pdf = write(tmp_path, "locked.pdf", encrypt(three_pages, "s"))
+    txt = write(tmp_path, "notes.txt", b"Budget: 12 kroner.\n")
+    doc = load_documents([txt, pdf, "-"], password="s", stdin=io.BytesIO(b"From stdin."))
+    parts = [load_document(txt), load_document(pdf, password="s")]
+    assert doc.name == "notes.txt + locked.pdf + stdin" and doc.pages == 3 and len(doc.parts) == 3
+    assert doc.text.startswith("Document 1 of 3: notes.txt\n\nBudget: 12 kroner.\n\nDocument 2 of 3: locked.pdf")
+    assert doc.text.index("Bravo page two") < doc.text.index("Document 3 of 3: stdin\n\nFrom stdin.")
+    assert [p.sha256 for p in doc.parts[:2]] == [p.sha256 for p in parts]
+    swapped = load_documents([pdf, txt], password="s")
+    assert swapped.sha256 not in (doc.sha256, *(p.sha256 for p in parts))
+    assert load_documents([txt]) == parts[0]  # one document is read exactly as before
+
+
+@pytest.mark.parametrize("paths,kwargs,needle", [
+    (["a.txt", "b.txt"], {"pages": "1"}, "--pages applies to a single PDF"),
+    (["-", "a.txt", "-"], {}, "stdin (-) can be read only once"),
+    (["a.txt", "./a.txt"], {}, "a.txt is given twice"),
+    (["a.txt", "missing.txt"], {}, "missing.txt: no such file"),
+])
+def test_several_documents_refused(tmp_path, monkeypatch, paths, kwargs, needle):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "a.txt", b"alpha")
+    write(tmp_path, "b.txt", b"bravo")
+    with pytest.raises(TmixError, match=re.escape(needle)):
+        load_documents(paths, stdin=io.BytesIO(b"x"), **kwargs)
+
 
 
 _WRITES: list[tuple] = []

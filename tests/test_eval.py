@@ -25,6 +25,7 @@ from tmixcli.prompt import build_prompt
 from tmixcli.tasks import TASKS, make_cases, score
 
 DEFAULT_DIR = cache_dir() / "models" / "smollm2-135m-instruct"  # resolved before the per-test cache dir
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -281,3 +282,56 @@ def test_default_model_small_eval() -> None:
                    ["needle"], seed=0, max_new_tokens=20, progress=False)
     assert res["methods"]["dense"]["overall"]["correct"] == 1
     assert res["methods"]["trimix@15"]["overall"]["kl"] < 0.5
+
+
+def test_facts_file_checked_and_matching() -> None:
+    from tmixcli.errors import TmixError
+    from tmixcli.facts import FactSet, matches
+
+    fs = FactSet.from_file(ROOT / "sample_docs" / "questions.json")
+    assert len(fs.prompts) == 4 and len(fs.facts) == 19 and fs.facts[0].accept == ("48.7 million",)
+    assert all((fs.root / d).is_file() for p in fs.prompts for d in p)
+    for bad, needle in [({"facts": []}, "non-empty"), ({"facts": [{"doc": "a", "question": "q?"}]}, "accept"),
+                        ({"facts": [{"doc": "a", "question": "q", "accept": ["x"]}], "prompts": [["b"]]}, "holds a"),
+                        ({"facts": [{"doc": "a", "question": "q", "answer": "x"}], "prompts": "a"}, "lists")]:
+        with pytest.raises(TmixError, match=needle):
+            FactSet.from_dict(bad, ROOT)
+    one = FactSet.from_dict({"facts": [{"doc": "a.txt", "question": "q", "answer": "x"}]}, ROOT)
+    assert one.prompts == (("a.txt",),)  # without "prompts", each document alone
+    assert matches("They delivered 1,140 units.", ("1,140",)) and matches("1140 units", ("1,140",))
+    assert matches("It filed 6 patents", ("six", "6")) and not matches("It filed 16 patents", ("six", "6"))
+    assert not matches("in 1186", ("86",)) and matches("Sick leave was 3.9 percent.", ("3.9 percent",))
+
+
+def test_tiny_facts_eval(tiny, tmp_path: Path) -> None:
+    from tmixcli.facts import FactSet, format_table, passes, run_facts
+
+    (tmp_path / "a.txt").write_text("The budget is 12 kroner. " * 30)
+    (tmp_path / "b.txt").write_text("The manager is Tomas Brekke. " * 30)
+    fs = FactSet.from_dict({"prompts": [["a.txt"], ["a.txt", "b.txt"]], "facts": [
+        {"doc": "a.txt", "question": "What is the budget?", "accept": ["12 kroner"]},
+        {"doc": "b.txt", "question": "Who is the manager?", "answer": "Tomas Brekke"}]}, tmp_path)
+    methods = [AttentionConfig("trimix", start_layer=s, **SMALL) for s in (1, 4)]
+    res = run_facts(tiny, fs, methods, max_new_tokens=4, progress=False)
+    assert res["prompts"] == ["a.txt", "a.txt + b.txt"] and len(res["records"]) == 3 * 3
+    m = res["methods"]
+    assert m["dense"]["agreement"] == 1.0 and m["dense"]["kl"] == 0.0 and m["dense"]["n"] == 3
+    four = [r["text"] for r in res["records"] if r["method"] == "trimix@4"]
+    assert four == [r["text"] for r in res["records"] if r["method"] == "dense"]  # start = num_layers is dense
+    assert m["trimix@4"]["kl"] < 1e-9 and passes(m, "trimix@4") and "trimix@1" in format_table(res)
+    json.dumps(res)
+
+
+def test_calibrate_facts_step_up(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start layer that fails on the facts moves up two layers; dense answers once for all of them."""
+    import tmixcli.facts as facts_mod
+    from tmixcli.calibrate import confirm_on_facts
+
+    (tmp_path / "a.txt").write_text("The budget is 12 kroner. " * 30)
+    fs = facts_mod.FactSet.from_dict({"facts": [{"doc": "a.txt", "question": "Budget?", "answer": "12"}]}, tmp_path)
+    monkeypatch.setattr(facts_mod, "passes", lambda summary, name: summary[name]["start_layer"] >= 3)
+    found, check = confirm_on_facts(tiny, fs, 1, progress=False, **SMALL)
+    assert found == 3 and list(check["methods"]) == ["dense", "trimix@1", "trimix@3"]
+    assert [r["method"] for r in check["records"]] == ["dense", "trimix@1", "trimix@3"]
+    monkeypatch.setattr(facts_mod, "passes", lambda summary, name: False)
+    assert confirm_on_facts(tiny, fs, 2, progress=False, **SMALL)[0] is None

@@ -11,7 +11,7 @@ import torch
 
 from tmixcli import attention, generate, kvstore, prompt
 from tmixcli.config import AttentionConfig, Settings, default_start_layer
-from tmixcli.documents import Document
+from tmixcli.documents import Document, joined_text
 from tmixcli.errors import TmixError
 from tmixcli.models import LoadedModel, layer_devices
 
@@ -84,7 +84,9 @@ def context_limit(lm: LoadedModel) -> int:
 
 
 def fit_document(lm: LoadedModel, doc: Document, s: Settings, question_tokens: int) -> tuple[list[int], list[str]]:
-    """Prefix ids of the document; refuse (or with --truncate cut the end) when it does not fit the context."""
+    """Prefix ids of the document; refuse (or with --truncate cut the end) when it does not fit the context.
+
+    Several documents are cut to a fair share each: the short ones stay whole, the long ones lose their ends."""
     tok = lm.tokenizer
     ids = prompt.prefix_ids(tok, doc.text, s.system)
     limit = context_limit(lm)
@@ -95,17 +97,29 @@ def fit_document(lm: LoadedModel, doc: Document, s: Settings, question_tokens: i
         raise TmixError(f"{doc.name} needs {len(ids)} prompt tokens + {question_tokens} question + "
                         f"{s.max_new_tokens} answer = {need} tokens, over the model's {limit}; "
                         f"use --truncate to cut the document, or a shorter --max-new-tokens")
-    doc_ids = tok(doc.text, add_special_tokens=False)["input_ids"]
-    keep = len(doc_ids) - (need - limit) - 8
-    if keep <= 0:
-        raise TmixError(f"the model's context ({limit} tokens) leaves no room for {doc.name}")
-    text = tok.decode(doc_ids[:keep])
-    ids = prompt.prefix_ids(tok, text, s.system)
-    while len(ids) + question_tokens + s.max_new_tokens > limit and keep > 0:
-        keep -= 16
-        text = tok.decode(doc_ids[:keep])
+    parts = doc.parts or (doc,)
+    part_ids = [tok(p.text, add_special_tokens=False)["input_ids"] for p in parts]
+    budget = sum(map(len, part_ids)) - (need - limit) - 8 * len(parts)
+    while budget > 0:
+        caps = fair_share([len(p) for p in part_ids], budget)
+        texts = [tok.decode(p[:c]) for p, c in zip(part_ids, caps)]
+        text = texts[0] if not doc.parts else joined_text([(p.name, t) for p, t in zip(parts, texts)])
         ids = prompt.prefix_ids(tok, text, s.system)
-    return ids, [f"truncated {doc.name}: kept its first {keep} of {len(doc_ids)} tokens"]
+        if len(ids) + question_tokens + s.max_new_tokens <= limit:
+            return ids, [f"truncated {p.name}: kept its first {c} of {len(i)} tokens"
+                         for p, i, c in zip(parts, part_ids, caps) if c < len(i)]
+        budget -= 16
+    raise TmixError(f"the model's context ({limit} tokens) leaves no room for {doc.name}")
+
+
+def fair_share(lengths: list[int], budget: int) -> list[int]:
+    """Per-item caps summing to at most `budget`: items under an equal share keep all, the rest split what is left."""
+    caps = [0] * len(lengths)
+    left, todo = budget, sorted(range(len(lengths)), key=lengths.__getitem__)
+    for k, i in enumerate(todo):
+        caps[i] = min(lengths[i], left // (len(todo) - k))
+        left -= caps[i]
+    return caps
 
 
 def _expected_meta(lm: LoadedModel, attn: AttentionConfig, s: Settings, doc: Document | None) -> dict[str, str]:

@@ -22,6 +22,7 @@ import typer
 from tmixcli.paths import check_output
 
 if TYPE_CHECKING:
+    from tmixcli.facts import FactSet
     from tmixcli.models import LoadedModel
 
 
@@ -151,10 +152,11 @@ def _log(enabled: bool, msg: str) -> None:
 def run_calibrate(lm: LoadedModel, samples: int = 4, length: int = 6144, cases: int = 20,
                   tasks: list[str] | None = None, tolerance: float = 0.05, n_init: int = 8, n_local: int = 512,
                   last_n: int = 128, seed: int = 0, save: bool = True, progress: bool = True,
-                  grad_length: int | None = None) -> dict:
+                  grad_length: int | None = None, facts: FactSet | None = None) -> dict:
     """Importance profile -> candidate start layers -> eval against dense -> recommended start layer (+ saved).
 
-    Gradient samples are `grad_length` tokens (default min(length, 3072): the backward is the slow part)."""
+    Gradient samples are `grad_length` tokens (default min(length, 3072): the backward is the slow part).
+    With `facts` (real documents), the recommendation must also pass there, else it moves up until one does."""
     from tmixcli import __version__
     from tmixcli.evaluate import run_eval, trimix_configs
     from tmixcli.kvstore import model_fingerprint
@@ -174,6 +176,9 @@ def run_calibrate(lm: LoadedModel, samples: int = 4, length: int = 6144, cases: 
         if not evs[-1]["stopped_early"] and (start := recommend(evs[-1])) is not None:
             break  # candidates go lowest first: the first that passes is the recommendation
     ev = _merge_evals(evs)
+    fact_check = None
+    if facts is not None and start is not None:
+        start, fact_check = confirm_on_facts(lm, facts, start, n_init, n_local, last_n, progress)
     profile = {"model_id": lm.model_id, "fingerprint": model_fingerprint(lm.model, lm.tokenizer),
                "start_layer": n_layers if start is None else start, "verified": start is not None,
                "candidates": cands, "importance": prof["importance"], "grad": prof["grad"],
@@ -181,12 +186,35 @@ def run_calibrate(lm: LoadedModel, samples: int = 4, length: int = 6144, cases: 
                "created": datetime.now(timezone.utc).isoformat(),
                "tmix_version": __version__, "params": {"n_init": n_init, "n_local": n_local, "last_n": last_n},
                "settings": {"samples": samples, "grad_length": grad_length, "length": length, "cases": cases,
-                            "tasks": tasks, "tolerance": tolerance, "seed": seed},
+                            "tasks": tasks, "tolerance": tolerance, "seed": seed,
+                            "facts": str(facts.source) if facts is not None else None},
+               "facts": fact_check,
                "timing": {"gradient_s": t_grad, "eval_s": ev["wall_s"] if ev else 0.0,
                           "total_s": time.perf_counter() - t0}}
     if save and ev is not None:
         profile["path"] = str(save_profile(profile))
     return profile
+
+
+def confirm_on_facts(lm: LoadedModel, facts: FactSet, start: int, n_init: int, n_local: int, last_n: int,
+                     progress: bool = True, step: int = 2) -> tuple[int | None, dict]:
+    """The lowest start layer >= `start` (in steps of `step`) that passes on the real-document facts, or None."""
+    from tmixcli.evaluate import method_name, trimix_configs
+    from tmixcli.facts import passes, run_facts, summarize
+
+    n_layers = lm.model.config.num_hidden_layers
+    reference: dict = {}
+    records: list[dict] = []
+    found = None
+    for s in range(start, n_layers, step):
+        cfg = trimix_configs([s], n_init, n_local, last_n, n_layers)[0]
+        records += run_facts(lm, facts, [cfg], progress=progress, reference=reference)["records"]
+        ok = passes(summarize(records), method_name(cfg))
+        _log(progress, f"calibrate: facts at start layer {s}: {'pass' if ok else 'fail'}")
+        if ok:
+            found = s
+            break
+    return found, {"methods": summarize(records), "records": records}
 
 
 def _merge_evals(evs: list[dict]) -> dict | None:
@@ -225,6 +253,9 @@ def format_report(profile: dict) -> str:
         extra = "" if name == "dense" else (f"  agree {s['agreement']:.0%}  same text "
                                             f"{s.get('text_agreement', s['agreement']):.0%}  KL {s['kl']:.4f}")
         lines.append(f"{name:12s} {s['correct']}/{s['n']}{extra}")
+    if profile.get("facts"):
+        for name, s in profile["facts"]["methods"].items():
+            lines.append(f"facts {name:6s} {s['correct']}/{s['n']} (dense {s['dense_correct']}/{s['n']})")
     verdict = "verified" if profile["verified"] else "no candidate passed: keeping every layer dense"
     lines.append(f"recommended start layer: {profile['start_layer']} ({verdict})")
     if "path" in profile:
@@ -251,19 +282,24 @@ def calibrate_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="auto, bf16, fp16 or fp32.")] = "auto",
+    facts: Annotated[str | None, typer.Option(
+        "--facts", help="Also require the start layer to pass on real documents (a facts file as for "
+        "tmix eval --facts); it moves up two layers at a time until it does.")] = None,
 ) -> None:
     """Measure per-layer reliance on the middle attention region and save the best TriangleMix start layer."""
     from tmixcli.evaluate import _check_tasks, parse_lengths
+    from tmixcli.facts import FactSet
     from tmixcli.models import load_model
 
     check_output(plot, "--plot")
+    fact_set = FactSet.from_file(facts) if facts is not None else None
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     _check_tasks(task_list)
     lens = parse_lengths(length)
     lm = load_model(model, device=device, dtype=dtype, progress=not quiet)
     glen = parse_lengths(grad_length)[0] if grad_length else None
     profile = run_calibrate(lm, samples, lens[0], cases, task_list, tolerance, n_init, n_local, last_n, seed,
-                            progress=not quiet, grad_length=glen)
+                            progress=not quiet, grad_length=glen, facts=fact_set)
     if plot and not plot_importance(profile["importance"], profile["start_layer"], plot):
         typer.echo("tmix: matplotlib is not installed: no plot written", err=True)
     typer.echo(json.dumps(profile, indent=2) if as_json else format_report(profile))

@@ -106,9 +106,9 @@ def _describe(ctx, quiet: bool) -> None:
         _status(quiet, f"cache miss: prefilled in {ctx.prefill_s:.2f} s{where}")
 
 
-def _open(source: Optional[str], kv: Optional[Path], s, pages, password, question_tokens: int, quiet: bool,
+def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, question_tokens: int, quiet: bool,
           model, device, dtype, device_map=None, threads=None, compile="off"):
-    from tmixcli.documents import load_document
+    from tmixcli.documents import load_documents
 
     if kv is not None:
         if not kv.is_file():
@@ -118,7 +118,7 @@ def _open(source: Optional[str], kv: Optional[Path], s, pages, password, questio
         read_meta(kv)  # a foreign or damaged file is refused before the model loads
         doc = None
     else:
-        doc = load_document(source, pages=pages, password=password)  # bad input fails before torch is imported
+        doc = load_documents(sources, pages=pages, password=password)  # bad input fails before torch is imported
     from tmixcli import answer
 
     lm = _load(model, device, dtype, quiet, device_map, threads, compile)
@@ -128,7 +128,7 @@ def _open(source: Optional[str], kv: Optional[Path], s, pages, password, questio
 @app.command()
 def ask(
     args: list[str] = typer.Argument(..., metavar="FILE QUESTION",
-                                     help="Document (.pdf, .docx, .epub, .html, text; - for stdin) and "
+                                     help="Document(s) (.pdf, .docx, .epub, .html, text; - for stdin), then the "
                                      "question; with --kv only the question."),
     kv: Optional[Path] = typer.Option(None, "--kv", help="Answer from this KV cache file alone."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
@@ -140,18 +140,19 @@ def ask(
     temperature: float = TempOpt, top_p: float = TopPOpt, seed: Optional[int] = SeedOpt,
     quiet: bool = QuietOpt, as_json: bool = JsonOpt,
 ) -> None:
-    """Answer a question about a document (prefill, or reuse its cached KV), streaming the answer."""
-    want = 1 if kv is not None else 2
-    if len(args) != want:
-        raise TmixError("usage: tmix ask FILE QUESTION, or tmix ask --kv PATH QUESTION")
+    """Answer a question about a document, or several read together (prefill, or reuse the cached KV)."""
+    if (len(args) != 1) if kv is not None else (len(args) < 2):
+        raise TmixError("usage: tmix ask FILE... QUESTION, or tmix ask --kv PATH QUESTION")
     question = args[-1]
     if not question.strip():
         raise TmixError("the question is empty")
+    if kv is None and "\n" not in question and Path(question).suffix and Path(question).is_file():
+        raise TmixError(f"the question {question!r} is a file name; put the question last, after the documents")
     quiet = quiet or as_json
     s = _settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
                   system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                   use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size, progress=not quiet)
-    ctx = _open(args[0] if kv is None else None, kv, s, pages, password, 64, quiet, model, device, dtype,
+    ctx = _open(args[:-1] if kv is None else None, kv, s, pages, password, 64, quiet, model, device, dtype,
                 device_map, threads, compile)
     _describe(ctx, quiet)
     from tmixcli import answer
@@ -181,7 +182,8 @@ def _doc_tokens(ctx) -> int:
 
 @app.command()
 def prefill(
-    file: str = typer.Argument(..., help="Document (.pdf, .docx, .epub, .html, text; - for stdin)."),
+    files: list[str] = typer.Argument(..., metavar="FILE",
+                                      help="Document(s) (.pdf, .docx, .epub, .html, text; - for stdin)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the KV file here (default: cache)."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
@@ -190,14 +192,14 @@ def prefill(
     system: Optional[str] = SystemOpt, pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
     truncate: bool = TruncOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt,
 ) -> None:
-    """Prefill a document and save its KV cache file; prints the path."""
-    from tmixcli.documents import load_document
+    """Prefill a document (or several read together) and save its KV cache file; prints the path."""
+    from tmixcli.documents import load_documents
 
     quiet = quiet or as_json
     s = _settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
                   system=system, truncate=truncate, chunk_size=chunk_size, progress=not quiet, max_new_tokens=1)
     check_output(output, "-o")
-    doc = load_document(file, pages=pages, password=password)
+    doc = load_documents(files, pages=pages, password=password)
     from tmixcli import answer
 
     lm = _load(model, device, dtype, quiet, device_map, threads, compile)
@@ -217,7 +219,8 @@ def prefill(
 
 @app.command()
 def chat(
-    file: Optional[str] = typer.Argument(None, help="Document (.pdf, .docx, .epub, .html, text); or use --kv."),
+    files: Optional[list[str]] = typer.Argument(None, metavar="FILE",
+                                                help="Document(s) (.pdf, .docx, .epub, .html, text); or use --kv."),
     kv: Optional[Path] = typer.Option(None, "--kv", help="Chat against this KV cache file."),
     keep_history: bool = typer.Option(False, "--keep-history", help="Carry the conversation on between questions."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
@@ -228,13 +231,15 @@ def chat(
     truncate: bool = TruncOpt, no_cache: bool = NoCacheOpt, max_new_tokens: int = MaxNewOpt,
     temperature: float = TempOpt, top_p: float = TopPOpt, seed: Optional[int] = SeedOpt, quiet: bool = QuietOpt,
 ) -> None:
-    """Ask question after question about one document (one per line; empty line or Ctrl-D ends)."""
-    if (file is None) == (kv is None):
-        raise TmixError("usage: tmix chat FILE, or tmix chat --kv PATH")
+    """Ask question after question about a document or several (one per line; empty line or Ctrl-D ends)."""
+    if (not files) == (kv is None):
+        raise TmixError("usage: tmix chat FILE..., or tmix chat --kv PATH")
+    if "-" in (files or []):
+        raise TmixError("chat reads its questions from stdin, so the document cannot come from stdin")
     s = _settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
                   system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                   use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size, progress=not quiet)
-    ctx = _open(file, kv, s, pages, password, 64, quiet, model, device, dtype, device_map, threads, compile)
+    ctx = _open(files, kv, s, pages, password, 64, quiet, model, device, dtype, device_map, threads, compile)
     _describe(ctx, quiet)
     from tmixcli import answer, prompt
 

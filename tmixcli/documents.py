@@ -9,7 +9,7 @@ import logging
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
@@ -51,12 +51,15 @@ _PAGE_SPEC = re.compile(r"(\d+)(?:\s*-\s*(\d*))?")
 
 @dataclass(frozen=True)
 class Document:
-    """A loaded document: its name, cleaned text, hash of the raw bytes and page count (PDFs only)."""
+    """A loaded document: its name, cleaned text, hash of the raw bytes and page count (PDFs only).
+
+    Several documents asked about together are one Document whose `parts` are the originals."""
 
     name: str
     text: str
     sha256: str
     pages: int | None
+    parts: tuple[Document, ...] = ()
 
 
 def load_document(path: str, pages: str | None = None, password: str | None = None,
@@ -76,6 +79,39 @@ def load_document(path: str, pages: str | None = None, password: str | None = No
     else:
         text = _text_file(raw, label)
     return Document(name=name, text=text, sha256=digest, pages=None)
+
+
+def load_documents(paths: Sequence[str], pages: str | None = None, password: str | None = None,
+                   stdin: BinaryIO | None = None) -> Document:
+    """One document, or several joined under numbered headings; `password` is tried on every encrypted PDF."""
+    if not paths:
+        raise TmixError("no document given")
+    if len(paths) == 1:
+        return load_document(paths[0], pages=pages, password=password, stdin=stdin)
+    if pages is not None:
+        raise TmixError("--pages applies to a single PDF; give one document with it")
+    if list(paths).count("-") > 1:
+        raise TmixError("stdin (-) can be read only once")
+    files = [Path(p).resolve() for p in paths if p != "-"]
+    twice = next((f for f in files if files.count(f) > 1), None)
+    if twice is not None:
+        raise TmixError(f"{twice.name} is given twice")
+    return combine([load_document(p, password=password, stdin=stdin) for p in paths])
+
+
+def combine(docs: Sequence[Document]) -> Document:
+    """Several documents as one: each under a "Document i of n: name" heading, in the order given."""
+    digest = hashlib.sha256("\n".join(d.sha256 for d in docs).encode()).hexdigest()
+    pdf_pages = [d.pages for d in docs if d.pages is not None]
+    return Document(name=" + ".join(d.name for d in docs), text=joined_text([(d.name, d.text) for d in docs]),
+                    sha256=digest, pages=sum(pdf_pages) if pdf_pages else None, parts=tuple(docs))
+
+
+def joined_text(named_texts: Sequence[tuple[str, str]]) -> str:
+    """The text the model reads for several documents."""
+    n = len(named_texts)
+    return "\n\n".join(f"Document {i} of {n}: {name}\n\n{text.strip()}"
+                        for i, (name, text) in enumerate(named_texts, 1))
 
 
 def parse_pages(spec: str, n_pages: int) -> list[int]:

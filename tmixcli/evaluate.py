@@ -372,21 +372,37 @@ def eval_command(
     n_local: Annotated[int, typer.Option("--n-local", help="Local window.")] = 512,
     last_n: Annotated[int, typer.Option("--last-n", help="Last prefix rows that attend densely.")] = 128,
     seed: Annotated[int, typer.Option("--seed", help="Task generation seed.")] = 0,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Answer length cap.")] = 24,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        "--max-new-tokens", min=1, help="Answer length cap (default 24; 32 with --facts).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="auto, bf16, fp16 or fp32.")] = "auto",
+    facts: Annotated[str | None, typer.Option(
+        "--facts", help="Real documents instead: a JSON file of prompts and questions with known answers "
+        "(see sample_docs/questions.json); --lengths, --cases, --tasks and --seed are then unused.")] = None,
 ) -> None:
-    """Compare TriangleMix start layers with dense attention on synthetic long-context tasks."""
+    """Compare TriangleMix start layers with dense attention on synthetic long-context tasks or real documents."""
     from tmixcli.models import load_model
 
     lens = parse_lengths(lengths)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     _check_tasks(task_list)
+    starts = parse_ints(start_layers)
+    fact_set = None
+    if facts is not None:
+        from tmixcli.facts import FactSet
+
+        fact_set = FactSet.from_file(facts)  # a bad file fails before the model loads
     lm = load_model(model, device=device, dtype=dtype, progress=not quiet)
-    methods = trimix_configs(parse_ints(start_layers), n_init, n_local, last_n, lm.model.config.num_hidden_layers)
-    result = run_eval(lm, lens, cases, methods, task_list, seed, max_new_tokens, progress=not quiet)
+    methods = trimix_configs(starts, n_init, n_local, last_n, lm.model.config.num_hidden_layers)
+    if fact_set is not None:
+        from tmixcli import facts as facts_mod
+
+        result = facts_mod.run_facts(lm, fact_set, methods, max_new_tokens or 32, progress=not quiet)
+        typer.echo(json.dumps(result, indent=2) if as_json else facts_mod.format_table(result))
+        return
+    result = run_eval(lm, lens, cases, methods, task_list, seed, max_new_tokens or 24, progress=not quiet)
     typer.echo(json.dumps(result, indent=2) if as_json else format_table(result))
 
 
