@@ -13,6 +13,7 @@ import math
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -182,9 +183,9 @@ def case_caches(model: torch.nn.Module, ids: list[int], methods: list[AttentionC
 
 
 def answer(model: torch.nn.Module, tokenizer, cache, suffix_ids: list[int], stops: set[int],
-           max_new_tokens: int) -> tuple[torch.Tensor, str]:
-    """Greedy answer on top of a prefilled cache, up to the end of its first sentence (every task's answer is
-    one sentence): (log-probs of the first answer token [V], text)."""
+           max_new_tokens: int, done: Callable[[str], bool] | None = None) -> tuple[torch.Tensor, str]:
+    """Greedy answer on top of a prefilled cache until `done(text)` (default: the first sentence that holds a
+    task's answer): (log-probs of the first answer token [V], text)."""
     import torch
 
     from tmixcli.generate import extend
@@ -197,7 +198,7 @@ def answer(model: torch.nn.Module, tokenizer, cache, suffix_ids: list[int], stop
         if tok in stops:
             break
         ids.append(tok)
-        if _answered(tokenizer.decode(ids, skip_special_tokens=True)):
+        if (done or _answered)(tokenizer.decode(ids, skip_special_tokens=True)):
             break
         if i + 1 < max_new_tokens:
             logits = extend(model, cache, [tok])

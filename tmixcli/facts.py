@@ -79,25 +79,9 @@ def matches(text: str, accept: tuple[str, ...]) -> bool:
 _SENTENCE_END = re.compile(r"\w[.!?]\s")  # "48.7" is not an end: the stop waits for the space after it
 
 
-def answer(model, tokenizer, cache, suffix_ids: list[int], stops: set[int], max_new_tokens: int):
-    """Greedy answer up to the end of its first sentence: (log-probs of the first answer token [V], text)."""
-    import torch
-
-    from tmixcli.generate import extend
-
-    logits = extend(model, cache, suffix_ids)
-    first = torch.log_softmax(logits, dim=-1)
-    ids: list[int] = []
-    for i in range(max_new_tokens):
-        tok = int(torch.argmax(logits))
-        if tok in stops:
-            break
-        ids.append(tok)
-        text = tokenizer.decode(ids, skip_special_tokens=True)
-        if _SENTENCE_END.search(text) or i + 1 == max_new_tokens:
-            break
-        logits = extend(model, cache, [tok])
-    return first, tokenizer.decode(ids, skip_special_tokens=True).strip()
+def sentence_done(text: str) -> bool:
+    """A real answer ends with its first sentence."""
+    return bool(_SENTENCE_END.search(text))
 
 
 def run_facts(lm, fs: FactSet, methods: list[AttentionConfig], max_new_tokens: int = 32,
@@ -108,7 +92,7 @@ def run_facts(lm, fs: FactSet, methods: list[AttentionConfig], max_new_tokens: i
     from tmixcli import attention, generate, prompt
     from tmixcli.answer import rewind
     from tmixcli.documents import load_documents
-    from tmixcli.evaluate import kl, method_name
+    from tmixcli.evaluate import answer, kl, method_name
 
     model, tok = lm.model, lm.tokenizer
     stops = generate.stop_ids(tok, model)
@@ -128,7 +112,8 @@ def run_facts(lm, fs: FactSet, methods: list[AttentionConfig], max_new_tokens: i
             t0 = time.perf_counter()
             cache, _ = generate.prefill(model, ids)
             for f in asked:
-                lp, text = answer(model, tok, cache, prompt.question_ids(tok, f.question), stops, max_new_tokens)
+                q_ids = prompt.question_ids(tok, f.question)
+                lp, text = answer(model, tok, cache, q_ids, stops, max_new_tokens, done=sentence_done)
                 rewind(cache, len(ids))
                 ref.setdefault(f.question, (lp, text))
                 records.append({"prompt": name, "doc": f.doc, "question": f.question, "accept": list(f.accept),
