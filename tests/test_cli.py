@@ -168,6 +168,15 @@ def test_several_documents_truncated_to_fair_shares(capsys, tmp_path, tiny_dir):
     assert "truncated long.txt: kept its first" in err and "truncated short.txt" not in err
 
 
+def test_question_taken_for_a_file_only_when_it_is_one(tmp_path):
+    from tmixcli.cli import _names_a_file
+
+    (tmp_path / "notes.txt").write_text("x")
+    assert _names_a_file(str(tmp_path / "notes.txt")) and not _names_a_file(str(tmp_path / "other.txt"))
+    long = "Summarise the notes. " + "Then list every risk " * 20 + "in notes.txt?"  # > 255 bytes: ENAMETOOLONG
+    assert not _names_a_file(long) and not _names_a_file("a\x00b.txt") and not _names_a_file("Who is it?")
+
+
 def test_fair_share():
     from tmixcli.answer import fair_share
 

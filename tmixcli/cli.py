@@ -146,7 +146,7 @@ def ask(
     question = args[-1]
     if not question.strip():
         raise TmixError("the question is empty")
-    if kv is None and "\n" not in question and Path(question).suffix and Path(question).is_file():
+    if kv is None and _names_a_file(question):
         raise TmixError(f"the question {question!r} is a file name; put the question last, after the documents")
     quiet = quiet or as_json
     s = _settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
@@ -172,6 +172,14 @@ def ask(
     print(flush=True)
     _status(quiet, f"TTFT {ttft:.2f} s ({'KV load' if ctx.cache_hit else 'prefill'} {ctx.prefill_s:.2f} s + "
                    f"question {ans.ttft_s:.2f} s), {ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s")
+
+
+def _names_a_file(text: str) -> bool:
+    """True when `text` is the path of an existing file (a long question is never one, nor an error)."""
+    try:
+        return bool(Path(text).suffix) and Path(text).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _doc_tokens(ctx) -> int:
