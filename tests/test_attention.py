@@ -146,6 +146,18 @@ def test_decode_after_prefill_uses_dense_rows():
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("heads,kv_heads,d", [(4, 4, 64), (9, 3, 64), (8, 2, 128)])
+def test_single_query_attention_folds_gqa(heads, kv_heads, d):
+    """A decode query (Lq = 1) sees every key; folding the group into rows matches the float64 reference."""
+    g = torch.Generator().manual_seed(heads)
+    q = torch.randn(1, heads, 1, d, generator=g)
+    k, v = (torch.randn(1, kv_heads, 77, d, generator=g) for _ in range(2))
+    got = attention.dense_attention(q, k, v, None)
+    want = triangle_reference(q.double(), k.double(), v.double(), 0, 78, 0, None, None)
+    assert got.shape == (1, 1, heads, d)
+    assert ((got.double() - want).norm() / want.norm()).item() < 1e-6
+
+
 def test_kernels_folder_does_not_shadow_hf_kernels(tmp_path):
     """transformers probes a `kernels` distribution; our kernels/ installs as tmix_kernels only."""
     probe = ("import transformers.utils.import_utils as u, importlib.util as iu, tmix_kernels, tmixcli.attention;"
