@@ -62,6 +62,8 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: fl
         return out.reshape(b, 1, h, d)  # rows of kv head j are query heads j*G .. j*G+G-1, as in repeat_kv
     if lq == s:
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
+    elif lq == 1:
+        out = F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
     else:
         p = torch.arange(s - lq, s, device=q.device)[:, None]
         mask = torch.arange(s, device=q.device)[None, :] <= p  # mask: [Lq, S] bottom-right causal
