@@ -130,6 +130,33 @@ def test_prefill_then_ask_from_kv_file_alone(capsys, tmp_path):
     assert code == 2 and "start_layer" in err
 
 
+def test_looping_answer_is_cut_and_trimmed(capsys, monkeypatch, tiny_dir, short_doc):
+    """An answer that loops stops after three copies of the loop; --json keeps one copy, streaming shows all."""
+    from transformers import AutoTokenizer
+
+    from tmixcli import generate
+
+    loop = AutoTokenizer.from_pretrained(tiny_dir)(" The budget is four million.", add_special_tokens=False).input_ids
+    closed = []
+
+    def looping(model, cache, suffix_ids, stops, max_new_tokens=256, *rest, on_first=None):
+        try:
+            on_first()
+            yield from (loop * 100)[:max_new_tokens]
+        finally:
+            closed.append(True)
+
+    monkeypatch.setattr(generate, "generate_ids", looping)
+    args = (short_doc, "Budget?", "--model", tiny_dir, "--max-new-tokens", "80", "--no-cache", *TINY)
+    full = ask_json(capsys, *args, "--no-stop-repeats")
+    cut = ask_json(capsys, *args)
+    assert full["stop_reason"] == "length" and full["new_tokens"] == 80
+    assert cut["stop_reason"] == "repeat" and cut["new_tokens"] == 3 * len(loop) < 80
+    assert cut["answer"] == "The budget is four million." and closed == [True, True]
+    code, out, err = run(capsys, "ask", *args)  # streamed: all three copies shown, then the status says why
+    assert code == 0 and out.strip() == " ".join([cut["answer"]] * 3) and "began to repeat itself" in err
+
+
 def test_chat_rewinds_cache_between_questions(capsys, monkeypatch, tiny_dir, short_doc):
     import io
 
@@ -177,6 +204,16 @@ def test_question_taken_for_a_file_only_when_it_is_one(tmp_path):
     assert not _names_a_file(long) and not _names_a_file("a\x00b.txt") and not _names_a_file("Who is it?")
 
 
+def test_missing_document_name_is_not_a_question(tmp_path):
+    from tmixcli.cli import _missing_document
+
+    (tmp_path / "notes.txt").write_text("x")
+    assert _missing_document(str(tmp_path / "other.PDF")) and _missing_document("minutes.md")
+    assert not _missing_document(str(tmp_path / "notes.txt"))  # exists: the other check names it
+    assert not _missing_document("What is in notes.txt") and not _missing_document("v2.0?")
+    assert not _missing_document("Who signed it?") and not _missing_document("report.pdf?")
+
+
 def test_fair_share():
     from tmixcli.answer import fair_share
 
@@ -209,6 +246,7 @@ BAD = [
     (["nosuch"], "no such command"),
     (["cache", "rm"], "missing argument"),
     (["ask", "sample_docs/notes.txt", "sample_docs/report.md"], "is a file name; put the question last"),
+    (["ask", "sample_docs/notes.txt", "minutes.docx"], "no such document: minutes.docx"),
     (["ask", "sample_docs/notes.txt", "sample_docs/report.md", "q?", "--pages", "1"], "--pages applies"),
     (["prefill", "sample_docs/notes.txt", "sample_docs/notes.txt"], "given twice"),
     (["chat", "-"], "cannot come from stdin"),

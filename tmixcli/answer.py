@@ -47,6 +47,8 @@ class Answer:
     new_tokens: int
     ttft_s: float
     decode_tokens_per_s: float
+    stop_reason: str = "end"  # end (a stop token), length (the token budget) or repeat (a loop was cut)
+    ids: list[int] = field(default_factory=list)  # the answer's tokens (a cut loop's copies included)
 
 
 def resolve_attention(lm: LoadedModel, s: Settings) -> tuple[AttentionConfig, str]:
@@ -213,26 +215,51 @@ def ask_ids(ctx: Context, q_ids: list[int], s: Settings, on_text: Callable[[str]
     first: list[float] = []
     tokens = generate.generate_ids(lm.model, ctx.cache, q_ids, stops, budget, s.temperature, s.top_p, s.seed,
                                    on_first=lambda: first.append(_now(lm)))
-    pieces = []
+    pieces: list[str] = []
+    ids: list[int] = []
+    looped: list[int] = []
     try:
-        for piece in generate.stream_text(lm.tokenizer, _count(tokens, counter := [0])):
+        for piece in generate.stream_text(lm.tokenizer, _watch(tokens, ids, s.stop_repeats, looped)):
             pieces.append(piece)
             if on_text is not None:
                 on_text(piece)
     finally:
         if not keep:
             rewind(ctx.cache, base)
+    if keep:
+        _close_turn(lm, ctx.cache, base + len(q_ids), ids, looped[0] if looped else 0)
     end = _now(lm)
     ttft = (first[0] if first else end) - start
-    n = counter[0]
+    n = len(ids)
     rate = (n - 1) / (end - first[0]) if first and n > 1 and end > first[0] else 0.0
-    return Answer("".join(pieces), base + len(q_ids), n, ttft, rate)
+    reason = "repeat" if looped else "length" if n >= budget else "end"
+    text = "".join(pieces)
+    if looped and on_text is None:  # nothing was shown yet: drop the repeated copies
+        text = lm.tokenizer.decode(ids[:-2 * looped[0]], skip_special_tokens=True)
+    return Answer(text, base + len(q_ids), n, ttft, rate, reason, ids)
 
 
-def _count(it, counter: list[int]):
-    for tok in it:
-        counter[0] += 1
-        yield tok
+def _close_turn(lm: LoadedModel, cache: object, answer_start: int, ids: list[int], period: int) -> None:
+    """Leave exactly the shown answer in a kept cache: one copy of a cut loop, and a last token the cut never fed."""
+    want = answer_start + len(ids) - 2 * period
+    have = cache.get_seq_length()
+    if have > want:
+        rewind(cache, want)
+    elif have < want:
+        generate.extend(lm.model, cache, ids[have - answer_start:want - answer_start])
+
+
+def _watch(tokens, ids: list[int], stop_repeats: bool, looped: list[int]):
+    """Pass tokens on, recording them in `ids`; with `stop_repeats`, end once the answer loops (period in `looped`)."""
+    try:
+        for tok in tokens:
+            ids.append(tok)
+            yield tok
+            if stop_repeats and (period := generate.repeating(ids)):
+                looped.append(period)
+                return
+    finally:
+        tokens.close()
 
 
 def _now(lm: LoadedModel) -> float:

@@ -41,6 +41,8 @@ MaxNewOpt = typer.Option(256, "--max-new-tokens", help="Answer length limit.")
 TempOpt = typer.Option(0.0, "--temperature", help="0 = greedy.")
 TopPOpt = typer.Option(1.0, "--top-p", help="Nucleus sampling threshold (with --temperature > 0).")
 SeedOpt = typer.Option(None, "--seed", help="Sampling seed.")
+RepeatOpt = typer.Option(True, "--stop-repeats/--no-stop-repeats",
+                         help="End an answer that has begun to loop (one passage three times in a row).")
 CompileOpt = typer.Option("off", "--compile", help="torch.compile each layer's norms and MLP (auto = on CUDA): "
                           "faster long prefills after a one-time compilation of a few seconds.")
 
@@ -138,7 +140,7 @@ def ask(
     system: Optional[str] = SystemOpt, pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
     truncate: bool = TruncOpt, no_cache: bool = NoCacheOpt, max_new_tokens: int = MaxNewOpt,
     temperature: float = TempOpt, top_p: float = TopPOpt, seed: Optional[int] = SeedOpt,
-    quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+    stop_repeats: bool = RepeatOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Answer a question about a document, or several read together (prefill, or reuse the cached KV)."""
     if (len(args) != 1) if kv is not None else (len(args) < 2):
@@ -148,10 +150,13 @@ def ask(
         raise TmixError("the question is empty")
     if kv is None and _names_a_file(question):
         raise TmixError(f"the question {question!r} is a file name; put the question last, after the documents")
+    if kv is None and _missing_document(question):
+        raise TmixError(f"no such document: {question} (the question goes last, after the documents)")
     quiet = quiet or as_json
     s = _settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
                   system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                  use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size, progress=not quiet)
+                  stop_repeats=stop_repeats, use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size,
+                  progress=not quiet)
     ctx = _open(args[:-1] if kv is None else None, kv, s, pages, password, 64, quiet, model, device, dtype,
                 device_map, threads, compile)
     _describe(ctx, quiet)
@@ -167,11 +172,21 @@ def ask(
             "ttft_s": round(ttft, 4), "prefill_s": round(ctx.prefill_s, 4),
             "decode_tokens_per_s": round(ans.decode_tokens_per_s, 2), "cache_hit": ctx.cache_hit,
             "kv_path": str(ctx.kv_path) if ctx.kv_path else None, "model": ctx.lm.model_id,
-            "attention": ctx.attn.to_dict(), "new_tokens": ans.new_tokens}))
+            "attention": ctx.attn.to_dict(), "new_tokens": ans.new_tokens, "stop_reason": ans.stop_reason}))
         return
     print(flush=True)
     _status(quiet, f"TTFT {ttft:.2f} s ({'KV load' if ctx.cache_hit else 'prefill'} {ctx.prefill_s:.2f} s + "
-                   f"question {ans.ttft_s:.2f} s), {ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s")
+                   f"question {ans.ttft_s:.2f} s), {ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s"
+                   + _ending(ans))
+
+
+def _ending(ans) -> str:
+    """Why an answer ended early, for the status line (nothing when the model finished it)."""
+    if ans.stop_reason == "repeat":
+        return "; cut: the answer began to repeat itself (--no-stop-repeats lets it run)"
+    if ans.stop_reason == "length":
+        return "; cut at --max-new-tokens"
+    return ""
 
 
 def _names_a_file(text: str) -> bool:
@@ -180,6 +195,17 @@ def _names_a_file(text: str) -> bool:
         return bool(Path(text).suffix) and Path(text).is_file()
     except (OSError, ValueError):
         return False
+
+
+_DOC_SUFFIXES = {".pdf", ".docx", ".doc", ".epub", ".html", ".htm", ".xhtml", ".txt", ".text", ".md",
+                 ".markdown", ".rst", ".tex", ".log"}
+
+
+def _missing_document(text: str) -> bool:
+    """True when `text` reads as a document's file name (one word with a document suffix) that does not exist."""
+    if any(c.isspace() for c in text) or Path(text).suffix.lower() not in _DOC_SUFFIXES:
+        return False
+    return not _names_a_file(text)
 
 
 def _doc_tokens(ctx) -> int:
@@ -237,7 +263,8 @@ def chat(
     start_layer: Optional[int] = StartOpt, chunk_size: Optional[int] = ChunkOpt, compile: str = CompileOpt,
     system: Optional[str] = SystemOpt, pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
     truncate: bool = TruncOpt, no_cache: bool = NoCacheOpt, max_new_tokens: int = MaxNewOpt,
-    temperature: float = TempOpt, top_p: float = TopPOpt, seed: Optional[int] = SeedOpt, quiet: bool = QuietOpt,
+    temperature: float = TempOpt, top_p: float = TopPOpt, seed: Optional[int] = SeedOpt,
+    stop_repeats: bool = RepeatOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Ask question after question about a document or several (one per line; empty line or Ctrl-D ends)."""
     if (not files) == (kv is None):
@@ -246,7 +273,8 @@ def chat(
         raise TmixError("chat reads its questions from stdin, so the document cannot come from stdin")
     s = _settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
                   system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                  use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size, progress=not quiet)
+                  stop_repeats=stop_repeats, use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size,
+                  progress=not quiet)
     ctx = _open(files, kv, s, pages, password, 64, quiet, model, device, dtype, device_map, threads, compile)
     _describe(ctx, quiet)
     from tmixcli import answer, prompt
@@ -268,7 +296,8 @@ def chat(
         first = False
         ctx.save()
         print(flush=True)
-        _status(quiet, f"TTFT {ans.ttft_s:.2f} s, {ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s")
+        _status(quiet, f"TTFT {ans.ttft_s:.2f} s, {ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s"
+                + _ending(ans))
 
 
 def _register_optional() -> None:

@@ -57,6 +57,7 @@ class Settings:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    stop_repeats: bool = True
     use_cache: bool = True
     truncate: bool = False
     chunk_size: int | None = None

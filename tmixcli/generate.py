@@ -135,6 +135,14 @@ def generate_ids(model: torch.nn.Module, cache: DynamicCache, suffix_ids: list[i
             graph.close()
 
 
+def repeating(ids: list[int], min_tokens: int = 32, max_period: int = 64) -> int:
+    """The length of a span that `ids` ends with three times back to back (>= `min_tokens` in all), else 0."""
+    for p in range(-(-min_tokens // 3), min(max_period, len(ids) // 3) + 1):
+        if ids[-p:] == ids[-2 * p:-p] == ids[-3 * p:-2 * p]:
+            return p
+    return 0
+
+
 def stream_text(tokenizer, token_iter: Iterator[int]) -> Iterator[str]:
     """Incremental detokenisation: yields printable text deltas (holds back partial UTF-8 sequences)."""
     ids: list[int] = []
