@@ -393,3 +393,36 @@ def test_load_document_writes_nothing(tmp_path, three_pages):
     assert _WRITES == []
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert not Path(write_free_path).exists()
+
+
+class _ReportPDF(FPDF):
+    def header(self):
+        self.set_font("Helvetica", size=9)
+        self.cell(0, 6, "Acme Shipping ASA - Annual Report 2023", new_x="LMARGIN", new_y="NEXT")
+
+    def footer(self):
+        self.set_y(-15)
+        self.set_font("Helvetica", size=9)
+        self.cell(0, 6, f"Page {self.page_no()} of {{nb}}")
+
+
+def test_pdf_running_header_and_footer_kept_once(tmp_path):
+    pdf = _ReportPDF()
+    bodies = [f"Section {i}. The fleet grew to {10 + i} vessels.\nAcme Shipping ASA - Annual Report 2023 is "
+              f"quoted here in the body of page {i}.\nPage {i} of 5\nThe end of section {i}." for i in range(1, 6)]
+    for body in bodies:
+        pdf.add_page()
+        pdf.set_font("Helvetica", size=12)
+        pdf.multi_cell(0, 6, body)
+    text = load_document(write(tmp_path, "annual.pdf", bytes(pdf.output()))).text
+    assert text.count("Acme Shipping ASA - Annual Report 2023\n") == 1  # the header once, body quotes stay
+    assert text.count("is quoted here in the body") == 5
+    assert text.count("Page 1 of 5") == 2 and text.count("Page 3 of 5") == 1  # the footer once, mid-page copies stay
+    for i in range(1, 6):
+        assert f"The fleet grew to {10 + i} vessels." in text and f"The end of section {i}." in text
+        assert i == 1 or f"--- page {i} ---" in text
+
+
+def test_pdf_short_repeated_lines_kept_below_threshold(tmp_path):
+    two = make_pdf(["Draft\nAlpha page one text.", "Draft\nBravo page two text."])
+    assert load_document(write(tmp_path, "two.pdf", two)).text.count("Draft") == 2  # two pages: nothing dropped

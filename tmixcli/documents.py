@@ -9,6 +9,7 @@ import logging
 import re
 import sys
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ _HYPHEN_BREAK = re.compile(r"(?<=[^\W\d_])[-\u2010][ \t]*\n[ \t]*(?=[a-z\u00df-\
 _SOFT_HYPHEN_BREAK = re.compile(r"\u00ad[ \t]*\n?[ \t]*")
 _SPACE_RUN = re.compile(r"[ \t\u00a0]+")
 _BLANK_RUN = re.compile(r"\n{3,}")
+_DIGIT_RUN = re.compile(r"\d+")
 _PAGE_SPEC = re.compile(r"(\d+)(?:\s*-\s*(\d*))?")
 
 
@@ -227,7 +229,7 @@ def _pdf_text(raw: bytes, label: str, spec: str | None, password: str | None) ->
         if n_pages == 0:
             raise TmixError(f"{label} is empty: the PDF has no pages")
         indexes = _select_pages(spec, n_pages, label)
-        texts = [_page_text(reader, index, label) for index in indexes]
+        texts = _drop_running_lines([_page_text(reader, index, label) for index in indexes])
     if not any(texts) and problems:
         raise TmixError(f"{label} is a corrupt or damaged PDF: no text could be read "
                         f"({' '.join(problems[0].split())[:100]})")
@@ -240,6 +242,38 @@ def _pdf_text(raw: bytes, label: str, spec: str | None, password: str | None) ->
 def _page_text(reader: PdfReader, index: int, label: str) -> str:
     """The cleaned text of one page ("" when it has none)."""
     return _clean_page_text(_pdf_call(lambda: reader.pages[index].extract_text() or "", label))
+
+
+def _drop_running_lines(texts: list[str], edge: int = 2) -> list[str]:
+    """Keep a PDF's running headers and footers once: a line among the first or last `edge` lines of at least
+    half the pages (3 or more); in lines of up to four words digits are compared as one ("Page 3 of 9")."""
+    def key(line: str) -> str:
+        line = " ".join(line.split()).lower()
+        return _DIGIT_RUN.sub("#", line) if len(line.split()) <= 4 else line
+
+    def edge_rows(lines: list[str]) -> set[int]:
+        rows = [i for i, line in enumerate(lines) if line.strip()]
+        return {i for i in rows[:edge] + rows[-edge:] if len(lines[i]) <= 120}
+
+    pages = [text.split("\n") for text in texts]
+    counts = Counter(k for lines in pages for k in {key(lines[i]) for i in edge_rows(lines)})
+    running = {k for k, n in counts.items() if n >= max(3, len(pages) / 2)}
+    if not running:
+        return texts
+    seen: set[str] = set()
+    out = []
+    for lines in pages:
+        rows = edge_rows(lines)
+        kept = []
+        for i, line in enumerate(lines):
+            k = key(line)
+            if i in rows and k in running:
+                if k in seen:
+                    continue
+                seen.add(k)
+            kept.append(line)
+        out.append(_tidy("\n".join(kept)))
+    return out
 
 
 def _join_pages(indexes: list[int], texts: list[str]) -> str:
