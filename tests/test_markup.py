@@ -148,3 +148,16 @@ def test_oversized_member_refused(tmp_path, monkeypatch):
 def test_pages_option_is_for_pdfs_only(tmp_path):
     path = write(tmp_path, "r.docx", docx("<w:p><w:r><w:t>text</w:t></w:r></w:p>"))
     expect_error(path, "r.docx", "--pages only applies to PDF", pages="1")
+
+
+def test_html_web_page_keeps_main_content(tmp_path):
+    page = ("<html><head><title>Acme news</title><body><header><a href='/'>Acme</a><nav><ul><li>Home</li>"
+            "<li>About</li></ul></nav></header><main><article><h1>Results</h1><p>Revenue rose to 12 million."
+            "<div hidden><div>nested</div> secret</div><span aria-hidden=\"true\">icon</span><p>Margins held."
+            "<aside>Related: more</aside></article></main><div role=navigation>Next page</div>"
+            "<footer>Copyright Acme</footer></body></html>")
+    doc = load_document(write(tmp_path, "news.html", page))
+    assert doc.text == "Results\nRevenue rose to 12 million.\nMargins held.\nRelated: more"
+    no_main = page.replace("<main>", "").replace("</main>", "")  # no <main>: the whole body, menus still dropped
+    assert load_document(write(tmp_path, "plain.html", no_main)).text == (
+        "Acme\nResults\nRevenue rose to 12 million.\nMargins held.\nRelated: more\nCopyright Acme")

@@ -25,7 +25,10 @@ _SPACES = re.compile(r"[ \t\n\r\f\u00a0]+")
 _BLOCK_TAGS = {"address", "article", "aside", "blockquote", "body", "caption", "dd", "div", "dl", "dt",
                "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6",
                "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "table", "tr", "ul"}
-_SKIP_TAGS = {"head", "script", "style", "noscript", "template", "svg", "math", "iframe", "object"}
+_SKIP_TAGS = {"head", "script", "style", "noscript", "template", "svg", "math", "iframe", "object", "nav"}
+_OPTIONAL_END = {"p", "li", "dt", "dd", "tr", "td", "th", "thead", "tbody", "tfoot", "option", "optgroup",
+                 "colgroup", "caption", "rt", "rp", "html", "body"}  # end tags HTML lets pages leave out
+_VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 FORMATS = "PDF, .docx, .epub, HTML or UTF-8 text"  # what tmix reads, for error messages
 _CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
@@ -119,11 +122,22 @@ def decode_html(raw: bytes, label: str) -> str:
 
 
 def html_text(source: str) -> str:
-    """Visible text of an HTML page: block elements on their own lines, scripts/styles/head dropped."""
+    """Visible text of an HTML page: block elements on their own lines; head, scripts, styles, navigation and
+    hidden elements dropped; a page with a <main> element gives only its text (no site header, menus, footer)."""
     parser = _HTMLText()
     parser.feed(source)
     parser.close()
     return parser.text()
+
+
+def _hidden(tag: str, attrs: list) -> bool:
+    """Elements a browser does not show, or that only navigate: skipped with everything inside them."""
+    if tag in _SKIP_TAGS:
+        return True
+    if tag in _OPTIONAL_END:  # no reliable end tag to stop skipping at
+        return False
+    found = dict(attrs)
+    return "hidden" in found or found.get("aria-hidden") == "true" or found.get("role") == "navigation"
 
 
 class _HTMLText(HTMLParser):
@@ -132,13 +146,20 @@ class _HTMLText(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.blocks: list[str] = []
+        self.main_blocks: list[str] = []
         self.line: list[str] = []
-        self.skip = 0
+        self.skip: tuple[str, int] | None = None  # the skipped element's tag and how deep it nests in itself
         self.pre = 0
+        self.main = 0
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag in _SKIP_TAGS:
-            self.skip += 1
+        if self.skip is not None and self.skip[0] == "head" and tag == "body":
+            self.skip = None  # a page that leaves out </head>
+        if self.skip is not None:
+            if tag == self.skip[0]:
+                self.skip = (tag, self.skip[1] + 1)
+        elif tag not in _VOID_TAGS and _hidden(tag, attrs):
+            self.skip = (tag, 1)
         elif tag == "br":
             self.line.append("\n")
         elif tag in ("td", "th"):
@@ -147,25 +168,29 @@ class _HTMLText(HTMLParser):
         elif tag in _BLOCK_TAGS:
             self._flush()
             self.pre += tag == "pre"
+            self.main += tag == "main"
             if tag == "li":
                 self.line.append("- ")
 
     def handle_startendtag(self, tag: str, attrs: list) -> None:
+        if self.skip is not None:
+            return
         if tag == "br":
             self.line.append("\n")
         elif tag in _BLOCK_TAGS:
             self._flush()
 
     def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP_TAGS:
-            self.skip = max(0, self.skip - 1)
+        if self.skip is not None:
+            if tag == self.skip[0]:
+                self.skip = (tag, self.skip[1] - 1) if self.skip[1] > 1 else None
         elif tag in _BLOCK_TAGS:
             self._flush()
-            if tag == "pre":
-                self.pre = max(0, self.pre - 1)
+            self.pre = max(0, self.pre - (tag == "pre"))
+            self.main = max(0, self.main - (tag == "main"))
 
     def handle_data(self, data: str) -> None:
-        if not self.skip:
+        if self.skip is None:
             self.line.append(data if self.pre else _SPACES.sub(" ", data))
 
     def _flush(self) -> None:
@@ -175,10 +200,12 @@ class _HTMLText(HTMLParser):
             text = "\n".join(" ".join(part.split()) for part in text.split("\n"))
         if text.strip(" -\n"):
             self.blocks.append(text.strip("\n"))
+            if self.main:
+                self.main_blocks.append(self.blocks[-1])
 
     def text(self) -> str:
         self._flush()
-        return "\n".join(self.blocks)
+        return "\n".join(self.main_blocks or self.blocks)
 
 
 def _open_zip(raw: bytes, label: str) -> zipfile.ZipFile:
