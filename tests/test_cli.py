@@ -157,6 +157,27 @@ def test_looping_answer_is_cut_and_trimmed(capsys, monkeypatch, tiny_dir, short_
     assert code == 0 and out.strip() == " ".join([cut["answer"]] * 3) and "began to repeat itself" in err
 
 
+def test_cache_cap_evicts_least_recently_used(capsys, monkeypatch, tmp_path, tiny_dir):
+    docs = []
+    for name in ("a.txt", "b.txt", "c.txt"):
+        docs.append(tmp_path / name)
+        docs[-1].write_text(f"Document {name}. " + (DOCS / "notes.txt").read_text()[:600])
+    args = ("Who is the project manager?", "--model", tiny_dir, "--max-new-tokens", "4", *TINY)
+    first = ask_json(capsys, str(docs[0]), *args)
+    size = Path(first["kv_path"]).stat().st_size
+    monkeypatch.setenv("TMIX_CACHE_MAX", str(int(size * 1.5)))
+    code, _, err = run(capsys, "ask", str(docs[1]), *args)
+    assert code == 0 and "removed 1 least recently used KV files" in err and not Path(first["kv_path"]).exists()
+    monkeypatch.setenv("TMIX_CACHE_MAX", str(size // 2))
+    res = ask_json(capsys, str(docs[2]), *args)
+    assert res["kv_path"] is None and res["answer"] is not None
+    code, _, err = run(capsys, "prefill", str(docs[2]), "--model", tiny_dir, *TINY)
+    assert code == 2 and "exceed the cache cap TMIX_CACHE_MAX" in err and "-o" in err
+    monkeypatch.setenv("TMIX_CACHE_MAX", "plenty")
+    code, _, err = run(capsys, "ask", str(docs[2]), *args)
+    assert code == 2 and "TMIX_CACHE_MAX must be a size" in err and "prefill" not in err
+
+
 def test_chat_rewinds_cache_between_questions(capsys, monkeypatch, tiny_dir, short_doc):
     import io
 

@@ -438,3 +438,45 @@ def test_invalid_file_listed_not_fatal() -> None:
     assert entry["key"] == "broken" and "not a safetensors" in entry["error"]
     out = CliRunner().invoke(app, ["ls"])
     assert out.exit_code == 0 and "(invalid:" in out.stdout
+
+
+def test_parse_size() -> None:
+    assert kvstore.parse_size("20G") == 20 * 2**30 and kvstore.parse_size("1.5 GiB") == 3 * 2**29
+    assert kvstore.parse_size("500m") == 500 * 2**20 and kvstore.parse_size("4096") == 4096
+    assert kvstore.parse_size("off") is None and kvstore.parse_size("0") is None
+    for bad in ("lots", "-1G", "5Q", "G"):
+        with pytest.raises(TmixError, match="TMIX_CACHE_MAX must be a size"):
+            kvstore.parse_size(bad)
+
+
+def _aged(sizes: dict[str, int]) -> dict[str, Path]:
+    """Fake KV files with the given sizes, each used one minute after the one before."""
+    paths = {}
+    for age, (name, size) in enumerate(sizes.items()):
+        p = kvstore.kv_dir() / f"{name}.safetensors"
+        p.write_bytes(b"\0" * size)
+        os.utime(p, (1_700_000_000 + 60 * age,) * 2)
+        paths[name] = p
+    return paths
+
+
+def test_trim_cache_evicts_least_recently_used() -> None:
+    paths = _aged({"old": 400, "mid": 300, "new": 200})
+    assert kvstore.trim_cache(None) == [] and kvstore.trim_cache(900) == []
+    assert [e["key"] for e in kvstore.trim_cache(600)] == ["old"] and not paths["old"].exists()
+    assert [e["key"] for e in kvstore.trim_cache(100, keep=paths["mid"])] == ["new"]
+    assert [e["key"] for e in kvstore.list_entries()] == ["mid"]  # the kept file stays even over the cap
+
+
+def test_cli_prune_and_ls_total(monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = CliRunner()
+    _aged({"old": 3000, "mid": 2000, "new": 1000})
+    monkeypatch.setenv("TMIX_CACHE_MAX", "4K")
+    out = runner.invoke(app, ["ls"])
+    assert out.exit_code == 0 and "3 files, 5.9 KiB" in out.stdout and "cap 4.0 KiB" in out.stdout
+    out = runner.invoke(app, ["prune"])
+    assert out.exit_code == 0 and "removed old" in out.stdout and "2.9 KiB in" in out.stdout
+    out = runner.invoke(app, ["prune", "--max-size", "1500"])
+    assert "removed mid" in out.stdout and [e["key"] for e in kvstore.list_entries()] == ["new"]
+    bad = runner.invoke(app, ["prune", "--max-size", "huge"])
+    assert bad.exit_code == 2 and "--max-size must be a size" in _err(bad)

@@ -31,13 +31,18 @@ class Context:
     prefill_s: float = 0.0
     start_layer_source: str = ""
     notes: list[str] = field(default_factory=list)
-    pending_save: Callable[[], None] | None = None
+    pending_save: Callable[[], list[str]] | None = None
 
-    def save(self) -> None:
-        """Write the KV file of a fresh prefill (deferred so the first answer is not held up by disk writes)."""
-        if self.pending_save is not None:
-            pending, self.pending_save = self.pending_save, None
-            pending()
+    def save(self) -> list[str]:
+        """Write the KV file of a fresh prefill (deferred so the first answer is not held up by disk writes);
+        returns status lines (files evicted to keep the cache under its cap, or why nothing was written)."""
+        if self.pending_save is None:
+            return []
+        pending, self.pending_save = self.pending_save, None
+        lines = pending()
+        if self.kv_path is not None and not self.kv_path.is_file():
+            self.kv_path = None  # over the cache cap: not written
+        return lines
 
 
 @dataclass
@@ -138,6 +143,7 @@ def open_document(lm: LoadedModel, doc: Document, s: Settings, question_tokens: 
     """Prefilled state for a document: a cache hit loads the KV file, a miss prefills; the KV file of a miss
     (unless --no-cache) is written by `ctx.save()`, which callers run after the first answer."""
     attn, source = resolve_attention(lm, s)
+    limit = kvstore.cache_limit() if s.use_cache else None  # a bad TMIX_CACHE_MAX fails before the prefill
     ids, notes = fit_document(lm, doc, s, question_tokens)
     attention.attach(lm.model, attn)
     fp = kvstore.model_fingerprint(lm.model, lm.tokenizer)
@@ -155,10 +161,26 @@ def open_document(lm: LoadedModel, doc: Document, s: Settings, question_tokens: 
         meta = kvstore.build_meta(model_id=lm.model_id, fingerprint=fp, dtype=lm.dtype, attn=attn,
                                   doc_name=doc.name, doc_sha256=doc.sha256,
                                   template_hash=prompt.template_hash(lm.tokenizer, s.system), n_tokens=len(ids))
-        cache = ctx.cache
-        ctx.pending_save = lambda: kvstore.save_kv(path, cache, ids, meta)
+        ctx.pending_save = _saver(path, ctx.cache, ids, meta, limit if kv_out is None else None)
         ctx.kv_path = path
     return ctx
+
+
+def _saver(path: Path, cache: object, ids: list[int], meta: dict, limit: int | None) -> Callable[[], list[str]]:
+    """Save the KV file, then evict least recently used files past `limit` (None: no cap, or not the cache dir)."""
+    def save() -> list[str]:
+        size = kvstore.cache_bytes(cache)
+        if limit is not None and size > limit:
+            return [f"KV file not saved: its {kvstore.human_size(size)} exceed the cache cap TMIX_CACHE_MAX "
+                    f"({kvstore.human_size(limit)})"]
+        kvstore.save_kv(path, cache, ids, meta)
+        gone = kvstore.trim_cache(limit, keep=path)
+        if not gone:
+            return []
+        freed = kvstore.human_size(sum(e["size"] for e in gone))
+        return [f"removed {len(gone)} least recently used KV files ({freed}) to stay under TMIX_CACHE_MAX "
+                f"({kvstore.human_size(limit)})"]
+    return save
 
 
 def _load_into(ctx: Context, path: Path, s: Settings, doc: Document | None, ids: list[int] | None) -> Context:

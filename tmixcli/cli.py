@@ -164,7 +164,7 @@ def ask(
 
     on_text = None if as_json else (lambda t: (sys.stdout.write(t), sys.stdout.flush()))
     ans = answer.ask(ctx, question, s, on_text)
-    ctx.save()
+    saved = ctx.save()
     ttft = ctx.prefill_s + ans.ttft_s
     if as_json:
         print(json.dumps({
@@ -178,6 +178,8 @@ def ask(
     _status(quiet, f"TTFT {ttft:.2f} s ({'KV load' if ctx.cache_hit else 'prefill'} {ctx.prefill_s:.2f} s + "
                    f"question {ans.ttft_s:.2f} s), {ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s"
                    + _ending(ans))
+    for line in saved:
+        _status(quiet, line)
 
 
 def _ending(ans) -> str:
@@ -238,8 +240,12 @@ def prefill(
 
     lm = _load(model, device, dtype, quiet, device_map, threads, compile)
     ctx = answer.open_document(lm, doc, s, question_tokens=0, kv_out=output)
-    ctx.save()
+    saved = ctx.save()
+    if ctx.kv_path is None:
+        raise TmixError(f"{saved[0]}; raise the cap or write the file elsewhere with -o")
     _describe(ctx, quiet)
+    for line in saved:
+        _status(quiet, line)
     size = ctx.kv_path.stat().st_size
     if as_json:
         print(json.dumps({"kv_path": str(ctx.kv_path), "tokens": len(ctx.prefix_ids), "bytes": size,
@@ -286,7 +292,8 @@ def chat(
             print("> ", end="", file=sys.stderr, flush=True)
         line = sys.stdin.readline()
         if not line.strip():
-            ctx.save()
+            for note in ctx.save():
+                _status(quiet, note)
             break
         if keep_history and not first:
             ids = prompt.followup_ids(ctx.lm.tokenizer, line, ctx.system)
@@ -294,7 +301,8 @@ def chat(
         else:
             ans = answer.ask(ctx, line, s, lambda t: (sys.stdout.write(t), sys.stdout.flush()), keep=keep_history)
         first = False
-        ctx.save()
+        for note in ctx.save():
+            _status(quiet, note)
         print(flush=True)
         _status(quiet, f"TTFT {ans.ttft_s:.2f} s, {ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s"
                 + _ending(ans))

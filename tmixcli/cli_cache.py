@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from tmixcli import kvstore
+from tmixcli.kvstore import human_size
 from tmixcli.errors import TmixError
 
 app = typer.Typer(help="List, inspect and remove saved KV cache files.", no_args_is_help=True)
@@ -29,16 +30,6 @@ def cli_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             typer.echo(f"tmix: error: {err}", err=True)
             raise typer.Exit(err.code) from None
     return wrapper
-
-
-def human_size(n: int) -> str:
-    """1536 -> "1.5 KiB"."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -67,6 +58,24 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="Print the entries a
         rows.append([e["key"], doc, e["model_id"] or "-", str(e["n_tokens"] or "-"),
                      human_size(e["size"]), _short_time(e["last_used"])])
     typer.echo(_table(rows))
+    typer.echo(f"{len(entries)} files, {human_size(sum(e['size'] for e in entries))} in {kvstore.kv_dir()}; "
+               f"{_cap_text(kvstore.cache_limit())}")
+
+
+def _cap_text(limit: int | None) -> str:
+    return "no size cap" if limit is None else f"cap {human_size(limit)} (TMIX_CACHE_MAX; least recently used go first)"
+
+
+@app.command("prune")
+@cli_errors
+def prune(max_size: Annotated[str | None, typer.Option("--max-size", help="Cap to apply now, e.g. 5G "
+                                                        "(default: TMIX_CACHE_MAX, else 20G).")] = None) -> None:
+    """Remove least recently used KV files until the cache fits its size cap."""
+    limit = kvstore.parse_size(max_size, "--max-size") if max_size is not None else kvstore.cache_limit()
+    for e in kvstore.trim_cache(limit):
+        typer.echo(f"removed {e['key']} ({e['doc_name'] or '?'}, {human_size(e['size'])})")
+    total = sum(e["size"] for e in kvstore.list_entries())
+    typer.echo(f"{human_size(total)} in {kvstore.kv_dir()}; {_cap_text(limit)}")
 
 
 def resolve_key(key: str) -> dict:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import struct
 import uuid
 from collections.abc import Sequence
@@ -564,6 +565,58 @@ def _entry(p: Path) -> dict:
     entry.update(doc_name=meta.get("doc_name"), model_id=meta.get("model_id"),
                  n_tokens=_as_int(meta.get("n_tokens", "-1")), created=meta.get("created"))
     return entry
+
+
+def human_size(n: int) -> str:
+    """1536 -> "1.5 KiB"."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", re.IGNORECASE)
+DEFAULT_CACHE_MAX = "20G"
+
+
+def parse_size(text: str, what: str = "TMIX_CACHE_MAX") -> int | None:
+    """Bytes from "20G", "500M", "1.5T", "123456"; None for "0", "off", "none" or "" (no limit)."""
+    if text.strip().lower() in ("", "0", "off", "none"):
+        return None
+    match = _SIZE.fullmatch(text)
+    if not match:
+        raise TmixError(f"{what} must be a size like 20G, 500M or off, not {text!r}")
+    return int(float(match.group(1)) * 1024 ** " kmgt".index(match.group(2).lower() or " "))
+
+
+def cache_limit() -> int | None:
+    """The KV cache's size cap in bytes from TMIX_CACHE_MAX (default 20G), or None for no cap."""
+    return parse_size(os.environ.get("TMIX_CACHE_MAX", DEFAULT_CACHE_MAX))
+
+
+def cache_bytes(cache: Any) -> int:
+    """Bytes of a cache's K/V tensors: about the size of its KV file."""
+    return sum(t.numel() * t.element_size() for pair in _cache_tensors(cache) for t in pair)
+
+
+def trim_cache(limit: int | None, keep: Path | None = None, root: Path | None = None) -> list[dict]:
+    """Remove least recently used KV files until the cache fits `limit` bytes (never `keep`); the removed."""
+    if limit is None:
+        return []
+    entries = list_entries(root)  # most recently used first
+    total = sum(e["size"] for e in entries)
+    removed = []
+    for e in reversed(entries):
+        if total <= limit:
+            break
+        if keep is not None and Path(e["path"]).resolve() == Path(keep).resolve():
+            continue
+        Path(e["path"]).unlink(missing_ok=True)
+        total -= e["size"]
+        removed.append(e)
+    return removed
 
 
 def temp_files(root: Path | None = None) -> list[Path]:
