@@ -62,8 +62,8 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="Print the entries a
                f"{_cap_text(kvstore.cache_limit())}")
 
 
-def _cap_text(limit: int | None) -> str:
-    return "no size cap" if limit is None else f"cap {human_size(limit)} (TMIX_CACHE_MAX; least recently used go first)"
+def _cap_text(limit: int | None, source: str = "TMIX_CACHE_MAX") -> str:
+    return "no size cap" if limit is None else f"cap {human_size(limit)} ({source}; least recently used go first)"
 
 
 @app.command("prune")
@@ -75,7 +75,8 @@ def prune(max_size: Annotated[str | None, typer.Option("--max-size", help="Cap t
     for e in kvstore.trim_cache(limit):
         typer.echo(f"removed {e['key']} ({e['doc_name'] or '?'}, {human_size(e['size'])})")
     total = sum(e["size"] for e in kvstore.list_entries())
-    typer.echo(f"{human_size(total)} in {kvstore.kv_dir()}; {_cap_text(limit)}")
+    typer.echo(f"{human_size(total)} in {kvstore.kv_dir()}; "
+               f"{_cap_text(limit, 'TMIX_CACHE_MAX' if max_size is None else '--max-size')}")
 
 
 def resolve_key(key: str) -> dict:
