@@ -161,3 +161,22 @@ def test_html_web_page_keeps_main_content(tmp_path):
     no_main = page.replace("<main>", "").replace("</main>", "")  # no <main>: the whole body, menus still dropped
     assert load_document(write(tmp_path, "plain.html", no_main)).text == (
         "Acme\nResults\nRevenue rose to 12 million.\nMargins held.\nRelated: more\nCopyright Acme")
+
+
+def test_docx_footnotes_and_endnotes(tmp_path):
+    def notes(kind: str, items: dict[str, str]) -> str:
+        sep = f'<w:{kind} w:type="separator" w:id="-1"><w:p><w:r><w:separator/></w:r></w:p></w:{kind}>'
+        return (f'<w:{kind}s xmlns:w="{W_NS}">{sep}' + "".join(
+            f'<w:{kind} w:id="{i}"><w:p><w:r><w:{kind}Ref/></w:r><w:r><w:t xml:space="preserve"> {text}</w:t></w:r>'
+            f'</w:p></w:{kind}>' for i, text in items.items()) + f"</w:{kind}s>")
+
+    body = ('<w:p><w:r><w:t>Revenue rose</w:t></w:r><w:r><w:footnoteReference w:id="7"/></w:r>'
+            '<w:r><w:t xml:space="preserve"> as planned.</w:t></w:r></w:p>'
+            '<w:p><w:r><w:t>Costs fell</w:t></w:r><w:r><w:endnoteReference w:id="2"/></w:r>'
+            '<w:r><w:t>; see above</w:t></w:r><w:r><w:footnoteReference w:id="7"/></w:r></w:p>')
+    package = zip_bytes({"[Content_Types].xml": "<Types/>",
+                         "word/document.xml": f'<w:document xmlns:w="{W_NS}"><w:body>{body}</w:body></w:document>',
+                         "word/footnotes.xml": notes("footnote", {"7": "Audited figures."}),
+                         "word/endnotes.xml": notes("endnote", {"2": "Mainly freight."})})
+    assert load_document(write(tmp_path, "notes.docx", package)).text == (
+        "Revenue rose[1] as planned.\nCosts fell[2]; see above[1]\nNotes:\n[1] Audited figures.\n[2] Mainly freight.")

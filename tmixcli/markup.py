@@ -48,33 +48,50 @@ def zip_document_text(raw: bytes, label: str) -> str:
 
 
 def docx_text(zf: zipfile.ZipFile, label: str) -> str:
-    """Body text of a Word document in reading order: paragraphs, tables (rows as `a | b`), content controls."""
+    """Body text of a Word document in reading order: paragraphs, tables (rows as `a | b`), content controls;
+    footnotes and endnotes become [n] markers where they are cited and a `Notes:` list at the end."""
     root = _xml(_member(zf, "word/document.xml", label), label)
     body = root.find(f"{_W}body")
     blocks: list[str] = []
+    cited: dict[tuple[str, str], int] = {}  # (footnote|endnote, id) -> the number shown, in citation order
     if body is not None:
-        _docx_blocks(body, blocks)
+        _docx_blocks(body, blocks, cited)
+    if cited:
+        notes = {**_docx_notes(zf, "footnote", label), **_docx_notes(zf, "endnote", label)}
+        blocks += ["Notes:"] + [f"[{n}] {notes.get(ref, '')}".rstrip() for ref, n in cited.items()]
     return _join(blocks)
 
 
-def _docx_blocks(element: ElementTree.Element, blocks: list[str]) -> None:
+def _docx_notes(zf: zipfile.ZipFile, kind: str, label: str) -> dict[tuple[str, str], str]:
+    """The text of each footnote or endnote by id (word/footnotes.xml, word/endnotes.xml; absent parts: none)."""
+    name = f"word/{kind}s.xml"
+    if name not in zf.namelist():
+        return {}
+    root = _xml(_member(zf, name, label), label)
+    return {(kind, note.get(f"{_W}id", "")): " ".join(filter(None, (_docx_paragraph(p, {})
+                                                                     for p in note.iter(f"{_W}p"))))
+            for note in root.findall(f"{_W}{kind}")}
+
+
+def _docx_blocks(element: ElementTree.Element, blocks: list[str], cited: dict) -> None:
     """Append the text blocks under `element`: a paragraph or a table row per block."""
     for child in element:
         if child.tag == f"{_W}p":
-            blocks.append(_docx_paragraph(child))
+            blocks.append(_docx_paragraph(child, cited))
         elif child.tag == f"{_W}tbl":
             rows = []
             for row in child.findall(f"{_W}tr"):  # direct rows: a nested table stays inside its cell
-                cells = [" ".join(_docx_paragraph(p) for p in cell.iter(f"{_W}p")).strip()
+                cells = [" ".join(_docx_paragraph(p, cited) for p in cell.iter(f"{_W}p")).strip()
                          for cell in row.findall(f"{_W}tc")]
                 rows.append(" | ".join(cells))
             blocks.append("\n".join(r for r in rows if r.strip(" |")))
         else:
-            _docx_blocks(child, blocks)
+            _docx_blocks(child, blocks, cited)
 
 
-def _docx_paragraph(p: ElementTree.Element) -> str:
-    """One paragraph's text: w:t runs, tabs, line breaks; deleted text (w:delText) and field codes are skipped."""
+def _docx_paragraph(p: ElementTree.Element, cited: dict) -> str:
+    """One paragraph's text: w:t runs, tabs, line breaks, [n] note markers; deleted text (w:delText) and field
+    codes are skipped."""
     parts = []
     for node in p.iter():
         if node.tag == f"{_W}t":
@@ -85,6 +102,9 @@ def _docx_paragraph(p: ElementTree.Element) -> str:
             parts.append("\n")
         elif node.tag == f"{_W}noBreakHyphen":
             parts.append("-")
+        elif node.tag in (f"{_W}footnoteReference", f"{_W}endnoteReference"):
+            ref = (node.tag[len(_W):-len("Reference")], node.get(f"{_W}id", ""))
+            parts.append(f"[{cited.setdefault(ref, len(cited) + 1)}]")
     return "".join(parts).strip()
 
 
