@@ -1,28 +1,37 @@
-"""Decoding helpers that need no model: loop detection."""
+"""Decoding helpers: loop detection, and the cache a kept chat turn leaves."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from tmixcli.generate import repeating
+from tmixcli.generate import repeated_tail
+
+HEAT = "The new heat pump will be used to heat the new children's corner. "  # 13 words
 
 
-def test_repeating_finds_a_loop_of_three_copies():
-    unit = list(range(100, 113))  # 13 tokens
-    assert repeating([1, 2, 3] + unit * 3) == 13
-    assert repeating([1, 2, 3] + unit * 2) == 0  # two copies are not yet a loop
-    assert repeating([7] * 33) == 11 and repeating([7] * 32) == 0  # one token said 33 times: a span of 11, thrice
-    assert repeating([5, 6] * 8) == 0  # short repeats (16 tokens) are text, not a loop
+def test_loop_found_across_line_breaks():
+    """The default model loops with its line breaks in different places each time (seen on the sample notes)."""
+    intro = "The old oil boiler goes. "
+    text = intro + HEAT + HEAT.replace("heat the ", "heat the\n") + HEAT.replace("pump ", "pump\n") + "The"
+    cut = repeated_tail(text)
+    assert cut and text[:cut] == intro + HEAT.rstrip()
+    assert repeated_tail(intro + HEAT * 2 + "The") == 0  # two copies are not yet a loop
+    assert repeated_tail((intro + HEAT * 3).rstrip()) == 0  # the last word may still grow ("corner." -> "corner.\"")
+    assert repeated_tail(intro + HEAT * 3) == len(intro + HEAT) - 1
 
 
-def test_repeating_ignores_long_or_broken_periods():
-    unit = list(range(80))
-    assert repeating(unit * 3) == 0  # longer than max_period
-    assert repeating(unit * 3, max_period=80) == 80
-    unit = list(range(20))
-    assert repeating(unit * 2 + unit[:-1] + [999]) == 0
+def test_cut_ends_on_a_full_sentence():
+    text = "Heat pumps. " + ("will heat the corner. The new heat pump " * 3) + "will"
+    assert text[:repeated_tail(text)] == "Heat pumps. will heat the corner."
 
+
+def test_short_or_long_repeats_are_not_loops():
+    assert repeated_tail("no, no, no, " * 2 + "fine ") == 0  # 12 words in all: text, not a loop
+    assert repeated_tail("yes " * 24 + "x") == len("yes " * 8) - 1  # one word 24 times: a span of 8, thrice
+    words = " ".join(f"w{i}" for i in range(70)) + " "
+    assert repeated_tail(words * 3 + "x") == 0  # longer than max_period
+    assert repeated_tail(words * 3 + "x", max_period=70) == len(words) - 1
 
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -51,3 +60,32 @@ def test_kept_turn_holds_exactly_the_answer(max_new, device):
     for kept, ref in zip(ctx.cache.layers, fresh.layers, strict=True):
         torch.testing.assert_close(kept.keys, ref.keys, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(kept.values, ref.values, rtol=1e-4, atol=1e-5)
+
+
+def test_kept_turn_after_a_cut_loop_holds_one_copy(monkeypatch):
+    from tiny import tiny_model, tiny_tokenizer
+
+    from tmixcli import answer, generate, prompt
+    from tmixcli.config import Settings
+    from tmixcli.documents import Document
+    from tmixcli.models import LoadedModel
+
+    tok = tiny_tokenizer("llama")
+    lm = LoadedModel(tiny_model("llama"), tok, "tiny", torch.device("cpu"), torch.float32)
+    s = Settings(method="dense", use_cache=False, max_new_tokens=400)
+    ctx = answer.open_document(lm, Document("d.txt", "The budget is four million kroner.", "0" * 64, None), s)
+    loop = tok(" " + HEAT.strip(), add_special_tokens=False).input_ids
+
+    def looping(model, cache, suffix_ids, *args, on_first=None, **kw):  # feeds the cache as generate_ids does
+        generate.extend(model, cache, suffix_ids)
+        for tok in loop * 10:
+            yield tok
+            generate.extend(model, cache, [tok])
+
+    monkeypatch.setattr(generate, "generate_ids", looping)
+    q_ids = prompt.question_ids(tok, "What heats the corner?", None)
+    ans = answer.ask_ids(ctx, q_ids, s, keep=True)
+    assert ans.stop_reason == "repeat" and ans.text.strip() == HEAT.strip()
+    assert ctx.cache.get_seq_length() == len(ctx.prefix_ids) + len(q_ids) + len(loop)
+    fresh, _ = generate.prefill(lm.model, ctx.prefix_ids + q_ids + loop)
+    torch.testing.assert_close(ctx.cache.layers[-1].keys, fresh.layers[-1].keys, rtol=1e-4, atol=1e-5)

@@ -239,49 +239,61 @@ def ask_ids(ctx: Context, q_ids: list[int], s: Settings, on_text: Callable[[str]
                                    on_first=lambda: first.append(_now(lm)))
     pieces: list[str] = []
     ids: list[int] = []
-    looped: list[int] = []
+    cut = 0
+    stream = generate.stream_text(lm.tokenizer, _record(tokens, ids))
     try:
-        for piece in generate.stream_text(lm.tokenizer, _watch(tokens, ids, s.stop_repeats, looped)):
+        for piece in stream:
             pieces.append(piece)
             if on_text is not None:
                 on_text(piece)
+            if s.stop_repeats and (cut := generate.repeated_tail("".join(pieces))):
+                break
     finally:
+        stream.close()
+        tokens.close()
         if not keep:
             rewind(ctx.cache, base)
+    text = "".join(pieces)
+    kept = _tokens_for(lm.tokenizer, ids, cut) if cut else ids
     if keep:
-        _close_turn(lm, ctx.cache, base + len(q_ids), ids, looped[0] if looped else 0)
+        _close_turn(lm, ctx.cache, base + len(q_ids), kept)
     end = _now(lm)
     ttft = (first[0] if first else end) - start
     n = len(ids)
     rate = (n - 1) / (end - first[0]) if first and n > 1 and end > first[0] else 0.0
-    reason = "repeat" if looped else "length" if n >= budget else "end"
-    text = "".join(pieces)
-    if looped and on_text is None:  # nothing was shown yet: drop the repeated copies
-        text = lm.tokenizer.decode(ids[:-2 * looped[0]], skip_special_tokens=True)
+    reason = "repeat" if cut else "length" if n >= budget else "end"
+    if cut and on_text is None:  # nothing was shown yet: drop the repeated copies
+        text = text[:cut]
     return Answer(text, base + len(q_ids), n, ttft, rate, reason, ids)
 
 
-def _close_turn(lm: LoadedModel, cache: object, answer_start: int, ids: list[int], period: int) -> None:
-    """Leave exactly the shown answer in a kept cache: one copy of a cut loop, and a last token the cut never fed."""
-    want = answer_start + len(ids) - 2 * period
+def _close_turn(lm: LoadedModel, cache: object, answer_start: int, kept: list[int]) -> None:
+    """Leave exactly `kept` answer tokens in a kept cache: one copy of a cut loop, a last token never fed."""
+    want = answer_start + len(kept)
     have = cache.get_seq_length()
     if have > want:
         rewind(cache, want)
     elif have < want:
-        generate.extend(lm.model, cache, ids[have - answer_start:want - answer_start])
+        generate.extend(lm.model, cache, kept[have - answer_start:])
 
 
-def _watch(tokens, ids: list[int], stop_repeats: bool, looped: list[int]):
-    """Pass tokens on, recording them in `ids`; with `stop_repeats`, end once the answer loops (period in `looped`)."""
-    try:
-        for tok in tokens:
-            ids.append(tok)
-            yield tok
-            if stop_repeats and (period := generate.repeating(ids)):
-                looped.append(period)
-                return
-    finally:
-        tokens.close()
+def _tokens_for(tokenizer, ids: list[int], chars: int) -> list[int]:
+    """The shortest prefix of `ids` whose text reaches `chars` characters."""
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(tokenizer.decode(ids[:mid], skip_special_tokens=True)) >= chars:
+            hi = mid
+        else:
+            lo = mid + 1
+    return ids[:lo]
+
+
+def _record(tokens, ids: list[int]):
+    """Pass tokens on, keeping them in `ids`."""
+    for tok in tokens:
+        ids.append(tok)
+        yield tok
 
 
 def _now(lm: LoadedModel) -> float:

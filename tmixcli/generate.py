@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +13,8 @@ from transformers import DynamicCache
 from tmixcli import graph_decode
 from tmixcli.kvcache import growing_cache
 from tmixcli.models import decoder_layers
+
+_WORD = re.compile(r"\S+")
 
 
 @contextmanager
@@ -135,11 +138,19 @@ def generate_ids(model: torch.nn.Module, cache: DynamicCache, suffix_ids: list[i
             graph.close()
 
 
-def repeating(ids: list[int], min_tokens: int = 32, max_period: int = 64) -> int:
-    """The length of a span that `ids` ends with three times back to back (>= `min_tokens` in all), else 0."""
-    for p in range(-(-min_tokens // 3), min(max_period, len(ids) // 3) + 1):
-        if ids[-p:] == ids[-2 * p:-p] == ids[-3 * p:-2 * p]:
-            return p
+def repeated_tail(text: str, min_words: int = 24, max_period: int = 64) -> int:
+    """Where to cut when `text` ends in one passage said three times in a row (line breaks and spacing aside; an
+    unfinished last word not counted): after the first copy's last full sentence, else 0. Small models loop."""
+    spans = [m.span() for m in _WORD.finditer(text)]
+    if spans and spans[-1][1] == len(text):
+        spans.pop()  # the last word may still grow
+    words = [text[i:j] for i, j in spans]
+    n = len(words)
+    for p in range(-(-min_words // 3), min(max_period, n // 3) + 1):
+        if words[n - p:] == words[n - 2 * p:n - p] == words[n - 3 * p:n - 2 * p]:
+            start, end = spans[n - 3 * p][0], spans[n - 2 * p - 1][1]
+            stop = max(text.rfind(mark, start, end) for mark in ".!?")  # end the kept copy on a full sentence
+            return stop + 1 if stop >= 0 else end
     return 0
 
 
