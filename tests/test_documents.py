@@ -207,10 +207,20 @@ def test_pdf_suffix_without_magic(tmp_path):
     ("letter.docx", b"PK\x03\x04\x14\x00\x06\x00" + b"\x00" * 20, "damaged ZIP"),
     ("data.gz", b"\x1f\x8b\x08\x00" + b"\x00" * 10, "gzip"),
     ("blob.bin", b"abc\x00def", "binary data"),
-    ("latin1.txt", "caf\u00e9 au lait".encode("latin-1"), "not a PDF or UTF-8 text"),
+    ("sjis.txt", "\u4f1a\u8b70\u306e\u8b70\u4e8b\u9332\u3067\u3059".encode("shift_jis"), "not a PDF or UTF-8 text"),
 ])
 def test_binary_files_rejected(tmp_path, name, data, fragment):
     expect_error(write(tmp_path, name, data), name, fragment)
+
+
+def test_windows_1252_text_read_with_a_note(tmp_path):
+    text = "The caf\u00e9 menu \u2013 every dessert costs \u20ac4.50, the \u201cfresh\u201d cr\u00e8me br\u00fbl\u00e9e too.\n"
+    doc = load_document(write(tmp_path, "menu.txt", text.encode("cp1252")))
+    assert doc.text == text.strip() and doc.notes == (f"{tmp_path / 'menu.txt'} is not UTF-8; read it as "
+                                                      "Windows-1252 (Western European)",)
+    assert load_document(write(tmp_path, "utf8.txt", text.encode())).notes == ()
+    both = load_documents([str(tmp_path / "menu.txt"), str(tmp_path / "utf8.txt")])
+    assert len(both.notes) == 1 and "menu.txt is not UTF-8" in both.notes[0]
 
 
 def test_missing_file(tmp_path):

@@ -148,7 +148,7 @@ def open_document(lm: LoadedModel, doc: Document, s: Settings, question_tokens: 
     attention.attach(lm.model, attn)
     fp = kvstore.model_fingerprint(lm.model, lm.tokenizer)
     path = kv_out or kvstore.kv_path_for(kvstore.cache_key(fp, attn, ids))
-    ctx = Context(lm, attn, ids, None, doc.name, s.system, start_layer_source=source, notes=notes)
+    ctx = Context(lm, attn, ids, None, doc.name, s.system, start_layer_source=source, notes=[*doc.notes, *notes])
     if s.use_cache and kv_out is None and path.is_file():
         try:
             return _load_into(ctx, path, s, doc, ids)

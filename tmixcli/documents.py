@@ -62,6 +62,7 @@ class Document:
     sha256: str
     pages: int | None
     parts: tuple[Document, ...] = ()
+    notes: tuple[str, ...] = ()  # what the reader had to assume (e.g. a legacy text encoding), for status lines
 
 
 def load_document(path: str, pages: str | None = None, password: str | None = None,
@@ -79,7 +80,8 @@ def load_document(path: str, pages: str | None = None, password: str | None = No
     elif _looks_html(raw, label):
         text = _nonempty(_tidy(html_text(decode_html(raw, label))), label)
     else:
-        text = _text_file(raw, label)
+        text, note = _text_file(raw, label)
+        return Document(name=name, text=text, sha256=digest, pages=None, notes=(note,) if note else ())
     return Document(name=name, text=text, sha256=digest, pages=None)
 
 
@@ -106,7 +108,8 @@ def combine(docs: Sequence[Document]) -> Document:
     digest = hashlib.sha256("\n".join(d.sha256 for d in docs).encode()).hexdigest()
     pdf_pages = [d.pages for d in docs if d.pages is not None]
     return Document(name=" + ".join(d.name for d in docs), text=joined_text([(d.name, d.text) for d in docs]),
-                    sha256=digest, pages=sum(pdf_pages) if pdf_pages else None, parts=tuple(docs))
+                    sha256=digest, pages=sum(pdf_pages) if pdf_pages else None, parts=tuple(docs),
+                    notes=tuple(n for d in docs for n in d.notes))
 
 
 def joined_text(named_texts: Sequence[tuple[str, str]]) -> str:
@@ -166,19 +169,36 @@ def _read_input(path: str, stdin: BinaryIO | None) -> tuple[str, str, bytes]:
         raise TmixError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _text_file(raw: bytes, label: str) -> str:
-    """Decode UTF-8 text (BOM allowed), rejecting binary data, and tidy it."""
+def _text_file(raw: bytes, label: str) -> tuple[str, str | None]:
+    """Decode UTF-8 text (BOM allowed), else Western Windows-1252 text, rejecting binary data; tidy it.
+    Returns the text and a note when it was not UTF-8."""
     description = _binary_kind(raw)
     if description is not None:
         raise TmixError(f"{label} is not a document tmix reads ({FORMATS}): it looks like {description}")
     if label.lower().endswith(".pdf"):
         raise TmixError(f"{label} is not a valid PDF (no %PDF- header); it may be corrupt")
     try:
-        text = raw.decode("utf-8-sig")
+        return _nonempty(_tidy(raw.decode("utf-8-sig")), label), None
     except UnicodeDecodeError as exc:
-        raise TmixError(f"{label} is not a PDF or UTF-8 text (binary or non-UTF-8 byte at offset "
-                        f"{exc.start}); convert it to UTF-8 text or PDF") from None
-    return _nonempty(_tidy(text), label)
+        text = _western_text(raw)
+        if text is None:
+            raise TmixError(f"{label} is not a PDF or UTF-8 text (binary or non-UTF-8 byte at offset "
+                            f"{exc.start}); convert it to UTF-8 text or PDF") from None
+    return _nonempty(_tidy(text), label), f"{label} is not UTF-8; read it as Windows-1252 (Western European)"
+
+
+def _western_text(raw: bytes) -> str | None:
+    """Windows-1252 text (a superset of Latin-1's printable range) when the bytes read as such: every byte
+    defined, no control characters, and at most one in five visible characters outside ASCII (text in a
+    multi-byte encoding such as Shift-JIS or GBK decodes to mostly accented letters and is refused)."""
+    try:
+        text = raw.decode("cp1252")
+    except UnicodeDecodeError:
+        return None
+    visible = [c for c in text if not c.isspace()]
+    if any(ord(c) < 32 and c not in "\t\n\r\f" for c in text):
+        return None
+    return text if 5 * sum(ord(c) > 127 for c in visible) <= len(visible) else None
 
 
 def _looks_html(raw: bytes, label: str) -> bool:
