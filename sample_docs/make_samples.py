@@ -1,9 +1,10 @@
-"""Write the sample documents (report.pdf/.docx/.html, notes.txt, facts.json,
+"""Write the sample documents (report.pdf/.docx/.odt/.html, notes.txt, facts.json,
 questions.json) deterministically from sources here.
 
 Run from anywhere: `python sample_docs/make_samples.py`. report.pdf is built from report.md with fpdf2
 (core Helvetica font, so no font files are needed), report.docx (a minimal WordprocessingML package, stored
-uncompressed with fixed timestamps) and report.html from the same source; notes.txt, facts.json and
+uncompressed with fixed timestamps), report.odt (a minimal OpenDocument text package, likewise) and report.html
+from the same source; notes.txt, facts.json and
 questions.json come from the constants below.
 """
 
@@ -229,6 +230,33 @@ def build_docx(source: str) -> bytes:
     return buf.getvalue()
 
 
+_ODF_NS = ('xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+           'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
+           'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0"')
+
+
+def build_odt(source: str) -> bytes:
+    """The markdown source as an OpenDocument text file: headings and paragraphs, mimetype stored first."""
+    paras = []
+    for kind, text in markdown_blocks(source):
+        tag = "text:p" if kind == "para" else f'text:h text:outline-level="{1 if kind == "title" else 2}"'
+        paras.append(f"<{tag}>{html.escape(text, quote=False)}</{tag.split()[0]}>")
+    content = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+               f'<office:document-content {_ODF_NS} office:version="1.3"><office:body><office:text>'
+               + "".join(paras) + "</office:text></office:body></office:document-content>")
+    manifest = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+                f'<manifest:manifest {_ODF_NS} manifest:version="1.3">'
+                '<manifest:file-entry manifest:full-path="/" manifest:media-type="application/'
+                'vnd.oasis.opendocument.text"/><manifest:file-entry manifest:full-path="content.xml" '
+                'manifest:media-type="text/xml"/></manifest:manifest>')
+    buf = BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, text in [("mimetype", "application/vnd.oasis.opendocument.text"), ("content.xml", content),
+                           ("META-INF/manifest.xml", manifest)]:
+            zf.writestr(zipfile.ZipInfo(name, date_time=(2024, 3, 1, 12, 0, 0)), text.encode("utf-8"))
+    return buf.getvalue()
+
+
 def build_html(source: str) -> str:
     """The markdown source as a small standalone HTML page (with a style block and a script readers must skip)."""
     body = []
@@ -248,15 +276,16 @@ def build_notes(source: str) -> str:
 
 
 def main() -> None:
-    """Write report.pdf, report.docx, report.html, notes.txt and facts.json next to this script."""
+    """Write report.pdf, report.docx, report.odt, report.html, notes.txt and facts.json next to this script."""
     source = (HERE / "report.md").read_text(encoding="utf-8")
     (HERE / "report.pdf").write_bytes(build_pdf(source))
     (HERE / "report.docx").write_bytes(build_docx(source))
+    (HERE / "report.odt").write_bytes(build_odt(source))
     (HERE / "report.html").write_text(build_html(source), encoding="utf-8")
     (HERE / "notes.txt").write_text(build_notes(NOTES), encoding="utf-8")
     (HERE / "facts.json").write_text(json.dumps(FACTS, indent=2) + "\n", encoding="utf-8")
     (HERE / "questions.json").write_text(json.dumps(QUESTIONS, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote report.pdf, report.docx, report.html, notes.txt, facts.json, questions.json in {HERE}")
+    print(f"wrote report.pdf, report.docx, report.odt, report.html, notes.txt, facts.json, questions.json in {HERE}")
 
 
 if __name__ == "__main__":

@@ -214,7 +214,8 @@ def test_binary_files_rejected(tmp_path, name, data, fragment):
 
 
 def test_windows_1252_text_read_with_a_note(tmp_path):
-    text = "The caf\u00e9 menu \u2013 every dessert costs \u20ac4.50, the \u201cfresh\u201d cr\u00e8me br\u00fbl\u00e9e too.\n"
+    text = ("The caf\u00e9 menu \u2013 every dessert costs \u20ac4.50, the \u201cfresh\u201d "
+            "cr\u00e8me br\u00fbl\u00e9e too.\n")
     doc = load_document(write(tmp_path, "menu.txt", text.encode("cp1252")))
     assert doc.text == text.strip() and doc.notes == (f"{tmp_path / 'menu.txt'} is not UTF-8; read it as "
                                                       "Windows-1252 (Western European)",)

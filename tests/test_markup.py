@@ -49,10 +49,10 @@ def expect_error(path: str, *fragments: str, **kwargs) -> None:
 
 
 def test_sample_report_formats_share_the_text():
-    """report.docx and report.html (made by make_samples.py) read back as the same text, each fact once."""
+    """report.docx, .odt and .html (made by make_samples.py) read back as the same text, each fact once."""
     docx_text = load_document(str(SAMPLES / "report.docx")).text
     html_text = load_document(str(SAMPLES / "report.html")).text
-    assert docx_text == html_text
+    assert docx_text == html_text == load_document(str(SAMPLES / "report.odt")).text
     pdf_text = re.sub(r"--- page \d+ ---", " ", load_document(str(SAMPLES / "report.pdf")).text)
     assert pdf_text.split() == docx_text.split()
     assert docx_text.startswith("Halvorsen Marine Systems AS - Annual Report 2023\nThis annual report")
@@ -66,6 +66,7 @@ def test_sample_docx_and_html_match_generator():
     generator = runpy.run_path(str(SAMPLES / "make_samples.py"))
     source = (SAMPLES / "report.md").read_text(encoding="utf-8")
     assert generator["build_docx"](source) == (SAMPLES / "report.docx").read_bytes()
+    assert generator["build_odt"](source) == (SAMPLES / "report.odt").read_bytes()
     assert generator["build_html"](source) == (SAMPLES / "report.html").read_text(encoding="utf-8")
 
 
@@ -134,6 +135,8 @@ def test_epub_chapters_in_spine_order(tmp_path):
     ("missing.epub", zip_bytes({"META-INF/container.xml": '<c><rootfile full-path="x.opf"/></c>'}), "has no x.opf"),
     ("empty.html", "<html><head><title>only a title</title></head><body> </body></html>", "is empty"),
     ("cp.html", b"<html><p>caf\xe9</p></html>", "unknown encoding"),
+    ("sheet.ods", zip_bytes({"mimetype": "application/vnd.oasis.opendocument.spreadsheet", "content.xml": "<x/>"}),
+     "OpenDocument spreadsheet"),
 ])
 def test_bad_markup_documents(tmp_path, name, data, fragment):
     expect_error(write(tmp_path, name, data), name, fragment)
@@ -180,3 +183,29 @@ def test_docx_footnotes_and_endnotes(tmp_path):
                          "word/endnotes.xml": notes("endnote", {"2": "Mainly freight."})})
     assert load_document(write(tmp_path, "notes.docx", package)).text == (
         "Revenue rose[1] as planned.\nCosts fell[2]; see above[1]\nNotes:\n[1] Audited figures.\n[2] Mainly freight.")
+
+
+ODF = ('xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+       'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
+       'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0"')
+
+
+def test_odt_paragraphs_lists_tables_notes_and_changes(tmp_path):
+    body = ('<text:tracked-changes><text:changed-region><text:deletion><text:p>gone</text:p></text:deletion>'
+            '</text:changed-region></text:tracked-changes>'
+            '<text:h>Results</text:h><text:p>Revenue<text:s text:c="3"/>rose<text:tab/>12%<text:line-break/>'
+            'in <text:span>2023</text:span><text:note><text:note-citation>1</text:note-citation><text:note-body>'
+            '<text:p>Audited.</text:p></text:note-body></text:note>.</text:p>'
+            '<text:list><text:list-item><text:p>first</text:p><text:p>more</text:p></text:list-item>'
+            '<text:list-item><text:p>second <text:a>link</text:a></text:p></text:list-item></text:list>'
+            '<table:table><table:table-row><table:table-cell><text:p>Year</text:p></table:table-cell>'
+            '<table:table-cell><text:p>Sales</text:p></table:table-cell></table:table-row><table:table-row>'
+            '<table:table-cell><text:p>2023</text:p></table:table-cell><table:table-cell><text:p>12</text:p>'
+            '</table:table-cell></table:table-row></table:table>'
+            '<text:section><text:p>In a section.</text:p></text:section>')
+    content = f'<office:document-content {ODF}><office:body><office:text>{body}</office:text></office:body>' \
+              '</office:document-content>'
+    doc = load_document(write(tmp_path, "r.odt", zip_bytes({"mimetype": "application/vnd.oasis.opendocument.text",
+                                                            "content.xml": content})))
+    assert doc.text == ("Results\nRevenue   rose\t12%\nin 2023[1].\n- first\nmore\n- second link\nYear | Sales\n"
+                        "2023 | 12\nIn a section.\nNotes:\n[1] Audited.")

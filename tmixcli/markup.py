@@ -1,4 +1,4 @@
-"""Text of markup documents: Word .docx, HTML and EPUB, with the standard library only.
+"""Text of markup documents: Word .docx, OpenDocument .odt, HTML and EPUB, with the standard library only.
 
 Each reader returns plain text with one paragraph per line (table rows become `a | b | c` lines, list items
 `- item`), as PDF text comes out: no blank lines between paragraphs, which the small default model reads
@@ -20,6 +20,10 @@ from xml.etree import ElementTree
 from tmixcli.errors import TmixError
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_TEXT = "{urn:oasis:names:tc:opendocument:xmlns:text:1.0}"
+_TABLE = "{urn:oasis:names:tc:opendocument:xmlns:table:1.0}"
+_OFFICE = "{urn:oasis:names:tc:opendocument:xmlns:office:1.0}"
+_ODT_MIME = b"application/vnd.oasis.opendocument.text"
 _MAX_MEMBER = 256 * 1024 * 1024  # bytes of one uncompressed ZIP member (guards against zip bombs)
 _SPACES = re.compile(r"[ \t\n\r\f\u00a0]+")
 _BLOCK_TAGS = {"address", "article", "aside", "blockquote", "body", "caption", "dd", "div", "dl", "dt",
@@ -29,21 +33,23 @@ _SKIP_TAGS = {"head", "script", "style", "noscript", "template", "svg", "math", 
 _OPTIONAL_END = {"p", "li", "dt", "dd", "tr", "td", "th", "thead", "tbody", "tfoot", "option", "optgroup",
                  "colgroup", "caption", "rt", "rp", "html", "body"}  # end tags HTML lets pages leave out
 _VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-FORMATS = "PDF, .docx, .epub, HTML or UTF-8 text"  # what tmix reads, for error messages
+FORMATS = "PDF, .docx, .odt, .epub, HTML or UTF-8 text"  # what tmix reads, for error messages
 _CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
 
 def zip_document_text(raw: bytes, label: str) -> str:
-    """Text of a ZIP-based document: .docx or .epub; other archives are refused by what they hold."""
+    """Text of a ZIP-based document: .docx, .odt or .epub; other archives are refused by what they hold."""
     with _open_zip(raw, label) as zf:
         names = set(zf.namelist())
         if "word/document.xml" in names:
             return docx_text(zf, label)
         if "META-INF/container.xml" in names:
             return epub_text(zf, label)
+        if "content.xml" in names and "mimetype" in names and zf.read("mimetype").strip() == _ODT_MIME:
+            return odt_text(zf, label)
     kind = ("an Excel workbook (.xlsx)" if "xl/workbook.xml" in names else
             "a PowerPoint file (.pptx)" if "ppt/presentation.xml" in names else
-            "an OpenDocument file (.odt/.ods)" if "content.xml" in names else "a ZIP archive")
+            "an OpenDocument spreadsheet or presentation" if "content.xml" in names else "a ZIP archive")
     raise TmixError(f"{label} is {kind}; tmix reads {FORMATS}")
 
 
@@ -106,6 +112,62 @@ def _docx_paragraph(p: ElementTree.Element, cited: dict) -> str:
             ref = (node.tag[len(_W):-len("Reference")], node.get(f"{_W}id", ""))
             parts.append(f"[{cited.setdefault(ref, len(cited) + 1)}]")
     return "".join(parts).strip()
+
+
+def odt_text(zf: zipfile.ZipFile, label: str) -> str:
+    """Text of an OpenDocument text file (.odt): headings, paragraphs, list items (`- item`), table rows as
+    `a | b`; footnotes as [n] markers and a `Notes:` list; deleted tracked changes skipped."""
+    root = _xml(_member(zf, "content.xml", label), label)
+    blocks: list[str] = []
+    notes: list[str] = []
+    for body in root.iter(f"{_OFFICE}text"):
+        _odt_blocks(body, blocks, notes)
+    if notes:
+        blocks += ["Notes:"] + [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
+    return _join(blocks)
+
+
+def _odt_blocks(element: ElementTree.Element, blocks: list[str], notes: list[str], item: bool = False) -> None:
+    """Append the text blocks under `element`: a paragraph, heading or table row per block."""
+    for child in element:
+        if child.tag in (f"{_TEXT}p", f"{_TEXT}h"):
+            blocks.append(("- " if item else "") + _odt_inline(child, notes).strip())
+            item = False  # only the first paragraph of a list item gets the dash
+        elif child.tag == f"{_TABLE}table-row":
+            cells = []
+            for cell in child.findall(f"{_TABLE}table-cell"):
+                inner: list[str] = []
+                _odt_blocks(cell, inner, notes)
+                cells.append(" ".join(inner))
+            blocks.append(" | ".join(cells))
+        elif child.tag == f"{_TEXT}tracked-changes":
+            continue
+        else:
+            _odt_blocks(child, blocks, notes, item or child.tag == f"{_TEXT}list-item")
+
+
+def _odt_inline(element: ElementTree.Element, notes: list[str]) -> str:
+    """A paragraph's text: spans and links, `text:s` space runs, tabs, line breaks, footnote markers."""
+    parts = [element.text or ""]
+    for child in element:
+        if child.tag == f"{_TEXT}s":
+            parts.append(" " * int(child.get(f"{_TEXT}c", "1") or 1))
+        elif child.tag == f"{_TEXT}tab":
+            parts.append("\t")
+        elif child.tag == f"{_TEXT}line-break":
+            parts.append("\n")
+        elif child.tag == f"{_TEXT}note":
+            body = child.find(f"{_TEXT}note-body")
+            inner: list[str] = []
+            if body is not None:
+                _odt_blocks(body, inner, notes)
+            notes.append(" ".join(b for b in inner if b))
+            parts.append(f"[{len(notes)}]")
+        elif child.tag not in (f"{_TEXT}change", f"{_TEXT}change-start", f"{_TEXT}change-end",
+                               f"{_TEXT}bookmark", f"{_TEXT}soft-page-break"):
+            parts.append(_odt_inline(child, notes))
+        parts.append(child.tail or "")
+    return "".join(parts)
 
 
 def epub_text(zf: zipfile.ZipFile, label: str) -> str:
