@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tmixcli import markup
+from tmixcli import ziputil
 from tmixcli.documents import load_document
 from tmixcli.errors import TmixError
 
@@ -126,7 +126,8 @@ def test_epub_chapters_in_spine_order(tmp_path):
 
 @pytest.mark.parametrize("name, data, fragment", [
     ("sheet.xlsx", zip_bytes({"xl/workbook.xml": "<workbook/>"}), "Excel workbook"),
-    ("deck.pptx", zip_bytes({"ppt/presentation.xml": "<p/>"}), "PowerPoint"),
+    ("deck.pptx", zip_bytes({"ppt/presentation.xml": "<p:presentation/>"}), "invalid XML"),
+    ("empty.pptx", zip_bytes({"ppt/presentation.xml": "<presentation/>"}), "is empty"),
     ("files.zip", zip_bytes({"a.txt": "hello"}), "a ZIP archive; tmix reads PDF, .docx"),
     ("cut.docx", docx("<w:p><w:r><w:t>text</w:t></w:r></w:p>")[:60], "damaged ZIP"),
     ("bad.docx", zip_bytes({"word/document.xml": "<w:document><unclosed>"}), "invalid XML"),
@@ -143,7 +144,7 @@ def test_bad_markup_documents(tmp_path, name, data, fragment):
 
 
 def test_oversized_member_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(markup, "_MAX_MEMBER", 100)
+    monkeypatch.setattr(ziputil, "MAX_MEMBER", 100)
     path = write(tmp_path, "big.docx", docx("<w:p><w:r><w:t>" + "x" * 200 + "</w:t></w:r></w:p>"))
     expect_error(path, "big.docx", "too large")
 
@@ -209,3 +210,45 @@ def test_odt_paragraphs_lists_tables_notes_and_changes(tmp_path):
                                                             "content.xml": content})))
     assert doc.text == ("Results\nRevenue   rose\t12%\nin 2023[1].\n- first\nmore\n- second link\nYear | Sales\n"
                         "2023 | 12\nIn a section.\nNotes:\n[1] Audited.")
+
+
+PML = ('xmlns:a="http://schemas.openxmlformats.org/drawingml/2006/main" '
+       'xmlns:p="http://schemas.openxmlformats.org/presentationml/2006/main" '
+       'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"')
+RELS = "http://schemas.openxmlformats.org/package/2006/relationships"
+
+
+def _rels(*targets: tuple[str, str, str]) -> str:
+    return f'<Relationships xmlns="{RELS}">' + "".join(
+        f'<Relationship Id="{i}" Type="http://x/{kind}" Target="{t}"/>' for i, t, kind in targets) + "</Relationships>"
+
+
+def _shape(*paras: str, ph: str | None = None) -> str:
+    nv = f'<p:nvSpPr><p:nvPr><p:ph type="{ph}"/></p:nvPr></p:nvSpPr>' if ph else ""
+    return f"<p:sp>{nv}<p:txBody>" + "".join(f"<a:p>{x}</a:p>" for x in paras) + "</p:txBody></p:sp>"
+
+
+def test_pptx_slides_in_order_with_tables_and_notes(tmp_path):
+    def slide(body: str, show: str = "") -> str:
+        return f'<p:sld {PML}{show}><p:cSld><p:spTree>{body}</p:spTree></p:cSld></p:sld>'
+
+    table = ('<p:graphicFrame><a:graphic><a:graphicData><a:tbl><a:tr><a:tc><a:txBody><a:p><a:r><a:t>Q3</a:t></a:r>'
+             '</a:p></a:txBody></a:tc><a:tc><a:txBody><a:p><a:r><a:t>12 MW</a:t></a:r></a:p></a:txBody></a:tc>'
+             '</a:tr></a:tbl></a:graphicData></a:graphic></p:graphicFrame>')
+    deck = zip_bytes({
+        "ppt/presentation.xml": f'<p:presentation {PML}><p:sldIdLst><p:sldId id="256" r:id="rId9"/>'
+                                '<p:sldId id="257" r:id="rId2"/><p:sldId id="258" r:id="rId3"/></p:sldIdLst>'
+                                "</p:presentation>",
+        "ppt/_rels/presentation.xml.rels": _rels(("rId2", "slides/slide1.xml", "slide"),
+                                                 ("rId3", "slides/slide3.xml", "slide"),
+                                                 ("rId9", "slides/slide2.xml", "slide")),
+        "ppt/slides/slide2.xml": slide(_shape("<a:r><a:t>Targets</a:t></a:r>") + table),
+        "ppt/slides/slide1.xml": slide(_shape("<a:r><a:t>Wind </a:t></a:r><a:r><a:t>farm</a:t></a:r>",
+                                              "<a:r><a:t>line</a:t></a:r><a:br/><a:r><a:t>two</a:t></a:r>")),
+        "ppt/slides/_rels/slide1.xml.rels": _rels(("rId1", "../notesSlides/notesSlide1.xml", "notesSlide")),
+        "ppt/notesSlides/notesSlide1.xml": slide(_shape("<a:r><a:t>1</a:t></a:r>", ph="sldNum")
+                                                 + _shape("<a:r><a:t>Say the budget twice.</a:t></a:r>", ph="body")),
+        "ppt/slides/slide3.xml": slide(_shape("<a:r><a:t>hidden</a:t></a:r>"), ' show="0"'),
+    })
+    assert load_document(write(tmp_path, "deck.pptx", deck)).text == (
+        "Slide 1\nTargets\nQ3 | 12 MW\nSlide 2\nWind farm\nline\ntwo\nSpeaker notes: Say the budget twice.")

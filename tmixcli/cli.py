@@ -130,8 +130,8 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
 @app.command()
 def ask(
     args: list[str] = typer.Argument(..., metavar="FILE QUESTION",
-                                     help="Document(s) (.pdf, .docx, .odt, .epub, .html, text; - for stdin), then the "
-                                     "question; with --kv only the question."),
+                                     help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; - for stdin), "
+                                     "then the question; with --kv only the question."),
     kv: Optional[Path] = typer.Option(None, "--kv", help="Answer from this KV cache file alone."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
@@ -199,7 +199,7 @@ def _names_a_file(text: str) -> bool:
         return False
 
 
-_DOC_SUFFIXES = {".pdf", ".docx", ".doc", ".odt", ".epub", ".html", ".htm", ".xhtml", ".txt", ".text", ".md",
+_DOC_SUFFIXES = {".pdf", ".docx", ".doc", ".odt", ".pptx", ".epub", ".html", ".htm", ".xhtml", ".txt", ".text", ".md",
                  ".markdown", ".rst", ".tex", ".log"}
 
 
@@ -219,7 +219,7 @@ def _doc_tokens(ctx) -> int:
 @app.command()
 def prefill(
     files: list[str] = typer.Argument(..., metavar="FILE",
-                                      help="Document(s) (.pdf, .docx, .odt, .epub, .html, text; - for stdin)."),
+                                      help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; - for stdin)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the KV file here (default: cache)."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
@@ -260,7 +260,7 @@ def prefill(
 @app.command()
 def chat(
     files: Optional[list[str]] = typer.Argument(None, metavar="FILE", help="Document(s) (.pdf, .docx, .odt, "
-                                                ".epub, .html, text); or use --kv."),
+                                                ".pptx, .epub, .html, text); or use --kv."),
     kv: Optional[Path] = typer.Option(None, "--kv", help="Chat against this KV cache file."),
     keep_history: bool = typer.Option(False, "--keep-history", help="Carry the conversation on between questions."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
