@@ -180,6 +180,7 @@ def _pptx_blocks(root: ElementTree.Element, notes: bool = False) -> list[str]:
 
 
 def _pptx_paragraph(p: ElementTree.Element) -> str:
+    """One DrawingML paragraph: its runs (a:t) and line breaks."""
     parts = []
     for node in p.iter():
         if node.tag == f"{_A}t":
