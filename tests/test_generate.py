@@ -89,3 +89,10 @@ def test_kept_turn_after_a_cut_loop_holds_one_copy(monkeypatch):
     assert ctx.cache.get_seq_length() == len(ctx.prefix_ids) + len(q_ids) + len(loop)
     fresh, _ = generate.prefill(lm.model, ctx.prefix_ids + q_ids + loop)
     torch.testing.assert_close(ctx.cache.layers[-1].keys, fresh.layers[-1].keys, rtol=1e-4, atol=1e-5)
+
+
+def test_loop_check_reads_only_the_tail():
+    long_text = "".join(f"Sentence number {i} says something new. " for i in range(2000))  # ~80K chars, no loop
+    assert repeated_tail(long_text) == 0
+    looped = long_text + HEAT * 3
+    assert looped[:repeated_tail(looped)] == long_text + HEAT.rstrip()

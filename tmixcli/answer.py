@@ -246,7 +246,8 @@ def ask_ids(ctx: Context, q_ids: list[int], s: Settings, on_text: Callable[[str]
             pieces.append(piece)
             if on_text is not None:
                 on_text(piece)
-            if s.stop_repeats and (cut := generate.repeated_tail("".join(pieces))):
+            # a word ends only at whitespace, so only then can the check's answer change
+            if s.stop_repeats and any(c.isspace() for c in piece) and (cut := generate.repeated_tail("".join(pieces))):
                 break
     finally:
         stream.close()

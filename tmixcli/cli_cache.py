@@ -13,8 +13,8 @@ from typing import Annotated, Any
 import typer
 
 from tmixcli import kvstore
-from tmixcli.kvstore import human_size
 from tmixcli.errors import TmixError
+from tmixcli.kvstore import human_size
 
 app = typer.Typer(help="List, inspect and remove saved KV cache files.", no_args_is_help=True)
 STALE_TMP_SECONDS = 60

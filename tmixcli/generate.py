@@ -138,12 +138,15 @@ def generate_ids(model: torch.nn.Module, cache: DynamicCache, suffix_ids: list[i
             graph.close()
 
 
-def repeated_tail(text: str, min_words: int = 24, max_period: int = 64) -> int:
+def repeated_tail(text: str, min_words: int = 24, max_period: int = 64, window: int = 2048) -> int:
     """Where to cut when `text` ends in one passage said three times in a row (line breaks and spacing aside; an
-    unfinished last word not counted): after the first copy's last full sentence, else 0. Small models loop."""
-    spans = [m.span() for m in _WORD.finditer(text)]
+    unfinished last word not counted): after the first copy's last full sentence, else 0. Small models loop.
+    Only the last `window` characters are read, so a check per decoded token stays cheap in long answers."""
+    spans = [m.span() for m in _WORD.finditer(text, max(0, len(text) - window))]
     if spans and spans[-1][1] == len(text):
         spans.pop()  # the last word may still grow
+    if spans and len(text) > window:
+        spans.pop(0)  # may be the end of a word cut by the window
     words = [text[i:j] for i, j in spans]
     n = len(words)
     for p in range(-(-min_words // 3), min(max_period, n // 3) + 1):

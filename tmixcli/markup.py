@@ -40,7 +40,7 @@ def zip_document_text(raw: bytes, label: str) -> str:
             return docx_text(zf, label)
         if "META-INF/container.xml" in names:
             return epub_text(zf, label)
-        if "content.xml" in names and "mimetype" in names and zf.read("mimetype").strip() == _ODT_MIME:
+        if "content.xml" in names and "mimetype" in names and member(zf, "mimetype", label).strip() == _ODT_MIME:
             return odt_text(zf, label)
         if "ppt/presentation.xml" in names:
             return pptx_text(zf, label)
