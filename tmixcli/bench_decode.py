@@ -1,5 +1,6 @@
 """Decode speed on a prefilled context: transformers' DynamicCache (a torch.cat of the whole K/V per token) vs
-tmix's in-place cache (kvcache.GrowingLayer), eager and (on CUDA) replayed from a captured graph. Usage:
+tmix's in-place cache (kvcache.GrowingLayer), eager and as `tmix ask` decodes: on CUDA replayed from a captured
+graph, on the CPU with the direct step of cpu_decode. Usage:
 
     python -m tmixcli.bench_decode --arch llama-3.1-8b --lengths 32k,128k --tokens 64 --json out.json
     python -m tmixcli.bench_decode --lengths 2k,7k            # the default model on this machine
@@ -17,7 +18,7 @@ from datetime import datetime, timezone
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from tmixcli import attention, generate
+from tmixcli import attention, cpu_decode, generate
 from tmixcli.bench import _device_name, _resolve_model, _sync, _version, parse_lengths
 from tmixcli.config import AttentionConfig, default_start_layer
 from tmixcli.graph_decode import GraphDecoder
@@ -39,10 +40,10 @@ def decode_rate(model: torch.nn.Module, cache, n: int) -> float:
     return rate
 
 
-def graph_rate(model: torch.nn.Module, cache, n: int) -> float:
-    """Tokens per second of n steps replayed from a captured CUDA graph (capture not timed; rewound afterwards)."""
+def step_rate(model: torch.nn.Module, cache, n: int) -> float:
+    """Tokens per second of n steps of a GraphDecoder (CUDA; capture not timed) or a CpuDecoder (rewound afterwards)."""
     base = cache.get_seq_length()
-    dec = GraphDecoder(model, cache, n + 1)
+    dec = GraphDecoder(model, cache, n + 1) if model.device.type == "cuda" else cpu_decode.CpuDecoder(model, cache)
     logits = dec.step(1)
     _sync(model.device)
     start = time.perf_counter()
@@ -79,14 +80,14 @@ def run(model: torch.nn.Module, lengths: list[int], tokens: int, repeats: int, l
     for length in lengths:
         ids = torch.randint(0, cfg.vocab_size, (length,), generator=torch.Generator().manual_seed(length)).tolist()
         cache, _ = generate.prefill(model, ids)
-        graph = model.device.type == "cuda"
-        rates: dict[str, list[float]] = {"in_place": [], "dynamic_cache": [], **({"graph": []} if graph else {})}
+        step = "graph" if model.device.type == "cuda" else "cpu_step" if cpu_decode.usable(model, cache) else None
+        rates: dict[str, list[float]] = {"in_place": [], "dynamic_cache": [], **({step: []} if step else {})}
         for _ in range(repeats):
             to_growing(cache)
             decode_rate(model, cache, 4)  # warm-up
             rates["in_place"].append(decode_rate(model, cache, tokens))
-            if graph:
-                rates["graph"].append(graph_rate(model, cache, tokens))
+            if step:
+                rates[step].append(step_rate(model, cache, tokens))
             to_plain(cache)
             decode_rate(model, cache, 4)
             rates["dynamic_cache"].append(decode_rate(model, cache, tokens))
@@ -95,11 +96,12 @@ def run(model: torch.nn.Module, lengths: list[int], tokens: int, repeats: int, l
         row = {"length": length, "tokens": tokens, "in_place_tok_s": round(med["in_place"], 2),
                "dynamic_cache_tok_s": round(med["dynamic_cache"], 2),
                "speedup": round(med["in_place"] / med["dynamic_cache"], 3)}
-        if graph:
-            row.update(graph_tok_s=round(med["graph"], 2), graph_speedup=round(med["graph"] / med["dynamic_cache"], 3))
+        if step:
+            row.update({f"{step}_tok_s": round(med[step], 2),
+                        f"{step}_speedup": round(med[step] / med["dynamic_cache"], 3)})
         rows.append({**row, "samples": {k: [round(r, 2) for r in v] for k, v in rates.items()}})
         log(f"bench_decode: {length} tokens of context: in place {med['in_place']:.1f} tok/s, DynamicCache "
-            f"{med['dynamic_cache']:.1f} tok/s" + (f", CUDA graph {med['graph']:.1f} tok/s" if graph else ""))
+            f"{med['dynamic_cache']:.1f} tok/s" + (f", {step.replace('_', ' ')} {med[step]:.1f} tok/s" if step else ""))
         if model.device.type == "cuda":
             torch.cuda.empty_cache()
     return rows

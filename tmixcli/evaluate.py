@@ -188,11 +188,13 @@ def answer(model: torch.nn.Module, tokenizer, cache, suffix_ids: list[int], stop
     task's answer): (log-probs of the first answer token [V], text)."""
     import torch
 
+    from tmixcli import cpu_decode
     from tmixcli.generate import extend
 
     logits = extend(model, cache, suffix_ids)
     first = torch.log_softmax(logits, dim=-1)
     ids: list[int] = []
+    stepper = cpu_decode.start(model, cache)  # decode as `tmix ask` does on the CPU
     for i in range(max_new_tokens):
         tok = int(torch.argmax(logits))
         if tok in stops:
@@ -201,7 +203,7 @@ def answer(model: torch.nn.Module, tokenizer, cache, suffix_ids: list[int], stop
         if (done or _answered)(tokenizer.decode(ids, skip_special_tokens=True)):
             break
         if i + 1 < max_new_tokens:
-            logits = extend(model, cache, [tok])
+            logits = stepper.step(tok) if stepper is not None else extend(model, cache, [tok])
     return first, tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 

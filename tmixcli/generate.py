@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import torch
 from transformers import DynamicCache
 
-from tmixcli import graph_decode
+from tmixcli import cpu_decode, graph_decode
 from tmixcli.kvcache import growing_cache
 from tmixcli.models import decoder_layers
 
@@ -120,7 +120,7 @@ def generate_ids(model: torch.nn.Module, cache: DynamicCache, suffix_ids: list[i
     """Run the suffix on top of the cache, then decode token by token until a stop id (not yielded)."""
     gen = torch.Generator(device=model.device).manual_seed(seed) if seed is not None else None
     logits = extend(model, cache, suffix_ids)
-    graph = None  # on CUDA the steps after the first token replay a captured graph (graph_decode)
+    stepper = None  # steps after the first token: a CUDA graph replay (graph_decode) or a direct CPU step (cpu_decode)
     try:
         for i in range(max_new_tokens):
             tok = choose(logits, temperature, top_p, gen)
@@ -131,11 +131,11 @@ def generate_ids(model: torch.nn.Module, cache: DynamicCache, suffix_ids: list[i
             yield tok
             if i + 1 < max_new_tokens:
                 if i == 0:
-                    graph = graph_decode.start(model, cache, max_new_tokens - 1)
-                logits = graph.step(tok) if graph is not None else extend(model, cache, [tok])
+                    stepper = graph_decode.start(model, cache, max_new_tokens - 1) or cpu_decode.start(model, cache)
+                logits = stepper.step(tok) if stepper is not None else extend(model, cache, [tok])
     finally:
-        if graph is not None:
-            graph.close()
+        if stepper is not None:
+            stepper.close()
 
 
 def repeated_tail(text: str, min_words: int = 24, max_period: int = 64, window: int = 2048) -> int:
