@@ -316,6 +316,45 @@ def test_concurrent_prefill_leaves_one_valid_file(tmp_path, tiny_dir, short_doc)
     assert res.returncode == 0, res.stderr
 
 
+@pytest.mark.parametrize("keep", [False, True])
+def test_chat_ctrl_c_stops_the_answer_not_the_chat(capsys, monkeypatch, tiny_dir, short_doc, keep):
+    import io
+
+    from tmixcli import generate
+
+    real, calls = generate.stream_text, []
+
+    def first_interrupted(tokenizer, ids):
+        calls.append(1)
+        for i, piece in enumerate(real(tokenizer, ids)):
+            if len(calls) == 1 and i == 2:
+                raise KeyboardInterrupt  # as SIGINT would, in the middle of the first answer
+            yield piece
+
+    monkeypatch.setattr(generate, "stream_text", first_interrupted)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Who is the project manager?\nWhat is the budget?\n"))
+    args = ("--model", tiny_dir, "--max-new-tokens", "8", *TINY, *(("--keep-history",) if keep else ()))
+    code, out, err = run(capsys, "chat", short_doc, *args)
+    assert code == 0, err
+    assert "answer interrupted" in err and err.count("TTFT") == 1 and len(calls) == 2
+    assert ("left out of the conversation" in err) == keep
+    single = ask_json(capsys, short_doc, "What is the budget?", "--model", tiny_dir, "--max-new-tokens", "8", *TINY)
+    assert "".join(single["answer"].split()) in "".join(out.split())  # the second answer as if asked alone
+
+
+def test_chat_keep_history_saves_the_prefix_of_a_fresh_document(capsys, monkeypatch, tiny_dir, short_doc):
+    """The KV file of a fresh prefill is written after the first answer, when a kept turn has grown the cache."""
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Who is the project manager?\nWhat is the budget?\n"))
+    args = ("--model", tiny_dir, "--max-new-tokens", "8", *TINY)
+    code, _, err = run(capsys, "chat", short_doc, "--keep-history", *args)
+    assert code == 0, err
+    assert "cache miss" in err and err.count("TTFT") == 2
+    info = ask_json(capsys, short_doc, "What is the budget?", *args)
+    assert info["cache_hit"]  # the saved file holds exactly the document prefix
+
+
 def test_chat_keep_history_and_kv(capsys, monkeypatch, tiny_dir, short_doc, tmp_path):
     import io
 

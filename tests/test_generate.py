@@ -96,3 +96,34 @@ def test_loop_check_reads_only_the_tail():
     assert repeated_tail(long_text) == 0
     looped = long_text + HEAT * 3
     assert looped[:repeated_tail(looped)] == long_text + HEAT.rstrip()
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_interrupted_turn_leaves_the_cache_as_before(keep):
+    """Ctrl-C in the middle of an answer (chat) drops the whole turn, also with --keep-history."""
+    from tiny import tiny_model, tiny_tokenizer
+
+    from tmixcli import answer, prompt
+    from tmixcli.config import Settings
+    from tmixcli.documents import Document
+    from tmixcli.models import LoadedModel
+
+    tok = tiny_tokenizer("llama")
+    lm = LoadedModel(tiny_model("llama"), tok, "tiny", torch.device("cpu"), torch.float32)
+    s = Settings(method="dense", use_cache=False, max_new_tokens=30, stop_repeats=False)
+    ctx = answer.open_document(lm, Document("d.txt", "The budget is four million kroner. " * 3, "0" * 64, None), s)
+    base = ctx.cache.get_seq_length()
+    q_ids = prompt.question_ids(tok, "What is the budget?", None)
+    seen = []
+
+    def interrupt(piece):
+        seen.append(piece)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        answer.ask_ids(ctx, q_ids, s, interrupt, keep=keep)
+    assert ctx.cache.get_seq_length() == base
+    assert all(layer.keys.shape[-2] == base for layer in ctx.cache.layers)
+    again = answer.ask_ids(ctx, q_ids, s, keep=keep)
+    assert again.new_tokens >= 3 and "".join(seen) == again.text[:len("".join(seen))]

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -166,14 +167,22 @@ def open_document(lm: LoadedModel, doc: Document, s: Settings, question_tokens: 
     return ctx
 
 
+def _prefix_rows(cache: object, n: int) -> SimpleNamespace:
+    """The cache's first n rows per layer, as kvstore reads them (views; sliding layers stay marked as such)."""
+    return SimpleNamespace(layers=[SimpleNamespace(
+        keys=None if x.keys is None else x.keys[..., :n, :], values=None if x.values is None else x.values[..., :n, :],
+        is_sliding=bool(getattr(x, "is_sliding", False)) or "Sliding" in type(x).__name__) for x in cache.layers])
+
+
 def _saver(path: Path, cache: object, ids: list[int], meta: dict, limit: int | None) -> Callable[[], list[str]]:
     """Save the KV file, then evict least recently used files past `limit` (None: no cap, or not the cache dir)."""
     def save() -> list[str]:
-        size = kvstore.cache_bytes(cache)
+        prefix = _prefix_rows(cache, len(ids))  # chat --keep-history may have grown the cache past the prefix
+        size = kvstore.cache_bytes(prefix)
         if limit is not None and size > limit:
             return [f"KV file not saved: its {kvstore.human_size(size)} exceed the cache cap TMIX_CACHE_MAX "
                     f"({kvstore.human_size(limit)})"]
-        kvstore.save_kv(path, cache, ids, meta)
+        kvstore.save_kv(path, prefix, ids, meta)
         gone = kvstore.trim_cache(limit, keep=path)
         if not gone:
             return []
@@ -249,6 +258,9 @@ def ask_ids(ctx: Context, q_ids: list[int], s: Settings, on_text: Callable[[str]
             # a word ends only at whitespace, so only then can the check's answer change
             if s.stop_repeats and any(c.isspace() for c in piece) and (cut := generate.repeated_tail("".join(pieces))):
                 break
+    except BaseException:  # Ctrl-C in chat: an interrupted turn is dropped, never half kept in the history
+        keep = False
+        raise
     finally:
         stream.close()
         tokens.close()

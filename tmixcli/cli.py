@@ -257,6 +257,30 @@ def prefill(
                        f"{'loaded' if ctx.cache_hit else 'prefilled'} in {ctx.prefill_s:.2f} s")
 
 
+def _interactive() -> bool:
+    """Whether chat talks to a terminal: then questions are read with line editing and history (readline)."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return False
+    try:
+        import readline  # noqa: F401 - input() picks it up
+    except ImportError:
+        pass
+    return True
+
+
+def _next_question(interactive: bool) -> str:
+    """The next question line; "" ends the chat (an empty line, Ctrl-D, or Ctrl-C at the prompt)."""
+    if not interactive:
+        if sys.stdin.isatty():
+            print("> ", end="", file=sys.stderr, flush=True)
+        return sys.stdin.readline()
+    try:
+        return input("> ")
+    except (EOFError, KeyboardInterrupt):
+        print(file=sys.stderr)
+        return ""
+
+
 @app.command()
 def chat(
     files: Optional[list[str]] = typer.Argument(None, metavar="FILE", help="Document(s) (.pdf, .docx, .odt, "
@@ -285,21 +309,24 @@ def chat(
     _describe(ctx, quiet)
     from tmixcli import answer, prompt
 
-    tty = sys.stdin.isatty()
+    interactive = _interactive()
+    show = lambda t: (sys.stdout.write(t), sys.stdout.flush())  # noqa: E731
     first = True
     while True:
-        if tty:
-            print("> ", end="", file=sys.stderr, flush=True)
-        line = sys.stdin.readline()
+        line = _next_question(interactive)
         if not line.strip():
             for note in ctx.save():
                 _status(quiet, note)
             break
-        if keep_history and not first:
-            ids = prompt.followup_ids(ctx.lm.tokenizer, line, ctx.system)
-            ans = answer.ask_ids(ctx, ids, s, lambda t: (sys.stdout.write(t), sys.stdout.flush()), keep=True)
-        else:
-            ans = answer.ask(ctx, line, s, lambda t: (sys.stdout.write(t), sys.stdout.flush()), keep=keep_history)
+        try:
+            if keep_history and not first:
+                ans = answer.ask_ids(ctx, prompt.followup_ids(ctx.lm.tokenizer, line, ctx.system), s, show, keep=True)
+            else:
+                ans = answer.ask(ctx, line, s, show, keep=keep_history)
+        except KeyboardInterrupt:  # Ctrl-C stops this answer, not the chat (the model stays loaded)
+            print(flush=True)
+            _status(quiet, "answer interrupted" + (", left out of the conversation" if keep_history else ""))
+            continue
         first = False
         for note in ctx.save():
             _status(quiet, note)
