@@ -355,6 +355,27 @@ def test_chat_keep_history_saves_the_prefix_of_a_fresh_document(capsys, monkeypa
     assert info["cache_hit"]  # the saved file holds exactly the document prefix
 
 
+def test_ask_interrupted_still_saves_the_prefill(capsys, monkeypatch, tiny_dir, tmp_path):
+    """Ctrl-C while `ask` streams the answer to a fresh prefill: exit 130, and the KV file is written anyway."""
+    from tmixcli import generate
+
+    short_doc = tmp_path / "interrupted.txt"  # a text no other test has prefilled
+    short_doc.write_text("Interrupted answers keep their prefill (test 2). " + (DOCS / "notes.txt").read_text()[:900])
+    short_doc = str(short_doc)
+
+    def interrupted(tokenizer, ids):
+        yield "The"
+        raise KeyboardInterrupt
+
+    real = generate.stream_text
+    monkeypatch.setattr(generate, "stream_text", interrupted)
+    args = ("--model", tiny_dir, "--max-new-tokens", "8", *TINY)
+    code, out, err = run(capsys, "ask", short_doc, "Who is the project manager?", *args)
+    assert code == 130 and out.startswith("The") and "saving the KV file" in err and "interrupted" in err
+    monkeypatch.setattr(generate, "stream_text", real)  # (undo() would also drop conftest's TMIX_CACHE_DIR)
+    assert ask_json(capsys, short_doc, "What is the budget?", *args)["cache_hit"]
+
+
 def test_chat_keep_history_and_kv(capsys, monkeypatch, tiny_dir, short_doc, tmp_path):
     import io
 

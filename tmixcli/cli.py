@@ -163,7 +163,11 @@ def ask(
     from tmixcli import answer
 
     on_text = None if as_json else (lambda t: (sys.stdout.write(t), sys.stdout.flush()))
-    ans = answer.ask(ctx, question, s, on_text)
+    try:
+        ans = answer.ask(ctx, question, s, on_text)
+    except KeyboardInterrupt:
+        _save_after_interrupt(ctx, quiet)
+        raise
     saved = ctx.save()
     ttft = ctx.prefill_s + ans.ttft_s
     if as_json:
@@ -180,6 +184,19 @@ def ask(
                    + _ending(ans))
     for line in saved:
         _status(quiet, line)
+
+
+def _save_after_interrupt(ctx, quiet: bool) -> None:
+    """Ctrl-C during the answer to a fresh prefill: still write its KV file, so the next question starts warm."""
+    if ctx.pending_save is None:
+        return
+    print(file=sys.stderr)
+    _status(quiet, "answer interrupted; saving the KV file of the prefill (Ctrl-C again to skip)")
+    try:
+        for line in ctx.save():
+            _status(quiet, line)
+    except KeyboardInterrupt:
+        _status(quiet, "KV file not saved")
 
 
 def _ending(ans) -> str:
