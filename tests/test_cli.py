@@ -376,6 +376,20 @@ def test_ask_interrupted_still_saves_the_prefill(capsys, monkeypatch, tiny_dir, 
     assert ask_json(capsys, short_doc, "What is the budget?", *args)["cache_hit"]
 
 
+def test_ask_about_a_folder(capsys, tiny_dir, tmp_path):
+    folder = tmp_path / "minutes"
+    folder.mkdir()
+    (folder / "b.txt").write_text("The architect is Maren Lie.\n")
+    (folder / "a.txt").write_text("The project manager is Tomas Brekke.\n")
+    (folder / "scan.png").write_bytes(bytes.fromhex("89504e470d0a1a0a") + bytes(32))
+    args = ("--model", tiny_dir, "--max-new-tokens", "4", *TINY)
+    code, _, err = run(capsys, "ask", str(folder), "Who is the architect?", *args)
+    assert code == 0, err
+    assert "a.txt + b.txt" in err and "skipped scan.png" in err
+    code, _, err = run(capsys, "ask", str(tmp_path / "minutes" / "a.txt"), str(folder), *args)
+    assert code == 2 and "is a folder; put the question last" in err
+
+
 def test_chat_keep_history_and_kv(capsys, monkeypatch, tiny_dir, short_doc, tmp_path):
     import io
 

@@ -362,6 +362,44 @@ def test_several_documents_refused(tmp_path, monkeypatch, paths, kwargs, needle)
 
 
 
+def test_folder_reads_its_files_in_name_order(tmp_path, three_pages):
+    """A folder is the files directly inside it (natural order); unreadable ones are skipped with a note."""
+    folder = tmp_path / "minutes"
+    folder.mkdir()
+    write(folder, "meeting10.txt", b"Tenth meeting: budget approved.\n")
+    write(folder, "meeting2.txt", b"Second meeting: architect chosen.\n")
+    write(folder, "agenda.pdf", three_pages)
+    write(folder, "logo.png", PNG_BYTES)
+    write(folder, ".hidden.txt", b"never read")
+    (folder / "old").mkdir()
+    write(folder / "old", "draft.txt", b"never read either")
+    doc = load_documents([str(folder)])
+    assert [p.name for p in doc.parts] == ["agenda.pdf", "meeting2.txt", "meeting10.txt"]
+    assert doc.text.index("Second meeting") < doc.text.index("Tenth meeting") and "never" not in doc.text
+    assert len(doc.notes) == 1 and doc.notes[0].startswith("skipped logo.png: ") and "PNG image" in doc.notes[0]
+    extra = write(tmp_path, "extra.txt", b"Extra.\n")
+    mixed = load_documents([extra, str(folder)])
+    assert [p.name for p in mixed.parts] == ["extra.txt", "agenda.pdf", "meeting2.txt", "meeting10.txt"]
+    one = tmp_path / "one"
+    one.mkdir()
+    write(one, "only.txt", b"Only one.\n")
+    assert load_documents([str(one)]) == load_document(str(one / "only.txt"))
+
+
+@pytest.mark.parametrize("setup,args,needle", [
+    (lambda d: None, lambda d: [str(d)], "has no files (subfolders are not read)"),
+    (lambda d: write(d, "x.png", PNG_BYTES), lambda d: [str(d)], "no document tmix can read in"),
+    (lambda d: write(d, "a.txt", b"alpha"), lambda d: [str(d), str(d / "a.txt")], "a.txt is given twice"),
+    (lambda d: write(d, "a.pdf", make_pdf(["x"])), lambda d: [str(d)], "--pages applies to a single PDF"),
+])
+def test_folder_refused(tmp_path, setup, args, needle):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    setup(folder)
+    with pytest.raises(TmixError, match=re.escape(needle)):
+        load_documents(args(folder), pages="1" if "pages" in needle else None)
+
+
 _WRITES: list[tuple] = []
 _RECORDING: list[bool] = [False]
 _WRITE_EVENTS = {"os.mkdir", "os.rename", "os.replace", "os.remove", "os.rmdir", "os.truncate", "os.chmod",

@@ -130,8 +130,8 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
 @app.command()
 def ask(
     args: list[str] = typer.Argument(..., metavar="FILE QUESTION",
-                                     help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; - for stdin), "
-                                     "then the question; with --kv only the question."),
+                                     help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; a folder; - for "
+                                     "stdin), then the question; with --kv only the question."),
     kv: Optional[Path] = typer.Option(None, "--kv", help="Answer from this KV cache file alone."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
@@ -150,6 +150,8 @@ def ask(
         raise TmixError("the question is empty")
     if kv is None and _names_a_file(question):
         raise TmixError(f"the question {question!r} is a file name; put the question last, after the documents")
+    if kv is None and _names_a_folder(question):
+        raise TmixError(f"the question {question!r} is a folder; put the question last, after the documents")
     if kv is None and _missing_document(question):
         raise TmixError(f"no such document: {question} (the question goes last, after the documents)")
     quiet = quiet or as_json
@@ -216,6 +218,14 @@ def _names_a_file(text: str) -> bool:
         return False
 
 
+def _names_a_folder(text: str) -> bool:
+    """True when `text` is an existing folder written as a path (one word): a document folder, not a question."""
+    try:
+        return not any(c.isspace() for c in text) and Path(text).is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 _DOC_SUFFIXES = {".pdf", ".docx", ".doc", ".odt", ".pptx", ".epub", ".html", ".htm", ".xhtml", ".txt", ".text", ".md",
                  ".markdown", ".rst", ".tex", ".log"}
 
@@ -236,7 +246,8 @@ def _doc_tokens(ctx) -> int:
 @app.command()
 def prefill(
     files: list[str] = typer.Argument(..., metavar="FILE",
-                                      help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; - for stdin)."),
+                                      help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; a folder; "
+                                      "- for stdin)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the KV file here (default: cache)."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
@@ -301,7 +312,7 @@ def _next_question(interactive: bool) -> str:
 @app.command()
 def chat(
     files: Optional[list[str]] = typer.Argument(None, metavar="FILE", help="Document(s) (.pdf, .docx, .odt, "
-                                                ".pptx, .epub, .html, text); or use --kv."),
+                                                ".pptx, .epub, .html, text; a folder); or use --kv."),
     kv: Optional[Path] = typer.Option(None, "--kv", help="Chat against this KV cache file."),
     keep_history: bool = typer.Option(False, "--keep-history", help="Carry the conversation on between questions."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,

@@ -11,7 +11,7 @@ import sys
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
@@ -48,6 +48,7 @@ _SOFT_HYPHEN_BREAK = re.compile(r"\u00ad[ \t]*\n?[ \t]*")
 _SPACE_RUN = re.compile(r"[ \t\u00a0]+")
 _BLANK_RUN = re.compile(r"\n{3,}")
 _DIGIT_RUN = re.compile(r"\d+")
+_DIGIT_SPLIT = re.compile(r"(\d+)")
 _PAGE_SPEC = re.compile(r"(\d+)(?:\s*-\s*(\d*))?")
 
 
@@ -87,20 +88,63 @@ def load_document(path: str, pages: str | None = None, password: str | None = No
 
 def load_documents(paths: Sequence[str], pages: str | None = None, password: str | None = None,
                    stdin: BinaryIO | None = None) -> Document:
-    """One document, or several joined under numbered headings; `password` is tried on every encrypted PDF."""
+    """One document, or several joined under numbered headings; `password` is tried on every encrypted PDF.
+
+    A folder stands for the files directly inside it, in name order; those tmix cannot read are skipped with a note."""
     if not paths:
         raise TmixError("no document given")
-    if len(paths) == 1:
+    if len(paths) == 1 and not _is_folder(paths[0]):
         return load_document(paths[0], pages=pages, password=password, stdin=stdin)
     if pages is not None:
         raise TmixError("--pages applies to a single PDF; give one document with it")
     if list(paths).count("-") > 1:
         raise TmixError("stdin (-) can be read only once")
-    files = [Path(p).resolve() for p in paths if p != "-"]
+    members = {p: folder_files(Path(p)) for p in paths if _is_folder(p)}
+    files = [f.resolve() for p in paths for f in members.get(p, [Path(p)]) if p != "-"]
     twice = next((f for f in files if files.count(f) > 1), None)
     if twice is not None:
         raise TmixError(f"{twice.name} is given twice")
-    return combine([load_document(p, password=password, stdin=stdin) for p in paths])
+    docs: list[Document] = []
+    skipped: list[str] = []
+    for p in paths:
+        if p not in members:
+            docs.append(load_document(p, password=password, stdin=stdin))
+            continue
+        before = len(docs)
+        for f in members[p]:
+            try:
+                docs.append(load_document(str(f), password=password))
+            except TmixError as err:
+                skipped.append(f"skipped {f.name}: {str(err).removeprefix(str(f)).lstrip(' :')}")
+        if len(docs) == before:
+            raise TmixError(f"no document tmix can read in {p}" + (f" ({skipped[-1]})" if skipped else ""))
+    doc = docs[0] if len(docs) == 1 else combine(docs)
+    return replace(doc, notes=doc.notes + tuple(skipped))
+
+
+MAX_FOLDER_FILES = 200
+
+
+def _is_folder(path: str) -> bool:
+    return path != "-" and Path(path).is_dir()
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """The files directly inside `folder` in natural name order (report2 before report10), hidden ones left out."""
+    try:
+        files = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")]
+    except OSError as exc:
+        raise TmixError(f"cannot read folder {folder}: {exc.strerror or exc}") from None
+    if not files:
+        raise TmixError(f"{folder} has no files (subfolders are not read)")
+    if len(files) > MAX_FOLDER_FILES:
+        raise TmixError(f"{folder} holds {len(files)} files, more than {MAX_FOLDER_FILES}; name the documents instead")
+    return sorted(files, key=_natural)
+
+
+def _natural(f: Path) -> list:
+    """Sort key: digit runs compare as numbers (split() puts them at the odd places), the rest case-folded."""
+    return [int(t) if i % 2 else t.lower() for i, t in enumerate(_DIGIT_SPLIT.split(f.name))]
 
 
 def combine(docs: Sequence[Document]) -> Document:
