@@ -70,6 +70,11 @@ def _settings(**kw):
 
 def _load(model: Optional[str], device: str, dtype: str, quiet: bool, device_map: Optional[str] = None,
           threads: Optional[str] = None, compile: str = "off"):
+    from tmixcli import serve
+
+    if serve.served:  # inside `tmix serve`: the client found the server by these very options
+        _status(quiet, f"answered by tmix serve (pid {os.getpid()}): model already loaded")
+        return serve.served["lm"]
     from tmixcli.fuse import compile_blocks, resolve_compile
     from tmixcli.models import load_model, resolve_device
 
@@ -82,6 +87,20 @@ def _load(model: Optional[str], device: str, dtype: str, quiet: bool, device_map
     if wanted:
         compile_blocks(lm.model)
     return lm
+
+
+_ARGV: list[str] = []  # this run's arguments, for handing them to a `tmix serve`
+
+
+def _maybe_forward(sources: list[str], model, device: str, dtype: str, device_map, compile: str) -> None:
+    """Hand this run to a `tmix serve` holding the same model, if one runs (stdin stays local): exits with its code."""
+    if "-" in sources:
+        return
+    from tmixcli import serve
+
+    code = serve.forward(_ARGV, serve.server_key(model, device, dtype, device_map, compile))
+    if code is not None:
+        raise typer.Exit(code)
 
 
 def _silence_libraries() -> None:
@@ -159,6 +178,7 @@ def ask(
                   system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                   stop_repeats=stop_repeats, use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size,
                   progress=not quiet)
+    _maybe_forward(args, model, device, dtype, device_map, compile)
     ctx = _open(args[:-1] if kv is None else None, kv, s, pages, password, 64, quiet, model, device, dtype,
                 device_map, threads, compile)
     _describe(ctx, quiet)
@@ -263,6 +283,7 @@ def prefill(
     s = _settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
                   system=system, truncate=truncate, chunk_size=chunk_size, progress=not quiet, max_new_tokens=1)
     check_output(output, "-o")
+    _maybe_forward(files, model, device, dtype, device_map, compile)
     doc = load_documents(files, pages=pages, password=password)
     from tmixcli import answer
 
@@ -363,6 +384,21 @@ def chat(
                 + _ending(ans))
 
 
+@app.command()
+def serve(
+    model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
+    device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt, compile: str = CompileOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Keep the model loaded: `ask` and `prefill` runs with the same model options are answered by this process."""
+    from tmixcli import serve as server
+
+    key = server.server_key(model, device, dtype, device_map, compile)
+    server.socket_path(key)  # a cache folder that cannot be made fails here, before the model loads
+    lm = _load(model, device, dtype, quiet, device_map, threads, compile)
+    server.run_server(lm, key, quiet)
+
+
 def _register_optional() -> None:
     """Subcommands that live in their own modules (cache, bench, eval, calibrate)."""
     from tmixcli import cli_cache
@@ -396,6 +432,7 @@ def _usage_line(err: Exception) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: TmixError -> one line on stderr and its exit code; never a traceback for user errors."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _ARGV[:] = sys.argv[1:] if argv is None else list(argv)
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="tmix", standalone_mode=False)

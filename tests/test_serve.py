@@ -1,0 +1,119 @@
+"""`tmix serve`: a resident model answering `tmix ask` / `tmix prefill` runs of other processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tmixcli import serve
+
+DOCS = Path(__file__).resolve().parents[1] / "sample_docs"
+TINY = ("--device", "cpu", "--n-local", "16", "--last-n", "8", "--start-layer", "1", "--max-new-tokens", "6")
+
+
+def tmix(*argv: str, env: dict, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tmixcli", *argv], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A `tmix serve` of a tiny random Llama in its own cache folder; yields (process, env, work folder)."""
+    from tiny import tiny_model, tiny_tokenizer
+
+    work = tmp_path_factory.mktemp("serve")
+    tiny_model("llama", max_position_embeddings=1024).save_pretrained(work / "model")
+    tiny_tokenizer("llama").save_pretrained(work / "model")
+    (work / "doc.txt").write_text((DOCS / "notes.txt").read_text()[:1000])
+    env = {**os.environ, "TMIX_CACHE_DIR": str(work / "cache")}
+    env.pop("TMIX_SERVE", None)
+    proc = subprocess.Popen([sys.executable, "-m", "tmixcli", "serve", "--model", "model", "--device", "cpu"],
+                            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sock = work / "cache" / "serve"
+    deadline = time.time() + 120
+    while not list(sock.glob("*.sock")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert list(sock.glob("*.sock")), proc.stderr.read() if proc.poll() is not None else "no socket"
+    yield proc, env, work
+    if proc.poll() is None:
+        proc.kill()
+
+
+def test_ask_is_answered_by_the_server_as_it_would_be_locally(server):
+    proc, env, work = server
+    served = tmix("ask", "doc.txt", "Who is the project manager?", "--model", "model", *TINY, env=env, cwd=work)
+    assert served.returncode == 0, served.stderr
+    assert f"answered by tmix serve (pid {proc.pid})" in served.stderr and "TTFT" in served.stderr
+    as_json = tmix("ask", "doc.txt", "Who is the project manager?", "--model", "model", *TINY, "--json",
+                   env=env, cwd=work)
+    assert as_json.returncode == 0 and as_json.stderr == ""  # --json: quiet, also when served
+    local = tmix("ask", "doc.txt", "Who is the project manager?", "--model", "model", *TINY, "--json",
+                 env={**env, "TMIX_SERVE": "off"}, cwd=work)
+    assert local.returncode == 0, local.stderr
+    a, b = json.loads(as_json.stdout), json.loads(local.stdout)
+    assert a["answer"] == b["answer"] and a["kv_path"] == b["kv_path"] and a["cache_hit"] and b["cache_hit"]
+    assert served.stdout.strip() == a["answer"]
+
+
+def test_errors_and_outputs_come_back(server):
+    proc, env, work = server
+    missing = tmix("ask", "missing.txt", "What?", "--model", "model", *TINY, env=env, cwd=work)
+    assert missing.returncode == 2 and missing.stderr.strip().endswith("tmix: error: missing.txt: no such file")
+    (work / "out").mkdir(exist_ok=True)
+    pre = tmix("prefill", "doc.txt", "-o", "out/doc.kv", "--model", "model", *TINY[:-2], env=env, cwd=work)
+    assert pre.returncode == 0, pre.stderr
+    assert (work / "out" / "doc.kv").is_file() and pre.stdout.strip().endswith("doc.kv")  # the client's folder
+    again = subprocess.run([sys.executable, "-m", "tmixcli", "serve", "--model", "model", "--device", "cpu"],
+                           cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "already runs" in again.stderr
+    assert proc.poll() is None
+
+
+def test_a_client_that_leaves_does_not_stop_the_server(server):
+    proc, env, work = server
+    key = serve.server_key(str(work / "model"), "cpu", "auto", None, "off")
+    os.environ["TMIX_CACHE_DIR"] = env["TMIX_CACHE_DIR"]
+    try:
+        path = serve.socket_path(key)
+    finally:
+        del os.environ["TMIX_CACHE_DIR"]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(path))
+        argv = ["ask", "doc.txt", "Who?", "--model", "model", *TINY[:-1], "200", "--no-stop-repeats"]
+        s.sendall(json.dumps({"argv": argv, "cwd": str(work)}).encode() + b"\n")
+        s.recv(16)  # the first frame, then gone
+    ok = tmix("ask", "doc.txt", "Who is the project manager?", "--model", "model", *TINY, env=env, cwd=work)
+    assert ok.returncode == 0 and "answered by tmix serve" in ok.stderr
+
+
+def test_sigterm_stops_the_server_and_removes_its_socket(server):
+    proc, env, work = server
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    assert not list((work / "cache" / "serve").glob("*.sock")) and "stopped" in proc.stderr.read()
+    local = tmix("ask", "doc.txt", "Who is the project manager?", "--model", "model", *TINY, env=env, cwd=work)
+    assert local.returncode == 0 and "answered by tmix serve" not in local.stderr  # no server: runs itself
+
+
+def test_no_server_or_a_dead_one_means_run_locally(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path))
+    key = serve.server_key("some-model", "cpu", "auto", None, "off")
+    assert serve.forward(["ask", "x", "q"], key) is None
+    path = serve.socket_path(key)
+    path.parent.mkdir(parents=True)
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(path))  # bound but never listening: what a killed server leaves
+    dead.close()
+    assert serve.forward(["ask", "x", "q"], key) is None
+    assert key != serve.server_key("some-model", "cpu", "fp32", None, "off")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m").mkdir()
+    assert json.loads(serve.server_key("m", "cpu", "auto", None, "off"))[0] == str(tmp_path / "m")
