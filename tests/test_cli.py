@@ -249,7 +249,7 @@ def test_fair_share():
 
 BAD = [
     (["ask", "missing.pdf", "q?"], "no such file"),
-    (["ask", "sample_docs", "q?"], "directory"),
+    (["ask", "sample_docs/notes.txt", "sample_docs"], "is a folder; put the question last"),
     (["ask", "sample_docs/notes.txt", "   "], "question is empty"),
     (["ask", "sample_docs/notes.txt"], "usage"),
     (["ask", "sample_docs/notes.txt", "q?", "--attention", "sparse"], "trimix or dense"),
