@@ -90,6 +90,11 @@ def test_a_client_that_leaves_does_not_stop_the_server(server):
         argv = ["ask", "doc.txt", "Who?", "--model", "model", *TINY[:-1], "200", "--no-stop-repeats"]
         s.sendall(json.dumps({"argv": argv, "cwd": str(work)}).encode() + b"\n")
         s.recv(16)  # the first frame, then gone
+    for junk in (b"not json\n", b'{"argv": ["cache", "clear", "--yes"], "cwd": "/"}\n'):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(path))
+            s.sendall(junk)
+            assert s.recv(16) == b""  # refused without an answer
     ok = tmix("ask", "doc.txt", "Who is the project manager?", "--model", "model", *TINY, env=env, cwd=work)
     assert ok.returncode == 0 and "answered by tmix serve" in ok.stderr
 

@@ -168,7 +168,10 @@ def run_server(lm, key: str, quiet: bool = False) -> None:
         while not _stopping:
             conn, _ = sock.accept()
             with conn:
-                _handle(conn, key, lm, log)
+                try:
+                    _handle(conn, key, lm, log)
+                except (OSError, ValueError) as exc:  # a malformed request or a client gone: the next one
+                    log(f"request dropped: {exc}")
     except KeyboardInterrupt:
         pass
     finally:
