@@ -212,7 +212,8 @@ def _save_after_interrupt(ctx, quiet: bool) -> None:
     """Ctrl-C during the answer to a fresh prefill: still write its KV file, so the next question starts warm."""
     if ctx.pending_save is None:
         return
-    print(file=sys.stderr)
+    if not quiet:
+        print(file=sys.stderr)  # the answer's line was cut mid-way
     _status(quiet, "answer interrupted; saving the KV file of the prefill (Ctrl-C again to skip)")
     try:
         for line in ctx.save():
