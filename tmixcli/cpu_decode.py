@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicLayer
 
+from tmixcli.kvstore import uses_sliding_window
 from tmixcli.models import decoder_layers
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
@@ -66,7 +67,7 @@ def usable(model: torch.nn.Module, cache) -> bool:
         return False
     if getattr(cfg, "model_type", None) not in FAMILIES or getattr(cfg, "pretraining_tp", 1) != 1:
         return False
-    if getattr(cfg, "sliding_window", None) is not None and getattr(cfg, "use_sliding_window", True):
+    if uses_sliding_window(cfg):
         return False
     if any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or ()):
         return False
