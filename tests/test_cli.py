@@ -288,6 +288,16 @@ def test_bad_input_one_line_exit_2(capsys, argv, needle, monkeypatch):
     assert len(lines) == 1 and lines[0].startswith("tmix: error:") and needle in lines[0].lower(), err
 
 
+@pytest.mark.parametrize("argv", [["serve"], ["ask", "sample_docs/notes.txt", "q?"], ["cache", "ls"]])
+def test_unusable_cache_folder_one_line(capsys, monkeypatch, tmp_path, argv):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(blocker / "cache"))  # under a file: cannot be made
+    monkeypatch.chdir(ROOT)
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and err.strip().splitlines() == [err.strip()] and "cannot use the cache folder" in err, err
+
+
 def test_bad_kv_file_no_traceback(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(os.urandom(4096))

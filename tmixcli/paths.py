@@ -11,7 +11,10 @@ from tmixcli.errors import TmixError
 def cache_dir() -> Path:
     """The cache root (converted default model, KV files, calibration profiles); created on demand."""
     root = Path(os.environ.get("TMIX_CACHE_DIR") or Path.home() / ".cache" / "tmix").expanduser()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TmixError(f"cannot use the cache folder {root} (TMIX_CACHE_DIR): {exc.strerror or exc}") from None
     return root
 
 
