@@ -346,8 +346,7 @@ def chat(
     temperature: float = TempOpt, top_p: float = TopPOpt, seed: Optional[int] = SeedOpt,
     stop_repeats: bool = RepeatOpt, quiet: bool = QuietOpt,
 ) -> None:
-    """Ask question after question about a document or several (one per line; Ctrl-C stops an answer; an empty
-    line or Ctrl-D ends)."""
+    """Ask question after question about documents (one per line; Ctrl-C stops an answer; empty line or Ctrl-D ends)."""
     if (not files) == (kv is None):
         raise TmixError("usage: tmix chat FILE..., or tmix chat --kv PATH")
     if "-" in (files or []):
