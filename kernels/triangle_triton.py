@@ -26,10 +26,11 @@ def _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_v
                 Kd, Vd, kv_row0, offs_d, pos, lo, hi, kv_hi, qk_scale, n_init, n_local,
                 MASK: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
                 BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr, WS: tl.constexpr):
-    """Online softmax over keys [lo, hi). MASK: 0 none, 1 triangle band, 2 causal; keys >= kv_hi dropped.
+    """Online softmax over keys [lo, hi). MASK: 0 none, 1 triangle band (keys j <= p only, so kv_hi is implied),
+    2 causal with keys >= kv_hi dropped.
 
     USE_TMA: K/V tiles come from [B*Hkv*S, D] tensor descriptors Kd/Vd (row kv_row0 + j) instead of pointers;
-    rows past S there belong to the next head, so edge blocks rely on the kv_hi score mask (p = 0).
+    rows past S there belong to the next head, so edge blocks rely on the score mask (p = 0).
     """
     offs_n = tl.arange(0, BLOCK_N)
     d_ok = offs_d < HEAD_DIM
@@ -53,14 +54,15 @@ def _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_v
             p = tl.math.exp2(qk * qk_scale - m_new[:, None])
             alpha = tl.math.exp2(m_i - m_new)
         else:
-            keep = (kn[None, :] <= pos[:, None]) & (kn[None, :] < kv_hi)
-            if MASK == 1:
-                keep = keep & ((kn[None, :] < n_init) | (pos[:, None] - kn[None, :] < n_local))
+            if MASK == 1:  # j <= p and (p - j < n_local or j < n_init): one unsigned test per score
+                lim = tl.where(kn < n_init, 0x7FFFFFFF, n_local).to(tl.uint32)
+                keep = (pos[:, None] - kn[None, :]).to(tl.uint32) < lim[None, :]
+            else:
+                keep = (kn[None, :] <= pos[:, None]) & (kn[None, :] < kv_hi)
             qk = tl.where(keep, qk * qk_scale, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(qk, 1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            p = tl.math.exp2(qk - m_safe[:, None])
-            alpha = tl.math.exp2(m_i - m_safe)
+            p = tl.math.exp2(qk - m_new[:, None])
+            alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
         if USE_TMA:
@@ -118,7 +120,7 @@ def _triangle_fwd(Q, K, V, Kd, Vd, Kd2, Vd2, Out, OPart, LsePart,
     k_base = K + b * stride_kb + kvh * stride_kh
     v_base = V + b * stride_vb + kvh * stride_vh
 
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)  # finite: a row with no key yet gets p = 0, not NaN
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     p_last = tl.minimum(row0 + P, row_end) - 1
@@ -145,8 +147,8 @@ def _triangle_fwd(Q, K, V, Kd, Vd, Kd2, Vd2, Out, OPart, LsePart,
         lo = tl.maximum(row0 - n_local + 1, 0) // EDGE_N * EDGE_N
         sink_hi = tl.minimum(n_init, lo)
         acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
-                                    stride_vd, Kd, Vd, kv_row0, offs_d, pos, 0, sink_hi, sink_hi, qk_scale, n_init,
-                                    n_local, 1, SINK_N, HEAD_DIM, BLOCK_D, DOT_PREC, False, False)
+                                    stride_vd, Kd, Vd, kv_row0, offs_d, pos, 0, sink_hi, sink_hi, qk_scale, sink_hi,
+                                    0, 1, SINK_N, HEAD_DIM, BLOCK_D, DOT_PREC, False, False)
         # EDGE_N < BLOCK_N: an EDGE_N-key head piece [lo, lo_b) and tail piece [main_hi, hi) around the
         # BLOCK_N-aligned main range [lo_b, main_hi), so that at most EDGE_N - 1 keys are wasted per side
         lo_b = tl.minimum((lo + BLOCK_N - 1) // BLOCK_N * BLOCK_N, hi)
