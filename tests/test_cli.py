@@ -276,6 +276,7 @@ BAD = [
     (["prefill", "sample_docs/notes.txt", "sample_docs/notes.txt"], "given twice"),
     (["chat", "-"], "cannot come from stdin"),
     (["eval", "--facts", "nowhere.json"], "no such file"),
+    (["ask", "https://example.com/report.pdf", "q?"], "not urls; download it first"),
 ]
 
 
@@ -304,6 +305,13 @@ def test_bad_kv_file_no_traceback(tmp_path):
     res = tmix_subprocess("ask", "--kv", str(bad), "What?")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_version(capsys):
+    from tmixcli import __version__
+
+    code, out, err = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"tmix {__version__}" and not err
 
 
 @pytest.mark.parametrize("argv", [[], ["cache"]])

@@ -47,6 +47,20 @@ CompileOpt = typer.Option("off", "--compile", help="torch.compile each layer's n
                           "faster long prefills after a one-time compilation of a few seconds.")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from tmixcli import __version__
+
+        print(f"tmix {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                               help="Print the version and exit.")) -> None:
+    """Ask questions about long documents with a local LLM: TriangleMix prefill, reusable KV cache."""
+
+
 def _status(quiet: bool, msg: str) -> None:
     if not quiet:
         print(f"tmix: {msg}", file=sys.stderr, flush=True)

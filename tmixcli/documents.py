@@ -204,6 +204,9 @@ def _read_input(path: str, stdin: BinaryIO | None) -> tuple[str, str, bytes]:
     try:
         return file.name, path, file.read_bytes()
     except FileNotFoundError:
+        if "://" in path:
+            raise TmixError(f"{path}: tmix reads local files, not URLs; download it first "
+                            "(e.g. curl -L -o page.html URL)") from None
         raise TmixError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise TmixError(f"{path} is a directory, not a document") from None
