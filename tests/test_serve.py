@@ -99,6 +99,28 @@ def test_a_client_that_leaves_does_not_stop_the_server(server):
     assert ok.returncode == 0 and "answered by tmix serve" in ok.stderr
 
 
+def test_follow_up_questions_use_the_cache_kept_in_memory(server):
+    proc, env, work = server
+    (work / "doc2.txt").write_text((DOCS / "notes.txt").read_text()[1000:1800])
+    q = ("doc2.txt", "Who chairs the board?", "--model", "model", *TINY)
+    first = tmix("ask", *q, env=env, cwd=work)
+    assert first.returncode == 0 and "cache miss" in first.stderr, first.stderr
+    second = tmix("ask", *q, "--json", "-q", env=env, cwd=work)
+    again = tmix("ask", *q, env=env, cwd=work)
+    assert "cache hit: kept in memory by tmix serve" in again.stderr, again.stderr
+    local = tmix("ask", *q, "--json", env={**env, "TMIX_SERVE": "off"}, cwd=work)  # the file, loaded from disk
+    a, b = json.loads(second.stdout), json.loads(local.stdout)
+    assert a["answer"] == b["answer"] and a["cache_hit"] and a["prompt_tokens"] == b["prompt_tokens"]
+    kv = Path(a["kv_path"])
+    os.utime(kv, ns=(time.time_ns(), time.time_ns() + 10**9))  # the file changed on disk: loaded afresh
+    touched = tmix("ask", *q, env=env, cwd=work)
+    assert "cache hit: loaded" in touched.stderr, touched.stderr
+    other = tmix("ask", "doc.txt", "Who?", "--model", "model", *TINY, env=env, cwd=work)
+    back = tmix("ask", *q, env=env, cwd=work)  # one file held at a time: doc.txt's replaced doc2's
+    assert "cache hit: loaded" in other.stderr and "cache hit: loaded" in back.stderr, other.stderr + back.stderr
+    assert back.stdout == again.stdout == touched.stdout
+
+
 def test_sigterm_stops_the_server_and_removes_its_socket(server):
     proc, env, work = server
     proc.send_signal(signal.SIGTERM)

@@ -15,6 +15,7 @@ from tmixcli.config import AttentionConfig, Settings, default_start_layer
 from tmixcli.documents import Document, joined_text
 from tmixcli.errors import TmixError
 from tmixcli.models import LoadedModel, layer_devices
+from tmixcli.resident import ResidentKV
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Context:
     system: str | None
     cache_hit: bool = False
     kv_path: Path | None = None
+    kept_in_memory: bool = False  # the cache hit came from `tmix serve`'s memory, not from disk
     prefill_s: float = 0.0
     start_layer_source: str = ""
     notes: list[str] = field(default_factory=list)
@@ -140,9 +142,10 @@ def _expected_meta(lm: LoadedModel, attn: AttentionConfig, s: Settings, doc: Doc
 
 
 def open_document(lm: LoadedModel, doc: Document, s: Settings, question_tokens: int = 64,
-                  kv_out: Path | None = None) -> Context:
-    """Prefilled state for a document: a cache hit loads the KV file, a miss prefills; the KV file of a miss
-    (unless --no-cache) is written by `ctx.save()`, which callers run after the first answer."""
+                  kv_out: Path | None = None, resident: ResidentKV | None = None) -> Context:
+    """Prefilled state for a document: a cache hit loads the KV file (or takes it from `resident`), a miss
+    prefills; the KV file of a miss (unless --no-cache) is written by `ctx.save()`, which callers run after the
+    first answer."""
     attn, source = resolve_attention(lm, s)
     limit = kvstore.cache_limit() if s.use_cache else None  # a bad TMIX_CACHE_MAX fails before the prefill
     ids, notes = fit_document(lm, doc, s, question_tokens)
@@ -152,9 +155,11 @@ def open_document(lm: LoadedModel, doc: Document, s: Settings, question_tokens: 
     ctx = Context(lm, attn, ids, None, doc.name, s.system, start_layer_source=source, notes=[*doc.notes, *notes])
     if s.use_cache and kv_out is None and path.is_file():
         try:
-            return _load_into(ctx, path, s, doc, ids)
+            return _load_into(ctx, path, s, doc, ids, resident)
         except TmixError as err:
             ctx.notes.append(f"cache file {path.name} not used ({err}); prefilling again")
+    if resident is not None:
+        resident.clear()  # its memory goes back before the prefill needs it
     start = _now(lm)
     ctx.cache, _ = generate.prefill(lm.model, ids, chunk_size=s.chunk_size, progress=s.progress)
     ctx.prefill_s = _now(lm) - start
@@ -162,7 +167,7 @@ def open_document(lm: LoadedModel, doc: Document, s: Settings, question_tokens: 
         meta = kvstore.build_meta(model_id=lm.model_id, fingerprint=fp, dtype=lm.dtype, attn=attn,
                                   doc_name=doc.name, doc_sha256=doc.sha256,
                                   template_hash=prompt.template_hash(lm.tokenizer, s.system), n_tokens=len(ids))
-        ctx.pending_save = _saver(path, ctx.cache, ids, meta, limit if kv_out is None else None)
+        ctx.pending_save = _saver(path, ctx.cache, ids, meta, limit if kv_out is None else None, resident)
         ctx.kv_path = path
     return ctx
 
@@ -174,8 +179,10 @@ def _prefix_rows(cache: object, n: int) -> SimpleNamespace:
         is_sliding=bool(getattr(x, "is_sliding", False)) or "Sliding" in type(x).__name__) for x in cache.layers])
 
 
-def _saver(path: Path, cache: object, ids: list[int], meta: dict, limit: int | None) -> Callable[[], list[str]]:
-    """Save the KV file, then evict least recently used files past `limit` (None: no cap, or not the cache dir)."""
+def _saver(path: Path, cache: object, ids: list[int], meta: dict, limit: int | None,
+           resident: ResidentKV | None = None) -> Callable[[], list[str]]:
+    """Save the KV file, then evict least recently used files past `limit` (None: no cap, or not the cache dir);
+    `tmix serve` keeps the cache in memory as that file's state (`resident`) while it holds only the prefix."""
     def save() -> list[str]:
         prefix = _prefix_rows(cache, len(ids))  # chat --keep-history may have grown the cache past the prefix
         size = kvstore.cache_bytes(prefix)
@@ -183,6 +190,8 @@ def _saver(path: Path, cache: object, ids: list[int], meta: dict, limit: int | N
             return [f"KV file not saved: its {kvstore.human_size(size)} exceed the cache cap TMIX_CACHE_MAX "
                     f"({kvstore.human_size(limit)})"]
         kvstore.save_kv(path, prefix, ids, meta)
+        if resident is not None and cache.get_seq_length() == len(ids):
+            resident.put(path, cache, ids, kvstore.read_meta(path))
         gone = kvstore.trim_cache(limit, keep=path)
         if not gone:
             return []
@@ -192,20 +201,29 @@ def _saver(path: Path, cache: object, ids: list[int], meta: dict, limit: int | N
     return save
 
 
-def _load_into(ctx: Context, path: Path, s: Settings, doc: Document | None, ids: list[int] | None) -> Context:
+def _load_into(ctx: Context, path: Path, s: Settings, doc: Document | None, ids: list[int] | None,
+               resident: ResidentKV | None = None) -> Context:
     lm = ctx.lm
     start = _now(lm)
-    cache, stored_ids, meta = kvstore.load_kv(path, layer_devices(lm.model) or lm.device)
+    held = resident.get(path) if resident is not None else None
+    if held is not None:
+        cache, stored_ids, meta = held
+        rewind(cache, len(stored_ids))  # an answer leaves the prefix behind; this only makes sure of it
+    else:
+        cache, stored_ids, meta = kvstore.load_kv(path, layer_devices(lm.model) or lm.device)
     kvstore.check_kv(meta, cache, _expected_meta(lm, ctx.attn, s, doc), lm.model.config)
     if ids is not None:
         kvstore.check_prefix(stored_ids, ids)
+    if resident is not None and held is None:
+        resident.put(path, cache, stored_ids, meta)
     ctx.cache, ctx.prefix_ids, ctx.cache_hit, ctx.kv_path = cache, stored_ids, True, path
+    ctx.kept_in_memory = held is not None
     ctx.prefill_s = _now(lm) - start
     ctx.doc_name = meta.get("doc_name", path.name)
     return ctx
 
 
-def open_kv(lm: LoadedModel, path: Path, s: Settings) -> Context:
+def open_kv(lm: LoadedModel, path: Path, s: Settings, resident: ResidentKV | None = None) -> Context:
     """Prefilled state from a KV file alone (no document); attention flags left unset take the file's values."""
     meta = kvstore.read_meta(path)
     file_attn = {k[5:]: meta[k] for k in meta if k.startswith("attn_")}
@@ -216,7 +234,7 @@ def open_kv(lm: LoadedModel, path: Path, s: Settings) -> Context:
     attn, _ = resolve_attention(lm, s)
     attention.attach(lm.model, attn)
     ctx = Context(lm, attn, [], None, meta.get("doc_name", path.name), s.system, start_layer_source="KV file")
-    return _load_into(ctx, path, s, None, None)
+    return _load_into(ctx, path, s, None, None, resident)
 
 
 def rewind(cache: object, length: int) -> None:

@@ -135,7 +135,8 @@ def _describe(ctx, quiet: bool) -> None:
     for note in ctx.notes:
         _status(quiet, note)
     if ctx.cache_hit:
-        _status(quiet, f"cache hit: loaded {ctx.kv_path} in {ctx.prefill_s:.2f} s")
+        how = "kept in memory by tmix serve" if ctx.kept_in_memory else "loaded"
+        _status(quiet, f"cache hit: {how} {ctx.kv_path} in {ctx.prefill_s:.2f} s")
     else:
         where = f", KV file {ctx.kv_path}" if ctx.kv_path else " (cache off)"
         _status(quiet, f"cache miss: prefilled in {ctx.prefill_s:.2f} s{where}")
@@ -156,8 +157,13 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
         doc = load_documents(sources, pages=pages, password=password)  # bad input fails before torch is imported
     from tmixcli import answer
 
+    from tmixcli import serve
+
     lm = _load(model, device, dtype, quiet, device_map, threads, compile)
-    return answer.open_kv(lm, kv, s) if doc is None else answer.open_document(lm, doc, s, question_tokens)
+    resident = serve.served.get("resident")  # inside `tmix serve`: the last KV file it loaded, kept in memory
+    if doc is None:
+        return answer.open_kv(lm, kv, s, resident)
+    return answer.open_document(lm, doc, s, question_tokens, resident=resident)
 
 
 @app.command()
@@ -300,10 +306,10 @@ def prefill(
     check_output(output, "-o")
     _maybe_forward(files, model, device, dtype, device_map, compile)
     doc = load_documents(files, pages=pages, password=password)
-    from tmixcli import answer
+    from tmixcli import answer, serve
 
     lm = _load(model, device, dtype, quiet, device_map, threads, compile)
-    ctx = answer.open_document(lm, doc, s, question_tokens=0, kv_out=output)
+    ctx = answer.open_document(lm, doc, s, question_tokens=0, kv_out=output, resident=serve.served.get("resident"))
     saved = ctx.save()
     if ctx.kv_path is None:
         raise TmixError(f"{saved[0]}; raise the cap or write the file elsewhere with -o")

@@ -4,7 +4,8 @@ A warm question costs a fresh `tmix` process ~6 s of importing torch and transfo
 for the default model, far more for an 8B model) before the 0.5 s of real work. A server started with the same
 --model, --device, --dtype, --device-map and --compile holds the model; `ask` and `prefill` find its socket (named
 by those options), send their arguments and working folder, and the server runs them exactly as the command line
-would, streaming stdout and stderr back. TMIX_SERVE=off makes `ask`/`prefill` ignore servers.
+would, streaming stdout and stderr back. The last KV file a request prefilled or loaded stays in memory
+(tmixcli/resident.py), so a follow-up question skips its load. TMIX_SERVE=off makes `ask`/`prefill` ignore servers.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tmixcli.errors import TmixError
 from tmixcli.paths import cache_dir
 
 _FRAME = struct.Struct("!cI")  # kind (O stdout, E stderr, X exit code), payload length
-served: dict = {}  # while a server runs a request: {"key": ..., "lm": LoadedModel}
+served: dict = {}  # while a server runs a request: {"key": ..., "lm": LoadedModel, "resident": ResidentKV}
 _stopping: list[int] = []  # set by Ctrl-C / SIGTERM: the request in hand ends, then the server
 
 
@@ -113,7 +114,7 @@ def _request_scope(cwd: str) -> Iterator[None]:
         os.chdir(before)
 
 
-def _handle(conn: socket.socket, key: str, lm, log) -> None:
+def _handle(conn: socket.socket, key: str, lm, log, resident=None) -> None:
     from tmixcli import cli
 
     line = conn.makefile("rb").readline()
@@ -128,7 +129,7 @@ def _handle(conn: socket.socket, key: str, lm, log) -> None:
     out, err = _Stream(conn, b"O"), _Stream(conn, b"E")
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _request_scope(req.get("cwd", "/")):
-            served.update(key=key, lm=lm)
+            served.update(key=key, lm=lm, resident=resident)
             try:
                 cli.main(argv)
                 code = 0
@@ -158,6 +159,9 @@ def run_server(lm, key: str, quiet: bool = False) -> None:
         probe.close()
         raise TmixError(f"a tmix server with these options already runs (socket {path})")
     path.unlink(missing_ok=True)  # a stale socket of a server that died
+    from tmixcli.resident import ResidentKV
+
+    resident = ResidentKV()  # the last KV file a request loaded: a follow-up question skips the load
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(str(path))
     sock.listen(8)
@@ -169,7 +173,7 @@ def run_server(lm, key: str, quiet: bool = False) -> None:
             conn, _ = sock.accept()
             with conn:
                 try:
-                    _handle(conn, key, lm, log)
+                    _handle(conn, key, lm, log, resident)
                 except (OSError, ValueError) as exc:  # a malformed request or a client gone: the next one
                     log(f"request dropped: {exc}")
     except KeyboardInterrupt:
