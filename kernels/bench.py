@@ -157,12 +157,12 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def header(last_n: int = 128, heads: tuple[int, int, int] = (32, 8, 128)) -> str:
+def header(last_n: int = 128, heads: tuple[int, int, int] = (32, 8, 128), n_init: int = 8, n_local: int = 512) -> str:
     """Device, versions and date of this run."""
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
     h, hkv, d = heads
     return (f"{datetime.date.today().isoformat()} | {dev} | torch {torch.__version__} | triton {triton.__version__}"
-            f" | B=1, H={h}, Hkv={hkv}, D={d}, bf16, n_init=8, n_local=512, last_n={last_n}")
+            f" | B=1, H={h}, Hkv={hkv}, D={d}, bf16, n_init={n_init}, n_local={n_local}, last_n={last_n}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tmixcli.cli import main
 
@@ -305,6 +306,12 @@ def test_bad_kv_file_no_traceback(tmp_path):
     res = tmix_subprocess("ask", "--kv", str(bad), "What?")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU this runs the benchmark (tests/test_gpu.py)")
+def test_bench_kernels_without_a_gpu_is_one_line(capsys):
+    code, out, err = run(capsys, "bench", "--kernels", "--lengths", "1k")
+    assert code == 2 and err.strip() == "tmix: error: tmix bench --kernels times CUDA kernels and needs a GPU"
 
 
 def test_version(capsys):

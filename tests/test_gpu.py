@@ -190,3 +190,17 @@ def test_graph_decode_answers_like_eager_across_questions(monkeypatch):
                 rewind(cache, len(ids))  # like `ask`/`chat`; the later questions keep the history
         runs[graphs] = (answers, cache.get_seq_length())
     assert runs["1"] == runs["0"]
+
+
+def test_tmix_bench_kernels_prints_one_table(capsys):
+    import json
+
+    from tmixcli.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["bench", "--kernels", "--arch", "smollm2-135m", "--lengths", "3000", "--json"])
+    assert done.value.code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "H=9, Hkv=3, D=64" in out["header"]
+    tri = next(r for r in out["rows"] if r["impl"] == "triangle")
+    assert tri["length"] == 3000 and tri["ms"] > 0 and tri["err_vs_flex"] < 2e-2

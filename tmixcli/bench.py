@@ -575,6 +575,28 @@ def write_plot(result: dict[str, Any], path: Path) -> None:
 # ---------------------------------------------------------------- CLI
 
 
+def kernel_bench(arch: str, lengths: list[int], n_init: int, n_local: int, last_n: int, as_json: bool) -> None:
+    """`tmix bench --kernels`: tmix_kernels.bench at the head shapes of `arch`, one table (or JSON)."""
+    import torch
+
+    from tmixcli.archs import arch_config
+
+    cfg = arch_config(arch)
+    if not torch.cuda.is_available():
+        raise TmixError("tmix bench --kernels times CUDA kernels and needs a GPU")
+    from tmix_kernels import bench as kb
+
+    heads = (cfg.num_attention_heads, cfg.num_key_value_heads,
+             getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+    rows = kb.run(lengths, heads=heads[0], kv_heads=heads[1], head_dim=heads[2], n_init=n_init, n_local=n_local,
+                  last_n=last_n)
+    if as_json:
+        print(json.dumps({"header": kb.header(last_n, heads, n_init, n_local), "rows": rows}, indent=1))
+    else:
+        print(kb.header(last_n, heads, n_init, n_local))
+        print(kb.table(rows))
+
+
 def bench_command(
     model: Annotated[str | None, typer.Option("--model", help="Model: HF id, local dir or .gguf "
                                               "(default: the embedded SmolLM2-135M-Instruct).")] = None,
@@ -602,10 +624,15 @@ def bench_command(
     compile: Annotated[str, typer.Option("--compile", help="torch.compile each layer's norms and MLP: auto "
                                          "(on CUDA), on or off.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")] = False,
+    kernels: Annotated[bool, typer.Option("--kernels", help="Time the attention alone instead (CUDA): the Triton "
+                                          "triangle kernel vs SDPA flash/cuDNN dense and FlexAttention with the same "
+                                          "mask, at --arch's head shapes (default llama-3.1-8b).")] = False,
 ) -> None:
     """Time to first token, dense vs TriangleMix, at several prompt lengths (random token ids)."""
     if as_json and as_csv:
         raise TmixError("give --json or --csv, not both")
+    if kernels:
+        return kernel_bench(arch or "llama-3.1-8b", parse_lengths(lengths), n_init, n_local, last_n, as_json)
     check_output(plot, "--plot")
     log = None if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     start = time.perf_counter()
