@@ -24,12 +24,10 @@ def tmix(*argv: str, env: dict, cwd: Path, timeout: float = 300) -> subprocess.C
                           cwd=cwd, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A `tmix serve` of a tiny random Llama in its own cache folder; yields (process, env, work folder)."""
+def _start_server(work: Path) -> tuple[subprocess.Popen, dict]:
+    """Save a tiny random Llama under `work` and start `tmix serve` of it there, in its own cache folder."""
     from tiny import tiny_model, tiny_tokenizer
 
-    work = tmp_path_factory.mktemp("serve")
     tiny_model("llama", max_position_embeddings=1024).save_pretrained(work / "model")
     tiny_tokenizer("llama").save_pretrained(work / "model")
     (work / "doc.txt").write_text((DOCS / "notes.txt").read_text()[:1000])
@@ -42,6 +40,14 @@ def server(tmp_path_factory):
     while not list(sock.glob("*.sock")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     assert list(sock.glob("*.sock")), proc.stderr.read() if proc.poll() is not None else "no socket"
+    return proc, env
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A `tmix serve` of a tiny random Llama in its own cache folder; yields (process, env, work folder)."""
+    work = tmp_path_factory.mktemp("serve")
+    proc, env = _start_server(work)
     yield proc, env, work
     if proc.poll() is None:
         proc.kill()
@@ -144,3 +150,17 @@ def test_no_server_or_a_dead_one_means_run_locally(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "m").mkdir()
     assert json.loads(serve.server_key("m", "cpu", "auto", None, "off"))[0] == str(tmp_path / "m")
+
+
+def test_serve_stop_ends_the_server_with_these_options(tmp_path):
+    proc, env = _start_server(tmp_path)
+    try:
+        opts = ("--model", "model", "--device", "cpu")
+        other = tmix("serve", "--stop", *opts, "--dtype", "fp32", env=env, cwd=tmp_path)  # another key: no server
+        assert other.returncode == 2 and "no tmix server runs" in other.stderr and proc.poll() is None
+        done = tmix("serve", "--stop", *opts, env=env, cwd=tmp_path)
+        assert done.returncode == 0 and f"stopped the tmix server (pid {proc.pid})" in done.stderr, done.stderr
+        assert proc.wait(timeout=60) == 0 and not list((tmp_path / "cache" / "serve").glob("*.sock"))
+    finally:
+        if proc.poll() is None:
+            proc.kill()

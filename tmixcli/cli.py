@@ -410,12 +410,17 @@ def serve(
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt, compile: str = CompileOpt,
     quiet: bool = QuietOpt,
+    stop: bool = typer.Option(False, "--stop", help="Stop the server started with these model options instead."),
 ) -> None:
     """Keep the model loaded: `ask` and `prefill` runs with the same model options are answered by this process."""
     from tmixcli import serve as server
 
     key = server.server_key(model, device, dtype, device_map, compile)
     server.socket_path(key)  # a cache folder that cannot be made fails here, before the model loads
+    if stop:
+        pid = server.stop_server(key)
+        _status(quiet, f"stopped the tmix server (pid {pid})")
+        return
     lm = _load(model, device, dtype, quiet, device_map, threads, compile)
     server.run_server(lm, key, quiet)
 

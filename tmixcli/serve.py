@@ -83,6 +83,24 @@ def forward(argv: list[str], key: str) -> int | None:
             out.flush()
 
 
+def stop_server(key: str) -> int:
+    """Ask the server for `key` to stop; returns its pid once it has taken the request and its socket is gone."""
+    path = socket_path(key)
+    sock = _connect(path)
+    if sock is None:
+        raise TmixError("no tmix server runs with these --model, --device, --dtype, --device-map and --compile")
+    with sock:
+        sock.sendall(json.dumps({"stop": True}).encode() + b"\n")
+        head = sock.makefile("rb").read(_FRAME.size)
+    if len(head) < _FRAME.size:
+        raise TmixError("the tmix server did not answer the stop request")
+    pid = _FRAME.unpack(head)[1]
+    deadline = time.monotonic() + 30
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return pid
+
+
 class _Stream:
     """A text stream whose writes go to the client as frames; a client gone becomes BrokenPipeError."""
 
@@ -121,6 +139,11 @@ def _handle(conn: socket.socket, key: str, lm, log, resident=None) -> None:
     if not line.strip():  # a liveness probe (another `tmix serve` starting), not a request
         return
     req = json.loads(line)
+    if req.get("stop"):  # `tmix serve --stop`: answer with our pid, then end after this request
+        _stopping.append(1)
+        conn.sendall(_FRAME.pack(b"X", os.getpid()))
+        log("stop requested")
+        return
     argv, start = [str(a) for a in req.get("argv", [])], time.perf_counter()
     if argv[:1] not in (["ask"], ["prefill"]) or "-" in argv:  # stdin is the client's, never read here
         log(f"request refused: {' '.join(argv[:1]) or 'nothing'}")
