@@ -146,6 +146,7 @@ def _triangle_fwd(Q, K, V, Kd, Vd, Kd2, Vd2, Out, OPart, LsePart,
         hi = p_last + 1
         lo = tl.maximum(row0 - n_local + 1, 0) // EDGE_N * EDGE_N
         sink_hi = tl.minimum(n_init, lo)
+        # sinks: with n_init := sink_hi and n_local := 0 the mask keeps exactly the keys [0, sink_hi)
         acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
                                     stride_vd, Kd, Vd, kv_row0, offs_d, pos, 0, sink_hi, sink_hi, qk_scale, sink_hi,
                                     0, 1, SINK_N, HEAD_DIM, BLOCK_D, DOT_PREC, False, False)
