@@ -22,3 +22,14 @@ def default_lm():
     from tmixcli.models import load_model
 
     return load_model(None, "cpu", "fp32", progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> str:
+    """A saved 4-layer random Llama with a real tiny tokenizer: fast `--model DIR` for mechanical CLI tests."""
+    from tiny import tiny_model, tiny_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    tiny_model("llama", max_position_embeddings=1024).save_pretrained(out)
+    tiny_tokenizer("llama").save_pretrained(out)
+    return str(out)

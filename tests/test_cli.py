@@ -18,17 +18,6 @@ DOCS = ROOT / "sample_docs"
 FACTS = json.loads((DOCS / "facts.json").read_text())
 
 
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory) -> str:
-    """A saved 4-layer random Llama with a real tiny tokenizer: fast `--model DIR` for mechanical CLI tests."""
-    from tiny import tiny_model, tiny_tokenizer
-
-    out = tmp_path_factory.mktemp("tiny-llama")
-    tiny_model("llama", max_position_embeddings=1024).save_pretrained(out)
-    tiny_tokenizer("llama").save_pretrained(out)
-    return str(out)
-
-
 TINY = ("--n-local", "16", "--last-n", "8", "--start-layer", "1")
 
 
@@ -205,7 +194,23 @@ def test_document_too_long_refused_then_truncated(capsys, tmp_path, tiny_dir):
     assert "over the model's 1024" in err and "--truncate" in err and len(err.strip().splitlines()) == 1
     assert not list((tmp_path / "tmix-cache").glob("kv/*"))
     res = ask_json(capsys, str(long), "Who is the project manager?", "--truncate", "--no-cache", *args)
-    assert res["prompt_tokens"] + 8 <= 1024 and res["prompt_tokens"] > 900
+    assert 1024 - 64 - 256 - 40 < res["prompt_tokens"] <= 1024 - 256  # --truncate leaves 64 + 256 tokens of room
+
+
+def test_prefill_and_ask_cut_a_long_document_alike(capsys, tmp_path, tiny_dir):
+    """`prefill --truncate` and `ask --truncate` (any --max-new-tokens up to 256) keep the same prefix: one KV file."""
+    long = tmp_path / "long.txt"
+    long.write_text((DOCS / "notes.txt").read_text())
+    args = ("--model", tiny_dir, *TINY, "--truncate")
+    code, out, err = run(capsys, "prefill", str(long), *args, "--json")
+    assert code == 0, err
+    pre = json.loads(out)
+    assert 1024 - 64 - 256 - 40 < pre["tokens"] <= 1024 - 64 - 256
+    for extra in (("--max-new-tokens", "8"), ()):
+        res = ask_json(capsys, str(long), "Who is the project manager?", *extra, *args)
+        assert res["cache_hit"] and res["kv_path"] == pre["kv_path"]
+    res = ask_json(capsys, str(long), "Who is the project manager?", "--max-new-tokens", "400", *args)
+    assert not res["cache_hit"] and res["prompt_tokens"] <= 1024 - 400  # a longer answer gets its room
 
 
 def test_several_documents_truncated_to_fair_shares(capsys, tmp_path, tiny_dir):

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import torch
 
-from tmixcli import attention, generate, kvstore, prompt
+from tmixcli import attention, docindex, generate, kvstore, prompt
 from tmixcli.config import AttentionConfig, Settings, default_start_layer
 from tmixcli.documents import Document, joined_text
 from tmixcli.errors import TmixError
@@ -31,6 +31,7 @@ class Context:
     cache_hit: bool = False
     kv_path: Path | None = None
     kept_in_memory: bool = False  # the cache hit came from `tmix serve`'s memory, not from disk
+    doc_unread: bool = False  # the documents were unchanged since their KV file was made, so not read again
     prefill_s: float = 0.0
     start_layer_source: str = ""
     notes: list[str] = field(default_factory=list)
@@ -93,18 +94,25 @@ def context_limit(lm: LoadedModel) -> int:
     return int(getattr(lm.model.config, "max_position_embeddings", 0) or 1 << 30)
 
 
-def fit_document(lm: LoadedModel, doc: Document, s: Settings, question_tokens: int) -> tuple[list[int], list[str]]:
+QUESTION_ROOM = 64  # question tokens every document leaves room for (ask, chat and prefill alike)
+ANSWER_ROOM = Settings.max_new_tokens  # answer tokens --truncate leaves at least, whatever --max-new-tokens says
+
+
+def fit_document(lm: LoadedModel, doc: Document, s: Settings) -> tuple[list[int], list[str]]:
     """Prefix ids of the document; refuse (or with --truncate cut the end) when it does not fit the context.
 
-    Several documents are cut to a fair share each: the short ones stay whole, the long ones lose their ends."""
+    --truncate cuts to leave QUESTION_ROOM + max(ANSWER_ROOM, --max-new-tokens) tokens, so `prefill` and `ask`
+    with any shorter --max-new-tokens cut a document alike and share its KV file. Several documents are cut to a
+    fair share each: the short ones stay whole, the long ones lose their ends."""
     tok = lm.tokenizer
     ids = prompt.prefix_ids(tok, doc.text, s.system)
     limit = context_limit(lm)
-    need = len(ids) + question_tokens + s.max_new_tokens
+    room = QUESTION_ROOM + (max(ANSWER_ROOM, s.max_new_tokens) if s.truncate else s.max_new_tokens)
+    need = len(ids) + room
     if need <= limit:
         return ids, []
     if not s.truncate:
-        raise TmixError(f"{doc.name} needs {len(ids)} prompt tokens + {question_tokens} question + "
+        raise TmixError(f"{doc.name} needs {len(ids)} prompt tokens + {QUESTION_ROOM} question + "
                         f"{s.max_new_tokens} answer = {need} tokens, over the model's {limit}; "
                         f"use --truncate to cut the document, or a shorter --max-new-tokens")
     parts = doc.parts or (doc,)
@@ -115,7 +123,7 @@ def fit_document(lm: LoadedModel, doc: Document, s: Settings, question_tokens: i
         texts = [tok.decode(p[:c]) for p, c in zip(part_ids, caps)]
         text = texts[0] if not doc.parts else joined_text([(p.name, t) for p, t in zip(parts, texts)])
         ids = prompt.prefix_ids(tok, text, s.system)
-        if len(ids) + question_tokens + s.max_new_tokens <= limit:
+        if len(ids) + room <= limit:
             return ids, [f"truncated {p.name}: kept its first {c} of {len(i)} tokens"
                          for p, i, c in zip(parts, part_ids, caps) if c < len(i)]
         budget -= 16
@@ -132,30 +140,67 @@ def fair_share(lengths: list[int], budget: int) -> list[int]:
     return caps
 
 
-def _expected_meta(lm: LoadedModel, attn: AttentionConfig, s: Settings, doc: Document | None) -> dict[str, str]:
+def _expected_meta(lm: LoadedModel, attn: AttentionConfig, s: Settings, doc_sha256: str | None) -> dict[str, str]:
     meta = kvstore.build_meta(
         model_id=lm.model_id, fingerprint=kvstore.model_fingerprint(lm.model, lm.tokenizer), dtype=lm.dtype,
-        attn=attn, doc_name=doc.name if doc else "", doc_sha256=doc.sha256 if doc else "",
+        attn=attn, doc_name="", doc_sha256=doc_sha256 or "",
         template_hash=prompt.template_hash(lm.tokenizer, s.system), n_tokens=0)
-    keep = set(kvstore.CHECKED_FIELDS) - ({"doc_sha256"} if doc is None else set())
+    keep = set(kvstore.CHECKED_FIELDS) - ({"doc_sha256"} if doc_sha256 is None else set())
     return {k: v for k, v in meta.items() if k in keep}
 
 
-def open_document(lm: LoadedModel, doc: Document, s: Settings, question_tokens: int = 64,
-                  kv_out: Path | None = None, resident: ResidentKV | None = None) -> Context:
+def open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | None = None,
+                  resident: ResidentKV | None = None, ident: str | None = None) -> Context:
     """Prefilled state for a document: a cache hit loads the KV file (or takes it from `resident`), a miss
     prefills; the KV file of a miss (unless --no-cache) is written by `ctx.save()`, which callers run after the
-    first answer."""
+    first answer. `ident` (docindex.identity of the files read) records which KV file they led to."""
+    ctx = _open_document(lm, doc, s, kv_out, resident)
+    if ident is not None and s.use_cache and kv_out is None and ctx.kv_path is not None:
+        docindex.remember(ident, _index_key(lm, ctx.attn, s), ctx.kv_path, doc.name, doc.sha256, ctx.notes)
+    return ctx
+
+
+def open_known(lm: LoadedModel, ident: str, s: Settings, resident: ResidentKV | None = None) -> Context | None:
+    """Prefilled state of documents unchanged since a run recorded them (docindex), loaded without reading
+    them; None when nothing usable is recorded (then read them and call open_document)."""
+    if not s.use_cache:
+        return None
+    attn, source = resolve_attention(lm, s)
+    entry = docindex.lookup(ident, _index_key(lm, attn, s))
+    path = kvstore.kv_dir() / entry["kv"] if entry else None
+    if path is None or not path.is_file():
+        return None
+    attention.attach(lm.model, attn)
+    ctx = Context(lm, attn, [], None, entry["doc_name"], s.system, start_layer_source=source,
+                  notes=[str(n) for n in entry["notes"]], doc_unread=True)
+    try:
+        _load_into(ctx, path, s, str(entry["doc_sha256"]), None, resident)
+    except TmixError:
+        return None
+    if not s.truncate and len(ctx.prefix_ids) + QUESTION_ROOM + s.max_new_tokens > context_limit(lm):
+        return None  # read it again, so the usual "does not fit" error names the numbers
+    ctx.doc_name = entry["doc_name"]
+    return ctx
+
+
+def _index_key(lm: LoadedModel, attn: AttentionConfig, s: Settings) -> str:
+    room = QUESTION_ROOM + max(ANSWER_ROOM, s.max_new_tokens) if s.truncate else None
+    return docindex.settings_key(kvstore.model_fingerprint(lm.model, lm.tokenizer), attn.to_dict(),
+                                 prompt.template_hash(lm.tokenizer, s.system), room)
+
+
+def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | None,
+                   resident: ResidentKV | None) -> Context:
     attn, source = resolve_attention(lm, s)
     limit = kvstore.cache_limit() if s.use_cache else None  # a bad TMIX_CACHE_MAX fails before the prefill
-    ids, notes = fit_document(lm, doc, s, question_tokens)
+    ids, notes = fit_document(lm, doc, s)
     attention.attach(lm.model, attn)
     fp = kvstore.model_fingerprint(lm.model, lm.tokenizer)
     path = kv_out or kvstore.kv_path_for(kvstore.cache_key(fp, attn, ids))
     ctx = Context(lm, attn, ids, None, doc.name, s.system, start_layer_source=source, notes=[*doc.notes, *notes])
     if s.use_cache and kv_out is None and path.is_file():
         try:
-            return _load_into(ctx, path, s, doc, ids, resident)
+            return _load_into(ctx, path, s, doc.sha256, ids, resident)
         except TmixError as err:
             ctx.notes.append(f"cache file {path.name} not used ({err}); prefilling again")
     if resident is not None:
@@ -201,7 +246,7 @@ def _saver(path: Path, cache: object, ids: list[int], meta: dict, limit: int | N
     return save
 
 
-def _load_into(ctx: Context, path: Path, s: Settings, doc: Document | None, ids: list[int] | None,
+def _load_into(ctx: Context, path: Path, s: Settings, doc_sha256: str | None, ids: list[int] | None,
                resident: ResidentKV | None = None) -> Context:
     lm = ctx.lm
     start = _now(lm)
@@ -211,7 +256,7 @@ def _load_into(ctx: Context, path: Path, s: Settings, doc: Document | None, ids:
         rewind(cache, len(stored_ids))  # an answer leaves the prefix behind; this only makes sure of it
     else:
         cache, stored_ids, meta = kvstore.load_kv(path, layer_devices(lm.model) or lm.device)
-    kvstore.check_kv(meta, cache, _expected_meta(lm, ctx.attn, s, doc), lm.model.config)
+    kvstore.check_kv(meta, cache, _expected_meta(lm, ctx.attn, s, doc_sha256), lm.model.config)
     if ids is not None:
         kvstore.check_prefix(stored_ids, ids)
     if resident is not None and held is None:

@@ -136,13 +136,14 @@ def _describe(ctx, quiet: bool) -> None:
         _status(quiet, note)
     if ctx.cache_hit:
         how = "kept in memory by tmix serve" if ctx.kept_in_memory else "loaded"
-        _status(quiet, f"cache hit: {how} {ctx.kv_path} in {ctx.prefill_s:.2f} s")
+        unread = " (documents unchanged since: not read again)" if ctx.doc_unread else ""
+        _status(quiet, f"cache hit: {how} {ctx.kv_path} in {ctx.prefill_s:.2f} s{unread}")
     else:
         where = f", KV file {ctx.kv_path}" if ctx.kv_path else " (cache off)"
         _status(quiet, f"cache miss: prefilled in {ctx.prefill_s:.2f} s{where}")
 
 
-def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, question_tokens: int, quiet: bool,
+def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, quiet: bool,
           model, device, dtype, device_map=None, threads=None, compile="off"):
     from tmixcli.documents import load_documents
 
@@ -152,18 +153,25 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
         from tmixcli.kvstore import read_meta
 
         read_meta(kv)  # a foreign or damaged file is refused before the model loads
-        doc = None
+        doc = ident = None
     else:
-        doc = load_documents(sources, pages=pages, password=password)  # bad input fails before torch is imported
-    from tmixcli import answer
+        from tmixcli import docindex
 
-    from tmixcli import serve
+        ident = docindex.identity(sources, pages, password)
+        # documents no run has recorded are read first, so bad input fails before torch is imported
+        doc = None if docindex.known(ident) else load_documents(sources, pages=pages, password=password)
+    from tmixcli import answer, serve
 
     lm = _load(model, device, dtype, quiet, device_map, threads, compile)
     resident = serve.served.get("resident")  # inside `tmix serve`: the last KV file it loaded, kept in memory
-    if doc is None:
+    if kv is not None:
         return answer.open_kv(lm, kv, s, resident)
-    return answer.open_document(lm, doc, s, question_tokens, resident=resident)
+    if doc is None:
+        ctx = answer.open_known(lm, ident, s, resident)
+        if ctx is not None:
+            return ctx
+        doc = load_documents(sources, pages=pages, password=password)
+    return answer.open_document(lm, doc, s, resident=resident, ident=ident)
 
 
 @app.command()
@@ -199,7 +207,7 @@ def ask(
                   stop_repeats=stop_repeats, use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size,
                   progress=not quiet)
     _maybe_forward(args, model, device, dtype, device_map, compile)
-    ctx = _open(args[:-1] if kv is None else None, kv, s, pages, password, 64, quiet, model, device, dtype,
+    ctx = _open(args[:-1] if kv is None else None, kv, s, pages, password, quiet, model, device, dtype,
                 device_map, threads, compile)
     _describe(ctx, quiet)
     from tmixcli import answer
@@ -302,14 +310,18 @@ def prefill(
 
     quiet = quiet or as_json
     s = _settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
-                  system=system, truncate=truncate, chunk_size=chunk_size, progress=not quiet, max_new_tokens=1)
+                  system=system, truncate=truncate, chunk_size=chunk_size, progress=not quiet,
+                  max_new_tokens=1)  # room for a question and one answer token (--truncate leaves the usual room)
     check_output(output, "-o")
     _maybe_forward(files, model, device, dtype, device_map, compile)
-    doc = load_documents(files, pages=pages, password=password)
-    from tmixcli import answer, serve
+    if output is None:
+        ctx = _open(files, None, s, pages, password, quiet, model, device, dtype, device_map, threads, compile)
+    else:
+        doc = load_documents(files, pages=pages, password=password)
+        from tmixcli import answer, serve
 
-    lm = _load(model, device, dtype, quiet, device_map, threads, compile)
-    ctx = answer.open_document(lm, doc, s, question_tokens=0, kv_out=output, resident=serve.served.get("resident"))
+        lm = _load(model, device, dtype, quiet, device_map, threads, compile)
+        ctx = answer.open_document(lm, doc, s, kv_out=output, resident=serve.served.get("resident"))
     saved = ctx.save()
     if ctx.kv_path is None:
         raise TmixError(f"{saved[0]}; raise the cap or write the file elsewhere with -o")
@@ -320,7 +332,7 @@ def prefill(
     if as_json:
         print(json.dumps({"kv_path": str(ctx.kv_path), "tokens": len(ctx.prefix_ids), "bytes": size,
                           "prefill_s": round(ctx.prefill_s, 4), "cache_hit": ctx.cache_hit,
-                          "model": lm.model_id, "attention": ctx.attn.to_dict()}))
+                          "model": ctx.lm.model_id, "attention": ctx.attn.to_dict()}))
     else:
         print(ctx.kv_path)
         _status(quiet, f"{len(ctx.prefix_ids)} tokens, {size / 2**20:.1f} MiB, "
@@ -375,7 +387,7 @@ def chat(
                   system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                   stop_repeats=stop_repeats, use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size,
                   progress=not quiet)
-    ctx = _open(files, kv, s, pages, password, 64, quiet, model, device, dtype, device_map, threads, compile)
+    ctx = _open(files, kv, s, pages, password, quiet, model, device, dtype, device_map, threads, compile)
     _describe(ctx, quiet)
     from tmixcli import answer, prompt
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tmixcli import kvstore
+from tmixcli import docindex, kvstore
 from tmixcli.errors import TmixError
 from tmixcli.kvstore import human_size
 
@@ -74,6 +74,7 @@ def prune(max_size: Annotated[str | None, typer.Option("--max-size", help="Cap t
     limit = kvstore.parse_size(max_size, "--max-size") if max_size is not None else kvstore.cache_limit()
     for e in kvstore.trim_cache(limit):
         typer.echo(f"removed {e['key']} ({e['doc_name'] or '?'}, {human_size(e['size'])})")
+    docindex.forget_missing(kvstore.kv_dir())
     total = sum(e["size"] for e in kvstore.list_entries())
     typer.echo(f"{human_size(total)} in {kvstore.kv_dir()}; "
                f"{_cap_text(limit, 'TMIX_CACHE_MAX' if max_size is None else '--max-size')}")
@@ -98,6 +99,7 @@ def rm(keys: Annotated[list[str], typer.Argument(help="Keys or unique key prefix
     for e in {e["path"]: e for e in targets}.values():
         Path(e["path"]).unlink(missing_ok=True)
         typer.echo(f"removed {e['key']} ({e['doc_name'] or '?'}, {human_size(e['size'])})")
+    docindex.forget_missing(kvstore.kv_dir())
 
 
 @app.command("clear")
@@ -118,6 +120,7 @@ def clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for 
         Path(e["path"]).unlink(missing_ok=True)
     for p in stale:
         p.unlink(missing_ok=True)
+    docindex.forget_missing(kvstore.kv_dir())
     typer.echo(f"removed {len(entries)} KV files ({human_size(total)}) from {kvstore.kv_dir()}"
                + (f" and {len(stale)} leftover temp files" if stale else ""))
 

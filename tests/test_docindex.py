@@ -1,0 +1,97 @@
+"""The document index: a warm ask of unchanged documents loads their KV file without reading them again."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from test_cli import DOCS, TINY, ask_json, run
+
+from tmixcli import docindex
+
+QUESTION = "Who is the project manager?"
+
+
+def _no_reading(monkeypatch) -> None:
+    def refuse(*_a, **_k):
+        raise AssertionError("the document was read")
+
+    monkeypatch.setattr("tmixcli.documents.load_documents", refuse)
+
+
+def test_identity_follows_the_files(tmp_path):
+    doc = tmp_path / "a.txt"
+    doc.write_text("The budget is four million kroner.")
+    first = docindex.identity([str(doc)], None, None)
+    assert first is not None and docindex.identity([str(doc)], None, None) == first
+    assert docindex.identity([str(doc)], "1-2", None) != first
+    os.utime(doc, ns=(doc.stat().st_atime_ns, doc.stat().st_mtime_ns + 1))
+    touched = docindex.identity([str(doc)], None, None)
+    assert touched != first
+    st = doc.stat()
+    doc.write_text("The budget is nine million kroner.")  # same size, mtime put back: ctime still moves
+    os.utime(doc, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert docindex.identity([str(doc)], None, None) != touched
+    assert docindex.identity([str(doc), "-"], None, None) is None  # stdin
+    assert docindex.identity([str(doc)], None, "s3cret") is None  # a password is never keyed on
+    assert docindex.identity([str(tmp_path / "missing.txt")], None, None) is None
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "x.txt").write_text("x")
+    before = docindex.identity([str(folder)], None, None)
+    (folder / "y.txt").write_text("y")
+    assert before is not None and docindex.identity([str(folder)], None, None) != before
+
+
+def test_warm_ask_does_not_read_an_unchanged_document(capsys, monkeypatch, tiny_dir, tmp_path):
+    doc = tmp_path / "notes.txt"
+    doc.write_text((DOCS / "notes.txt").read_text()[:1000])
+    args = (str(doc), QUESTION, "--model", tiny_dir, "--max-new-tokens", "12", *TINY)
+    cold = ask_json(capsys, *args)
+    read_warm = ask_json(capsys, *args, "--start-layer", "2")  # other settings: read, prefilled, recorded too
+    _no_reading(monkeypatch)
+    code, out, err = run(capsys, "ask", *args)
+    assert code == 0, err
+    assert "cache hit" in err and "not read again" in err
+    warm = ask_json(capsys, *args)
+    assert warm["cache_hit"] and warm["kv_path"] == cold["kv_path"] and warm["answer"] == cold["answer"]
+    assert warm["document_tokens"] == cold["document_tokens"]
+    again = ask_json(capsys, *args, "--start-layer", "2")
+    assert again["kv_path"] == read_warm["kv_path"] != cold["kv_path"]
+    with pytest.raises(AssertionError, match="was read"):  # settings never seen: the document must be read
+        ask_json(capsys, *args, "--system", "Answer in one word.")
+
+
+def test_edited_or_uncached_document_is_read_again(capsys, monkeypatch, tiny_dir, tmp_path):
+    doc = tmp_path / "notes.txt"
+    doc.write_text("The project manager is Tomas Brekke. " * 20)
+    args = (str(doc), QUESTION, "--model", tiny_dir, "--max-new-tokens", "4", *TINY)
+    cold = ask_json(capsys, *args)
+    doc.write_text("The project manager is Maren Lie. " * 20)
+    edited = ask_json(capsys, *args)
+    assert not edited["cache_hit"] and edited["kv_path"] != cold["kv_path"]
+    code, _, err = run(capsys, "cache", "rm", Path(edited["kv_path"]).stem)
+    assert code == 0, err
+    ident = docindex.identity([str(doc)], None, None)
+    assert not docindex.known(ident)  # its only entry pointed at the removed file
+    assert len(list(docindex.index_dir().glob("*.json"))) == 1  # the first version's entry: its file is still there
+    again = ask_json(capsys, *args)
+    assert not again["cache_hit"] and again["kv_path"] == edited["kv_path"]
+    _no_reading(monkeypatch)
+    assert ask_json(capsys, *args)["cache_hit"]
+
+
+def test_truncated_document_keeps_its_notes(capsys, monkeypatch, tiny_dir, tmp_path):
+    doc = tmp_path / "long.txt"
+    doc.write_text((DOCS / "notes.txt").read_text())
+    opts = ("--model", tiny_dir, "--truncate", *TINY)
+    args = (str(doc), QUESTION, "--max-new-tokens", "4", *opts)
+    code, _, err = run(capsys, "prefill", str(doc), *opts)
+    assert code == 0, err
+    code, _, err = run(capsys, "ask", *[a for a in args if a != "--truncate"])  # the cut KV file is not used
+    assert code == 2 and "use --truncate" in err
+    _no_reading(monkeypatch)
+    code, _, err = run(capsys, "ask", *args)
+    assert code == 0, err
+    assert "truncated long.txt: kept its first" in err and "not read again" in err

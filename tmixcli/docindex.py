@@ -1,0 +1,111 @@
+"""Which KV file an unchanged document led to, so a warm `ask` loads it without reading the document again.
+
+Reading a 250-page PDF and tokenizing it takes seconds on every question, while the KV file it leads to loads in
+a fraction of that. An entry is keyed by the files' identities (path, size, mtime, ctime, inode: any edit changes
+ctime) and the reading options, then by everything else that shapes the prefix (model, attention, template,
+--truncate's room); it is only a pointer: the KV file is still checked against the model and settings when loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from tmixcli import __version__
+from tmixcli.errors import TmixError
+from tmixcli.paths import cache_dir
+
+INDEX_VERSION = "1"
+
+
+def identity(paths: Sequence[str], pages: str | None, password: str | None) -> str | None:
+    """Digest of the documents' file identities and reading options; None when those cannot stand for the text
+    (stdin, a password, a path that does not stat): such runs always read their documents."""
+    from tmixcli.documents import folder_files
+
+    if password is not None or not paths or "-" in paths:
+        return None
+    files: list[list] = []
+    try:
+        for p in paths:
+            path = Path(p)
+            for f in folder_files(path) if path.is_dir() else [path]:
+                st = f.stat()
+                files.append([str(f.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev])
+    except (OSError, TmixError):
+        return None
+    return _digest([INDEX_VERSION, __version__, files, pages])
+
+
+def settings_key(fingerprint: str, attn: dict, template_hash: str, truncate_room: int | None) -> str:
+    """Everything besides the documents that decides the prefix tokens (truncate_room: None without --truncate)."""
+    return _digest([fingerprint, attn, template_hash, truncate_room])
+
+
+def known(ident: str | None) -> bool:
+    """Whether some run has recorded these documents (then reading them can wait until the model is loaded)."""
+    return ident is not None and _path(ident).is_file()
+
+
+def lookup(ident: str, key: str) -> dict | None:
+    """The entry {kv, doc_name, doc_sha256, notes} recorded for these documents and settings, if any."""
+    try:
+        entry = json.loads(_path(ident).read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    fields = ("kv", "doc_name", "doc_sha256", "notes")
+    return entry if isinstance(entry, dict) and all(f in entry for f in fields) else None
+
+
+def remember(ident: str, key: str, kv_path: Path, doc_name: str, doc_sha256: str, notes: Sequence[str]) -> None:
+    """Record that these documents and settings lead to `kv_path` (atomically; a failure only costs speed)."""
+    path = _path(ident)
+    try:
+        entries = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        entries = {}
+    if not isinstance(entries, dict):
+        entries = {}
+    entries[key] = {"kv": kv_path.name, "doc_name": doc_name, "doc_sha256": doc_sha256, "notes": list(notes)}
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(entries, f)
+        os.replace(tmp, path)
+    except OSError:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def forget_missing(kv_folder: Path) -> int:
+    """Remove index files none of whose KV files exist any more (edited documents leave them behind)."""
+    gone = 0
+    for path in index_dir().glob("*.json"):
+        try:
+            entries = json.loads(path.read_text())
+            alive = any((kv_folder / e["kv"]).is_file() for e in entries.values())
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
+            alive = False
+        if not alive:
+            path.unlink(missing_ok=True)
+            gone += 1
+    return gone
+
+
+def index_dir() -> Path:
+    d = cache_dir() / "docs"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _path(ident: str) -> Path:
+    return index_dir() / f"{ident}.json"
+
+
+def _digest(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:32]
