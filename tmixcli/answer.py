@@ -10,10 +10,11 @@ from types import SimpleNamespace
 
 import torch
 
-from tmixcli import attention, docindex, generate, kvstore, prompt
+from tmixcli import attention, docindex, generate, kvstore, prompt, reuse
 from tmixcli.config import AttentionConfig, Settings, default_start_layer
 from tmixcli.documents import Document, joined_text
 from tmixcli.errors import TmixError
+from tmixcli.kvcache import HEADROOM
 from tmixcli.models import LoadedModel, layer_devices
 from tmixcli.resident import ResidentKV
 
@@ -32,6 +33,8 @@ class Context:
     kv_path: Path | None = None
     kept_in_memory: bool = False  # the cache hit came from `tmix serve`'s memory, not from disk
     doc_unread: bool = False  # the documents were unchanged since their KV file was made, so not read again
+    reused_rows: int = 0  # a fresh prefill that started from this many rows of another KV file (reuse.py)
+    reused_from: Path | None = None
     prefill_s: float = 0.0
     start_layer_source: str = ""
     notes: list[str] = field(default_factory=list)
@@ -206,7 +209,8 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
     if resident is not None:
         resident.clear()  # its memory goes back before the prefill needs it
     start = _now(lm)
-    ctx.cache, _ = generate.prefill(lm.model, ids, chunk_size=s.chunk_size, progress=s.progress)
+    base = _reusable(ctx, s) if s.use_cache else None
+    ctx.cache, _ = generate.prefill(lm.model, ids, chunk_size=s.chunk_size, progress=s.progress, cache=base)
     ctx.prefill_s = _now(lm) - start
     if s.use_cache or kv_out is not None:
         meta = kvstore.build_meta(model_id=lm.model_id, fingerprint=fp, dtype=lm.dtype, attn=attn,
@@ -215,6 +219,25 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
         ctx.pending_save = _saver(path, ctx.cache, ids, meta, limit if kv_out is None else None, resident)
         ctx.kv_path = path
     return ctx
+
+
+def _reusable(ctx: Context, s: Settings) -> object | None:
+    """The first rows of a cached KV file that this prefix starts with (reuse.py), loaded with room for the
+    rest; None when no file shares enough of it."""
+    lm, ids = ctx.lm, ctx.prefix_ids
+    found = reuse.best_file(ids, _expected_meta(lm, ctx.attn, s, None), ctx.attn)
+    if found is None:
+        return None
+    path, rows = found
+    try:
+        cache, stored, meta = kvstore.load_kv(path, layer_devices(lm.model) or lm.device, rows=rows,
+                                              headroom=len(ids) - rows + HEADROOM)
+        kvstore.check_kv({**meta, "n_tokens": str(rows)}, cache, _expected_meta(lm, ctx.attn, s, None),
+                         lm.model.config)
+    except TmixError:
+        return None
+    ctx.reused_rows, ctx.reused_from = rows, path
+    return cache
 
 
 def _prefix_rows(cache: object, n: int) -> SimpleNamespace:

@@ -140,7 +140,9 @@ def _describe(ctx, quiet: bool) -> None:
         _status(quiet, f"cache hit: {how} {ctx.kv_path} in {ctx.prefill_s:.2f} s{unread}")
     else:
         where = f", KV file {ctx.kv_path}" if ctx.kv_path else " (cache off)"
-        _status(quiet, f"cache miss: prefilled in {ctx.prefill_s:.2f} s{where}")
+        reused = (f" (the first {ctx.reused_rows} tokens taken from {ctx.reused_from.name}, "
+                  f"{len(ctx.prefix_ids) - ctx.reused_rows} prefilled)" if ctx.reused_rows else "")
+        _status(quiet, f"cache miss: prefilled in {ctx.prefill_s:.2f} s{reused}{where}")
 
 
 def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, quiet: bool,
@@ -225,6 +227,7 @@ def ask(
             "answer": ans.text.strip(), "prompt_tokens": ans.prompt_tokens, "document_tokens": _doc_tokens(ctx),
             "ttft_s": round(ttft, 4), "prefill_s": round(ctx.prefill_s, 4),
             "decode_tokens_per_s": round(ans.decode_tokens_per_s, 2), "cache_hit": ctx.cache_hit,
+            "reused_tokens": ctx.reused_rows,
             "kv_path": str(ctx.kv_path) if ctx.kv_path else None, "model": ctx.lm.model_id,
             "attention": ctx.attn.to_dict(), "new_tokens": ans.new_tokens, "stop_reason": ans.stop_reason}))
         return
@@ -332,6 +335,7 @@ def prefill(
     if as_json:
         print(json.dumps({"kv_path": str(ctx.kv_path), "tokens": len(ctx.prefix_ids), "bytes": size,
                           "prefill_s": round(ctx.prefill_s, 4), "cache_hit": ctx.cache_hit,
+                          "reused_tokens": ctx.reused_rows,
                           "model": ctx.lm.model_id, "attention": ctx.attn.to_dict()}))
     else:
         print(ctx.kv_path)

@@ -64,16 +64,20 @@ def auto_chunk_size(model: torch.nn.Module, n_tokens: int, headroom: float = 0.8
 
 @torch.inference_mode()
 def prefill(model: torch.nn.Module, prefix_ids: list[int], chunk_size: int | None = None,
-            progress: bool = False) -> tuple[DynamicCache, torch.Tensor]:
-    """Run the prefix (triangle layers see the TriangleMix pattern); returns the KV cache and last logits [V]."""
+            progress: bool = False, cache: DynamicCache | None = None) -> tuple[DynamicCache, torch.Tensor]:
+    """Run the prefix (triangle layers see the TriangleMix pattern); returns the KV cache and last logits [V].
+
+    `cache`: the prefix's first rows, already computed (reuse.py); only the rest is run, in global positions."""
     device = model.device
     ids = torch.tensor([prefix_ids], device=device)  # ids: [1, T]
     total = ids.shape[1]
     step = chunk_size or auto_chunk_size(model, total) or total
-    cache = growing_cache(model.config, expected=total)  # appends in place: no K/V copy per decoded token
-    n_chunks = -(-total // step)
+    done = 0 if cache is None else cache.get_seq_length()
+    if cache is None:
+        cache = growing_cache(model.config, expected=total)  # appends in place: no K/V copy per decoded token
+    n_chunks = -(-(total - done) // step)
     with layer_progress(model, n_chunks, progress):
-        for start in range(0, total, step):
+        for start in range(done, total, step):
             out = model(input_ids=ids[:, start:start + step], past_key_values=cache, use_cache=True,
                         logits_to_keep=1, tmix_total_len=total)
     return cache, out.logits[0, -1].float()

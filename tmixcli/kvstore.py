@@ -438,10 +438,19 @@ def _expected_tensors(path: Path, header: dict[str, Any], meta: dict[str, str]) 
     return dims
 
 
-def load_kv(path: Path, device: torch.device | str | Sequence[torch.device] = "cpu",
-            ) -> tuple[DynamicCache, list[int], dict[str, str]]:
+def read_prefix_ids(path: Path) -> list[int]:
+    """The prefix token ids a KV file holds (reads that tensor only)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        return f.get_tensor("prefix_ids").tolist()  # prefix_ids: [T]
+
+
+def load_kv(path: Path, device: torch.device | str | Sequence[torch.device] = "cpu", rows: int | None = None,
+            headroom: int | None = None) -> tuple[DynamicCache, list[int], dict[str, str]]:
     """Validate, memory-map and load a KV file into a DynamicCache on `device` (or one device per layer, as a
-    device map places them); records last use."""
+    device map places them); records last use. `rows`: only the first rows (positions) of every layer;
+    `headroom`: spare rows to allocate after them (default kvcache.HEADROOM)."""
     import torch
     from safetensors import safe_open
     from transformers import DynamicCache
@@ -461,14 +470,19 @@ def load_kv(path: Path, device: torch.device | str | Sequence[torch.device] = "c
         devices = [torch.device(d) for d in device]
     cache = DynamicCache()
     with safe_open(str(path), framework="pt", device="cpu") as f:
-        prefix_ids = f.get_tensor("prefix_ids").tolist()  # prefix_ids: [T]
+        prefix_ids = f.get_tensor("prefix_ids").tolist()[:rows]  # prefix_ids: [T]
         for i in range(n_layers):
-            k = _staged(f.get_tensor(f"layers.{i}.keys"), devices[i])  # keys: [1, Hkv, T, D]
-            v = _staged(f.get_tensor(f"layers.{i}.values"), devices[i])  # values: [1, Hkv, T, D]
-            cache.layers.append(GrowingLayer.holding(k, v, devices[i]))  # one copy into a buffer with spare rows
+            k = _staged(_rows(f, f"layers.{i}.keys", rows), devices[i])  # keys: [1, Hkv, T, D]
+            v = _staged(_rows(f, f"layers.{i}.values", rows), devices[i])  # values: [1, Hkv, T, D]
+            cache.layers.append(GrowingLayer.holding(k, v, devices[i], headroom))  # one copy, with spare rows
     with contextlib.suppress(OSError):
         os.utime(path)
     return cache, prefix_ids, meta
+
+
+def _rows(f: Any, name: str, rows: int | None) -> torch.Tensor:
+    """A [1, Hkv, T, D] tensor of an open safetensors file, or its first `rows` positions only."""
+    return f.get_tensor(name) if rows is None else f.get_slice(name)[:, :, :rows].contiguous()
 
 
 def _staged(t: torch.Tensor, device: torch.device) -> torch.Tensor:

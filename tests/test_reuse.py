@@ -1,0 +1,95 @@
+"""Prefix reuse: a prefill that starts from another KV file's first rows equals a fresh one-shot prefill."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_cli import DOCS, TINY, ask_json, run
+from tiny import tiny_model
+
+from tmixcli import generate, kvstore, reuse
+from tmixcli.attention import attach
+from tmixcli.config import AttentionConfig
+
+SMALL = dict(n_init=2, n_local=8, last_n=5)
+
+
+def _tokens(n: int, seed: int) -> list[int]:
+    return torch.randint(0, 320, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def _continued(model, old: list[int], new: list[int], rows: int, tmp_path, attn) -> object:
+    """Prefill `old`, save it, load its first `rows` rows and prefill `new` from there."""
+    cache, _ = generate.prefill(model, old)
+    path = tmp_path / "old.safetensors"
+    kvstore.save_kv(path, cache, old, kvstore.build_meta(model_id="tiny", fingerprint="f", dtype=model.dtype,
+                                                         attn=attn, doc_name="old", doc_sha256="0",
+                                                         template_hash="t", n_tokens=len(old)))
+    base, ids, _ = kvstore.load_kv(path, rows=rows, headroom=len(new) - rows)
+    assert ids == old[:rows] and base.get_seq_length() == rows
+    return generate.prefill(model, new, cache=base, chunk_size=7)[0]
+
+
+def _max_diff(a, b) -> float:
+    return max(float((x.keys - y.keys).abs().max().max()) for x, y in zip(a.layers, b.layers))
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.parametrize("method", ["trimix", "dense"])
+@pytest.mark.parametrize("shared", [40, 58, 60])  # inside the old band; among its last_n rows; all of it
+def test_reused_rows_equal_a_fresh_prefill(tmp_path, family, method, shared):
+    model = tiny_model(family)
+    attn = AttentionConfig(method=method, start_layer=1 if method == "trimix" else 0, **SMALL)
+    attach(model, attn)
+    old = _tokens(60, seed=1)
+    new = old[:shared] + _tokens(31, seed=2)
+    rows = reuse.usable_rows(reuse.shared_len(old, new), len(old), len(new), attn)
+    assert rows == (min(shared, 60 - 5) if method == "trimix" else shared)
+    fresh, _ = generate.prefill(model, new)
+    got = _continued(model, old, new, rows, tmp_path, attn)
+    assert got.get_seq_length() == len(new)
+    for a, b in zip(fresh.layers, got.layers):
+        torch.testing.assert_close(b.keys, a.keys, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(b.values, a.values, atol=1e-5, rtol=1e-5)
+
+
+def test_rows_among_the_old_last_n_are_not_reusable(tmp_path):
+    """The negative control: taking rows the old prefill ran as last rows (they saw every key) is wrong."""
+    model = tiny_model("llama")
+    attn = AttentionConfig(method="trimix", start_layer=1, **SMALL)
+    attach(model, attn)
+    old = _tokens(60, seed=1)
+    new = old + _tokens(31, seed=2)
+    fresh, _ = generate.prefill(model, new)
+    assert _max_diff(fresh, _continued(model, old, new, 55, tmp_path, attn)) < 1e-5
+    assert _max_diff(fresh, _continued(model, old, new, 60, tmp_path, attn)) > 1e-3
+
+
+def test_usable_rows_leave_one_to_run():
+    dense = AttentionConfig(method="dense", start_layer=0)
+    assert reuse.usable_rows(100, 100, 100, dense) == 99
+    assert reuse.usable_rows(0, 100, 100, dense) == 0
+    assert reuse.usable_rows(90, 100, 300, AttentionConfig(last_n=128)) == 0
+    assert reuse.shared_len([1, 2, 3], [1, 2, 4, 5]) == 2 and reuse.shared_len([1, 2], [1, 2, 3]) == 2
+
+
+def test_grown_document_prefills_only_its_new_end(capsys, tmp_path, tiny_dir, monkeypatch):
+    doc = tmp_path / "notes.txt"
+    text = (DOCS / "notes.txt").read_text()
+    doc.write_text(text[:900])
+    args = (str(doc), "Who is the project manager?", "--model", tiny_dir, "--max-new-tokens", "12", *TINY)
+    first = ask_json(capsys, *args)
+    doc.write_text(text[:1000])  # the notes grew
+    code, out, err = run(capsys, "ask", *args, "--json")
+    assert code == 0, err
+    grown = json.loads(out)
+    assert not grown["cache_hit"] and grown["kv_path"] != first["kv_path"]
+    assert 256 <= grown["reused_tokens"] < grown["prompt_tokens"] - 8
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path / "fresh-cache"))  # nothing to reuse: one-shot prefill
+    fresh = ask_json(capsys, *args)
+    assert fresh["reused_tokens"] == 0 and fresh["answer"] == grown["answer"]
+    assert fresh["prompt_tokens"] == grown["prompt_tokens"]
+    code, _, err = run(capsys, "ask", *args)
+    assert code == 0 and "cache hit" in err
