@@ -103,6 +103,31 @@ def test_kv_round_trip_to_gpu(tmp_path):
     assert torch.equal(want, got)
 
 
+def test_prefill_from_reused_rows_matches_one_shot_gpu(tmp_path):
+    """A grown prompt prefilled from an older KV file's first rows (reuse.py) matches its one-shot prefill."""
+    from tmixcli import attention, generate, kvstore, reuse
+    from tmixcli.config import AttentionConfig
+
+    model = _model(4)
+    attn = AttentionConfig(method="trimix", start_layer=2, n_local=256, last_n=64)
+    attention.attach(model, attn)
+    old = torch.randint(0, 512, (3001,)).tolist()
+    new = old[:2900] + torch.randint(0, 512, (1211,)).tolist()
+    cache, _ = generate.prefill(model, old)
+    meta = kvstore.build_meta(model_id="tiny", fingerprint="f", dtype=torch.bfloat16, attn=attn, doc_name="d",
+                              doc_sha256="0", template_hash="t", n_tokens=len(old))
+    path = tmp_path / "kv.safetensors"
+    kvstore.save_kv(path, cache, old, meta)
+    found = reuse.best_file(new, {"model_fingerprint": "f"}, attn, folder=tmp_path)
+    assert found == (path, 2900)
+    base, _, _ = kvstore.load_kv(path, "cuda", rows=2900, headroom=len(new) - 2900)
+    got, l2 = generate.prefill(model, new, cache=base)
+    one, l1 = generate.prefill(model, new)
+    assert torch.nn.functional.cosine_similarity(l1, l2, dim=0) > 0.999
+    for a, b in zip(one.layers, got.layers):
+        assert _rel(b.keys, a.keys.double()) < 2e-2 and _rel(b.values, a.values.double()) < 2e-2
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_device_map_over_two_gpus_matches_one_gpu(tmp_path):
     """A model split by accelerate over two GPUs gives the single-GPU answer (triangle kernels on each device)."""
