@@ -481,13 +481,18 @@ def load_kv(path: Path, device: torch.device | str | Sequence[torch.device] = "c
 
 
 def _rows(f: Any, name: str, rows: int | None) -> torch.Tensor:
-    """A [1, Hkv, T, D] tensor of an open safetensors file, or its first `rows` positions only."""
-    return f.get_tensor(name) if rows is None else f.get_slice(name)[:, :, :rows].contiguous()
+    """A [1, Hkv, T, D] tensor of an open safetensors file (memory-mapped, not read yet), or a view of its first
+    `rows` positions."""
+    return f.get_tensor(name) if rows is None else f.get_slice(name)[:, :, :rows]
 
 
 def _staged(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Pinned for a CUDA target (the copy into the layer's buffer is then asynchronous), else as read."""
-    return t.pin_memory() if device.type == "cuda" else t
+    """A pinned copy for a CUDA target (the copy into the layer's buffer is then asynchronous), else as read."""
+    import torch
+
+    if device.type != "cuda":
+        return t
+    return torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t)  # one copy, also from a strided view
 
 
 def check_kv(meta: dict[str, str], cache: Any, expected: dict[str, str], model_config: Any) -> None:
