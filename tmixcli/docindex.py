@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tmixcli import __version__
 from tmixcli.errors import TmixError
-from tmixcli.paths import cache_dir
+from tmixcli.paths import cache_subdir
 
 INDEX_VERSION = "1"
 
@@ -98,9 +98,7 @@ def forget_missing(kv_folder: Path) -> int:
 
 
 def index_dir() -> Path:
-    d = cache_dir() / "docs"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    return cache_subdir("docs")
 
 
 def _path(ident: str) -> Path:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import tmixcli
 from tmixcli.config import AttentionConfig
 from tmixcli.errors import TmixError
-from tmixcli.paths import cache_dir
+from tmixcli.paths import cache_subdir
 
 if TYPE_CHECKING:
     import torch
@@ -130,9 +130,7 @@ def cache_key(fingerprint: str, attn: AttentionConfig, prefix_ids: list[int]) ->
 
 def kv_dir() -> Path:
     """cache_dir()/kv, created on demand."""
-    d = cache_dir() / "kv"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    return cache_subdir("kv")
 
 
 def kv_path_for(key: str) -> Path:

@@ -18,6 +18,16 @@ def cache_dir() -> Path:
     return root
 
 
+def cache_subdir(name: str) -> Path:
+    """cache_dir()/name (KV files, the document index), created on demand."""
+    d = cache_dir() / name
+    try:
+        d.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise TmixError(f"cannot use the cache folder {d}: {exc.strerror or exc}") from None
+    return d
+
+
 def check_output(path: Path | str | None, option: str) -> None:
     """Refuse an output path whose folder is missing or that is a folder, before any long work starts."""
     if path is None:
