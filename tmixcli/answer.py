@@ -97,6 +97,7 @@ def context_limit(lm: LoadedModel) -> int:
     return int(getattr(lm.model.config, "max_position_embeddings", 0) or 1 << 30)
 
 
+_NOT_USED = "cache file "  # starts the note of a KV file that failed its checks
 QUESTION_ROOM = 64  # question tokens every document leaves room for (ask, chat and prefill alike)
 ANSWER_ROOM = Settings.max_new_tokens  # answer tokens --truncate leaves at least, whatever --max-new-tokens says
 
@@ -159,7 +160,8 @@ def open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | No
     first answer. `ident` (docindex.identity of the files read) records which KV file they led to."""
     ctx = _open_document(lm, doc, s, kv_out, resident)
     if ident is not None and s.use_cache and kv_out is None and ctx.kv_path is not None:
-        docindex.remember(ident, _index_key(lm, ctx.attn, s), ctx.kv_path, doc.name, doc.sha256, ctx.notes)
+        notes = [n for n in ctx.notes if not n.startswith(_NOT_USED)]  # about the documents, not this run's cache
+        docindex.remember(ident, _index_key(lm, ctx.attn, s), ctx.kv_path, doc.name, doc.sha256, notes)
     return ctx
 
 
@@ -205,7 +207,7 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
         try:
             return _load_into(ctx, path, s, doc.sha256, ids, resident)
         except TmixError as err:
-            ctx.notes.append(f"cache file {path.name} not used ({err}); prefilling again")
+            ctx.notes.append(f"{_NOT_USED}{path.name} not used ({err}); prefilling again")
     if resident is not None:
         resident.clear()  # its memory goes back before the prefill needs it
     start = _now(lm)
