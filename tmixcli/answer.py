@@ -227,15 +227,15 @@ def _reusable(ctx: Context, s: Settings) -> object | None:
     """The first rows of a cached KV file that this prefix starts with (reuse.py), loaded with room for the
     rest; None when no file shares enough of it."""
     lm, ids = ctx.lm, ctx.prefix_ids
-    found = reuse.best_file(ids, _expected_meta(lm, ctx.attn, s, None), ctx.attn)
+    expected = _expected_meta(lm, ctx.attn, s, None)
+    found = reuse.best_file(ids, expected, ctx.attn)
     if found is None:
         return None
     path, rows = found
     try:
-        cache, stored, meta = kvstore.load_kv(path, layer_devices(lm.model) or lm.device, rows=rows,
-                                              headroom=len(ids) - rows + HEADROOM)
-        kvstore.check_kv({**meta, "n_tokens": str(rows)}, cache, _expected_meta(lm, ctx.attn, s, None),
-                         lm.model.config)
+        cache, _, meta = kvstore.load_kv(path, layer_devices(lm.model) or lm.device, rows=rows,
+                                         headroom=len(ids) - rows + HEADROOM)
+        kvstore.check_kv({**meta, "n_tokens": str(rows)}, cache, expected, lm.model.config)
     except TmixError:
         return None
     ctx.reused_rows, ctx.reused_from = rows, path

@@ -159,7 +159,7 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
     else:
         from tmixcli import docindex
 
-        ident = docindex.identity(sources, pages, password)
+        ident = docindex.identity(sources, pages, password) if s.use_cache else None
         # documents no run has recorded are read first, so bad input fails before torch is imported
         doc = None if docindex.known(ident) else load_documents(sources, pages=pages, password=password)
     from tmixcli import answer, serve
