@@ -80,6 +80,11 @@ def test_edited_or_uncached_document_is_read_again(capsys, monkeypatch, tiny_dir
     assert not again["cache_hit"] and again["kv_path"] == edited["kv_path"]
     _no_reading(monkeypatch)
     assert ask_json(capsys, *args)["cache_hit"]
+    for kv in Path(again["kv_path"]).parent.glob("*.safetensors"):  # KV files removed by hand
+        kv.unlink()
+    code, out, err = run(capsys, "cache", "clear", "--yes")
+    assert code == 0 and "no KV files" in out, err
+    assert not list(docindex.index_dir().glob("*.json"))  # nothing to remove, yet the index is cleaned
 
 
 def test_truncated_document_keeps_its_notes(capsys, monkeypatch, tiny_dir, tmp_path):

@@ -81,9 +81,14 @@ def test_chunked_prefill_matches_one_shot_gpu(chunk):
             assert _rel(b.keys, a.keys.double()) < 2e-2
 
 
-def test_kv_round_trip_to_gpu(tmp_path):
+@pytest.mark.parametrize("stage", [None, 1000])
+def test_kv_round_trip_to_gpu(tmp_path, monkeypatch, stage):
+    """Save from the GPU cache's views through the pinned staging buffer (whole or in odd-sized parts), load back."""
     from tmixcli import attention, generate, kvstore
     from tmixcli.config import AttentionConfig
+
+    if stage:
+        monkeypatch.setattr(kvstore, "STAGE_BYTES", stage)
 
     model = _model(2)
     attn = AttentionConfig(method="trimix", start_layer=2, n_local=256, last_n=64)

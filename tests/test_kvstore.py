@@ -127,6 +127,19 @@ def test_round_trip_continuation(kind: str, tokenizer) -> None:
     torch.testing.assert_close(from_loaded, one_pass, atol=1e-5, rtol=1e-5)
 
 
+def test_write_tensor_of_views(tmp_path: Path) -> None:
+    """A cache buffer's view (spare rows, a transposed slice) is written in row-major order without a whole copy."""
+    buf = torch.randn(1, 3, 50, 8)  # buf: [1, Hkv, capacity, D]
+    views = [buf[:, :, :37], buf[:, :, :37].transpose(2, 3), buf[0, 1, 5:9], torch.empty(0, 4), buf.contiguous()]
+    path = tmp_path / "raw.bin"
+    with open(path, "wb") as f:
+        for t in views:
+            kvstore._write_tensor(f, t, [])
+    want = b"".join(t.contiguous().numpy().tobytes() for t in views)
+    assert path.read_bytes() == want
+    assert list(kvstore._pieces(views[0]))[0].data_ptr() == buf.data_ptr()  # no copy of the view
+
+
 def test_load_per_layer_devices(tokenizer) -> None:
     """A device list (one per layer, as a device map places them) is honoured; a wrong count is refused."""
     from tmixcli.models import layer_devices

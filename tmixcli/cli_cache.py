@@ -110,6 +110,7 @@ def clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for 
     stale = [p for p in kvstore.temp_files() if time.time() - p.stat().st_mtime > STALE_TMP_SECONDS]
     total = sum(e["size"] for e in entries)
     if not entries and not stale:
+        docindex.forget_missing(kvstore.kv_dir())  # files removed by hand leave index entries behind
         typer.echo(f"no KV files in {kvstore.kv_dir()}")
         return
     if not yes:
