@@ -83,12 +83,13 @@ def test_chunked_prefill_matches_one_shot_gpu(chunk):
 
 @pytest.mark.parametrize("stage", [None, 1000])
 def test_kv_round_trip_to_gpu(tmp_path, monkeypatch, stage):
-    """Save from the GPU cache's views through the pinned staging buffer (whole or in odd-sized parts), load back."""
-    from tmixcli import attention, generate, kvstore
+    """Save from the GPU cache's views through pinned staging, load back through pinned pieces (whole or odd sizes)."""
+    from tmixcli import attention, generate, kvread, kvstore
     from tmixcli.config import AttentionConfig
 
-    if stage:
+    if stage:  # odd sizes: pieces end mid-row, each worker cycles its two pinned buffers many times
         monkeypatch.setattr(kvstore, "STAGE_BYTES", stage)
+        monkeypatch.setattr(kvread, "PIECE_BYTES", stage + 24)
 
     model = _model(2)
     attn = AttentionConfig(method="trimix", start_layer=2, n_local=256, last_n=64)
@@ -106,6 +107,11 @@ def test_kv_round_trip_to_gpu(tmp_path, monkeypatch, stage):
     want = generate.extend(model, cache, [5, 6, 7])
     got = generate.extend(model, loaded, [5, 6, 7])
     assert torch.equal(want, got)
+    devices = [torch.device("cuda" if i % 2 else "cpu") for i in range(len(cache.layers))]
+    mixed, _, _ = kvstore.load_kv(path, devices, rows=1001)  # layers on two devices, the first rows only
+    for a, b, d in zip(cache.layers, mixed.layers, devices):
+        assert b.keys.device.type == d.type and torch.equal(a.keys[:, :, :1001].to(d), b.keys)
+        assert torch.equal(a.values[:, :, :1001].to(d), b.values)
 
 
 def test_prefill_from_reused_rows_matches_one_shot_gpu(tmp_path):

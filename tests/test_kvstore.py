@@ -140,6 +140,22 @@ def test_write_tensor_of_views(tmp_path: Path) -> None:
     assert list(kvstore._pieces(views[0]))[0].data_ptr() == buf.data_ptr()  # no copy of the view
 
 
+@pytest.mark.parametrize("rows", [None, 7, 0, 10_000])
+def test_load_reads_in_odd_pieces(tokenizer, monkeypatch, rows) -> None:
+    """Parallel reads in pieces that split rows mid-way fill every layer exactly (all rows or the first `rows`)."""
+    from tmixcli import kvread
+
+    monkeypatch.setattr(kvread, "PIECE_BYTES", 100)  # splits rows mid-way: not a multiple of a row
+    monkeypatch.setattr(kvread, "WORKERS", 3)
+    path, cache, ids = saved(tiny_model(), tokenizer)
+    loaded, stored, _ = kvstore.load_kv(path, rows=rows, headroom=5)
+    keep = T if rows is None else min(rows, T)
+    assert stored == ids[:keep]
+    for a, b in zip(cache.layers, loaded.layers):
+        assert b.keys.shape[2] == keep and b._kbuf.shape[2] == keep + 5
+        assert torch.equal(a.keys[:, :, :keep], b.keys) and torch.equal(a.values[:, :, :keep], b.values)
+
+
 def test_load_per_layer_devices(tokenizer) -> None:
     """A device list (one per layer, as a device map places them) is honoured; a wrong count is refused."""
     from tmixcli.models import layer_devices

@@ -33,6 +33,19 @@ class GrowingLayer(DynamicLayer):
         layer.is_initialized = True
         return layer
 
+    @classmethod
+    def empty(cls, shape: tuple[int, int, int, int], dtype: torch.dtype, device: torch.device,
+              headroom: int | None = None) -> GrowingLayer:
+        """A layer of shape [B, Hkv, n, D] whose rows the caller fills (kvread writes a loaded file into it)."""
+        layer = cls()
+        layer.dtype, layer.device = dtype, device
+        cap = shape[2] + (HEADROOM if headroom is None else headroom)
+        layer._kbuf = torch.empty((*shape[:2], cap, shape[3]), dtype=dtype, device=device)
+        layer._vbuf = torch.empty_like(layer._kbuf)
+        layer.keys, layer.values = layer._kbuf[:, :, :shape[2]], layer._vbuf[:, :, :shape[2]]
+        layer.is_initialized = True
+        return layer
+
     def _alloc(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
         """New buffers of `capacity` rows holding `keys`/`values` (a regrow copies the rows once)."""
         n = keys.shape[-2]

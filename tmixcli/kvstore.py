@@ -474,51 +474,47 @@ def read_prefix_ids(path: Path) -> list[int]:
 
 def load_kv(path: Path, device: torch.device | str | Sequence[torch.device] = "cpu", rows: int | None = None,
             headroom: int | None = None) -> tuple[DynamicCache, list[int], dict[str, str]]:
-    """Validate, memory-map and load a KV file into a DynamicCache on `device` (or one device per layer, as a
+    """Validate and read a KV file into a DynamicCache on `device` (or one device per layer, as a
     device map places them); records last use. `rows`: only the first rows (positions) of every layer;
     `headroom`: spare rows to allocate after them (default kvcache.HEADROOM)."""
     import torch
-    from safetensors import safe_open
     from transformers import DynamicCache
 
+    from tmixcli import kvread
     from tmixcli.kvcache import GrowingLayer
 
     path = Path(path)
-    header, _, _ = _read_header(path)
+    header, head_len, _ = _read_header(path)
     meta = header.get("__metadata__", {})
     _check_version(path, meta)
-    n_layers = _expected_tensors(path, header, meta)[0]
+    n_layers, heads, tokens, head_dim = _expected_tensors(path, header, meta)
     if isinstance(device, (str, torch.device)):
         devices = [torch.device(device)] * n_layers
     elif len(device) != n_layers:
         raise TmixError(f"{path}: the KV file has {n_layers} layers, the model {len(device)}")
     else:
         devices = [torch.device(d) for d in device]
-    cache = DynamicCache()
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        prefix_ids = f.get_tensor("prefix_ids").tolist()[:rows]  # prefix_ids: [T]
-        for i in range(n_layers):
-            k = _staged(_rows(f, f"layers.{i}.keys", rows), devices[i])  # keys: [1, Hkv, T, D]
-            v = _staged(_rows(f, f"layers.{i}.values", rows), devices[i])  # values: [1, Hkv, T, D]
-            cache.layers.append(GrowingLayer.holding(k, v, devices[i], headroom))  # one copy, with spare rows
+    keep = tokens if rows is None else max(0, min(rows, tokens))
+    cache, todo = DynamicCache(), []
+    for i in range(n_layers):
+        k_info, v_info = header[f"layers.{i}.keys"], header[f"layers.{i}.values"]
+        if k_info["dtype"] != v_info["dtype"]:
+            raise TmixError(f"{path}: corrupt KV file (layer {i} keys and values differ in dtype)")
+        dtype = getattr(torch, ST_DTYPES[k_info["dtype"]][0])
+        layer = GrowingLayer.empty((1, heads, keep, head_dim), dtype, devices[i], headroom)  # keys: [1, Hkv, T, D]
+        todo += kvread.pieces(8 + head_len, k_info, layer.keys, keep)
+        todo += kvread.pieces(8 + head_len, v_info, layer.values, keep)
+        cache.layers.append(layer)
+    for d in {d for d in devices if d.type == "cuda"}:
+        torch.cuda.synchronize(d)  # the new buffers may reuse memory that queued kernels still read
+    try:
+        kvread.read_pieces(str(path), todo)
+    except OSError as err:
+        raise TmixError(f"cannot read KV file {path}: {err.strerror or err}") from err
+    prefix_ids = read_prefix_ids(path)[:keep]  # prefix_ids: [T]
     with contextlib.suppress(OSError):
         os.utime(path)
     return cache, prefix_ids, meta
-
-
-def _rows(f: Any, name: str, rows: int | None) -> torch.Tensor:
-    """A [1, Hkv, T, D] tensor of an open safetensors file (memory-mapped, not read yet), or a view of its first
-    `rows` positions."""
-    return f.get_tensor(name) if rows is None else f.get_slice(name)[:, :, :rows]
-
-
-def _staged(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A pinned copy for a CUDA target (the copy into the layer's buffer is then asynchronous), else as read."""
-    import torch
-
-    if device.type != "cuda":
-        return t
-    return torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t)  # one copy, also from a strided view
 
 
 def check_kv(meta: dict[str, str], cache: Any, expected: dict[str, str], model_config: Any) -> None:

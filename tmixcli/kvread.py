@@ -1,0 +1,109 @@
+"""Read a KV file's layers straight into cache buffers: several threads, large reads, pinned staging for GPUs.
+
+safetensors' `get_tensor` reads one tensor at a time into fresh pageable memory, which a GPU target then copies
+again: on the lent H100 a cold 16 GiB file took 15.2 s where the disk reads it in ~10 s. Here each tensor's
+per-head runs of rows are cut into pieces that worker threads `pread` into the destination buffer (CPU) or into
+their own pinned buffers and copy to the GPU on their own streams, so disk reads, page-cache copies and
+host-to-device copies overlap.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from dataclasses import dataclass
+
+import torch
+
+PIECE_BYTES = 32 << 20  # one read, and one pinned buffer per worker slot
+WORKERS = 8
+
+
+@dataclass
+class Piece:
+    offset: int  # byte offset in the file
+    dst: torch.Tensor  # uint8 view of the destination rows (CPU buffer or GPU buffer)
+
+
+def pieces(data_start: int, info: dict, dst: torch.Tensor, rows: int) -> list[Piece]:
+    """Pieces that copy the first `rows` positions of a file tensor [1, Hkv, T, D] into dst [1, Hkv, >=rows, D]."""
+    _, heads, total, dim = info["shape"]
+    item = dst.element_size()
+    start = data_start + info["data_offsets"][0]
+    out = []
+    for h in range(heads):
+        run = dst[0, h, :rows].reshape(-1).view(torch.uint8)  # run: [rows * D * item], contiguous
+        base = start + h * total * dim * item
+        for lo in range(0, run.numel(), PIECE_BYTES):
+            out.append(Piece(base + lo, run[lo:lo + PIECE_BYTES]))
+    return out
+
+
+def read_pieces(path: str, todo: list[Piece], workers: int = WORKERS) -> None:
+    """Fill every piece's destination from the file; raises OSError on a short read."""
+    if not todo:
+        return
+    fd = os.open(path, os.O_RDONLY)
+    jobs: queue.SimpleQueue = queue.SimpleQueue()
+    for p in todo:
+        jobs.put(p)
+    errors: list[BaseException] = []
+    n = max(1, min(workers, len(todo)))
+    try:
+        threads = [threading.Thread(target=_worker, args=(fd, jobs, errors), daemon=True) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        os.close(fd)
+    if errors:
+        raise errors[0]
+
+
+def _worker(fd: int, jobs: queue.SimpleQueue, errors: list[BaseException]) -> None:
+    slots: list[tuple[torch.Tensor, torch.cuda.Event | None]] = []  # pinned buffers with their last copy's event
+    streams: dict[torch.device, torch.cuda.Stream] = {}  # one per GPU the pieces go to
+    turn = 0
+    try:
+        while not errors:
+            try:
+                p = jobs.get_nowait()
+            except queue.Empty:
+                break
+            if p.dst.device.type == "cpu":
+                _pread(fd, p.dst.numpy(), p.offset)
+                continue
+            if not slots:
+                slots = [(torch.empty(PIECE_BYTES, dtype=torch.uint8, pin_memory=True), None) for _ in range(2)]
+            if p.dst.device not in streams:
+                streams[p.dst.device] = torch.cuda.Stream(p.dst.device)
+            stream = streams[p.dst.device]
+            buf, done = slots[turn]
+            if done is not None:
+                done.synchronize()  # the copy out of this buffer has finished: it can be refilled
+            staged = buf[:p.dst.numel()]
+            _pread(fd, staged.numpy(), p.offset)
+            with torch.cuda.stream(stream):
+                p.dst.copy_(staged, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record(stream)
+            slots[turn] = (buf, event)
+            turn = 1 - turn
+    except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+        errors.append(err)
+    finally:
+        for stream in streams.values():
+            stream.synchronize()  # the pinned buffers outlive every copy out of them
+
+
+def _pread(fd: int, out, offset: int) -> None:
+    view = memoryview(out).cast("B")
+    got = 0
+    while got < len(view):
+        n = os.preadv(fd, [view[got:]], offset + got)
+        if n == 0:
+            raise OSError(f"unexpected end of file at byte {offset + got}")
+        got += n
+
