@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import torch
 
-from tmixcli import attention, docindex, generate, kvstore, prompt, reuse
+from tmixcli import attention, docindex, generate, kvread, kvstore, prompt, reuse
 from tmixcli.config import AttentionConfig, Settings, default_start_layer
 from tmixcli.documents import Document, joined_text
 from tmixcli.errors import TmixError
@@ -35,6 +35,7 @@ class Context:
     doc_unread: bool = False  # the documents were unchanged since their KV file was made, so not read again
     reused_rows: int = 0  # a fresh prefill that started from this many rows of another KV file (reuse.py)
     reused_from: Path | None = None
+    recomputed: float | None = None  # a cache hit prefilled again because reading the file was slower (its prefill_s)
     prefill_s: float = 0.0
     start_layer_source: str = ""
     notes: list[str] = field(default_factory=list)
@@ -218,6 +219,8 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
         meta = kvstore.build_meta(model_id=lm.model_id, fingerprint=fp, dtype=lm.dtype, attn=attn,
                                   doc_name=doc.name, doc_sha256=doc.sha256,
                                   template_hash=prompt.template_hash(lm.tokenizer, s.system), n_tokens=len(ids))
+        if base is None:  # what recomputing this file costs, so a slow disk can be skipped (_read_or_recompute)
+            meta["prefill_s"] = f"{ctx.prefill_s:.3f}"
         ctx.pending_save = _saver(path, ctx.cache, ids, meta, limit if kv_out is None else None, resident)
         ctx.kv_path = path
     return ctx
@@ -275,13 +278,14 @@ def _load_into(ctx: Context, path: Path, s: Settings, doc_sha256: str | None, id
                resident: ResidentKV | None = None) -> Context:
     lm = ctx.lm
     start = _now(lm)
+    expected = _expected_meta(lm, ctx.attn, s, doc_sha256)
     held = resident.get(path) if resident is not None else None
     if held is not None:
         cache, stored_ids, meta = held
         rewind(cache, len(stored_ids))  # an answer leaves the prefix behind; this only makes sure of it
     else:
-        cache, stored_ids, meta = kvstore.load_kv(path, layer_devices(lm.model) or lm.device)
-    kvstore.check_kv(meta, cache, _expected_meta(lm, ctx.attn, s, doc_sha256), lm.model.config)
+        cache, stored_ids, meta = _read_or_recompute(ctx, path, s, expected, ids)
+    kvstore.check_kv(meta, cache, expected, lm.model.config)
     if ids is not None:
         kvstore.check_prefix(stored_ids, ids)
     if resident is not None and held is None:
@@ -291,6 +295,44 @@ def _load_into(ctx: Context, path: Path, s: Settings, doc_sha256: str | None, id
     ctx.prefill_s = _now(lm) - start
     ctx.doc_name = meta.get("doc_name", path.name)
     return ctx
+
+
+RECOMPUTE_MARGIN = 1.15  # stop reading once the projected read time exceeds this x the file's recorded prefill
+WARM_S, LOOK_S = 0.25, 1.0  # the read rate is measured from WARM_S (thread and buffer start-up left out) to LOOK_S
+
+
+def _read_or_recompute(ctx: Context, path: Path, s: Settings, expected: dict[str, str],
+                       ids: list[int] | None) -> tuple[object, list[int], dict[str, str]]:
+    """Load a KV file; but when it comes off the disk so slowly that prefilling its ids again (timed when the file
+    was made) would be faster, stop reading and recompute the same state (a 16 GiB file from a ~1.5 GB/s disk)."""
+    lm = ctx.lm
+    meta = kvstore.read_meta(path)
+    try:
+        made_in = float(meta.get("prefill_s", "nan"))
+    except ValueError:
+        made_in = float("nan")
+    give_up, mark = None, []
+    if made_in > 0:
+        def give_up(done: int, total: int, elapsed: float) -> bool:
+            if elapsed < WARM_S:
+                return False
+            if not mark:
+                mark.extend((elapsed, done))
+            if elapsed < LOOK_S:
+                return False
+            rate = (done - mark[1]) / max(elapsed - mark[0], 1e-9)  # bytes/s since WARM_S
+            return rate <= 0 or elapsed + (total - done) / rate > RECOMPUTE_MARGIN * made_in
+    try:
+        return kvstore.load_kv(path, layer_devices(lm.model) or lm.device, give_up=give_up)
+    except kvread.Abandoned:
+        pass
+    kvstore.check_fields(meta, expected)  # never recompute for a file that would be refused
+    stored_ids = kvstore.read_prefix_ids(path)
+    if ids is not None:
+        kvstore.check_prefix(stored_ids, ids)
+    cache, _ = generate.prefill(lm.model, stored_ids, chunk_size=s.chunk_size, progress=s.progress)
+    ctx.recomputed = made_in
+    return cache, stored_ids, meta
 
 
 def open_kv(lm: LoadedModel, path: Path, s: Settings, resident: ResidentKV | None = None) -> Context:

@@ -136,6 +136,9 @@ def _describe(ctx, quiet: bool) -> None:
         _status(quiet, note)
     if ctx.cache_hit:
         how = "kept in memory by tmix serve" if ctx.kept_in_memory else "loaded"
+        if ctx.recomputed is not None:
+            how = (f"prefilled again (reading the file was on course to take longer than the "
+                   f"{ctx.recomputed:.1f} s its prefill took) for")
         unread = " (documents unchanged since: not read again)" if ctx.doc_unread else ""
         _status(quiet, f"cache hit: {how} {ctx.kv_path} in {ctx.prefill_s:.2f} s{unread}")
     else:
@@ -227,6 +230,7 @@ def ask(
             "answer": ans.text.strip(), "prompt_tokens": ans.prompt_tokens, "document_tokens": _doc_tokens(ctx),
             "ttft_s": round(ttft, 4), "prefill_s": round(ctx.prefill_s, 4),
             "decode_tokens_per_s": round(ans.decode_tokens_per_s, 2), "cache_hit": ctx.cache_hit,
+            "kv_recomputed": ctx.recomputed is not None,
             "reused_tokens": ctx.reused_rows,
             "kv_path": str(ctx.kv_path) if ctx.kv_path else None, "model": ctx.lm.model_id,
             "attention": ctx.attn.to_dict(), "new_tokens": ans.new_tokens, "stop_reason": ans.stop_reason}))

@@ -12,12 +12,18 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 PIECE_BYTES = 32 << 20  # one read, and one pinned buffer per worker slot
 WORKERS = 8
+
+
+class Abandoned(Exception):
+    """Reading stopped because the caller's `give_up` said so (recomputing the state is expected to be faster)."""
 
 
 @dataclass
@@ -40,40 +46,51 @@ def pieces(data_start: int, info: dict, dst: torch.Tensor, rows: int) -> list[Pi
     return out
 
 
-def read_pieces(path: str, todo: list[Piece], workers: int = WORKERS) -> None:
-    """Fill every piece's destination from the file; raises OSError on a short read."""
+def read_pieces(path: str, todo: list[Piece], workers: int | None = None,
+                give_up: Callable[[int, int, float], bool] | None = None) -> None:
+    """Fill every piece's destination from the file; raises OSError on a short read. `give_up(bytes done, bytes in
+    all, seconds)` is asked every 50 ms: True stops the workers and raises Abandoned."""
     if not todo:
         return
     fd = os.open(path, os.O_RDONLY)
     jobs: queue.SimpleQueue = queue.SimpleQueue()
     for p in todo:
         jobs.put(p)
-    errors: list[BaseException] = []
-    n = max(1, min(workers, len(todo)))
+    total = sum(p.dst.numel() for p in todo)
+    state = {"done": 0, "lock": threading.Lock(), "stop": threading.Event(), "errors": []}
+    n = max(1, min(workers or WORKERS, len(todo)))
+    start = time.perf_counter()
     try:
-        threads = [threading.Thread(target=_worker, args=(fd, jobs, errors), daemon=True) for _ in range(n)]
+        threads = [threading.Thread(target=_worker, args=(fd, jobs, state), daemon=True) for _ in range(n)]
         for t in threads:
             t.start()
         for t in threads:
-            t.join()
+            while t.is_alive():
+                t.join(0.05)
+                if give_up is not None and not state["stop"].is_set() \
+                        and give_up(state["done"], total, time.perf_counter() - start):
+                    state["stop"].set()
     finally:
         os.close(fd)
-    if errors:
-        raise errors[0]
+    if state["errors"]:
+        raise state["errors"][0]
+    if state["done"] < total:
+        raise Abandoned(f"stopped after {state['done']} of {total} bytes")
 
 
-def _worker(fd: int, jobs: queue.SimpleQueue, errors: list[BaseException]) -> None:
+def _worker(fd: int, jobs: queue.SimpleQueue, state: dict) -> None:
     slots: list[tuple[torch.Tensor, torch.cuda.Event | None]] = []  # pinned buffers with their last copy's event
     streams: dict[torch.device, torch.cuda.Stream] = {}  # one per GPU the pieces go to
     turn = 0
     try:
-        while not errors:
+        while not state["errors"] and not state["stop"].is_set():
             try:
                 p = jobs.get_nowait()
             except queue.Empty:
                 break
             if p.dst.device.type == "cpu":
                 _pread(fd, p.dst.numpy(), p.offset)
+                _count(state, p)
                 continue
             if not slots:
                 slots = [(torch.empty(PIECE_BYTES, dtype=torch.uint8, pin_memory=True), None) for _ in range(2)]
@@ -91,11 +108,17 @@ def _worker(fd: int, jobs: queue.SimpleQueue, errors: list[BaseException]) -> No
                 event.record(stream)
             slots[turn] = (buf, event)
             turn = 1 - turn
+            _count(state, p)
     except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
-        errors.append(err)
+        state["errors"].append(err)
     finally:
         for stream in streams.values():
             stream.synchronize()  # the pinned buffers outlive every copy out of them
+
+
+def _count(state: dict, p: Piece) -> None:
+    with state["lock"]:
+        state["done"] += p.dst.numel()
 
 
 def _pread(fd: int, out, offset: int) -> None:

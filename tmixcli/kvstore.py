@@ -11,7 +11,7 @@ import os
 import re
 import struct
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -473,10 +473,12 @@ def read_prefix_ids(path: Path) -> list[int]:
 
 
 def load_kv(path: Path, device: torch.device | str | Sequence[torch.device] = "cpu", rows: int | None = None,
-            headroom: int | None = None) -> tuple[DynamicCache, list[int], dict[str, str]]:
+            headroom: int | None = None, give_up: Callable[[int, int, float], bool] | None = None,
+            ) -> tuple[DynamicCache, list[int], dict[str, str]]:
     """Validate and read a KV file into a DynamicCache on `device` (or one device per layer, as a
     device map places them); records last use. `rows`: only the first rows (positions) of every layer;
-    `headroom`: spare rows to allocate after them (default kvcache.HEADROOM)."""
+    `headroom`: spare rows to allocate after them (default kvcache.HEADROOM); `give_up`: see kvread.read_pieces
+    (kvread.Abandoned is raised through)."""
     import torch
     from transformers import DynamicCache
 
@@ -508,7 +510,7 @@ def load_kv(path: Path, device: torch.device | str | Sequence[torch.device] = "c
     for d in {d for d in devices if d.type == "cuda"}:
         torch.cuda.synchronize(d)  # the new buffers may reuse memory that queued kernels still read
     try:
-        kvread.read_pieces(str(path), todo)
+        kvread.read_pieces(str(path), todo, give_up=give_up)
     except OSError as err:
         raise TmixError(f"cannot read KV file {path}: {err.strerror or err}") from err
     prefix_ids = read_prefix_ids(path)[:keep]  # prefix_ids: [T]
@@ -520,10 +522,15 @@ def load_kv(path: Path, device: torch.device | str | Sequence[torch.device] = "c
 def check_kv(meta: dict[str, str], cache: Any, expected: dict[str, str], model_config: Any) -> None:
     """Refuse a loaded KV file that does not fit this run: names the first field that differs."""
     refuse_sliding(model_config)
+    check_fields(meta, expected)
+    _check_shapes(meta, cache, model_config)
+
+
+def check_fields(meta: dict[str, str], expected: dict[str, str]) -> None:
+    """The metadata part of check_kv (model, dtype, attention, template, document), before any tensor is read."""
     for field in CHECKED_FIELDS:
         if field in expected and meta.get(field) != expected[field]:
             raise TmixError(_mismatch(field, meta.get(field), expected[field]))
-    _check_shapes(meta, cache, model_config)
 
 
 def _mismatch(field: str, old: str | None, new: str) -> str:
