@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -68,11 +69,12 @@ def test_a_slow_disk_is_skipped_by_prefilling_again(capsys, monkeypatch, tiny_di
     assert warm["cache_hit"] and not warm["kv_recomputed"]
     fast = kvread._pread
 
-    def crawl(fd, out, offset):  # a disk far slower than the tiny model's prefill
-        time.sleep(made_in)
+    def crawl(fd, out, offset):  # a disk far slower than the tiny model's prefill: seconds for the whole file
+        time.sleep(0.05)
         fast(fd, out, offset)
 
     monkeypatch.setattr(kvread, "_pread", crawl)
+    monkeypatch.setattr(kvread, "PIECE_BYTES", 4096)
     monkeypatch.setattr(answer, "WARM_S", 0.0)
     monkeypatch.setattr(answer, "LOOK_S", 0.0)
     code, out, err = run(capsys, "ask", *args)
@@ -80,3 +82,25 @@ def test_a_slow_disk_is_skipped_by_prefilling_again(capsys, monkeypatch, tiny_di
     slow = ask_json(capsys, *args)
     assert slow["cache_hit"] and slow["kv_recomputed"] and slow["answer"] == cold["answer"]
     assert slow["kv_path"] == cold["kv_path"] and slow["prompt_tokens"] == cold["prompt_tokens"]
+
+
+def test_interrupt_waits_for_the_workers(tmp_path, monkeypatch):
+    """Ctrl-C in the waiting thread stops the readers before their file is closed (none is left reading)."""
+    monkeypatch.setattr(kvread, "PIECE_BYTES", 64)
+    path, data = _file(tmp_path)
+    info = {"shape": list(data.shape), "data_offsets": [0, data.numel() * 4]}
+    slow = kvread._pread
+
+    def crawl(fd, out, offset):
+        time.sleep(0.01)
+        slow(fd, out, offset)
+
+    monkeypatch.setattr(kvread, "_pread", crawl)
+
+    def interrupt(done, total, elapsed):
+        raise KeyboardInterrupt
+
+    dst = torch.zeros(1, 3, 40, 8)
+    with pytest.raises(KeyboardInterrupt):
+        kvread.read_pieces(path, kvread.pieces(0, info, dst, 40), workers=3, give_up=interrupt)
+    assert not [t for t in threading.enumerate() if t.name == "tmix-kvread"]

@@ -60,8 +60,9 @@ def read_pieces(path: str, todo: list[Piece], workers: int | None = None,
     state = {"done": 0, "lock": threading.Lock(), "stop": threading.Event(), "errors": []}
     n = max(1, min(workers or WORKERS, len(todo)))
     start = time.perf_counter()
+    threads = [threading.Thread(target=_worker, args=(fd, jobs, state), name="tmix-kvread", daemon=True)
+               for _ in range(n)]
     try:
-        threads = [threading.Thread(target=_worker, args=(fd, jobs, state), daemon=True) for _ in range(n)]
         for t in threads:
             t.start()
         for t in threads:
@@ -70,6 +71,12 @@ def read_pieces(path: str, todo: list[Piece], workers: int | None = None,
                 if give_up is not None and not state["stop"].is_set() \
                         and give_up(state["done"], total, time.perf_counter() - start):
                     state["stop"].set()
+    except BaseException:  # Ctrl-C: the workers finish their piece before the file is closed under them
+        state["stop"].set()
+        for t in threads:
+            if t.ident is not None:
+                t.join()
+        raise
     finally:
         os.close(fd)
     if state["errors"]:
