@@ -93,3 +93,32 @@ def test_grown_document_prefills_only_its_new_end(capsys, tmp_path, tiny_dir, mo
     assert fresh["prompt_tokens"] == grown["prompt_tokens"]
     code, _, err = run(capsys, "ask", *args)
     assert code == 0 and "cache hit" in err
+
+
+def test_serve_reuses_the_cache_it_holds(capsys, tmp_path, tiny_dir, monkeypatch):
+    """Inside `tmix serve`, a grown document starts from the cache held in memory: no KV file is read."""
+    from tmixcli import serve
+    from tmixcli.models import load_model
+    from tmixcli.resident import ResidentKV
+
+    lm = load_model(tiny_dir, device="cpu")
+    monkeypatch.setattr(serve, "served", {"key": "test", "lm": lm, "resident": ResidentKV()})
+    doc = tmp_path / "notes.txt"
+    text = (DOCS / "notes.txt").read_text()
+    doc.write_text(text[:900])
+    args = (str(doc), "Who is the project manager?", "--model", tiny_dir, "--max-new-tokens", "12", *TINY)
+    first = ask_json(capsys, *args)
+    assert not first["cache_hit"]
+    doc.write_text(text[:1000])  # the notes grew
+    with monkeypatch.context() as m:
+        m.setattr(kvstore, "load_kv", lambda *a, **k: pytest.fail("a KV file was read"))
+        code, out, err = run(capsys, "ask", *args)
+        assert code == 0 and "as kept in memory by tmix serve" in err, err
+        doc.write_text(text[:1000] + " ")  # again, from the cache the last run left in memory
+        grown = ask_json(capsys, *args)
+    assert not grown["cache_hit"] and 256 <= grown["reused_tokens"] < grown["prompt_tokens"] - 8
+    monkeypatch.setattr(serve, "served", {})
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path / "fresh-cache"))  # one-shot prefill of the same text
+    fresh = ask_json(capsys, *args)
+    assert fresh["reused_tokens"] == 0 and fresh["answer"] == grown["answer"]
+    assert fresh["prompt_tokens"] == grown["prompt_tokens"]

@@ -31,7 +31,7 @@ class Context:
     system: str | None
     cache_hit: bool = False
     kv_path: Path | None = None
-    kept_in_memory: bool = False  # the cache hit came from `tmix serve`'s memory, not from disk
+    kept_in_memory: bool = False  # the cache hit (or the reused rows) came from `tmix serve`'s memory, not from disk
     doc_unread: bool = False  # the documents were unchanged since their KV file was made, so not read again
     reused_rows: int = 0  # a fresh prefill that started from this many rows of another KV file (reuse.py)
     reused_from: Path | None = None
@@ -209,10 +209,12 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
             return _load_into(ctx, path, s, doc.sha256, ids, resident)
         except TmixError as err:
             ctx.notes.append(f"{_NOT_USED}{path.name} not used ({err}); prefilling again")
-    if resident is not None:
-        resident.clear()  # its memory goes back before the prefill needs it
+    held = resident.take() if resident is not None else None  # its memory goes back before the prefill needs it
     start = _now(lm)
-    base = _reusable(ctx, s) if s.use_cache else None
+    base = _resident_rows(ctx, held, s) if s.use_cache and held is not None else None
+    held = None
+    if base is None and s.use_cache:
+        base = _reusable(ctx, s)
     ctx.cache, _ = generate.prefill(lm.model, ids, chunk_size=s.chunk_size, progress=s.progress, cache=base)
     ctx.prefill_s = _now(lm) - start
     if s.use_cache or kv_out is not None:
@@ -224,6 +226,22 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
         ctx.pending_save = _saver(path, ctx.cache, ids, meta, limit if kv_out is None else None, resident)
         ctx.kv_path = path
     return ctx
+
+
+def _resident_rows(ctx: Context, held: tuple, s: Settings) -> object | None:
+    """`tmix serve`'s cache in memory as the first rows of this prefill, when it shares enough of the prompt (a
+    document that grew since the last question): reuse.py's rule, without reading its file again."""
+    path, cache, stored, meta = held
+    try:
+        kvstore.check_fields(meta, _expected_meta(ctx.lm, ctx.attn, s, None))
+    except TmixError:
+        return None
+    rows = reuse.usable_rows(reuse.shared_len(stored, ctx.prefix_ids), len(stored), len(ctx.prefix_ids), ctx.attn)
+    if rows < reuse.MIN_ROWS:
+        return None
+    rewind(cache, rows)  # the prefill appends after them, in place (GrowingLayer regrows when it must)
+    ctx.reused_rows, ctx.reused_from, ctx.kept_in_memory = rows, path, True
+    return cache
 
 
 def _reusable(ctx: Context, s: Settings) -> object | None:

@@ -143,8 +143,11 @@ def _describe(ctx, quiet: bool) -> None:
         _status(quiet, f"cache hit: {how} {ctx.kv_path} in {ctx.prefill_s:.2f} s{unread}")
     else:
         where = f", KV file {ctx.kv_path}" if ctx.kv_path else " (cache off)"
-        reused = (f" (the first {ctx.reused_rows} tokens taken from {ctx.reused_from.name}, "
-                  f"{len(ctx.prefix_ids) - ctx.reused_rows} prefilled)" if ctx.reused_rows else "")
+        reused = ""
+        if ctx.reused_rows:
+            memory = " as kept in memory by tmix serve" if ctx.kept_in_memory else ""
+            reused = (f" (the first {ctx.reused_rows} tokens taken from {ctx.reused_from.name}{memory}, "
+                      f"{len(ctx.prefix_ids) - ctx.reused_rows} prefilled)")
         _status(quiet, f"cache miss: prefilled in {ctx.prefill_s:.2f} s{reused}{where}")
 
 

@@ -49,6 +49,15 @@ class ResidentKV:
             return
         self._key, self._value = (str(Path(path).resolve()), ident), (cache, prefix_ids, meta)
 
+    def take(self) -> tuple | None:
+        """Hand over the held (path, cache, prefix ids, meta), whatever its file's state, and hold nothing: a prefill
+        about to run either frees that memory or starts from the cache's first rows (answer._open_document)."""
+        if self._value is None:
+            return None
+        held = (Path(self._key[0]), *self._value)
+        self.clear()
+        return held
+
     def clear(self) -> None:
         """Drop the held cache (its memory is freed once no answer uses it)."""
         self._key = self._value = None

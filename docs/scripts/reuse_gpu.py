@@ -1,5 +1,6 @@
 """Prefix reuse at long context on a GPU: a 120K-token document that grows by N tokens, prefilled from its
-old KV file's rows (reuse.py) vs from scratch. Random Llama-3.1-8B weights, trimix (start layer 16).
+old KV file's rows (reuse.py), from the old cache as `tmix serve` holds it in memory, and from scratch.
+Random Llama-3.1-8B weights, trimix (start layer 16).
 
 Usage: python docs/scripts/reuse_gpu.py WORK_DIR [OLD_TOKENS] [ADDED_TOKENS]   (rows -> WORK_DIR/rows.jsonl)
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from tmixcli import attention, generate, kvstore, reuse
+from tmixcli import answer, attention, generate, kvstore, reuse
 from tmixcli.archs import build_random_model
 from tmixcli.config import AttentionConfig
 
@@ -60,12 +61,21 @@ def main() -> None:
         fresh = _now() - start2
         del cache
         torch.cuda.empty_cache()
+        held, _, _ = kvstore.load_kv(path, "cuda")  # what the server holds after its last question (not timed)
+        start3 = _now()
+        answer.rewind(held, rows)
+        cache, memory_logits = generate.prefill(model, new, cache=held)
+        from_memory = _now() - start3
+        del cache, held
+        torch.cuda.empty_cache()
+        memory_cos = torch.nn.functional.cosine_similarity(memory_logits, fresh_logits, dim=0).item()
         cos = torch.nn.functional.cosine_similarity(reused_logits, fresh_logits, dim=0).item()
         same = bool(reused_logits.argmax() == fresh_logits.argmax())
         chunked_cos = torch.nn.functional.cosine_similarity(chunked_logits, fresh_logits, dim=0).item()
         rows_out.append({"rep": rep, "old_tokens": n_old, "new_tokens": len(new), "reused_rows": rows,
                          "find_and_load_s": round(loaded - start, 3), "continue_prefill_s": round(done - loaded, 3),
                          "reused_total_s": round(done - start, 3), "fresh_prefill_s": round(fresh, 3),
+                         "from_serve_memory_s": round(from_memory, 3), "memory_logits_cosine": round(memory_cos, 5),
                          "logits_cosine": round(cos, 5), "same_argmax": same,
                          "chunked_one_shot_cosine": round(chunked_cos, 5),
                          "device": torch.cuda.get_device_name(), "torch": torch.__version__})
