@@ -15,17 +15,28 @@ from tmixcli import answer, kvread, kvstore
 QUESTION = "Who is the project manager?"
 
 
-def _file(tmp_path: Path, rows: int = 40) -> tuple[str, torch.Tensor]:
+def _file(tmp_path: Path, rows: int = 40) -> tuple[str, torch.Tensor, dict]:
+    """A raw [1, Hkv, T, D] fp32 tensor file, its data and its safetensors-style entry."""
     data = torch.randn(1, 3, rows, 8)  # data: [1, Hkv, T, D]
     path = tmp_path / "t.bin"
     path.write_bytes(data.numpy().tobytes())
-    return str(path), data
+    return str(path), data, {"shape": list(data.shape), "data_offsets": [0, data.numel() * 4]}
+
+
+def _slow_disk(monkeypatch, seconds: float) -> None:
+    """Every read of a piece waits this long first."""
+    fast = kvread._pread
+
+    def crawl(fd, out, offset):
+        time.sleep(seconds)
+        fast(fd, out, offset)
+
+    monkeypatch.setattr(kvread, "_pread", crawl)
 
 
 def test_pieces_fill_the_rows_asked_for(tmp_path, monkeypatch):
     monkeypatch.setattr(kvread, "PIECE_BYTES", 72)  # 2.25 rows of 8 fp32
-    path, data = _file(tmp_path)
-    info = {"shape": list(data.shape), "data_offsets": [0, data.numel() * 4]}
+    path, data, info = _file(tmp_path)
     dst = torch.full((1, 3, 50, 8), float("nan"))  # dst: [1, Hkv, capacity, D], spare rows stay untouched
     todo = kvread.pieces(0, info, dst, 33)
     kvread.read_pieces(path, todo, workers=4)
@@ -34,15 +45,8 @@ def test_pieces_fill_the_rows_asked_for(tmp_path, monkeypatch):
 
 def test_give_up_stops_the_workers(tmp_path, monkeypatch):
     monkeypatch.setattr(kvread, "PIECE_BYTES", 64)
-    path, data = _file(tmp_path)
-    info = {"shape": list(data.shape), "data_offsets": [0, data.numel() * 4]}
-    slow = kvread._pread
-
-    def crawl(fd, out, offset):
-        time.sleep(0.02)
-        slow(fd, out, offset)
-
-    monkeypatch.setattr(kvread, "_pread", crawl)
+    path, data, info = _file(tmp_path)
+    _slow_disk(monkeypatch, 0.02)
     seen = []
 
     def give_up(done, total, elapsed):
@@ -67,13 +71,7 @@ def test_a_slow_disk_is_skipped_by_prefilling_again(capsys, monkeypatch, tiny_di
     assert made_in > 0
     warm = ask_json(capsys, *args)
     assert warm["cache_hit"] and not warm["kv_recomputed"]
-    fast = kvread._pread
-
-    def crawl(fd, out, offset):  # a disk far slower than the tiny model's prefill: seconds for the whole file
-        time.sleep(0.05)
-        fast(fd, out, offset)
-
-    monkeypatch.setattr(kvread, "_pread", crawl)
+    _slow_disk(monkeypatch, 0.05)  # far slower than the tiny model's prefill: seconds for the whole file
     monkeypatch.setattr(kvread, "PIECE_BYTES", 4096)
     monkeypatch.setattr(answer, "WARM_S", 0.0)
     monkeypatch.setattr(answer, "LOOK_S", 0.0)
@@ -87,15 +85,8 @@ def test_a_slow_disk_is_skipped_by_prefilling_again(capsys, monkeypatch, tiny_di
 def test_interrupt_waits_for_the_workers(tmp_path, monkeypatch):
     """Ctrl-C in the waiting thread stops the readers before their file is closed (none is left reading)."""
     monkeypatch.setattr(kvread, "PIECE_BYTES", 64)
-    path, data = _file(tmp_path)
-    info = {"shape": list(data.shape), "data_offsets": [0, data.numel() * 4]}
-    slow = kvread._pread
-
-    def crawl(fd, out, offset):
-        time.sleep(0.01)
-        slow(fd, out, offset)
-
-    monkeypatch.setattr(kvread, "_pread", crawl)
+    path, _, info = _file(tmp_path)
+    _slow_disk(monkeypatch, 0.01)
 
     def interrupt(done, total, elapsed):
         raise KeyboardInterrupt
