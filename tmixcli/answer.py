@@ -222,7 +222,7 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
                                   doc_name=doc.name, doc_sha256=doc.sha256,
                                   template_hash=prompt.template_hash(lm.tokenizer, s.system), n_tokens=len(ids))
         if base is None:  # what recomputing this file costs, so a slow disk can be skipped (_read_or_recompute)
-            meta["prefill_s"] = f"{ctx.prefill_s:.3f}"
+            meta["prefill_s"], meta["prefill_device"] = f"{ctx.prefill_s:.3f}", _device_name(lm)
         ctx.pending_save = _saver(path, ctx.cache, ids, meta, limit if kv_out is None else None, resident)
         ctx.kv_path = path
     return ctx
@@ -329,6 +329,8 @@ def _read_or_recompute(ctx: Context, path: Path, s: Settings, expected: dict[str
         made_in = float(meta.get("prefill_s", "nan"))
     except ValueError:
         made_in = float("nan")
+    if meta.get("prefill_device") != _device_name(lm):
+        made_in = float("nan")  # timed elsewhere (another GPU, or a GPU for a CPU run): no estimate here
     give_up, mark = None, []
     if made_in > 0:
         def give_up(done: int, total: int, elapsed: float) -> bool:
@@ -351,6 +353,12 @@ def _read_or_recompute(ctx: Context, path: Path, s: Settings, expected: dict[str
     cache, _ = generate.prefill(lm.model, stored_ids, chunk_size=s.chunk_size, progress=s.progress)
     ctx.recomputed = made_in
     return cache, stored_ids, meta
+
+
+def _device_name(lm: LoadedModel) -> str:
+    """What a recorded prefill time was measured on: the GPU's name, or "cpu"."""
+    dev = torch.device(lm.device)
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
 
 
 def open_kv(lm: LoadedModel, path: Path, s: Settings, resident: ResidentKV | None = None) -> Context:
