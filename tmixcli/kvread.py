@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-PIECE_BYTES = 32 << 20  # one read, and one pinned buffer per worker slot
+PIECE_BYTES = 32 << 20  # the largest read, and the size of each worker's two pinned buffers
 WORKERS = 8
 
 
@@ -57,7 +57,8 @@ def read_pieces(path: str, todo: list[Piece], workers: int | None = None,
     for p in todo:
         jobs.put(p)
     total = sum(p.dst.numel() for p in todo)
-    state = {"done": 0, "lock": threading.Lock(), "stop": threading.Event(), "errors": []}
+    state = {"done": 0, "lock": threading.Lock(), "stop": threading.Event(), "errors": [],
+             "slot": max(p.dst.numel() for p in todo)}  # pinned bytes per buffer: a small file pins little
     n = max(1, min(workers or WORKERS, len(todo)))
     start = time.perf_counter()
     threads = [threading.Thread(target=_worker, args=(fd, jobs, state), name="tmix-kvread", daemon=True)
@@ -100,7 +101,7 @@ def _worker(fd: int, jobs: queue.SimpleQueue, state: dict) -> None:
                 _count(state, p)
                 continue
             if not slots:
-                slots = [(torch.empty(PIECE_BYTES, dtype=torch.uint8, pin_memory=True), None) for _ in range(2)]
+                slots = [(torch.empty(state["slot"], dtype=torch.uint8, pin_memory=True), None) for _ in range(2)]
             if p.dst.device not in streams:
                 streams[p.dst.device] = torch.cuda.Stream(p.dst.device)
             stream = streams[p.dst.device]
