@@ -212,7 +212,7 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
     held = resident.take() if resident is not None else None  # its memory goes back before the prefill needs it
     start = _now(lm)
     base = _resident_rows(ctx, held, s) if s.use_cache and held is not None else None
-    held = None
+    held = None  # unless it became `base`, the held cache is freed here, before a file is read or prefilled
     if base is None and s.use_cache:
         base = _reusable(ctx, s)
     ctx.cache, _ = generate.prefill(lm.model, ids, chunk_size=s.chunk_size, progress=s.progress, cache=base)
