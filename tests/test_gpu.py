@@ -84,11 +84,11 @@ def test_chunked_prefill_matches_one_shot_gpu(chunk):
 @pytest.mark.parametrize("stage", [None, 1000])
 def test_kv_round_trip_to_gpu(tmp_path, monkeypatch, stage):
     """Save from the GPU cache's views through pinned staging, load back through pinned pieces (whole or odd sizes)."""
-    from tmixcli import attention, generate, kvread, kvstore
+    from tmixcli import attention, generate, kvread, kvstore, kvwrite
     from tmixcli.config import AttentionConfig
 
     if stage:  # odd sizes: pieces end mid-row, each worker cycles its two pinned buffers many times
-        monkeypatch.setattr(kvstore, "STAGE_BYTES", stage)
+        monkeypatch.setattr(kvwrite, "STAGE_BYTES", stage)
         monkeypatch.setattr(kvread, "PIECE_BYTES", stage + 24)
 
     model = _model(2)
@@ -112,6 +112,56 @@ def test_kv_round_trip_to_gpu(tmp_path, monkeypatch, stage):
     for a, b, d in zip(cache.layers, mixed.layers, devices):
         assert b.keys.device.type == d.type and torch.equal(a.keys[:, :, :1001].to(d), b.keys)
         assert torch.equal(a.values[:, :, :1001].to(d), b.values)
+
+
+@pytest.mark.parametrize("chunk,stage", [(None, None), (700, 1000)])
+def test_kv_written_during_gpu_prefill(tmp_path, monkeypatch, chunk, stage):
+    """Rows handed to kvwrite by each layer as the GPU prefill runs (side stream, pinned buffer) give the file of
+    the finished cache, and decoding right after is unchanged."""
+    from tmixcli import attention, generate, kvstore, kvwrite
+    from tmixcli.config import AttentionConfig
+
+    if stage:
+        monkeypatch.setattr(kvwrite, "STAGE_BYTES", stage)
+    model = _model(5)
+    attn = AttentionConfig(method="trimix", start_layer=2, n_local=256, last_n=64)
+    attention.attach(model, attn)
+    ids = torch.randint(0, 512, (2501,)).tolist()
+    n_layers, kv_heads, head_dim = kvstore.model_kv_dims(model.config)
+    w = kvwrite.KVWriter(tmp_path / "kv.safetensors", n_layers, kv_heads, head_dim, torch.bfloat16, ids, {})
+    cache, _ = generate.prefill(model, ids, chunk_size=chunk, on_rows=w.rows)
+    w.finish()
+    # an answer decoded (CUDA graph captured and replayed) while the writer still copies on its own stream
+    answer = list(generate.generate_ids(model, cache, [5, 6, 7], set(), 24))
+    w.wait()
+    loaded, stored, _ = kvstore.load_kv(tmp_path / "kv.safetensors", "cuda")
+    assert stored == ids
+    for a, b in zip(cache.layers, loaded.layers):
+        assert torch.equal(a.keys[:, :, :len(ids)], b.keys) and torch.equal(a.values[:, :, :len(ids)], b.values)
+    assert answer == list(generate.generate_ids(model, loaded, [5, 6, 7], set(), 24))
+
+
+def test_ask_on_gpu_writes_its_kv_file_during_the_prefill(capsys, tmp_path, tiny_dir, monkeypatch):
+    """`tmix ask --device cuda`: a miss writes its KV file as the layers finish, the hit answers the same, and a grown
+    document (its reused rows handed to the writer first) gives a file the next question hits."""
+    from test_cli import DOCS, TINY, ask_json
+
+    from tmixcli import kvstore
+
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path / "cache"))
+    doc = tmp_path / "notes.txt"
+    text = (DOCS / "notes.txt").read_text()
+    doc.write_text(text[:900])
+    args = (str(doc), "Who is the project manager?", "--model", tiny_dir, "--device", "cuda", "--max-new-tokens",
+            "12", *TINY)
+    first = ask_json(capsys, *args)
+    hit = ask_json(capsys, *args)
+    assert not first["cache_hit"] and hit["cache_hit"] and hit["answer"] == first["answer"]
+    doc.write_text(text[:1000])  # the notes grew
+    grown = ask_json(capsys, *args)
+    again = ask_json(capsys, *args)
+    assert grown["reused_tokens"] > 0 and again["cache_hit"] and again["answer"] == grown["answer"]
+    assert kvstore.temp_files() == [] and len(kvstore.list_entries()) == 2
 
 
 def test_prefill_from_reused_rows_matches_one_shot_gpu(tmp_path):

@@ -13,13 +13,14 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 from typer.testing import CliRunner
 
-from tmixcli import kvstore
+from tmixcli import kvstore, kvwrite
 from tmixcli.cli_cache import app
 from tmixcli.config import AttentionConfig
 from tmixcli.errors import TmixError
@@ -127,17 +128,19 @@ def test_round_trip_continuation(kind: str, tokenizer) -> None:
     torch.testing.assert_close(from_loaded, one_pass, atol=1e-5, rtol=1e-5)
 
 
-def test_write_tensor_of_views(tmp_path: Path) -> None:
-    """A cache buffer's view (spare rows, a transposed slice) is written in row-major order without a whole copy."""
-    buf = torch.randn(1, 3, 50, 8)  # buf: [1, Hkv, capacity, D]
-    views = [buf[:, :, :37], buf[:, :, :37].transpose(2, 3), buf[0, 1, 5:9], torch.empty(0, 4), buf.contiguous()]
-    path = tmp_path / "raw.bin"
-    with open(path, "wb") as f:
-        for t in views:
-            kvstore._write_tensor(f, t, [])
-    want = b"".join(t.contiguous().numpy().tobytes() for t in views)
-    assert path.read_bytes() == want
-    assert list(kvstore._pieces(views[0]))[0].data_ptr() == buf.data_ptr()  # no copy of the view
+def test_save_of_views(tmp_path: Path) -> None:
+    """A cache buffer's views (spare rows after them) are written row-major, without the spare rows."""
+    buf = torch.randn(2, 1, 3, 50, 8)  # buf: [L, 1, Hkv, capacity, D]
+    layers = [SimpleNamespace(keys=buf[i, :, :, :37], values=buf[1 - i, :, :, :37]) for i in range(2)]
+    path = tmp_path / "kv.safetensors"
+    kvstore.save_kv(path, SimpleNamespace(layers=layers), list(range(37)), {"doc_name": "d"})
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:  # the header's reserved room is plain safetensors padding
+        for i in range(2):
+            assert torch.equal(f.get_tensor(f"layers.{i}.keys"), buf[i, :, :, :37])
+            assert torch.equal(f.get_tensor(f"layers.{i}.values"), buf[1 - i, :, :, :37])
+        assert f.get_tensor("prefix_ids").tolist() == list(range(37))
 
 
 @pytest.mark.parametrize("rows", [None, 7, 0, 10_000])
@@ -348,12 +351,12 @@ def test_refuses_sliding_window(tokenizer) -> None:
 def test_disk_full_leaves_nothing(tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
-    def full(f, data):
+    def full(fd, data, offset):
         calls.append(1)
         if len(calls) > 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        f.write(data)
-    monkeypatch.setattr(kvstore, "_write_bytes", full)
+        os.pwrite(fd, data, offset)
+    monkeypatch.setattr(kvwrite, "_pwrite", full)
     with pytest.raises(TmixError, match=r"disk full"):
         saved(tiny_model(), tokenizer)
     assert list(kvstore.kv_dir().iterdir()) == []
@@ -362,14 +365,14 @@ def test_disk_full_leaves_nothing(tokenizer, monkeypatch: pytest.MonkeyPatch) ->
 SAVER = textwrap.dedent("""
     import sys, time, torch
     from transformers import DynamicCache
-    from tmixcli import kvstore
+    import os
+    from tmixcli import kvstore, kvwrite
     path, delay = sys.argv[1], float(sys.argv[2])
-    def slow(f, data):
-        f.write(data)
-        f.flush()
+    def slow(fd, data, offset):
+        os.pwrite(fd, data, offset)
         print("writing", flush=True)
         time.sleep(delay)
-    kvstore._write_bytes = slow
+    kvwrite._pwrite = slow
     torch.manual_seed(0)
     cache = DynamicCache()
     for i in range(4):

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import torch
 
-from tmixcli import attention, docindex, generate, kvread, kvstore, prompt, reuse
+from tmixcli import attention, docindex, generate, kvread, kvstore, kvwrite, prompt, reuse
 from tmixcli.config import AttentionConfig, Settings, default_start_layer
 from tmixcli.documents import Document, joined_text
 from tmixcli.errors import TmixError
@@ -215,17 +215,41 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
     held = None  # unless it became `base`, the held cache is freed here, before a file is read or prefilled
     if base is None and s.use_cache:
         base = _reusable(ctx, s)
-    ctx.cache, _ = generate.prefill(lm.model, ids, chunk_size=s.chunk_size, progress=s.progress, cache=base)
+    save = s.use_cache or kv_out is not None
+    meta = kvstore.build_meta(model_id=lm.model_id, fingerprint=fp, dtype=lm.dtype, attn=attn, doc_name=doc.name,
+                              doc_sha256=doc.sha256, template_hash=prompt.template_hash(lm.tokenizer, s.system),
+                              n_tokens=len(ids))
+    cap = limit if kv_out is None else None
+    writer = _writer(lm, path, ids, meta, cap, base) if save else None
+    try:
+        ctx.cache, _ = generate.prefill(lm.model, ids, chunk_size=s.chunk_size, progress=s.progress, cache=base,
+                                        on_rows=writer.rows if writer is not None else None)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
     ctx.prefill_s = _now(lm) - start
-    if s.use_cache or kv_out is not None:
-        meta = kvstore.build_meta(model_id=lm.model_id, fingerprint=fp, dtype=lm.dtype, attn=attn,
-                                  doc_name=doc.name, doc_sha256=doc.sha256,
-                                  template_hash=prompt.template_hash(lm.tokenizer, s.system), n_tokens=len(ids))
+    if save:
         if base is None:  # what recomputing this file costs, so a slow disk can be skipped (_read_or_recompute)
             meta["prefill_s"], meta["prefill_device"] = f"{ctx.prefill_s:.3f}", _device_name(lm)
-        ctx.pending_save = _saver(path, ctx.cache, ids, meta, limit if kv_out is None else None, resident)
+        if writer is not None:
+            writer.finish({k: meta[k] for k in ("prefill_s", "prefill_device") if k in meta})
+        ctx.pending_save = _saver(path, ctx.cache, ids, meta, cap, resident, writer)
         ctx.kv_path = path
     return ctx
+
+
+def _writer(lm: LoadedModel, path: Path, ids: list[int], meta: dict, cap: int | None,
+            base: object | None) -> kvwrite.KVWriter | None:
+    """A KV file writer fed by the prefill layer by layer (kvwrite.py), given the rows `base` already holds; None
+    when the file would exceed the cache cap (the save then only says so)."""
+    n_layers, kv_heads, head_dim = kvstore.model_kv_dims(lm.model.config)
+    if cap is not None and kvwrite.planned_size(n_layers, kv_heads, head_dim, lm.dtype, len(ids)) > cap:
+        return None
+    writer = kvwrite.KVWriter(path, n_layers, kv_heads, head_dim, lm.dtype, ids, meta)
+    for i, layer in enumerate(base.layers if base is not None else []):
+        writer.rows(i, layer.keys, layer.values, 0)
+    return writer
 
 
 def _resident_rows(ctx: Context, held: tuple, s: Settings) -> object | None:
@@ -271,16 +295,22 @@ def _prefix_rows(cache: object, n: int) -> SimpleNamespace:
 
 
 def _saver(path: Path, cache: object, ids: list[int], meta: dict, limit: int | None,
-           resident: ResidentKV | None = None) -> Callable[[], list[str]]:
-    """Save the KV file, then evict least recently used files past `limit` (None: no cap, or not the cache dir);
-    `tmix serve` keeps the cache in memory as that file's state (`resident`) while it holds only the prefix."""
+           resident: ResidentKV | None = None, writer: kvwrite.KVWriter | None = None) -> Callable[[], list[str]]:
+    """Finish the KV file (wait for `writer`, or write the cache whole where the writer gave up), then evict least
+    recently used files past `limit` (None: no cap, or not the cache dir); `tmix serve` keeps the cache in memory
+    as that file's state (`resident`) while it holds only the prefix."""
     def save() -> list[str]:
         prefix = _prefix_rows(cache, len(ids))  # chat --keep-history may have grown the cache past the prefix
         size = kvstore.cache_bytes(prefix)
         if limit is not None and size > limit:
+            if writer is not None:
+                writer.abort()
             return [f"KV file not saved: its {kvstore.human_size(size)} exceed the cache cap TMIX_CACHE_MAX "
                     f"({kvstore.human_size(limit)})"]
-        kvstore.save_kv(path, prefix, ids, meta)
+        if writer is not None and writer.usable:
+            writer.wait()
+        else:
+            kvstore.save_kv(path, prefix, ids, meta)
         if resident is not None and cache.get_seq_length() == len(ids):
             resident.put(path, cache, ids, kvstore.read_meta(path))
         gone = kvstore.trim_cache(limit, keep=path)

@@ -478,13 +478,23 @@ def _usage_line(err: Exception) -> str:
     return f"tmix: error: {msg}" + (f" (see '{ctx.command_path} --help')" if ctx is not None else "")
 
 
+def _abort_writers() -> None:
+    """A KV file still being written when the command ends (it failed after its prefill) is dropped, not left."""
+    kvwrite = sys.modules.get("tmixcli.kvwrite")  # never imported (nor torch) by commands that wrote nothing
+    if kvwrite is not None:
+        kvwrite.abort_all()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: TmixError -> one line on stderr and its exit code; never a traceback for user errors."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _ARGV[:] = sys.argv[1:] if argv is None else list(argv)
     command = typer.main.get_command(app)
     try:
-        code = command.main(args=argv, prog_name="tmix", standalone_mode=False)
+        try:
+            code = command.main(args=argv, prog_name="tmix", standalone_mode=False)
+        finally:
+            _abort_writers()
     except TmixError as err:
         print(f"tmix: error: {err}", file=sys.stderr)
         sys.exit(err.code)

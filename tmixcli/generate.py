@@ -62,12 +62,41 @@ def auto_chunk_size(model: torch.nn.Module, n_tokens: int, headroom: float = 0.8
     return chunk
 
 
+RowsCallback = Callable[[int, torch.Tensor, torch.Tensor, int], None]
+
+
+@contextmanager
+def rows_done(model: torch.nn.Module, cache: DynamicCache, span: list[int], on_rows: RowsCallback | None):
+    """Call on_rows(layer, keys, values, start) as each decoder layer finishes the rows span[0]:span[1]
+    (keys/values: views [1, Hkv, n, D] of the cache, final from then on): kvwrite saves them meanwhile."""
+    layers = decoder_layers(model)
+    if on_rows is None or layers is None or len(layers) != len(cache.layers):
+        yield
+        return
+
+    def hook(i: int):
+        def done(*_) -> None:  # a hook that returns a value would replace the layer's output
+            layer = cache.layers[i]
+            a, b = span
+            on_rows(i, layer.keys[..., a:b, :], layer.values[..., a:b, :], a)
+        return done
+
+    handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @torch.inference_mode()
 def prefill(model: torch.nn.Module, prefix_ids: list[int], chunk_size: int | None = None,
-            progress: bool = False, cache: DynamicCache | None = None) -> tuple[DynamicCache, torch.Tensor]:
+            progress: bool = False, cache: DynamicCache | None = None,
+            on_rows: RowsCallback | None = None) -> tuple[DynamicCache, torch.Tensor]:
     """Run the prefix (triangle layers see the TriangleMix pattern); returns the KV cache and last logits [V].
 
-    `cache`: the prefix's first rows, already computed (reuse.py); only the rest is run, in global positions."""
+    `cache`: the prefix's first rows, already computed (reuse.py); only the rest is run, in global positions.
+    `on_rows`: told about each layer's new rows as soon as that layer has computed them (see rows_done)."""
     device = model.device
     ids = torch.tensor([prefix_ids], device=device)  # ids: [1, T]
     total = ids.shape[1]
@@ -76,8 +105,10 @@ def prefill(model: torch.nn.Module, prefix_ids: list[int], chunk_size: int | Non
     if cache is None:
         cache = growing_cache(model.config, expected=total)  # appends in place: no K/V copy per decoded token
     n_chunks = -(-(total - done) // step)
-    with layer_progress(model, n_chunks, progress):
+    span = [done, done]
+    with layer_progress(model, n_chunks, progress), rows_done(model, cache, span, on_rows):
         for start in range(done, total, step):
+            span[:] = [start, min(start + step, total)]
             out = model(input_ids=ids[:, start:start + step], past_key_values=cache, use_cache=True,
                         logits_to_keep=1, tmix_total_len=total)
     return cache, out.logits[0, -1].float()

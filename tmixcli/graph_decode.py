@@ -81,7 +81,8 @@ class GraphDecoder:
                 self._forward()
         torch.cuda.current_stream(self.model.device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: kvwrite's thread may be copying a KV file out on its own stream meanwhile
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.logits = self._forward()
 
     def step(self, token: int) -> torch.Tensor:

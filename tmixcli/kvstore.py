@@ -10,11 +10,10 @@ import math
 import os
 import re
 import struct
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import tmixcli
 from tmixcli.config import AttentionConfig
@@ -182,7 +181,7 @@ def refuse_sliding(config: Any) -> None:
 # ---------------------------------------------------------------- save
 
 
-def _cache_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def cache_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(keys, values) per layer, each [1, Hkv, T, D]; refuses sliding or mismatched layers."""
     layers = getattr(cache, "layers", None)
     if not layers:
@@ -203,111 +202,54 @@ def _cache_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return out
 
 
-def _plan(tensors: list[tuple[str, torch.Tensor]], meta: dict[str, str]) -> bytes:
-    """The safetensors header (length prefix + JSON padded to 8 bytes) for tensors written in order."""
+def plan_header(entries: list[tuple[str, torch.dtype, list[int]]], meta: dict[str, str],
+                size: int | None = None) -> bytes:
+    """The safetensors header (length prefix + JSON padded with spaces to 8 bytes, or to exactly `size` bytes in
+    all) for tensors (name, dtype, shape) stored back to back in this order."""
     header: dict[str, Any] = {"__metadata__": meta}
     offset = 0
-    for name, t in tensors:
-        nbytes = t.numel() * t.element_size()
-        header[name] = {"dtype": ST_NAMES[str(t.dtype)], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + nbytes]}
+    for name, dtype, shape in entries:
+        nbytes = math.prod(shape) * ST_DTYPES[ST_NAMES[str(dtype)]][1]
+        header[name] = {"dtype": ST_NAMES[str(dtype)], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    return struct.pack("<Q", len(raw)) + raw
+    pad = -len(raw) % 8 if size is None else size - 8 - len(raw)
+    if pad < 0:
+        raise TmixError(f"KV metadata too long for its header ({len(raw)} bytes, room for {size - 8})")
+    return struct.pack("<Q", len(raw) + pad) + raw + b" " * pad
 
 
-def _write_bytes(f: BinaryIO, data: bytes | memoryview) -> None:
-    """The single writer of file content (tests patch it to simulate a full disk or a slow write)."""
-    f.write(data)
-
-
-STAGE_BYTES = 64 << 20  # pinned host buffer a GPU tensor is written through, piece by piece
-
-
-def _pieces(t: torch.Tensor) -> Iterator[torch.Tensor]:
-    """Contiguous sub-tensors of t in row-major order: a view into a larger cache buffer is never copied whole."""
-    if t.is_contiguous():
-        yield t
-        return
-    if t.dim() <= 1:
-        yield t.contiguous()
-        return
-    for sub in t.unbind(0):
-        yield from _pieces(sub)
-
-
-def _write_tensor(f: BinaryIO, t: torch.Tensor, stage: list) -> None:
-    """Write t's raw little-endian bytes; a GPU tensor goes through one pinned buffer (pageable copies ran at
-    ~1 GB/s on the H100 host, pinned ones at ~50 GB/s: see docs/long-context.md)."""
-    import torch
-
-    for piece in _pieces(t.detach()):
-        raw = piece.reshape(-1).view(torch.uint8)  # raw: [bytes]
-        if raw.device.type == "cpu":
-            _write_bytes(f, memoryview(raw.numpy()))
-            continue
-        if not stage:
-            stage.append(torch.empty(min(STAGE_BYTES, raw.numel()), dtype=torch.uint8, pin_memory=True))
-        elif stage[0].numel() < min(STAGE_BYTES, raw.numel()):
-            stage[0] = torch.empty(min(STAGE_BYTES, raw.numel()), dtype=torch.uint8, pin_memory=True)
-        buf = stage[0]
-        for start in range(0, raw.numel(), buf.numel()):
-            part = raw[start:start + buf.numel()]
-            view = buf[:part.numel()]
-            view.copy_(part)  # synchronous device -> pinned host copy
-            _write_bytes(f, memoryview(view.numpy()))
+def full_meta(meta: dict[str, str], n_tokens: int, n_layers: int, kv_heads: int, head_dim: int,
+              dtype: torch.dtype) -> dict[str, str]:
+    """`meta` plus the fields every KV file has (format, shape, dtype, version); all strings, or TmixError."""
+    full = {**meta, "tmix_format": FORMAT_VERSION, "n_tokens": str(n_tokens), "num_layers": str(n_layers),
+            "kv_heads": str(kv_heads), "head_dim": str(head_dim)}
+    full.setdefault("dtype", dtype_name(dtype))
+    full.setdefault("tmix_version", tmixcli.__version__)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in full.items()):
+        raise TmixError("KV metadata must map strings to strings")
+    return full
 
 
 def save_kv(path: Path, cache: Any, prefix_ids: list[int], meta: dict[str, str]) -> int:
     """Write cache + prefix ids + meta atomically (temp file, fsync, rename); returns bytes written."""
-    import torch
+    from tmixcli import kvwrite
 
-    path = Path(path)
-    layers = _cache_tensors(cache)
-    k0 = layers[0][0]  # keys: [1, Hkv, T, D]
-    if k0.shape[2] != len(prefix_ids):
-        raise TmixError(f"cannot save KV cache: {k0.shape[2]} cached tokens but {len(prefix_ids)} prefix ids")
-    full = {**meta, "tmix_format": FORMAT_VERSION, "n_tokens": str(len(prefix_ids)),
-            "num_layers": str(len(layers)), "kv_heads": str(k0.shape[1]), "head_dim": str(k0.shape[3])}
-    full.setdefault("dtype", dtype_name(k0.dtype))
-    full.setdefault("tmix_version", tmixcli.__version__)
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in full.items()):
-        raise TmixError("KV metadata must map strings to strings")
-    ids = torch.tensor([int(i) for i in prefix_ids], dtype=torch.int64)  # prefix_ids: [T]
-    tensors = [("prefix_ids", ids)]
-    for i, (k, v) in enumerate(layers):
-        tensors += [(f"layers.{i}.keys", k), (f"layers.{i}.values", v)]
-    return _atomic_write(path, _plan(tensors, full), [t for _, t in tensors])
+    return kvwrite.save_kv(Path(path), cache, prefix_ids, meta)
 
 
-def _atomic_write(path: Path, header: bytes, tensors: list[torch.Tensor]) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
-    try:
-        with open(tmp, "wb") as f:
-            _write_bytes(f, header)
-            stage: list = []  # the pinned staging buffer, made on the first GPU tensor
-            for t in tensors:
-                _write_tensor(f, t, stage)
-            f.flush()
-            os.fsync(f.fileno())
-        size = tmp.stat().st_size
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-        return size
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            raise TmixError(f"disk full while writing KV file {path}; free space or run `tmix cache clear`") \
-                from err
-        if isinstance(err, OSError):
-            raise TmixError(f"could not write KV file {path}: {err.strerror or err}") from err
-        raise
+def write_error(path: Path, err: BaseException) -> BaseException:
+    """The error a failed KV file write is reported as: one line for disk problems, else the error itself."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        detail = f" ({err.strerror})" if err.strerror and "needed" in err.strerror else ""
+        return TmixError(f"disk full while writing KV file {path}{detail}; free space or run `tmix cache clear`")
+    if isinstance(err, OSError):
+        return TmixError(f"could not write KV file {path}: {err.strerror or err}")
+    return err
 
 
-def _fsync_dir(d: Path) -> None:
+def fsync_dir(d: Path) -> None:
+    """Make a rename in `d` durable (best effort: not every file system allows it)."""
     with contextlib.suppress(OSError):
         fd = os.open(d, os.O_RDONLY)
         try:
@@ -646,7 +588,7 @@ def cache_limit() -> int | None:
 
 def cache_bytes(cache: Any) -> int:
     """Bytes of a cache's K/V tensors: about the size of its KV file."""
-    return sum(t.numel() * t.element_size() for pair in _cache_tensors(cache) for t in pair)
+    return sum(t.numel() * t.element_size() for pair in cache_tensors(cache) for t in pair)
 
 
 def trim_cache(limit: int | None, keep: Path | None = None, root: Path | None = None) -> list[dict]:

@@ -1,0 +1,179 @@
+"""KV files written while the prefill runs (kvwrite.py): same file as a whole save, written early, never half left."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from tmixcli import attention, generate, kvstore, kvwrite
+from tmixcli.config import AttentionConfig
+from tmixcli.errors import TmixError
+
+T = 45
+META = {"doc_name": "d.txt", "model_id": "tiny"}
+
+
+@pytest.fixture(autouse=True)
+def _cache_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def tiny(layers: int = 3):
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=128, max_position_embeddings=256)
+    model = LlamaForCausalLM(config).eval()
+    attention.attach(model, AttentionConfig(method="trimix", start_layer=1, n_init=2, n_local=8, last_n=4))
+    return model
+
+
+def ids(n: int = T) -> list[int]:
+    return torch.randint(3, 128, (n,), generator=torch.Generator().manual_seed(1)).tolist()
+
+
+def writer_for(model, path: Path, prefix: list[int]) -> kvwrite.KVWriter:
+    n_layers, kv_heads, head_dim = kvstore.model_kv_dims(model.config)
+    return kvwrite.KVWriter(path, n_layers, kv_heads, head_dim, torch.float32, prefix, META)
+
+
+def same_file(a: Path, b: Path) -> None:
+    ca, ia, ma = kvstore.load_kv(a)
+    cb, ib, mb = kvstore.load_kv(b)
+    assert ia == ib and {k: v for k, v in ma.items() if k != "prefill_s"} == mb
+    for x, y in zip(ca.layers, cb.layers, strict=True):
+        assert torch.equal(x.keys, y.keys) and torch.equal(x.values, y.values)
+
+
+def leftovers(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+@pytest.mark.parametrize("chunk", [None, 7, 16])
+def test_streamed_file_equals_a_whole_save(tmp_path: Path, chunk) -> None:
+    """Rows handed over per layer and chunk give the file a save of the finished cache gives."""
+    model, prefix = tiny(), ids()
+    w = writer_for(model, tmp_path / "streamed.safetensors", prefix)
+    calls = []
+
+    def on_rows(i, k, v, start):
+        calls.append((i, start, k.shape[-2]))
+        w.rows(i, k, v, start)
+    cache, _ = generate.prefill(model, prefix, chunk_size=chunk, on_rows=on_rows)
+    w.finish({"prefill_s": "1.250"})
+    assert w.wait() == (tmp_path / "streamed.safetensors").stat().st_size
+    kvstore.save_kv(tmp_path / "whole.safetensors", cache, prefix, META)
+    same_file(tmp_path / "streamed.safetensors", tmp_path / "whole.safetensors")
+    assert kvstore.read_meta(tmp_path / "streamed.safetensors")["prefill_s"] == "1.250"
+    n_chunks = -(-T // (chunk or T))
+    assert len(calls) == 3 * n_chunks and {c[0] for c in calls} == {0, 1, 2}
+    assert sum(c[2] for c in calls if c[0] == 0) == T
+    assert leftovers(tmp_path) == ["streamed.safetensors", "whole.safetensors"]
+
+
+def test_rows_are_written_during_the_prefill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layer 0's rows reach the disk before the last layer has run."""
+    written = threading.Event()
+    real = kvwrite._pwrite
+
+    def spy(fd, data, offset):
+        real(fd, data, offset)
+        if offset > 0:
+            written.set()
+    monkeypatch.setattr(kvwrite, "_pwrite", spy)
+    model, prefix = tiny(), ids()
+    w = writer_for(model, tmp_path / "kv.safetensors", prefix)
+    seen = []
+
+    def on_rows(i, k, v, start):
+        w.rows(i, k, v, start)
+        if i == 2:
+            seen.append(written.wait(10))
+    generate.prefill(model, prefix, on_rows=on_rows)
+    w.finish()
+    w.wait()
+    assert seen == [True]
+
+
+def test_reused_rows_then_the_rest(tmp_path: Path) -> None:
+    """A prefill that starts from cached rows: those rows first, then the new ones, give the whole file."""
+    model, prefix = tiny(), ids()
+    base, _ = generate.prefill(model, prefix[:20])
+    w = writer_for(model, tmp_path / "kv.safetensors", prefix)
+    for i, layer in enumerate(base.layers):
+        w.rows(i, layer.keys, layer.values, 0)
+    cache, _ = generate.prefill(model, prefix, cache=base, chunk_size=10, on_rows=w.rows)
+    w.finish()
+    w.wait()
+    kvstore.save_kv(tmp_path / "whole.safetensors", cache, prefix, META)
+    same_file(tmp_path / "kv.safetensors", tmp_path / "whole.safetensors")
+
+
+Bad = namedtuple("Bad", "layer start rows heads")
+
+
+@pytest.mark.parametrize("bad", [Bad(0, 5, T, 2), Bad(0, 0, T, 1), Bad(3, 0, T, 2), Bad(0, 0, T + 1, 2)],
+                         ids=["out-of-order", "other-shape", "no-such-layer", "too-many-rows"])
+def test_rows_that_do_not_fit_give_up(tmp_path: Path, bad: Bad) -> None:
+    """Rows that do not fit the plan end the writer quietly: no temp file, and the caller saves whole."""
+    model, prefix = tiny(), ids()
+    w = writer_for(model, tmp_path / "kv.safetensors", prefix)
+    k = torch.zeros(1, bad.heads, bad.rows, 16)
+    w.rows(bad.layer, k, k, bad.start)
+    assert not w.usable
+    w.finish()
+    assert leftovers(tmp_path) == []
+
+
+def test_unfinished_rows_give_up(tmp_path: Path) -> None:
+    model, prefix = tiny(), ids()
+    w = writer_for(model, tmp_path / "kv.safetensors", prefix)
+    w.rows(0, torch.zeros(1, 2, T, 16), torch.zeros(1, 2, T, 16), 0)
+    w.finish()  # layers 1 and 2 never came
+    assert not w.usable and leftovers(tmp_path) == []
+
+
+def test_abort_leaves_nothing(tmp_path: Path) -> None:
+    model, prefix = tiny(), ids()
+    w = writer_for(model, tmp_path / "kv.safetensors", prefix)
+    w.rows(0, torch.zeros(1, 2, T, 16), torch.zeros(1, 2, T, 16), 0)
+    kvwrite.abort_all()  # what `tmix` does when a command fails after its prefill
+    assert leftovers(tmp_path) == []
+    with pytest.raises(TmixError, match="could not write KV file"):
+        w.wait()
+
+
+def test_not_enough_space_is_known_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(kvwrite.shutil, "disk_usage", lambda _: usage(10**6, 10**6 - 1000, 1000))
+    writes = []
+    monkeypatch.setattr(kvwrite, "_pwrite", lambda *a: writes.append(a))
+    model, prefix = tiny(), ids()
+    w = writer_for(model, tmp_path / "kv.safetensors", prefix)
+    with pytest.raises(TmixError, match=r"disk full while writing KV file .*needed, 1000 B free"):
+        w.wait()
+    assert writes == [] and leftovers(tmp_path) == []
+
+
+def test_disk_full_midway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def full(fd, data, offset):
+        calls.append(offset)
+        if len(calls) > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        os.pwrite(fd, data, offset)
+    monkeypatch.setattr(kvwrite, "_pwrite", full)
+    model, prefix = tiny(), ids()
+    w = writer_for(model, tmp_path / "kv.safetensors", prefix)
+    generate.prefill(model, prefix, on_rows=w.rows)
+    w.finish()
+    with pytest.raises(TmixError, match="disk full while writing KV file"):
+        w.wait()
+    assert leftovers(tmp_path) == []

@@ -1,0 +1,264 @@
+"""Write a KV file in the background, layer by layer, while the prefill is still computing the later layers.
+
+`KVWriter` plans the whole file (kvstore's safetensors layout) from the cache's shape before any row exists, so
+each layer's rows go to disk as soon as the prefill has made them: GPU rows through a pinned buffer on a side
+stream (the prefill's stream never waits), CPU rows straight from the cache. The header, whose metadata holds the
+prefill's own time, is written last into room reserved for it; then fsync and rename, so the file appears whole
+or not at all. On a GPU the write of a 128K-token file overlaps the prefill and the answer instead of following
+them (docs/long-context.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import queue
+import shutil
+import threading
+import uuid
+import weakref
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tmixcli import kvstore
+from tmixcli.errors import TmixError
+
+ROOM = 1024  # header bytes reserved for metadata known only after the prefill (prefill_s, prefill_device)
+STAGE_BYTES = 256 << 20  # pinned buffer GPU rows are copied through (pageable copies ran at ~1 GB/s): a 128K
+# layer's keys (Llama-3.1-8B) in one piece
+_live: weakref.WeakSet = weakref.WeakSet()  # writers still running, aborted when the command ends (abort_all)
+
+
+def _pwrite(fd: int, data: memoryview | bytes, offset: int) -> None:
+    """The single writer of file content (tests patch it to simulate a full disk or a slow one)."""
+    view = memoryview(data).cast("B")
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def planned_size(n_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype, n_tokens: int) -> int:
+    """Bytes of the K/V tensors of such a file (what the cache cap compares)."""
+    return 2 * n_layers * kv_heads * n_tokens * head_dim * torch.empty(0, dtype=dtype).element_size()
+
+
+class KVWriter:
+    """One KV file written from rows handed over as they are computed (`rows`), completed by `finish`.
+
+    The main thread calls `rows`, `finish`, `wait` and `abort`; a daemon thread does all the copying and writing.
+    A hand-over that does not fit the plan (another shape or dtype, rows out of order) makes the writer give up
+    quietly (`usable` False, temp file gone): the caller then saves the finished cache with kvstore.save_kv."""
+
+    def __init__(self, path: Path, n_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype,
+                 prefix_ids: list[int], meta: dict[str, str]) -> None:
+        self.path, self.n_tokens, self.dtype = Path(path), len(prefix_ids), dtype
+        self.meta = kvstore.full_meta(meta, len(prefix_ids), n_layers, kv_heads, head_dim, dtype)
+        self._shape = (1, kv_heads, head_dim)
+        self._entries = [("prefix_ids", torch.int64, [self.n_tokens])]
+        for i in range(n_layers):
+            for kind in ("keys", "values"):
+                self._entries.append((f"layers.{i}.{kind}", dtype, [1, kv_heads, self.n_tokens, head_dim]))
+        self._header_len = len(kvstore.plan_header(self._entries, self.meta)) + ROOM
+        self._row_bytes = head_dim * torch.empty(0, dtype=dtype).element_size()
+        self._layer_bytes = kv_heads * self.n_tokens * self._row_bytes
+        self._data0 = self._header_len + 8 * self.n_tokens  # where layer 0's keys start
+        self.size = self._data0 + 2 * n_layers * self._layer_bytes
+        self._next = [0] * n_layers  # rows handed over so far, per layer
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self.error: BaseException | None = None
+        self.usable = True
+        self.finished = False
+        self.written = 0  # bytes written so far (the writer thread's progress)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.parent / f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{kvstore.TMP_SUFFIX}"
+        self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+            if free < self.size:
+                raise OSError(errno.ENOSPC, f"{kvstore.human_size(self.size)} needed, {kvstore.human_size(free)} free")
+            os.ftruncate(self._fd, self.size)
+        except OSError as err:
+            self.error = err
+        ids = torch.tensor([int(i) for i in prefix_ids], dtype=torch.int64)  # ids: [T]
+        self._queue.put(("ids", ids))
+        self._thread = threading.Thread(target=self._run, name="tmix-kv-writer", daemon=True)
+        self._thread.start()
+        _live.add(self)
+
+    # ---------------------------------------------------------------- main thread
+
+    def rows(self, layer: int, keys: torch.Tensor, values: torch.Tensor, start: int) -> None:
+        """Hand over rows [start, start + n) of one layer (keys/values: [1, Hkv, n, D], final, not to be changed)."""
+        if not self.usable or self.error is not None:
+            return
+        n = keys.shape[-2] if keys is not None and keys.dim() == 4 else -1
+        fits = (n >= 0 and tuple(keys.shape) == (1, self._shape[1], n, self._shape[2])
+                and values is not None and values.shape == keys.shape and keys.dtype == values.dtype == self.dtype
+                and 0 <= layer < len(self._next) and start == self._next[layer] and start + n <= self.n_tokens)
+        if not fits:
+            self._give_up()
+            return
+        self._next[layer] = start + n
+        event = None
+        if keys.is_cuda:  # the copy waits for the rows on the GPU, not for everything queued after them
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(keys.device))
+        self._queue.put(("rows", layer, keys, values, start, event))
+
+    def finish(self, extra_meta: dict[str, str] | None = None) -> None:
+        """All rows are handed over: write the header (with `extra_meta`), fsync and rename, in the background."""
+        if not self.usable or self.finished:
+            return
+        if any(n != self.n_tokens for n in self._next):
+            self._give_up()
+            return
+        self.finished = True
+        self.meta.update(extra_meta or {})
+        self._queue.put(("finish",))
+
+    def wait(self) -> int:
+        """Block until the file is complete (Ctrl-C aborts it); the file's size, or TmixError."""
+        try:
+            while not self._done.wait(0.1):
+                pass
+        except BaseException:
+            self.abort()
+            raise
+        if self.error is not None:
+            raise kvstore.write_error(self.path, self.error)
+        return self.size
+
+    def abort(self) -> None:
+        """Stop writing and remove the temp file (a renamed, complete file stays)."""
+        self._stop.set()
+        self._queue.put(("stop",))
+        self._thread.join()
+
+    def _give_up(self) -> None:
+        self.usable = False
+        self.abort()
+
+    # ---------------------------------------------------------------- writer thread
+
+    def _run(self) -> None:
+        renamed = False
+        try:
+            stage: dict = {}
+            while self.error is None and not self._stop.is_set():
+                item = self._queue.get()
+                if item[0] == "ids":
+                    self._put(item[1], self._header_len, None, stage)
+                elif item[0] == "rows":
+                    self._put_rows(*item[1:], stage)
+                elif item[0] == "finish":
+                    header = kvstore.plan_header(self._entries, self.meta, size=self._header_len)
+                    _pwrite(self._fd, header, 0)
+                    os.fsync(self._fd)
+                    os.replace(self.tmp, self.path)
+                    renamed = True
+                    kvstore.fsync_dir(self.path.parent)
+                    break
+                else:
+                    break
+        except BaseException as err:  # noqa: BLE001 - reported by wait() on the main thread
+            self.error = err
+        finally:
+            os.close(self._fd)
+            if not renamed:
+                with contextlib.suppress(OSError):
+                    self.tmp.unlink()
+                if self.error is None and self.usable:
+                    self.error = InterruptedError("the KV file was not finished")
+            self._done.set()
+
+    def _put_rows(self, layer: int, keys: torch.Tensor, values: torch.Tensor, start: int, event: Any,
+                  stage: dict) -> None:
+        segments = []  # (rows of one head [n, D], file offset)
+        for kind, t in enumerate((keys, values)):  # t: [1, Hkv, n, D]
+            base = self._data0 + (2 * layer + kind) * self._layer_bytes
+            segments += [(t[0, h], base + (h * self.n_tokens + start) * self._row_bytes) for h in range(t.shape[1])]
+        if keys.device.type == "cuda":
+            self._put_gpu(segments, event, stage)
+            return
+        for piece, offset in segments:
+            self._put(piece, offset, None, stage)
+
+    def _put(self, t: torch.Tensor, offset: int, event: Any, stage: dict) -> None:
+        """Write t's bytes at `offset`."""
+        if t.device.type == "cuda":
+            self._put_gpu([(t, offset)], event, stage)
+            return
+        if self._stop.is_set():
+            raise InterruptedError("aborted")
+        raw = t.detach().contiguous().reshape(-1).view(torch.uint8)  # raw: [bytes]
+        self._write(memoryview(raw.numpy()), offset)
+
+    def _put_gpu(self, segments: list, event: Any, stage: dict) -> None:
+        """Copy GPU segments into the pinned buffer on a side stream of their device, then write them out; segments
+        adjacent in the file (a one-shot prefill's heads, keys then values) go out as one write. Few large writes
+        matter: while the prefill runs, the main thread holds the GIL and this thread waits for it after each."""
+        dev = segments[0][0].device
+        side = stage.setdefault(dev, torch.cuda.Stream(dev))
+        need = min(STAGE_BYTES, sum(t.numel() * t.element_size() for t, _ in segments))
+        if "buf" not in stage or stage["buf"].numel() < need:
+            stage["buf"] = torch.empty(need, dtype=torch.uint8, pin_memory=True)
+        buf = stage["buf"]
+        pending: list[list[int]] = []  # [buffer offset, bytes, file offset], merged where both are adjacent
+
+        def flush() -> None:
+            side.synchronize()
+            for at, n, offset in pending:
+                if self._stop.is_set():
+                    raise InterruptedError("aborted")
+                self._write(memoryview(buf[at:at + n].numpy()), offset)
+            pending.clear()
+
+        with torch.cuda.device(dev), torch.cuda.stream(side):
+            if event is not None:
+                side.wait_event(event)
+            used = 0
+            for t, offset in segments:
+                raw = t.detach().contiguous().reshape(-1).view(torch.uint8)
+                done = 0
+                while done < raw.numel():
+                    if used == buf.numel():
+                        flush()
+                        used = 0
+                    n = min(raw.numel() - done, buf.numel() - used)
+                    buf[used:used + n].copy_(raw[done:done + n], non_blocking=True)
+                    last = pending[-1] if pending else None
+                    if last and last[0] + last[1] == used and last[2] + last[1] == offset + done:
+                        last[1] += n
+                    else:
+                        pending.append([used, n, offset + done])
+                    used, done = used + n, done + n
+            flush()
+
+    def _write(self, data: memoryview, offset: int) -> None:
+        _pwrite(self._fd, data, offset)
+        self.written += data.nbytes
+
+
+def save_kv(path: Path, cache: Any, prefix_ids: list[int], meta: dict[str, str]) -> int:
+    """Write a finished cache + prefix ids + meta atomically (temp file, fsync, rename); returns bytes written."""
+    layers = kvstore.cache_tensors(cache)
+    k0 = layers[0][0]  # keys: [1, Hkv, T, D]
+    if k0.shape[2] != len(prefix_ids):
+        raise TmixError(f"cannot save KV cache: {k0.shape[2]} cached tokens but {len(prefix_ids)} prefix ids")
+    writer = KVWriter(path, len(layers), k0.shape[1], k0.shape[3], k0.dtype, prefix_ids, meta)
+    for i, (k, v) in enumerate(layers):
+        writer.rows(i, k, v, 0)
+    writer.finish()
+    return writer.wait()
+
+
+def abort_all() -> None:
+    """Abort writers nobody waited for (a command that failed after its prefill): no temp file is left."""
+    for writer in list(_live):
+        if not writer._done.is_set():
+            writer.abort()
