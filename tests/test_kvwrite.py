@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 from collections import namedtuple
 from pathlib import Path
 
@@ -174,6 +175,55 @@ def test_disk_full_midway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     w = writer_for(model, tmp_path / "kv.safetensors", prefix)
     generate.prefill(model, prefix, on_rows=w.rows)
     w.finish()
+    assert w.usable  # so the caller reports the error rather than trying the whole save again
     with pytest.raises(TmixError, match="disk full while writing KV file"):
         w.wait()
     assert leftovers(tmp_path) == []
+
+
+def test_ctrl_c_while_creating_the_file_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(_):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(kvwrite.shutil, "disk_usage", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        writer_for(tiny(), tmp_path / "kv.safetensors", ids())
+    assert leftovers(tmp_path) == []
+
+
+def test_abort_during_the_final_fsync_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second Ctrl-C while the file is being synced: the user is told "not saved", so it must not appear."""
+    syncing, real = threading.Event(), os.fsync
+
+    def slow(fd):
+        syncing.set()
+        time.sleep(0.3)
+        real(fd)
+    monkeypatch.setattr(os, "fsync", slow)
+    model, prefix = tiny(), ids()
+    w = writer_for(model, tmp_path / "kv.safetensors", prefix)
+    generate.prefill(model, prefix, on_rows=w.rows)
+    w.finish()
+    assert syncing.wait(10)
+    w.abort()
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["a" * 250 + ".safetensors", "b" * 230 + ".kv"])
+def test_too_long_output_name_is_refused_first(capsys, tmp_path: Path, tiny_dir: str, name: str) -> None:
+    """`tmix prefill -o` with a name the file system (or the temp name) cannot hold: one line, exit 2, no prefill."""
+    from test_cli import DOCS, TINY, run
+
+    code, _, err = run(capsys, "prefill", str(DOCS / "notes.txt"), "-o", str(tmp_path / name), "--model", tiny_dir,
+                       *TINY)
+    assert code == 2 and err.strip().splitlines() == [err.strip()] and "-o" in err and "too long" in err
+    assert leftovers(tmp_path) == []
+
+
+def test_a_file_that_cannot_be_created_is_reported_by_wait(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("not a folder")
+    w = writer_for(tiny(), tmp_path / "plain" / "kv.safetensors", ids())
+    w.rows(0, torch.zeros(1, 2, T, 16), torch.zeros(1, 2, T, 16), 0)  # ignored: the writer has failed
+    w.finish()
+    with pytest.raises(TmixError, match="could not write KV file"):
+        w.wait()
+    assert leftovers(tmp_path) == ["plain"]

@@ -42,7 +42,7 @@ class Context:
     pending_save: Callable[[], list[str]] | None = None
 
     def save(self) -> list[str]:
-        """Write the KV file of a fresh prefill (deferred so the first answer is not held up by disk writes);
+        """Complete the KV file of a fresh prefill (written meanwhile, so the first answer is not held up by the disk);
         returns status lines (files evicted to keep the cache under its cap, or why nothing was written)."""
         if self.pending_save is None:
             return []
@@ -157,8 +157,9 @@ def _expected_meta(lm: LoadedModel, attn: AttentionConfig, s: Settings, doc_sha2
 def open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | None = None,
                   resident: ResidentKV | None = None, ident: str | None = None) -> Context:
     """Prefilled state for a document: a cache hit loads the KV file (or takes it from `resident`), a miss
-    prefills; the KV file of a miss (unless --no-cache) is written by `ctx.save()`, which callers run after the
-    first answer. `ident` (docindex.identity of the files read) records which KV file they led to."""
+    prefills; the KV file of a miss (unless --no-cache) is written during the prefill and completed by
+    `ctx.save()`, which callers run after the first answer. `ident` (docindex.identity of the files read)
+    records which KV file they led to."""
     ctx = _open_document(lm, doc, s, kv_out, resident)
     if ident is not None and s.use_cache and kv_out is None and ctx.kv_path is not None:
         notes = [n for n in ctx.notes if not n.startswith(_NOT_USED)]  # about the documents, not this run's cache

@@ -74,18 +74,21 @@ class KVWriter:
         self.usable = True
         self.finished = False
         self.written = 0  # bytes written so far (the writer thread's progress)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.parent / f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{kvstore.TMP_SUFFIX}"
-        self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
+        self._fd: int | None = None
+        try:  # any failure here is reported by wait(), after the prefill, like a failed write
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             free = shutil.disk_usage(self.path.parent).free
             if free < self.size:
                 raise OSError(errno.ENOSPC, f"{kvstore.human_size(self.size)} needed, {kvstore.human_size(free)} free")
             os.ftruncate(self._fd, self.size)
+            self._queue.put(("ids", torch.tensor([int(i) for i in prefix_ids], dtype=torch.int64)))  # ids: [T]
         except OSError as err:
             self.error = err
-        ids = torch.tensor([int(i) for i in prefix_ids], dtype=torch.int64)  # ids: [T]
-        self._queue.put(("ids", ids))
+        except BaseException:  # Ctrl-C: nothing may stay behind
+            self._close(renamed=False)
+            raise
         self._thread = threading.Thread(target=self._run, name="tmix-kv-writer", daemon=True)
         self._thread.start()
         _live.add(self)
@@ -112,7 +115,7 @@ class KVWriter:
 
     def finish(self, extra_meta: dict[str, str] | None = None) -> None:
         """All rows are handed over: write the header (with `extra_meta`), fsync and rename, in the background."""
-        if not self.usable or self.finished:
+        if not self.usable or self.finished or self.error is not None:  # an error: wait() reports it
             return
         if any(n != self.n_tokens for n in self._next):
             self._give_up()
@@ -159,6 +162,8 @@ class KVWriter:
                     header = kvstore.plan_header(self._entries, self.meta, size=self._header_len)
                     _pwrite(self._fd, header, 0)
                     os.fsync(self._fd)
+                    if self._stop.is_set():  # aborted during the fsync: no file, as the caller was told
+                        raise InterruptedError("aborted")
                     os.replace(self.tmp, self.path)
                     renamed = True
                     kvstore.fsync_dir(self.path.parent)
@@ -168,13 +173,19 @@ class KVWriter:
         except BaseException as err:  # noqa: BLE001 - reported by wait() on the main thread
             self.error = err
         finally:
-            os.close(self._fd)
-            if not renamed:
-                with contextlib.suppress(OSError):
-                    self.tmp.unlink()
-                if self.error is None and self.usable:
-                    self.error = InterruptedError("the KV file was not finished")
+            self._close(renamed)
+            if not renamed and self.error is None and self.usable:
+                self.error = InterruptedError("the KV file was not finished")
             self._done.set()
+
+    def _close(self, renamed: bool) -> None:
+        """Close the temp file; remove it unless it became the KV file."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if not renamed:
+            with contextlib.suppress(OSError):
+                self.tmp.unlink()
 
     def _put_rows(self, layer: int, keys: torch.Tensor, values: torch.Tensor, start: int, event: Any,
                   stage: dict) -> None:
@@ -204,9 +215,9 @@ class KVWriter:
         matter: while the prefill runs, the main thread holds the GIL and this thread waits for it after each."""
         dev = segments[0][0].device
         side = stage.setdefault(dev, torch.cuda.Stream(dev))
-        need = min(STAGE_BYTES, sum(t.numel() * t.element_size() for t, _ in segments))
-        if "buf" not in stage or stage["buf"].numel() < need:
-            stage["buf"] = torch.empty(need, dtype=torch.uint8, pin_memory=True)
+        if "buf" not in stage:  # sized once for the largest hand-over (a layer's keys and values), never regrown:
+            # a host allocation while the decode captures its CUDA graph is best avoided
+            stage["buf"] = torch.empty(min(STAGE_BYTES, 2 * self._layer_bytes), dtype=torch.uint8, pin_memory=True)
         buf = stage["buf"]
         pending: list[list[int]] = []  # [buffer offset, bytes, file offset], merged where both are adjacent
 

@@ -28,12 +28,22 @@ def cache_subdir(name: str) -> Path:
     return d
 
 
+TEMP_NAME_EXTRA = 32  # a file is written as ".<name>.<pid>.<8 hex>.tmp" first, then renamed
+
+
 def check_output(path: Path | str | None, option: str) -> None:
     """Refuse an output path whose folder is missing or that is a folder, before any long work starts."""
     if path is None:
         return
     path = Path(path).expanduser()
-    if path.is_dir():
-        raise TmixError(f"{option} {path} is a directory; give a file path")
-    if not path.parent.is_dir():
-        raise TmixError(f"{option} {path}: folder {path.parent} does not exist")
+    try:
+        if path.is_dir():
+            raise TmixError(f"{option} {path} is a directory; give a file path")
+        if not path.parent.is_dir():
+            raise TmixError(f"{option} {path}: folder {path.parent} does not exist")
+        room = os.pathconf(path.parent, "PC_NAME_MAX") - TEMP_NAME_EXTRA
+    except OSError as exc:
+        raise TmixError(f"{option} {path}: {exc.strerror or exc}") from None
+    if len(os.fsencode(path.name)) > room:
+        raise TmixError(f"{option}: the file name is too long ({len(os.fsencode(path.name))} bytes; at most {room} "
+                        "here, its temp file needs the rest)")
