@@ -130,6 +130,8 @@ def test_rows_that_do_not_fit_give_up(tmp_path: Path, bad: Bad) -> None:
     assert not w.usable
     w.finish()
     assert leftovers(tmp_path) == []
+    with pytest.raises(TmixError, match="did not fit its plan"):  # never a size for a file that is not there
+        w.wait()
 
 
 def test_unfinished_rows_give_up(tmp_path: Path) -> None:

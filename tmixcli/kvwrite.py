@@ -134,6 +134,8 @@ class KVWriter:
             raise
         if self.error is not None:
             raise kvstore.write_error(self.path, self.error)
+        if not self.usable:
+            raise TmixError(f"KV file {self.path} was not written: the cache's rows did not fit its plan")
         return self.size
 
     def abort(self) -> None:
@@ -155,7 +157,7 @@ class KVWriter:
             while self.error is None and not self._stop.is_set():
                 item = self._queue.get()
                 if item[0] == "ids":
-                    self._put(item[1], self._header_len, None, stage)
+                    self._put_cpu(item[1], self._header_len)
                 elif item[0] == "rows":
                     self._put_rows(*item[1:], stage)
                 elif item[0] == "finish":
@@ -197,13 +199,10 @@ class KVWriter:
             self._put_gpu(segments, event, stage)
             return
         for piece, offset in segments:
-            self._put(piece, offset, None, stage)
+            self._put_cpu(piece, offset)
 
-    def _put(self, t: torch.Tensor, offset: int, event: Any, stage: dict) -> None:
-        """Write t's bytes at `offset`."""
-        if t.device.type == "cuda":
-            self._put_gpu([(t, offset)], event, stage)
-            return
+    def _put_cpu(self, t: torch.Tensor, offset: int) -> None:
+        """Write a CPU tensor's bytes at `offset`, straight from its memory."""
         if self._stop.is_set():
             raise InterruptedError("aborted")
         raw = t.detach().contiguous().reshape(-1).view(torch.uint8)  # raw: [bytes]
@@ -211,8 +210,7 @@ class KVWriter:
 
     def _put_gpu(self, segments: list, event: Any, stage: dict) -> None:
         """Copy GPU segments into the pinned buffer on a side stream of their device, then write them out; segments
-        adjacent in the file (a one-shot prefill's heads, keys then values) go out as one write. Few large writes
-        matter: while the prefill runs, the main thread holds the GIL and this thread waits for it after each."""
+        adjacent in the file (a one-shot prefill's heads, keys then values) go out as one write."""
         dev = segments[0][0].device
         side = stage.setdefault(dev, torch.cuda.Stream(dev))
         if "buf" not in stage:  # sized once for the largest hand-over (a layer's keys and values), never regrown:
