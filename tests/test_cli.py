@@ -401,7 +401,8 @@ def test_ask_interrupted_still_saves_the_prefill(capsys, monkeypatch, tiny_dir, 
     monkeypatch.setattr(generate, "stream_text", interrupted)
     args = ("--model", tiny_dir, "--max-new-tokens", "8", *TINY)
     code, out, err = run(capsys, "ask", short_doc, "Who is the project manager?", *args)
-    assert code == 130 and out.startswith("The") and "saving the KV file" in err and "interrupted" in err
+    assert code == 130 and out.startswith("The") and "saving the KV file" in err
+    assert err.rstrip().endswith("tmix: interrupted")
     monkeypatch.setattr(generate, "stream_text", real)  # (undo() would also drop conftest's TMIX_CACHE_DIR)
     assert ask_json(capsys, short_doc, "What is the budget?", *args)["cache_hit"]
 

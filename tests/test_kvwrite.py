@@ -229,3 +229,25 @@ def test_a_file_that_cannot_be_created_is_reported_by_wait(tmp_path: Path) -> No
     with pytest.raises(TmixError, match="could not write KV file"):
         w.wait()
     assert leftovers(tmp_path) == ["plain"]
+
+
+def test_ctrl_c_during_the_prefill_leaves_nothing(capsys, monkeypatch, tmp_path: Path, tiny_dir: str) -> None:
+    """Ctrl-C while `ask` prefills (its KV file already half written): exit 130, one line, no file, no temp file."""
+    from test_cli import DOCS, TINY, run
+
+    real = generate.prefill
+
+    def interrupted(*args, on_rows=None, **kw):
+        def rows(i, k, v, start):
+            on_rows(i, k, v, start)
+            if i == 1:
+                raise KeyboardInterrupt
+        return real(*args, on_rows=rows, **kw)
+    monkeypatch.setattr(generate, "prefill", interrupted)
+    doc = tmp_path / "notes.txt"
+    doc.write_text((DOCS / "notes.txt").read_text()[:900])  # fits the tiny model's context
+    code, out, err = run(capsys, "ask", str(doc), "Who is the project manager?", "--model", tiny_dir,
+                         "--max-new-tokens", "8", *TINY)
+    assert code == 130, err
+    assert out == "" and err.rstrip().endswith("tmix: interrupted") and "Traceback" not in err
+    assert kvstore.list_entries() == [] and kvstore.temp_files() == []

@@ -516,4 +516,6 @@ def main(argv: list[str] | None = None) -> None:
         else:
             print(_usage_line(err), file=sys.stderr)
         sys.exit(err.exit_code)
+    if code == 130:  # typer turns Ctrl-C into a return value of 130, without a word
+        print("\ntmix: interrupted", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
