@@ -55,7 +55,7 @@ def _check_ok_row(row: dict) -> None:
     assert row["speedup_vs_dense"] > 0
     assert row["peak_mem_mib"] > 0 and row["peak_extra_mib"] >= 0
     assert row["warm_ttft_s"] > 0 and 0 < row["kv_load_s"] <= row["warm_ttft_s"]
-    assert row["kv_file_mib"] > 0
+    assert row["kv_file_mib"] > 0 and row["kv_save_s"] >= 0
     assert isinstance(row["first_token"], int)
 
 
@@ -71,6 +71,22 @@ def test_library_run(tiny_result: dict) -> None:
     assert rows[2]["kv_file_mib"] == pytest.approx(rows[3]["kv_file_mib"], rel=1e-3)
     for row in rows[4:]:
         assert row["status"] == "exceeds context (512)" and row["ttft_median_s"] is None
+
+
+def test_kv_file_written_during_the_timed_prefill(tiny_model: LlamaForCausalLM, tmp_path: Path) -> None:
+    from tmixcli import kvstore
+    from tmixcli.generate import prefill
+
+    ids = list(range(3, 150))
+    path = tmp_path / "kv.safetensors"
+    res = bench.measure_ttft(tiny_model, ids, chunk_size=40, kv_path=path, meta={"model": "tiny"})
+    assert res["kv_error"] is None and res["kv_save"] >= 0 and res["kv_bytes"] == path.stat().st_size
+    cache, ids_back, meta = kvstore.load_kv(path, "cpu")
+    assert ids_back == ids and meta["model"] == "tiny"
+    ref, _ = prefill(tiny_model, ids, chunk_size=40)
+    for got, want in zip(kvstore.cache_tensors(cache), kvstore.cache_tensors(ref)):
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert not list(tmp_path.glob(".*"))  # no temp file left
 
 
 def test_oom_is_a_row(tiny_model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch) -> None:
