@@ -475,3 +475,95 @@ def test_pdf_running_header_and_footer_kept_once(tmp_path):
 def test_pdf_short_repeated_lines_kept_below_threshold(tmp_path):
     two = make_pdf(["Draft\nAlpha page one text.", "Draft\nBravo page two text."])
     assert load_document(write(tmp_path, "two.pdf", two)).text.count("Draft") == 2  # two pages: nothing dropped
+
+
+@pytest.fixture(scope="module")
+def sixty_pages() -> bytes:
+    """A 60-page PDF with a running footer and one fact per page."""
+    pdf = _ReportPDF()
+    for i in range(1, 61):
+        pdf.add_page()
+        pdf.set_font("Helvetica", size=12)
+        pdf.multi_cell(0, 6, f"Ledger {i}: the depot in town {i} holds {i * 37} crates.")
+    return bytes(pdf.output())
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_long_pdf_read_by_worker_processes_equals_one_process(tmp_path, monkeypatch, sixty_pages, encrypted):
+    from tmixcli import pdfpool
+
+    data = encrypt(sixty_pages, "pw") if encrypted else sixty_pages
+    path = write(tmp_path, "ledger.pdf", data)
+    monkeypatch.setattr(pdfpool, "MIN_PAGES", 10**9)
+    serial = load_document(path, password="pw", pages="2-59")
+    calls = []
+    real = pdfpool.page_texts
+    monkeypatch.setattr(pdfpool, "MIN_PAGES", 4)
+    monkeypatch.setattr(pdfpool, "workers_for", lambda n: 2)
+    monkeypatch.setattr(pdfpool, "page_texts", lambda *a: calls.append(a[3]) or real(*a))
+    pooled = load_document(path, password="pw", pages="2-59")
+    assert calls == [list(range(1, 59))]
+    assert pooled == serial and "the depot in town 47 holds 1739 crates." in pooled.text
+    assert pooled.text.count("Acme Shipping ASA - Annual Report 2023") == 1
+
+
+def test_worker_processes_report_a_page_error_as_one_line(tmp_path, monkeypatch, sixty_pages):
+    from tmixcli import documents, pdfpool
+
+    real = documents._page_text
+
+    def page_text(reader, index, label):
+        if index == 41:
+            documents._pdf_call(lambda: 1 / 0, label)
+        return real(reader, index, label)
+
+    monkeypatch.setattr(pdfpool, "START_METHOD", "fork")  # the workers inherit the patched page reader
+    monkeypatch.setattr(pdfpool, "workers_for", lambda n: 2)
+    monkeypatch.setattr(documents, "_page_text", page_text)
+    expect_error(write(tmp_path, "ledger.pdf", sixty_pages), "ledger.pdf", "corrupt", "ZeroDivisionError")
+
+
+def test_workers_only_for_long_pdfs(monkeypatch):
+    from tmixcli import pdfpool
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert pdfpool.workers_for(pdfpool.MIN_PAGES - 1) == 0
+    assert pdfpool.workers_for(pdfpool.MIN_PAGES) == 4
+    assert pdfpool.workers_for(1000) == 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert pdfpool.workers_for(1000) == 0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists() or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs /proc and two CPUs (worker processes)")
+@pytest.mark.parametrize("delay", [0.0, 0.4])
+def test_ctrl_c_while_workers_read_a_long_pdf(tmp_path, sixty_pages, delay):
+    """SIGINT as the worker processes start or read: the caller sees KeyboardInterrupt, no worker prints a
+    traceback or outlives it."""
+    import signal
+    import subprocess
+    import time
+
+    path = write(tmp_path, "ledger.pdf", sixty_pages)
+    script = ("import sys\nfrom tmixcli.documents import load_document\ntry:\n    load_document(sys.argv[1])\n"
+              "except KeyboardInterrupt:\n    sys.exit(130)\nsys.exit(3)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not _children(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    workers = _children(proc.pid)
+    assert workers, "no worker process was started"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == b"", err.decode()[-2000:]
+    time.sleep(0.2)
+    assert not [w for w in workers if Path(f"/proc/{w}").exists() and "zombie" not in
+                Path(f"/proc/{w}/status").read_text().lower()]
