@@ -372,6 +372,26 @@ def test_chat_ctrl_c_stops_the_answer_not_the_chat(capsys, monkeypatch, tiny_dir
     assert "".join(single["answer"].split()) in "".join(out.split())  # the second answer as if asked alone
 
 
+def test_question_that_does_not_fit_keeps_the_prefill(capsys, monkeypatch, tiny_dir, short_doc, tmp_path):
+    """`ask` with a question too long for the context: one line, exit 2, but the fresh prefill's KV file is kept,
+    so the next (shorter) question is a cache hit; `chat` says so and goes on to the next question."""
+    import io
+
+    long_question = "Who is the project manager? " + "please answer " * 300
+    args = ("--model", tiny_dir, "--max-new-tokens", "8", *TINY)
+    code, out, err = run(capsys, "ask", short_doc, long_question, *args)
+    assert code == 2 and out == "" and err.count("does not fit") == 1, err
+    assert err.strip().splitlines()[-1].startswith("tmix: error: the question does not fit")
+    assert len(list((tmp_path / "tmix-cache").glob("kv/*.safetensors"))) == 1
+    single = ask_json(capsys, short_doc, "What is the budget?", *args)
+    assert single["cache_hit"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{long_question}\nWhat is the budget?\n"))
+    code, out, err = run(capsys, "chat", short_doc, *args)
+    assert code == 0, err
+    assert err.count("tmix: error: the question does not fit") == 1 and err.count("TTFT") == 1
+    assert "".join(single["answer"].split()) in "".join(out.split())
+
+
 def test_chat_keep_history_saves_the_prefix_of_a_fresh_document(capsys, monkeypatch, tiny_dir, short_doc):
     """The KV file of a fresh prefill is written after the first answer, when a kept turn has grown the cache."""
     import io

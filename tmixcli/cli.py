@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -226,6 +227,10 @@ def ask(
     except KeyboardInterrupt:
         _save_after_interrupt(ctx, quiet)
         raise
+    except TmixError:  # e.g. a question that does not fit: the prefill's KV file is still kept for the next try
+        with contextlib.suppress(TmixError):
+            ctx.save()
+        raise
     saved = ctx.save()
     ttft = ctx.prefill_s + ans.ttft_s
     if as_json:
@@ -419,6 +424,9 @@ def chat(
         except KeyboardInterrupt:  # Ctrl-C stops this answer, not the chat (the model stays loaded)
             print(flush=True)
             _status(quiet, "answer interrupted" + (", left out of the conversation" if keep_history else ""))
+            continue
+        except TmixError as err:  # e.g. a question that does not fit: say so and wait for the next one
+            print(f"tmix: error: {err}", file=sys.stderr, flush=True)
             continue
         first = False
         for note in ctx.save():
