@@ -392,6 +392,45 @@ def test_question_that_does_not_fit_keeps_the_prefill(capsys, monkeypatch, tiny_
     assert "".join(single["answer"].split()) in "".join(out.split())
 
 
+def test_a_kv_file_that_cannot_be_written_does_not_fail_the_answer(capsys, monkeypatch, tiny_dir, short_doc,
+                                                                    tmp_path):
+    """A full disk under the cache: the answer stands (exit 0, JSON printed), a status line says the KV file was not
+    saved, no temp file stays, and chat goes on to the next question."""
+    import errno
+    import io
+
+    from tmixcli import kvwrite
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(kvwrite, "_pwrite", full)
+    args = ("--model", tiny_dir, "--max-new-tokens", "8", *TINY)
+    code, out, err = run(capsys, "ask", short_doc, "Who is the project manager?", *args)
+    assert code == 0, err
+    assert out.endswith("\n") and "KV file not saved: disk full" in err and "tmix: error" not in err
+    res = ask_json(capsys, short_doc, "Who is the project manager?", *args)
+    assert res["kv_path"] is None and res["kv_notes"][0].startswith("KV file not saved: disk full")
+    assert "".join(res["answer"].split()) in "".join(out.split())
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Who is the project manager?\nWhat is the budget?\n"))
+    code, out, err = run(capsys, "chat", short_doc, *args)
+    assert code == 0 and err.count("TTFT") == 2 and err.count("KV file not saved") == 1, err
+    assert not [p for p in (tmp_path / "tmix-cache").rglob("*") if p.is_file() and "kv" in p.parts]
+
+
+def test_prefill_whose_file_another_process_removes_at_once(capsys, monkeypatch, tiny_dir, short_doc):
+    from tmixcli import kvwrite
+
+    real = kvwrite.KVWriter.wait
+
+    def wait_then_removed(self):
+        size = real(self)
+        self.path.unlink()  # as `tmix cache clear` in another shell would
+        return size
+    monkeypatch.setattr(kvwrite.KVWriter, "wait", wait_then_removed)
+    code, out, err = run(capsys, "prefill", short_doc, "--model", tiny_dir, *TINY)
+    assert code == 2 and out == "" and err.strip().splitlines() == [err.strip()] and "was removed" in err, err
+
+
 def test_chat_keep_history_saves_the_prefix_of_a_fresh_document(capsys, monkeypatch, tiny_dir, short_doc):
     """The KV file of a fresh prefill is written after the first answer, when a kept turn has grown the cache."""
     import io

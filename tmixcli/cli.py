@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -228,10 +227,9 @@ def ask(
         _save_after_interrupt(ctx, quiet)
         raise
     except TmixError:  # e.g. a question that does not fit: the prefill's KV file is still kept for the next try
-        with contextlib.suppress(TmixError):
-            ctx.save()
+        _save_quietly(ctx)
         raise
-    saved = ctx.save()
+    saved = _save_quietly(ctx)
     ttft = ctx.prefill_s + ans.ttft_s
     if as_json:
         print(json.dumps({
@@ -240,7 +238,7 @@ def ask(
             "decode_tokens_per_s": round(ans.decode_tokens_per_s, 2), "cache_hit": ctx.cache_hit,
             "kv_recomputed": ctx.recomputed is not None,
             "reused_tokens": ctx.reused_rows,
-            "kv_path": str(ctx.kv_path) if ctx.kv_path else None, "model": ctx.lm.model_id,
+            "kv_path": str(ctx.kv_path) if ctx.kv_path else None, "kv_notes": saved, "model": ctx.lm.model_id,
             "attention": ctx.attn.to_dict(), "new_tokens": ans.new_tokens, "stop_reason": ans.stop_reason}))
         return
     print(flush=True)
@@ -259,10 +257,20 @@ def _save_after_interrupt(ctx, quiet: bool) -> None:
         print(file=sys.stderr)  # the answer's line was cut mid-way
     _status(quiet, "answer interrupted; saving the KV file of the prefill (Ctrl-C again to skip)")
     try:
-        for line in ctx.save():
+        for line in _save_quietly(ctx):
             _status(quiet, line)
     except KeyboardInterrupt:
         _status(quiet, "KV file not saved")
+
+
+def _save_quietly(ctx) -> list[str]:
+    """Finish the KV file after an answer; a failure (full or read-only disk, the file removed meanwhile) is a
+    status line, not an error: the answer stands and the next run prefills again."""
+    try:
+        return ctx.save()
+    except TmixError as err:
+        ctx.kv_path = None
+        return [f"KV file not saved: {err}"]
 
 
 def _ending(ans) -> str:
@@ -338,8 +346,10 @@ def prefill(
         lm = _load(model, device, dtype, quiet, device_map, threads, compile)
         ctx = answer.open_document(lm, doc, s, kv_out=output, resident=serve.served.get("resident"))
     saved = ctx.save()
-    if ctx.kv_path is None:
+    if ctx.kv_path is None and saved:
         raise TmixError(f"{saved[0]}; raise the cap or write the file elsewhere with -o")
+    if ctx.kv_path is None:
+        raise TmixError("the KV file was removed (by another tmix?) as soon as it was written; run prefill again")
     _describe(ctx, quiet)
     for line in saved:
         _status(quiet, line)
@@ -413,7 +423,7 @@ def chat(
     while True:
         line = _next_question(interactive)
         if not line.strip():
-            for note in ctx.save():
+            for note in _save_quietly(ctx):
                 _status(quiet, note)
             break
         try:
@@ -429,7 +439,7 @@ def chat(
             print(f"tmix: error: {err}", file=sys.stderr, flush=True)
             continue
         first = False
-        for note in ctx.save():
+        for note in _save_quietly(ctx):
             _status(quiet, note)
         print(flush=True)
         _status(quiet, f"TTFT {ans.ttft_s:.2f} s, {ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s"
