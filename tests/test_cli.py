@@ -431,6 +431,21 @@ def test_prefill_whose_file_another_process_removes_at_once(capsys, monkeypatch,
     assert code == 2 and out == "" and err.strip().splitlines() == [err.strip()] and "was removed" in err, err
 
 
+def test_prefill_output_never_clobbers_what_is_not_a_kv_file(capsys, monkeypatch, tiny_dir, short_doc, tmp_path):
+    """-o naming the input document or a device is refused before any work; a KV file is replaced; ~ expands."""
+    text = Path(short_doc).read_text()
+    args = ("--model", tiny_dir, *TINY)
+    for target, says in ((short_doc, "is not a tmix KV file"), ("/dev/null", "not a regular file")):
+        code, out, err = run(capsys, "prefill", short_doc, "-o", target, *args)
+        assert code == 2 and out == "" and says in err and err.strip().splitlines() == [err.strip()], err
+    assert Path(short_doc).read_text() == text
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for _ in range(2):  # the second run replaces the first run's KV file
+        code, out, err = run(capsys, "prefill", short_doc, "-o", "~/doc.kv", *args)
+        assert code == 0 and out.strip() == str(tmp_path / "doc.kv"), err
+    assert not Path("~").exists()
+
+
 def test_chat_keep_history_saves_the_prefix_of_a_fresh_document(capsys, monkeypatch, tiny_dir, short_doc):
     """The KV file of a fresh prefill is written after the first answer, when a kept turn has grown the cache."""
     import io

@@ -649,7 +649,7 @@ def bench_command(
         raise TmixError("give --json or --csv, not both")
     if kernels:
         return kernel_bench(arch or "llama-3.1-8b", parse_lengths(lengths), n_init, n_local, last_n, as_json)
-    check_output(plot, "--plot")
+    plot = check_output(plot, "--plot")
     log = None if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     start = time.perf_counter()
     result = run_bench(model, arch=arch, lengths=parse_lengths(lengths), methods=parse_methods(methods),

@@ -291,7 +291,7 @@ def calibrate_command(
     from tmixcli.facts import FactSet
     from tmixcli.models import load_model
 
-    check_output(plot, "--plot")
+    plot = check_output(plot, "--plot")
     fact_set = FactSet.from_file(facts) if facts is not None else None
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     _check_tasks(task_list)

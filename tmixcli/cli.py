@@ -335,7 +335,14 @@ def prefill(
     s = _settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
                   system=system, truncate=truncate, chunk_size=chunk_size, progress=not quiet,
                   max_new_tokens=1)  # room for a question and one answer token (--truncate leaves the usual room)
-    check_output(output, "-o")
+    output = check_output(output, "-o")
+    if output is not None and output.exists():
+        from tmixcli.kvstore import read_meta
+
+        try:
+            read_meta(output)
+        except TmixError:
+            raise TmixError(f"-o {output} exists and is not a tmix KV file; not overwriting it") from None
     _maybe_forward(files, model, device, dtype, device_map, compile)
     if output is None:
         ctx = _open(files, None, s, pages, password, quiet, model, device, dtype, device_map, threads, compile)

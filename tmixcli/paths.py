@@ -31,19 +31,25 @@ def cache_subdir(name: str) -> Path:
 TEMP_NAME_EXTRA = 32  # a file is written as ".<name>.<pid>.<8 hex>.tmp" first, then renamed
 
 
-def check_output(path: Path | str | None, option: str) -> None:
-    """Refuse an output path whose folder is missing or that is a folder, before any long work starts."""
+def check_output(path: Path | str | None, option: str) -> Path | None:
+    """Refuse an output path whose folder is missing or not writable, or that names a folder or a device, before
+    any long work starts; returns it with ~ expanded."""
     if path is None:
-        return
+        return None
     path = Path(path).expanduser()
     try:
         if path.is_dir():
             raise TmixError(f"{option} {path} is a directory; give a file path")
+        if path.exists() and not path.is_file():
+            raise TmixError(f"{option} {path} exists and is not a regular file; give another name")
         if not path.parent.is_dir():
             raise TmixError(f"{option} {path}: folder {path.parent} does not exist")
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise TmixError(f"{option} {path}: folder {path.parent} is not writable")
         room = os.pathconf(path.parent, "PC_NAME_MAX") - TEMP_NAME_EXTRA
     except OSError as exc:
         raise TmixError(f"{option} {path}: {exc.strerror or exc}") from None
     if len(os.fsencode(path.name)) > room:
         raise TmixError(f"{option}: the file name is too long ({len(os.fsencode(path.name))} bytes; at most {room} "
                         "here, its temp file needs the rest)")
+    return path
