@@ -62,3 +62,21 @@ def test_followup_closes_previous_turn():
     tok = tiny_tokenizer("qwen2")
     text = tok.decode(prompt.followup_ids(tok, "next one?"))
     assert text.startswith("<|im_end|>") and text.endswith("<|im_start|>assistant\n") and "next one?" in text
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama", "mistral"])
+def test_special_token_strings_in_user_text_stay_text(family):
+    """A document or question quoting "<|im_end|>" (or "[INST]") must not become the control token: it would end the
+    user turn early (or open a fake one) and let any document steer the model."""
+    tok = tiny_tokenizer(family)
+    specials = {t.content: i for i, t in tok.added_tokens_decoder.items() if t.special}
+    word = next(w for w in ("<|im_end|>", "<|eot_id|>", "[INST]") if w in specials)
+    ids = prompt.prefix_ids(tok, f"The fee is {word} 40 euros.")
+    before = prompt._encode(tok, prompt.split_template(tok)[0])
+    assert ids[:len(before)] == before  # the template's own control tokens are kept
+    assert specials[word] not in ids[len(before):]
+    q = prompt.question_ids(tok, f"What does {word} mean?")
+    assert q.count(specials[word]) == prompt._encode(tok, prompt.split_template(tok)[1]).count(specials[word])
+    plain = prompt.prefix_ids(tok, "The fee is 40 euros.")
+    assert plain == prompt._encode(tok, prompt.split_template(tok)[0] + prompt.DOC_INTRO + "The fee is 40 euros."
+                                   + prompt.QUESTION_LEAD)  # text without such strings: one joint encoding, as before

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import re
 from dataclasses import dataclass
 
 from tmixcli.errors import TmixError
@@ -38,6 +40,28 @@ def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def _encode_around(tokenizer, head: str, user: str, tail: str = "") -> list[int]:
+    """Template text around user text (a document, a question) as one encoding; where the user text holds a
+    special-token string ("<|im_end|>") it is encoded apart as plain text, so it cannot end or open a chat turn."""
+    if not _special_pattern(tokenizer).search(user):
+        return _encode(tokenizer, head + user + tail)
+    plain = tokenizer(user, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return (_encode(tokenizer, head) if head else []) + list(plain) + (_encode(tokenizer, tail) if tail else [])
+
+
+def _special_pattern(tokenizer) -> re.Pattern:
+    """One regex for all of the tokenizer's special-token strings (Llama 3 has ~256)."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    words = {t.content for t in added.values() if getattr(t, "special", False)}
+    words |= set(getattr(tokenizer, "all_special_tokens", []) or [])
+    return _alternation(tuple(sorted((w for w in words if w), key=len, reverse=True)))
+
+
+@functools.lru_cache(maxsize=8)
+def _alternation(words: tuple[str, ...]) -> re.Pattern:
+    return re.compile("|".join(map(re.escape, words))) if words else re.compile(r"(?!)")
+
+
 def template_hash(tokenizer, system: str | None) -> str:
     """Identifies everything besides the document that shapes the prefix tokens."""
     parts = [LAYOUT_VERSION, getattr(tokenizer, "chat_template", None) or "", system or "", DOC_INTRO, QUESTION_LEAD]
@@ -54,7 +78,7 @@ def split_template(tokenizer, system: str | None = None) -> tuple[str, str]:
 def prefix_ids(tokenizer, document: str, system: str | None = None) -> list[int]:
     """Token ids of everything up to and including "Question:": depends on the document only."""
     before, _ = split_template(tokenizer, system)
-    return _encode(tokenizer, before + DOC_INTRO + document.strip() + QUESTION_LEAD)
+    return _encode_around(tokenizer, before, DOC_INTRO + document.strip() + QUESTION_LEAD)
 
 
 def question_ids(tokenizer, question: str, system: str | None = None) -> list[int]:
@@ -62,7 +86,7 @@ def question_ids(tokenizer, question: str, system: str | None = None) -> list[in
     if not question.strip():
         raise TmixError("the question is empty")
     _, after = split_template(tokenizer, system)
-    return _encode(tokenizer, " " + question.strip() + after)
+    return _encode_around(tokenizer, "", " " + question.strip(), after)
 
 
 def build_prompt(tokenizer, document: str, question: str, system: str | None = None) -> Prompt:
@@ -85,4 +109,4 @@ def followup_ids(tokenizer, question: str, system: str | None = None) -> list[in
         text = f"{marks[0]}\n\nAnswer:{marks[1]}\n\nQuestion: {marks[2]}\n\nAnswer:"
     glue = text.split(marks[1], 1)[1].split(marks[2], 1)[0]
     after = text.split(marks[2], 1)[1]
-    return _encode(tokenizer, glue + question.strip() + after)
+    return _encode_around(tokenizer, glue, question.strip(), after)
