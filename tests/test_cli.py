@@ -269,6 +269,10 @@ BAD = [
     (["bench", "--arch", "smollm2-135m", "--lengths", "1k", "--compile", "maybe"], "auto, on or off"),
     (["ask", "sample_docs/notes.txt", "q?", "--temperature", "-1"], "--temperature"),
     (["ask", "sample_docs/notes.txt", "q?", "--top-p", "0"], "--top-p"),
+    (["ask", "sample_docs/notes.txt", "q?", "--temperature", "nan"], "--temperature"),
+    (["ask", "sample_docs/notes.txt", "q?", "--temperature", "inf"], "--temperature"),
+    (["ask", "sample_docs/notes.txt", "q?", "--top-p", "nan"], "--top-p"),
+    (["prefill", "sample_docs/notes.txt", "-o", "sample_docs/notes.txt"], "not a tmix kv file"),
     (["bench", "--lengths", "1k", "--plot", "no/such/folder/ttft.png"], "does not exist"),
     (["calibrate", "--plot", "sample_docs"], "directory"),
     (["ask"], "missing argument"),  # usage errors from typer's (vendored) click, not only our own checks
@@ -293,6 +297,16 @@ def test_bad_input_one_line_exit_2(capsys, argv, needle, monkeypatch):
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tmix: error:") and needle in lines[0].lower(), err
+
+
+def test_damaged_gguf_model_one_line(capsys, tmp_path):
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"GGUF" + bytes(range(256)) * 8)
+    code, out, err = run(capsys, "ask", str(DOCS / "notes.txt"), "q?", "--model", str(bad), "--quiet")
+    assert code == 2 and "cannot read model.gguf as a GGUF model" in err and err.strip().splitlines() == [err.strip()]
+    from tmixcli.models import models_dir
+
+    assert not list(models_dir().glob("gguf-model-*"))  # no half-made conversion
 
 
 @pytest.mark.parametrize("argv", [["serve"], ["ask", "sample_docs/notes.txt", "q?"], ["cache", "ls"]])

@@ -73,8 +73,8 @@ def _settings(**kw):
         raise TmixError(f"--attention must be trimix or dense, not {kw['method']!r}")
     if kw.get("max_new_tokens", 1) < 1:
         raise TmixError("--max-new-tokens must be at least 1")
-    if kw.get("temperature", 0.0) < 0:
-        raise TmixError("--temperature must be 0 (greedy) or more")
+    if not 0 <= kw.get("temperature", 0.0) <= 100:  # also refuses nan and inf
+        raise TmixError("--temperature must be between 0 (greedy) and 100")
     if not 0 < kw.get("top_p", 1.0) <= 1:
         raise TmixError("--top-p must be in (0, 1]")
     if kw.get("chunk_size") is not None and kw["chunk_size"] < 1:

@@ -107,8 +107,12 @@ def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        try:
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:  # what a damaged GGUF raises
+            first = (str(err).splitlines() or [""])[0][:160]
+            raise TmixError(f"cannot read {gguf.name} as a GGUF model ({type(err).__name__}: {first})") from None
         _save_plain(model, tmp)
         tok.save_pretrained(tmp)
         try:
