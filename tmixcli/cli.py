@@ -79,7 +79,28 @@ def _settings(**kw):
         raise TmixError("--top-p must be in (0, 1]")
     if kw.get("chunk_size") is not None and kw["chunk_size"] < 1:
         raise TmixError("--chunk-size must be at least 1")
+    for name, value, low in (("--n-init", "n_init", 0), ("--n-local", "n_local", 1), ("--last-n", "last_n", 0),
+                             ("--start-layer", "start_layer", 0)):
+        if kw.get(value) is not None and kw[value] < low:
+            raise TmixError(f"{name} must be at least {low}")
     return Settings(**kw)
+
+
+def _check_model_options(device: str, dtype: str, device_map: Optional[str], threads: Optional[str],
+                         compile: str) -> None:
+    """Refuse a mistyped model option before torch is imported (seconds) or a document is read."""
+    if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise TmixError(f"unknown device {device!r}: use auto, cpu or cuda")
+    if dtype not in ("auto", "bf16", "fp16", "fp32"):
+        raise TmixError(f"unknown dtype {dtype!r}: use auto, bf16, fp16 or fp32")
+    if device_map not in (None, "auto"):
+        raise TmixError(f"--device-map takes only 'auto', not {device_map!r}")
+    if compile not in ("auto", "on", "off"):
+        raise TmixError(f"--compile takes auto, on or off, not {compile!r}")
+    spec = threads or os.environ.get("TMIX_THREADS") or "auto"
+    if spec != "auto" and not (spec.isdigit() and 1 <= int(spec) <= (os.cpu_count() or 1)):
+        raise TmixError(f"--threads must be 'auto' or a number from 1 to this machine's {os.cpu_count()} CPUs, "
+                        f"not {spec!r}")
 
 
 def _load(model: Optional[str], device: str, dtype: str, quiet: bool, device_map: Optional[str] = None,
@@ -155,6 +176,7 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
           model, device, dtype, device_map=None, threads=None, compile="off"):
     from tmixcli.documents import load_documents
 
+    _check_model_options(device, dtype, device_map, threads, compile)
     if kv is not None:
         if not kv.is_file():
             raise TmixError(f"KV file not found: {kv}")
@@ -347,6 +369,7 @@ def prefill(
     if output is None:
         ctx = _open(files, None, s, pages, password, quiet, model, device, dtype, device_map, threads, compile)
     else:
+        _check_model_options(device, dtype, device_map, threads, compile)
         doc = load_documents(files, pages=pages, password=password)
         from tmixcli import answer, serve
 
