@@ -527,8 +527,6 @@ def test_workers_only_for_long_pdfs(monkeypatch):
     from tmixcli import pdfpool
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    assert pdfpool.workers_for(1000) == 0  # library use: the caller's main module may not be import-safe
-    monkeypatch.setattr(pdfpool, "ENABLED", True)
     assert pdfpool.workers_for(pdfpool.MIN_PAGES - 1) == 0
     assert pdfpool.workers_for(pdfpool.MIN_PAGES) == 4
     assert pdfpool.workers_for(1000) == 4
@@ -554,8 +552,7 @@ def test_ctrl_c_while_workers_read_a_long_pdf(tmp_path, sixty_pages, delay):
     import time
 
     path = write(tmp_path, "ledger.pdf", sixty_pages)
-    script = ("import sys\nfrom tmixcli import pdfpool\nfrom tmixcli.documents import load_document\n"
-              "pdfpool.ENABLED = True\ntry:\n    load_document(sys.argv[1])\n"
+    script = ("import sys\nfrom tmixcli.documents import load_document\ntry:\n    load_document(sys.argv[1])\n"
               "except KeyboardInterrupt:\n    sys.exit(130)\nsys.exit(3)\n")
     proc = subprocess.Popen([sys.executable, "-c", script, path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60

@@ -1,4 +1,3 @@
 from tmixcli.cli import main
 
-if __name__ == "__main__":
-    main()
+main()

@@ -536,9 +536,6 @@ def _abort_writers() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: TmixError -> one line on stderr and its exit code; never a traceback for user errors."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from tmixcli import pdfpool
-
-    pdfpool.ENABLED = True  # the tmix entry points guard their main module, so workers may be spawned
     _ARGV[:] = sys.argv[1:] if argv is None else list(argv)
     command = typer.main.get_command(app)
     try:

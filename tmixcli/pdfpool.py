@@ -18,14 +18,13 @@ MIN_PAGES = 48  # below this, starting workers (~0.3 s) costs more than it saves
 CHUNK = 12  # pages per task: small, so the work stays balanced
 MAX_WORKERS = 8
 START_METHOD = "spawn"  # not fork: `tmix serve` has torch's threads running
-ENABLED = False  # set by the tmix CLI: spawned workers re-import __main__, which a caller's script may not guard
 
 _state: dict = {}  # in a worker: the PDF's bytes, label, password and (once opened) reader
 
 
 def workers_for(n_pages: int) -> int:
     """How many worker processes `n_pages` pages are worth on this machine (0: extract them here)."""
-    if not ENABLED or n_pages < MIN_PAGES:
+    if n_pages < MIN_PAGES:
         return 0
     try:
         cpus = len(os.sched_getaffinity(0))
