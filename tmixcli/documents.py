@@ -290,22 +290,13 @@ def _clean_page_text(text: str) -> str:
 
 def _pdf_text(raw: bytes, label: str, spec: str | None, password: str | None) -> tuple[str, int]:
     """Extract cleaned text of the selected pages, joined with short page markers; returns (text, pages)."""
-    from tmixcli import pdfpool
-
-    reader, problems = open_pdf_quietly(raw, label, password)
-    with _quiet_pypdf() as warned:
+    with _quiet_pypdf() as problems:
+        reader = _open_pdf(raw, label, password)
         n_pages = _pdf_call(lambda: len(reader.pages), label)
-    problems += warned
-    if n_pages == 0:
-        raise TmixError(f"{label} is empty: the PDF has no pages")
-    indexes = _select_pages(spec, n_pages, label)
-    workers = pdfpool.workers_for(len(indexes))
-    if workers:
-        texts, warned = pdfpool.page_texts(raw, label, password, indexes, workers)
-    else:
-        texts, warned = pdf_pages(reader, label, indexes)
-    problems += warned
-    texts = _drop_running_lines(texts)
+        if n_pages == 0:
+            raise TmixError(f"{label} is empty: the PDF has no pages")
+        indexes = _select_pages(spec, n_pages, label)
+        texts = _drop_running_lines([_page_text(reader, index, label) for index in indexes])
     if not any(texts) and problems:
         raise TmixError(f"{label} is a corrupt or damaged PDF: no text could be read "
                         f"({' '.join(problems[0].split())[:100]})")
@@ -313,20 +304,6 @@ def _pdf_text(raw: bytes, label: str, spec: str | None, password: str | None) ->
         subject = label if spec is None else f"{label} (pages {spec})"
         raise TmixError(f"{subject} has no text layer (looks scanned); run OCR first, e.g. ocrmypdf")
     return _join_pages(indexes, texts), len(indexes)
-
-
-def open_pdf_quietly(raw: bytes, label: str, password: str | None) -> tuple[PdfReader, list[str]]:
-    """The opened (decrypted) PDF and the warnings pypdf logged meanwhile."""
-    with _quiet_pypdf() as problems:
-        reader = _open_pdf(raw, label, password)
-    return reader, problems
-
-
-def pdf_pages(reader: PdfReader, label: str, indexes: list[int]) -> tuple[list[str], list[str]]:
-    """Cleaned texts of pages `indexes` and the warnings pypdf logged meanwhile (pdfpool runs this in workers)."""
-    with _quiet_pypdf() as problems:
-        texts = [_page_text(reader, index, label) for index in indexes]
-    return texts, problems
 
 
 def _page_text(reader: PdfReader, index: int, label: str) -> str:
