@@ -165,6 +165,11 @@ def test_cache_cap_evicts_least_recently_used(capsys, monkeypatch, tmp_path, tin
     monkeypatch.setenv("TMIX_CACHE_MAX", str(size // 2))
     res = ask_json(capsys, str(docs[2]), *args)
     assert res["kv_path"] is None and res["answer"] is not None
+    code, _, err = run(capsys, "ask", str(docs[2]), *args)
+    assert code == 0 and "KV file not saved" in err and "(over the cache cap)" in err and ".safetensors" not in err
+    from tmixcli import generate
+
+    monkeypatch.setattr(generate, "prefill", lambda *a, **k: pytest.fail("prefilled a file it then refused"))
     code, _, err = run(capsys, "prefill", str(docs[2]), "--model", tiny_dir, *TINY)
     assert code == 2 and "exceed the cache cap TMIX_CACHE_MAX" in err and "-o" in err
     monkeypatch.setenv("TMIX_CACHE_MAX", "plenty")

@@ -40,6 +40,7 @@ class Context:
     start_layer_source: str = ""
     notes: list[str] = field(default_factory=list)
     pending_save: Callable[[], list[str]] | None = None
+    over_cap: bool = False  # a fresh prefill whose KV file would exceed TMIX_CACHE_MAX: not written
 
     def save(self) -> list[str]:
         """Complete the KV file of a fresh prefill (written meanwhile, so the first answer is not held up by the disk);
@@ -221,7 +222,14 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
                               doc_sha256=doc.sha256, template_hash=prompt.template_hash(lm.tokenizer, s.system),
                               n_tokens=len(ids))
     cap = limit if kv_out is None else None
-    writer = _writer(lm, path, ids, meta, cap, base) if save else None
+    if save and cap is not None and _planned_bytes(lm, len(ids)) > cap:
+        over = (f"KV file not saved: its {kvstore.human_size(_planned_bytes(lm, len(ids)))} exceed the cache cap "
+                f"TMIX_CACHE_MAX ({kvstore.human_size(cap)})")
+        if s.kv_required:
+            raise TmixError(f"{over}; raise the cap or write the file elsewhere with -o")
+        ctx.notes.append(over)
+        ctx.over_cap, save = True, False
+    writer = _writer(lm, path, ids, meta, base) if save else None
     try:
         ctx.cache, _ = generate.prefill(lm.model, ids, chunk_size=s.chunk_size, progress=s.progress, cache=base,
                                         on_rows=writer.rows if writer is not None else None)
@@ -240,13 +248,15 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
     return ctx
 
 
-def _writer(lm: LoadedModel, path: Path, ids: list[int], meta: dict, cap: int | None,
-            base: object | None) -> kvwrite.KVWriter | None:
-    """A KV file writer fed by the prefill layer by layer (kvwrite.py), given the rows `base` already holds; None
-    when the file would exceed the cache cap (the save then only says so)."""
+def _planned_bytes(lm: LoadedModel, n_tokens: int) -> int:
+    """The K/V bytes of this model's KV file for `n_tokens` (what the cache cap compares)."""
     n_layers, kv_heads, head_dim = kvstore.model_kv_dims(lm.model.config)
-    if cap is not None and kvwrite.planned_size(n_layers, kv_heads, head_dim, lm.dtype, len(ids)) > cap:
-        return None
+    return kvwrite.planned_size(n_layers, kv_heads, head_dim, lm.dtype, n_tokens)
+
+
+def _writer(lm: LoadedModel, path: Path, ids: list[int], meta: dict, base: object | None) -> kvwrite.KVWriter:
+    """A KV file writer fed by the prefill layer by layer (kvwrite.py), given the rows `base` already holds."""
+    n_layers, kv_heads, head_dim = kvstore.model_kv_dims(lm.model.config)
     writer = kvwrite.KVWriter(path, n_layers, kv_heads, head_dim, lm.dtype, ids, meta)
     for i, layer in enumerate(base.layers if base is not None else []):
         writer.rows(i, layer.keys, layer.values, 0)

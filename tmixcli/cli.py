@@ -163,7 +163,9 @@ def _describe(ctx, quiet: bool) -> None:
         unread = " (documents unchanged since: not read again)" if ctx.doc_unread else ""
         _status(quiet, f"cache hit: {how} {ctx.kv_path} in {ctx.prefill_s:.2f} s{unread}")
     else:
-        where = f", KV file {ctx.kv_path}" if ctx.kv_path else " (cache off)"
+        where = " (over the cache cap)" if ctx.over_cap else " (cache off)"
+        if ctx.kv_path:
+            where = f", KV file {ctx.kv_path}"
         reused = ""
         if ctx.reused_rows:
             memory = " as kept in memory by tmix serve" if ctx.kept_in_memory else ""
@@ -356,7 +358,7 @@ def prefill(
     quiet = quiet or as_json
     s = _settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
                   system=system, truncate=truncate, chunk_size=chunk_size, progress=not quiet,
-                  max_new_tokens=1)  # room for a question and one answer token (--truncate leaves the usual room)
+                  max_new_tokens=1, kv_required=True)  # room for a question and one answer token
     output = check_output(output, "-o")
     if output is not None and output.exists():
         from tmixcli.kvstore import read_meta

@@ -62,3 +62,4 @@ class Settings:
     truncate: bool = False
     chunk_size: int | None = None
     progress: bool = True
+    kv_required: bool = False  # `tmix prefill`: the KV file is the product, so a file over the cache cap is an error
