@@ -567,3 +567,15 @@ def test_ctrl_c_while_workers_read_a_long_pdf(tmp_path, sixty_pages, delay):
     time.sleep(0.2)
     assert not [w for w in workers if Path(f"/proc/{w}").exists() and "zombie" not in
                 Path(f"/proc/{w}/status").read_text().lower()]
+
+
+def test_pdf_differing_figures_are_not_running_lines(tmp_path):
+    """Short edge lines alike but for their figures are content; digits that count the pages mark running lines."""
+    budgets = [("Harbor", 120), ("Forest", 340), ("Mountain", 75), ("River", 910)]
+    pages = [f"- {i + 10} -\nProject {name} is led by team {i}.\nQ{i} revenue: {budget}\nBudget: {budget} million"
+             for i, (name, budget) in enumerate(budgets, 1)]
+    text = load_document(write(tmp_path, "projects.pdf", make_pdf(pages))).text
+    assert text == ("- 11 -\nProject Harbor is led by team 1.\nQ1 revenue: 120\nBudget: 120 million\n\n"
+                    "--- page 2 ---\n\nProject Forest is led by team 2.\nQ2 revenue: 340\nBudget: 340 million\n\n"
+                    "--- page 3 ---\n\nProject Mountain is led by team 3.\nQ3 revenue: 75\nBudget: 75 million\n\n"
+                    "--- page 4 ---\n\nProject River is led by team 4.\nQ4 revenue: 910\nBudget: 910 million")

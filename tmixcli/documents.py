@@ -9,7 +9,7 @@ import logging
 import re
 import sys
 import warnings
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -305,7 +305,7 @@ def _pdf_text(raw: bytes, label: str, spec: str | None, password: str | None) ->
     else:
         texts, warned = pdf_pages(reader, label, indexes)
     problems += warned
-    texts = _drop_running_lines(texts)
+    texts = _drop_running_lines(texts, indexes)
     if not any(texts) and problems:
         raise TmixError(f"{label} is a corrupt or damaged PDF: no text could be read "
                         f"({' '.join(problems[0].split())[:100]})")
@@ -334,36 +334,75 @@ def _page_text(reader: PdfReader, index: int, label: str) -> str:
     return _clean_page_text(_pdf_call(lambda: reader.pages[index].extract_text() or "", label))
 
 
-def _drop_running_lines(texts: list[str], edge: int = 2) -> list[str]:
-    """Keep a PDF's running headers and footers once: a line among the first or last `edge` lines of at least
-    half the pages (3 or more); in lines of up to four words digits are compared as one ("Page 3 of 9")."""
-    def key(line: str) -> str:
-        line = " ".join(line.split()).lower()
-        return _DIGIT_RUN.sub("#", line) if len(line.split()) <= 4 else line
-
-    def edge_rows(lines: list[str]) -> set[int]:
-        rows = [i for i, line in enumerate(lines) if line.strip()]
-        return {i for i in rows[:edge] + rows[-edge:] if len(lines[i]) <= 120}
-
+def _drop_running_lines(texts: list[str], numbers: Sequence[int] | None = None, edge: int = 2) -> list[str]:
+    """Keep a PDF's running headers and footers (see _running_keys) once; `numbers` are the pages' 0-based indexes
+    in the file (default 0, 1, 2, ...), against which page numbering in such lines is checked."""
     pages = [text.split("\n") for text in texts]
-    counts = Counter(k for lines in pages for k in {key(lines[i]) for i in edge_rows(lines)})
-    running = {k for k, n in counts.items() if n >= max(3, len(pages) / 2)}
+    edges = [_edge_rows(lines, edge) for lines in pages]
+    running = _running_keys(pages, edges, range(len(pages)) if numbers is None else numbers)
     if not running:
         return texts
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     out = []
-    for lines in pages:
-        rows = edge_rows(lines)
+    for lines, rows in zip(pages, edges):
         kept = []
         for i, line in enumerate(lines):
-            k = key(line)
-            if i in rows and k in running:
+            k = _running_key(line, running) if i in rows else None
+            if k is not None:
                 if k in seen:
                     continue
                 seen.add(k)
             kept.append(line)
         out.append(_tidy("\n".join(kept)))
     return out
+
+
+def _edge_rows(lines: list[str], edge: int) -> set[int]:
+    """Indexes of the first and last `edge` non-blank lines of a page (up to 120 characters long)."""
+    rows = [i for i, line in enumerate(lines) if line.strip()]
+    return {i for i in rows[:edge] + rows[-edge:] if len(lines[i]) <= 120}
+
+
+def _running_keys(pages: list[list[str]], edges: list[set[int]], numbers: Sequence[int]) -> set[tuple[str, str]]:
+    """Keys of the lines at the edge of at least half the pages (3 or more): ("=", line) for exact repeats,
+    ("#", line with digits as #) for lines of up to four words whose digits count the pages ("Page 3 of 9")."""
+    exact: dict[str, set[int]] = defaultdict(set)
+    numbered: dict[str, list[tuple[int, tuple[int, ...]]]] = defaultdict(list)
+    for lines, rows, number in zip(pages, edges, numbers):
+        for i in rows:
+            line = _normal(lines[i])
+            exact[line].add(number)
+            if len(line.split()) <= 4 and _DIGIT_RUN.search(line):
+                digits = tuple(int(run) for run in _DIGIT_RUN.findall(line))
+                numbered[_DIGIT_RUN.sub("#", line)].append((number, digits))
+    need = max(3, len(pages) / 2)
+    keys = {("=", line) for line, found in exact.items() if len(found) >= need}
+    return keys | {("#", line) for line, found in numbered.items()
+                   if len({n for n, _ in found}) >= need and _counts_pages(found)}
+
+
+def _counts_pages(found: list[tuple[int, tuple[int, ...]]]) -> bool:
+    """True when every digit run is the same on each page or is the page's index plus one fixed offset
+    (page numbers), so that differing figures ("Budget: 120 million", "Budget: 340 million") are not."""
+    numbers = [n for n, _ in found]
+    for values in zip(*(digits for _, digits in found)):
+        if len(set(values)) > 1 and len({v - n for v, n in zip(values, numbers)}) > 1:
+            return False
+    return True
+
+
+def _running_key(line: str, running: set[tuple[str, str]]) -> tuple[str, str] | None:
+    """The running-line key `line` matches, or None when it is content."""
+    line = _normal(line)
+    if ("=", line) in running:
+        return "=", line
+    numbered = "#", _DIGIT_RUN.sub("#", line)
+    return numbered if len(line.split()) <= 4 and numbered in running else None
+
+
+def _normal(line: str) -> str:
+    """A line with whitespace runs as single spaces, lower-cased: how running lines are compared."""
+    return " ".join(line.split()).lower()
 
 
 def _join_pages(indexes: list[int], texts: list[str]) -> str:
