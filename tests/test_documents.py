@@ -132,6 +132,9 @@ def test_parse_pages():
         parse_pages("1-13", 12)
     with pytest.raises(TmixError, match="bad page spec"):
         parse_pages("1;2", 12)
+    assert parse_pages("0000000000002", 3) == [1]
+    with pytest.raises(TmixError, match=r"page 999999999999\.\.\. in the page spec is out of range"):
+        parse_pages("2-" + "9" * 5000, 12)
 
 
 def test_pages_on_text_file_is_an_error(tmp_path):

@@ -252,3 +252,32 @@ def test_pptx_slides_in_order_with_tables_and_notes(tmp_path):
     })
     assert load_document(write(tmp_path, "deck.pptx", deck)).text == (
         "Slide 1\nTargets\nQ3 | 12 MW\nSlide 2\nWind farm\nline\ntwo\nSpeaker notes: Say the budget twice.")
+
+
+def odt(body: str) -> bytes:
+    """An OpenDocument text package whose office:text holds `body` (text: and table: prefixes)."""
+    content = f'<office:document-content {ODF}><office:body><office:text>{body}</office:text></office:body>' \
+              '</office:document-content>'
+    return zip_bytes({"mimetype": "application/vnd.oasis.opendocument.text", "content.xml": content})
+
+
+@pytest.mark.parametrize("name, data, fragment", [
+    ("deep.docx", docx("<w:sdt>" * 5000 + "<w:p><w:r><w:t>x</w:t></w:r></w:p>" + "</w:sdt>" * 5000), "too deeply"),
+    ("deep.odt", odt("<text:section>" * 5000 + "<text:p>x</text:p>" + "</text:section>" * 5000), "too deeply"),
+    ("span.odt", odt("<text:p>" + "<text:span>" * 5000 + "x" + "</text:span>" * 5000 + "</text:p>"), "too deeply"),
+    ("s_bad.odt", odt('<text:p>A<text:s text:c="abc"/>B</text:p>'), "space count that is not a number ('abc')"),
+])
+def test_malformed_documents_are_one_line_errors(tmp_path, name, data, fragment):
+    expect_error(write(tmp_path, name, data), name, "damaged", fragment)
+
+
+def test_odt_space_count_is_capped(tmp_path):
+    doc = load_document(write(tmp_path, "s.odt", odt('<text:p>A<text:s text:c="99999999999"/>B<text:s/>C</text:p>')))
+    assert doc.text == "A" + " " * 1000 + "B C"
+
+
+def test_html_bad_charset_and_marked_sections(tmp_path):
+    page = b'<html><head><meta charset="undefined"></head><body><p>Caf\xe9</p></body></html>'
+    expect_error(write(tmp_path, "undef.html", page), "undef.html", "unknown encoding")
+    odd = "<p>a<![foo[x]]>b</p><p>c<![ bar>d</p>"
+    assert load_document(write(tmp_path, "odd.html", odd)).text == "ab\ncd"

@@ -180,8 +180,8 @@ def _page_range(part: str, spec: str, n_pages: int) -> tuple[int, int]:
     match = _PAGE_SPEC.fullmatch(part)
     if match is None:
         raise TmixError(f"bad page spec {spec!r}: {part!r} is not a page number or range like 3-10")
-    first = int(match.group(1))
-    last = first if match.group(2) is None else int(match.group(2) or n_pages)
+    first = _page_number(match.group(1), spec, n_pages)
+    last = first if match.group(2) is None else _page_number(match.group(2) or str(n_pages), spec, n_pages)
     if first < 1:
         raise TmixError(f"bad page spec {spec!r}: pages start at 1")
     if max(first, last) > n_pages:
@@ -190,6 +190,13 @@ def _page_range(part: str, spec: str, n_pages: int) -> tuple[int, int]:
     if last < first:
         raise TmixError(f"bad page spec {spec!r}: {part!r} is not a valid range (write low-high)")
     return first, last
+
+
+def _page_number(digits: str, spec: str, n_pages: int) -> int:
+    """A page number as written; one of more than nine digits is out of range (int() refuses thousands)."""
+    if len(digits.lstrip("0")) > 9:
+        raise TmixError(f"page {digits[:12]}... in the page spec is out of range: the document has {n_pages} page(s)")
+    return int(digits)
 
 
 def _read_input(path: str, stdin: BinaryIO | None) -> tuple[str, str, bytes]:

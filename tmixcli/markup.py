@@ -34,6 +34,14 @@ _CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)"""
 
 def zip_document_text(raw: bytes, label: str) -> str:
     """Text of a ZIP-based document: .docx, .odt, .pptx or .epub; other archives are refused by what they hold."""
+    try:
+        return _zip_text(raw, label)
+    except RecursionError:  # the readers recurse into nested elements; thousands of levels only a broken file has
+        raise TmixError(f"{label} is damaged: its XML is nested too deeply to read") from None
+
+
+def _zip_text(raw: bytes, label: str) -> str:
+    """zip_document_text without the guard against too deep nesting."""
     with open_zip(raw, label) as zf:
         names = set(zf.namelist())
         if "word/document.xml" in names:
@@ -77,7 +85,7 @@ def decode_html(raw: bytes, label: str) -> str:
     if match:
         try:
             return raw.decode(match.group(1).decode("ascii"))
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, UnicodeError):  # an unknown or non-text codec, or bytes it cannot decode
             pass
     raise TmixError(f"{label} is HTML in an unknown encoding (not UTF-8 and no usable <meta charset>)")
 
@@ -112,6 +120,14 @@ class _HTMLText(HTMLParser):
         self.skip: tuple[str, int] | None = None  # the skipped element's tag and how deep it nests in itself
         self.pre = 0
         self.main = 0
+
+    def parse_marked_section(self, i: int, report: int = 1) -> int:
+        """Read a malformed `<![...` section as a browser does, as a bogus comment up to the next ">"."""
+        try:
+            return super().parse_marked_section(i, report)
+        except AssertionError:  # html.parser's complaint about a keyword or name it does not know
+            end = self.rawdata.find(">", i)
+            return -1 if end < 0 else end + 1
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
         if self.skip is not None and self.skip[0] == "head" and tag == "body":
