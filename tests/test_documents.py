@@ -233,6 +233,7 @@ def test_missing_file(tmp_path):
 
 def test_directory(tmp_path):
     expect_error(str(tmp_path), str(tmp_path), "is a directory")
+    expect_error("", "empty document path")
 
 
 def test_permission_denied(tmp_path, monkeypatch):
@@ -355,6 +356,8 @@ def test_several_documents_read_as_one(tmp_path, three_pages):
     (["-", "a.txt", "-"], {}, "stdin (-) can be read only once"),
     (["a.txt", "./a.txt"], {}, "a.txt is given twice"),
     (["a.txt", "missing.txt"], {}, "missing.txt: no such file"),
+    ([""], {}, "empty document path"),
+    (["a.txt", ""], {}, "empty document path"),
 ])
 def test_several_documents_refused(tmp_path, monkeypatch, paths, kwargs, needle):
     monkeypatch.chdir(tmp_path)

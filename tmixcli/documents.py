@@ -93,6 +93,8 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
     A folder stands for the files directly inside it, in name order; those tmix cannot read are skipped with a note."""
     if not paths:
         raise TmixError("no document given")
+    if "" in paths:
+        raise TmixError("empty document path")  # Path("") is the current folder
     if len(paths) == 1 and not _is_folder(paths[0]):
         return load_document(paths[0], pages=pages, password=password, stdin=stdin)
     if pages is not None:
@@ -207,6 +209,8 @@ def _read_input(path: str, stdin: BinaryIO | None) -> tuple[str, str, bytes]:
             return "stdin", "stdin", stream.read()
         except (OSError, ValueError) as exc:
             raise TmixError(f"cannot read stdin: {exc}") from None
+    if not path:
+        raise TmixError("empty document path")
     file = Path(path)
     try:
         return file.name, path, file.read_bytes()
