@@ -392,6 +392,30 @@ def test_folder_reads_its_files_in_name_order(tmp_path, three_pages):
     assert load_documents([str(one)]) == load_document(str(one / "only.txt"))
 
 
+def test_folder_skips_a_file_a_reader_fails_on(tmp_path, monkeypatch):
+    """An unforeseen reader failure is a one-line error naming the file; in a folder that file is skipped."""
+    from tmixcli import documents
+
+    def broken(source: str) -> str:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(documents, "html_text", broken)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    write(folder, "a.txt", b"Alpha.\n")
+    bad = write(folder, "b.html", b"<p>Bravo</p>")
+    expect_error(bad, "b.html could not be read (RecursionError: maximum recursion depth exceeded)")
+    doc = load_documents([str(folder)])
+    assert doc.text == "Alpha." and doc.notes == ("skipped b.html: could not be read (RecursionError: "
+                                                  "maximum recursion depth exceeded)",)
+
+
+def test_symlink_loop_among_several_documents(tmp_path):
+    (tmp_path / "loop.txt").symlink_to(tmp_path / "loop.txt")
+    with pytest.raises(TmixError, match="cannot read .*loop.txt: Too many levels of symbolic links"):
+        load_documents([str(tmp_path / "loop.txt"), write(tmp_path, "a.txt", b"alpha")])
+
+
 @pytest.mark.parametrize("setup,args,needle", [
     (lambda d: None, lambda d: [str(d)], "has no files (subfolders are not read)"),
     (lambda d: write(d, "x.png", PNG_BYTES), lambda d: [str(d)], "no document tmix can read in"),

@@ -70,6 +70,16 @@ def load_document(path: str, pages: str | None = None, password: str | None = No
                   stdin: BinaryIO | None = None) -> Document:
     """Read `path` (or stdin for "-") and return its cleaned text; any failure is a one-line TmixError."""
     name, label, raw = _read_input(path, stdin)
+    try:
+        return _parse(name, label, raw, pages, password)
+    except TmixError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a reader's unforeseen failure on odd input: still one line, named
+        raise TmixError(f"{label} could not be read ({_reason(exc)})") from None
+
+
+def _parse(name: str, label: str, raw: bytes, pages: str | None, password: str | None) -> Document:
+    """The Document in `raw`, read by the reader its format needs."""
     digest = hashlib.sha256(raw).hexdigest()
     if raw[:1024].lstrip()[:5] == _PDF_MAGIC:
         text, n_pages = _pdf_text(raw, label, pages, password)
@@ -102,7 +112,7 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
     if list(paths).count("-") > 1:
         raise TmixError("stdin (-) can be read only once")
     members = {p: folder_files(Path(p)) for p in paths if _is_folder(p)}
-    files = [f.resolve() for p in paths for f in members.get(p, [Path(p)]) if p != "-"]
+    files = [_resolved(f) for p in paths for f in members.get(p, [Path(p)]) if p != "-"]
     twice = next((f for f in files if files.count(f) > 1), None)
     if twice is not None:
         raise TmixError(f"{twice.name} is given twice")
@@ -125,6 +135,14 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
 
 
 MAX_FOLDER_FILES = 200
+
+
+def _resolved(file: Path) -> Path:
+    """The file's real path, to spot one given twice; as written when it cannot be resolved (a symlink loop)."""
+    try:
+        return file.resolve()
+    except (OSError, RuntimeError):
+        return file.absolute()
 
 
 def _is_folder(path: str) -> bool:
