@@ -107,6 +107,14 @@ def test_pdf_page_selection(tmp_path, three_pages, spec, expected, pages):
     assert not any(word in doc.text for word in missing)
 
 
+@pytest.mark.parametrize("spec, text", [
+    ("2-3", "--- page 2 ---\n\nBravo page two text.\n\n--- page 3 ---\n\nCharlie page three text."),
+    ("1,3", "Alpha page one text.\n\n--- page 3 ---\n\nCharlie page three text."),
+])
+def test_pdf_selected_pages_are_marked(tmp_path, three_pages, spec, text):
+    assert load_document(write(tmp_path, "doc.pdf", three_pages), pages=spec).text == text
+
+
 @pytest.mark.parametrize("spec, fragment", [
     ("", "bad page spec"),
     ("abc", "bad page spec"),
@@ -287,7 +295,8 @@ def test_stdin_text_and_pdf(three_pages):
     assert doc == Document(name="stdin", text="from a pipe", sha256=hashlib.sha256(b"from a pipe\n").hexdigest(),
                            pages=None)
     pdf_doc = load_document("-", pages="3", stdin=io.BytesIO(three_pages))
-    assert pdf_doc.name == "stdin" and pdf_doc.pages == 1 and pdf_doc.text == "Charlie page three text."
+    assert pdf_doc.name == "stdin" and pdf_doc.pages == 1
+    assert pdf_doc.text == "--- page 3 ---\n\nCharlie page three text."
     with pytest.raises(TmixError, match="stdin is empty") as info:
         load_document("-", stdin=io.BytesIO(b""))
     assert info.value.code == 2

@@ -435,12 +435,13 @@ def _normal(line: str) -> str:
 
 
 def _join_pages(indexes: list[int], texts: list[str]) -> str:
-    """Join page texts with a short "--- page N ---" marker (real 1-based numbers) between pages."""
-    parts = [texts[0]]
-    for index, text in zip(indexes[1:], texts[1:]):
-        parts.append(f"--- page {index + 1} ---")
-        if text:
-            parts.append(text)
+    """Join page texts with a short "--- page N ---" marker (real 1-based numbers) before each page but page 1
+    (so a selection such as 2-3 marks its first page too)."""
+    parts = []
+    for index, text in zip(indexes, texts):
+        if index > 0:
+            parts.append(f"--- page {index + 1} ---")
+        parts.append(text)
     return "\n\n".join(part for part in parts if part)
 
 
