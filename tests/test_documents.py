@@ -207,6 +207,14 @@ def test_recoverable_pdf_loads_without_log_noise(tmp_path, three_pages, caplog, 
     assert captured.out == "" and captured.err == ""
 
 
+def test_pdf_after_junk(tmp_path, three_pages):
+    """Up to a few KB before %PDF- are skipped, as PDF readers do; a text quoting the header stays text."""
+    doc = load_document(write(tmp_path, "mail.pdf", b"\xef\xbb\xbf" + b"JUNK" * 300 + b"\n" + three_pages))
+    assert doc.pages == 3 and "Bravo page two text." in doc.text
+    text = b"A PDF file starts with %PDF-1.7 and ends with a trailer.\n"
+    assert load_document(write(tmp_path, "about.txt", text)).text == text.decode().strip()
+
+
 def test_pdf_suffix_without_magic(tmp_path):
     expect_error(write(tmp_path, "fake.pdf", b"just some words\n"), "fake.pdf", "not a valid PDF")
 

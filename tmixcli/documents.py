@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
+from tmixcli.charsets import bom_text, western_text
 from tmixcli.errors import TmixError
 from tmixcli.markup import FORMATS, decode_html, html_text, zip_document_text
 
@@ -40,8 +41,8 @@ _BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"7z\xbc\xaf", "a 7-Zip archive"),
     (b"\xd0\xcf\x11\xe0", "an old Microsoft Office file (.doc/.xls/.ppt)"),
     (b"\x7fELF", "an executable program"),
-    (b"\xff\xfe", "UTF-16 text (convert it to UTF-8)"),
-    (b"\xfe\xff", "UTF-16 text (convert it to UTF-8)"),
+    (b"\xff\xfe", "damaged UTF-16 text (convert it to UTF-8)"),  # reached only when it does not decode
+    (b"\xfe\xff", "damaged UTF-16 text (convert it to UTF-8)"),
 )
 _HYPHEN_BREAK = re.compile(r"(?<=[^\W\d_])[-\u2010][ \t]*\n[ \t]*(?=[a-z\u00df-\u00ff])")
 _SOFT_HYPHEN_BREAK = re.compile(r"\u00ad[ \t]*\n?[ \t]*")
@@ -81,7 +82,7 @@ def load_document(path: str, pages: str | None = None, password: str | None = No
 def _parse(name: str, label: str, raw: bytes, pages: str | None, password: str | None) -> Document:
     """The Document in `raw`, read by the reader its format needs."""
     digest = hashlib.sha256(raw).hexdigest()
-    if raw[:1024].lstrip()[:5] == _PDF_MAGIC:
+    if _is_pdf(raw):
         text, n_pages = _pdf_text(raw, label, pages, password)
         return Document(name=name, text=text, sha256=digest, pages=n_pages)
     if pages is not None:
@@ -246,8 +247,11 @@ def _read_input(path: str, stdin: BinaryIO | None) -> tuple[str, str, bytes]:
 
 
 def _text_file(raw: bytes, label: str) -> tuple[str, str | None]:
-    """Decode UTF-8 text (BOM allowed), else Western Windows-1252 text, rejecting binary data; tidy it.
-    Returns the text and a note when it was not UTF-8."""
+    """Decode UTF-8 text (BOM allowed), UTF-16/32 text with a BOM, else Western Windows-1252 text, rejecting
+    binary data; tidy it. Returns the text and a note when it was Windows-1252."""
+    text = bom_text(raw)
+    if text is not None:
+        return _nonempty(_tidy(text), label), None
     description = _binary_kind(raw)
     if description is not None:
         raise TmixError(f"{label} is not a document tmix reads ({FORMATS}): it looks like {description}")
@@ -256,25 +260,17 @@ def _text_file(raw: bytes, label: str) -> tuple[str, str | None]:
     try:
         return _nonempty(_tidy(raw.decode("utf-8-sig")), label), None
     except UnicodeDecodeError as exc:
-        text = _western_text(raw)
+        text = western_text(raw)
         if text is None:
             raise TmixError(f"{label} is not a PDF or UTF-8 text (binary or non-UTF-8 byte at offset "
                             f"{exc.start}); convert it to UTF-8 text or PDF") from None
     return _nonempty(_tidy(text), label), f"{label} is not UTF-8; read it as Windows-1252 (Western European)"
 
 
-def _western_text(raw: bytes) -> str | None:
-    """Windows-1252 text (a superset of Latin-1's printable range) when the bytes read as such: every byte
-    defined, no control characters, and at most one in five visible characters outside ASCII (text in a
-    multi-byte encoding such as Shift-JIS or GBK decodes to mostly accented letters and is refused)."""
-    try:
-        text = raw.decode("cp1252")
-    except UnicodeDecodeError:
-        return None
-    visible = [c for c in text if not c.isspace()]
-    if any(ord(c) < 32 and c not in "\t\n\r\f" for c in text):
-        return None
-    return text if 5 * sum(ord(c) > 127 for c in visible) <= len(visible) else None
+def _is_pdf(raw: bytes) -> bool:
+    """A PDF by its %PDF- header: at the start, or after up to about 4 KB of junk (which readers skip) in a file
+    that also ends like a PDF (so a text that mentions "%PDF-" stays text)."""
+    return raw[:1024].lstrip()[:5] == _PDF_MAGIC or (_PDF_MAGIC in raw[:4096] and b"%%EOF" in raw[-8192:])
 
 
 def _looks_html(raw: bytes, label: str) -> bool:

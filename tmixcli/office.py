@@ -207,10 +207,11 @@ def _pptx_paragraph(p: ElementTree.Element) -> str:
 
 
 def _relationships(zf: zipfile.ZipFile, part: str, label: str) -> list[tuple[str, str, str]]:
-    """(id, target path, type) of a part's internal relationships (none when it has no .rels file)."""
+    """(id, target path, type) of a part's internal relationships (none when it has no .rels file); a target
+    written from the package root ("/ppt/slides/slide1.xml") is taken as the archive path it names."""
     rels = join(dirname(part), "_rels", part.rsplit("/", 1)[-1] + ".rels")
     if rels not in zf.namelist():
         return []
     root = parse_xml(member(zf, rels, label), label)
-    return [(r.get("Id", ""), normpath(join(dirname(part), r.get("Target", ""))), r.get("Type", ""))
+    return [(r.get("Id", ""), normpath(join(dirname(part), r.get("Target", ""))).lstrip("/"), r.get("Type", ""))
             for r in root.iter(f"{_REL}Relationship") if r.get("TargetMode") != "External"]
