@@ -36,6 +36,7 @@ def test_identity_follows_the_files(tmp_path):
     assert docindex.identity([str(doc), "-"], None, None) is None  # stdin
     assert docindex.identity([str(doc)], None, "s3cret") is None  # a password is never keyed on
     assert docindex.identity([str(tmp_path / "missing.txt")], None, None) is None
+    assert docindex.identity([""], None, None) is None  # an empty path is refused when the documents are read
     folder = tmp_path / "f"
     folder.mkdir()
     (folder / "x.txt").write_text("x")

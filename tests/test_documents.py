@@ -107,6 +107,14 @@ def test_pdf_page_selection(tmp_path, three_pages, spec, expected, pages):
     assert not any(word in doc.text for word in missing)
 
 
+@pytest.mark.parametrize("spec, text", [
+    ("2-3", "--- page 2 ---\n\nBravo page two text.\n\n--- page 3 ---\n\nCharlie page three text."),
+    ("1,3", "Alpha page one text.\n\n--- page 3 ---\n\nCharlie page three text."),
+])
+def test_pdf_selected_pages_are_marked(tmp_path, three_pages, spec, text):
+    assert load_document(write(tmp_path, "doc.pdf", three_pages), pages=spec).text == text
+
+
 @pytest.mark.parametrize("spec, fragment", [
     ("", "bad page spec"),
     ("abc", "bad page spec"),
@@ -132,6 +140,9 @@ def test_parse_pages():
         parse_pages("1-13", 12)
     with pytest.raises(TmixError, match="bad page spec"):
         parse_pages("1;2", 12)
+    assert parse_pages("0000000000002", 3) == [1]
+    with pytest.raises(TmixError, match=r"page 999999999999\.\.\. in the page spec is out of range"):
+        parse_pages("2-" + "9" * 5000, 12)
 
 
 def test_pages_on_text_file_is_an_error(tmp_path):
@@ -196,6 +207,14 @@ def test_recoverable_pdf_loads_without_log_noise(tmp_path, three_pages, caplog, 
     assert captured.out == "" and captured.err == ""
 
 
+def test_pdf_after_junk(tmp_path, three_pages):
+    """Up to a few KB before %PDF- are skipped, as PDF readers do; a text quoting the header stays text."""
+    doc = load_document(write(tmp_path, "mail.pdf", b"\xef\xbb\xbf" + b"JUNK" * 300 + b"\n" + three_pages))
+    assert doc.pages == 3 and "Bravo page two text." in doc.text
+    text = b"A PDF file starts with %PDF-1.7 and ends with a trailer.\n"
+    assert load_document(write(tmp_path, "about.txt", text)).text == text.decode().strip()
+
+
 def test_pdf_suffix_without_magic(tmp_path):
     expect_error(write(tmp_path, "fake.pdf", b"just some words\n"), "fake.pdf", "not a valid PDF")
 
@@ -230,6 +249,7 @@ def test_missing_file(tmp_path):
 
 def test_directory(tmp_path):
     expect_error(str(tmp_path), str(tmp_path), "is a directory")
+    expect_error("", "empty document path")
 
 
 def test_permission_denied(tmp_path, monkeypatch):
@@ -283,7 +303,8 @@ def test_stdin_text_and_pdf(three_pages):
     assert doc == Document(name="stdin", text="from a pipe", sha256=hashlib.sha256(b"from a pipe\n").hexdigest(),
                            pages=None)
     pdf_doc = load_document("-", pages="3", stdin=io.BytesIO(three_pages))
-    assert pdf_doc.name == "stdin" and pdf_doc.pages == 1 and pdf_doc.text == "Charlie page three text."
+    assert pdf_doc.name == "stdin" and pdf_doc.pages == 1
+    assert pdf_doc.text == "--- page 3 ---\n\nCharlie page three text."
     with pytest.raises(TmixError, match="stdin is empty") as info:
         load_document("-", stdin=io.BytesIO(b""))
     assert info.value.code == 2
@@ -352,6 +373,8 @@ def test_several_documents_read_as_one(tmp_path, three_pages):
     (["-", "a.txt", "-"], {}, "stdin (-) can be read only once"),
     (["a.txt", "./a.txt"], {}, "a.txt is given twice"),
     (["a.txt", "missing.txt"], {}, "missing.txt: no such file"),
+    ([""], {}, "empty document path"),
+    (["a.txt", ""], {}, "empty document path"),
 ])
 def test_several_documents_refused(tmp_path, monkeypatch, paths, kwargs, needle):
     monkeypatch.chdir(tmp_path)
@@ -384,6 +407,30 @@ def test_folder_reads_its_files_in_name_order(tmp_path, three_pages):
     one.mkdir()
     write(one, "only.txt", b"Only one.\n")
     assert load_documents([str(one)]) == load_document(str(one / "only.txt"))
+
+
+def test_folder_skips_a_file_a_reader_fails_on(tmp_path, monkeypatch):
+    """An unforeseen reader failure is a one-line error naming the file; in a folder that file is skipped."""
+    from tmixcli import documents
+
+    def broken(source: str) -> str:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(documents, "html_text", broken)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    write(folder, "a.txt", b"Alpha.\n")
+    bad = write(folder, "b.html", b"<p>Bravo</p>")
+    expect_error(bad, "b.html could not be read (RecursionError: maximum recursion depth exceeded)")
+    doc = load_documents([str(folder)])
+    assert doc.text == "Alpha." and doc.notes == ("skipped b.html: could not be read (RecursionError: "
+                                                  "maximum recursion depth exceeded)",)
+
+
+def test_symlink_loop_among_several_documents(tmp_path):
+    (tmp_path / "loop.txt").symlink_to(tmp_path / "loop.txt")
+    with pytest.raises(TmixError, match="cannot read .*loop.txt: Too many levels of symbolic links"):
+        load_documents([str(tmp_path / "loop.txt"), write(tmp_path, "a.txt", b"alpha")])
 
 
 @pytest.mark.parametrize("setup,args,needle", [
@@ -475,3 +522,15 @@ def test_pdf_running_header_and_footer_kept_once(tmp_path):
 def test_pdf_short_repeated_lines_kept_below_threshold(tmp_path):
     two = make_pdf(["Draft\nAlpha page one text.", "Draft\nBravo page two text."])
     assert load_document(write(tmp_path, "two.pdf", two)).text.count("Draft") == 2  # two pages: nothing dropped
+
+
+def test_pdf_differing_figures_are_not_running_lines(tmp_path):
+    """Short edge lines alike but for their figures are content; digits that count the pages mark running lines."""
+    budgets = [("Harbor", 120), ("Forest", 340), ("Mountain", 75), ("River", 910)]
+    pages = [f"- {i + 10} -\nProject {name} is led by team {i}.\nQ{i} revenue: {budget}\nBudget: {budget} million"
+             for i, (name, budget) in enumerate(budgets, 1)]
+    text = load_document(write(tmp_path, "projects.pdf", make_pdf(pages))).text
+    assert text == ("- 11 -\nProject Harbor is led by team 1.\nQ1 revenue: 120\nBudget: 120 million\n\n"
+                    "--- page 2 ---\n\nProject Forest is led by team 2.\nQ2 revenue: 340\nBudget: 340 million\n\n"
+                    "--- page 3 ---\n\nProject Mountain is led by team 3.\nQ3 revenue: 75\nBudget: 75 million\n\n"
+                    "--- page 4 ---\n\nProject River is led by team 4.\nQ4 revenue: 910\nBudget: 910 million")

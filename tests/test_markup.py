@@ -135,7 +135,7 @@ def test_epub_chapters_in_spine_order(tmp_path):
     ("nochapters.epub", zip_bytes({"META-INF/container.xml": "<container/>"}), "names no package file"),
     ("missing.epub", zip_bytes({"META-INF/container.xml": '<c><rootfile full-path="x.opf"/></c>'}), "has no x.opf"),
     ("empty.html", "<html><head><title>only a title</title></head><body> </body></html>", "is empty"),
-    ("cp.html", b"<html><p>caf\xe9</p></html>", "unknown encoding"),
+    ("cp.html", b"<html><p>\x81\x8d\x8f</p></html>", "unknown encoding"),
     ("sheet.ods", zip_bytes({"mimetype": "application/vnd.oasis.opendocument.spreadsheet", "content.xml": "<x/>"}),
      "OpenDocument spreadsheet"),
 ])
@@ -252,3 +252,77 @@ def test_pptx_slides_in_order_with_tables_and_notes(tmp_path):
     })
     assert load_document(write(tmp_path, "deck.pptx", deck)).text == (
         "Slide 1\nTargets\nQ3 | 12 MW\nSlide 2\nWind farm\nline\ntwo\nSpeaker notes: Say the budget twice.")
+
+
+def odt(body: str) -> bytes:
+    """An OpenDocument text package whose office:text holds `body` (text: and table: prefixes)."""
+    content = f'<office:document-content {ODF}><office:body><office:text>{body}</office:text></office:body>' \
+              '</office:document-content>'
+    return zip_bytes({"mimetype": "application/vnd.oasis.opendocument.text", "content.xml": content})
+
+
+@pytest.mark.parametrize("name, data, fragment", [
+    ("deep.docx", docx("<w:sdt>" * 5000 + "<w:p><w:r><w:t>x</w:t></w:r></w:p>" + "</w:sdt>" * 5000), "too deeply"),
+    ("deep.odt", odt("<text:section>" * 5000 + "<text:p>x</text:p>" + "</text:section>" * 5000), "too deeply"),
+    ("span.odt", odt("<text:p>" + "<text:span>" * 5000 + "x" + "</text:span>" * 5000 + "</text:p>"), "too deeply"),
+    ("s_bad.odt", odt('<text:p>A<text:s text:c="abc"/>B</text:p>'), "space count that is not a number ('abc')"),
+])
+def test_malformed_documents_are_one_line_errors(tmp_path, name, data, fragment):
+    expect_error(write(tmp_path, name, data), name, "damaged", fragment)
+
+
+def test_odt_space_count_is_capped(tmp_path):
+    doc = load_document(write(tmp_path, "s.odt", odt('<text:p>A<text:s text:c="99999999999"/>B<text:s/>C</text:p>')))
+    assert doc.text == "A" + " " * 1000 + "B C"
+
+
+def test_html_bad_charset_and_marked_sections(tmp_path):
+    page = b'<html><head><meta charset="undefined"></head><body><p>Caf\xe9</p></body></html>'
+    assert load_document(write(tmp_path, "undef.html", page)).text == "Caf\u00e9"  # read as Windows-1252
+    expect_error(write(tmp_path, "undef2.html", page.replace(b"\xe9", b"\x81")), "undef2.html", "unknown encoding")
+    odd = "<p>a<![foo[x]]>b</p><p>c<![ bar>d</p>"
+    assert load_document(write(tmp_path, "odd.html", odd)).text == "ab\ncd"
+
+
+@pytest.mark.parametrize("name, codec", [("page.html", "utf-16"), ("page.htm", "utf-16-be"), ("notes.txt", "utf-16"),
+                                         ("notes.md", "utf-32")])
+def test_utf16_and_utf32_with_a_bom(tmp_path, name, codec):
+    source = "<p>Caf\u00e9 \u65e5\u672c</p>" if ".htm" in name else "Caf\u00e9 \u65e5\u672c\n"
+    data = source.encode(codec) if codec != "utf-16-be" else b"\xfe\xff" + source.encode(codec)
+    assert load_document(write(tmp_path, name, data)).text == "Caf\u00e9 \u65e5\u672c"
+
+
+def epub(chapter: bytes, rootfile: str = "OEBPS/content.opf", href: str = "ch%201.xhtml") -> bytes:
+    """An EPUB with one chapter, OEBPS/ch 1.xhtml, named by `href` from the package file at `rootfile`."""
+    container = ('<container xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles>'
+                 f'<rootfile full-path="{rootfile}"/></rootfiles></container>')
+    opf = ('<package xmlns="http://www.idpf.org/2007/opf"><manifest>'
+           f'<item id="c1" href="{href}"/></manifest><spine><itemref idref="c1"/></spine></package>')
+    return zip_bytes({"mimetype": "application/epub+zip", "META-INF/container.xml": container,
+                      "OEBPS/content.opf": opf, "OEBPS/ch 1.xhtml": chapter})
+
+
+def test_western_html_and_epub_without_charset(tmp_path):
+    page = b"<p>Caf\xe9 \x93owner\x94</p>"
+    assert load_document(write(tmp_path, "p.html", page)).text == "Caf\u00e9 \u201cowner\u201d"
+    chapter = b"<html><body><p>Jos\xe9 owns it.</p></body></html>"
+    assert load_document(write(tmp_path, "b.epub", epub(chapter))).text == "Jos\u00e9 owns it."
+
+
+def test_parts_named_from_the_archive_root(tmp_path):
+    chapter = b"<html><body><p>Absolute.</p></body></html>"
+    book = epub(chapter, rootfile="/OEBPS/content.opf", href="/OEBPS/ch%201.xhtml")
+    assert load_document(write(tmp_path, "abs.epub", book)).text == "Absolute."
+    deck = zip_bytes({
+        "ppt/presentation.xml": f'<p:presentation {PML}><p:sldIdLst><p:sldId id="256" r:id="rId1"/></p:sldIdLst>'
+                                "</p:presentation>",
+        "ppt/_rels/presentation.xml.rels": _rels(("rId1", "/ppt/slides/slide1.xml", "slide")),
+        "ppt/slides/slide1.xml": f'<p:sld {PML}><p:cSld><p:spTree>{_shape("<a:r><a:t>Rooted</a:t></a:r>")}'
+                                 "</p:spTree></p:cSld></p:sld>",
+    })
+    assert load_document(write(tmp_path, "abs.pptx", deck)).text == "Slide 1\nRooted"
+
+
+def test_html_head_left_open_without_body(tmp_path):
+    page = "<html><head><title>T</title><meta charset=utf-8><p>The ship is Aurora.</p><div>Crew: 12</div>"
+    assert load_document(write(tmp_path, "nobody.html", page)).text == "The ship is Aurora.\nCrew: 12"

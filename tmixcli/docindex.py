@@ -24,10 +24,10 @@ INDEX_VERSION = "1"
 
 def identity(paths: Sequence[str], pages: str | None, password: str | None) -> str | None:
     """Digest of the documents' file identities and reading options; None when those cannot stand for the text
-    (stdin, a password, a path that does not stat): such runs always read their documents."""
+    (stdin, a password, an empty path, a path that does not stat): such runs always read their documents."""
     from tmixcli.documents import folder_files
 
-    if password is not None or not paths or "-" in paths:
+    if password is not None or not paths or "-" in paths or "" in paths:
         return None
     files: list[list] = []
     try:

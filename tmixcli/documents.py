@@ -9,12 +9,13 @@ import logging
 import re
 import sys
 import warnings
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
+from tmixcli.charsets import bom_text, western_text
 from tmixcli.errors import TmixError
 from tmixcli.markup import FORMATS, decode_html, html_text, zip_document_text
 
@@ -40,8 +41,8 @@ _BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"7z\xbc\xaf", "a 7-Zip archive"),
     (b"\xd0\xcf\x11\xe0", "an old Microsoft Office file (.doc/.xls/.ppt)"),
     (b"\x7fELF", "an executable program"),
-    (b"\xff\xfe", "UTF-16 text (convert it to UTF-8)"),
-    (b"\xfe\xff", "UTF-16 text (convert it to UTF-8)"),
+    (b"\xff\xfe", "damaged UTF-16 text (convert it to UTF-8)"),  # reached only when it does not decode
+    (b"\xfe\xff", "damaged UTF-16 text (convert it to UTF-8)"),
 )
 _HYPHEN_BREAK = re.compile(r"(?<=[^\W\d_])[-\u2010][ \t]*\n[ \t]*(?=[a-z\u00df-\u00ff])")
 _SOFT_HYPHEN_BREAK = re.compile(r"\u00ad[ \t]*\n?[ \t]*")
@@ -70,8 +71,18 @@ def load_document(path: str, pages: str | None = None, password: str | None = No
                   stdin: BinaryIO | None = None) -> Document:
     """Read `path` (or stdin for "-") and return its cleaned text; any failure is a one-line TmixError."""
     name, label, raw = _read_input(path, stdin)
+    try:
+        return _parse(name, label, raw, pages, password)
+    except TmixError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a reader's unforeseen failure on odd input: still one line, named
+        raise TmixError(f"{label} could not be read ({_reason(exc)})") from None
+
+
+def _parse(name: str, label: str, raw: bytes, pages: str | None, password: str | None) -> Document:
+    """The Document in `raw`, read by the reader its format needs."""
     digest = hashlib.sha256(raw).hexdigest()
-    if raw[:1024].lstrip()[:5] == _PDF_MAGIC:
+    if _is_pdf(raw):
         text, n_pages = _pdf_text(raw, label, pages, password)
         return Document(name=name, text=text, sha256=digest, pages=n_pages)
     if pages is not None:
@@ -93,6 +104,8 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
     A folder stands for the files directly inside it, in name order; those tmix cannot read are skipped with a note."""
     if not paths:
         raise TmixError("no document given")
+    if "" in paths:
+        raise TmixError("empty document path")  # Path("") is the current folder
     if len(paths) == 1 and not _is_folder(paths[0]):
         return load_document(paths[0], pages=pages, password=password, stdin=stdin)
     if pages is not None:
@@ -100,7 +113,7 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
     if list(paths).count("-") > 1:
         raise TmixError("stdin (-) can be read only once")
     members = {p: folder_files(Path(p)) for p in paths if _is_folder(p)}
-    files = [f.resolve() for p in paths for f in members.get(p, [Path(p)]) if p != "-"]
+    files = [_resolved(f) for p in paths for f in members.get(p, [Path(p)]) if p != "-"]
     twice = next((f for f in files if files.count(f) > 1), None)
     if twice is not None:
         raise TmixError(f"{twice.name} is given twice")
@@ -123,6 +136,14 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
 
 
 MAX_FOLDER_FILES = 200
+
+
+def _resolved(file: Path) -> Path:
+    """The file's real path, to spot one given twice; as written when it cannot be resolved (a symlink loop)."""
+    try:
+        return file.resolve()
+    except (OSError, RuntimeError):
+        return file.absolute()
 
 
 def _is_folder(path: str) -> bool:
@@ -180,8 +201,8 @@ def _page_range(part: str, spec: str, n_pages: int) -> tuple[int, int]:
     match = _PAGE_SPEC.fullmatch(part)
     if match is None:
         raise TmixError(f"bad page spec {spec!r}: {part!r} is not a page number or range like 3-10")
-    first = int(match.group(1))
-    last = first if match.group(2) is None else int(match.group(2) or n_pages)
+    first = _page_number(match.group(1), spec, n_pages)
+    last = first if match.group(2) is None else _page_number(match.group(2) or str(n_pages), spec, n_pages)
     if first < 1:
         raise TmixError(f"bad page spec {spec!r}: pages start at 1")
     if max(first, last) > n_pages:
@@ -192,6 +213,13 @@ def _page_range(part: str, spec: str, n_pages: int) -> tuple[int, int]:
     return first, last
 
 
+def _page_number(digits: str, spec: str, n_pages: int) -> int:
+    """A page number as written; one of more than nine digits is out of range (int() refuses thousands)."""
+    if len(digits.lstrip("0")) > 9:
+        raise TmixError(f"page {digits[:12]}... in the page spec is out of range: the document has {n_pages} page(s)")
+    return int(digits)
+
+
 def _read_input(path: str, stdin: BinaryIO | None) -> tuple[str, str, bytes]:
     """Return (name, label for messages, raw bytes) for a path or "-" (stdin)."""
     if path == "-":
@@ -200,6 +228,8 @@ def _read_input(path: str, stdin: BinaryIO | None) -> tuple[str, str, bytes]:
             return "stdin", "stdin", stream.read()
         except (OSError, ValueError) as exc:
             raise TmixError(f"cannot read stdin: {exc}") from None
+    if not path:
+        raise TmixError("empty document path")
     file = Path(path)
     try:
         return file.name, path, file.read_bytes()
@@ -217,8 +247,11 @@ def _read_input(path: str, stdin: BinaryIO | None) -> tuple[str, str, bytes]:
 
 
 def _text_file(raw: bytes, label: str) -> tuple[str, str | None]:
-    """Decode UTF-8 text (BOM allowed), else Western Windows-1252 text, rejecting binary data; tidy it.
-    Returns the text and a note when it was not UTF-8."""
+    """Decode UTF-8 text (BOM allowed), UTF-16/32 text with a BOM, else Western Windows-1252 text, rejecting
+    binary data; tidy it. Returns the text and a note when it was Windows-1252."""
+    text = bom_text(raw)
+    if text is not None:
+        return _nonempty(_tidy(text), label), None
     description = _binary_kind(raw)
     if description is not None:
         raise TmixError(f"{label} is not a document tmix reads ({FORMATS}): it looks like {description}")
@@ -227,25 +260,17 @@ def _text_file(raw: bytes, label: str) -> tuple[str, str | None]:
     try:
         return _nonempty(_tidy(raw.decode("utf-8-sig")), label), None
     except UnicodeDecodeError as exc:
-        text = _western_text(raw)
+        text = western_text(raw)
         if text is None:
             raise TmixError(f"{label} is not a PDF or UTF-8 text (binary or non-UTF-8 byte at offset "
                             f"{exc.start}); convert it to UTF-8 text or PDF") from None
     return _nonempty(_tidy(text), label), f"{label} is not UTF-8; read it as Windows-1252 (Western European)"
 
 
-def _western_text(raw: bytes) -> str | None:
-    """Windows-1252 text (a superset of Latin-1's printable range) when the bytes read as such: every byte
-    defined, no control characters, and at most one in five visible characters outside ASCII (text in a
-    multi-byte encoding such as Shift-JIS or GBK decodes to mostly accented letters and is refused)."""
-    try:
-        text = raw.decode("cp1252")
-    except UnicodeDecodeError:
-        return None
-    visible = [c for c in text if not c.isspace()]
-    if any(ord(c) < 32 and c not in "\t\n\r\f" for c in text):
-        return None
-    return text if 5 * sum(ord(c) > 127 for c in visible) <= len(visible) else None
+def _is_pdf(raw: bytes) -> bool:
+    """A PDF by its %PDF- header: at the start, or after up to about 4 KB of junk (which readers skip) in a file
+    that also ends like a PDF (so a text that mentions "%PDF-" stays text)."""
+    return raw[:1024].lstrip()[:5] == _PDF_MAGIC or (_PDF_MAGIC in raw[:4096] and b"%%EOF" in raw[-8192:])
 
 
 def _looks_html(raw: bytes, label: str) -> bool:
@@ -296,7 +321,7 @@ def _pdf_text(raw: bytes, label: str, spec: str | None, password: str | None) ->
         if n_pages == 0:
             raise TmixError(f"{label} is empty: the PDF has no pages")
         indexes = _select_pages(spec, n_pages, label)
-        texts = _drop_running_lines([_page_text(reader, index, label) for index in indexes])
+        texts = _drop_running_lines([_page_text(reader, index, label) for index in indexes], indexes)
     if not any(texts) and problems:
         raise TmixError(f"{label} is a corrupt or damaged PDF: no text could be read "
                         f"({' '.join(problems[0].split())[:100]})")
@@ -311,30 +336,21 @@ def _page_text(reader: PdfReader, index: int, label: str) -> str:
     return _clean_page_text(_pdf_call(lambda: reader.pages[index].extract_text() or "", label))
 
 
-def _drop_running_lines(texts: list[str], edge: int = 2) -> list[str]:
-    """Keep a PDF's running headers and footers once: a line among the first or last `edge` lines of at least
-    half the pages (3 or more); in lines of up to four words digits are compared as one ("Page 3 of 9")."""
-    def key(line: str) -> str:
-        line = " ".join(line.split()).lower()
-        return _DIGIT_RUN.sub("#", line) if len(line.split()) <= 4 else line
-
-    def edge_rows(lines: list[str]) -> set[int]:
-        rows = [i for i, line in enumerate(lines) if line.strip()]
-        return {i for i in rows[:edge] + rows[-edge:] if len(lines[i]) <= 120}
-
+def _drop_running_lines(texts: list[str], numbers: Sequence[int] | None = None, edge: int = 2) -> list[str]:
+    """Keep a PDF's running headers and footers (see _running_keys) once; `numbers` are the pages' 0-based indexes
+    in the file (default 0, 1, 2, ...), against which page numbering in such lines is checked."""
     pages = [text.split("\n") for text in texts]
-    counts = Counter(k for lines in pages for k in {key(lines[i]) for i in edge_rows(lines)})
-    running = {k for k, n in counts.items() if n >= max(3, len(pages) / 2)}
+    edges = [_edge_rows(lines, edge) for lines in pages]
+    running = _running_keys(pages, edges, range(len(pages)) if numbers is None else numbers)
     if not running:
         return texts
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     out = []
-    for lines in pages:
-        rows = edge_rows(lines)
+    for lines, rows in zip(pages, edges):
         kept = []
         for i, line in enumerate(lines):
-            k = key(line)
-            if i in rows and k in running:
+            k = _running_key(line, running) if i in rows else None
+            if k is not None:
                 if k in seen:
                     continue
                 seen.add(k)
@@ -343,13 +359,62 @@ def _drop_running_lines(texts: list[str], edge: int = 2) -> list[str]:
     return out
 
 
+def _edge_rows(lines: list[str], edge: int) -> set[int]:
+    """Indexes of the first and last `edge` non-blank lines of a page (up to 120 characters long)."""
+    rows = [i for i, line in enumerate(lines) if line.strip()]
+    return {i for i in rows[:edge] + rows[-edge:] if len(lines[i]) <= 120}
+
+
+def _running_keys(pages: list[list[str]], edges: list[set[int]], numbers: Sequence[int]) -> set[tuple[str, str]]:
+    """Keys of the lines at the edge of at least half the pages (3 or more): ("=", line) for exact repeats,
+    ("#", line with digits as #) for lines of up to four words whose digits count the pages ("Page 3 of 9")."""
+    exact: dict[str, set[int]] = defaultdict(set)
+    numbered: dict[str, list[tuple[int, tuple[int, ...]]]] = defaultdict(list)
+    for lines, rows, number in zip(pages, edges, numbers):
+        for i in rows:
+            line = _normal(lines[i])
+            exact[line].add(number)
+            if len(line.split()) <= 4 and _DIGIT_RUN.search(line):
+                digits = tuple(int(run) for run in _DIGIT_RUN.findall(line))
+                numbered[_DIGIT_RUN.sub("#", line)].append((number, digits))
+    need = max(3, len(pages) / 2)
+    keys = {("=", line) for line, found in exact.items() if len(found) >= need}
+    return keys | {("#", line) for line, found in numbered.items()
+                   if len({n for n, _ in found}) >= need and _counts_pages(found)}
+
+
+def _counts_pages(found: list[tuple[int, tuple[int, ...]]]) -> bool:
+    """True when every digit run is the same on each page or is the page's index plus one fixed offset
+    (page numbers), so that differing figures ("Budget: 120 million", "Budget: 340 million") are not."""
+    numbers = [n for n, _ in found]
+    for values in zip(*(digits for _, digits in found)):
+        if len(set(values)) > 1 and len({v - n for v, n in zip(values, numbers)}) > 1:
+            return False
+    return True
+
+
+def _running_key(line: str, running: set[tuple[str, str]]) -> tuple[str, str] | None:
+    """The running-line key `line` matches, or None when it is content."""
+    line = _normal(line)
+    if ("=", line) in running:
+        return "=", line
+    numbered = "#", _DIGIT_RUN.sub("#", line)
+    return numbered if len(line.split()) <= 4 and numbered in running else None
+
+
+def _normal(line: str) -> str:
+    """A line with whitespace runs as single spaces, lower-cased: how running lines are compared."""
+    return " ".join(line.split()).lower()
+
+
 def _join_pages(indexes: list[int], texts: list[str]) -> str:
-    """Join page texts with a short "--- page N ---" marker (real 1-based numbers) between pages."""
-    parts = [texts[0]]
-    for index, text in zip(indexes[1:], texts[1:]):
-        parts.append(f"--- page {index + 1} ---")
-        if text:
-            parts.append(text)
+    """Join page texts with a short "--- page N ---" marker (real 1-based numbers) before each page but page 1
+    (so a selection such as 2-3 marks its first page too)."""
+    parts = []
+    for index, text in zip(indexes, texts):
+        if index > 0:
+            parts.append(f"--- page {index + 1} ---")
+        parts.append(text)
     return "\n\n".join(part for part in parts if part)
 
 

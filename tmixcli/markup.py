@@ -15,6 +15,7 @@ from html.parser import HTMLParser
 from posixpath import dirname, join, normpath
 from urllib.parse import unquote
 
+from tmixcli.charsets import bom_text, western_text
 from tmixcli.errors import TmixError
 from tmixcli.office import docx_text, odt_text, pptx_text
 from tmixcli.ziputil import join_blocks, member, open_zip, parse_xml
@@ -25,6 +26,7 @@ _BLOCK_TAGS = {"address", "article", "aside", "blockquote", "body", "caption", "
                "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6",
                "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "table", "tr", "ul"}
 _SKIP_TAGS = {"head", "script", "style", "noscript", "template", "svg", "math", "iframe", "object", "nav"}
+_HEAD_TAGS = {"base", "link", "meta", "noscript", "script", "style", "template", "title"}  # what a <head> holds
 _OPTIONAL_END = {"p", "li", "dt", "dd", "tr", "td", "th", "thead", "tbody", "tfoot", "option", "optgroup",
                  "colgroup", "caption", "rt", "rp", "html", "body"}  # end tags HTML lets pages leave out
 _VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -34,6 +36,14 @@ _CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)"""
 
 def zip_document_text(raw: bytes, label: str) -> str:
     """Text of a ZIP-based document: .docx, .odt, .pptx or .epub; other archives are refused by what they hold."""
+    try:
+        return _zip_text(raw, label)
+    except RecursionError:  # the readers recurse into nested elements; thousands of levels only a broken file has
+        raise TmixError(f"{label} is damaged: its XML is nested too deeply to read") from None
+
+
+def _zip_text(raw: bytes, label: str) -> str:
+    """zip_document_text without the guard against too deep nesting."""
     with open_zip(raw, label) as zf:
         names = set(zf.namelist())
         if "word/document.xml" in names:
@@ -55,6 +65,7 @@ def epub_text(zf: zipfile.ZipFile, label: str) -> str:
     rootfile = next((e.get("full-path") for e in container.iter() if e.tag.endswith("rootfile")), None)
     if not rootfile:
         raise TmixError(f"{label} is a damaged EPUB: META-INF/container.xml names no package file")
+    rootfile = rootfile.lstrip("/")  # some books name it from the archive root
     opf = parse_xml(member(zf, rootfile, label), label)
     items = {e.get("id"): e.get("href") for e in opf.iter() if e.tag.endswith("}item")}
     base = dirname(rootfile)
@@ -62,13 +73,17 @@ def epub_text(zf: zipfile.ZipFile, label: str) -> str:
     for ref in (e.get("idref") for e in opf.iter() if e.tag.endswith("}itemref")):
         href = items.get(ref)
         if href:
-            path = normpath(join(base, unquote(href.split("#")[0])))
+            path = normpath(join(base, unquote(href.split("#")[0]))).lstrip("/")
             blocks.append(html_text(decode_html(member(zf, path, label), label)))
     return join_blocks(blocks)
 
 
 def decode_html(raw: bytes, label: str) -> str:
-    """Decode HTML bytes: UTF-8 (BOM allowed), else the charset its <meta> declares."""
+    """Decode HTML bytes: UTF-16/32 by a byte-order mark, UTF-8 (BOM allowed), the charset its <meta> declares,
+    else Windows-1252 (what browsers assume for a Western page that declares none)."""
+    text = bom_text(raw)
+    if text is not None:
+        return text
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -77,8 +92,11 @@ def decode_html(raw: bytes, label: str) -> str:
     if match:
         try:
             return raw.decode(match.group(1).decode("ascii"))
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, UnicodeError):  # an unknown or non-text codec, or bytes it cannot decode
             pass
+    text = western_text(raw)
+    if text is not None:
+        return text
     raise TmixError(f"{label} is HTML in an unknown encoding (not UTF-8 and no usable <meta charset>)")
 
 
@@ -113,9 +131,17 @@ class _HTMLText(HTMLParser):
         self.pre = 0
         self.main = 0
 
+    def parse_marked_section(self, i: int, report: int = 1) -> int:
+        """Read a malformed `<![...` section as a browser does, as a bogus comment up to the next ">"."""
+        try:
+            return super().parse_marked_section(i, report)
+        except AssertionError:  # html.parser's complaint about a keyword or name it does not know
+            end = self.rawdata.find(">", i)
+            return -1 if end < 0 else end + 1
+
     def handle_starttag(self, tag: str, attrs: list) -> None:
-        if self.skip is not None and self.skip[0] == "head" and tag == "body":
-            self.skip = None  # a page that leaves out </head>
+        if self.skip is not None and self.skip[0] == "head" and tag not in _HEAD_TAGS:
+            self.skip = None  # a page that leaves out </head>: <body> or any body element ends the head
         if self.skip is not None:
             if tag == self.skip[0]:
                 self.skip = (tag, self.skip[1] + 1)

@@ -7,6 +7,7 @@ from xml.etree import ElementTree
 
 from posixpath import dirname, join, normpath
 
+from tmixcli.errors import TmixError
 from tmixcli.ziputil import join_blocks, member, parse_xml
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
@@ -17,6 +18,7 @@ _A = "{http://schemas.openxmlformats.org/drawingml/2006/main}"
 _P = "{http://schemas.openxmlformats.org/presentationml/2006/main}"
 _R = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
 _REL = "{http://schemas.openxmlformats.org/package/2006/relationships}"
+MAX_SPACES = 1000  # most spaces one ODF `text:s` element gives
 
 
 def docx_text(zf: zipfile.ZipFile, label: str) -> str:
@@ -86,8 +88,11 @@ def odt_text(zf: zipfile.ZipFile, label: str) -> str:
     root = parse_xml(member(zf, "content.xml", label), label)
     blocks: list[str] = []
     notes: list[str] = []
-    for body in root.iter(f"{_OFFICE}text"):
-        _odt_blocks(body, blocks, notes)
+    try:
+        for body in root.iter(f"{_OFFICE}text"):
+            _odt_blocks(body, blocks, notes)
+    except ValueError as exc:  # a bad attribute value (_space_count)
+        raise TmixError(f"{label} is damaged: {exc}") from None
     if notes:
         blocks += ["Notes:"] + [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
     return join_blocks(blocks)
@@ -117,7 +122,7 @@ def _odt_inline(element: ElementTree.Element, notes: list[str]) -> str:
     parts = [element.text or ""]
     for child in element:
         if child.tag == f"{_TEXT}s":
-            parts.append(" " * int(child.get(f"{_TEXT}c", "1") or 1))
+            parts.append(" " * _space_count(child.get(f"{_TEXT}c")))
         elif child.tag == f"{_TEXT}tab":
             parts.append("\t")
         elif child.tag == f"{_TEXT}line-break":
@@ -134,6 +139,17 @@ def _odt_inline(element: ElementTree.Element, notes: list[str]) -> str:
             parts.append(_odt_inline(child, notes))
         parts.append(child.tail or "")
     return "".join(parts)
+
+
+def _space_count(value: str | None) -> int:
+    """How many spaces a `text:s` element stands for: 1 by default, at most MAX_SPACES (a huge count would
+    exhaust memory); ValueError when it is not a number."""
+    if not value:
+        return 1
+    number = value.strip().lstrip("0") or "0"
+    if not (number.isascii() and number.isdigit()):
+        raise ValueError(f"text:s has a space count that is not a number ({value[:20]!r})")
+    return MAX_SPACES if len(number) > 4 else min(int(number), MAX_SPACES)
 
 
 def pptx_text(zf: zipfile.ZipFile, label: str) -> str:
@@ -191,10 +207,11 @@ def _pptx_paragraph(p: ElementTree.Element) -> str:
 
 
 def _relationships(zf: zipfile.ZipFile, part: str, label: str) -> list[tuple[str, str, str]]:
-    """(id, target path, type) of a part's internal relationships (none when it has no .rels file)."""
+    """(id, target path, type) of a part's internal relationships (none when it has no .rels file); a target
+    written from the package root ("/ppt/slides/slide1.xml") is taken as the archive path it names."""
     rels = join(dirname(part), "_rels", part.rsplit("/", 1)[-1] + ".rels")
     if rels not in zf.namelist():
         return []
     root = parse_xml(member(zf, rels, label), label)
-    return [(r.get("Id", ""), normpath(join(dirname(part), r.get("Target", ""))), r.get("Type", ""))
+    return [(r.get("Id", ""), normpath(join(dirname(part), r.get("Target", ""))).lstrip("/"), r.get("Type", ""))
             for r in root.iter(f"{_REL}Relationship") if r.get("TargetMode") != "External"]
