@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import pytest
 
 from tmixcli import serve
 
-DOCS = Path(__file__).resolve().parents[1] / "sample_docs"
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "sample_docs"
 TINY = ("--device", "cpu", "--n-local", "16", "--last-n", "8", "--start-layer", "1", "--max-new-tokens", "6")
 
 
@@ -24,17 +26,37 @@ def tmix(*argv: str, env: dict, cwd: Path, timeout: float = 300) -> subprocess.C
                           cwd=cwd, timeout=timeout)
 
 
-def _start_server(work: Path) -> tuple[subprocess.Popen, dict]:
-    """Save a tiny random Llama under `work` and start `tmix serve` of it there, in its own cache folder."""
+def _prepare(work: Path) -> dict:
+    """Save a tiny random Llama and a document under `work`; the environment of a cache folder of its own there."""
     from tiny import tiny_model, tiny_tokenizer
 
     tiny_model("llama", max_position_embeddings=1024).save_pretrained(work / "model")
     tiny_tokenizer("llama").save_pretrained(work / "model")
     (work / "doc.txt").write_text((DOCS / "notes.txt").read_text()[:1000])
-    env = {**os.environ, "TMIX_CACHE_DIR": str(work / "cache")}
+    env = {**os.environ, "TMIX_CACHE_DIR": str(work / "cache"), "PYTHONPATH": str(REPO)}  # this checkout's tmix
     env.pop("TMIX_SERVE", None)
-    proc = subprocess.Popen([sys.executable, "-m", "tmixcli", "serve", "--model", "model", "--device", "cpu"],
+    return env
+
+
+def _serve(work: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tmixcli", "serve", "--model", "model", "--device", "cpu"],
                             cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _socket_of(work: Path, env: dict) -> Path:
+    """The socket path of the server of `work`'s tiny model."""
+    key = serve.server_key(str(work / "model"), "cpu", "auto", None, "off")
+    os.environ["TMIX_CACHE_DIR"] = env["TMIX_CACHE_DIR"]
+    try:
+        return serve.socket_path(key)
+    finally:
+        del os.environ["TMIX_CACHE_DIR"]
+
+
+def _start_server(work: Path) -> tuple[subprocess.Popen, dict]:
+    """Save a tiny random Llama under `work` and start `tmix serve` of it there, in its own cache folder."""
+    env = _prepare(work)
+    proc = _serve(work, env)
     sock = work / "cache" / "serve"
     deadline = time.time() + 120
     while not list(sock.glob("*.sock")) and time.time() < deadline and proc.poll() is None:
@@ -85,12 +107,7 @@ def test_errors_and_outputs_come_back(server):
 
 def test_a_client_that_leaves_does_not_stop_the_server(server):
     proc, env, work = server
-    key = serve.server_key(str(work / "model"), "cpu", "auto", None, "off")
-    os.environ["TMIX_CACHE_DIR"] = env["TMIX_CACHE_DIR"]
-    try:
-        path = serve.socket_path(key)
-    finally:
-        del os.environ["TMIX_CACHE_DIR"]
+    path = _socket_of(work, env)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(str(path))
         argv = ["ask", "doc.txt", "Who?", "--model", "model", *TINY[:-1], "200", "--no-stop-repeats"]
@@ -127,10 +144,59 @@ def test_follow_up_questions_use_the_cache_kept_in_memory(server):
     assert back.stdout == again.stdout == touched.stdout
 
 
+def test_an_idle_client_does_not_hold_the_server(server):
+    proc, env, work = server
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as idle:
+        idle.connect(str(_socket_of(work, env)))  # connected, never sends a request
+        ok = tmix("ask", "doc.txt", "Who is the project manager?", "--model", "model", *TINY, env=env, cwd=work,
+                  timeout=60)
+    assert ok.returncode == 0 and "answered by tmix serve" in ok.stderr, ok.stderr
+
+
+def test_a_dash_option_is_served_and_a_stdin_document_runs_locally(server, monkeypatch):
+    proc, env, work = server
+    dash = tmix("ask", "doc.txt", "Who?", "--system", "-", "--model", "model", *TINY, env=env, cwd=work)
+    assert dash.returncode == 0 and "answered by tmix serve" in dash.stderr, dash.stderr
+    monkeypatch.setenv("TMIX_CACHE_DIR", env["TMIX_CACHE_DIR"])
+    key = serve.server_key(str(work / "model"), "cpu", "auto", None, "off")
+    assert serve.forward(["ask", "-", "Who?", "--model", str(work / "model"), "--device", "cpu"], key) is None
+
+
+def test_the_clients_tmix_variables_apply_to_its_request(server):
+    proc, env, work = server
+    (work / "doc3.txt").write_text((DOCS / "notes.txt").read_text()[2000:2600])  # not cached yet: would be saved
+    bad = tmix("ask", "doc3.txt", "Who?", "--model", "model", *TINY, env={**env, "TMIX_CACHE_MAX": "lots"}, cwd=work)
+    assert bad.returncode != 0 and "answered by tmix serve" in bad.stderr, bad.stderr
+    assert bad.stderr.strip().endswith("TMIX_CACHE_MAX must be a size like 20G, 500M or off, not 'lots'")
+    ok = tmix("ask", "doc.txt", "Who?", "--model", "model", *TINY, env=env, cwd=work)  # the server's own again
+    assert ok.returncode == 0 and "answered by tmix serve" in ok.stderr, ok.stderr
+
+
+def _open_writer(fifo: Path, timeout: float) -> int:
+    """The write end of `fifo`, once a reader has opened it (the read end then blocks until it is closed)."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: nobody reads it yet
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def test_sigterm_stops_the_server_and_removes_its_socket(server):
     proc, env, work = server
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
+    os.mkfifo(work / "pipe.txt")  # the request reads it: the server is busy with it until stopped
+    busy = subprocess.Popen([sys.executable, "-m", "tmixcli", "ask", "pipe.txt", "Who?", "--model", "model", *TINY],
+                            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writer = _open_writer(work / "pipe.txt", timeout=60)  # the server opened it: the request runs
+    try:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert busy.wait(timeout=60) == 130
+    finally:
+        os.close(writer)
+    assert busy.stderr.read().strip() == "tmix: interrupted (the tmix server was stopped)"  # said once
     assert not list((work / "cache" / "serve").glob("*.sock")) and "stopped" in proc.stderr.read()
     local = tmix("ask", "doc.txt", "Who is the project manager?", "--model", "model", *TINY, env=env, cwd=work)
     assert local.returncode == 0 and "answered by tmix serve" not in local.stderr  # no server: runs itself
@@ -164,3 +230,81 @@ def test_serve_stop_ends_the_server_with_these_options(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_client_the_server_did_not_take_runs_locally(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path))
+    key = serve.server_key("some-model", "cpu", "auto", None, "off")
+    path = serve.socket_path(key)
+    path.parent.mkdir(parents=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    assert serve.forward(["ask", "x", "q"], key) is None  # our own folder deleted: run locally
+    monkeypatch.chdir(tmp_path)
+    result: list = []
+    queued = threading.Thread(target=lambda: result.append(serve.forward(["ask", "x", "q"], key)))
+    queued.start()
+    time.sleep(0.5)
+    listener.close()  # a server stopping with this request still queued: its connection is reset
+    queued.join(timeout=30)
+    assert result == [None] and capsys.readouterr().err == ""
+
+
+def _answer_with(path: Path, reply: bytes) -> threading.Thread:
+    """A one-request fake server on `path`: reads the request line, writes `reply`, closes."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def once() -> None:
+        with listener, listener.accept()[0] as conn:
+            conn.makefile("rb").readline()
+            conn.sendall(reply)
+
+    thread = threading.Thread(target=once)
+    thread.start()
+    return thread
+
+
+def test_a_server_that_ends_before_or_after_taking_the_request(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path))
+    key = serve.server_key("some-model", "cpu", "auto", None, "off")
+    path = serve.socket_path(key)
+    path.parent.mkdir(parents=True)
+    refused = _answer_with(path, b"")
+    assert serve.forward(["ask", "x", "q"], key) is None  # closed without a word: run locally
+    refused.join()
+    path.unlink()
+    taken = _answer_with(path, serve._FRAME.pack(b"S", 0))
+    assert serve.forward(["ask", "x", "q"], key) == 1  # it had begun: no second run here
+    taken.join()
+    assert capsys.readouterr().err == "tmix: error: the tmix server stopped during this run\n"
+
+
+def test_requests_do_not_need_the_servers_own_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("TMIX_CACHE_MAX", raising=False)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    with serve._request_scope(str(tmp_path), {"TMIX_CACHE_MAX": "1G"}):
+        assert os.getcwd() == str(tmp_path) and os.environ["TMIX_CACHE_MAX"] == "1G"
+    assert "TMIX_CACHE_MAX" not in os.environ
+
+
+def test_a_server_starting_with_these_options_is_seen_before_the_model_loads(tmp_path):
+    import fcntl
+
+    env = _prepare(tmp_path)
+    lock = _socket_of(tmp_path, env).with_suffix(".lock")
+    lock.parent.mkdir(parents=True)
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # what a server holds from before its model load until it stops
+        second = tmix("serve", "--model", "model", "--device", "cpu", env=env, cwd=tmp_path, timeout=60)
+    assert second.returncode == 2 and second.stderr.count("\n") == 1 and "already runs" in second.stderr
+    assert not lock.with_suffix(".sock").exists()

@@ -20,7 +20,8 @@ ModelOpt = typer.Option(None, "--model", envvar="TMIX_MODEL",
                         help="HF model id, local model dir or .gguf file (default: embedded SmolLM2-135M-Instruct).")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 ThreadsOpt = typer.Option(None, "--threads", envvar="TMIX_THREADS",
-                          help="CPU threads: a number, or auto (probe whether threads help here).")
+                          help="CPU threads: a number, or auto (probe whether threads help here). A run answered "
+                          "by `tmix serve` uses the server's threads.")
 DeviceMapOpt = typer.Option(None, "--device-map", help="'auto': spread a model too big for one GPU over all GPUs.")
 DtypeOpt = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.")
 AttnOpt = typer.Option("trimix", "--attention", help="trimix (TriangleMix prefill) or dense.")
@@ -128,14 +129,19 @@ _ARGV: list[str] = []  # this run's arguments, for handing them to a `tmix serve
 
 
 def _maybe_forward(sources: list[str], model, device: str, dtype: str, device_map, compile: str) -> None:
-    """Hand this run to a `tmix serve` holding the same model, if one runs (stdin stays local): exits with its code."""
-    if "-" in sources:
-        return
+    """Hand this run to a `tmix serve` holding the same model, if one runs (stdin stays local): exits with its code.
+
+    Inside the server, this is where a request is taken (or, reading stdin, handed back to run locally)."""
     from tmixcli import serve
 
+    if serve.served:
+        serve.take_request(sources)
+        return
+    if "-" in sources:
+        return
     code = serve.forward(_ARGV, serve.server_key(model, device, dtype, device_map, compile))
     if code is not None:
-        raise typer.Exit(code)
+        raise SystemExit(code)  # the server already said all there is to say (e.g. 'interrupted'): nothing more
 
 
 def _silence_libraries() -> None:
@@ -494,8 +500,9 @@ def serve(
         pid = server.stop_server(key)
         _status(quiet, f"stopped the tmix server (pid {pid})")
         return
-    lm = _load(model, device, dtype, quiet, device_map, threads, compile)
-    server.run_server(lm, key, quiet)
+    with server.claim(key) as path:  # a second server with these options is refused before its model loads
+        lm = _load(model, device, dtype, quiet, device_map, threads, compile)
+        server.run_server(lm, key, path, quiet)
 
 
 def _register_optional() -> None:
@@ -535,6 +542,13 @@ def _abort_writers() -> None:
         kvwrite.abort_all()
 
 
+def _say_interrupted() -> None:
+    """'tmix: interrupted', saying why when it is the `tmix serve` answering this run that was stopped."""
+    serve = sys.modules.get("tmixcli.serve")
+    why = " (the tmix server was stopped)" if serve is not None and serve.served and serve.stopping() else ""
+    print(f"\ntmix: interrupted{why}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: TmixError -> one line on stderr and its exit code; never a traceback for user errors."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -554,7 +568,7 @@ def main(argv: list[str] | None = None) -> None:
         print("tmix: aborted", file=sys.stderr)
         sys.exit(130)
     except KeyboardInterrupt:
-        print("\ntmix: interrupted", file=sys.stderr)
+        _say_interrupted()
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(141)
@@ -567,5 +581,5 @@ def main(argv: list[str] | None = None) -> None:
             print(_usage_line(err), file=sys.stderr)
         sys.exit(err.exit_code)
     if code == 130:  # typer turns Ctrl-C into a return value of 130, without a word
-        print("\ntmix: interrupted", file=sys.stderr)
+        _say_interrupted()
     sys.exit(code if isinstance(code, int) else 0)

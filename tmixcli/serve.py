@@ -3,14 +3,15 @@
 A warm question costs a fresh `tmix` process ~6 s of importing torch and transformers plus the model load (~1 s
 for the default model, far more for an 8B model) before the 0.5 s of real work. A server started with the same
 --model, --device, --dtype, --device-map and --compile holds the model; `ask` and `prefill` find its socket (named
-by those options), send their arguments and working folder, and the server runs them exactly as the command line
-would, streaming stdout and stderr back. The last KV file a request prefilled or loaded stays in memory
+by those options), send their arguments, working folder and TMIX_* variables, and the server runs them as the
+command line would, streaming stdout and stderr back. The last KV file a request prefilled or loaded stays in memory
 (tmixcli/resident.py), so a follow-up question skips its load. TMIX_SERVE=off makes `ask`/`prefill` ignore servers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -26,7 +27,8 @@ from pathlib import Path
 from tmixcli.errors import TmixError
 from tmixcli.paths import cache_dir
 
-_FRAME = struct.Struct("!cI")  # kind (O stdout, E stderr, X exit code), payload length
+_FRAME = struct.Struct("!cI")  # kind (S started, O stdout, E stderr, X exit code), payload length
+_REQUEST_WAIT = 5.0  # seconds a client has to send its request line once connected
 served: dict = {}  # while a server runs a request: {"key": ..., "lm": LoadedModel, "resident": ResidentKV}
 _stopping: list[int] = []  # set by Ctrl-C / SIGTERM: the request in hand ends, then the server
 
@@ -60,27 +62,60 @@ def _connect(path: Path) -> socket.socket | None:
     return sock
 
 
+class Refused(Exception):
+    """A request the server hands back untouched (it reads stdin): the client runs it itself."""
+
+
 def forward(argv: list[str], key: str) -> int | None:
-    """Run `tmix argv` on the server for `key`: its output goes to ours; returns its exit code (None: no server)."""
+    """Run `tmix argv` on the server for `key`: its output goes to ours; returns its exit code (None: run locally)."""
     if os.environ.get("TMIX_SERVE", "").lower() in ("off", "0", "no") or served:
         return None
-    sock = _connect(socket_path(key))
+    path = socket_path(key)
+    try:
+        request = _request(argv)
+    except OSError:  # our working folder is gone: the local run says what it makes of that
+        return None
+    sock = _connect(path)
     if sock is None:
         return None
     with sock:
-        sock.sendall(json.dumps({"argv": argv, "cwd": os.getcwd()}).encode() + b"\n")
+        return _relay(sock, request)
+
+
+def _request(argv: list[str]) -> bytes:
+    """The request line: arguments, working folder and the TMIX_* variables, the cache folder made absolute."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("TMIX_") and k != "TMIX_SERVE"}
+    env["TMIX_CACHE_DIR"] = str(cache_dir().absolute())
+    return json.dumps({"argv": argv, "cwd": os.getcwd(), "env": env}).encode() + b"\n"
+
+
+def _frames(sock: socket.socket, request: bytes) -> Iterator[tuple[bytes, int, bytes]]:
+    """Send `request`, then yield the server's frames (kind, length, payload); a socket error ends them like EOF."""
+    try:
+        sock.sendall(request)
         reader = sock.makefile("rb")
-        while True:
-            head = reader.read(_FRAME.size)
-            if len(head) < _FRAME.size:
-                print("tmix: error: the tmix server stopped during this run", file=sys.stderr)
-                return 1
+        while len(head := reader.read(_FRAME.size)) == _FRAME.size:
             kind, n = _FRAME.unpack(head)
-            if kind == b"X":
-                return n
+            yield kind, n, (b"" if kind in (b"S", b"X") else reader.read(n))
+    except OSError:
+        return
+
+
+def _relay(sock: socket.socket, request: bytes) -> int | None:
+    """Copy the server's output to ours; its exit code, or None if it closed before taking the request."""
+    started = False
+    for kind, n, data in _frames(sock, request):
+        started = True
+        if kind == b"X":
+            return n
+        if kind in (b"O", b"E"):
             out = sys.stdout if kind == b"O" else sys.stderr
-            out.write(reader.read(n).decode("utf-8", "replace"))
+            out.write(data.decode("utf-8", "replace"))
             out.flush()
+    if not started:  # stopping, refusing, or gone before it began: nothing ran, so run it here
+        return None
+    print("tmix: error: the tmix server stopped during this run", file=sys.stderr)
+    return 1
 
 
 def stop_server(key: str) -> int:
@@ -90,11 +125,10 @@ def stop_server(key: str) -> int:
     if sock is None:
         raise TmixError("no tmix server runs with these --model, --device, --dtype, --device-map and --compile")
     with sock:
-        sock.sendall(json.dumps({"stop": True}).encode() + b"\n")
-        head = sock.makefile("rb").read(_FRAME.size)
-    if len(head) < _FRAME.size:
+        head = next(_frames(sock, json.dumps({"stop": True}).encode() + b"\n"), None)
+    if head is None:
         raise TmixError("the tmix server did not answer the stop request")
-    pid = _FRAME.unpack(head)[1]
+    pid = head[1]
     deadline = time.monotonic() + 30
     while path.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -123,71 +157,136 @@ class _Stream:
 
 
 @contextlib.contextmanager
-def _request_scope(cwd: str) -> Iterator[None]:
-    before = os.getcwd()
+def _request_scope(cwd: str, env: dict) -> Iterator[None]:
+    """The client's working folder and TMIX_* variables for one request; the server's own folder is never needed."""
+    ours = {k: v for k, v in os.environ.items() if k.startswith("TMIX_")}
     os.chdir(cwd)
+    _set_tmix_env({str(k): str(v) for k, v in env.items() if str(k).startswith("TMIX_")})
     try:
         yield
     finally:
-        os.chdir(before)
+        _set_tmix_env(ours)
+        os.chdir("/")
+
+
+def _set_tmix_env(values: dict[str, str]) -> None:
+    """Replace every TMIX_* environment variable with `values` (requests run one at a time)."""
+    for name in [k for k in os.environ if k.startswith("TMIX_")]:
+        del os.environ[name]
+    os.environ.update(values)
+
+
+def take_request(sources: list[str]) -> None:
+    """Inside a server, before any work: tell the client its request runs here, or refuse one that reads stdin."""
+    if "-" in sources:
+        raise Refused
+    conn = served.get("conn")  # None: a test playing server, with no client
+    try:
+        if conn is not None:
+            conn.sendall(_FRAME.pack(b"S", 0))
+    except OSError:
+        raise BrokenPipeError("the client is gone") from None
+
+
+def stopping() -> bool:
+    """Whether this server was told to stop (the request in hand was interrupted by that)."""
+    return bool(_stopping)
+
+
+def _read_request(conn: socket.socket) -> dict | None:
+    """The request line, within _REQUEST_WAIT seconds (an idle client must not hold the server); None: a probe."""
+    deadline, data = time.monotonic() + _REQUEST_WAIT, b""
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no request within {_REQUEST_WAIT:g} s")
+        conn.settimeout(left)
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    conn.settimeout(None)
+    line = data.split(b"\n", 1)[0]
+    if not line.strip():
+        return None
+    req = json.loads(line)
+    if not isinstance(req, dict):
+        raise ValueError("the request is not a JSON object")
+    return req
 
 
 def _handle(conn: socket.socket, key: str, lm, log, resident=None) -> None:
     from tmixcli import cli
 
-    line = conn.makefile("rb").readline()
-    if not line.strip():  # a liveness probe (another `tmix serve` starting), not a request
+    req = _read_request(conn)
+    if req is None:  # a liveness probe, not a request
         return
-    req = json.loads(line)
     if req.get("stop"):  # `tmix serve --stop`: answer with our pid, then end after this request
         _stopping.append(1)
         conn.sendall(_FRAME.pack(b"X", os.getpid()))
         log("stop requested")
         return
     argv, start = [str(a) for a in req.get("argv", [])], time.perf_counter()
-    if argv[:1] not in (["ask"], ["prefill"]) or "-" in argv:  # stdin is the client's, never read here
+    if argv[:1] not in (["ask"], ["prefill"]):
         log(f"request refused: {' '.join(argv[:1]) or 'nothing'}")
         return
     code = 1
     out, err = _Stream(conn, b"O"), _Stream(conn, b"E")
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _request_scope(req.get("cwd", "/")):
-            served.update(key=key, lm=lm, resident=resident)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                _request_scope(str(req.get("cwd", "/")), dict(req.get("env") or {})):
+            served.update(key=key, lm=lm, resident=resident, conn=conn)
             try:
                 cli.main(argv)
                 code = 0
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
+            except Refused:
+                raise
             except Exception as exc:  # noqa: BLE001 - one failed request must not take the server down
                 log(f"request failed: {type(exc).__name__}: {exc}")
             finally:
                 served.clear()
         conn.sendall(_FRAME.pack(b"X", code))
+    except Refused:  # closed without a word: the client runs it itself
+        log(f"request refused: {argv[0]} of stdin")
+        return
     except (OSError, ValueError) as exc:  # a client gone or a bad request: the server carries on
         log(f"request dropped: {exc}")
     log(f"{' '.join(argv[:1])}: exit {code} in {time.perf_counter() - start:.2f} s")
 
 
-def run_server(lm, key: str, quiet: bool = False) -> None:
-    """Serve requests one at a time until Ctrl-C or SIGTERM; the socket file is removed on the way out."""
+@contextlib.contextmanager
+def claim(key: str) -> Iterator[Path]:
+    """Hold the lock file beside the socket for `key` (yields the socket path): one server per key, decided at once."""
+    path = socket_path(key).absolute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise TmixError(f"cannot use the socket folder {path.parent}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise TmixError(f"a tmix server with these options already runs (socket {path})") from None
+        yield path
+    finally:
+        os.close(fd)
+
+
+def run_server(lm, key: str, path: Path, quiet: bool = False) -> None:
+    """Serve requests on `path` (claim(key) held) one at a time until Ctrl-C or SIGTERM; the socket goes on exit."""
     def log(msg: str) -> None:
         if not quiet:
             print(f"tmix serve: {msg}", file=sys.stderr, flush=True)
 
-    path = socket_path(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    probe = _connect(path)
-    if probe is not None:
-        probe.close()
-        raise TmixError(f"a tmix server with these options already runs (socket {path})")
-    path.unlink(missing_ok=True)  # a stale socket of a server that died
     from tmixcli.resident import ResidentKV
 
     resident = ResidentKV()  # the last KV file a request loaded: a follow-up question skips the load
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(str(path))
-    sock.listen(8)
+    sock = _listen(path)
+    os.chdir("/")  # requests run in their client's folder; ours may be deleted while we serve
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     log(f"{lm.model_id} on {lm.device.type}, socket {path}; `tmix ask`/`tmix prefill` with the same --model, "
         "--device, --dtype, --device-map and --compile use it; Ctrl-C stops")
@@ -208,6 +307,19 @@ def run_server(lm, key: str, quiet: bool = False) -> None:
         path.unlink(missing_ok=True)
         _stopping.clear()
         log("stopped")
+
+
+def _listen(path: Path) -> socket.socket:
+    """A socket listening on `path`; a stale socket file of a server that died is replaced (we hold the lock)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        path.unlink(missing_ok=True)
+        sock.bind(str(path))
+        sock.listen(8)
+    except OSError as exc:
+        sock.close()
+        raise TmixError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+    return sock
 
 
 def _stop(*_) -> None:
