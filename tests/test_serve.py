@@ -33,7 +33,8 @@ def _prepare(work: Path) -> dict:
     tiny_model("llama", max_position_embeddings=1024).save_pretrained(work / "model")
     tiny_tokenizer("llama").save_pretrained(work / "model")
     (work / "doc.txt").write_text((DOCS / "notes.txt").read_text()[:1000])
-    env = {**os.environ, "TMIX_CACHE_DIR": str(work / "cache"), "PYTHONPATH": str(REPO)}  # this checkout's tmix
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)  # this checkout's tmix
+    env = {**os.environ, "TMIX_CACHE_DIR": str(work / "cache"), "PYTHONPATH": path}
     env.pop("TMIX_SERVE", None)
     return env
 
