@@ -548,3 +548,19 @@ def test_help_cache_and_bad_input_do_not_import_torch(tmp_path):
                        text=True, env=env, timeout=120)
     assert "HEAVY []" in r.stdout, r.stdout + r.stderr
     assert r.stderr.count("tmix: error:") == 3 and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("mode", ["stream", "json"])
+def test_closed_stdout_ends_quietly_and_keeps_the_kv_file(tiny_dir, short_doc, tmp_path, mode):
+    """`tmix ask doc q | head`: the reader gone before the answer is exit 141, no traceback, the KV file saved."""
+    argv = ["ask", short_doc, "a question?", "--model", tiny_dir, "--max-new-tokens", "40", *TINY]
+    proc = subprocess.Popen([sys.executable, "-m", "tmixcli", *argv, *(["--json"] if mode == "json" else [])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    proc.stdout.close()  # the pipe's reader is gone before the first byte
+    err = proc.communicate(timeout=600)[1]
+    assert proc.returncode == 141, err
+    assert "Traceback" not in err and "error" not in err and "Exception ignored" not in err, err
+    kv_files = list((Path(os.environ["TMIX_CACHE_DIR"]) / "kv").glob("*.safetensors"))
+    assert len(kv_files) == 1 and kv_files[0].stat().st_size > 0
+    again = tmix_subprocess(*argv, "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["cache_hit"], again.stderr

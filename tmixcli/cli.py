@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from tmixcli import stdout
 from tmixcli.errors import TmixError
 from tmixcli.paths import check_output
 
@@ -250,11 +251,14 @@ def ask(
     _describe(ctx, quiet)
     from tmixcli import answer
 
-    on_text = None if as_json else (lambda t: (sys.stdout.write(t), sys.stdout.flush()))
+    on_text = None if as_json else _show
     try:
         ans = answer.ask(ctx, question, s, on_text)
     except KeyboardInterrupt:
         _save_after_interrupt(ctx, quiet)
+        raise
+    except stdout.OutputClosed:  # `| head`: the answer is not wanted any more, the prefill's KV file still is
+        _save_quietly(ctx)
         raise
     except TmixError:  # e.g. a question that does not fit: the prefill's KV file is still kept for the next try
         _save_quietly(ctx)
@@ -277,6 +281,12 @@ def ask(
                    + _ending(ans))
     for line in saved:
         _status(quiet, line)
+
+
+def _show(text: str) -> None:
+    """Stream a piece of the answer to stdout at once."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _save_after_interrupt(ctx, quiet: bool) -> None:
@@ -456,7 +466,7 @@ def chat(
     from tmixcli import answer, prompt
 
     interactive = _interactive()
-    show = lambda t: (sys.stdout.write(t), sys.stdout.flush())  # noqa: E731
+    show = _show
     first = True
     while True:
         line = _next_question(interactive)
@@ -476,6 +486,9 @@ def chat(
         except TmixError as err:  # e.g. a question that does not fit: say so and wait for the next one
             print(f"tmix: error: {err}", file=sys.stderr, flush=True)
             continue
+        except stdout.OutputClosed:
+            _save_quietly(ctx)
+            raise
         first = False
         for note in _save_quietly(ctx):
             _status(quiet, note)
@@ -556,7 +569,8 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         try:
-            code = command.main(args=argv, prog_name="tmix", standalone_mode=False)
+            with stdout.guarded():
+                code = command.main(args=argv, prog_name="tmix", standalone_mode=False)
         finally:
             _abort_writers()
     except TmixError as err:
@@ -570,7 +584,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _say_interrupted()
         sys.exit(130)
-    except BrokenPipeError:
+    except (stdout.OutputClosed, BrokenPipeError):  # the reader of our output left: end quietly, as on SIGPIPE
         sys.exit(141)
     except Exception as err:
         if not isinstance(err, _usage_error_base()):

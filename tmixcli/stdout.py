@@ -1,0 +1,60 @@
+"""stdout whose reader may leave (`tmix ask doc q | head -1`): a closed pipe ends the run quietly with exit 141."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class OutputClosed(Exception):
+    """The reader of stdout is gone. Not an OSError, so click does not turn it into a bare exit 1."""
+
+
+class _Guarded:
+    """Wraps the real stdout: a broken pipe on write or flush becomes OutputClosed; all else is delegated."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._guard(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._guard(self._stream.flush)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    def _guard(self, fn, *args):
+        try:
+            return fn(*args)
+        except BrokenPipeError:
+            _point_at_devnull(self._stream)
+            raise OutputClosed from None
+
+
+def _point_at_devnull(stream) -> None:
+    """Send what is still buffered (and the interpreter's last flush) to /dev/null instead of the closed pipe."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # a test's captured stream: nothing to redirect
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+@contextmanager
+def guarded() -> Iterator[None]:
+    """Run a command with sys.stdout guarded, restoring the real stream afterwards."""
+    real = sys.stdout
+    sys.stdout = _Guarded(real)
+    try:
+        yield
+    finally:
+        if isinstance(sys.stdout, _Guarded):
+            sys.stdout = real
