@@ -321,6 +321,31 @@ def test_damaged_gguf_model_one_line(capsys, tmp_path):
     assert not list(models_dir().glob("gguf-model-*"))  # no half-made conversion
 
 
+@pytest.mark.parametrize("offline", ["endpoint down", "HF_HUB_OFFLINE"])
+def test_uncached_hub_model_offline_fails_at_once(capsys, monkeypatch, tmp_path, offline):
+    """A hub id missing from the local HF cache with no way to fetch it: one line at once, not a minute of retries."""
+    import time
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused at once
+    if offline == "HF_HUB_OFFLINE":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    code, _, err = run(capsys, "ask", str(DOCS / "notes.txt"), "q?", "--model", "someorg/some-model", "--quiet")
+    assert code == 2 and err.strip().splitlines() == [err.strip()], err
+    assert "'someorg/some-model' is not in the local Hugging Face cache" in err
+    assert ("HF_HUB_OFFLINE is set" if offline == "HF_HUB_OFFLINE" else "127.0.0.1 cannot be reached") in err
+    assert time.perf_counter() - start < 30
+
+
+def test_broken_local_model_folder_one_line(capsys, tmp_path):
+    folder = tmp_path / "mymodel"
+    folder.mkdir()
+    (folder / "config.json").write_text("{not json")
+    code, _, err = run(capsys, "ask", str(DOCS / "notes.txt"), "q?", "--model", str(folder), "--quiet")
+    assert code == 2 and err.strip().splitlines() == [err.strip()] and "could not load model 'mymodel'" in err, err
+
+
 @pytest.mark.parametrize("argv", [["serve"], ["ask", "sample_docs/notes.txt", "q?"], ["cache", "ls"]])
 def test_unusable_cache_folder_one_line(capsys, monkeypatch, tmp_path, argv):
     blocker = tmp_path / "file"

@@ -164,6 +164,27 @@ def _resolve_source(spec: str | None, progress: bool) -> tuple[str, dict, str]:
     return spec, {}, spec
 
 
+def _load_failed(model_id: str, err: Exception | None) -> TmixError:
+    return TmixError(f"could not load model {model_id!r}: {(str(err).splitlines() or [''])[0]}")
+
+
+def _check_hub_reachable(model_id: str, timeout_s: float = 3.0) -> None:
+    """Fail at once, not after a minute of retries, when a model missing from the local HF cache cannot be fetched."""
+    import socket
+    from urllib.parse import urlparse
+
+    hint = "pass a local model folder or .gguf file, or download it where there is network"
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "false", "no", ""):
+        raise TmixError(f"model {model_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: {hint}")
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname or "", url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout_s).close()
+    except OSError:
+        raise TmixError(f"model {model_id!r} is not in the local Hugging Face cache and {url.hostname} cannot be "
+                        f"reached: {hint}") from None
+
+
 def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto",
                progress: bool = True, device_map: str | None = None, threads: str | None = None) -> LoadedModel:
     """Load model + tokenizer; HF ids are tried offline first so a cached model needs no network.
@@ -188,6 +209,10 @@ def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto
     extra.update(more)
     last_err: Exception | None = None
     for local_only in (True, False):
+        if not local_only:
+            if Path(source).exists():  # a local folder: nothing to download
+                raise _load_failed(model_id, last_err)
+            _check_hub_reachable(model_id)
         try:
             tok = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
             model = AutoModelForCausalLM.from_pretrained(
@@ -196,7 +221,7 @@ def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto
         except (OSError, ValueError) as err:
             last_err = err
     else:
-        raise TmixError(f"could not load model {model_id!r}: {str(last_err).splitlines()[0]}")
+        raise _load_failed(model_id, last_err)
     if device_map is None:
         model.to(dev)
     model.eval()
