@@ -512,3 +512,24 @@ def test_cli_prune_and_ls_total(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "removed mid" in out.stdout and [e["key"] for e in kvstore.list_entries()] == ["new"]
     bad = runner.invoke(app, ["prune", "--max-size", "huge"])
     assert bad.exit_code == 2 and "--max-size must be a size" in _err(bad)
+
+
+def test_ls_shows_temp_files_and_prune_removes_leftovers(tokenizer) -> None:
+    """A dead writer's temp file is a leftover (listed, pruned); a live writer's is listed as being written, kept."""
+    import subprocess
+    import sys
+
+    runner = CliRunner()
+    _two_files(tokenizer)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = kvstore.kv_dir() / f".x.safetensors.{int(gone.stdout)}.0123abcd.tmp"
+    live = kvstore.kv_dir() / f".y.safetensors.{os.getpid()}.89abcdef.tmp"
+    dead.write_bytes(b"0" * 3000)
+    live.write_bytes(b"0" * 5000)
+    out = runner.invoke(app, ["ls"]).stdout
+    assert "1 leftover temp files of interrupted saves, 2.9 KiB: `tmix cache prune` removes them" in out, out
+    assert "1 KV files being written now, 4.9 KiB so far" in out
+    pruned = runner.invoke(app, ["prune"])
+    assert pruned.exit_code == 0 and "removed 1 leftover temp files (2.9 KiB)" in pruned.stdout
+    assert not dead.exists() and live.exists() and len(kvstore.list_entries()) == 2
+    assert "leftover" not in runner.invoke(app, ["ls"]).stdout

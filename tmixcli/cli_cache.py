@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +16,6 @@ from tmixcli.errors import TmixError
 from tmixcli.kvstore import human_size
 
 app = typer.Typer(help="List, inspect and remove saved KV cache files.", no_args_is_help=True)
-STALE_TMP_SECONDS = 60
 
 
 def cli_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -51,6 +49,7 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="Print the entries a
         return
     if not entries:
         typer.echo(f"no KV files in {kvstore.kv_dir()}")
+        _echo_temp_files()
         return
     rows = [["KEY", "DOCUMENT", "MODEL", "TOKENS", "SIZE", "LAST USED"]]
     for e in entries:
@@ -60,6 +59,29 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="Print the entries a
     typer.echo(_table(rows))
     typer.echo(f"{len(entries)} files, {human_size(sum(e['size'] for e in entries))} in {kvstore.kv_dir()}; "
                f"{_cap_text(kvstore.cache_limit())}")
+    _echo_temp_files()
+
+
+def _temp_files() -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
+    """(leftovers of interrupted saves, files being written now), each with its size."""
+    stale, active = [], []
+    for p in kvstore.temp_files():
+        try:
+            size = p.stat().st_size
+        except OSError:  # renamed or removed meanwhile
+            continue
+        (stale if kvstore.temp_is_stale(p) else active).append((p, size))
+    return stale, active
+
+
+def _echo_temp_files() -> None:
+    """The temp files beside the KV files: a leftover takes disk space until `tmix cache prune` removes it."""
+    stale, active = _temp_files()
+    if stale:
+        typer.echo(f"{len(stale)} leftover temp files of interrupted saves, {human_size(sum(n for _, n in stale))}: "
+                   "`tmix cache prune` removes them")
+    if active:
+        typer.echo(f"{len(active)} KV files being written now, {human_size(sum(n for _, n in active))} so far")
 
 
 def _cap_text(limit: int | None, source: str = "TMIX_CACHE_MAX") -> str:
@@ -74,6 +96,11 @@ def prune(max_size: Annotated[str | None, typer.Option("--max-size", help="Cap t
     limit = kvstore.parse_size(max_size, "--max-size") if max_size is not None else kvstore.cache_limit()
     for e in kvstore.trim_cache(limit):
         typer.echo(f"removed {e['key']} ({e['doc_name'] or '?'}, {human_size(e['size'])})")
+    stale = _temp_files()[0]
+    for p, _ in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        typer.echo(f"removed {len(stale)} leftover temp files ({human_size(sum(n for _, n in stale))})")
     docindex.forget_missing(kvstore.kv_dir())
     total = sum(e["size"] for e in kvstore.list_entries())
     typer.echo(f"{human_size(total)} in {kvstore.kv_dir()}; "
@@ -107,7 +134,7 @@ def rm(keys: Annotated[list[str], typer.Argument(help="Keys or unique key prefix
 def clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False) -> None:
     """Remove all KV files (and leftovers of interrupted saves)."""
     entries = kvstore.list_entries()
-    stale = [p for p in kvstore.temp_files() if time.time() - p.stat().st_mtime > STALE_TMP_SECONDS]
+    stale = [p for p, _ in _temp_files()[0]]
     total = sum(e["size"] for e in entries)
     if not entries and not stale:
         docindex.forget_missing(kvstore.kv_dir())  # files removed by hand leave index entries behind

@@ -10,6 +10,7 @@ import math
 import os
 import re
 import struct
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -615,3 +616,25 @@ def temp_files(root: Path | None = None) -> list[Path]:
     if not root.is_dir():
         return []
     return [p for p in root.iterdir() if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)]
+
+
+def temp_is_stale(path: Path, quiet_s: float = 60.0) -> bool:
+    """True for a temp file no save will finish: its writer's pid (in the name) is gone, or, with no readable pid,
+    nothing was written to it for `quiet_s`."""
+    parts = path.name.split(".")  # "", <name parts...>, <pid>, <8 hex>, "tmp"
+    try:
+        pid = int(parts[-3])
+    except (IndexError, ValueError):
+        pid = None
+    if pid is not None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # alive, owned by someone else
+            pass
+        return False
+    try:
+        return time.time() - path.stat().st_mtime > quiet_s
+    except OSError:
+        return False
