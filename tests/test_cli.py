@@ -589,3 +589,14 @@ def test_closed_stdout_ends_quietly_and_keeps_the_kv_file(tiny_dir, short_doc, t
     assert len(kv_files) == 1 and kv_files[0].stat().st_size > 0
     again = tmix_subprocess(*argv, "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["cache_hit"], again.stderr
+
+
+def test_cache_hit_under_another_name_says_so(capsys, tiny_dir, short_doc, tmp_path):
+    """A copy of a prefilled document hits the cache: the status names the copy and whose prefill it reuses."""
+    copy = tmp_path / "copy.txt"
+    copy.write_text(Path(short_doc).read_text())
+    argv = ("q?", "--model", tiny_dir, "--max-new-tokens", "2", *TINY)
+    assert run(capsys, "ask", short_doc, *argv)[0] == 0
+    code, _, err = run(capsys, "ask", str(copy), *argv)
+    assert code == 0 and "cache hit" in err, err
+    assert err.startswith("tmix: copy.txt:") and "same text as short.txt, prefilled earlier" in err, err

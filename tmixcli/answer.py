@@ -352,7 +352,10 @@ def _load_into(ctx: Context, path: Path, s: Settings, doc_sha256: str | None, id
     ctx.cache, ctx.prefix_ids, ctx.cache_hit, ctx.kv_path = cache, stored_ids, True, path
     ctx.kept_in_memory = held is not None
     ctx.prefill_s = _now(lm) - start
-    ctx.doc_name = meta.get("doc_name", path.name)
+    stored = meta.get("doc_name", path.name)
+    if ctx.doc_name and stored != ctx.doc_name:  # same text under another name: say whose prefill this is
+        ctx.notes.append(f"same text as {stored}, prefilled earlier: its KV file is used")
+    ctx.doc_name = ctx.doc_name or stored
     return ctx
 
 
