@@ -14,7 +14,7 @@ from tmixcli import stdout
 from tmixcli.errors import TmixError
 from tmixcli.paths import check_output
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Ask questions about long documents with a local LLM: TriangleMix prefill, reusable KV cache.")
 
 ModelOpt = typer.Option(None, "--model", envvar="TMIX_MODEL",

@@ -92,7 +92,7 @@ def _cap_text(limit: int | None, source: str = "TMIX_CACHE_MAX") -> str:
 @cli_errors
 def prune(max_size: Annotated[str | None, typer.Option("--max-size", help="Cap to apply now, e.g. 5G "
                                                         "(default: TMIX_CACHE_MAX, else 20G).")] = None) -> None:
-    """Remove least recently used KV files until the cache fits its size cap."""
+    """Remove leftovers of interrupted saves, then least recently used KV files until the cache fits its cap."""
     limit = kvstore.parse_size(max_size, "--max-size") if max_size is not None else kvstore.cache_limit()
     for e in kvstore.trim_cache(limit):
         typer.echo(f"removed {e['key']} ({e['doc_name'] or '?'}, {human_size(e['size'])})")
