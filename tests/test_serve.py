@@ -309,3 +309,65 @@ def test_a_server_starting_with_these_options_is_seen_before_the_model_loads(tmp
         second = tmix("serve", "--model", "model", "--device", "cpu", env=env, cwd=tmp_path, timeout=60)
     assert second.returncode == 2 and second.stderr.count("\n") == 1 and "already runs" in second.stderr
     assert not lock.with_suffix(".sock").exists()
+
+
+def _slow_endless_answers(monkeypatch) -> threading.Event:
+    """Decode steps of 50 ms and no stop token: an answer runs for seconds; the event is set at its first step."""
+    from tmixcli import generate
+
+    decoding, choose = threading.Event(), generate.choose
+
+    def slow(*args, **kw) -> int:
+        decoding.set()
+        time.sleep(0.05)
+        return choose(*args, **kw)
+
+    monkeypatch.setattr(generate, "choose", slow)
+    monkeypatch.setattr(generate, "stop_ids", lambda *_: set())
+    return decoding
+
+
+def _interrupt_when(event: threading.Event, proc: subprocess.Popen, at: list[float]) -> threading.Thread:
+    """A thread that sends SIGINT (Ctrl-C) to `proc` once `event` is set, noting when in `at`."""
+    def run() -> None:
+        if event.wait(60):
+            at.append(time.monotonic())
+            proc.send_signal(signal.SIGINT)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("mode", [["--json"], ["-q"], []], ids=["json", "quiet", "streaming"])
+def test_a_client_interrupted_mid_answer_frees_the_server_at_once(mode, tiny_dir, tmp_path, monkeypatch):
+    from tmixcli import generate
+    from tmixcli.models import load_model
+    from tmixcli.resident import ResidentKV
+
+    decoding = _slow_endless_answers(monkeypatch)
+    key = serve.server_key(tiny_dir, "cpu", "auto", None, "off")
+    path = serve.socket_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "doc.txt").write_text((DOCS / "notes.txt").read_text()[:400])  # not cached: a fresh prefill
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    argv = ["ask", "doc.txt", "Who?", "--model", tiny_dir, *TINY[:-1], "300", "--no-stop-repeats", *mode]
+    monkeypatch.chdir(tmp_path)  # the request leaves this process in "/"
+    with serve._listen(path) as listener:  # this test plays the server, its decode slowed down
+        client = subprocess.Popen([sys.executable, "-m", "tmixcli", *argv], cwd=tmp_path, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        listener.settimeout(60)
+        conn = listener.accept()[0]
+    interrupted: list[float] = []
+    _interrupt_when(decoding, client, interrupted)
+    logged: list[str] = []
+    with conn:
+        serve._handle(conn, key, load_model(tiny_dir, "cpu", "auto", progress=False), logged.append, ResidentKV())
+    freed = time.monotonic() - interrupted[0]
+    assert client.wait(timeout=60) == 130
+    err = client.stderr.read()
+    assert err.rstrip().endswith("tmix: interrupted") and err.count("tmix: interrupted") == 1, err
+    assert logged[-2] == "the client hung up" and logged[-1].startswith("ask: exit 130 in "), logged
+    assert freed < 3, f"the server ran on for {freed:.1f} s after its client left"  # 300 steps: 15 s
+    assert len(list((Path(os.environ["TMIX_CACHE_DIR"]) / "kv").glob("*.safetensors"))) == 1  # the prefill kept
+    assert serve.served == {} and generate.between_steps == []

@@ -15,6 +15,8 @@ from tmixcli.kvcache import growing_cache
 from tmixcli.models import decoder_layers
 
 _WORD = re.compile(r"\S+")
+# called before each decoded token: `tmix serve` stops an answer there once its client has hung up (Ctrl-C)
+between_steps: list[Callable[[], None]] = []
 
 
 @contextmanager
@@ -158,6 +160,8 @@ def generate_ids(model: torch.nn.Module, cache: DynamicCache, suffix_ids: list[i
     stepper = None  # steps after the first token: a CUDA graph replay (graph_decode) or a direct CPU step (cpu_decode)
     try:
         for i in range(max_new_tokens):
+            for check in between_steps:
+                check()
             tok = choose(logits, temperature, top_p, gen)
             if i == 0 and on_first is not None:
                 on_first()

@@ -4,8 +4,10 @@ A warm question costs a fresh `tmix` process ~6 s of importing torch and transfo
 for the default model, far more for an 8B model) before the 0.5 s of real work. A server started with the same
 --model, --device, --dtype, --device-map and --compile holds the model; `ask` and `prefill` find its socket (named
 by those options), send their arguments, working folder and TMIX_* variables, and the server runs them as the
-command line would, streaming stdout and stderr back. The last KV file a request prefilled or loaded stays in memory
-(tmixcli/resident.py), so a follow-up question skips its load. TMIX_SERVE=off makes `ask`/`prefill` ignore servers.
+command line would, streaming stdout and stderr back. A client that hangs up (its Ctrl-C) stops its request at the
+next decode step, as Ctrl-C stops a local run (the prefill's KV file is still saved). The last KV file a request
+prefilled or loaded stays in memory (tmixcli/resident.py), so a follow-up question skips its load. TMIX_SERVE=off
+makes `ask`/`prefill` ignore servers.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import socket
 import struct
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,18 +138,56 @@ def stop_server(key: str) -> int:
     return pid
 
 
-class _Stream:
-    """A text stream whose writes go to the client as frames; a client gone becomes BrokenPipeError."""
+class ClientGone(KeyboardInterrupt):
+    """The client of the request in hand hung up (its Ctrl-C): the request stops as a local run's Ctrl-C stops it."""
 
-    def __init__(self, sock: socket.socket, kind: bytes) -> None:
-        self.sock, self.kind, self.encoding = sock, kind, "utf-8"
+
+def _hung_up(conn: socket.socket) -> bool:
+    """Whether the client has closed its end (EOF or a reset), found without waiting and without taking any data."""
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+class _Client:
+    """The connection of the request in hand. Once it is found closed, the request gets ClientGone (once, in the
+    main thread, where requests run) and all it still writes is dropped, as a local run's output after Ctrl-C."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn, self.gone, self._told = conn, False, False
+
+    def send(self, frame: bytes) -> None:
+        """Send one frame; a failure means the client is gone."""
+        if not self.gone:
+            try:
+                self.conn.sendall(frame)
+            except OSError:
+                self.gone = True
+        self._tell()
+
+    def check(self) -> None:
+        """Between decode steps: ClientGone once the client has hung up (--json sends nothing until the end)."""
+        self.gone = self.gone or _hung_up(self.conn)
+        self._tell()
+
+    def _tell(self) -> None:
+        if self.gone and not self._told and threading.current_thread() is threading.main_thread():
+            self._told = True
+            raise ClientGone
+
+
+class _Stream:
+    """A text stream whose writes go to the client as frames (see _Client for a client gone)."""
+
+    def __init__(self, client: _Client, kind: bytes) -> None:
+        self.client, self.kind, self.encoding = client, kind, "utf-8"
 
     def write(self, text: str) -> int:
         data = text.encode("utf-8", "replace")
-        try:
-            self.sock.sendall(_FRAME.pack(self.kind, len(data)) + data)
-        except OSError:
-            raise BrokenPipeError("the client is gone") from None
+        self.client.send(_FRAME.pack(self.kind, len(data)) + data)
         return len(text)
 
     def flush(self) -> None:
@@ -216,8 +257,7 @@ def _read_request(conn: socket.socket) -> dict | None:
 
 
 def _handle(conn: socket.socket, key: str, lm, log, resident=None) -> None:
-    from tmixcli import cli
-
+    """Read one request from `conn` and run it (or stop, or refuse it); logs how it ended."""
     req = _read_request(conn)
     if req is None:  # a liveness probe, not a request
         return
@@ -230,30 +270,44 @@ def _handle(conn: socket.socket, key: str, lm, log, resident=None) -> None:
     if argv[:1] not in (["ask"], ["prefill"]):
         log(f"request refused: {' '.join(argv[:1]) or 'nothing'}")
         return
-    code = 1
-    out, err = _Stream(conn, b"O"), _Stream(conn, b"E")
+    client, code = _Client(conn), 1
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+        with contextlib.redirect_stdout(_Stream(client, b"O")), contextlib.redirect_stderr(_Stream(client, b"E")), \
                 _request_scope(str(req.get("cwd", "/")), dict(req.get("env") or {})):
             served.update(key=key, lm=lm, resident=resident, conn=conn)
-            try:
-                cli.main(argv)
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            except Refused:
-                raise
-            except Exception as exc:  # noqa: BLE001 - one failed request must not take the server down
-                log(f"request failed: {type(exc).__name__}: {exc}")
-            finally:
-                served.clear()
-        conn.sendall(_FRAME.pack(b"X", code))
+            code = _run(argv, client, log)
+        client.send(_FRAME.pack(b"X", code))
     except Refused:  # closed without a word: the client runs it itself
         log(f"request refused: {argv[0]} of stdin")
         return
-    except (OSError, ValueError) as exc:  # a client gone or a bad request: the server carries on
+    except ClientGone:  # found gone by the request's last words or its exit code
+        pass
+    except (OSError, ValueError) as exc:  # a bad request (e.g. its folder gone): the server carries on
         log(f"request dropped: {exc}")
+    if client.gone:
+        log("the client hung up")
     log(f"{' '.join(argv[:1])}: exit {code} in {time.perf_counter() - start:.2f} s")
+
+
+def _run(argv: list[str], client: _Client, log) -> int:
+    """cli.main(argv) as a process of its own runs it, stopped between decode steps if the client hangs up (then
+    exactly as a local Ctrl-C: the prefill's KV file is still saved); its exit code."""
+    from tmixcli import cli, generate
+
+    generate.between_steps.append(client.check)
+    try:
+        cli.main(argv)
+        return 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except Refused:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one failed request must not take the server down
+        log(f"request failed: {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        generate.between_steps.remove(client.check)
+        served.clear()
 
 
 @contextlib.contextmanager
