@@ -118,7 +118,7 @@ def test_prefill_then_ask_from_kv_file_alone(capsys, tmp_path):
     assert res["cache_hit"] and FACTS[-1]["answer"].lower() in res["answer"].lower()
     other = str(info["attention"]["start_layer"] + 1)  # settings that differ from the file's are refused
     code, _, err = run(capsys, "ask", "--kv", str(kv), "q?", "--start-layer", other)
-    assert code == 2 and "start_layer" in err
+    assert code == 2 and f"--start-layer {other} cannot apply to this KV file" in err
 
 
 def test_looping_answer_is_cut_and_trimmed(capsys, monkeypatch, tmp_path, tiny_dir):
@@ -600,3 +600,138 @@ def test_cache_hit_under_another_name_says_so(capsys, tiny_dir, short_doc, tmp_p
     code, _, err = run(capsys, "ask", str(copy), *argv)
     assert code == 0 and "cache hit" in err, err
     assert err.startswith("tmix: copy.txt:") and "same text as short.txt, prefilled earlier" in err, err
+
+
+class _Questions:
+    """chat's stdin: each question line is handed out after its action (an edit of the document) has run."""
+
+    def __init__(self, *steps) -> None:
+        self.steps = list(steps)
+
+    def isatty(self) -> bool:
+        return False
+
+    def readline(self) -> str:
+        if not self.steps:
+            return ""
+        action, line = self.steps.pop(0)
+        if action is not None:
+            action()
+        return line + "\n"
+
+
+def _squeezed(text: str) -> str:
+    return "".join(text.split())
+
+
+def test_chat_reads_an_edited_document_again(capsys, monkeypatch, tiny_dir, tmp_path):
+    """An edit between questions is noticed (one status line) and read again from the old version's unchanged rows;
+    a version that cannot be read, or a file deleted, is said in one line and the chat answers from the last one."""
+    doc = tmp_path / "minutes.txt"
+    text = (DOCS / "notes.txt").read_text()[:1000]
+    grown = text + "\nThe new site manager is Ola Nordmann.\n"
+    doc.write_text(text)
+    q = "Who is the site manager?"
+    steps = [(None, q), (lambda: doc.write_text(grown), q), (lambda: doc.write_text(grown + "word " * 3000), q),
+             (doc.unlink, q), (None, q)]
+    monkeypatch.setattr(sys, "stdin", _Questions(*steps))
+    args = ("--model", tiny_dir, "--max-new-tokens", "8", *TINY)
+    code, out, err = run(capsys, "chat", str(doc), *args)
+    assert code == 0 and err.count("TTFT") == 5 and "tmix: error" not in err and "Traceback" not in err, err
+    assert err.count("tmix: minutes.txt changed; reading it again") == 2
+    assert "tokens taken from" in err  # the edit near its end: the old version's rows reused
+    assert "tmix: cannot read minutes.txt again (minutes.txt needs" in err and "over the model's 1024" in err
+    assert err.count("tmix: minutes.txt can no longer be read (No such file or directory); answering from the "
+                     "version already read") == 1
+    doc.write_text(text)
+    old = ask_json(capsys, str(doc), q, *args)
+    doc.write_text(grown)
+    new = ask_json(capsys, str(doc), q, *args)
+    assert old["cache_hit"] and new["cache_hit"]  # the chat saved the KV files of both versions
+    assert _squeezed(out) == _squeezed(old["answer"] + new["answer"] * 4)
+
+
+def test_chat_keep_history_starts_over_on_an_edited_document(capsys, monkeypatch, tiny_dir, tmp_path):
+    doc = tmp_path / "minutes.txt"
+    text = (DOCS / "notes.txt").read_text()[:1000]
+    doc.write_text(text)
+    grown = text + "\nThe new site manager is Ola Nordmann.\n"
+    steps = [(None, "Who is the project manager?"), (None, "And the budget?"),
+             (lambda: doc.write_text(grown), "Who is the site manager?")]
+    monkeypatch.setattr(sys, "stdin", _Questions(*steps))
+    args = ("--model", tiny_dir, "--max-new-tokens", "8", *TINY)
+    code, out, err = run(capsys, "chat", str(doc), "--keep-history", *args)
+    assert code == 0 and err.count("TTFT") == 3, err
+    assert "minutes.txt changed; reading it again" in err and "the conversation starts over on the new version" in err
+    first_on_new = ask_json(capsys, str(doc), "Who is the site manager?", *args)
+    assert first_on_new["cache_hit"] and _squeezed(out).endswith(_squeezed(first_on_new["answer"]))
+
+
+def test_chat_keep_history_drops_the_oldest_turns_when_full(capsys, monkeypatch, tiny_dir, short_doc):
+    """A conversation that outgrows the 1024-token context drops its oldest turns instead of refusing questions;
+    every answer keeps its full --max-new-tokens."""
+    import io
+
+    questions = [f"Question {i}: who is the project manager?" for i in range(6)]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(questions) + "\n"))
+    code, out, err = run(capsys, "chat", short_doc, "--keep-history", "--model", tiny_dir, "--max-new-tokens", "20",
+                         *TINY)
+    assert code == 0 and "tmix: error" not in err and err.count("TTFT") == 6, err
+    assert "tmix: the conversation no longer fits the model's 1024-token context: dropped its 1 oldest turn, the " \
+           "last 1 kept" in err
+    assert all("20 tokens" in line for line in err.splitlines() if "TTFT" in line), err
+
+
+def test_dropped_turns_leave_the_state_of_a_conversation_that_began_later(tiny_dir, short_doc):
+    """After the oldest turns are dropped, the next answer is the one a fresh document state gives after the kept
+    turns (the first of them asked as a first question), built here independently."""
+    from tmixcli import answer, generate, prompt
+    from tmixcli.config import Settings
+    from tmixcli.conversation import Conversation
+    from tmixcli.documents import load_documents
+    from tmixcli.models import load_model
+
+    lm = load_model(tiny_dir, "cpu", "fp32", progress=False)
+    s = Settings(method="dense", use_cache=False, max_new_tokens=20, stop_repeats=False, progress=False)
+    doc = load_documents([short_doc])
+    notes: list[str] = []
+    talk = Conversation(answer.open_document(lm, doc, s), s, keep=True, say=notes.append)
+    for i in range(4):
+        talk.ask(f"Question {i}: who is the project manager?")
+    before = len(notes)
+    talk.ask("Who is the architect?")
+    assert len(notes) == before + 1 and "dropped its" in notes[-1] and len(talk.turns) >= 2
+    fresh = answer.open_document(lm, doc, s)
+    tok, (q, a) = lm.tokenizer, talk.turns[-1]
+    history = [t for i, (hq, ha) in enumerate(talk.turns[:-1])
+               for t in (prompt.question_ids if i == 0 else prompt.followup_ids)(tok, hq) + ha]
+    generate.extend(lm.model, fresh.cache, history)
+    expected = answer.ask_ids(fresh, prompt.followup_ids(tok, q), s)
+    assert a == expected.ids and a
+
+
+def test_kv_file_refuses_options_it_cannot_honour(capsys, monkeypatch, tiny_dir, short_doc, tmp_path):
+    """--kv takes the system prompt and attention settings from the file; options that cannot apply to it are
+    refused in one line before the model loads, naming what the file was made with."""
+    kv = tmp_path / "terse.safetensors"
+    code, _, err = run(capsys, "prefill", short_doc, "-o", str(kv), "--system", "You are terse.", "--quiet",
+                       "--model", tiny_dir, *TINY)
+    assert code == 0, err
+    q = ("Who is the project manager?", "--model", tiny_dir, "--max-new-tokens", "8")
+    from_file = ask_json(capsys, "--kv", str(kv), *q)
+    from_doc = ask_json(capsys, short_doc, *q, *TINY, "--system", "You are terse.")
+    assert from_file["answer"] == from_doc["answer"] and from_file["attention"] == from_doc["attention"]
+    from tmixcli import cli
+
+    monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
+    refused = [(["--pages", "3-5"], "--pages cannot apply to --kv: a KV file holds exactly the text it was made from"),
+               (["--password", "x"], "--password cannot apply to --kv"), (["--truncate"], "--truncate cannot apply"),
+               (["--no-cache"], "--no-cache cannot apply to --kv"),
+               (["--n-local", "32"], "--n-local 32 cannot apply to this KV file: it was made with --n-local 16"),
+               (["--system", "Be verbose."], "made with the system prompt 'You are terse.', which is part of its "
+                                             "cached prefix, so --system 'Be verbose.' cannot apply")]
+    for extra, says in refused:
+        for command in (["ask", "--kv", str(kv), *q], ["chat", "--kv", str(kv), "--model", tiny_dir]):
+            code, out, err = run(capsys, *command, *extra)
+            assert code == 2 and out == "" and err.strip().splitlines() == [err.strip()], err
+            assert err.startswith("tmix: error: ") and says in err, err

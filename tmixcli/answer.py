@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -77,14 +77,21 @@ def resolve_attention(lm: LoadedModel, s: Settings) -> tuple[AttentionConfig, st
         if profile is not None:
             start = int(profile["start_layer"])
             source = "calibrated profile" + (" (shipped with tmix)" if profile.get("source") == "shipped" else "")
-    if s.method == "trimix" and start > n_layers:
+    base = AttentionConfig()
+    method = s.method or base.method
+    if method == "trimix" and start > n_layers:
         raise TmixError(f"--start-layer {start} is past the model's {n_layers} layers")
     try:
-        attn = AttentionConfig(method=s.method, n_init=s.n_init, n_local=s.n_local, last_n=s.last_n,
-                               start_layer=start if s.method == "trimix" else 0)
+        attn = AttentionConfig(method=method, n_init=_or(s.n_init, base.n_init), n_local=_or(s.n_local, base.n_local),
+                               last_n=_or(s.last_n, base.last_n), start_layer=start if method == "trimix" else 0)
     except ValueError as err:
         raise TmixError(str(err)) from None
     return attn, source
+
+
+def _or(value: int | None, default: int) -> int:
+    """`value`, or `default` where it was left unset."""
+    return default if value is None else value
 
 
 def _profile(lm: LoadedModel) -> dict | None:
@@ -220,7 +227,7 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
     save = s.use_cache or kv_out is not None
     meta = kvstore.build_meta(model_id=lm.model_id, fingerprint=fp, dtype=lm.dtype, attn=attn, doc_name=doc.name,
                               doc_sha256=doc.sha256, template_hash=prompt.template_hash(lm.tokenizer, s.system),
-                              n_tokens=len(ids))
+                              n_tokens=len(ids), system=s.system or "")
     cap = limit if kv_out is None else None
     if save and cap is not None and _planned_bytes(lm, len(ids)) > cap:
         over = (f"KV file not saved: its {kvstore.human_size(_planned_bytes(lm, len(ids)))} exceed the cache cap "
@@ -406,13 +413,10 @@ def _device_name(lm: LoadedModel) -> str:
 
 
 def open_kv(lm: LoadedModel, path: Path, s: Settings, resident: ResidentKV | None = None) -> Context:
-    """Prefilled state from a KV file alone (no document); attention flags left unset take the file's values."""
+    """Prefilled state from a KV file alone (no document); the attention settings and system prompt left unset take
+    the file's values (kvstore.settings_for)."""
     meta = kvstore.read_meta(path)
-    file_attn = {k[5:]: meta[k] for k in meta if k.startswith("attn_")}
-    if s.start_layer is None and "start_layer" in file_attn:
-        s = replace(s, start_layer=int(file_attn["start_layer"]))
-    if s.method == "trimix" and file_attn.get("method") == "dense":
-        s = replace(s, method="dense")
+    s = kvstore.settings_for(meta, s)
     attn, _ = resolve_attention(lm, s)
     attention.attach(lm.model, attn)
     ctx = Context(lm, attn, [], None, meta.get("doc_name", path.name), s.system, start_layer_source="KV file")

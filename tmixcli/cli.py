@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -25,10 +26,11 @@ ThreadsOpt = typer.Option(None, "--threads", envvar="TMIX_THREADS",
                           "by `tmix serve` uses the server's threads.")
 DeviceMapOpt = typer.Option(None, "--device-map", help="'auto': spread a model too big for one GPU over all GPUs.")
 DtypeOpt = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.")
-AttnOpt = typer.Option("trimix", "--attention", help="trimix (TriangleMix prefill) or dense.")
-NInitOpt = typer.Option(8, "--n-init", help="Sink tokens every query sees in triangle layers.")
-NLocalOpt = typer.Option(512, "--n-local", help="Local window of triangle layers.")
-LastNOpt = typer.Option(128, "--last-n", help="Last queries of the prefill that see every token.")
+AttnOpt = typer.Option(None, "--attention", help="trimix (TriangleMix prefill; the default) or dense. "
+                       "Attention options left out take a --kv file's values.")
+NInitOpt = typer.Option(None, "--n-init", help="Sink tokens every query sees in triangle layers (default 8).")
+NLocalOpt = typer.Option(None, "--n-local", help="Local window of triangle layers (default 512).")
+LastNOpt = typer.Option(None, "--last-n", help="Last queries of the prefill that see every token (default 128).")
 StartOpt = typer.Option(None, "--start-layer",
                         help="First triangle layer (default: calibrated profile, else the paper's, else half).")
 ChunkOpt = typer.Option(None, "--chunk-size", help="Prefill in chunks of this many tokens (bounds memory).")
@@ -71,7 +73,7 @@ def _status(quiet: bool, msg: str) -> None:
 def _settings(**kw):
     from tmixcli.config import Settings
 
-    if kw["method"] not in ("trimix", "dense"):
+    if kw["method"] not in (None, "trimix", "dense"):
         raise TmixError(f"--attention must be trimix or dense, not {kw['method']!r}")
     if kw.get("max_new_tokens", 1) < 1:
         raise TmixError("--max-new-tokens must be at least 1")
@@ -182,16 +184,17 @@ def _describe(ctx, quiet: bool) -> None:
 
 
 def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, quiet: bool,
-          model, device, dtype, device_map=None, threads=None, compile="off"):
+          model, device, dtype, device_map=None, threads=None, compile="off", lm=None):
     from tmixcli.documents import load_documents
 
     _check_model_options(device, dtype, device_map, threads, compile)
     if kv is not None:
         if not kv.is_file():
             raise TmixError(f"KV file not found: {kv}")
-        from tmixcli.kvstore import read_meta
+        _refuse_for_kv(pages, password, s)
+        from tmixcli.kvstore import read_meta, settings_for
 
-        read_meta(kv)  # a foreign or damaged file is refused before the model loads
+        s = settings_for(read_meta(kv), s)  # a foreign or damaged file, or settings it cannot take: before the load
         doc = ident = None
     else:
         from tmixcli import docindex
@@ -201,7 +204,8 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
         doc = None if docindex.known(ident) else load_documents(sources, pages=pages, password=password)
     from tmixcli import answer, serve
 
-    lm = _load(model, device, dtype, quiet, device_map, threads, compile)
+    if lm is None:
+        lm = _load(model, device, dtype, quiet, device_map, threads, compile)
     resident = serve.served.get("resident")  # inside `tmix serve`: the last KV file it loaded, kept in memory
     if kv is not None:
         return answer.open_kv(lm, kv, s, resident)
@@ -213,6 +217,18 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
     return answer.open_document(lm, doc, s, resident=resident, ident=ident)
 
 
+def _refuse_for_kv(pages: Optional[str], password: Optional[str], s) -> None:
+    """Options about reading or caching a document cannot apply to a KV file, which holds exactly the text it was
+    made from."""
+    for flag, given in (("--pages", pages is not None), ("--password", password is not None),
+                        ("--truncate", s.truncate)):
+        if given:
+            raise TmixError(f"{flag} cannot apply to --kv: a KV file holds exactly the text it was made from; use "
+                            f"{flag} with tmix prefill (or ask about the document itself)")
+    if not s.use_cache:
+        raise TmixError("--no-cache cannot apply to --kv: the KV file given is the cache that is read")
+
+
 @app.command()
 def ask(
     args: list[str] = typer.Argument(..., metavar="FILE QUESTION",
@@ -221,7 +237,8 @@ def ask(
     kv: Optional[Path] = typer.Option(None, "--kv", help="Answer from this KV cache file alone."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
-    attention: str = AttnOpt, n_init: int = NInitOpt, n_local: int = NLocalOpt, last_n: int = LastNOpt,
+    attention: Optional[str] = AttnOpt, n_init: Optional[int] = NInitOpt, n_local: Optional[int] = NLocalOpt,
+    last_n: Optional[int] = LastNOpt,
     start_layer: Optional[int] = StartOpt, chunk_size: Optional[int] = ChunkOpt, compile: str = CompileOpt,
     system: Optional[str] = SystemOpt, pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
     truncate: bool = TruncOpt, no_cache: bool = NoCacheOpt, max_new_tokens: int = MaxNewOpt,
@@ -363,7 +380,8 @@ def prefill(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the KV file here (default: cache)."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
-    attention: str = AttnOpt, n_init: int = NInitOpt, n_local: int = NLocalOpt, last_n: int = LastNOpt,
+    attention: Optional[str] = AttnOpt, n_init: Optional[int] = NInitOpt, n_local: Optional[int] = NLocalOpt,
+    last_n: Optional[int] = LastNOpt,
     start_layer: Optional[int] = StartOpt, chunk_size: Optional[int] = ChunkOpt, compile: str = CompileOpt,
     system: Optional[str] = SystemOpt, pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
     truncate: bool = TruncOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt,
@@ -445,7 +463,8 @@ def chat(
     keep_history: bool = typer.Option(False, "--keep-history", help="Carry the conversation on between questions."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
-    attention: str = AttnOpt, n_init: int = NInitOpt, n_local: int = NLocalOpt, last_n: int = LastNOpt,
+    attention: Optional[str] = AttnOpt, n_init: Optional[int] = NInitOpt, n_local: Optional[int] = NLocalOpt,
+    last_n: Optional[int] = LastNOpt,
     start_layer: Optional[int] = StartOpt, chunk_size: Optional[int] = ChunkOpt, compile: str = CompileOpt,
     system: Optional[str] = SystemOpt, pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
     truncate: bool = TruncOpt, no_cache: bool = NoCacheOpt, max_new_tokens: int = MaxNewOpt,
@@ -461,24 +480,27 @@ def chat(
                   system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                   stop_repeats=stop_repeats, use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size,
                   progress=not quiet)
+    from tmixcli.docindex import SourceWatch
+
+    watch = SourceWatch(files or [])  # before the documents are read: an edit made meanwhile is seen at once
     ctx = _open(files, kv, s, pages, password, quiet, model, device, dtype, device_map, threads, compile)
     _describe(ctx, quiet)
-    from tmixcli import answer, prompt
+    from tmixcli.conversation import Conversation
 
     interactive = _interactive()
     show = _show
-    first = True
+    talk = Conversation(ctx, s, keep_history, lambda msg: _status(quiet, msg))
+    reopen = functools.partial(_open, files, kv, s, pages, password, quiet, model, device, dtype, device_map, threads,
+                               compile, lm=ctx.lm)
     while True:
         line = _next_question(interactive)
         if not line.strip():
-            for note in _save_quietly(ctx):
+            for note in _save_quietly(talk.ctx):
                 _status(quiet, note)
             break
+        _follow_changes(watch, talk, reopen, quiet)
         try:
-            if keep_history and not first:
-                ans = answer.ask_ids(ctx, prompt.followup_ids(ctx.lm.tokenizer, line, ctx.system), s, show, keep=True)
-            else:
-                ans = answer.ask(ctx, line, s, show, keep=keep_history)
+            ans = talk.ask(line, show)
         except KeyboardInterrupt:  # Ctrl-C stops this answer, not the chat (the model stays loaded)
             print(flush=True)
             _status(quiet, "answer interrupted" + (", left out of the conversation" if keep_history else ""))
@@ -487,14 +509,46 @@ def chat(
             print(f"tmix: error: {err}", file=sys.stderr, flush=True)
             continue
         except stdout.OutputClosed:
-            _save_quietly(ctx)
+            _save_quietly(talk.ctx)
             raise
-        first = False
-        for note in _save_quietly(ctx):
+        for note in _save_quietly(talk.ctx):
             _status(quiet, note)
         print(flush=True)
         _status(quiet, f"TTFT {ans.ttft_s:.2f} s, {ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s"
                 + _ending(ans))
+
+
+def _follow_changes(watch, talk, reopen, quiet: bool) -> None:
+    """Before a chat question: read the documents again when they changed on disk, or say that one can no longer be
+    read; either way the chat goes on (from the version already read when the new one cannot be had)."""
+    changed = watch.poll()
+    lost = [f"{name} can no longer be read ({why})" for name, why in changed if why is not None]
+    if lost:
+        _warn(f"{'; '.join(lost)}; answering from the version already read")
+        return
+    if not changed:
+        return
+    names = ", ".join(name for name, _ in changed)
+    _status(quiet, f"{names} changed; reading {'it' if len(changed) == 1 else 'them'} again")
+    for note in _save_quietly(talk.ctx):  # the old version's KV file: the new prefill takes its unchanged rows
+        _status(quiet, note)
+    try:
+        ctx = reopen()
+    except TmixError as err:
+        _warn(f"cannot read {names} again ({err}); answering from the version already read")
+        return
+    except KeyboardInterrupt:
+        _warn(f"reading {names} again was interrupted; answering from the version already read")
+        return
+    _describe(ctx, quiet)
+    if talk.turns:
+        _status(quiet, "the conversation starts over on the new version")
+    talk.restart(ctx)
+
+
+def _warn(msg: str) -> None:
+    """A status line that --quiet does not hide: answers now come from a version of the documents that is gone."""
+    print(f"tmix: {msg}", file=sys.stderr, flush=True)
 
 
 @app.command()

@@ -45,12 +45,13 @@ def default_start_layer(model_type: str, num_layers: int) -> int:
 
 @dataclass
 class Settings:
-    """Everything a user can set for ask/prefill/chat; None start_layer means profile, else paper default."""
+    """Everything a user can set for ask/prefill/chat. An attention field left None takes AttentionConfig's default
+    (start_layer: the calibrated profile, else the paper's), or from a KV file alone the file's value."""
 
-    method: str = "trimix"
-    n_init: int = 8
-    n_local: int = 512
-    last_n: int = 128
+    method: str | None = None
+    n_init: int | None = None
+    n_local: int | None = None
+    last_n: int | None = None
     start_layer: int | None = None
     system: str | None = None
     max_new_tokens: int = 256

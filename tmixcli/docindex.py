@@ -25,20 +25,55 @@ INDEX_VERSION = "1"
 def identity(paths: Sequence[str], pages: str | None, password: str | None) -> str | None:
     """Digest of the documents' file identities and reading options; None when those cannot stand for the text
     (stdin, a password, an empty path, a path that does not stat): such runs always read their documents."""
-    from tmixcli.documents import folder_files
-
     if password is not None or not paths or "-" in paths or "" in paths:
         return None
-    files: list[list] = []
     try:
-        for p in paths:
-            path = Path(p)
-            for f in folder_files(path) if path.is_dir() else [path]:
-                st = f.stat()
-                files.append([str(f.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev])
+        files = file_stats(paths)
     except (OSError, TmixError):
         return None
     return _digest([INDEX_VERSION, __version__, files, pages])
+
+
+def file_stats(paths: Sequence[str]) -> list[list]:
+    """[path, size, mtime, ctime, inode, device] of each file the paths stand for (a folder: the files in it), from
+    stat alone; raises OSError or TmixError when one cannot be listed or stat'ed."""
+    from tmixcli.documents import folder_files
+
+    files: list[list] = []
+    for p in paths:
+        path = Path(p)
+        for f in folder_files(path) if path.is_dir() else [path]:
+            st = f.stat()
+            files.append([str(f.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev])
+    return files
+
+
+class SourceWatch:
+    """Tells from stat alone (size, times, inode; nothing is read) when documents change on disk (`tmix chat`)."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = list(paths)
+        self.seen = {p: _state(p) for p in self.paths}
+
+    def poll(self) -> list[tuple[str, str | None]]:
+        """(name, None) for each document changed since the last poll, (name, why) for one that cannot be read."""
+        changed = []
+        for p in self.paths:
+            now = _state(p)
+            if now != self.seen[p]:
+                changed.append((Path(p).name, now if isinstance(now, str) else None))
+                self.seen[p] = now
+        return changed
+
+
+def _state(path: str) -> list | str:
+    """The stat identity of a document (a folder: of its files), or why it cannot be had."""
+    try:
+        return file_stats([path])
+    except OSError as err:
+        return err.strerror or str(err)
+    except TmixError as err:
+        return str(err)
 
 
 def settings_key(fingerprint: str, attn: dict, template_hash: str, truncate_room: int | None) -> str:

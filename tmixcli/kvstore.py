@@ -12,12 +12,13 @@ import re
 import struct
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import tmixcli
-from tmixcli.config import AttentionConfig
+from tmixcli.config import AttentionConfig, Settings
 from tmixcli.errors import TmixError
 from tmixcli.paths import cache_subdir
 
@@ -143,8 +144,10 @@ def dtype_name(dtype: torch.dtype | str) -> str:
 
 
 def build_meta(*, model_id: str, fingerprint: str, dtype: torch.dtype | str, attn: AttentionConfig,
-               doc_name: str, doc_sha256: str, template_hash: str, n_tokens: int) -> dict[str, str]:
-    """The metadata of a KV file; save_kv adds num_layers, kv_heads and head_dim from the tensors."""
+               doc_name: str, doc_sha256: str, template_hash: str, n_tokens: int,
+               system: str | None = None) -> dict[str, str]:
+    """The metadata of a KV file; save_kv adds num_layers, kv_heads and head_dim from the tensors. `system`: the
+    system prompt of the prefix ("" for none), recorded so that a run from the file alone can take it."""
     meta = {
         "tmix_format": FORMAT_VERSION, "tmix_version": tmixcli.__version__, "format": "pt",
         "model_id": str(model_id), "model_fingerprint": fingerprint, "dtype": dtype_name(dtype),
@@ -153,7 +156,45 @@ def build_meta(*, model_id: str, fingerprint: str, dtype: torch.dtype | str, att
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     meta.update({f"attn_{k}": str(v) for k, v in attn.to_dict().items() if k in ATTN_FIELDS})
+    if system is not None:
+        meta["system"] = system
     return meta
+
+
+ATTN_FLAGS = {"method": "--attention", "n_init": "--n-init", "n_local": "--n-local", "last_n": "--last-n",
+              "start_layer": "--start-layer"}
+
+
+def settings_for(meta: dict[str, str], s: Settings) -> Settings:
+    """`s` for answering from a KV file alone: the attention settings and system prompt left unset take the file's
+    values; one set otherwise is refused, since the file's prefix was computed under it."""
+    fixed: dict[str, Any] = {}
+    dense = meta.get("attn_method") == "dense"
+    for name, flag in ATTN_FLAGS.items():
+        stored, given = meta.get(f"attn_{name}"), getattr(s, name)
+        if stored is None or (name == "start_layer" and dense) or (name != "method" and not stored.isdigit()):
+            continue  # a dense file's start layer means nothing; a damaged value is refused when the file loads
+        if given is None:
+            fixed[name] = stored if name == "method" else int(stored)
+        elif str(given) != stored:
+            raise TmixError(f"{flag} {given} cannot apply to this KV file: it was made with {flag} {stored}, and "
+                            f"attention settings are fixed when a document is prefilled; leave {flag} out, or "
+                            f"prefill the document again with {flag} {given}")
+    stored = meta.get("system")
+    if stored is not None and s.system is None:
+        fixed["system"] = stored or None
+    elif stored is not None and s.system != stored:
+        made = f"with the system prompt {_short(stored)}" if stored else "without a system prompt"
+        raise TmixError(f"this KV file was made {made}, which is part of its cached prefix, so --system "
+                        f"{_short(s.system)} cannot apply to it; leave --system out to use the file's, or prefill "
+                        f"the document again with the new --system")
+    return replace(s, **fixed)
+
+
+def _short(text: str, n: int = 60) -> str:
+    """A quoted, shortened piece of text for a message line."""
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= n else flat[:n] + "...")
 
 
 # ---------------------------------------------------------------- sliding window
@@ -483,7 +524,8 @@ def _mismatch(field: str, old: str | None, new: str) -> str:
         return (f"KV file was made for a different model (fingerprint {str(old)[:12]}, "
                 f"now {new[:12]}); re-run tmix prefill")
     if field == "template_hash":
-        return f"KV file was made with another prompt template (hash {old}, now {new}); re-run tmix prefill"
+        return (f"KV file was made with another prompt template (hash {old}, now {new}), such as another "
+                f"--system; use the system prompt it was made with, or re-run tmix prefill")
     if field == "doc_sha256":
         return f"KV file was made from another document (sha256 {str(old)[:12]}, now {new[:12]})"
     return f"KV file was made with {field} {old}, now {new}; re-run tmix prefill"
