@@ -735,3 +735,19 @@ def test_kv_file_refuses_options_it_cannot_honour(capsys, monkeypatch, tiny_dir,
             code, out, err = run(capsys, *command, *extra)
             assert code == 2 and out == "" and err.strip().splitlines() == [err.strip()], err
             assert err.startswith("tmix: error: ") and says in err, err
+
+
+def test_same_text_in_different_bytes_shares_one_kv_file(capsys, tiny_dir, short_doc, tmp_path):
+    """Files that differ only in bytes the text drops (trailing blank lines; a re-saved PDF) hit one KV file in turn."""
+    text = Path(short_doc).read_text()
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text(text)
+    b.write_text(text + "\n\n\n")
+    hits = []
+    for doc in (a, b, a, b):
+        code, out, err = run(capsys, "ask", str(doc), "q?", "--model", tiny_dir, "--max-new-tokens", "2", "--json",
+                             *TINY)
+        assert code == 0 and "not used" not in err, err
+        hits.append(json.loads(out)["cache_hit"])
+    assert hits == [False, True, True, True]
+    assert len(list((Path(os.environ["TMIX_CACHE_DIR"]) / "kv").glob("*.safetensors"))) == 1

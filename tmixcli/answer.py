@@ -153,12 +153,14 @@ def fair_share(lengths: list[int], budget: int) -> list[int]:
     return caps
 
 
-def _expected_meta(lm: LoadedModel, attn: AttentionConfig, s: Settings, doc_sha256: str | None) -> dict[str, str]:
+def _expected_meta(lm: LoadedModel, attn: AttentionConfig, s: Settings) -> dict[str, str]:
+    """The fields a KV file must match. Not the document's bytes: files whose text is the same (a re-saved PDF, the
+    .docx of a PDF) share one KV file, addressed and checked by its tokens."""
     meta = kvstore.build_meta(
         model_id=lm.model_id, fingerprint=kvstore.model_fingerprint(lm.model, lm.tokenizer), dtype=lm.dtype,
-        attn=attn, doc_name="", doc_sha256=doc_sha256 or "",
+        attn=attn, doc_name="", doc_sha256="",
         template_hash=prompt.template_hash(lm.tokenizer, s.system), n_tokens=0)
-    keep = set(kvstore.CHECKED_FIELDS) - ({"doc_sha256"} if doc_sha256 is None else set())
+    keep = set(kvstore.CHECKED_FIELDS) - {"doc_sha256"}
     return {k: v for k, v in meta.items() if k in keep}
 
 
@@ -189,7 +191,7 @@ def open_known(lm: LoadedModel, ident: str, s: Settings, resident: ResidentKV | 
     ctx = Context(lm, attn, [], None, entry["doc_name"], s.system, start_layer_source=source,
                   notes=[str(n) for n in entry["notes"]], doc_unread=True)
     try:
-        _load_into(ctx, path, s, str(entry["doc_sha256"]), None, resident)
+        _load_into(ctx, path, s, None, resident)
     except TmixError:
         return None
     if not s.truncate and len(ctx.prefix_ids) + QUESTION_ROOM + s.max_new_tokens > context_limit(lm):
@@ -215,7 +217,7 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
     ctx = Context(lm, attn, ids, None, doc.name, s.system, start_layer_source=source, notes=[*doc.notes, *notes])
     if s.use_cache and kv_out is None and path.is_file():
         try:
-            return _load_into(ctx, path, s, doc.sha256, ids, resident)
+            return _load_into(ctx, path, s, ids, resident)
         except TmixError as err:
             ctx.notes.append(f"{_NOT_USED}{path.name} not used ({err}); prefilling again")
     held = resident.take() if resident is not None else None  # its memory goes back before the prefill needs it
@@ -275,7 +277,7 @@ def _resident_rows(ctx: Context, held: tuple, s: Settings) -> object | None:
     document that grew since the last question): reuse.py's rule, without reading its file again."""
     path, cache, stored, meta = held
     try:
-        kvstore.check_fields(meta, _expected_meta(ctx.lm, ctx.attn, s, None))
+        kvstore.check_fields(meta, _expected_meta(ctx.lm, ctx.attn, s))
     except TmixError:
         return None
     rows = reuse.usable_rows(reuse.shared_len(stored, ctx.prefix_ids), len(stored), len(ctx.prefix_ids), ctx.attn)
@@ -290,7 +292,7 @@ def _reusable(ctx: Context, s: Settings) -> object | None:
     """The first rows of a cached KV file that this prefix starts with (reuse.py), loaded with room for the
     rest; None when no file shares enough of it."""
     lm, ids = ctx.lm, ctx.prefix_ids
-    expected = _expected_meta(lm, ctx.attn, s, None)
+    expected = _expected_meta(lm, ctx.attn, s)
     found = reuse.best_file(ids, expected, ctx.attn)
     if found is None:
         return None
@@ -340,11 +342,11 @@ def _saver(path: Path, cache: object, ids: list[int], meta: dict, limit: int | N
     return save
 
 
-def _load_into(ctx: Context, path: Path, s: Settings, doc_sha256: str | None, ids: list[int] | None,
+def _load_into(ctx: Context, path: Path, s: Settings, ids: list[int] | None,
                resident: ResidentKV | None = None) -> Context:
     lm = ctx.lm
     start = _now(lm)
-    expected = _expected_meta(lm, ctx.attn, s, doc_sha256)
+    expected = _expected_meta(lm, ctx.attn, s)
     held = resident.get(path) if resident is not None else None
     if held is not None:
         cache, stored_ids, meta = held
@@ -420,7 +422,7 @@ def open_kv(lm: LoadedModel, path: Path, s: Settings, resident: ResidentKV | Non
     attn, _ = resolve_attention(lm, s)
     attention.attach(lm.model, attn)
     ctx = Context(lm, attn, [], None, meta.get("doc_name", path.name), s.system, start_layer_source="KV file")
-    return _load_into(ctx, path, s, None, None, resident)
+    return _load_into(ctx, path, s, None, resident)
 
 
 def rewind(cache: object, length: int) -> None:
