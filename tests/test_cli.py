@@ -751,3 +751,32 @@ def test_same_text_in_different_bytes_shares_one_kv_file(capsys, tiny_dir, short
         hits.append(json.loads(out)["cache_hit"])
     assert hits == [False, True, True, True]
     assert len(list((Path(os.environ["TMIX_CACHE_DIR"]) / "kv").glob("*.safetensors"))) == 1
+
+
+def _poison(path: Path) -> None:
+    """Overwrite a stretch in the middle of a KV file's tensor data with 0xff bytes (NaN in fp32)."""
+    with open(path, "r+b") as f:
+        f.seek(path.stat().st_size // 2)
+        f.write(b"\xff" * 4096)
+
+
+def test_damaged_kv_data_is_an_error_not_an_empty_answer(capsys, tiny_dir, short_doc, tmp_path):
+    """NaN in a KV file's tensors: one line and exit 2; a damaged cache file is removed so the next run prefills."""
+    argv = ("q?", "--model", tiny_dir, "--max-new-tokens", "4", *TINY)
+    kv = tmp_path / "short.kv"
+    assert run(capsys, "prefill", short_doc, "-o", str(kv), "-q", "--model", tiny_dir, *TINY)[0] == 0
+    _poison(kv)
+    code, out, err = run(capsys, "ask", "--kv", str(kv), *argv)
+    assert code == 2 and out == "" and err.strip().splitlines()[-1] == (
+        f"tmix: error: the model's output is not a number (NaN or inf): the KV file {kv} is damaged; make it again "
+        "with tmix prefill"), err
+    assert kv.exists()
+
+    assert run(capsys, "ask", short_doc, *argv)[0] == 0
+    (cached,) = (Path(os.environ["TMIX_CACHE_DIR"]) / "kv").glob("*.safetensors")
+    _poison(cached)
+    code, _, err = run(capsys, "ask", short_doc, *argv)
+    assert code == 2 and f"the cached KV file {cached.name} is damaged; removed it" in err, err
+    assert not cached.exists()
+    code, _, err = run(capsys, "ask", short_doc, *argv)
+    assert code == 0 and "cache miss" in err, err

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -453,6 +453,7 @@ def ask_ids(ctx: Context, q_ids: list[int], s: Settings, on_text: Callable[[str]
     tokens = generate.generate_ids(lm.model, ctx.cache, q_ids, stops, budget, s.temperature, s.top_p, s.seed,
                                    on_first=lambda: first.append(_now(lm)))
     pieces: list[str] = []
+    tokens = _explained(ctx, tokens)
     ids: list[int] = []
     cut = 0
     stream = generate.stream_text(lm.tokenizer, _record(tokens, ids))
@@ -484,6 +485,21 @@ def ask_ids(ctx: Context, q_ids: list[int], s: Settings, on_text: Callable[[str]
     if cut and on_text is None:  # nothing was shown yet: drop the repeated copies
         text = text[:cut]
     return Answer(text, base + len(q_ids), n, ttft, rate, reason, ids)
+
+
+def _explained(ctx: Context, tokens: Iterator[int]) -> Iterator[int]:
+    """Pass the tokens on; non-numbers from the model say which input is at fault (a damaged cache file is removed)."""
+    try:
+        yield from tokens
+    except generate.NonFiniteOutput as err:
+        if not ctx.cache_hit or ctx.kv_path is None:
+            raise TmixError(f"{err}: the model overflows in {str(ctx.lm.dtype).removeprefix('torch.')} on this "
+                            "input; try another --dtype (fp32, or bf16 on a GPU)") from None
+        if ctx.kv_path.parent == kvstore.kv_dir() and not ctx.kept_in_memory:
+            ctx.kv_path.unlink(missing_ok=True)
+            raise TmixError(f"{err}: the cached KV file {ctx.kv_path.name} is damaged; removed it, so the next run "
+                            "prefills again") from None
+        raise TmixError(f"{err}: the KV file {ctx.kv_path} is damaged; make it again with tmix prefill") from None
 
 
 def _close_turn(lm: LoadedModel, cache: object, answer_start: int, kept: list[int]) -> None:

@@ -11,10 +11,16 @@ import torch
 from transformers import DynamicCache
 
 from tmixcli import cpu_decode, graph_decode
+from tmixcli.errors import TmixError
 from tmixcli.kvcache import growing_cache
 from tmixcli.models import decoder_layers
 
 _WORD = re.compile(r"\S+")
+
+
+class NonFiniteOutput(TmixError):
+    """The first logits hold NaN or inf, so every answer token would be noise (often an empty answer)."""
+
 # called before each decoded token: `tmix serve` stops an answer there once its client has hung up (Ctrl-C)
 between_steps: list[Callable[[], None]] = []
 
@@ -157,6 +163,8 @@ def generate_ids(model: torch.nn.Module, cache: DynamicCache, suffix_ids: list[i
     """Run the suffix on top of the cache, then decode token by token until a stop id (not yielded)."""
     gen = torch.Generator(device=model.device).manual_seed(seed) if seed is not None else None
     logits = extend(model, cache, suffix_ids)
+    if not bool(torch.isfinite(logits).all()):  # a damaged KV file or an overflowing dtype: no token means anything
+        raise NonFiniteOutput("the model's output is not a number (NaN or inf)")
     stepper = None  # steps after the first token: a CUDA graph replay (graph_decode) or a direct CPU step (cpu_decode)
     try:
         for i in range(max_new_tokens):
