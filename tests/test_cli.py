@@ -211,9 +211,11 @@ def test_prefill_and_ask_cut_a_long_document_alike(capsys, tmp_path, tiny_dir):
     assert code == 0, err
     pre = json.loads(out)
     assert 1024 - 64 - 256 - 40 < pre["tokens"] <= 1024 - 64 - 256
+    assert [n.split(":")[0] for n in pre["notes"]] == ["truncated long.txt"]
     for extra in (("--max-new-tokens", "8"), ()):
         res = ask_json(capsys, str(long), "Who is the project manager?", *extra, *args)
         assert res["cache_hit"] and res["kv_path"] == pre["kv_path"]
+        assert res["notes"] == pre["notes"]  # a cache hit still says the answer saw only part of the document
     res = ask_json(capsys, str(long), "Who is the project manager?", "--max-new-tokens", "400", *args)
     assert not res["cache_hit"] and res["prompt_tokens"] <= 1024 - 400  # a longer answer gets its room
 

@@ -289,7 +289,8 @@ def ask(
             "decode_tokens_per_s": round(ans.decode_tokens_per_s, 2), "cache_hit": ctx.cache_hit,
             "kv_recomputed": ctx.recomputed is not None,
             "reused_tokens": ctx.reused_rows,
-            "kv_path": str(ctx.kv_path) if ctx.kv_path else None, "kv_notes": saved, "model": ctx.lm.model_id,
+            "kv_path": str(ctx.kv_path) if ctx.kv_path else None, "notes": list(ctx.notes), "kv_notes": saved,
+            "model": ctx.lm.model_id,
             "attention": ctx.attn.to_dict(), "new_tokens": ans.new_tokens, "stop_reason": ans.stop_reason}))
         return
     print(flush=True)
@@ -423,7 +424,7 @@ def prefill(
     if as_json:
         print(json.dumps({"kv_path": str(ctx.kv_path), "tokens": len(ctx.prefix_ids), "bytes": size,
                           "prefill_s": round(ctx.prefill_s, 4), "cache_hit": ctx.cache_hit,
-                          "reused_tokens": ctx.reused_rows,
+                          "reused_tokens": ctx.reused_rows, "notes": list(ctx.notes),
                           "model": ctx.lm.model_id, "attention": ctx.attn.to_dict()}))
     else:
         print(ctx.kv_path)
