@@ -782,3 +782,15 @@ def test_damaged_kv_data_is_an_error_not_an_empty_answer(capsys, tiny_dir, short
     assert not cached.exists()
     code, _, err = run(capsys, "ask", short_doc, *argv)
     assert code == 0 and "cache miss" in err, err
+
+
+def test_dense_runs_share_one_kv_file_whatever_the_triangle_flags(capsys, tiny_dir, short_doc):
+    """--n-local, --n-init, --last-n and --start-layer shape only the triangle: with --attention dense they change
+    neither the KV file nor its key."""
+    base = ("q?", "--model", tiny_dir, "--max-new-tokens", "2", "--attention", "dense")
+    hits = [ask_json(capsys, short_doc, *base, *extra)["cache_hit"]
+            for extra in ((), ("--n-local", "64"), ("--n-init", "0", "--last-n", "4", "--start-layer", "2"))]
+    assert hits == [False, True, True]
+    (kv,) = (Path(os.environ["TMIX_CACHE_DIR"]) / "kv").glob("*.safetensors")
+    res = ask_json(capsys, "--kv", str(kv), "q?", "--model", tiny_dir, "--max-new-tokens", "2", "--n-local", "64")
+    assert res["cache_hit"] and res["attention"]["method"] == "dense"

@@ -81,9 +81,11 @@ def resolve_attention(lm: LoadedModel, s: Settings) -> tuple[AttentionConfig, st
     method = s.method or base.method
     if method == "trimix" and start > n_layers:
         raise TmixError(f"--start-layer {start} is past the model's {n_layers} layers")
+    if method == "dense":  # the triangle's settings mean nothing here: one dense KV file whatever they are
+        return AttentionConfig(method="dense", start_layer=0), source
     try:
         attn = AttentionConfig(method=method, n_init=_or(s.n_init, base.n_init), n_local=_or(s.n_local, base.n_local),
-                               last_n=_or(s.last_n, base.last_n), start_layer=start if method == "trimix" else 0)
+                               last_n=_or(s.last_n, base.last_n), start_layer=start)
     except ValueError as err:
         raise TmixError(str(err)) from None
     return attn, source

@@ -172,8 +172,8 @@ def settings_for(meta: dict[str, str], s: Settings) -> Settings:
     dense = meta.get("attn_method") == "dense"
     for name, flag in ATTN_FLAGS.items():
         stored, given = meta.get(f"attn_{name}"), getattr(s, name)
-        if stored is None or (name == "start_layer" and dense) or (name != "method" and not stored.isdigit()):
-            continue  # a dense file's start layer means nothing; a damaged value is refused when the file loads
+        if stored is None or (name != "method" and (dense or not stored.isdigit())):
+            continue  # the triangle's settings mean nothing to a dense file; a damaged value is refused on load
         if given is None:
             fixed[name] = stored if name == "method" else int(stored)
         elif str(given) != stored:
