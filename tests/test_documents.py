@@ -243,6 +243,18 @@ def test_windows_1252_text_read_with_a_note(tmp_path):
     assert len(both.notes) == 1 and "menu.txt is not UTF-8" in both.notes[0]
 
 
+def test_utf8_with_stray_windows_1252_bytes_keeps_both(tmp_path):
+    """A UTF-8 file edited in a Windows-1252 editor: the UTF-8 stays UTF-8, only the stray bytes read as cp1252."""
+    raw = "Caf\u00e9 au lait, \u20ac4. ".encode() + "na\u00efve \u2013 cr\u00e8me".encode("cp1252")
+    doc = load_document(write(tmp_path, "mixed.txt", raw))
+    assert doc.text == "Caf\u00e9 au lait, \u20ac4. na\u00efve \u2013 cr\u00e8me"
+    assert doc.notes == (f"{tmp_path / 'mixed.txt'} is UTF-8 with some other bytes (the first at offset 23); read "
+                         "those as Windows-1252",)
+    cyrillic = "\u041f\u0440\u0438\u0432\u0435\u0442, \u0442\u0435\u043a\u0441\u0442. " * 5
+    expect_error(write(tmp_path, "ru.txt", cyrillic.encode("cp1251") + "\u00e9".encode()), "ru.txt",
+                 "not a PDF or UTF-8 text")  # mostly stray bytes: not UTF-8 at heart
+
+
 def test_missing_file(tmp_path):
     expect_error(str(tmp_path / "nope.pdf"), "nope.pdf", "no such file")
 

@@ -32,3 +32,23 @@ def western_text(raw: bytes) -> str | None:
     if any(ord(c) < 32 and c not in "\t\n\r\f" for c in text):
         return None
     return text if 5 * sum(ord(c) > 127 for c in visible) <= len(visible) else None
+
+
+
+def mixed_text(raw: bytes) -> str | None:
+    """UTF-8 text with a few stray Windows-1252 bytes (an edit in another editor), each decoded on its own; None
+    unless valid multi-byte UTF-8 characters are at least a quarter as many as the stray bytes (Shift-JIS, GBK or
+    cp1251 text is almost all stray bytes, with a valid-looking pair by chance here and there)."""
+    text = raw.decode("utf-8", errors="surrogateescape")  # each undecodable byte b -> U+DC00 + b
+    stray = sum(0xDC80 <= ord(c) <= 0xDCFF for c in text)
+    if not 0 < stray <= 4 * (sum(ord(c) > 127 for c in text) - stray):
+        return None
+    return "".join(_cp1252(ord(c) - 0xDC00) if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text)
+
+
+def _cp1252(byte: int) -> str:
+    """One byte as Windows-1252 (its five undefined bytes as Latin-1)."""
+    try:
+        return bytes([byte]).decode("cp1252")
+    except UnicodeDecodeError:
+        return chr(byte)

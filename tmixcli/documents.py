@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from tmixcli.charsets import bom_text, western_text
+from tmixcli.charsets import bom_text, mixed_text, western_text
 from tmixcli.errors import TmixError
 from tmixcli.markup import FORMATS, decode_html, html_text, zip_document_text
 
@@ -260,6 +260,10 @@ def _text_file(raw: bytes, label: str) -> tuple[str, str | None]:
     try:
         return _nonempty(_tidy(raw.decode("utf-8-sig")), label), None
     except UnicodeDecodeError as exc:
+        text = mixed_text(raw)
+        if text is not None:
+            return _nonempty(_tidy(text), label), (f"{label} is UTF-8 with some other bytes (the first at offset "
+                                                   f"{exc.start}); read those as Windows-1252")
         text = western_text(raw)
         if text is None:
             raise TmixError(f"{label} is not a PDF or UTF-8 text (binary or non-UTF-8 byte at offset "
