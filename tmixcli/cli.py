@@ -18,36 +18,43 @@ from tmixcli.paths import check_output
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Ask questions about long documents with a local LLM: TriangleMix prefill, reusable KV cache.")
 
-ModelOpt = typer.Option(None, "--model", envvar="TMIX_MODEL",
+ModelOpt = typer.Option(None, "--model", metavar="MODEL", envvar="TMIX_MODEL",
                         help="HF model id, local model dir or .gguf file (default: embedded SmolLM2-135M-Instruct).")
-DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
-ThreadsOpt = typer.Option(None, "--threads", envvar="TMIX_THREADS",
+DeviceOpt = typer.Option("auto", "--device", metavar="auto|cpu|cuda", help="auto, cpu or cuda.")
+ThreadsOpt = typer.Option(None, "--threads", metavar="auto|N", envvar="TMIX_THREADS",
                           help="CPU threads: a number, or auto (probe whether threads help here). A run answered "
                           "by `tmix serve` uses the server's threads.")
-DeviceMapOpt = typer.Option(None, "--device-map", help="'auto': spread a model too big for one GPU over all GPUs.")
-DtypeOpt = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.")
-AttnOpt = typer.Option(None, "--attention", help="trimix (TriangleMix prefill; the default) or dense. "
+DeviceMapOpt = typer.Option(None, "--device-map", metavar="auto",
+                            help="'auto': spread a model too big for one GPU over all GPUs.")
+DtypeOpt = typer.Option("auto", "--dtype", metavar="auto|bf16|fp16|fp32",
+                        help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.")
+AttnOpt = typer.Option(None, "--attention", metavar="trimix|dense",
+                       help="trimix (TriangleMix prefill; the default) or dense. "
                        "Attention options left out take a --kv file's values.")
-NInitOpt = typer.Option(None, "--n-init", help="Sink tokens every query sees in triangle layers (default 8).")
-NLocalOpt = typer.Option(None, "--n-local", help="Local window of triangle layers (default 512).")
-LastNOpt = typer.Option(None, "--last-n", help="Last queries of the prefill that see every token (default 128).")
-StartOpt = typer.Option(None, "--start-layer",
+NInitOpt = typer.Option(None, "--n-init", metavar="N",
+                        help="Sink tokens every query sees in triangle layers (default 8).")
+NLocalOpt = typer.Option(None, "--n-local", metavar="N", help="Local window of triangle layers (default 512).")
+LastNOpt = typer.Option(None, "--last-n", metavar="N",
+                        help="Last queries of the prefill that see every token (default 128).")
+StartOpt = typer.Option(None, "--start-layer", metavar="N",
                         help="First triangle layer (default: calibrated profile, else the paper's, else half).")
-ChunkOpt = typer.Option(None, "--chunk-size", help="Prefill in chunks of this many tokens (bounds memory).")
-SystemOpt = typer.Option(None, "--system", help="System prompt.")
-PagesOpt = typer.Option(None, "--pages", help="PDF pages to read, e.g. 3-10 or 1,4,7-9.")
-PasswordOpt = typer.Option(None, "--password", help="Password of an encrypted PDF.")
+ChunkOpt = typer.Option(None, "--chunk-size", metavar="N",
+                        help="Prefill in chunks of this many tokens (bounds memory).")
+SystemOpt = typer.Option(None, "--system", metavar="TEXT", help="System prompt.")
+PagesOpt = typer.Option(None, "--pages", metavar="PAGES", help="PDF pages to read, e.g. 3-10 or 1,4,7-9.")
+PasswordOpt = typer.Option(None, "--password", metavar="TEXT", help="Password of an encrypted PDF.")
 TruncOpt = typer.Option(False, "--truncate", help="Cut the end of a document that does not fit the context.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No status lines on stderr.")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object instead of streaming text.")
 NoCacheOpt = typer.Option(False, "--no-cache", help="Neither read nor write a KV cache file.")
-MaxNewOpt = typer.Option(256, "--max-new-tokens", help="Answer length limit.")
-TempOpt = typer.Option(0.0, "--temperature", help="0 = greedy.")
-TopPOpt = typer.Option(1.0, "--top-p", help="Nucleus sampling threshold (with --temperature > 0).")
-SeedOpt = typer.Option(None, "--seed", help="Sampling seed.")
+MaxNewOpt = typer.Option(256, "--max-new-tokens", metavar="N", help="Answer length limit.")
+TempOpt = typer.Option(0.0, "--temperature", metavar="T", help="0 = greedy.")
+TopPOpt = typer.Option(1.0, "--top-p", metavar="P", help="Nucleus sampling threshold (with --temperature > 0).")
+SeedOpt = typer.Option(None, "--seed", metavar="N", help="Sampling seed.")
 RepeatOpt = typer.Option(True, "--stop-repeats/--no-stop-repeats",
                          help="End an answer that has begun to loop (one passage three times in a row).")
-CompileOpt = typer.Option("off", "--compile", help="torch.compile each layer's norms and MLP (auto = on CUDA): "
+CompileOpt = typer.Option("off", "--compile", metavar="off|on|auto",
+                          help="torch.compile each layer's norms and MLP (auto = on CUDA): "
                           "faster long prefills after a one-time compilation of a few seconds.")
 
 
@@ -234,7 +241,7 @@ def ask(
     args: list[str] = typer.Argument(..., metavar="FILE QUESTION",
                                      help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; a folder; - for "
                                      "stdin), then the question; with --kv only the question."),
-    kv: Optional[Path] = typer.Option(None, "--kv", help="Answer from this KV cache file alone."),
+    kv: Optional[Path] = typer.Option(None, "--kv", metavar="PATH", help="Answer from this KV cache file alone."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
     attention: Optional[str] = AttnOpt, n_init: Optional[int] = NInitOpt, n_local: Optional[int] = NLocalOpt,
@@ -378,7 +385,8 @@ def prefill(
     files: list[str] = typer.Argument(..., metavar="FILE",
                                       help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; a folder; "
                                       "- for stdin)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the KV file here (default: cache)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="PATH",
+                                          help="Write the KV file here (default: cache)."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
     attention: Optional[str] = AttnOpt, n_init: Optional[int] = NInitOpt, n_local: Optional[int] = NLocalOpt,
@@ -460,7 +468,7 @@ def _next_question(interactive: bool) -> str:
 def chat(
     files: Optional[list[str]] = typer.Argument(None, metavar="FILE", help="Document(s) (.pdf, .docx, .odt, "
                                                 ".pptx, .epub, .html, text; a folder); or use --kv."),
-    kv: Optional[Path] = typer.Option(None, "--kv", help="Chat against this KV cache file."),
+    kv: Optional[Path] = typer.Option(None, "--kv", metavar="PATH", help="Chat against this KV cache file."),
     keep_history: bool = typer.Option(False, "--keep-history", help="Carry the conversation on between questions."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
