@@ -177,6 +177,52 @@ def test_cache_cap_evicts_least_recently_used(capsys, monkeypatch, tmp_path, tin
     assert code == 2 and "TMIX_CACHE_MAX must be a size" in err and "prefill" not in err
 
 
+def test_eviction_that_cannot_remove_a_file_costs_the_answer_nothing(capsys, monkeypatch, tmp_path, tiny_dir):
+    """The trim after a new KV file skips a file it cannot remove and says so in a status line: no traceback."""
+    import errno
+
+    docs = []
+    for name in ("a.txt", "b.txt"):
+        docs.append(tmp_path / name)
+        docs[-1].write_text(f"Document {name}. " + (DOCS / "notes.txt").read_text()[:600])
+    args = ("Who is the project manager?", "--model", tiny_dir, "--max-new-tokens", "4", *TINY)
+    first = Path(ask_json(capsys, str(docs[0]), *args)["kv_path"])
+    monkeypatch.setenv("TMIX_CACHE_MAX", str(int(first.stat().st_size * 1.5)))
+    real = Path.unlink
+
+    def unlink(self, missing_ok=False):
+        if self == first:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        real(self, missing_ok)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    code, out, err = run(capsys, "ask", str(docs[1]), *args)
+    assert code == 0 and out.strip() and "error" not in err and first.exists(), err
+    assert f"tmix: cannot remove {first}: Read-only file system; the cache stays over TMIX_CACHE_MAX" in err
+
+
+def test_disk_full_hint_for_prefill_output(capsys, monkeypatch, tiny_dir, short_doc, tmp_path):
+    """prefill -o on a full disk suggests `tmix cache clear` only when the KV cache holds files on that disk."""
+    import errno
+
+    from tmixcli import kvwrite
+
+    real = kvwrite._pwrite
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    args = (short_doc, "-o", str(tmp_path / "x.kv"), "--model", tiny_dir, *TINY)
+    monkeypatch.setattr(kvwrite, "_pwrite", full)
+    code, out, err = run(capsys, "prefill", *args)
+    assert code == 2 and out == "" and err.strip().splitlines() == [err.strip()], err
+    assert f"disk full while writing KV file {tmp_path / 'x.kv'}; free space in {tmp_path}, or write" in err
+    assert "cache clear" not in err
+    monkeypatch.setattr(kvwrite, "_pwrite", real)
+    assert run(capsys, "prefill", *args[:1], *args[3:])[0] == 0  # a KV file in the cache, on the same disk
+    monkeypatch.setattr(kvwrite, "_pwrite", full)
+    code, _, err = run(capsys, "prefill", *args)
+    assert code == 2 and "or run `tmix cache clear` (the KV cache is on the same disk)" in err, err
+
+
 def test_chat_rewinds_cache_between_questions(capsys, monkeypatch, tiny_dir, short_doc):
     import io
 
@@ -348,7 +394,7 @@ def test_broken_local_model_folder_one_line(capsys, tmp_path):
     assert code == 2 and err.strip().splitlines() == [err.strip()] and "could not load model 'mymodel'" in err, err
 
 
-@pytest.mark.parametrize("argv", [["serve"], ["ask", "sample_docs/notes.txt", "q?"], ["cache", "ls"]])
+@pytest.mark.parametrize("argv", [["serve"], ["cache", "ls"]])
 def test_unusable_cache_folder_one_line(capsys, monkeypatch, tmp_path, argv):
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -356,6 +402,56 @@ def test_unusable_cache_folder_one_line(capsys, monkeypatch, tmp_path, argv):
     monkeypatch.chdir(ROOT)
     code, _, err = run(capsys, *argv)
     assert code == 2 and err.strip().splitlines() == [err.strip()] and "cannot use the cache folder" in err, err
+
+
+def _unusable_cache(monkeypatch, tmp_path, how: str) -> tuple[Path, str]:
+    """A cache folder that cannot be made (under a file), or an empty one on a read-only file system (nothing in it
+    can be made: chmod does not stop root); returns it and the reason the error names."""
+    import errno
+
+    if how == "under a file":
+        (tmp_path / "file").write_text("")
+        root = tmp_path / "file" / "cache"
+        monkeypatch.setenv("TMIX_CACHE_DIR", str(root))
+        return root, "Not a directory"
+    root = tmp_path / "ro-cache"
+    root.mkdir()
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(root))
+    real = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if root in self.absolute().parents:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    return root, "Read-only file system"
+
+
+@pytest.mark.parametrize("how", ["under a file", "read-only"])
+def test_unusable_cache_folder_costs_an_answer_nothing(capsys, monkeypatch, tiny_dir, short_doc, tmp_path, how):
+    """--no-cache and -o never touch the cache folder, nor does stdin need it; a plain ask answers with one status
+    line saying why no KV file was saved; only prefill without -o, whose product is that file, fails."""
+    import io
+
+    root, why = _unusable_cache(monkeypatch, tmp_path, how)
+    args = ("Who is the project manager?", "--model", tiny_dir, "--max-new-tokens", "4", *TINY)
+    code, out, err = run(capsys, "ask", short_doc, *args, "--no-cache")
+    assert code == 0 and out.strip() and "cache folder" not in err and "(cache off)" in err, err
+    code, out, err = run(capsys, "prefill", short_doc, "-o", str(tmp_path / "x.kv"), "--model", tiny_dir, *TINY)
+    assert code == 0 and out.strip() == str(tmp_path / "x.kv") and "cache folder" not in err, err
+    for docs in ([short_doc], ["-"]):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(Path(short_doc).read_bytes())))
+        code, out, err = run(capsys, "ask", *docs, *args)
+        said = [line for line in err.splitlines() if "cache folder" in line]
+        assert code == 0 and out.strip() and "error" not in err, err
+        assert len(said) == 2 and said[0].startswith("tmix: KV file not saved: cannot use the cache folder")
+        assert why in said[0] and said[1].endswith("(cache folder unusable)"), err
+    res = ask_json(capsys, short_doc, *args)
+    assert res["kv_path"] is None and res["answer"] and any("KV file not saved" in n for n in res["notes"])
+    code, out, err = run(capsys, "prefill", short_doc, "--model", tiny_dir, *TINY)
+    assert code == 2 and out == "" and err.strip().splitlines() == [err.strip()], err
+    assert "cannot use the cache folder" in err and why in err and "elsewhere with -o" in err
+    assert not root.exists() or not list(root.iterdir())
 
 
 def test_bad_kv_file_no_traceback(tmp_path):

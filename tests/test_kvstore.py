@@ -446,7 +446,7 @@ def test_list_entries_and_cli(tokenizer) -> None:
     bad = runner.invoke(app, ["rm", "zzzz"])
     assert bad.exit_code == 2 and _err(bad).count("\n") == 1
     assert _err(bad).startswith("tmix: error: no KV file with key 'zzzz'")
-    assert runner.invoke(app, ["rm", ""]).exit_code == 2  # ambiguous prefix
+    assert runner.invoke(app, ["rm", ""]).exit_code == 2  # an empty key is refused (test_empty_key_matches_nothing)
     gone = runner.invoke(app, ["rm", keys[0][:8]])
     assert gone.exit_code == 0 and f"removed {keys[0]}" in gone.stdout
     assert [e["key"] for e in kvstore.list_entries()] == keys[1:]
@@ -472,10 +472,23 @@ def test_invalid_file_listed_not_fatal() -> None:
     assert out.exit_code == 0 and "(invalid:" in out.stdout
 
 
-def test_parse_size() -> None:
+def test_empty_key_matches_nothing(tokenizer) -> None:
+    """An empty or blank key is refused, not taken as the prefix of every key (it removed the only file)."""
+    runner = CliRunner()
+    saved(tiny_model(), tokenizer, prefix_ids(seed=1), doc_name="a.txt")
+    for argv in (["rm", ""], ["rm", "  "], ["info", ""], ["info", " "]):
+        out = runner.invoke(app, argv)
+        assert out.exit_code == 2 and _err(out).count("\n") == 1 and "is empty" in _err(out), (argv, _err(out))
+    assert len(kvstore.list_entries()) == 1
+
+
+def test_parse_size(monkeypatch: pytest.MonkeyPatch) -> None:
     assert kvstore.parse_size("20G") == 20 * 2**30 and kvstore.parse_size("1.5 GiB") == 3 * 2**29
     assert kvstore.parse_size("500m") == 500 * 2**20 and kvstore.parse_size("4096") == 4096
-    assert kvstore.parse_size("off") is None and kvstore.parse_size("0") is None
+    assert kvstore.parse_size("off") is None and kvstore.parse_size("0") == 0 == kvstore.parse_size("0M")
+    for value, limit in (("0", None), ("off", None), ("0M", 0), ("1K", 1024)):  # TMIX_CACHE_MAX=0 stays "no cap"
+        monkeypatch.setenv("TMIX_CACHE_MAX", value)
+        assert kvstore.cache_limit() == limit
     for bad in ("lots", "-1G", "5Q", "G"):
         with pytest.raises(TmixError, match="TMIX_CACHE_MAX must be a size"):
             kvstore.parse_size(bad)
@@ -494,9 +507,9 @@ def _aged(sizes: dict[str, int]) -> dict[str, Path]:
 
 def test_trim_cache_evicts_least_recently_used() -> None:
     paths = _aged({"old": 400, "mid": 300, "new": 200})
-    assert kvstore.trim_cache(None) == [] and kvstore.trim_cache(900) == []
-    assert [e["key"] for e in kvstore.trim_cache(600)] == ["old"] and not paths["old"].exists()
-    assert [e["key"] for e in kvstore.trim_cache(100, keep=paths["mid"])] == ["new"]
+    assert kvstore.trim_cache(None) == ([], []) and kvstore.trim_cache(900) == ([], [])
+    assert [e["key"] for e in kvstore.trim_cache(600)[0]] == ["old"] and not paths["old"].exists()
+    assert [e["key"] for e in kvstore.trim_cache(100, keep=paths["mid"])[0]] == ["new"]
     assert [e["key"] for e in kvstore.list_entries()] == ["mid"]  # the kept file stays even over the cap
 
 
@@ -512,6 +525,81 @@ def test_cli_prune_and_ls_total(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "removed mid" in out.stdout and [e["key"] for e in kvstore.list_entries()] == ["new"]
     bad = runner.invoke(app, ["prune", "--max-size", "huge"])
     assert bad.exit_code == 2 and "--max-size must be a size" in _err(bad)
+    monkeypatch.setenv("TMIX_CACHE_MAX", "0")  # no cap, as it always read
+    out = runner.invoke(app, ["prune"])
+    assert out.exit_code == 0 and "no size cap" in out.stdout and len(kvstore.list_entries()) == 1
+    out = runner.invoke(app, ["prune", "--max-size", "0"])  # zero bytes, as 0M is
+    assert out.exit_code == 0 and "removed new" in out.stdout and "cap 0 B (--max-size" in out.stdout
+    assert kvstore.list_entries() == []
+
+
+_UNLINK = Path.unlink
+
+
+def _read_only(monkeypatch: pytest.MonkeyPatch, only: set[str] | None = None) -> None:
+    """Files in the cache cannot be removed (all of them, or those named in `only`), as on a read-only file system
+    (chmod does not stop root)."""
+    root = kvstore.kv_dir().parent
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        if root in self.parents and (only is None or self.name in only):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        _UNLINK(self, missing_ok)
+    monkeypatch.setattr(Path, "unlink", unlink)
+
+
+def test_trim_cache_skips_a_file_it_cannot_remove(monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = _aged({"old": 400, "mid": 300, "new": 200})
+    _read_only(monkeypatch, {"old.safetensors"})
+    removed, failed = kvstore.trim_cache(600)
+    assert [e["key"] for e in removed] == ["mid"] and failed == [(paths["old"], "Read-only file system")]
+    assert kvstore.cannot_remove(failed) == f"cannot remove {paths['old']}: Read-only file system"
+
+
+@pytest.mark.parametrize("argv", [["rm", "old", "new"], ["prune", "--max-size", "1"], ["clear", "--yes"]])
+def test_cache_commands_on_a_read_only_cache_one_line(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> None:
+    """rm, prune and clear remove what they can, then name the rest in one error line: no traceback."""
+    runner = CliRunner()
+    paths = _aged({"old": 400, "mid": 300, "new": 200})
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (kvstore.kv_dir() / f".x.safetensors.{int(gone.stdout)}.0123abcd.tmp").write_bytes(b"0" * 10)
+    _read_only(monkeypatch)
+    out = runner.invoke(app, argv)
+    err = _err(out)
+    assert out.exit_code == 2 and err.count("\n") == 1 and err.startswith("tmix: error: cannot remove "), err
+    assert "Read-only file system" in err and all(p.exists() for p in paths.values())
+    _read_only(monkeypatch, {"old.safetensors"})
+    out = runner.invoke(app, argv)
+    err = _err(out)
+    assert out.exit_code == 2 and err == f"tmix: error: cannot remove {paths['old']}: Read-only file system\n", err
+    assert "removed new" in out.stdout or "removed 2 KV files" in out.stdout
+    assert [e["key"] for e in kvstore.list_entries()] == (["mid", "old"] if argv[0] == "rm" else ["old"])
+
+
+def test_unreadable_cache_folder_is_one_line_and_offers_nothing_to_reuse(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tmixcli import reuse
+
+    _aged({"old": 400})
+
+    def denied(self: Path):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+    monkeypatch.setattr(Path, "iterdir", denied)
+    with pytest.raises(TmixError, match="cannot read the cache folder .*: Permission denied"):
+        kvstore.list_entries()
+    assert reuse.best_file(list(range(300)), {}, AttentionConfig()) is None
+    out = CliRunner().invoke(app, ["ls"])
+    assert out.exit_code == 2 and _err(out).count("\n") == 1 and "cannot read the cache folder" in _err(out)
+
+
+def test_disk_full_hint_fits_where_the_file_goes(tmp_path: Path) -> None:
+    """`tmix cache clear` is suggested for a file in the cache, or on the cache's disk when the cache holds files."""
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert "free space or run `tmix cache clear`" in str(kvstore.write_error(kvstore.kv_path_for("k"), full))
+    elsewhere = str(kvstore.write_error(tmp_path / "x.kv", full))
+    assert "cache clear" not in elsewhere and f"free space in {tmp_path}, or write the file to another" in elsewhere
+    _aged({"old": 400})
+    shared = str(kvstore.write_error(tmp_path / "x.kv", full))
+    assert "run `tmix cache clear` (the KV cache is on the same disk)" in shared
 
 
 def test_ls_shows_temp_files_and_prune_removes_leftovers(tokenizer) -> None:

@@ -40,7 +40,7 @@ class Context:
     start_layer_source: str = ""
     notes: list[str] = field(default_factory=list)
     pending_save: Callable[[], list[str]] | None = None
-    over_cap: bool = False  # a fresh prefill whose KV file would exceed TMIX_CACHE_MAX: not written
+    unsaved: str = ""  # why a fresh prefill's KV file is not written: "over the cache cap", "cache folder unusable"
 
     def save(self) -> list[str]:
         """Complete the KV file of a fresh prefill (written meanwhile, so the first answer is not held up by the disk);
@@ -186,7 +186,7 @@ def open_known(lm: LoadedModel, ident: str, s: Settings, resident: ResidentKV | 
         return None
     attn, source = resolve_attention(lm, s)
     entry = docindex.lookup(ident, _index_key(lm, attn, s))
-    path = kvstore.kv_dir() / entry["kv"] if entry else None
+    path = kvstore.kv_dir(create=False) / entry["kv"] if entry else None
     if path is None or not path.is_file():
         return None
     attention.attach(lm.model, attn)
@@ -215,9 +215,9 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
     ids, notes = fit_document(lm, doc, s)
     attention.attach(lm.model, attn)
     fp = kvstore.model_fingerprint(lm.model, lm.tokenizer)
-    path = kv_out or kvstore.kv_path_for(kvstore.cache_key(fp, attn, ids))
     ctx = Context(lm, attn, ids, None, doc.name, s.system, start_layer_source=source, notes=[*doc.notes, *notes])
-    if s.use_cache and kv_out is None and path.is_file():
+    path = kv_out or (_cache_path(ctx, s, kvstore.cache_key(fp, attn, ids)) if s.use_cache else None)
+    if kv_out is None and path is not None and path.is_file():
         try:
             return _load_into(ctx, path, s, ids, resident)
         except TmixError as err:
@@ -228,7 +228,7 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
     held = None  # unless it became `base`, the held cache is freed here, before a file is read or prefilled
     if base is None and s.use_cache:
         base = _reusable(ctx, s)
-    save = s.use_cache or kv_out is not None
+    save = path is not None
     meta = kvstore.build_meta(model_id=lm.model_id, fingerprint=fp, dtype=lm.dtype, attn=attn, doc_name=doc.name,
                               doc_sha256=doc.sha256, template_hash=prompt.template_hash(lm.tokenizer, s.system),
                               n_tokens=len(ids), system=s.system or "")
@@ -239,7 +239,7 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
         if s.kv_required:
             raise TmixError(f"{over}; raise the cap or write the file elsewhere with -o")
         ctx.notes.append(over)
-        ctx.over_cap, save = True, False
+        ctx.unsaved, save = "over the cache cap", False
     writer = _writer(lm, path, ids, meta, base) if save else None
     try:
         ctx.cache, _ = generate.prefill(lm.model, ids, chunk_size=s.chunk_size, progress=s.progress, cache=base,
@@ -257,6 +257,19 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
         ctx.pending_save = _saver(path, ctx.cache, ids, meta, cap, resident, writer)
         ctx.kv_path = path
     return ctx
+
+
+def _cache_path(ctx: Context, s: Settings, key: str) -> Path | None:
+    """The KV file `key` in the cache folder; None, with a note saying why, when that folder cannot be used (an error
+    for `prefill`, whose product the file is)."""
+    try:
+        return kvstore.kv_path_for(key)
+    except TmixError as err:
+        if s.kv_required:
+            raise TmixError(f"{err}; write the KV file elsewhere with -o") from None
+        ctx.notes.append(f"KV file not saved: {err}")
+        ctx.unsaved = "cache folder unusable"
+        return None
 
 
 def _planned_bytes(lm: LoadedModel, n_tokens: int) -> int:
@@ -335,12 +348,13 @@ def _saver(path: Path, cache: object, ids: list[int], meta: dict, limit: int | N
             kvstore.save_kv(path, prefix, ids, meta)
         if resident is not None and cache.get_seq_length() == len(ids):
             resident.put(path, cache, ids, kvstore.read_meta(path))
-        gone = kvstore.trim_cache(limit, keep=path)
+        gone, failed = kvstore.trim_cache(limit, keep=path)
+        lines = [f"{kvstore.cannot_remove(failed)}; the cache stays over TMIX_CACHE_MAX"] if failed else []
         if not gone:
-            return []
+            return lines
         freed = kvstore.human_size(sum(e["size"] for e in gone))
         return [f"removed {len(gone)} least recently used KV files ({freed}) to stay under TMIX_CACHE_MAX "
-                f"({kvstore.human_size(limit)})"]
+                f"({kvstore.human_size(limit)})", *lines]
     return save
 
 

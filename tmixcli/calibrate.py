@@ -72,16 +72,16 @@ def recommend(result: dict, dense_name: str = "dense") -> int | None:
     return min(ok) if ok else None
 
 
-def profile_path(fingerprint: str) -> Path:
-    from tmixcli.paths import cache_dir
+def profile_path(fingerprint: str, create: bool = False) -> Path:
+    """Where this model's saved profile is; create=True makes its folder (TmixError when it cannot be made)."""
+    from tmixcli.paths import cache_subdir
 
-    return cache_dir() / "profiles" / f"{fingerprint[:24]}.json"
+    return cache_subdir("profiles", create) / f"{fingerprint[:24]}.json"
 
 
 def save_profile(profile: dict) -> Path:
     """Write the profile atomically (temp file in the same dir, then os.replace)."""
-    path = profile_path(profile["fingerprint"])
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = profile_path(profile["fingerprint"], create=True)
     fd, tmp = tempfile.mkstemp(prefix=".profile-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:

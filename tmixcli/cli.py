@@ -179,7 +179,7 @@ def _describe(ctx, quiet: bool) -> None:
         unread = " (documents unchanged since: not read again)" if ctx.doc_unread else ""
         _status(quiet, f"cache hit: {how} {ctx.kv_path} in {ctx.prefill_s:.2f} s{unread}")
     else:
-        where = " (over the cache cap)" if ctx.over_cap else " (cache off)"
+        where = f" ({ctx.unsaved or 'cache off'})"
         if ctx.kv_path:
             where = f", KV file {ctx.kv_path}"
         reused = ""

@@ -84,31 +84,48 @@ def _echo_temp_files() -> None:
         typer.echo(f"{len(active)} KV files being written now, {human_size(sum(n for _, n in active))} so far")
 
 
+def _echo_removed(entry: dict) -> None:
+    typer.echo(f"removed {entry['key']} ({entry['doc_name'] or '?'}, {human_size(entry['size'])})")
+
+
+def _remove_temp_files(stale: list[tuple[Path, int]]) -> list[tuple[Path, str]]:
+    """Remove leftover temp files and say how many went; (path, why) for those that could not be removed."""
+    failed = kvstore.remove_files([p for p, _ in stale])
+    kept = {p for p, _ in failed}
+    gone = [n for p, n in stale if p not in kept]
+    if gone:
+        typer.echo(f"removed {len(gone)} leftover temp files ({human_size(sum(gone))})")
+    return failed
+
+
 def _cap_text(limit: int | None, source: str = "TMIX_CACHE_MAX") -> str:
     return "no size cap" if limit is None else f"cap {human_size(limit)} ({source}; least recently used go first)"
 
 
 @app.command("prune")
 @cli_errors
-def prune(max_size: Annotated[str | None, typer.Option("--max-size", help="Cap to apply now, e.g. 5G "
-                                                        "(default: TMIX_CACHE_MAX, else 20G).")] = None) -> None:
+def prune(max_size: Annotated[str | None, typer.Option("--max-size", help="Cap to apply now, e.g. 5G; 0 removes "
+                                                        "every KV file (default: TMIX_CACHE_MAX, else 20G).")] = None,
+          ) -> None:
     """Remove leftovers of interrupted saves, then least recently used KV files until the cache fits its cap."""
     limit = kvstore.parse_size(max_size, "--max-size") if max_size is not None else kvstore.cache_limit()
-    for e in kvstore.trim_cache(limit):
-        typer.echo(f"removed {e['key']} ({e['doc_name'] or '?'}, {human_size(e['size'])})")
+    removed, failed = kvstore.trim_cache(limit)
+    for e in removed:
+        _echo_removed(e)
     stale = _temp_files()[0]
-    for p, _ in stale:
-        p.unlink(missing_ok=True)
-    if stale:
-        typer.echo(f"removed {len(stale)} leftover temp files ({human_size(sum(n for _, n in stale))})")
+    failed += _remove_temp_files(stale)
     docindex.forget_missing(kvstore.kv_dir())
+    if failed:
+        raise TmixError(kvstore.cannot_remove(failed))
     total = sum(e["size"] for e in kvstore.list_entries())
     typer.echo(f"{human_size(total)} in {kvstore.kv_dir()}; "
                f"{_cap_text(limit, 'TMIX_CACHE_MAX' if max_size is None else '--max-size')}")
 
 
 def resolve_key(key: str) -> dict:
-    """The one entry whose key starts with `key`; TmixError when none or several match."""
+    """The one entry whose key starts with `key`; TmixError when none or several match, or the key is empty."""
+    if not key.strip():
+        raise TmixError(f"the key {key!r} is empty: give a key or a unique key prefix (see `tmix cache ls`)")
     entries = kvstore.list_entries()
     matches = [e for e in entries if e["key"] == key] or [e for e in entries if e["key"].startswith(key)]
     if not matches:
@@ -123,10 +140,16 @@ def resolve_key(key: str) -> dict:
 def rm(keys: Annotated[list[str], typer.Argument(help="Keys or unique key prefixes.")]) -> None:
     """Remove KV files by key (or unique key prefix)."""
     targets = [resolve_key(k) for k in keys]
+    failed = []
     for e in {e["path"]: e for e in targets}.values():
-        Path(e["path"]).unlink(missing_ok=True)
-        typer.echo(f"removed {e['key']} ({e['doc_name'] or '?'}, {human_size(e['size'])})")
+        why = kvstore.remove_file(Path(e["path"]))
+        if why is None:
+            _echo_removed(e)
+        else:
+            failed.append((Path(e["path"]), why))
     docindex.forget_missing(kvstore.kv_dir())
+    if failed:
+        raise TmixError(kvstore.cannot_remove(failed))
 
 
 @app.command("clear")
@@ -134,7 +157,7 @@ def rm(keys: Annotated[list[str], typer.Argument(help="Keys or unique key prefix
 def clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False) -> None:
     """Remove all KV files (and leftovers of interrupted saves)."""
     entries = kvstore.list_entries()
-    stale = [p for p, _ in _temp_files()[0]]
+    stale = _temp_files()[0]
     total = sum(e["size"] for e in entries)
     if not entries and not stale:
         docindex.forget_missing(kvstore.kv_dir())  # files removed by hand leave index entries behind
@@ -144,13 +167,16 @@ def clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for 
         if not sys.stdin.isatty():
             raise TmixError("`tmix cache clear` needs --yes when stdin is not a terminal")
         typer.confirm(f"Remove {len(entries)} KV files ({human_size(total)})?", abort=True)
-    for e in entries:
-        Path(e["path"]).unlink(missing_ok=True)
-    for p in stale:
-        p.unlink(missing_ok=True)
+    failed = kvstore.remove_files([Path(e["path"]) for e in entries])
+    kept = {str(p) for p, _ in failed}
+    gone = [e for e in entries if e["path"] not in kept]
+    if gone:
+        typer.echo(f"removed {len(gone)} KV files ({human_size(sum(e['size'] for e in gone))}) from "
+                   f"{kvstore.kv_dir()}")
+    failed += _remove_temp_files(stale)
     docindex.forget_missing(kvstore.kv_dir())
-    typer.echo(f"removed {len(entries)} KV files ({human_size(total)}) from {kvstore.kv_dir()}"
-               + (f" and {len(stale)} leftover temp files" if stale else ""))
+    if failed:
+        raise TmixError(kvstore.cannot_remove(failed))
 
 
 @app.command("info")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tmixcli import __version__
 from tmixcli.errors import TmixError
+from tmixcli.kvstore import remove_file
 from tmixcli.paths import cache_subdir
 
 INDEX_VERSION = "1"
@@ -97,8 +98,12 @@ def lookup(ident: str, key: str) -> dict | None:
 
 
 def remember(ident: str, key: str, kv_path: Path, doc_name: str, doc_sha256: str, notes: Sequence[str]) -> None:
-    """Record that these documents and settings lead to `kv_path` (atomically; a failure only costs speed)."""
-    path = _path(ident)
+    """Record that these documents and settings lead to `kv_path` (atomically; a failure, such as a cache folder
+    that cannot be written, only costs speed)."""
+    try:
+        path = _path(ident, create=True)
+    except TmixError:
+        return
     try:
         entries = json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
@@ -126,18 +131,18 @@ def forget_missing(kv_folder: Path) -> int:
             alive = any((kv_folder / e["kv"]).is_file() for e in entries.values())
         except (OSError, ValueError, AttributeError, KeyError, TypeError):
             alive = False
-        if not alive:
-            path.unlink(missing_ok=True)
+        if not alive and remove_file(path) is None:  # one that cannot be removed points nowhere: harmless
             gone += 1
     return gone
 
 
-def index_dir() -> Path:
-    return cache_subdir("docs")
+def index_dir(create: bool = False) -> Path:
+    """cache_dir()/docs; made only when an entry is recorded (create=True)."""
+    return cache_subdir("docs", create)
 
 
-def _path(ident: str) -> Path:
-    return index_dir() / f"{ident}.json"
+def _path(ident: str, create: bool = False) -> Path:
+    return index_dir(create) / f"{ident}.json"
 
 
 def _digest(obj: object) -> str:

@@ -129,9 +129,9 @@ def cache_key(fingerprint: str, attn: AttentionConfig, prefix_ids: list[int]) ->
     return h.hexdigest()[:24]
 
 
-def kv_dir() -> Path:
-    """cache_dir()/kv, created on demand."""
-    return cache_subdir("kv")
+def kv_dir(create: bool = True) -> Path:
+    """cache_dir()/kv, created on demand (create=False: only its path, for reading)."""
+    return cache_subdir("kv", create)
 
 
 def kv_path_for(key: str) -> Path:
@@ -284,10 +284,24 @@ def write_error(path: Path, err: BaseException) -> BaseException:
     """The error a failed KV file write is reported as: one line for disk problems, else the error itself."""
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         detail = f" ({err.strerror})" if err.strerror and "needed" in err.strerror else ""
-        return TmixError(f"disk full while writing KV file {path}{detail}; free space or run `tmix cache clear`")
+        return TmixError(f"disk full while writing KV file {path}{detail}; {_room_hint(Path(path))}")
     if isinstance(err, OSError):
         return TmixError(f"could not write KV file {path}: {err.strerror or err}")
     return err
+
+
+def _room_hint(path: Path) -> str:
+    """How to make room for a KV file: `tmix cache clear` only where it frees space on the file's disk."""
+    folder = kv_dir(create=False)
+    if path.parent.resolve() == folder.resolve():
+        return "free space or run `tmix cache clear`"
+    try:
+        shared = path.parent.stat().st_dev == folder.stat().st_dev and any(map(_is_kv_file, folder.iterdir()))
+    except OSError:
+        shared = False
+    if shared:
+        return f"free space in {path.parent} or run `tmix cache clear` (the KV cache is on the same disk)"
+    return f"free space in {path.parent}, or write the file to another disk with -o"
 
 
 def fsync_dir(d: Path) -> None:
@@ -576,16 +590,26 @@ def _is_kv_file(p: Path) -> bool:
 
 
 def list_entries(root: Path | None = None) -> list[dict]:
-    """One dict per KV file under root (default cache_dir()/kv), most recently used first."""
-    root = Path(root) if root is not None else kv_dir()
+    """One dict per KV file under root (default cache_dir()/kv, not created), most recently used first; TmixError
+    when the folder cannot be read."""
+    root = Path(root) if root is not None else kv_dir(create=False)
     if not root.is_dir():
         return []
-    entries = [_entry(p) for p in root.iterdir() if _is_kv_file(p)]
+    try:
+        entries = [e for e in map(_entry, root.iterdir()) if e is not None]
+    except OSError as err:
+        raise TmixError(f"cannot read the cache folder {root}: {err.strerror or err}") from None
     return sorted(entries, key=lambda e: e["last_used"], reverse=True)
 
 
-def _entry(p: Path) -> dict:
-    st = p.stat()
+def _entry(p: Path) -> dict | None:
+    """The listing of one KV file; None for anything else, or a file removed meanwhile."""
+    if not _is_kv_file(p):
+        return None
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        return None
     entry = {"key": p.name[: -len(SUFFIX)], "doc_name": None, "model_id": None, "n_tokens": None,
              "size": st.st_size, "created": None,
              "last_used": datetime.fromtimestamp(st.st_mtime, timezone.utc)
@@ -615,8 +639,8 @@ DEFAULT_CACHE_MAX = "20G"
 
 
 def parse_size(text: str, what: str = "TMIX_CACHE_MAX") -> int | None:
-    """Bytes from "20G", "500M", "1.5T", "123456"; None for "0", "off", "none" or "" (no limit)."""
-    if text.strip().lower() in ("", "0", "off", "none"):
+    """Bytes from "20G", "500M", "1.5T", "123456", "0"; None for "off", "none" or "" (no limit)."""
+    if text.strip().lower() in ("", "off", "none"):
         return None
     match = _SIZE.fullmatch(text)
     if not match:
@@ -625,8 +649,10 @@ def parse_size(text: str, what: str = "TMIX_CACHE_MAX") -> int | None:
 
 
 def cache_limit() -> int | None:
-    """The KV cache's size cap in bytes from TMIX_CACHE_MAX (default 20G), or None for no cap."""
-    return parse_size(os.environ.get("TMIX_CACHE_MAX", DEFAULT_CACHE_MAX))
+    """The KV cache's size cap in bytes from TMIX_CACHE_MAX (default 20G), or None for no cap: "off", or a plain
+    "0", which TMIX_CACHE_MAX has always read as no cap (`cache prune --max-size 0` means zero bytes)."""
+    text = os.environ.get("TMIX_CACHE_MAX", DEFAULT_CACHE_MAX)
+    return None if text.strip() == "0" else parse_size(text)
 
 
 def cache_bytes(cache: Any) -> int:
@@ -634,27 +660,56 @@ def cache_bytes(cache: Any) -> int:
     return sum(t.numel() * t.element_size() for pair in cache_tensors(cache) for t in pair)
 
 
-def trim_cache(limit: int | None, keep: Path | None = None, root: Path | None = None) -> list[dict]:
-    """Remove least recently used KV files until the cache fits `limit` bytes (never `keep`); the removed."""
+def trim_cache(limit: int | None, keep: Path | None = None,
+               root: Path | None = None) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """Remove least recently used KV files until the cache fits `limit` bytes (never `keep`); the removed entries,
+    and (path, why) for files that could not be removed (skipped: a more recently used one goes instead)."""
     if limit is None:
-        return []
+        return [], []
     entries = list_entries(root)  # most recently used first
     total = sum(e["size"] for e in entries)
-    removed = []
+    removed, failed = [], []
     for e in reversed(entries):
         if total <= limit:
             break
         if keep is not None and Path(e["path"]).resolve() == Path(keep).resolve():
             continue
-        Path(e["path"]).unlink(missing_ok=True)
+        why = remove_file(Path(e["path"]))
+        if why is not None:
+            failed.append((Path(e["path"]), why))
+            continue
         total -= e["size"]
         removed.append(e)
-    return removed
+    return removed, failed
+
+
+def remove_file(path: Path) -> str | None:
+    """Unlink a cache file (one already gone counts as removed); why it could not be removed, else None."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
+
+
+def remove_files(paths: Sequence[Path]) -> list[tuple[Path, str]]:
+    """Unlink each file (remove_file); (path, why) for those that could not be removed."""
+    return [(p, why) for p in paths if (why := remove_file(p)) is not None]
+
+
+def cannot_remove(failed: Sequence[tuple[Path, str]]) -> str:
+    """One line for files that could not be removed: the path and why, or for several the count, a few names and
+    the reasons."""
+    if len(failed) == 1:
+        return f"cannot remove {failed[0][0]}: {failed[0][1]}"
+    names = ", ".join(p.name for p, _ in failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
+    reasons = "; ".join(dict.fromkeys(why for _, why in failed))
+    return f"cannot remove {len(failed)} files in {failed[0][0].parent} ({names}): {reasons}"
 
 
 def temp_files(root: Path | None = None) -> list[Path]:
     """Leftover temp files of interrupted saves."""
-    root = Path(root) if root is not None else kv_dir()
+    root = Path(root) if root is not None else kv_dir(create=False)
     if not root.is_dir():
         return []
     return [p for p in root.iterdir() if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)]

@@ -8,9 +8,14 @@ from pathlib import Path
 from tmixcli.errors import TmixError
 
 
+def cache_root() -> Path:
+    """Where the cache root is ($TMIX_CACHE_DIR, ~ expanded); nothing is created."""
+    return Path(os.environ.get("TMIX_CACHE_DIR") or Path.home() / ".cache" / "tmix").expanduser()
+
+
 def cache_dir() -> Path:
     """The cache root (converted default model, KV files, calibration profiles); created on demand."""
-    root = Path(os.environ.get("TMIX_CACHE_DIR") or Path.home() / ".cache" / "tmix").expanduser()
+    root = cache_root()
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -18,8 +23,11 @@ def cache_dir() -> Path:
     return root
 
 
-def cache_subdir(name: str) -> Path:
-    """cache_dir()/name (KV files, the document index), created on demand."""
+def cache_subdir(name: str, create: bool = True) -> Path:
+    """cache_dir()/name (KV files, the document index), created on demand; create=False gives only its path, for
+    reading (a folder that is missing or cannot be made holds nothing)."""
+    if not create:
+        return cache_root() / name
     d = cache_dir() / name
     try:
         d.mkdir(exist_ok=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tmixcli import kvstore
 from tmixcli.config import AttentionConfig
+from tmixcli.errors import TmixError
 
 MIN_ROWS = 256  # fewer shared rows than this are prefilled again rather than loaded
 
@@ -39,7 +40,11 @@ def best_file(ids: Sequence[int], expected: dict[str, str], attn: AttentionConfi
     """The cached KV file made under `expected` (model, dtype, attention, template) whose rows cover most of the
     start of `ids`, and how many rows to take from it; None when no file gives MIN_ROWS."""
     best: tuple[Path, int] | None = None
-    for entry in kvstore.list_entries(folder):
+    try:
+        entries = kvstore.list_entries(folder)
+    except TmixError:  # a cache folder that cannot be read offers nothing to reuse
+        return None
+    for entry in entries:
         if entry["error"] or not entry["n_tokens"] or entry["n_tokens"] < MIN_ROWS:
             continue
         path = Path(entry["path"])

@@ -73,7 +73,10 @@ def forward(argv: list[str], key: str) -> int | None:
     """Run `tmix argv` on the server for `key`: its output goes to ours; returns its exit code (None: run locally)."""
     if os.environ.get("TMIX_SERVE", "").lower() in ("off", "0", "no") or served:
         return None
-    path = socket_path(key)
+    try:
+        path = socket_path(key)
+    except TmixError:  # no cache folder, so no server listening in it
+        return None
     try:
         request = _request(argv)
     except OSError:  # our working folder is gone: the local run says what it makes of that
