@@ -279,6 +279,94 @@ def test_several_documents_truncated_to_fair_shares(capsys, tmp_path, tiny_dir):
     assert "truncated long.txt: kept its first" in err and "truncated short.txt" not in err
 
 
+@pytest.fixture()
+def small_doc(tmp_path) -> str:
+    """~300 tokens for the tiny tokenizer: fits the tiny model's context with a 256-token answer and to spare."""
+    path = tmp_path / "short.txt"
+    path.write_text((DOCS / "notes.txt").read_text()[:300])
+    return str(path)
+
+
+def one_error(capsys, *argv: str) -> str:
+    """Run `tmix argv`, expecting exit code 2 and one error line; returns that line."""
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "" and err.startswith("tmix: error: ") and len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+def test_oversized_system_prompt_is_named(capsys, tiny_dir, small_doc):
+    """A system prompt that leaves the document no room is named with its tokens, not blamed on the document."""
+    import re
+
+    from transformers import AutoTokenizer
+
+    args = (small_doc, "Who is the project manager?", "--model", tiny_dir, *TINY)
+    system = "Be helpful. " * 300
+    n_system = len(AutoTokenizer.from_pretrained(tiny_dir)(system, add_special_tokens=False).input_ids)
+    for extra in ((), ("--truncate",)):
+        err = one_error(capsys, "ask", *args, "--system", system, *extra)
+        assert err.startswith("tmix: error: the system prompt (--system) is too long: prompt template "), err
+        assert f"+ system prompt {n_system} + question 64 + answer 256 = " in err and "1024-token context" in err
+        assert "leaving 0 for short.txt; shorten it" in err and "--truncate to cut" not in err
+        parts = re.search(r"template (\d+) \+ system prompt (\d+) \+ question (\d+) \+ answer (\d+) = (\d+)", err)
+        assert sum(map(int, parts.groups()[:4])) == int(parts[5]) > 1024
+    err = one_error(capsys, "prefill", small_doc, "--model", tiny_dir, *TINY, "--system", system)
+    assert "the system prompt (--system) is too long" in err
+    some = "Be helpful. " * 45  # fits, but not beside the whole document: that is cut, the share said
+    err = one_error(capsys, "ask", *args, "--system", some)
+    assert "short.txt needs" in err and "of them the system prompt)" in err and "--truncate" in err
+    code, _, err = run(capsys, "ask", *args, "--system", some, "--truncate", "--max-new-tokens", "4", "--no-cache")
+    assert code == 0 and "truncated short.txt: kept its first" in err, err
+
+
+def test_oversized_answer_room_is_named(capsys, tiny_dir, small_doc):
+    """--max-new-tokens that leaves the document no room is named, with the largest value that keeps it whole."""
+    import re
+
+    args = (small_doc, "Who is the project manager?", "--model", tiny_dir, *TINY, "--no-cache")
+    for extra in ((), ("--truncate",)):
+        err = one_error(capsys, "ask", *args, "--max-new-tokens", "1000", *extra)
+        assert err.startswith("tmix: error: --max-new-tokens 1000 is too large: prompt template "), err
+        assert "question 64 + answer 1000 = " in err and "leaving 0 for short.txt" in err and "system" not in err
+        most = int(re.search(r"use (\d+) or less to keep all of short.txt$", err)[1])
+    whole = ask_json(capsys, *args, "--max-new-tokens", "4")
+    assert most == 1024 - 64 - whole["prompt_tokens"] + len_question(tiny_dir)
+    res = ask_json(capsys, *args, "--max-new-tokens", str(most), "--truncate", "--no-stop-repeats")
+    assert res["prompt_tokens"] == whole["prompt_tokens"] and res["new_tokens"] <= most  # the document kept whole
+
+
+def len_question(tiny_dir: str, question: str = "Who is the project manager?") -> int:
+    """Tokens of the question part of the prompt (question, end of turn, answer header) for the tiny model."""
+    from transformers import AutoTokenizer
+
+    from tmixcli import prompt
+
+    return len(prompt.question_ids(AutoTokenizer.from_pretrained(tiny_dir), question))
+
+
+def test_oversized_question_is_named(capsys, tiny_dir, small_doc):
+    import re
+
+    question = "Who is the project manager of the library renovation? " * 120
+    err = one_error(capsys, "ask", small_doc, question, "--model", tiny_dir, *TINY, "--no-cache", "-q")
+    said = re.search(r"the question does not fit: (\d+) tokens after the (\d+)-token document prompt exceed the "
+                     r"model's 1024-token context; shorten it to (\d+) tokens or less \(room for a 256-token answer\)",
+                     err)
+    assert said, err
+    n_question, before, most = map(int, said.groups())
+    assert n_question == len_question(tiny_dir, question) and most == 1024 - before - 256
+
+
+def test_documents_that_cannot_be_cut_enough_say_their_room(capsys, tmp_path, tiny_dir):
+    """Many documents whose headings alone outgrow the room --truncate has left: the numbers, not "no room"."""
+    for i in range(40):
+        (tmp_path / f"part{i:02}.txt").write_text(f"Part {i} of the minutes: nothing was decided today.")
+    err = one_error(capsys, "ask", str(tmp_path), "Who?", "--model", tiny_dir, *TINY, "--truncate",
+                    "--max-new-tokens", "700")
+    assert "cannot be cut to fit: the model's 1024-token context leaves it " in err
+    assert "tokens after prompt template " in err and "question 64 + answer 700" in err
+
+
 def test_question_taken_for_a_file_only_when_it_is_one(tmp_path):
     from tmixcli.cli import _names_a_file
 

@@ -34,6 +34,59 @@ def test_short_or_long_repeats_are_not_loops():
     assert repeated_tail(words * 3 + "x", max_period=70) == len(words) - 1
 
 
+def streamed_cut(text: str) -> str:
+    """What is kept of `text` when it is checked word by word as it streams (as answer.ask_ids does); all of it
+    when no loop is found."""
+    for i, c in enumerate(text):
+        if c.isspace() and (cut := repeated_tail(text[:i + 1])):
+            return text[:cut]
+    return text
+
+
+ITEM = "The company has a range of products, including sonar and electronic charts, and has a range of products."
+
+
+def test_numbered_list_that_loops_is_cut():
+    """The default model on report.pdf page 2: the list number changes on every line, the rest repeats."""
+    intro = "1. The products fall into three groups.\n"
+    text = intro + "".join(f"{i}. {ITEM}\n" for i in range(2, 12)) + "12. The"
+    assert streamed_cut(text) == intro + f"2. {ITEM}"  # the first copy, without the next line's "3."
+    assert text[:repeated_tail(text)] == intro + "".join(f"{i}. {ITEM}\n" for i in range(2, 10)).rstrip()
+    bullets = intro + f"- {ITEM}\n" * 3 + "- The"
+    assert streamed_cut(bullets) == intro + f"- {ITEM}"  # as a bulleted loop is
+    assert repeated_tail(intro + "".join(f"{i}. {ITEM}\n" for i in range(2, 4)) + "4. The") == 0  # two copies
+    inline = "".join(f"Step {i}: {ITEM} " for i in range(1, 5))  # a counter inside the line, one paragraph
+    assert streamed_cut(inline) == f"Step 1: {ITEM}"
+    two = "".join(f"{2 * i + 1}. {ITEM}\n{2 * i + 2}. Heat pumps are cheap to run.\n" for i in range(4))
+    assert streamed_cut(two) == f"1. {ITEM}\n2. Heat pumps are cheap to run."  # two items: numbers step by 2
+
+
+def test_numbers_that_do_not_count_are_no_loop():
+    """Lines equal but for their values (a table), or counters that jump, are content; so are real lists."""
+    table = "".join(f"| {year} | revenue {rev} million | margin {m} percent | up |\n"
+                    for year, rev, m in [(2019, 4.2, 12), (2020, 4.5, 14), (2021, 3.9, 9), (2022, 5.1, 15),
+                                         (2023, 5.6, 13)])
+    assert streamed_cut(table) == table
+    jumps = "".join(f"{i}. {ITEM}\n" for i in (3, 5, 6, 9, 10))
+    assert streamed_cut(jumps) == jumps
+    real = ("1. Revenue rose by 12 percent to 4.2 million kroner in 2023. 2. Costs fell by 3 percent as the "
+            "new plant opened. 3. The board approved a dividend of 1.5 kroner per share. 4. Staff grew to 310. ")
+    assert streamed_cut(real) == real
+    steps = "".join(f"Year {2019 + i}: sales of {100 + 7 * i} units, {20 + i} stores open. " for i in range(6))
+    assert streamed_cut(steps) == steps  # every number counts on, but 3 of each 8 words change: a table
+
+
+def test_loop_check_stays_cheap():
+    """One check per decoded word: well under a millisecond on a full window, loop or not."""
+    import time
+
+    text = "".join(f"Sentence number {i} says something new about item {i * 7 % 13}. " for i in range(2000))
+    start = time.perf_counter()
+    for _ in range(100):
+        repeated_tail(text)
+    assert (time.perf_counter() - start) / 100 < 0.005
+
+
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 

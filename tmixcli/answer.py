@@ -111,6 +111,7 @@ def context_limit(lm: LoadedModel) -> int:
 _NOT_USED = "cache file "  # starts the note of a KV file that failed its checks
 QUESTION_ROOM = 64  # question tokens every document leaves room for (ask, chat and prefill alike)
 ANSWER_ROOM = Settings.max_new_tokens  # answer tokens --truncate leaves at least, whatever --max-new-tokens says
+MIN_DOC_ROOM = 64  # with less room than this left for the document, the error names what takes the rest
 
 
 def fit_document(lm: LoadedModel, doc: Document, s: Settings) -> tuple[list[int], list[str]]:
@@ -126,8 +127,12 @@ def fit_document(lm: LoadedModel, doc: Document, s: Settings) -> tuple[list[int]
     need = len(ids) + room
     if need <= limit:
         return ids, []
+    fixed = len(prompt.prefix_ids(tok, "", s.system))  # the prompt without the document
+    if limit - fixed - room < MIN_DOC_ROOM:
+        raise TmixError(_crowded_out(lm, doc, s, len(ids), fixed, room))
     if not s.truncate:
-        raise TmixError(f"{doc.name} needs {len(ids)} prompt tokens + {QUESTION_ROOM} question + "
+        system = f" ({_system_tokens(lm, s)} of them the system prompt)" if s.system else ""
+        raise TmixError(f"{doc.name} needs {len(ids)} prompt tokens{system} + {QUESTION_ROOM} question + "
                         f"{s.max_new_tokens} answer = {need} tokens, over the model's {limit}; "
                         f"use --truncate to cut the document, or a shorter --max-new-tokens")
     parts = doc.parts or (doc,)
@@ -142,7 +147,42 @@ def fit_document(lm: LoadedModel, doc: Document, s: Settings) -> tuple[list[int]
             return ids, [f"truncated {p.name}: kept its first {c} of {len(i)} tokens"
                          for p, i, c in zip(parts, part_ids, caps) if c < len(i)]
         budget -= 16
-    raise TmixError(f"the model's context ({limit} tokens) leaves no room for {doc.name}")
+    raise TmixError(f"{doc.name} cannot be cut to fit: the model's {limit}-token context leaves it "
+                    f"{limit - fixed - room} tokens after {_taken(lm, s, fixed, room)}")
+
+
+def _system_tokens(lm: LoadedModel, s: Settings) -> int:
+    """The tokens of --system itself (the chat template around it aside)."""
+    return len(lm.tokenizer(s.system or "", add_special_tokens=False)["input_ids"])
+
+
+def _taken(lm: LoadedModel, s: Settings, fixed: int, room: int) -> str:
+    """What a prompt holds besides the document, in tokens: "prompt template 40 + system prompt 9000 + ..."."""
+    system = _system_tokens(lm, s) if s.system else 0
+    parts = [f"prompt template {fixed - system}"] + ([f"system prompt {system}"] if system else [])
+    return " + ".join([*parts, f"question {QUESTION_ROOM}", f"answer {room - QUESTION_ROOM}"])
+
+
+def _crowded_out(lm: LoadedModel, doc: Document, s: Settings, n_ids: int, fixed: int, room: int) -> str:
+    """The error when the answer room (--max-new-tokens) or the system prompt leaves a document under MIN_DOC_ROOM
+    tokens of the context: it names that culprit, the numbers and what to do."""
+    limit = context_limit(lm)
+    numbers = (f"{_taken(lm, s, fixed, room)} = {fixed + room} tokens of the model's {limit}-token context, "
+               f"leaving {max(0, limit - fixed - room)} for {doc.name}")
+    extra = room - QUESTION_ROOM - ANSWER_ROOM  # answer room asked for beyond the default
+    if extra > 0 and limit - fixed - room + extra >= MIN_DOC_ROOM:
+        whole = limit - n_ids - QUESTION_ROOM  # the longest answer beside the whole document
+        keeps_all = whole > 0 and (whole >= ANSWER_ROOM or not s.truncate)
+        hint = (f"{whole} or less to keep all of {doc.name}" if keeps_all else
+                f"at most {limit - fixed - QUESTION_ROOM - MIN_DOC_ROOM}, with --truncate")
+        return f"--max-new-tokens {s.max_new_tokens} is too large: {numbers}; use {hint}"
+    if s.system:
+        system = _system_tokens(lm, s)
+        whole = limit - room - (n_ids - system)  # the longest system prompt beside the whole document
+        hint = (f"to {whole} tokens or less to keep all of {doc.name}" if whole > 0 else
+                f"to under {limit - room - (fixed - system) - MIN_DOC_ROOM} tokens, with --truncate")
+        return f"the system prompt (--system) is too long: {numbers}; shorten it {hint}"
+    return f"the model's context is too small for {doc.name}: {numbers}; use a shorter --max-new-tokens"
 
 
 def fair_share(lengths: list[int], budget: int) -> list[int]:
@@ -460,8 +500,7 @@ def ask_ids(ctx: Context, q_ids: list[int], s: Settings, on_text: Callable[[str]
     lm = ctx.lm
     base = ctx.cache.get_seq_length()
     if base + len(q_ids) + 1 > context_limit(lm):
-        raise TmixError(f"the question does not fit: {base} cached + {len(q_ids)} question tokens "
-                        f"exceed the model's {context_limit(lm)}")
+        raise TmixError(_question_too_long(ctx, base, len(q_ids), s))
     budget = min(s.max_new_tokens, context_limit(lm) - base - len(q_ids))
     stops = generate.stop_ids(lm.tokenizer, lm.model)
     start = _now(lm)
@@ -516,6 +555,17 @@ def _explained(ctx: Context, tokens: Iterator[int]) -> Iterator[int]:
             raise TmixError(f"{err}: the cached KV file {ctx.kv_path.name} is damaged; removed it, so the next run "
                             "prefills again") from None
         raise TmixError(f"{err}: the KV file {ctx.kv_path} is damaged; make it again with tmix prefill") from None
+
+
+def _question_too_long(ctx: Context, base: int, n_question: int, s: Settings) -> str:
+    """The error for a question that leaves no room for an answer: its tokens, what comes before it, the context."""
+    limit = context_limit(ctx.lm)
+    before = "document prompt" if base == len(ctx.prefix_ids) else "document prompt and conversation"
+    room = limit - base - s.max_new_tokens
+    hint = (f"shorten it to {room} tokens or less (room for a {s.max_new_tokens}-token answer)" if room > 0
+            else "shorten it")
+    return (f"the question does not fit: {n_question} tokens after the {base}-token {before} exceed the model's "
+            f"{limit}-token context; {hint}")
 
 
 def _close_turn(lm: LoadedModel, cache: object, answer_start: int, kept: list[int]) -> None:
