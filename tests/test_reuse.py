@@ -114,7 +114,7 @@ def test_serve_reuses_the_cache_it_holds(capsys, tmp_path, tiny_dir, monkeypatch
         m.setattr(kvstore, "load_kv", lambda *a, **k: pytest.fail("a KV file was read"))
         code, out, err = run(capsys, "ask", *args)
         assert code == 0 and "as kept in memory by tmix serve" in err, err
-        doc.write_text(text[:1000] + " ")  # again, from the cache the last run left in memory
+        doc.write_text(text[:1000] + " Grown again.")  # grown again: from the cache the last run left in memory
         grown = ask_json(capsys, *args)
     assert not grown["cache_hit"] and 256 <= grown["reused_tokens"] < grown["prompt_tokens"] - 8
     monkeypatch.setattr(serve, "served", {})
