@@ -52,7 +52,8 @@ TempOpt = typer.Option(0.0, "--temperature", metavar="T", help="0 = greedy.")
 TopPOpt = typer.Option(1.0, "--top-p", metavar="P", help="Nucleus sampling threshold (with --temperature > 0).")
 SeedOpt = typer.Option(None, "--seed", metavar="N", help="Sampling seed.")
 RepeatOpt = typer.Option(True, "--stop-repeats/--no-stop-repeats",
-                         help="End an answer that has begun to loop (one passage three times in a row).")
+                         help="End an answer that has begun to loop (one passage three times in a row; list numbers "
+                         "counting up do not hide a loop).")
 CompileOpt = typer.Option("off", "--compile", metavar="off|on|auto",
                           help="torch.compile each layer's norms and MLP (auto = on CUDA): "
                           "faster long prefills after a one-time compilation of a few seconds.")
