@@ -609,24 +609,137 @@ def test_chat_ctrl_c_stops_the_answer_not_the_chat(capsys, monkeypatch, tiny_dir
     assert "".join(single["answer"].split()) in "".join(out.split())  # the second answer as if asked alone
 
 
-def test_question_that_does_not_fit_keeps_the_prefill(capsys, monkeypatch, tiny_dir, short_doc, tmp_path):
-    """`ask` with a question too long for the context: one line, exit 2, but the fresh prefill's KV file is kept,
-    so the next (shorter) question is a cache hit; `chat` says so and goes on to the next question."""
+def _count_calls(monkeypatch, module, name: str) -> list:
+    """Record each call of module.name (still made) in the list returned."""
+    calls: list = []
+    real = getattr(module, name)
+
+    def counted(*args, **kw):
+        calls.append(args)
+        return real(*args, **kw)
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_question_that_does_not_fit_is_refused_before_the_prefill(capsys, monkeypatch, tiny_dir, short_doc,
+                                                                  tmp_path):
+    """`ask` with a question too long for the context: one line with the tokens, exit 2, before any prefill (no KV
+    file) and before a cached or --kv file is loaded; `chat`, whose prefill came before the question, says so,
+    keeps that prefill's KV file and goes on to the next question."""
     import io
 
+    from tmixcli import generate, kvstore
+
+    prefills = _count_calls(monkeypatch, generate, "prefill")
+    loads = _count_calls(monkeypatch, kvstore, "load_kv")
     long_question = "Who is the project manager? " + "please answer " * 300
     args = ("--model", tiny_dir, "--max-new-tokens", "8", *TINY)
+    kv_files = lambda: list((tmp_path / "tmix-cache").glob("kv/*.safetensors"))  # noqa: E731
     code, out, err = run(capsys, "ask", short_doc, long_question, *args)
     assert code == 2 and out == "" and err.count("does not fit") == 1, err
-    assert err.strip().splitlines()[-1].startswith("tmix: error: the question does not fit")
-    assert len(list((tmp_path / "tmix-cache").glob("kv/*.safetensors"))) == 1
-    single = ask_json(capsys, short_doc, "What is the budget?", *args)
-    assert single["cache_hit"]
+    assert err.strip().splitlines()[-1].startswith("tmix: error: the question does not fit: ")
+    assert "-token document prompt exceed the model's 1024-token context" in err
+    assert prefills == [] and kv_files() == []
     monkeypatch.setattr(sys, "stdin", io.StringIO(f"{long_question}\nWhat is the budget?\n"))
     code, out, err = run(capsys, "chat", short_doc, *args)
     assert code == 0, err
     assert err.count("tmix: error: the question does not fit") == 1 and err.count("TTFT") == 1
-    assert "".join(single["answer"].split()) in "".join(out.split())
+    assert len(prefills) == 1 and len(kv_files()) == 1
+    single = ask_json(capsys, short_doc, "What is the budget?", *args)
+    assert single["cache_hit"] and "".join(single["answer"].split()) in "".join(out.split())
+    loads.clear()
+    for where in ((short_doc,), ("--kv", str(kv_files()[0]))):  # a cached file, a --kv file: not loaded
+        code, out, err = run(capsys, "ask", *where, long_question, *args)
+        assert code == 2 and out == "" and "tmix: error: the question does not fit: " in err, err
+    assert loads == [] and len(prefills) == 1
+
+
+def test_too_little_disk_space_is_told_before_the_prefill(capsys, monkeypatch, tiny_dir, short_doc, tmp_path):
+    """Free space short of the KV file's size (planned exactly): `prefill` fails at once naming both sizes, before
+    any prefill and leaving no file; `ask`, whose product is the answer, answers without saving, with one note."""
+    import re
+    import shutil
+
+    from tmixcli import generate, kvwrite
+
+    prefills = _count_calls(monkeypatch, generate, "prefill")
+    real_usage = shutil.disk_usage
+    free = [0]
+    monkeypatch.setattr(kvwrite.shutil, "disk_usage", lambda p: real_usage(p)._replace(free=free[0]))
+    args = ("--model", tiny_dir, *TINY)
+    free[0] = 1 << 40
+    made = tmp_path / "made.kv"
+    assert run(capsys, "prefill", short_doc, "-o", str(made), *args)[0] == 0
+    size = made.stat().st_size
+    free[0] = size - 1
+    target = tmp_path / "out" / "x.kv"
+    target.parent.mkdir()
+    err = one_error(capsys, "prefill", short_doc, "-o", str(target), *args)
+    want = (rf"tmix: error: not enough disk space for KV file {re.escape(str(target))} \(\d+\.\d KiB needed, "
+            rf"\d+\.\d KiB free in {re.escape(str(target.parent))}\); free space in ")
+    assert re.match(want, err), err
+    assert len(prefills) == 1 and list(target.parent.iterdir()) == []
+    err = one_error(capsys, "prefill", short_doc, *args)  # into the cache
+    assert "not enough disk space for KV file " in err and "or run `tmix cache clear`" in err, err
+    assert len(prefills) == 1
+    code, out, err = run(capsys, "ask", short_doc, "Who is the project manager?", "--max-new-tokens", "8", *args)
+    assert code == 0 and out.strip() and "error" not in err, err
+    assert err.count("tmix: KV file not saved: not enough disk space (") == 1 and "(not enough disk space)" in err
+    assert len(prefills) == 2 and not list((tmp_path / "tmix-cache").glob("kv/*"))
+    free[0] = size
+    assert run(capsys, "prefill", short_doc, "-o", str(target), *args)[0] == 0
+    assert target.stat().st_size == size
+
+
+def test_calibrate_on_a_profiles_folder_that_cannot_be_written(capsys, monkeypatch, tiny_dir, tmp_path):
+    """A profiles folder that refuses writes: `tmix calibrate` says so in one line before loading the model, and
+    save_profile fails in one line leaving no temp file and the old profile whole; a save refused after calibrating
+    still prints the report (root ignores permissions, so the refusals are simulated)."""
+    import errno
+    import tempfile
+
+    from tmixcli import calibrate, models
+    from tmixcli.errors import TmixError
+
+    def refused(*args, **kw):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    places = [(tempfile, "mkstemp"), (calibrate.os, "fsync"), (calibrate.os, "replace")]
+    reals = [getattr(module, name) for module, name in places]
+    loads = _count_calls(monkeypatch, models, "load_model")
+    folder = tmp_path / "tmix-cache" / "profiles"
+    old = calibrate.save_profile({"fingerprint": "ab" * 32, "start_layer": 3})
+    assert old.parent == folder
+    if os.geteuid() == 0:
+        monkeypatch.setattr(tempfile, "mkstemp", refused)
+    else:
+        folder.chmod(0o500)
+    err = one_error(capsys, "calibrate", "--model", tiny_dir)
+    folder.chmod(0o700)
+    assert err == f"tmix: error: cannot save the calibration profile in {folder}: Permission denied" and loads == []
+    for place in places:  # refused at the temp file, at its fsync, at the rename
+        for (module, name), real in zip(places, reals):
+            monkeypatch.setattr(module, name, refused if (module, name) == place else real)
+        with pytest.raises(TmixError) as said:
+            calibrate.save_profile({"fingerprint": "ab" * 32, "start_layer": 12})
+        assert str(said.value) == f"cannot save the calibration profile in {folder}: Permission denied"
+        assert [p.name for p in folder.iterdir()] == [old.name], place
+        assert json.loads(old.read_text())["start_layer"] == 3
+    for (module, name), real in zip(places, reals):
+        monkeypatch.setattr(module, name, real)
+
+    def calibrated(*args, **kw):  # what a calibration found, then a save the folder refuses
+        profile = {"fingerprint": "ab" * 32, "start_layer": 2, "verified": True, "importance": [0.5, 0.1, 0.0],
+                   "candidates": [2], "settings": {"tolerance": 0.05}, "eval": {}}
+        monkeypatch.setattr(calibrate.os, "replace", refused)
+        calibrate.keep_profile(profile)
+        monkeypatch.setattr(calibrate.os, "replace", reals[2])
+        return profile
+    monkeypatch.setattr(models, "load_model", lambda *args, **kw: None)
+    monkeypatch.setattr(calibrate, "run_calibrate", calibrated)
+    code, out, err = run(capsys, "calibrate")
+    assert code == 2 and "recommended start layer: 2" in out and "profile not saved (use --start-layer 2" in out
+    assert err.strip() == f"tmix: error: cannot save the calibration profile in {folder}: Permission denied"
+    assert [p.name for p in folder.iterdir()] == [old.name]
 
 
 def test_a_kv_file_that_cannot_be_written_does_not_fail_the_answer(capsys, monkeypatch, tiny_dir, short_doc,

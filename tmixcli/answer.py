@@ -229,6 +229,13 @@ def open_known(lm: LoadedModel, ident: str, s: Settings, resident: ResidentKV | 
     path = kvstore.kv_dir(create=False) / entry["kv"] if entry else None
     if path is None or not path.is_file():
         return None
+    try:
+        n_tokens = _stored_tokens(kvstore.read_meta(path))
+    except TmixError:
+        return None
+    if not s.truncate and n_tokens + QUESTION_ROOM + s.max_new_tokens > context_limit(lm):
+        return None  # read it again, so the usual "does not fit" error names the numbers
+    check_question(lm, n_tokens, s)
     attention.attach(lm.model, attn)
     ctx = Context(lm, attn, [], None, entry["doc_name"], s.system, start_layer_source=source,
                   notes=[str(n) for n in entry["notes"]], doc_unread=True)
@@ -236,8 +243,6 @@ def open_known(lm: LoadedModel, ident: str, s: Settings, resident: ResidentKV | 
         _load_into(ctx, path, s, None, resident)
     except TmixError:
         return None
-    if not s.truncate and len(ctx.prefix_ids) + QUESTION_ROOM + s.max_new_tokens > context_limit(lm):
-        return None  # read it again, so the usual "does not fit" error names the numbers
     ctx.doc_name = entry["doc_name"]
     return ctx
 
@@ -253,6 +258,7 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
     attn, source = resolve_attention(lm, s)
     limit = kvstore.cache_limit() if s.use_cache else None  # a bad TMIX_CACHE_MAX fails before the prefill
     ids, notes = fit_document(lm, doc, s)
+    check_question(lm, len(ids), s)
     attention.attach(lm.model, attn)
     fp = kvstore.model_fingerprint(lm.model, lm.tokenizer)
     ctx = Context(lm, attn, ids, None, doc.name, s.system, start_layer_source=source, notes=[*doc.notes, *notes])
@@ -280,6 +286,8 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
             raise TmixError(f"{over}; raise the cap or write the file elsewhere with -o")
         ctx.notes.append(over)
         ctx.unsaved, save = "over the cache cap", False
+    if save:
+        save = _disk_has_room(ctx, path, meta, s)
     writer = _writer(lm, path, ids, meta, base) if save else None
     try:
         ctx.cache, _ = generate.prefill(lm.model, ids, chunk_size=s.chunk_size, progress=s.progress, cache=base,
@@ -316,6 +324,21 @@ def _planned_bytes(lm: LoadedModel, n_tokens: int) -> int:
     """The K/V bytes of this model's KV file for `n_tokens` (what the cache cap compares)."""
     n_layers, kv_heads, head_dim = kvstore.model_kv_dims(lm.model.config)
     return kvwrite.planned_size(n_layers, kv_heads, head_dim, lm.dtype, n_tokens)
+
+
+def _disk_has_room(ctx: Context, path: Path, meta: dict, s: Settings) -> bool:
+    """Whether the disk has room for the KV file a prefill is about to write, told before the prefill: short of it,
+    `prefill` (whose product the file is) fails, `ask` and `chat` answer without saving, with a note."""
+    n_layers, kv_heads, head_dim = kvstore.model_kv_dims(ctx.lm.model.config)
+    size = kvwrite.file_size(n_layers, kv_heads, head_dim, ctx.lm.dtype, len(ctx.prefix_ids), meta)
+    short = kvwrite.room_shortfall(path, size)
+    if short is None:
+        return True
+    if s.kv_required:
+        raise TmixError(f"not enough disk space for KV file {path} ({short}); {kvstore.room_hint(path)}")
+    ctx.notes.append(f"KV file not saved: not enough disk space ({short})")
+    ctx.unsaved = "not enough disk space"
+    return False
 
 
 def _writer(lm: LoadedModel, path: Path, ids: list[int], meta: dict, base: object | None) -> kvwrite.KVWriter:
@@ -477,8 +500,17 @@ def open_kv(lm: LoadedModel, path: Path, s: Settings, resident: ResidentKV | Non
     s = kvstore.settings_for(meta, s)
     attn, _ = resolve_attention(lm, s)
     attention.attach(lm.model, attn)
+    check_question(lm, _stored_tokens(meta), s)
     ctx = Context(lm, attn, [], None, meta.get("doc_name", path.name), s.system, start_layer_source="KV file")
     return _load_into(ctx, path, s, None, resident)
+
+
+def _stored_tokens(meta: dict[str, str]) -> int:
+    """The prefix tokens a KV file's metadata records (0 when damaged: loading it then says what is wrong)."""
+    try:
+        return max(0, int(meta.get("n_tokens", "0")))
+    except ValueError:
+        return 0
 
 
 def rewind(cache: object, length: int) -> None:
@@ -500,7 +532,8 @@ def ask_ids(ctx: Context, q_ids: list[int], s: Settings, on_text: Callable[[str]
     lm = ctx.lm
     base = ctx.cache.get_seq_length()
     if base + len(q_ids) + 1 > context_limit(lm):
-        raise TmixError(_question_too_long(ctx, base, len(q_ids), s))
+        before = "document prompt" if base == len(ctx.prefix_ids) else "document prompt and conversation"
+        raise TmixError(_question_too_long(lm, base, len(q_ids), s, before))
     budget = min(s.max_new_tokens, context_limit(lm) - base - len(q_ids))
     stops = generate.stop_ids(lm.tokenizer, lm.model)
     start = _now(lm)
@@ -557,10 +590,20 @@ def _explained(ctx: Context, tokens: Iterator[int]) -> Iterator[int]:
         raise TmixError(f"{err}: the KV file {ctx.kv_path} is damaged; make it again with tmix prefill") from None
 
 
-def _question_too_long(ctx: Context, base: int, n_question: int, s: Settings) -> str:
+def check_question(lm: LoadedModel, n_prefix: int, s: Settings) -> None:
+    """Refuse `ask`'s question (`s.question`) when it leaves no room for an answer after the `n_prefix`-token
+    document prompt: told before a prefill or a KV file load, not after."""
+    if s.question is None:
+        return
+    n_question = len(prompt.question_ids(lm.tokenizer, s.question, s.system))
+    if n_prefix + n_question + 1 > context_limit(lm):
+        raise TmixError(_question_too_long(lm, n_prefix, n_question, s))
+
+
+def _question_too_long(lm: LoadedModel, base: int, n_question: int, s: Settings,
+                       before: str = "document prompt") -> str:
     """The error for a question that leaves no room for an answer: its tokens, what comes before it, the context."""
-    limit = context_limit(ctx.lm)
-    before = "document prompt" if base == len(ctx.prefix_ids) else "document prompt and conversation"
+    limit = context_limit(lm)
     room = limit - base - s.max_new_tokens
     hint = (f"shorten it to {room} tokens or less (room for a {s.max_new_tokens}-token answer)" if room > 0
             else "shorten it")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from tmixcli.errors import TmixError
 from tmixcli.paths import check_output
 
 if TYPE_CHECKING:
@@ -80,19 +81,40 @@ def profile_path(fingerprint: str, create: bool = False) -> Path:
 
 
 def save_profile(profile: dict) -> Path:
-    """Write the profile atomically (temp file in the same dir, then os.replace)."""
+    """Write the profile atomically (temp file in the same dir, then os.replace); TmixError when it cannot be."""
     path = profile_path(profile["fingerprint"], create=True)
-    fd, tmp = tempfile.mkstemp(prefix=".profile-", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=".profile-", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w") as f:
             json.dump(profile, f, indent=2)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise TmixError(_cannot_save(path.parent, err)) from None
         raise
     return path
+
+
+def check_profile_folder() -> None:
+    """Refuse a profiles folder where no profile can be written before calibrating, not after (a trial temp file)."""
+    from tmixcli.paths import cache_subdir
+
+    folder = cache_subdir("profiles")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".profile-", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise TmixError(_cannot_save(folder, err)) from None
+
+
+def _cannot_save(folder: Path, err: OSError) -> str:
+    return f"cannot save the calibration profile in {folder}: {err.strerror or err}"
 
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "profiles"  # shipped profiles (the embedded default model)
@@ -192,8 +214,16 @@ def run_calibrate(lm: LoadedModel, samples: int = 4, length: int = 6144, cases: 
                "timing": {"gradient_s": t_grad, "eval_s": ev["wall_s"] if ev else 0.0,
                           "total_s": time.perf_counter() - t0}}
     if save and ev is not None:
-        profile["path"] = str(save_profile(profile))
+        keep_profile(profile)
     return profile
+
+
+def keep_profile(profile: dict) -> None:
+    """Save the profile, recording its path; or, when it cannot be saved, why (the report still shows the result)."""
+    try:
+        profile["path"] = str(save_profile(profile))
+    except TmixError as err:
+        profile["save_error"] = str(err)
 
 
 def confirm_on_facts(lm: LoadedModel, facts: FactSet, start: int, n_init: int, n_local: int, last_n: int,
@@ -260,6 +290,8 @@ def format_report(profile: dict) -> str:
     lines.append(f"recommended start layer: {profile['start_layer']} ({verdict})")
     if "path" in profile:
         lines.append(f"profile saved: {profile['path']}")
+    elif "save_error" in profile:
+        lines.append(f"profile not saved (use --start-layer {profile['start_layer']} instead)")
     return "\n".join(lines)
 
 
@@ -296,6 +328,8 @@ def calibrate_command(
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     _check_tasks(task_list)
     lens = parse_lengths(length)
+    if cases > 0:
+        check_profile_folder()
     lm = load_model(model, device=device, dtype=dtype, progress=not quiet)
     glen = parse_lengths(grad_length)[0] if grad_length else None
     profile = run_calibrate(lm, samples, lens[0], cases, task_list, tolerance, n_init, n_local, last_n, seed,
@@ -303,3 +337,5 @@ def calibrate_command(
     if plot and not plot_importance(profile["importance"], profile["start_layer"], plot):
         typer.echo("tmix: matplotlib is not installed: no plot written", err=True)
     typer.echo(json.dumps(profile, indent=2) if as_json else format_report(profile))
+    if "save_error" in profile:
+        raise TmixError(profile["save_error"])

@@ -64,3 +64,4 @@ class Settings:
     chunk_size: int | None = None
     progress: bool = True
     kv_required: bool = False  # `tmix prefill`: the KV file is the product, so a file over the cache cap is an error
+    question: str | None = None  # `tmix ask`'s question: checked to fit the context before any prefill or load

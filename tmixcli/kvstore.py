@@ -284,13 +284,13 @@ def write_error(path: Path, err: BaseException) -> BaseException:
     """The error a failed KV file write is reported as: one line for disk problems, else the error itself."""
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         detail = f" ({err.strerror})" if err.strerror and "needed" in err.strerror else ""
-        return TmixError(f"disk full while writing KV file {path}{detail}; {_room_hint(Path(path))}")
+        return TmixError(f"disk full while writing KV file {path}{detail}; {room_hint(Path(path))}")
     if isinstance(err, OSError):
         return TmixError(f"could not write KV file {path}: {err.strerror or err}")
     return err
 
 
-def _room_hint(path: Path) -> str:
+def room_hint(path: Path) -> str:
     """How to make room for a KV file: `tmix cache clear` only where it frees space on the file's disk."""
     folder = kv_dir(create=False)
     if path.parent.resolve() == folder.resolve():

@@ -45,6 +45,44 @@ def planned_size(n_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype
     return 2 * n_layers * kv_heads * n_tokens * head_dim * torch.empty(0, dtype=dtype).element_size()
 
 
+def _layout(n_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype, n_tokens: int,
+            meta: dict[str, str]) -> tuple[dict[str, str], list, int]:
+    """A file's full metadata, its tensor entries in file order and its header length (ROOM included)."""
+    full = kvstore.full_meta(meta, n_tokens, n_layers, kv_heads, head_dim, dtype)
+    entries = [("prefix_ids", torch.int64, [n_tokens])]
+    for i in range(n_layers):
+        for kind in ("keys", "values"):
+            entries.append((f"layers.{i}.{kind}", dtype, [1, kv_heads, n_tokens, head_dim]))
+    return full, entries, len(kvstore.plan_header(entries, full)) + ROOM
+
+
+def file_size(n_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype, n_tokens: int,
+              meta: dict[str, str]) -> int:
+    """Bytes of the whole KV file a KVWriter with these arguments writes: header, token ids, keys and values."""
+    header_len = _layout(n_layers, kv_heads, head_dim, dtype, n_tokens, meta)[2]
+    return header_len + 8 * n_tokens + planned_size(n_layers, kv_heads, head_dim, dtype, n_tokens)
+
+
+def free_bytes(folder: Path) -> int:
+    """Free bytes on the disk of `folder` (of its nearest existing parent while it is not made yet)."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def room_shortfall(path: Path, size: int) -> str | None:
+    """"X needed, Y free in FOLDER" when a `size`-byte file cannot fit at `path`; None when it fits or the free
+    space cannot be told."""
+    try:
+        free = free_bytes(Path(path).parent)
+    except OSError:
+        return None
+    if free >= size:
+        return None
+    return f"{kvstore.human_size(size)} needed, {kvstore.human_size(free)} free in {Path(path).parent}"
+
+
 class KVWriter:
     """One KV file written from rows handed over as they are computed (`rows`), completed by `finish`.
 
@@ -55,13 +93,8 @@ class KVWriter:
     def __init__(self, path: Path, n_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype,
                  prefix_ids: list[int], meta: dict[str, str]) -> None:
         self.path, self.n_tokens, self.dtype = Path(path), len(prefix_ids), dtype
-        self.meta = kvstore.full_meta(meta, len(prefix_ids), n_layers, kv_heads, head_dim, dtype)
+        self.meta, self._entries, self._header_len = _layout(n_layers, kv_heads, head_dim, dtype, self.n_tokens, meta)
         self._shape = (1, kv_heads, head_dim)
-        self._entries = [("prefix_ids", torch.int64, [self.n_tokens])]
-        for i in range(n_layers):
-            for kind in ("keys", "values"):
-                self._entries.append((f"layers.{i}.{kind}", dtype, [1, kv_heads, self.n_tokens, head_dim]))
-        self._header_len = len(kvstore.plan_header(self._entries, self.meta)) + ROOM
         self._row_bytes = head_dim * torch.empty(0, dtype=dtype).element_size()
         self._layer_bytes = kv_heads * self.n_tokens * self._row_bytes
         self._data0 = self._header_len + 8 * self.n_tokens  # where layer 0's keys start
