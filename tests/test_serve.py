@@ -381,3 +381,60 @@ def test_a_client_interrupted_mid_answer_frees_the_server_at_once(mode, tiny_dir
     assert freed < 3, f"the server ran on for {freed:.1f} s after its client left"  # 300 steps: 15 s
     assert len(list((Path(os.environ["TMIX_CACHE_DIR"]) / "kv").glob("*.safetensors"))) == 1  # the prefill kept
     assert serve.served == {} and generate.between_steps == []
+
+
+def _slow_layers(lm, delay: float) -> tuple[threading.Event, list[int]]:
+    """Each decoder layer of `lm` takes `delay` s longer; the event is set as the first runs, the list counts runs."""
+    from tmixcli.models import decoder_layers
+
+    started, runs = threading.Event(), [0]
+
+    def slow(*_) -> None:
+        started.set()
+        runs[0] += 1
+        time.sleep(delay)
+
+    for layer in decoder_layers(lm.model):
+        layer.register_forward_pre_hook(slow)
+    return started, runs
+
+
+@pytest.mark.parametrize("mode", [["--json"], ["-q"], []], ids=["json", "quiet", "streaming"])
+def test_a_client_interrupted_mid_prefill_frees_the_server_at_once(mode, tiny_dir, tmp_path, monkeypatch):
+    from tmixcli import generate, prompt
+    from tmixcli.models import decoder_layers, load_model
+    from tmixcli.resident import ResidentKV
+
+    lm = load_model(tiny_dir, "cpu", "auto", progress=False)
+    prefilling, runs = _slow_layers(lm, 0.05)
+    text = (DOCS / "notes.txt").read_text()[:1000]
+    (tmp_path / "doc.txt").write_text(text)  # not cached: a fresh prefill, in chunks of 16 tokens
+    layer_runs = -(-len(prompt.prefix_ids(lm.tokenizer, text, None)) // 16) * len(decoder_layers(lm.model))
+    key = server_key(tiny_dir, "cpu", "auto", None, "off")
+    path = serve.socket_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    argv = ["ask", "doc.txt", "Who?", "--model", tiny_dir, *TINY, "--chunk-size", "16", *mode]
+    monkeypatch.chdir(tmp_path)  # the request leaves this process in "/"
+    with serve._listen(path) as listener:  # this test plays the server, its layers slowed down
+        client = subprocess.Popen([sys.executable, "-m", "tmixcli", *argv], cwd=tmp_path, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        listener.settimeout(60)
+        conn = listener.accept()[0]
+    interrupted: list[float] = []
+    _interrupt_when(prefilling, client, interrupted)
+    logged: list[str] = []
+    with conn:
+        serve._handle(conn, key, lm, logged.append, ResidentKV())
+    assert interrupted, (logged, client.communicate(timeout=60))
+    freed = time.monotonic() - interrupted[0]
+    assert client.wait(timeout=60) == 130
+    err = client.stderr.read()
+    assert err.rstrip().endswith("tmix: interrupted") and err.count("tmix: interrupted") == 1, err
+    assert logged[-2] == "the client hung up" and logged[-1].startswith("ask: exit 130 in "), logged
+    assert layer_runs * 0.05 > 6, layer_runs  # what the whole prefill would take
+    assert freed < 2, f"the server ran on for {freed:.1f} s after its client left"
+    assert runs[0] < layer_runs / 3, (runs, layer_runs)
+    kv = Path(os.environ["TMIX_CACHE_DIR"]) / "kv"
+    assert not kv.exists() or not list(kv.iterdir())  # neither a KV file nor its temp file
+    assert serve.served == {} and generate.between_steps == []

@@ -6,8 +6,9 @@ for the default model, far more for an 8B model) before the 0.5 s of real work. 
 socket (named by those settings: tmixcli/serverkey.py), send their arguments, working folder and TMIX_* variables,
 and the server runs them as the command line would, streaming stdout and stderr back. A client that hangs up (its
 Ctrl-C) stops its request at the next decode step, as Ctrl-C stops a local run (the prefill's KV file is still
-saved). The last KV file a request prefilled or loaded stays in memory (tmixcli/resident.py), so a follow-up
-question skips its load. TMIX_SERVE=off makes `ask`/`prefill` ignore servers.
+saved), or during a prefill at its next decoder layer (no KV file is left). The last KV file a request prefilled or
+loaded stays in memory (tmixcli/resident.py), so a follow-up question skips its load. TMIX_SERVE=off makes
+`ask`/`prefill` ignore servers.
 """
 
 from __future__ import annotations
