@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -26,11 +28,11 @@ def test_dense_tail_matches_reference(s, lq, h, hkv, d):
     assert out.shape == (1, lq, h, d) and _rel(out, ref) < 2e-2
 
 
-def _model(seed: int = 0):
+def _model(seed: int = 0, layers: int = 4):
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=512, hidden_size=512, intermediate_size=1024, num_hidden_layers=4,
+    cfg = LlamaConfig(vocab_size=512, hidden_size=512, intermediate_size=1024, num_hidden_layers=layers,
                       num_attention_heads=8, num_key_value_heads=2, head_dim=64, max_position_embeddings=8192)
     return AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).cuda().eval()
 
@@ -162,6 +164,40 @@ def test_ask_on_gpu_writes_its_kv_file_during_the_prefill(capsys, tmp_path, tiny
     again = ask_json(capsys, *args)
     assert grown["reused_tokens"] > 0 and again["cache_hit"] and again["answer"] == grown["answer"]
     assert kvstore.temp_files() == [] and len(kvstore.list_entries()) == 2
+
+
+def test_a_prefill_told_to_stop_stops_the_gpu_within_a_few_layers():
+    """The host queues a GPU prefill far ahead of the GPU; generate.stoppable_layers keeps it two layers ahead, so a
+    check that raises (a `tmix serve` client gone) also ends the GPU's work, not only the queueing of it."""
+    from tmixcli import generate
+    from tmixcli.models import decoder_layers
+
+    model = _model(layers=32)
+    for _ in range(2):  # the second time calibrates: ~50 ms of GPU time per layer
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        torch.cuda._sleep(10**7)
+        torch.cuda.synchronize()
+    cycles = int(10**7 * 0.05 / (time.perf_counter() - start))
+    hooks = [layer.register_forward_hook(lambda *_: torch.cuda._sleep(cycles)) for layer in decoder_layers(model)]
+    t0, told = time.perf_counter(), []
+
+    def check() -> None:
+        if time.perf_counter() - t0 > 0.5:  # ~10 of the prefill's 32 layers (1.6 s) are done by then
+            told.append(time.perf_counter())
+            raise KeyboardInterrupt
+
+    generate.between_steps.append(check)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            generate.prefill(model, [i % 500 + 1 for i in range(4096)])  # one shot: no sync between layers
+        torch.cuda.synchronize()
+        after = time.perf_counter() - told[0]
+    finally:
+        generate.between_steps.remove(check)
+        for h in hooks:
+            h.remove()
+    assert after < 0.4, f"the GPU worked on for {after:.2f} s"
 
 
 def test_prefill_from_reused_rows_matches_one_shot_gpu(tmp_path):

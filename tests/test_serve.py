@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tmixcli import serve
+from tmixcli.serverkey import server_key
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "sample_docs"
@@ -46,7 +47,7 @@ def _serve(work: Path, env: dict) -> subprocess.Popen:
 
 def _socket_of(work: Path, env: dict) -> Path:
     """The socket path of the server of `work`'s tiny model."""
-    key = serve.server_key(str(work / "model"), "cpu", "auto", None, "off")
+    key = server_key(str(work / "model"), "cpu", "auto", None, "off")
     os.environ["TMIX_CACHE_DIR"] = env["TMIX_CACHE_DIR"]
     try:
         return serve.socket_path(key)
@@ -90,6 +91,14 @@ def test_ask_is_answered_by_the_server_as_it_would_be_locally(server):
     a, b = json.loads(as_json.stdout), json.loads(local.stdout)
     assert a["answer"] == b["answer"] and a["kv_path"] == b["kv_path"] and a["cache_hit"] and b["cache_hit"]
     assert served.stdout.strip() == a["answer"]
+
+
+def test_options_spelled_otherwise_with_the_same_meaning_find_the_server(server):
+    proc, env, work = server
+    spelled = ("--model", "./model", "--device", "auto", "--dtype", "fp32", "--compile", "auto", "--attention",
+               "dense", "--n-local", "64")
+    served = tmix("ask", "doc.txt", "Who?", *spelled, *TINY[2:], env=env, cwd=work)
+    assert served.returncode == 0 and f"answered by tmix serve (pid {proc.pid})" in served.stderr, served.stderr
 
 
 def test_errors_and_outputs_come_back(server):
@@ -159,7 +168,7 @@ def test_a_dash_option_is_served_and_a_stdin_document_runs_locally(server, monke
     dash = tmix("ask", "doc.txt", "Who?", "--system", "-", "--model", "model", *TINY, env=env, cwd=work)
     assert dash.returncode == 0 and "answered by tmix serve" in dash.stderr, dash.stderr
     monkeypatch.setenv("TMIX_CACHE_DIR", env["TMIX_CACHE_DIR"])
-    key = serve.server_key(str(work / "model"), "cpu", "auto", None, "off")
+    key = server_key(str(work / "model"), "cpu", "auto", None, "off")
     assert serve.forward(["ask", "-", "Who?", "--model", str(work / "model"), "--device", "cpu"], key) is None
 
 
@@ -205,7 +214,7 @@ def test_sigterm_stops_the_server_and_removes_its_socket(server):
 
 def test_no_server_or_a_dead_one_means_run_locally(tmp_path, monkeypatch):
     monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path))
-    key = serve.server_key("some-model", "cpu", "auto", None, "off")
+    key = server_key("some-model", "cpu", "auto", None, "off")
     assert serve.forward(["ask", "x", "q"], key) is None
     path = serve.socket_path(key)
     path.parent.mkdir(parents=True)
@@ -213,19 +222,20 @@ def test_no_server_or_a_dead_one_means_run_locally(tmp_path, monkeypatch):
     dead.bind(str(path))  # bound but never listening: what a killed server leaves
     dead.close()
     assert serve.forward(["ask", "x", "q"], key) is None
-    assert key != serve.server_key("some-model", "cpu", "fp32", None, "off")
+    assert key != server_key("some-model", "cpu", "bf16", None, "off")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "m").mkdir()
-    assert json.loads(serve.server_key("m", "cpu", "auto", None, "off"))[0] == str(tmp_path / "m")
+    assert json.loads(server_key("m", "cpu", "auto", None, "off"))["model"] == ["path", str(tmp_path / "m")]
 
 
 def test_serve_stop_ends_the_server_with_these_options(tmp_path):
     proc, env = _start_server(tmp_path)
     try:
         opts = ("--model", "model", "--device", "cpu")
-        other = tmix("serve", "--stop", *opts, "--dtype", "fp32", env=env, cwd=tmp_path)  # another key: no server
+        other = tmix("serve", "--stop", *opts, "--dtype", "bf16", env=env, cwd=tmp_path)  # other settings: no server
         assert other.returncode == 2 and "no tmix server runs" in other.stderr and proc.poll() is None
-        done = tmix("serve", "--stop", *opts, env=env, cwd=tmp_path)
+        same = ("--model", str(tmp_path / "model"), "--dtype", "fp32", "--compile", "auto")  # = cpu's auto and off
+        done = tmix("serve", "--stop", *same, env=env, cwd=tmp_path)
         assert done.returncode == 0 and f"stopped the tmix server (pid {proc.pid})" in done.stderr, done.stderr
         assert proc.wait(timeout=60) == 0 and not list((tmp_path / "cache" / "serve").glob("*.sock"))
     finally:
@@ -235,7 +245,7 @@ def test_serve_stop_ends_the_server_with_these_options(tmp_path):
 
 def test_a_client_the_server_did_not_take_runs_locally(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path))
-    key = serve.server_key("some-model", "cpu", "auto", None, "off")
+    key = server_key("some-model", "cpu", "auto", None, "off")
     path = serve.socket_path(key)
     path.parent.mkdir(parents=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -274,7 +284,7 @@ def _answer_with(path: Path, reply: bytes) -> threading.Thread:
 
 def test_a_server_that_ends_before_or_after_taking_the_request(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path))
-    key = serve.server_key("some-model", "cpu", "auto", None, "off")
+    key = server_key("some-model", "cpu", "auto", None, "off")
     path = serve.socket_path(key)
     path.parent.mkdir(parents=True)
     refused = _answer_with(path, b"")
@@ -346,7 +356,7 @@ def test_a_client_interrupted_mid_answer_frees_the_server_at_once(mode, tiny_dir
     from tmixcli.resident import ResidentKV
 
     decoding = _slow_endless_answers(monkeypatch)
-    key = serve.server_key(tiny_dir, "cpu", "auto", None, "off")
+    key = server_key(tiny_dir, "cpu", "auto", None, "off")
     path = serve.socket_path(key)
     path.parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / "doc.txt").write_text((DOCS / "notes.txt").read_text()[:400])  # not cached: a fresh prefill
@@ -370,4 +380,61 @@ def test_a_client_interrupted_mid_answer_frees_the_server_at_once(mode, tiny_dir
     assert logged[-2] == "the client hung up" and logged[-1].startswith("ask: exit 130 in "), logged
     assert freed < 3, f"the server ran on for {freed:.1f} s after its client left"  # 300 steps: 15 s
     assert len(list((Path(os.environ["TMIX_CACHE_DIR"]) / "kv").glob("*.safetensors"))) == 1  # the prefill kept
+    assert serve.served == {} and generate.between_steps == []
+
+
+def _slow_layers(lm, delay: float) -> tuple[threading.Event, list[int]]:
+    """Each decoder layer of `lm` takes `delay` s longer; the event is set as the first runs, the list counts runs."""
+    from tmixcli.models import decoder_layers
+
+    started, runs = threading.Event(), [0]
+
+    def slow(*_) -> None:
+        started.set()
+        runs[0] += 1
+        time.sleep(delay)
+
+    for layer in decoder_layers(lm.model):
+        layer.register_forward_pre_hook(slow)
+    return started, runs
+
+
+@pytest.mark.parametrize("mode", [["--json"], ["-q"], []], ids=["json", "quiet", "streaming"])
+def test_a_client_interrupted_mid_prefill_frees_the_server_at_once(mode, tiny_dir, tmp_path, monkeypatch):
+    from tmixcli import generate, prompt
+    from tmixcli.models import decoder_layers, load_model
+    from tmixcli.resident import ResidentKV
+
+    lm = load_model(tiny_dir, "cpu", "auto", progress=False)
+    prefilling, runs = _slow_layers(lm, 0.05)
+    text = (DOCS / "notes.txt").read_text()[:1000]
+    (tmp_path / "doc.txt").write_text(text)  # not cached: a fresh prefill, in chunks of 16 tokens
+    layer_runs = -(-len(prompt.prefix_ids(lm.tokenizer, text, None)) // 16) * len(decoder_layers(lm.model))
+    key = server_key(tiny_dir, "cpu", "auto", None, "off")
+    path = serve.socket_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    argv = ["ask", "doc.txt", "Who?", "--model", tiny_dir, *TINY, "--chunk-size", "16", *mode]
+    monkeypatch.chdir(tmp_path)  # the request leaves this process in "/"
+    with serve._listen(path) as listener:  # this test plays the server, its layers slowed down
+        client = subprocess.Popen([sys.executable, "-m", "tmixcli", *argv], cwd=tmp_path, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        listener.settimeout(60)
+        conn = listener.accept()[0]
+    interrupted: list[float] = []
+    _interrupt_when(prefilling, client, interrupted)
+    logged: list[str] = []
+    with conn:
+        serve._handle(conn, key, lm, logged.append, ResidentKV())
+    assert interrupted, (logged, client.communicate(timeout=60))
+    freed = time.monotonic() - interrupted[0]
+    assert client.wait(timeout=60) == 130
+    err = client.stderr.read()
+    assert err.rstrip().endswith("tmix: interrupted") and err.count("tmix: interrupted") == 1, err
+    assert logged[-2] == "the client hung up" and logged[-1].startswith("ask: exit 130 in "), logged
+    assert layer_runs * 0.05 > 6, layer_runs  # what the whole prefill would take
+    assert freed < 2, f"the server ran on for {freed:.1f} s after its client left"
+    assert runs[0] < layer_runs / 3, (runs, layer_runs)
+    kv = Path(os.environ["TMIX_CACHE_DIR"]) / "kv"
+    assert not kv.exists() or not list(kv.iterdir())  # neither a KV file nor its temp file
     assert serve.served == {} and generate.between_steps == []

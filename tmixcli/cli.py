@@ -144,13 +144,14 @@ def _maybe_forward(sources: list[str], model, device: str, dtype: str, device_ma
 
     Inside the server, this is where a request is taken (or, reading stdin, handed back to run locally)."""
     from tmixcli import serve
+    from tmixcli.serverkey import server_key
 
     if serve.served:
         serve.take_request(sources)
         return
     if "-" in sources:
         return
-    code = serve.forward(_ARGV, serve.server_key(model, device, dtype, device_map, compile))
+    code = serve.forward(_ARGV, server_key(model, device, dtype, device_map, compile))
     if code is not None:
         raise SystemExit(code)  # the server already said all there is to say (e.g. 'interrupted'): nothing more
 
@@ -568,18 +569,31 @@ def serve(
     quiet: bool = QuietOpt,
     stop: bool = typer.Option(False, "--stop", help="Stop the server started with these model options instead."),
 ) -> None:
-    """Keep the model loaded: `ask` and `prefill` runs with the same model options are answered by this process."""
+    """Keep the model loaded: `ask` and `prefill` runs whose model options mean the same settings are answered here."""
     from tmixcli import serve as server
+    from tmixcli.serverkey import gpu_here, server_key
 
-    key = server.server_key(model, device, dtype, device_map, compile)
-    server.socket_path(key)  # a cache folder that cannot be made fails here, before the model loads
-    if stop:
-        pid = server.stop_server(key)
+    _check_model_options(device, dtype, device_map, threads, compile)
+    if stop:  # found as `ask` finds it
+        pid = server.stop_server(server_key(model, device, dtype, device_map, compile))
         _status(quiet, f"stopped the tmix server (pid {pid})")
         return
-    with server.claim(key) as path:  # a second server with these options is refused before its model loads
+    cuda = _cuda_available() if device == "auto" else None  # what auto means here, from torch itself
+    key = server_key(model, device, dtype, device_map, compile, cuda)
+    server.socket_path(key)  # a cache folder that cannot be made fails here, before the model loads
+    if cuda is not None and cuda != gpu_here():  # clients judge without torch (seconds): they would miss this one
+        mine = "cuda" if cuda else "cpu"
+        _warn(f"--device auto is {mine} here, which clients cannot tell without torch: ask with --device {mine}")
+    with server.claim(key) as path:  # a second server with these settings is refused before its model loads
         lm = _load(model, device, dtype, quiet, device_map, threads, compile)
         server.run_server(lm, key, path, quiet)
+
+
+def _cuda_available() -> bool:
+    """Whether torch finds a CUDA GPU (imports torch: seconds)."""
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _register_optional() -> None:

@@ -23,8 +23,41 @@ _LIST_NUMBER = re.compile(r"(?:^|\n|[.!?:]\s)[ \t]*\d+\.\Z")  # "10." opening a 
 class NonFiniteOutput(TmixError):
     """The first logits hold NaN or inf, so every answer token would be noise (often an empty answer)."""
 
-# called before each decoded token: `tmix serve` stops an answer there once its client has hung up (Ctrl-C)
+# called before each decoded token and each decoder layer of a prefill: `tmix serve` stops a request there once its
+# client has hung up (Ctrl-C)
 between_steps: list[Callable[[], None]] = []
+
+
+def _check_between_steps(*_) -> None:
+    for check in between_steps:
+        check()
+
+
+@contextmanager
+def stoppable_layers(model: torch.nn.Module, ahead: int = 2):
+    """Run the between_steps checks before each decoder layer, so a prefill can stop between two layers. On a GPU
+    the host would queue a whole prefill long before it runs: it waits there until at most `ahead` layers are queued."""
+    layers = decoder_layers(model)
+    if not between_steps or layers is None:
+        yield
+        return
+    queued: list[torch.cuda.Event] = []
+
+    def gate(layer: torch.nn.Module, _args) -> None:  # a pre-hook that returns a value would replace the inputs
+        param = next(layer.parameters(), None)
+        if param is not None and param.device.type == "cuda":
+            queued.append(torch.cuda.Event())
+            queued[-1].record(torch.cuda.current_stream(param.device))
+            if len(queued) > ahead:
+                queued.pop(0).synchronize()
+        _check_between_steps()
+
+    handles = [layer.register_forward_pre_hook(gate) for layer in layers]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 @contextmanager
@@ -116,8 +149,9 @@ def prefill(model: torch.nn.Module, prefix_ids: list[int], chunk_size: int | Non
         cache = growing_cache(model.config, expected=total)  # appends in place: no K/V copy per decoded token
     n_chunks = -(-(total - done) // step)
     span = [done, done]
-    with layer_progress(model, n_chunks, progress), rows_done(model, cache, span, on_rows):
+    with layer_progress(model, n_chunks, progress), rows_done(model, cache, span, on_rows), stoppable_layers(model):
         for start in range(done, total, step):
+            _check_between_steps()
             span[:] = [start, min(start + step, total)]
             out = model(input_ids=ids[:, start:start + step], past_key_values=cache, use_cache=True,
                         logits_to_keep=1, tmix_total_len=total)
@@ -170,8 +204,7 @@ def generate_ids(model: torch.nn.Module, cache: DynamicCache, suffix_ids: list[i
     stepper = None  # steps after the first token: a CUDA graph replay (graph_decode) or a direct CPU step (cpu_decode)
     try:
         for i in range(max_new_tokens):
-            for check in between_steps:
-                check()
+            _check_between_steps()
             tok = choose(logits, temperature, top_p, gen)
             if i == 0 and on_first is not None:
                 on_first()

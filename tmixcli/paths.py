@@ -36,6 +36,15 @@ def cache_subdir(name: str, create: bool = True) -> Path:
     return d
 
 
+DEFAULT_MODEL = "smollm2-135m-instruct"  # the embedded default model's name and converted folder
+
+
+def models_dir() -> Path:
+    """Converted models: $TMIX_MODELS_DIR, else <cache dir>/models (share one across cache dirs)."""
+    env = os.environ.get("TMIX_MODELS_DIR")
+    return Path(env).expanduser() if env else cache_dir() / "models"
+
+
 TEMP_NAME_EXTRA = 32  # a file is written as ".<name>.<pid>.<8 hex>.tmp" first, then renamed
 
 

@@ -1,13 +1,14 @@
 """`tmix serve`: keep a model loaded and run `tmix ask` / `tmix prefill` for other processes over a Unix socket.
 
 A warm question costs a fresh `tmix` process ~6 s of importing torch and transformers plus the model load (~1 s
-for the default model, far more for an 8B model) before the 0.5 s of real work. A server started with the same
---model, --device, --dtype, --device-map and --compile holds the model; `ask` and `prefill` find its socket (named
-by those options), send their arguments, working folder and TMIX_* variables, and the server runs them as the
-command line would, streaming stdout and stderr back. A client that hangs up (its Ctrl-C) stops its request at the
-next decode step, as Ctrl-C stops a local run (the prefill's KV file is still saved). The last KV file a request
-prefilled or loaded stays in memory (tmixcli/resident.py), so a follow-up question skips its load. TMIX_SERVE=off
-makes `ask`/`prefill` ignore servers.
+for the default model, far more for an 8B model) before the 0.5 s of real work. A server holds the model; `ask` and
+`prefill` runs whose --model, --device, --dtype, --device-map and --compile resolve to the same settings find its
+socket (named by those settings: tmixcli/serverkey.py), send their arguments, working folder and TMIX_* variables,
+and the server runs them as the command line would, streaming stdout and stderr back. A client that hangs up (its
+Ctrl-C) stops its request at the next decode step, as Ctrl-C stops a local run (the prefill's KV file is still
+saved), or during a prefill at its next decoder layer (no KV file is left). The last KV file a request prefilled or
+loaded stays in memory (tmixcli/resident.py), so a follow-up question skips its load. TMIX_SERVE=off makes
+`ask`/`prefill` ignore servers.
 """
 
 from __future__ import annotations
@@ -34,14 +35,6 @@ _FRAME = struct.Struct("!cI")  # kind (S started, O stdout, E stderr, X exit cod
 _REQUEST_WAIT = 5.0  # seconds a client has to send its request line once connected
 served: dict = {}  # while a server runs a request: {"key": ..., "lm": LoadedModel, "resident": ResidentKV}
 _stopping: list[int] = []  # set by Ctrl-C / SIGTERM: the request in hand ends, then the server
-
-
-def server_key(model: str | None, device: str, dtype: str, device_map: str | None, compile: str) -> str:
-    """What a server must match: the options that decide which model is loaded and how."""
-    spec = model or ""
-    if spec and Path(spec).expanduser().exists():
-        spec = str(Path(spec).expanduser().resolve())  # a model folder named relative to the caller's folder
-    return json.dumps([spec, device, dtype, device_map or "", compile])
 
 
 def socket_path(key: str) -> Path:
@@ -129,7 +122,8 @@ def stop_server(key: str) -> int:
     path = socket_path(key)
     sock = _connect(path)
     if sock is None:
-        raise TmixError("no tmix server runs with these --model, --device, --dtype, --device-map and --compile")
+        raise TmixError("no tmix server runs with the settings of these --model, --device, --dtype, --device-map and "
+                        "--compile")
     with sock:
         head = next(_frames(sock, json.dumps({"stop": True}).encode() + b"\n"), None)
     if head is None:
@@ -345,8 +339,8 @@ def run_server(lm, key: str, path: Path, quiet: bool = False) -> None:
     sock = _listen(path)
     os.chdir("/")  # requests run in their client's folder; ours may be deleted while we serve
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    log(f"{lm.model_id} on {lm.device.type}, socket {path}; `tmix ask`/`tmix prefill` with the same --model, "
-        "--device, --dtype, --device-map and --compile use it; Ctrl-C stops")
+    log(f"{lm.model_id} on {lm.device.type}, socket {path}; `tmix ask`/`tmix prefill` whose --model, "
+        "--device, --dtype, --device-map and --compile mean the same use it; Ctrl-C stops")
     try:
         while not _stopping:
             conn, _ = sock.accept()
