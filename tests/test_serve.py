@@ -349,6 +349,21 @@ def _interrupt_when(event: threading.Event, proc: subprocess.Popen, at: list[flo
     return thread
 
 
+def _client_of_a_test_server(argv: list[str], tiny_dir: str, tmp_path: Path, monkeypatch):
+    """Start `tmix argv` in tmp_path against a socket this test listens on (the test plays the server): its key,
+    the client process and the accepted connection."""
+    key = server_key(tiny_dir, "cpu", "auto", None, "off")
+    path = serve.socket_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    monkeypatch.chdir(tmp_path)  # the request leaves this process in "/"
+    with serve._listen(path) as listener:
+        client = subprocess.Popen([sys.executable, "-m", "tmixcli", *argv], cwd=tmp_path, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        listener.settimeout(60)
+        return key, client, listener.accept()[0]
+
+
 @pytest.mark.parametrize("mode", [["--json"], ["-q"], []], ids=["json", "quiet", "streaming"])
 def test_a_client_interrupted_mid_answer_frees_the_server_at_once(mode, tiny_dir, tmp_path, monkeypatch):
     from tmixcli import generate
@@ -356,18 +371,9 @@ def test_a_client_interrupted_mid_answer_frees_the_server_at_once(mode, tiny_dir
     from tmixcli.resident import ResidentKV
 
     decoding = _slow_endless_answers(monkeypatch)
-    key = server_key(tiny_dir, "cpu", "auto", None, "off")
-    path = serve.socket_path(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / "doc.txt").write_text((DOCS / "notes.txt").read_text()[:400])  # not cached: a fresh prefill
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     argv = ["ask", "doc.txt", "Who?", "--model", tiny_dir, *TINY[:-1], "300", "--no-stop-repeats", *mode]
-    monkeypatch.chdir(tmp_path)  # the request leaves this process in "/"
-    with serve._listen(path) as listener:  # this test plays the server, its decode slowed down
-        client = subprocess.Popen([sys.executable, "-m", "tmixcli", *argv], cwd=tmp_path, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        listener.settimeout(60)
-        conn = listener.accept()[0]
+    key, client, conn = _client_of_a_test_server(argv, tiny_dir, tmp_path, monkeypatch)  # decode slowed down
     interrupted: list[float] = []
     _interrupt_when(decoding, client, interrupted)
     logged: list[str] = []
@@ -410,17 +416,8 @@ def test_a_client_interrupted_mid_prefill_frees_the_server_at_once(mode, tiny_di
     text = (DOCS / "notes.txt").read_text()[:1000]
     (tmp_path / "doc.txt").write_text(text)  # not cached: a fresh prefill, in chunks of 16 tokens
     layer_runs = -(-len(prompt.prefix_ids(lm.tokenizer, text, None)) // 16) * len(decoder_layers(lm.model))
-    key = server_key(tiny_dir, "cpu", "auto", None, "off")
-    path = serve.socket_path(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     argv = ["ask", "doc.txt", "Who?", "--model", tiny_dir, *TINY, "--chunk-size", "16", *mode]
-    monkeypatch.chdir(tmp_path)  # the request leaves this process in "/"
-    with serve._listen(path) as listener:  # this test plays the server, its layers slowed down
-        client = subprocess.Popen([sys.executable, "-m", "tmixcli", *argv], cwd=tmp_path, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        listener.settimeout(60)
-        conn = listener.accept()[0]
+    key, client, conn = _client_of_a_test_server(argv, tiny_dir, tmp_path, monkeypatch)  # layers slowed down
     interrupted: list[float] = []
     _interrupt_when(prefilling, client, interrupted)
     logged: list[str] = []
