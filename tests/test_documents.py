@@ -257,6 +257,8 @@ def test_utf8_with_stray_windows_1252_bytes_keeps_both(tmp_path):
 
 def test_missing_file(tmp_path):
     expect_error(str(tmp_path / "nope.pdf"), "nope.pdf", "no such file")
+    (tmp_path / "link.pdf").symlink_to(tmp_path / "gone.pdf")
+    expect_error(str(tmp_path / "link.pdf"), f"link.pdf: a broken link to {tmp_path / 'gone.pdf'}")
 
 
 def test_directory(tmp_path):
@@ -437,6 +439,27 @@ def test_folder_skips_a_file_a_reader_fails_on(tmp_path, monkeypatch):
     doc = load_documents([str(folder)])
     assert doc.text == "Alpha." and doc.notes == ("skipped b.html: could not be read (RecursionError: "
                                                   "maximum recursion depth exceeded)",)
+
+
+def test_folder_skips_fifos_links_to_devices_loops_and_broken_links_with_a_note(tmp_path):
+    """What is neither a file nor a folder is never read (a FIFO would block, /dev/zero never ends): skipped, said."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    write(folder, "a.txt", b"Alpha.\n")
+    os.mkfifo(folder / "b.txt")
+    (folder / "c.txt").symlink_to(folder / "d.txt")
+    (folder / "d.txt").symlink_to(folder / "c.txt")
+    (folder / "e.txt").symlink_to("/dev/zero")
+    (folder / "f.txt").symlink_to(folder / "gone.txt")
+    (folder / "g.txt").symlink_to(folder / "gone.txt")
+    doc = load_documents([str(folder)])
+    assert doc.text == "Alpha." and doc.notes == (
+        "skipped b.txt: a FIFO (named pipe), not a regular file", "skipped c.txt: a symlink loop",
+        "skipped d.txt: a symlink loop", "skipped e.txt: a device, not a regular file",
+        *(f"skipped {n}.txt: a broken link to {folder / 'gone.txt'}" for n in "fg"))
+    (folder / "a.txt").unlink()
+    with pytest.raises(TmixError, match=r"no document tmix can read in .*\(skipped g.txt: a broken link"):
+        load_documents([str(folder)])
 
 
 def test_symlink_loop_among_several_documents(tmp_path):

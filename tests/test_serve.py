@@ -175,9 +175,12 @@ def test_a_dash_option_is_served_and_a_stdin_document_runs_locally(server, monke
 def test_the_clients_tmix_variables_apply_to_its_request(server):
     proc, env, work = server
     (work / "doc3.txt").write_text((DOCS / "notes.txt").read_text()[2000:2600])  # not cached yet: would be saved
+    tiny = tmix("ask", "doc3.txt", "Who?", "--model", "model", *TINY, env={**env, "TMIX_CACHE_MAX": "1"}, cwd=work)
+    assert tiny.returncode == 0 and "answered by tmix serve" in tiny.stderr, tiny.stderr
+    assert "exceed the cache cap TMIX_CACHE_MAX (1 B)" in tiny.stderr, tiny.stderr
     bad = tmix("ask", "doc3.txt", "Who?", "--model", "model", *TINY, env={**env, "TMIX_CACHE_MAX": "lots"}, cwd=work)
-    assert bad.returncode != 0 and "answered by tmix serve" in bad.stderr, bad.stderr
-    assert bad.stderr.strip().endswith("TMIX_CACHE_MAX must be a size like 20G, 500M or off, not 'lots'")
+    assert bad.returncode == 2 and bad.stderr == "tmix: error: TMIX_CACHE_MAX must be a size like 20G, 500M or off, " \
+                                                 "not 'lots'\n"  # refused by the client: no server needed
     ok = tmix("ask", "doc.txt", "Who?", "--model", "model", *TINY, env=env, cwd=work)  # the server's own again
     assert ok.returncode == 0 and "answered by tmix serve" in ok.stderr, ok.stderr
 

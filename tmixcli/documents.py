@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 from tmixcli.charsets import bom_text, mixed_text, western_text
 from tmixcli.errors import TmixError
 from tmixcli.markup import FORMATS, decode_html, html_text, zip_document_text
+from tmixcli.paths import not_a_file
 
 if TYPE_CHECKING:
     from pypdf import PdfReader
@@ -116,8 +117,9 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
         raise TmixError("--pages applies to a single PDF; give one document with it")
     if list(paths).count("-") > 1:
         raise TmixError("stdin (-) can be read only once")
-    members = {p: folder_files(Path(p)) for p in paths if _is_folder(p)}
-    files = [_resolved(f) for p in paths for f in members.get(p, [Path(p)]) if p != "-"]
+    members = {p: folder_files(Path(p), unreadable=True) for p in paths if _is_folder(p)}
+    files = [_resolved(f) for p in paths if p != "-" for f in members.get(p, [Path(p)])
+             if p not in members or f.is_file()]  # a folder's broken links and FIFOs are skipped, not compared
     twice = next((f for f in files if files.count(f) > 1), None)
     if twice is not None:
         raise TmixError(f"{twice.name} is given twice")
@@ -130,6 +132,9 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
         before = len(docs)
         for f in members[p]:
             try:
+                why = not_a_file(f)  # a FIFO or a link to a device would block or never end: not read at all
+                if why is not None:
+                    raise TmixError(f"{f}: {why}")
                 docs.append(load_document(str(f), password=password))
             except TmixError as err:
                 skipped.append(f"skipped {f.name}: {str(err).removeprefix(str(f)).lstrip(' :')}")
@@ -154,10 +159,12 @@ def _is_folder(path: str) -> bool:
     return path != "-" and Path(path).is_dir()
 
 
-def folder_files(folder: Path) -> list[Path]:
-    """The files directly inside `folder` in natural name order (report2 before report10), hidden ones left out."""
+def folder_files(folder: Path, unreadable: bool = False) -> list[Path]:
+    """The files directly inside `folder` in natural name order (report2 before report10), hidden ones left out;
+    `unreadable` adds what is neither a file nor a folder there (a FIFO, a device, a broken link), to be skipped."""
     try:
-        files = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")]
+        files = [f for f in folder.iterdir()
+                 if not f.name.startswith(".") and (f.is_file() or unreadable and not f.is_dir())]
     except OSError as exc:
         raise TmixError(f"cannot read folder {folder}: {exc.strerror or exc}") from None
     if not files:
@@ -241,7 +248,7 @@ def _read_input(path: str, stdin: BinaryIO | None) -> tuple[str, str, bytes]:
         if "://" in path:
             raise TmixError(f"{path}: tmix reads local files, not URLs; download it first "
                             "(e.g. curl -L -o page.html URL)") from None
-        raise TmixError(f"{path}: no such file") from None
+        raise TmixError(f"{path}: {not_a_file(file) or 'no such file'}") from None
     except IsADirectoryError:
         raise TmixError(f"{path} is a directory, not a document") from None
     except PermissionError:
