@@ -139,7 +139,8 @@ def _load(model: Optional[str], device: str, dtype: str, quiet: bool, device_map
 _ARGV: list[str] = []  # this run's arguments, for handing them to a `tmix serve`
 
 
-def _maybe_forward(sources: list[str], model, device: str, dtype: str, device_map, compile: str) -> None:
+def _maybe_forward(sources: list[str], model, device: str, dtype: str, device_map, compile: str,
+                   quiet: bool) -> None:
     """Hand this run to a `tmix serve` holding the same model, if one runs (stdin stays local): exits with its code.
 
     Inside the server, this is where a request is taken (or, reading stdin, handed back to run locally)."""
@@ -151,7 +152,7 @@ def _maybe_forward(sources: list[str], model, device: str, dtype: str, device_ma
         return
     if "-" in sources:
         return
-    code = serve.forward(_ARGV, server_key(model, device, dtype, device_map, compile))
+    code = serve.forward(_ARGV, server_key(model, device, dtype, device_map, compile), quiet)
     if code is not None:
         raise SystemExit(code)  # the server already said all there is to say (e.g. 'interrupted'): nothing more
 
@@ -282,7 +283,7 @@ def ask(
                   stop_repeats=stop_repeats, use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size,
                   progress=not quiet, question=question)
     _check_cache_cap(s, kv)
-    _maybe_forward(args, model, device, dtype, device_map, compile)
+    _maybe_forward(args, model, device, dtype, device_map, compile, quiet)
     ctx = _open(args[:-1] if kv is None else None, kv, s, pages, password, quiet, model, device, dtype,
                 device_map, threads, compile)
     _describe(ctx, quiet)
@@ -424,7 +425,7 @@ def prefill(
         except TmixError:
             raise TmixError(f"-o {output} exists and is not a tmix KV file; not overwriting it") from None
     _check_cache_cap(s, output)
-    _maybe_forward(files, model, device, dtype, device_map, compile)
+    _maybe_forward(files, model, device, dtype, device_map, compile, quiet)
     if output is None:
         ctx = _open(files, None, s, pages, password, quiet, model, device, dtype, device_map, threads, compile)
     else:
