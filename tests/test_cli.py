@@ -177,6 +177,29 @@ def test_cache_cap_evicts_least_recently_used(capsys, monkeypatch, tmp_path, tin
     assert code == 2 and "TMIX_CACHE_MAX must be a size" in err and "prefill" not in err
 
 
+def test_bad_cache_cap_is_refused_before_the_model_on_a_hit_as_on_a_miss(capsys, monkeypatch, tiny_dir, short_doc,
+                                                                        tmp_path):
+    """A mistyped TMIX_CACHE_MAX is one line before the model loads, whether the document is cached or not; runs
+    that never write to the cache (--no-cache, --kv, prefill -o) do not need it."""
+    from tmixcli import cli
+
+    args = ("q?", "--model", tiny_dir, "--max-new-tokens", "2", *TINY)
+    kv = ask_json(capsys, short_doc, *args)["kv_path"]
+    fresh = tmp_path / "fresh.txt"
+    fresh.write_text("A document no run has prefilled yet. " * 20)
+    monkeypatch.setenv("TMIX_CACHE_MAX", "abc")
+    load = cli._load
+    monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("loaded the model"))
+    for argv in (["ask", short_doc, *args], ["ask", str(fresh), *args], ["prefill", short_doc, *args[1:3], *TINY]):
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and out == "" and err == "tmix: error: TMIX_CACHE_MAX must be a size like 20G, 500M or " \
+                                                  "off, not 'abc'\n", err
+    monkeypatch.setattr(cli, "_load", load)
+    for argv in (["ask", short_doc, *args, "--no-cache"], ["ask", "--kv", kv, *args],
+                 ["prefill", short_doc, "-o", str(tmp_path / "x.kv"), *args[1:3], *TINY]):
+        assert run(capsys, *argv)[0] == 0
+
+
 def test_eviction_that_cannot_remove_a_file_costs_the_answer_nothing(capsys, monkeypatch, tmp_path, tiny_dir):
     """The trim after a new KV file skips a file it cannot remove and says so in a status line: no traceback."""
     import errno
@@ -408,7 +431,10 @@ BAD = [
     (["ask", "sample_docs/notes.txt", "q?", "--device", "tpu"], "unknown device"),
     (["ask", "sample_docs/notes.txt", "q?", "--dtype", "int8"], "unknown dtype"),
     (["prefill", "sample_docs/notes.txt", "-o", "x.kv", "--device-map", "balanced"], "--device-map"),
-    (["ask", "--kv", "nowhere.safetensors", "q?"], "not found"),
+    (["ask", "--kv", "nowhere.safetensors", "q?"], "--kv nowhere.safetensors: no such file"),
+    (["ask", "--kv", "sample_docs", "q?"], "--kv sample_docs: a folder, not a file"),
+    (["ask", "--kv", "/dev/null", "q?"], "--kv /dev/null: a device, not a regular file"),
+    (["cache", "prune", "--max-size", ""], "--max-size is empty"),
     (["ask", "sample_docs/notes.txt", "q?", "--model", "/nonexistent/model/dir"], "not found"),
     (["prefill", "sample_docs/report.md", "-o", "sample_docs"], "directory"),
     (["prefill", "sample_docs/notes.txt", "-o", "no/such/folder/kv.safetensors"], "does not exist"),
@@ -501,7 +527,7 @@ def _unusable_cache(monkeypatch, tmp_path, how: str) -> tuple[Path, str]:
         (tmp_path / "file").write_text("")
         root = tmp_path / "file" / "cache"
         monkeypatch.setenv("TMIX_CACHE_DIR", str(root))
-        return root, "Not a directory"
+        return root, "a part of its path is a file, not a folder"
     root = tmp_path / "ro-cache"
     root.mkdir()
     monkeypatch.setenv("TMIX_CACHE_DIR", str(root))
@@ -896,9 +922,10 @@ def test_cache_hit_under_another_name_says_so(capsys, tiny_dir, short_doc, tmp_p
     copy.write_text(Path(short_doc).read_text())
     argv = ("q?", "--model", tiny_dir, "--max-new-tokens", "2", *TINY)
     assert run(capsys, "ask", short_doc, *argv)[0] == 0
-    code, _, err = run(capsys, "ask", str(copy), *argv)
-    assert code == 0 and "cache hit" in err, err
-    assert err.startswith("tmix: copy.txt:") and "same text as short.txt, prefilled earlier" in err, err
+    for _ in range(2):  # the second run finds the copy unchanged (not read again): the note still comes once
+        code, _, err = run(capsys, "ask", str(copy), *argv)
+        assert code == 0 and "cache hit" in err, err
+        assert err.startswith("tmix: copy.txt:") and err.count("same text as short.txt, prefilled earlier") == 1, err
 
 
 class _Questions:

@@ -257,6 +257,8 @@ def test_utf8_with_stray_windows_1252_bytes_keeps_both(tmp_path):
 
 def test_missing_file(tmp_path):
     expect_error(str(tmp_path / "nope.pdf"), "nope.pdf", "no such file")
+    (tmp_path / "link.pdf").symlink_to(tmp_path / "gone.pdf")
+    expect_error(str(tmp_path / "link.pdf"), f"link.pdf: a broken link to {tmp_path / 'gone.pdf'}")
 
 
 def test_directory(tmp_path):
@@ -439,6 +441,27 @@ def test_folder_skips_a_file_a_reader_fails_on(tmp_path, monkeypatch):
                                                   "maximum recursion depth exceeded)",)
 
 
+def test_folder_skips_fifos_links_to_devices_loops_and_broken_links_with_a_note(tmp_path):
+    """What is neither a file nor a folder is never read (a FIFO would block, /dev/zero never ends): skipped, said."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    write(folder, "a.txt", b"Alpha.\n")
+    os.mkfifo(folder / "b.txt")
+    (folder / "c.txt").symlink_to(folder / "d.txt")
+    (folder / "d.txt").symlink_to(folder / "c.txt")
+    (folder / "e.txt").symlink_to("/dev/zero")
+    (folder / "f.txt").symlink_to(folder / "gone.txt")
+    (folder / "g.txt").symlink_to(folder / "gone.txt")
+    doc = load_documents([str(folder)])
+    assert doc.text == "Alpha." and doc.notes == (
+        "skipped b.txt: a FIFO (named pipe), not a regular file", "skipped c.txt: a symlink loop",
+        "skipped d.txt: a symlink loop", "skipped e.txt: a device, not a regular file",
+        *(f"skipped {n}.txt: a broken link to {folder / 'gone.txt'}" for n in "fg"))
+    (folder / "a.txt").unlink()
+    with pytest.raises(TmixError, match=r"no document tmix can read in .*\(skipped g.txt: a broken link"):
+        load_documents([str(folder)])
+
+
 def test_symlink_loop_among_several_documents(tmp_path):
     (tmp_path / "loop.txt").symlink_to(tmp_path / "loop.txt")
     with pytest.raises(TmixError, match="cannot read .*loop.txt: Too many levels of symbolic links"):
@@ -546,3 +569,32 @@ def test_pdf_differing_figures_are_not_running_lines(tmp_path):
                     "--- page 2 ---\n\nProject Forest is led by team 2.\nQ2 revenue: 340\nBudget: 340 million\n\n"
                     "--- page 3 ---\n\nProject Mountain is led by team 3.\nQ3 revenue: 75\nBudget: 75 million\n\n"
                     "--- page 4 ---\n\nProject River is led by team 4.\nQ4 revenue: 910\nBudget: 910 million")
+
+
+_PLACES = ["Oslo", "Bergen", "Flam", "Alesund", "Trondheim"]
+
+
+@pytest.mark.parametrize("line,furniture", [
+    ("Page {n}", True), ("{n} of 5", True), ("- {n} -", True), ("p. {n}", True), ("{n}", True), ("{n}/5", True),
+    ("Page {n} of 5", True), ("Harbour Guide 2024 | Page {n} of 5", True), ("Harbour Guide 2024 Page {n}", True),
+    ("Harbour Guide - {n}", True), ("{n} | Harbour Guide", True),
+    ("Day {n}", False), ("Step {n}", False), ("Question {n} (10 points)", False), ("Day {n} of 5", False),
+    ("Chapter {n}", False), ("Part {n}: the trip", False), ("{n}. Introduction", False), ("Harbour Guide {n}", False),
+])
+def test_pdf_page_numbers_dropped_headings_kept(tmp_path, line, furniture):
+    """A line that only numbers the page (beside a title at most) is kept once; a heading numbered like the pages
+    ("Day 3" on page 3) is content on every page."""
+    pages = [f"{line.format(n=n)}\nVisit {n} goes to {place}.\nThe group sleeps in {place}."
+             for n, place in enumerate(_PLACES, 1)]
+    text = load_document(write(tmp_path, "trip.pdf", make_pdf(pages))).text
+    for n, place in enumerate(_PLACES, 1):
+        assert f"Visit {n} goes to {place}." in text
+        assert (line.format(n=n) in text.split("\n")) == (n == 1 or not furniture), text
+
+
+def test_pdf_only_the_page_number_itself_is_dropped(tmp_path):
+    """Bare page numbers are kept once; a bare figure at a page's edge that is not that page's number stays."""
+    pages = [f"{n}\nRow {n} of the table.\n{42 if n == 4 else n}" for n in range(1, 6)]
+    text = load_document(write(tmp_path, "table.pdf", make_pdf(pages))).text
+    lines = text.split("\n")
+    assert lines.count("42") == 1 and lines.count("1") == 1 and not {"2", "3", "5"} & set(lines)

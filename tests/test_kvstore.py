@@ -482,6 +482,28 @@ def test_empty_key_matches_nothing(tokenizer) -> None:
     assert len(kvstore.list_entries()) == 1
 
 
+def test_cached_file_named_by_its_name_or_path(tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cache info` and `cache rm` take KEY.safetensors or its path as well as the key; a file elsewhere, or a
+    device, is refused in one line."""
+    runner = CliRunner()
+    keys = _two_files(tokenizer)
+    name = f"{keys[0]}.safetensors"
+    info = runner.invoke(app, ["info", name])
+    assert info.exit_code == 0 and f"path: {kvstore.kv_dir() / name}" in info.stdout, _err(info)
+    elsewhere = tmp_path / "copy" / name
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes((kvstore.kv_dir() / name).read_bytes())
+    for argv, says in ((["rm", str(elsewhere)], f"{elsewhere} is not in the cache folder"),
+                       (["rm", str(tmp_path / "x.safetensors")], "x.safetensors: no such file"),
+                       (["info", "/dev/null"], "/dev/null: a device, not a regular file"),
+                       (["rm", "nothing.safetensors"], "no KV file nothing.safetensors in")):
+        out = runner.invoke(app, argv)
+        assert out.exit_code == 2 and _err(out).count("\n") == 1 and says in _err(out), (argv, _err(out))
+    monkeypatch.chdir(kvstore.kv_dir().parent)
+    gone = runner.invoke(app, ["rm", name, f"kv/{keys[1]}.safetensors"])
+    assert gone.exit_code == 0 and kvstore.list_entries() == [] and elsewhere.is_file(), _err(gone)
+
+
 def test_parse_size(monkeypatch: pytest.MonkeyPatch) -> None:
     assert kvstore.parse_size("20G") == 20 * 2**30 and kvstore.parse_size("1.5 GiB") == 3 * 2**29
     assert kvstore.parse_size("500m") == 500 * 2**20 and kvstore.parse_size("4096") == 4096
@@ -621,3 +643,19 @@ def test_ls_shows_temp_files_and_prune_removes_leftovers(tokenizer) -> None:
     assert pruned.exit_code == 0 and "removed 1 leftover temp files (2.9 KiB)" in pruned.stdout
     assert not dead.exists() and live.exists() and len(kvstore.list_entries()) == 2
     assert "leftover" not in runner.invoke(app, ["ls"]).stdout
+
+
+def test_cache_folder_that_is_a_file_is_said_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tmixcli.paths import cache_dir, cache_subdir
+
+    (tmp_path / "file").write_text("")
+    for root, says in ((tmp_path / "file", "it exists and is not a folder"),
+                       (tmp_path / "file" / "cache", "a part of its path is a file, not a folder")):
+        monkeypatch.setenv("TMIX_CACHE_DIR", str(root))
+        with pytest.raises(TmixError, match=f"cannot use the cache folder {root} \\(TMIX_CACHE_DIR\\): {says}$"):
+            cache_dir()
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "kv").write_text("")
+    with pytest.raises(TmixError, match="cannot use the cache folder .*kv: it exists and is not a folder$"):
+        cache_subdir("kv")

@@ -175,9 +175,12 @@ def test_a_dash_option_is_served_and_a_stdin_document_runs_locally(server, monke
 def test_the_clients_tmix_variables_apply_to_its_request(server):
     proc, env, work = server
     (work / "doc3.txt").write_text((DOCS / "notes.txt").read_text()[2000:2600])  # not cached yet: would be saved
+    tiny = tmix("ask", "doc3.txt", "Who?", "--model", "model", *TINY, env={**env, "TMIX_CACHE_MAX": "1"}, cwd=work)
+    assert tiny.returncode == 0 and "answered by tmix serve" in tiny.stderr, tiny.stderr
+    assert "exceed the cache cap TMIX_CACHE_MAX (1 B)" in tiny.stderr, tiny.stderr
     bad = tmix("ask", "doc3.txt", "Who?", "--model", "model", *TINY, env={**env, "TMIX_CACHE_MAX": "lots"}, cwd=work)
-    assert bad.returncode != 0 and "answered by tmix serve" in bad.stderr, bad.stderr
-    assert bad.stderr.strip().endswith("TMIX_CACHE_MAX must be a size like 20G, 500M or off, not 'lots'")
+    assert bad.returncode == 2 and bad.stderr == "tmix: error: TMIX_CACHE_MAX must be a size like 20G, 500M or off, " \
+                                                 "not 'lots'\n"  # refused by the client: no server needed
     ok = tmix("ask", "doc.txt", "Who?", "--model", "model", *TINY, env=env, cwd=work)  # the server's own again
     assert ok.returncode == 0 and "answered by tmix serve" in ok.stderr, ok.stderr
 
@@ -295,6 +298,39 @@ def test_a_server_that_ends_before_or_after_taking_the_request(tmp_path, monkeyp
     assert serve.forward(["ask", "x", "q"], key) == 1  # it had begun: no second run here
     taken.join()
     assert capsys.readouterr().err == "tmix: error: the tmix server stopped during this run\n"
+
+
+def _answer_after(path: Path, delay: float) -> threading.Thread:
+    """A fake server on `path` that takes one request after `delay` seconds (as one busy with another would), then
+    runs it at once: the request taken, exit 0."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def later() -> None:
+        time.sleep(delay)
+        with listener, listener.accept()[0] as conn:
+            conn.makefile("rb").readline()
+            conn.sendall(serve._FRAME.pack(b"S", 0) + serve._FRAME.pack(b"X", 0))
+
+    thread = threading.Thread(target=later)
+    thread.start()
+    return thread
+
+
+def test_a_client_waiting_on_a_busy_server_says_so_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(serve, "_BUSY_AFTER", 0.5)
+    key = server_key("some-model", "cpu", "auto", None, "off")
+    path = serve.socket_path(key)
+    path.parent.mkdir(parents=True)
+    for delay, quiet, said in ((1.2, False, "tmix: waiting for the tmix server: busy with another request\n"),
+                               (1.2, True, ""), (0.0, False, "")):
+        busy = _answer_after(path, delay)
+        assert serve.forward(["ask", "x", "q"], key, quiet=quiet) == 0
+        busy.join()
+        path.unlink()
+        assert capsys.readouterr().err == said
 
 
 def test_requests_do_not_need_the_servers_own_folder(tmp_path, monkeypatch):

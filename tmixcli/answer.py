@@ -109,6 +109,7 @@ def context_limit(lm: LoadedModel) -> int:
 
 
 _NOT_USED = "cache file "  # starts the note of a KV file that failed its checks
+_SAME_TEXT = "same text as "  # starts the note of a cache hit on a KV file made from a file of another name
 QUESTION_ROOM = 64  # question tokens every document leaves room for (ask, chat and prefill alike)
 ANSWER_ROOM = Settings.max_new_tokens  # answer tokens --truncate leaves at least, whatever --max-new-tokens says
 MIN_DOC_ROOM = 64  # with less room than this left for the document, the error names what takes the rest
@@ -214,7 +215,7 @@ def open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | No
     records which KV file they led to."""
     ctx = _open_document(lm, doc, s, kv_out, resident)
     if ident is not None and s.use_cache and kv_out is None and ctx.kv_path is not None:
-        notes = [n for n in ctx.notes if not n.startswith(_NOT_USED)]  # about the documents, not this run's cache
+        notes = [n for n in ctx.notes if not n.startswith((_NOT_USED, _SAME_TEXT))]  # about the documents only
         docindex.remember(ident, _index_key(lm, ctx.attn, s), ctx.kv_path, doc.name, doc.sha256, notes)
     return ctx
 
@@ -256,7 +257,7 @@ def _index_key(lm: LoadedModel, attn: AttentionConfig, s: Settings) -> str:
 def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | None,
                    resident: ResidentKV | None) -> Context:
     attn, source = resolve_attention(lm, s)
-    limit = kvstore.cache_limit() if s.use_cache else None  # a bad TMIX_CACHE_MAX fails before the prefill
+    cap = kvstore.cache_limit() if s.use_cache and kv_out is None else None  # the cache folder's (not an -o file's)
     ids, notes = fit_document(lm, doc, s)
     check_question(lm, len(ids), s)
     attention.attach(lm.model, attn)
@@ -278,7 +279,6 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
     meta = kvstore.build_meta(model_id=lm.model_id, fingerprint=fp, dtype=lm.dtype, attn=attn, doc_name=doc.name,
                               doc_sha256=doc.sha256, template_hash=prompt.template_hash(lm.tokenizer, s.system),
                               n_tokens=len(ids), system=s.system or "")
-    cap = limit if kv_out is None else None
     if save and cap is not None and _planned_bytes(lm, len(ids)) > cap:
         over = (f"KV file not saved: its {kvstore.human_size(_planned_bytes(lm, len(ids)))} exceed the cache cap "
                 f"TMIX_CACHE_MAX ({kvstore.human_size(cap)})")
@@ -441,8 +441,9 @@ def _load_into(ctx: Context, path: Path, s: Settings, ids: list[int] | None,
     ctx.kept_in_memory = held is not None
     ctx.prefill_s = _now(lm) - start
     stored = meta.get("doc_name", path.name)
-    if ctx.doc_name and stored != ctx.doc_name:  # same text under another name: say whose prefill this is
-        ctx.notes.append(f"same text as {stored}, prefilled earlier: its KV file is used")
+    same = f"{_SAME_TEXT}{stored}, prefilled earlier: its KV file is used"
+    if ctx.doc_name and stored != ctx.doc_name and same not in ctx.notes:  # say whose prefill this is, once
+        ctx.notes.append(same)
     ctx.doc_name = ctx.doc_name or stored
     return ctx
 

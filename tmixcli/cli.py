@@ -13,7 +13,7 @@ import typer
 
 from tmixcli import stdout
 from tmixcli.errors import TmixError
-from tmixcli.paths import check_output
+from tmixcli.paths import check_output, not_a_file
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Ask questions about long documents with a local LLM: TriangleMix prefill, reusable KV cache.")
@@ -139,7 +139,8 @@ def _load(model: Optional[str], device: str, dtype: str, quiet: bool, device_map
 _ARGV: list[str] = []  # this run's arguments, for handing them to a `tmix serve`
 
 
-def _maybe_forward(sources: list[str], model, device: str, dtype: str, device_map, compile: str) -> None:
+def _maybe_forward(sources: list[str], model, device: str, dtype: str, device_map, compile: str,
+                   quiet: bool) -> None:
     """Hand this run to a `tmix serve` holding the same model, if one runs (stdin stays local): exits with its code.
 
     Inside the server, this is where a request is taken (or, reading stdin, handed back to run locally)."""
@@ -151,7 +152,7 @@ def _maybe_forward(sources: list[str], model, device: str, dtype: str, device_ma
         return
     if "-" in sources:
         return
-    code = serve.forward(_ARGV, server_key(model, device, dtype, device_map, compile))
+    code = serve.forward(_ARGV, server_key(model, device, dtype, device_map, compile), quiet)
     if code is not None:
         raise SystemExit(code)  # the server already said all there is to say (e.g. 'interrupted'): nothing more
 
@@ -198,8 +199,9 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
 
     _check_model_options(device, dtype, device_map, threads, compile)
     if kv is not None:
-        if not kv.is_file():
-            raise TmixError(f"KV file not found: {kv}")
+        why = not_a_file(kv)
+        if why is not None:
+            raise TmixError(f"--kv {kv}: {why}")
         _refuse_for_kv(pages, password, s)
         from tmixcli.kvstore import read_meta, settings_for
 
@@ -224,6 +226,15 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
             return ctx
         doc = load_documents(sources, pages=pages, password=password)
     return answer.open_document(lm, doc, s, resident=resident, ident=ident)
+
+
+def _check_cache_cap(s, kv_file: Optional[Path]) -> None:
+    """Refuse a bad TMIX_CACHE_MAX at once (before a server or the model) in a run that may write to the cache, on a
+    cache hit as on a miss: a mistyped cap must not let the cache grow past what the user meant."""
+    if s.use_cache and kv_file is None:
+        from tmixcli.kvstore import cache_limit
+
+        cache_limit()
 
 
 def _refuse_for_kv(pages: Optional[str], password: Optional[str], s) -> None:
@@ -271,7 +282,8 @@ def ask(
                   system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                   stop_repeats=stop_repeats, use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size,
                   progress=not quiet, question=question)
-    _maybe_forward(args, model, device, dtype, device_map, compile)
+    _check_cache_cap(s, kv)
+    _maybe_forward(args, model, device, dtype, device_map, compile, quiet)
     ctx = _open(args[:-1] if kv is None else None, kv, s, pages, password, quiet, model, device, dtype,
                 device_map, threads, compile)
     _describe(ctx, quiet)
@@ -412,7 +424,8 @@ def prefill(
             read_meta(output)
         except TmixError:
             raise TmixError(f"-o {output} exists and is not a tmix KV file; not overwriting it") from None
-    _maybe_forward(files, model, device, dtype, device_map, compile)
+    _check_cache_cap(s, output)
+    _maybe_forward(files, model, device, dtype, device_map, compile, quiet)
     if output is None:
         ctx = _open(files, None, s, pages, password, quiet, model, device, dtype, device_map, threads, compile)
     else:
@@ -493,6 +506,7 @@ def chat(
                   progress=not quiet)
     from tmixcli.docindex import SourceWatch
 
+    _check_cache_cap(s, kv)
     watch = SourceWatch(files or [])  # before the documents are read: an edit made meanwhile is seen at once
     ctx = _open(files, kv, s, pages, password, quiet, model, device, dtype, device_map, threads, compile)
     _describe(ctx, quiet)

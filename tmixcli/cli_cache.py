@@ -14,6 +14,7 @@ import typer
 from tmixcli import docindex, kvstore
 from tmixcli.errors import TmixError
 from tmixcli.kvstore import human_size
+from tmixcli.paths import not_a_file
 
 app = typer.Typer(help="List, inspect and remove saved KV cache files.", no_args_is_help=True)
 
@@ -108,6 +109,8 @@ def prune(max_size: Annotated[str | None, typer.Option("--max-size", help="Cap t
                                                         "every KV file (default: TMIX_CACHE_MAX, else 20G).")] = None,
           ) -> None:
     """Remove leftovers of interrupted saves, then least recently used KV files until the cache fits its cap."""
+    if max_size is not None and not max_size.strip():
+        raise TmixError("--max-size is empty: give a size such as 5G, 0 (remove every KV file) or off (no cap)")
     limit = kvstore.parse_size(max_size, "--max-size") if max_size is not None else kvstore.cache_limit()
     removed, failed = kvstore.trim_cache(limit)
     for e in removed:
@@ -123,10 +126,13 @@ def prune(max_size: Annotated[str | None, typer.Option("--max-size", help="Cap t
 
 
 def resolve_key(key: str) -> dict:
-    """The one entry whose key starts with `key`; TmixError when none or several match, or the key is empty."""
+    """The one entry whose key starts with `key` (or that a cached KV file's name or path names); TmixError when none
+    or several match, or the key is empty."""
     if not key.strip():
         raise TmixError(f"the key {key!r} is empty: give a key or a unique key prefix (see `tmix cache ls`)")
     entries = kvstore.list_entries()
+    if key.endswith(kvstore.SUFFIX):
+        return _cached_file(key, entries)
     matches = [e for e in entries if e["key"] == key] or [e for e in entries if e["key"].startswith(key)]
     if not matches:
         raise TmixError(f"no KV file with key {key!r} in {kvstore.kv_dir()} (see `tmix cache ls`)")
@@ -135,10 +141,31 @@ def resolve_key(key: str) -> dict:
     return matches[0]
 
 
+def _cached_file(name: str, entries: list[dict]) -> dict:
+    """The entry of the cached KV file that `name` (KEY.safetensors, or a path to it) names."""
+    path = Path(name).expanduser()
+    folder = kvstore.kv_dir(create=False)
+    if path.parent != Path(".") and _real(path.parent) != _real(folder):
+        if not path.is_file():
+            raise TmixError(f"{name}: {not_a_file(path)}")
+        raise TmixError(f"{name} is not in the cache folder {folder}: tmix cache removes only the KV files it keeps")
+    found = [e for e in entries if Path(e["path"]).name == path.name]
+    if not found:
+        raise TmixError(f"no KV file {path.name} in {folder} (see `tmix cache ls`)")
+    return found[0]
+
+
+def _real(folder: Path) -> Path:
+    try:
+        return folder.resolve()
+    except (OSError, RuntimeError):
+        return folder.absolute()
+
+
 @app.command("rm")
 @cli_errors
-def rm(keys: Annotated[list[str], typer.Argument(help="Keys or unique key prefixes.")]) -> None:
-    """Remove KV files by key (or unique key prefix)."""
+def rm(keys: Annotated[list[str], typer.Argument(help="Keys, unique key prefixes or KV file names.")]) -> None:
+    """Remove KV files by key (a unique key prefix, or the file's name or path in the cache folder)."""
     targets = [resolve_key(k) for k in keys]
     failed = []
     for e in {e["path"]: e for e in targets}.values():
@@ -181,12 +208,19 @@ def clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for 
 
 @app.command("info")
 @cli_errors
-def info(target: Annotated[str, typer.Argument(metavar="PATH_OR_KEY", help="A KV file path or key (prefix).")],
+def info(target: Annotated[str, typer.Argument(metavar="PATH_OR_KEY",
+                                               help="A KV file path, key (prefix) or cached file name.")],
          as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
     """Show a KV file's metadata, tensor count, sizes and whether the size fits the formula."""
     path = Path(target)
     if not path.is_file():
-        path = Path(resolve_key(target)["path"])
+        try:
+            path = Path(resolve_key(target)["path"])
+        except TmixError:
+            why = not_a_file(path) if target.strip() else None  # Path("") is the current folder
+            if why in (None, "no such file"):
+                raise
+            raise TmixError(f"{target}: {why}") from None
     facts = kvstore.inspect_kv(path)
     if as_json:
         typer.echo(json.dumps(facts, indent=2))

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 from tmixcli.charsets import bom_text, mixed_text, western_text
 from tmixcli.errors import TmixError
 from tmixcli.markup import FORMATS, decode_html, html_text, zip_document_text
+from tmixcli.paths import not_a_file
 
 if TYPE_CHECKING:
     from pypdf import PdfReader
@@ -51,6 +52,10 @@ _BLANK_RUN = re.compile(r"\n{3,}")
 _DIGIT_RUN = re.compile(r"\d+")
 _DIGIT_SPLIT = re.compile(r"(\d+)")
 _PAGE_SPEC = re.compile(r"(\d+)(?:\s*-\s*(\d*))?")
+_COUNTER = re.compile(r"(?:(?P<word>(?<![\w.])(?:page|pg\.?|p\.|pag\.|pagina|página|seite|s\.|side|sida)\s*))?"
+                      r"@(?:\s*(?:of|/|von|de|di|sur|av|af)\s*\d+)?")  # a page number, @ in a running line
+_SEPARATORS = ("|", "-", "\u2013", "\u2014", "\u00b7", "\u2022", "/", ",", "~")  # between a title and its page number
+_COUNTER_WORDS = 12  # longest running line with a page number, in words
 
 
 @dataclass(frozen=True)
@@ -112,8 +117,9 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
         raise TmixError("--pages applies to a single PDF; give one document with it")
     if list(paths).count("-") > 1:
         raise TmixError("stdin (-) can be read only once")
-    members = {p: folder_files(Path(p)) for p in paths if _is_folder(p)}
-    files = [_resolved(f) for p in paths for f in members.get(p, [Path(p)]) if p != "-"]
+    members = {p: folder_files(Path(p), unreadable=True) for p in paths if _is_folder(p)}
+    files = [_resolved(f) for p in paths if p != "-" for f in members.get(p, [Path(p)])
+             if p not in members or f.is_file()]  # a folder's broken links and FIFOs are skipped, not compared
     twice = next((f for f in files if files.count(f) > 1), None)
     if twice is not None:
         raise TmixError(f"{twice.name} is given twice")
@@ -126,6 +132,9 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
         before = len(docs)
         for f in members[p]:
             try:
+                why = not_a_file(f)  # a FIFO or a link to a device would block or never end: not read at all
+                if why is not None:
+                    raise TmixError(f"{f}: {why}")
                 docs.append(load_document(str(f), password=password))
             except TmixError as err:
                 skipped.append(f"skipped {f.name}: {str(err).removeprefix(str(f)).lstrip(' :')}")
@@ -150,10 +159,12 @@ def _is_folder(path: str) -> bool:
     return path != "-" and Path(path).is_dir()
 
 
-def folder_files(folder: Path) -> list[Path]:
-    """The files directly inside `folder` in natural name order (report2 before report10), hidden ones left out."""
+def folder_files(folder: Path, unreadable: bool = False) -> list[Path]:
+    """The files directly inside `folder` in natural name order (report2 before report10), hidden ones left out;
+    `unreadable` adds what is neither a file nor a folder there (a FIFO, a device, a broken link), to be skipped."""
     try:
-        files = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")]
+        files = [f for f in folder.iterdir()
+                 if not f.name.startswith(".") and (f.is_file() or unreadable and not f.is_dir())]
     except OSError as exc:
         raise TmixError(f"cannot read folder {folder}: {exc.strerror or exc}") from None
     if not files:
@@ -237,7 +248,7 @@ def _read_input(path: str, stdin: BinaryIO | None) -> tuple[str, str, bytes]:
         if "://" in path:
             raise TmixError(f"{path}: tmix reads local files, not URLs; download it first "
                             "(e.g. curl -L -o page.html URL)") from None
-        raise TmixError(f"{path}: no such file") from None
+        raise TmixError(f"{path}: {not_a_file(file) or 'no such file'}") from None
     except IsADirectoryError:
         raise TmixError(f"{path} is a directory, not a document") from None
     except PermissionError:
@@ -343,17 +354,18 @@ def _page_text(reader: PdfReader, index: int, label: str) -> str:
 def _drop_running_lines(texts: list[str], numbers: Sequence[int] | None = None, edge: int = 2) -> list[str]:
     """Keep a PDF's running headers and footers (see _running_keys) once; `numbers` are the pages' 0-based indexes
     in the file (default 0, 1, 2, ...), against which page numbering in such lines is checked."""
+    numbers = range(len(texts)) if numbers is None else numbers
     pages = [text.split("\n") for text in texts]
     edges = [_edge_rows(lines, edge) for lines in pages]
-    running = _running_keys(pages, edges, range(len(pages)) if numbers is None else numbers)
+    running = _running_keys(pages, edges, numbers)
     if not running:
         return texts
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str | int]] = set()
     out = []
-    for lines, rows in zip(pages, edges):
+    for lines, rows, number in zip(pages, edges, numbers):
         kept = []
         for i, line in enumerate(lines):
-            k = _running_key(line, running) if i in rows else None
+            k = _running_key(line, number, running) if i in rows else None
             if k is not None:
                 if k in seen:
                     continue
@@ -369,41 +381,53 @@ def _edge_rows(lines: list[str], edge: int) -> set[int]:
     return {i for i in rows[:edge] + rows[-edge:] if len(lines[i]) <= 120}
 
 
-def _running_keys(pages: list[list[str]], edges: list[set[int]], numbers: Sequence[int]) -> set[tuple[str, str]]:
-    """Keys of the lines at the edge of at least half the pages (3 or more): ("=", line) for exact repeats,
-    ("#", line with digits as #) for lines of up to four words whose digits count the pages ("Page 3 of 9")."""
-    exact: dict[str, set[int]] = defaultdict(set)
-    numbered: dict[str, list[tuple[int, tuple[int, ...]]]] = defaultdict(list)
+def _running_keys(pages: list[list[str]], edges: list[set[int]],
+                  numbers: Sequence[int]) -> set[tuple[str, str | int]]:
+    """Keys of the lines at the edge of at least half the pages (3 or more): ("=", line) for exact repeats, and
+    (line with its page number as @, page number minus page index) for page furniture such as "Page 3 of 9"."""
+    found: dict[tuple[str, str | int], set[int]] = defaultdict(set)
     for lines, rows, number in zip(pages, edges, numbers):
         for i in rows:
             line = _normal(lines[i])
-            exact[line].add(number)
-            if len(line.split()) <= 4 and _DIGIT_RUN.search(line):
-                digits = tuple(int(run) for run in _DIGIT_RUN.findall(line))
-                numbered[_DIGIT_RUN.sub("#", line)].append((number, digits))
+            found["=", line].add(number)
+            for key in _counter_keys(line, number):
+                found[key].add(number)
     need = max(3, len(pages) / 2)
-    keys = {("=", line) for line, found in exact.items() if len(found) >= need}
-    return keys | {("#", line) for line, found in numbered.items()
-                   if len({n for n, _ in found}) >= need and _counts_pages(found)}
+    return {key for key, on in found.items()
+            if len(on) >= need and (key[0] == "=" or _is_furniture(key[0]))}
 
 
-def _counts_pages(found: list[tuple[int, tuple[int, ...]]]) -> bool:
-    """True when every digit run is the same on each page or is the page's index plus one fixed offset
-    (page numbers), so that differing figures ("Budget: 120 million", "Budget: 340 million") are not."""
-    numbers = [n for n, _ in found]
-    for values in zip(*(digits for _, digits in found)):
-        if len(set(values)) > 1 and len({v - n for v, n in zip(values, numbers)}) > 1:
-            return False
-    return True
+def _counter_keys(line: str, number: int) -> Iterator[tuple[str, int]]:
+    """(line with one digit run as @, that run minus the page index) for each digit run of a short line."""
+    if len(line.split()) > _COUNTER_WORDS:
+        return
+    for run in _DIGIT_RUN.finditer(line):
+        yield f"{line[:run.start()]}@{line[run.end():]}", int(run.group()) - number
 
 
-def _running_key(line: str, running: set[tuple[str, str]]) -> tuple[str, str] | None:
-    """The running-line key `line` matches, or None when it is content."""
+def _is_furniture(marked: str) -> bool:
+    """True for a page number as page furniture ("3", "- 3 -", "Page 3", "p. 3", "3 of 9"), also beside a title
+    after a separator ("Annual Report | 3 of 9") or before "Page"; False for a heading such as "Day 3"."""
+    match = _COUNTER.search(marked)
+    if match is None:
+        return False
+    before, after = marked[:match.start()].rstrip(), marked[match.end():].lstrip()
+    if match.group("word"):
+        return True
+    return ((not _has_word(before) or before.endswith(_SEPARATORS))
+            and (not _has_word(after) or after.startswith(_SEPARATORS)))
+
+
+def _has_word(text: str) -> bool:
+    return any(c.isalnum() for c in text)
+
+
+def _running_key(line: str, number: int, running: set[tuple[str, str | int]]) -> tuple[str, str | int] | None:
+    """The key of the running line `line` on page index `number`, or None when it is content."""
     line = _normal(line)
     if ("=", line) in running:
         return "=", line
-    numbered = "#", _DIGIT_RUN.sub("#", line)
-    return numbered if len(line.split()) <= 4 and numbered in running else None
+    return next((key for key in _counter_keys(line, number) if key in running), None)
 
 
 def _normal(line: str) -> str:

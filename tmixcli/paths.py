@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 from tmixcli.errors import TmixError
@@ -19,7 +21,7 @@ def cache_dir() -> Path:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise TmixError(f"cannot use the cache folder {root} (TMIX_CACHE_DIR): {exc.strerror or exc}") from None
+        raise TmixError(f"cannot use the cache folder {root} (TMIX_CACHE_DIR): {_mkdir_error(exc)}") from None
     return root
 
 
@@ -32,8 +34,35 @@ def cache_subdir(name: str, create: bool = True) -> Path:
     try:
         d.mkdir(exist_ok=True)
     except OSError as exc:
-        raise TmixError(f"cannot use the cache folder {d}: {exc.strerror or exc}") from None
+        raise TmixError(f"cannot use the cache folder {d}: {_mkdir_error(exc)}") from None
     return d
+
+
+def _mkdir_error(exc: OSError) -> str:
+    """Why a folder could not be made, in words that fit (mkdir's "File exists" names a file that is in the way)."""
+    if exc.errno == errno.EEXIST:
+        return "it exists and is not a folder"
+    if exc.errno == errno.ENOTDIR:
+        return "a part of its path is a file, not a folder"
+    return exc.strerror or str(exc)
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why `path` is not a regular file to read ("no such file", "a broken link to X", "a folder", "a FIFO (named
+    pipe)", ...), or None when it is one (links followed)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"a broken link to {os.readlink(path)}" if path.is_symlink() else "no such file"
+    except OSError as exc:
+        return "a symlink loop" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder, not a file"
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a special file")
+    return f"{kind}, not a regular file"
 
 
 DEFAULT_MODEL = "smollm2-135m-instruct"  # the embedded default model's name and converted folder

@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import select
 import signal
 import socket
 import struct
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tmixcli.errors import TmixError
@@ -33,6 +34,7 @@ from tmixcli.paths import cache_dir
 
 _FRAME = struct.Struct("!cI")  # kind (S started, O stdout, E stderr, X exit code), payload length
 _REQUEST_WAIT = 5.0  # seconds a client has to send its request line once connected
+_BUSY_AFTER = 1.0  # an idle server takes a request in milliseconds: not taken by then, it is busy with another
 served: dict = {}  # while a server runs a request: {"key": ..., "lm": LoadedModel, "resident": ResidentKV}
 _stopping: list[int] = []  # set by Ctrl-C / SIGTERM: the request in hand ends, then the server
 
@@ -62,8 +64,9 @@ class Refused(Exception):
     """A request the server hands back untouched (it reads stdin): the client runs it itself."""
 
 
-def forward(argv: list[str], key: str) -> int | None:
-    """Run `tmix argv` on the server for `key`: its output goes to ours; returns its exit code (None: run locally)."""
+def forward(argv: list[str], key: str, quiet: bool = False) -> int | None:
+    """Run `tmix argv` on the server for `key`: its output goes to ours; returns its exit code (None: run locally).
+    Unless `quiet`, a server busy with another request is said in one status line while this one waits."""
     if os.environ.get("TMIX_SERVE", "").lower() in ("off", "0", "no") or served:
         return None
     try:
@@ -78,7 +81,11 @@ def forward(argv: list[str], key: str) -> int | None:
     if sock is None:
         return None
     with sock:
-        return _relay(sock, request)
+        return _relay(sock, request, None if quiet else _say_busy)
+
+
+def _say_busy() -> None:
+    print("tmix: waiting for the tmix server: busy with another request", file=sys.stderr, flush=True)
 
 
 def _request(argv: list[str]) -> bytes:
@@ -88,10 +95,14 @@ def _request(argv: list[str]) -> bytes:
     return json.dumps({"argv": argv, "cwd": os.getcwd(), "env": env}).encode() + b"\n"
 
 
-def _frames(sock: socket.socket, request: bytes) -> Iterator[tuple[bytes, int, bytes]]:
-    """Send `request`, then yield the server's frames (kind, length, payload); a socket error ends them like EOF."""
+def _frames(sock: socket.socket, request: bytes,
+            on_wait: Callable[[], None] | None = None) -> Iterator[tuple[bytes, int, bytes]]:
+    """Send `request`, then yield the server's frames (kind, length, payload); a socket error ends them like EOF.
+    `on_wait` runs once if the server has not answered within _BUSY_AFTER seconds."""
     try:
         sock.sendall(request)
+        if on_wait is not None and not select.select([sock], [], [], _BUSY_AFTER)[0]:
+            on_wait()
         reader = sock.makefile("rb")
         while len(head := reader.read(_FRAME.size)) == _FRAME.size:
             kind, n = _FRAME.unpack(head)
@@ -100,10 +111,10 @@ def _frames(sock: socket.socket, request: bytes) -> Iterator[tuple[bytes, int, b
         return
 
 
-def _relay(sock: socket.socket, request: bytes) -> int | None:
+def _relay(sock: socket.socket, request: bytes, on_wait: Callable[[], None] | None = None) -> int | None:
     """Copy the server's output to ours; its exit code, or None if it closed before taking the request."""
     started = False
-    for kind, n, data in _frames(sock, request):
+    for kind, n, data in _frames(sock, request, on_wait):
         started = True
         if kind == b"X":
             return n
