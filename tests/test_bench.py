@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,6 +148,42 @@ def test_cli_csv_no_warm() -> None:
 def test_cli_refusals(args: list[str]) -> None:
     result = CliRunner().invoke(_app(), ["bench", "--lengths", "64", *args])
     assert isinstance(result.exception, TmixError)
+
+
+@pytest.mark.parametrize("name,needle", [("ttft.txt", "'.txt' is not a plot type"), ("ttft", "has no file type")])
+def test_plot_type_refused_before_the_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str,
+                                           needle: str) -> None:
+    def no_work(*args, **kw):
+        raise AssertionError("the benchmark ran")
+    monkeypatch.setattr(bench, "run_bench", no_work)
+    result = CliRunner().invoke(_app(), ["bench", "--lengths", "64", "--plot", str(tmp_path / name)])
+    assert isinstance(result.exception, TmixError) and needle in str(result.exception)
+    assert ".png, .svg, .pdf" in str(result.exception) and not list(tmp_path.iterdir())
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # not installed
+    result = CliRunner().invoke(_app(), ["bench", "--lengths", "64", "--plot", str(tmp_path / "t.png")])
+    assert isinstance(result.exception, TmixError) and "needs matplotlib" in str(result.exception)
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("matplotlib"), reason="matplotlib not installed")
+def test_plot_that_fails_keeps_the_table(tiny_result: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plot that cannot be written comes after the printed results, as one error, leaving no file behind."""
+    import errno
+
+    from matplotlib.figure import Figure
+
+    def full(self, fname, **kw):
+        Path(fname).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **kw: json.loads(json.dumps(tiny_result)))
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", full)
+    result = CliRunner().invoke(_app(), ["bench", "--lengths", "64", "--plot", str(tmp_path / "t.svg"), "-q"])
+    assert isinstance(result.exception, TmixError) and "No space left on device" in str(result.exception)
+    assert "| 400 | trimix |" in result.stdout and not list(tmp_path.iterdir())
+    monkeypatch.setattr(Figure, "savefig", real)
+    result = CliRunner().invoke(_app(), ["bench", "--lengths", "64", "--plot", str(tmp_path / "t.svg"), "-q"])
+    assert result.exit_code == 0 and (tmp_path / "t.svg").read_bytes().startswith(b"<?xml")
+    assert [p.name for p in tmp_path.iterdir()] == ["t.svg"]
 
 
 def test_parsers() -> None:

@@ -204,6 +204,29 @@ def test_tiny_calibrate_and_profile(tiny) -> None:
     assert load_profile(prof["fingerprint"]) is None
 
 
+@pytest.mark.parametrize("text,first", [
+    ("The project is managed by Dr. Amelia Castellanos. The", "The project is managed by Dr. Amelia Castellanos."),
+    ("It costs approx. 5 million euros. It", "It costs approx. 5 million euros."),
+    ("See e.g. the table on page 4. Next", "See e.g. the table on page 4."),
+    ("The U.S. office is in Boston. It", "The U.S. office is in Boston."),
+    ("The report is by J. Smith. He", "The report is by J. Smith."),
+    ("Mrs. Berg and Prof. K. L. Olsen lead it. They", "Mrs. Berg and Prof. K. L. Olsen lead it."),
+    ("1. Dr. Amelia Castellanos. 2", "1. Dr. Amelia Castellanos."),
+    ("It is item No. 5 on the list. No", "It is item No. 5 on the list."),
+    ("No. The manager is Tomas Brekke. He", "No."),
+    ("Revenue was 48.7 million. The", "Revenue was 48.7 million."),
+    ("It ended (in 2023). Then", "It ended (in 2023)."),
+    ("Yes! It", "Yes!"),
+    ("It is in Tromsø.\n", "It is in Tromsø."),
+])
+def test_fact_answers_end_at_sentences_not_abbreviations(text: str, first: str) -> None:
+    from tmixcli.facts import first_sentence, sentence_done
+
+    assert sentence_done(text) and first_sentence(text) == first
+    for cut in range(len(first) + 1):  # while generating: never done before the end
+        assert not sentence_done(first[:cut]), first[:cut]
+
+
 def test_answer_stops_after_first_sentence() -> None:
     assert _answered("The special magic number for quiet-lizard is 5295152.")
     assert _answered("The variables are ABCDE, FGHJK and KLMNO.")
@@ -263,12 +286,57 @@ def test_eval_command_json(tiny, tmp_path: Path) -> None:
     app.command("eval")(eval_command)
     app.command("noop")(lambda: None)
     args = ["eval", "--model", str(tmp_path / "m"), "--lengths", "300", "--cases", "1", "--tasks", "needle",
-            "--start-layers", "2", "--n-local", "64", "--last-n", "16", "--max-new-tokens", "3", "--json",
+            "--start-layers", "2,2", "--n-local", "64", "--last-n", "16", "--max-new-tokens", "3", "--json",
             "--quiet"]
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     res = json.loads(out.stdout)
     assert set(res["methods"]) == {"dense", "trimix@2"} and res["params"]["n_local"] == 64
+    assert res["methods"]["trimix@2"]["overall"]["n"] == 1  # a start layer given twice runs once
+
+
+def test_eval_refuses_before_loading(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start layers past the model's depth and lengths past its context are refused from its config on disk."""
+    import tmixcli.models as models
+    from tmixcli.errors import TmixError
+
+    tiny.model.save_pretrained(tmp_path / "m")
+    tiny.tokenizer.save_pretrained(tmp_path / "m")
+
+    def no_load(*args, **kw):
+        raise AssertionError("the model was loaded")
+    monkeypatch.setattr(models, "load_model", no_load)
+    app = typer.Typer()
+    app.command("eval")(eval_command)
+    app.command("noop")(lambda: None)
+    base = ["eval", "--model", str(tmp_path / "m"), "--cases", "1"]
+    for extra, needle in [(["--start-layers", "4"], "outside the model's 4 layers"),
+                          (["--start-layers", "-1"], "negative"), (["--lengths", "0"], "at least 1 token"),
+                          (["--lengths", "4k", "--start-layers", "1"], "exceed the model's context (4096)"),
+                          (["--n-local", "0", "--start-layers", "1"], "n_local >= 1")]:
+        out = CliRunner().invoke(app, base + extra)
+        assert isinstance(out.exception, TmixError) and needle in str(out.exception), (extra, out.exception)
+
+
+def test_eval_lengths_checked_before_any_prefill(tok) -> None:
+    from tmixcli.errors import TmixError
+    from tmixcli.evaluate import check_lengths, parse_ints, plan_cases
+
+    from tmixcli.modelinfo import ModelLimits, model_limits
+
+    assert model_limits() == ModelLimits(30, 8192)  # the default model's config, read without loading it
+    assert model_limits("no/such/model") == model_limits("nobody/nothing-here") == ModelLimits()
+    assert parse_ints("9,15,9") == [9, 15]
+    with pytest.raises(TmixError, match="at least 1 token"):
+        parse_lengths("2k,0")
+    with pytest.raises(TmixError, match=r"9216 prompt tokens \+ 24 for the answer exceed the model's context \(8192\)"):
+        check_lengths([2048, 9216], 8192, 24)
+    check_lengths([9216], None, 24)  # context not known yet: left to the check after the load
+    with pytest.raises(TmixError, match="its facts and question alone take"):
+        plan_cases(tok, [20], 1, ["needle"], 0, 8192, 24)
+    with pytest.raises(TmixError, match="its prompts take up to"):  # prompts run a little past their length
+        plan_cases(tok, [990], 4, ["needle", "vt"], 0, 1014, 24)
+    assert [len(c) for c in plan_cases(tok, [300, 400], 2, ["needle"], 0, 8192, 24)] == [2, 2]
 
 
 @pytest.mark.model
@@ -335,3 +403,50 @@ def test_calibrate_facts_step_up(tiny, tmp_path: Path, monkeypatch: pytest.Monke
     assert [r["method"] for r in check["records"]] == ["dense", "trimix@1", "trimix@3"]
     monkeypatch.setattr(facts_mod, "passes", lambda summary, name: False)
     assert confirm_on_facts(tiny, fs, 2, progress=False, **SMALL)[0] is None
+
+
+def test_calibration_lengths_and_short_profiles(tiny, tok) -> None:
+    """Too short to calibrate is refused; a profile calibrated under twice the triangle's span is neither saved nor
+    used; --cases 0 says the start layer is not verified; the status line names the calibration length."""
+    from tmixcli.calibrate import format_report, importance_profile, profile_label, save_profile
+    from tmixcli.errors import TmixError
+
+    with pytest.raises(TmixError, match="--length 84 is too short to calibrate.*give at least 85"):
+        run_calibrate(tiny, samples=1, length=84, cases=1, progress=False, **SMALL)
+    with pytest.raises(TmixError, match="--grad-length 80 is too short"):
+        run_calibrate(tiny, samples=1, length=400, grad_length=80, cases=1, progress=False, **SMALL)
+    with pytest.raises(TmixError, match="--length 5000: 5000 prompt tokens"):
+        run_calibrate(tiny, samples=1, length=5000, cases=1, progress=False, **SMALL)
+    short = run_calibrate(tiny, samples=1, length=150, cases=1, tolerance=1e9, progress=False, **SMALL)
+    assert "path" not in short and "needs --length 168" in short["not_saved"]
+    assert "profile not saved: at 150 tokens" in format_report(short)
+    assert load_profile(short["fingerprint"]) is None
+    save_profile(short)  # saved by an older tmix: not used either
+    assert load_profile(short["fingerprint"]) is None
+    skipped = run_calibrate(tiny, samples=1, length=400, cases=0, progress=False, **SMALL)
+    assert skipped["start_layer"] is None and not skipped["verified"]
+    assert "recommended start layer: not verified (eval skipped" in format_report(skipped)
+    assert profile_label({"settings": {"length": 6144}, "source": "shipped"}) == (
+        "calibrated profile at 6K tokens, shipped with tmix")
+    assert profile_label({"settings": {"length": 3000}}) == "calibrated profile at 3000 tokens"
+    cases = make_cases(tok, ["needle"], 1, 200)  # every prefix row within last_n: no middle region anywhere
+    prof = importance_profile(tiny, cases, 4, 64, 512, progress=False)
+    assert prof["importance"] == [0.0] * tiny.model.config.num_hidden_layers
+
+
+def test_facts_prompts_checked_before_any_prefill(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tmixcli.generate as generate
+    from tmixcli.errors import TmixError
+    from tmixcli.facts import FactSet, run_facts
+
+    (tmp_path / "a.txt").write_text("The budget is 12 kroner. ")
+    (tmp_path / "b.txt").write_text("The manager is Tomas Brekke. " * 800)
+    fs = FactSet.from_dict({"prompts": [["a.txt"], ["b.txt"]], "facts": [
+        {"doc": "a.txt", "question": "What is the budget?", "answer": "12"},
+        {"doc": "b.txt", "question": "Who is the manager?", "answer": "Tomas Brekke"}]}, tmp_path)
+
+    def no_prefill(*args, **kw):
+        raise AssertionError("prefilled")
+    monkeypatch.setattr(generate, "prefill", no_prefill)
+    with pytest.raises(TmixError, match="b.txt: .* prompt tokens do not fit the model's 4096"):
+        run_facts(tiny, fs, [], progress=False)

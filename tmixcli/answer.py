@@ -76,7 +76,9 @@ def resolve_attention(lm: LoadedModel, s: Settings) -> tuple[AttentionConfig, st
         profile = _profile(lm)
         if profile is not None:
             start = int(profile["start_layer"])
-            source = "calibrated profile" + (" (shipped with tmix)" if profile.get("source") == "shipped" else "")
+            from tmixcli.calibrate import profile_label
+
+            source = profile_label(profile)
     base = AttentionConfig()
     method = s.method or base.method
     if method == "trimix" and start > n_layers:

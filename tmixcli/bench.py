@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from tmixcli.errors import TmixError
-from tmixcli.paths import check_output
+from tmixcli.plotfile import check_plot
 
 if TYPE_CHECKING:
     import torch
@@ -280,15 +280,15 @@ def _resolve_model(model: Any, arch: str | None, device: str, dtype: str, force:
     return loaded.model, loaded.model_id, loaded.tokenizer
 
 
-def _profile_start(model: torch.nn.Module, tokenizer: Any) -> int | None:
-    """The start layer of a `tmix calibrate` profile for this exact model, if one was saved."""
+def _profile_start(model: torch.nn.Module, tokenizer: Any) -> tuple[int, str] | None:
+    """The start layer of a `tmix calibrate` profile for this exact model and how to name it, if there is one."""
     if tokenizer is None:
         return None
-    from tmixcli.calibrate import load_profile
+    from tmixcli.calibrate import load_profile, profile_label
     from tmixcli.kvstore import model_fingerprint
 
     profile = load_profile(model_fingerprint(model, tokenizer))
-    return None if profile is None else int(profile["start_layer"])
+    return None if profile is None else (int(profile["start_layer"]), profile_label(profile))
 
 
 def _attn_configs(model: torch.nn.Module, methods: list[str], start_layer: int | None, n_init: int,
@@ -330,8 +330,9 @@ def run_bench(model: Any = None, *, arch: str | None = None, lengths: list[int] 
     with torch_threads(threads):
         model, label, tokenizer = _resolve_model(model, arch, device, dtype, force, log)
         compiled = _compile(model, compile, warmup, log)
-        if start_layer is None and (start_layer := _profile_start(model, tokenizer)) is not None:
-            log(f"bench: start layer {start_layer} from the calibrated profile")
+        if start_layer is None and (found := _profile_start(model, tokenizer)) is not None:
+            start_layer = found[0]
+            log(f"bench: start layer {start_layer} from the {found[1]}")
         attn = _attn_configs(model, list(methods), start_layer, n_init, n_local, last_n)
         header = _header(model, label, attn, chunk_size, repeats, warmup, seed)
         header["compiled"] = compiled
@@ -553,11 +554,11 @@ def format_csv(result: dict[str, Any]) -> str:
 
 
 def write_plot(result: dict[str, Any], path: Path) -> None:
-    """PNG: TTFT (median, min-max bars) vs prompt length per method, and warm follow-up TTFT."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise TmixError("--plot needs matplotlib: pip install 'tmix[plot]'") from None
+    """Chart (type from `path`'s extension): TTFT (median, min-max bars) vs prompt length per method, and warm TTFT."""
+    from matplotlib.figure import Figure
+
+    from tmixcli.plotfile import save_figure
+
     h = result["header"]
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.add_subplot()
@@ -582,10 +583,7 @@ def write_plot(result: dict[str, Any], path: Path) -> None:
     ax.set_title(f"{h['model']} on {h['device_name']}, {h['dtype']}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as err:
-        raise TmixError(f"could not write plot {path}: {err.strerror or err}") from None
+    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------- CLI
@@ -632,7 +630,8 @@ def bench_command(
     dtype: Annotated[str, typer.Option("--dtype", help="auto, bf16, fp16 or fp32.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (header + rows).")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print the rows as CSV.")] = False,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of TTFT vs length.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a chart of TTFT vs length (.png, .svg, .pdf, "
+                                              "...: the file's type is its extension).")] = None,
     no_warm: Annotated[bool, typer.Option("--no-warm", help="Skip the saved-KV follow-up timing.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Allow a >2B-parameter --arch on the CPU.")] = False,
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads (default: torch's; "
@@ -649,7 +648,7 @@ def bench_command(
         raise TmixError("give --json or --csv, not both")
     if kernels:
         return kernel_bench(arch or "llama-3.1-8b", parse_lengths(lengths), n_init, n_local, last_n, as_json)
-    plot = check_output(plot, "--plot")
+    plot = check_plot(plot)
     log = None if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     start = time.perf_counter()
     result = run_bench(model, arch=arch, lengths=parse_lengths(lengths), methods=parse_methods(methods),
@@ -657,13 +656,14 @@ def bench_command(
                        last_n=last_n, chunk_size=chunk_size, device=device, dtype=dtype, warm=not no_warm,
                        force=force, threads=threads, compile=compile, log=log)
     result["header"]["wall_s"] = round(time.perf_counter() - start, 1)
-    if plot is not None:
-        write_plot(result, plot)
     if as_json:
         print(json.dumps(result, indent=2))
     elif as_csv:
         print(format_csv(result), end="")
     else:
         print(format_markdown(result))
+    sys.stdout.flush()  # the results are out before a plot that fails
+    if plot is not None:
+        write_plot(result, plot)
     if log is not None:
         log(f"bench: done in {result['header']['wall_s']:.0f} s" + (f", plot written to {plot}" if plot else ""))

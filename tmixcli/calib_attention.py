@@ -164,5 +164,7 @@ def sample_gradient(model: torch.nn.Module, tokenizer, case, alpha: torch.Tensor
     out = model(input_ids=ids, use_cache=False, logits_to_keep=n_ans + 1, tmix_total_len=len(p.prefix_ids))
     logits = out.logits[0, :-1].float()  # logits: [n_ans, V], predicting the answer tokens
     loss = torch.nn.functional.cross_entropy(logits, ids[0, -n_ans:])
+    if not loss.requires_grad:  # no layer has a middle region at this length: alpha changes nothing
+        return [0.0] * alpha.numel(), float(loss)
     loss.backward()
     return alpha.grad.tolist(), float(loss.detach())

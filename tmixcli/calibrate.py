@@ -20,20 +20,22 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from tmixcli.errors import TmixError
-from tmixcli.paths import check_output
 
 if TYPE_CHECKING:
     from tmixcli.facts import FactSet
     from tmixcli.models import LoadedModel
 
 
-def importance_profile(lm: LoadedModel, samples: int, length: int, tasks: list[str], seed: int, n_init: int,
-                       n_local: int, last_n: int, progress: bool = True) -> dict:
-    """Per-layer importance (mean |grad| over samples), mean signed grad and the answer NLL of each sample."""
-    from tmixcli.calib_attention import calibration_mode, sample_gradient
-    from tmixcli.tasks import make_cases
+GRAD_ANSWER_TOKENS = 32  # room for a gradient sample's reference answer after its prompt
+FACTS_ANSWER_TOKENS = 32  # `run_facts`'s answer cap, as calibrate runs it
 
-    cases = make_cases(lm.tokenizer, tasks, samples, length, seed)
+
+def importance_profile(lm: LoadedModel, cases: list, n_init: int, n_local: int, last_n: int,
+                       progress: bool = True) -> dict:
+    """Per-layer importance (mean |grad| over the sample cases), mean signed grad and each sample's answer NLL."""
+    from tmixcli.calib_attention import calibration_mode, sample_gradient
+
+    samples = len(cases)
     grads, nll = [], []
     params = [p for p in lm.model.parameters() if p.requires_grad]
     for p in params:
@@ -60,6 +62,47 @@ def pick_candidates(importance: list[float], tolerance: float, count: int = 2, s
     n = len(importance)
     first = next((s for s in range(1, n) if sum(importance[s:]) <= tolerance), n - 1)
     return sorted({min(first + i * step, n - 1) for i in range(count)})
+
+
+def triangle_span(n_init: int, n_local: int, last_n: int) -> int:
+    """Up to this many prompt tokens the triangle is dense attention (no middle region to leave out)."""
+    return n_init + n_local + last_n
+
+
+def min_save_length(n_init: int, n_local: int, last_n: int) -> int:
+    """The shortest eval length whose profile is saved and used: below it the triangle leaves out too little."""
+    return 2 * triangle_span(n_init, n_local, last_n)
+
+
+def default_grad_length(length: int, n_init: int, n_local: int, last_n: int) -> int:
+    """Gradient samples: as long as the eval, at most 3072 tokens (the backward is the slow part)."""
+    return min(length, max(3072, triangle_span(n_init, n_local, last_n) + 1))
+
+
+def check_calibration_lengths(length: int, grad_length: int, n_init: int, n_local: int, last_n: int) -> None:
+    """Refuse prompts too short for the triangle to differ from dense attention (nothing to measure)."""
+    span = triangle_span(n_init, n_local, last_n)
+    for option, n in (("--length", length), ("--grad-length", grad_length)):
+        if n <= span:
+            raise TmixError(f"{option} {n} is too short to calibrate: up to n_init + n_local + last_n = {span} tokens "
+                            f"the triangle is dense attention; give at least {span + 1}")
+
+
+def short_note(length: int, n_init: int, n_local: int, last_n: int) -> str | None:
+    """Why a profile calibrated at `length` tokens is not saved, or None when it is long enough."""
+    least = min_save_length(n_init, n_local, last_n)
+    if length >= least:
+        return None
+    return (f"at {length} tokens the triangle leaves out too little to stand for long documents "
+            f"(a saved profile needs --length {least} or more)")
+
+
+def profile_label(profile: dict) -> str:
+    """How the status line names a profile: "calibrated profile at 6K tokens, shipped with tmix"."""
+    length = (profile.get("settings") or {}).get("length")
+    at = f" at {length // 1024}K tokens" if isinstance(length, int) and length % 1024 == 0 else (
+        f" at {length} tokens" if isinstance(length, int) else "")
+    return f"calibrated profile{at}" + (", shipped with tmix" if profile.get("source") == "shipped" else "")
 
 
 def recommend(result: dict, dense_name: str = "dense") -> int | None:
@@ -140,19 +183,27 @@ def _read_profile(path: Path, fingerprint: str) -> dict | None:
         return None
     if not isinstance(data.get("start_layer"), int) or isinstance(data["start_layer"], bool):
         return None
-    return data
+    return None if _too_short(data) else data
 
 
-def plot_importance(importance: list[float], start: int | None, path: str) -> bool:
-    """Bar chart of per-layer importance with the chosen start layer; False when matplotlib is missing."""
+def _too_short(data: dict) -> bool:
+    """A profile calibrated at a length under `min_save_length` (saved by an older tmix): not used."""
+    length, params = (data.get("settings") or {}).get("length"), data.get("params") or {}
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+        return isinstance(length, int) and short_note(length, params["n_init"], params["n_local"],
+                                                      params["last_n"]) is not None
+    except (KeyError, TypeError):
         return False
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+
+
+def plot_importance(importance: list[float], start: int | None, path: Path) -> None:
+    """Bar chart of per-layer importance with the chosen start layer (a file type `check_plot` accepted)."""
+    from matplotlib.figure import Figure
+
+    from tmixcli.plotfile import save_figure
+
+    fig = Figure(figsize=(8, 3.5), layout="tight")
+    ax = fig.add_subplot()
     ax.bar(range(len(importance)), importance, color="tab:blue")
     if start is not None:
         ax.axvline(start - 0.5, color="tab:red", linestyle="--", label=f"start layer {start}")
@@ -160,10 +211,7 @@ def plot_importance(importance: list[float], start: int | None, path: str) -> bo
     ax.set_xlabel("layer")
     ax.set_ylabel("|d NLL / d alpha| (nats)")
     ax.set_title("Answer loss sensitivity to the middle attention region")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    save_figure(fig, path)
 
 
 def _log(enabled: bool, msg: str) -> None:
@@ -177,16 +225,28 @@ def run_calibrate(lm: LoadedModel, samples: int = 4, length: int = 6144, cases: 
                   grad_length: int | None = None, facts: FactSet | None = None) -> dict:
     """Importance profile -> candidate start layers -> eval against dense -> recommended start layer (+ saved).
 
-    Gradient samples are `grad_length` tokens (default min(length, 3072): the backward is the slow part).
-    With `facts` (real documents), the recommendation must also pass there, else it moves up until one does."""
+    Gradient samples are `grad_length` tokens (default: `default_grad_length`). Every length is checked before
+    any work. With `facts` (real documents), the recommendation must also pass there, else it moves up until one
+    does. A profile calibrated under `min_save_length` tokens is not saved."""
     from tmixcli import __version__
-    from tmixcli.evaluate import run_eval, trimix_configs
+    from tmixcli.evaluate import ANSWER_TOKENS, plan_cases, run_eval, trimix_configs
     from tmixcli.kvstore import model_fingerprint
+    from tmixcli.modelinfo import model_context
 
     tasks = tasks or ["needle"]
+    grad_length = grad_length or default_grad_length(length, n_init, n_local, last_n)
+    check_calibration_lengths(length, grad_length, n_init, n_local, last_n)
+    context = model_context(lm.model)
+    samples_cases = plan_cases(lm.tokenizer, [grad_length], samples, tasks, seed + 1000, context, GRAD_ANSWER_TOKENS,
+                               "--grad-length")[0]
+    if cases > 0:
+        plan_cases(lm.tokenizer, [length], cases, tasks, seed, context, ANSWER_TOKENS, "--length")
+    if facts is not None:
+        from tmixcli.facts import prompt_ids
+
+        prompt_ids(lm, facts, FACTS_ANSWER_TOKENS)
     t0 = time.perf_counter()
-    grad_length = grad_length or min(length, 3072)
-    prof = importance_profile(lm, samples, grad_length, tasks, seed + 1000, n_init, n_local, last_n, progress)
+    prof = importance_profile(lm, samples_cases, n_init, n_local, last_n, progress)
     t_grad = time.perf_counter() - t0
     n_layers = lm.model.config.num_hidden_layers
     cands = pick_candidates(prof["importance"], tolerance)
@@ -202,7 +262,8 @@ def run_calibrate(lm: LoadedModel, samples: int = 4, length: int = 6144, cases: 
     if facts is not None and start is not None:
         start, fact_check = confirm_on_facts(lm, facts, start, n_init, n_local, last_n, progress)
     profile = {"model_id": lm.model_id, "fingerprint": model_fingerprint(lm.model, lm.tokenizer),
-               "start_layer": n_layers if start is None else start, "verified": start is not None,
+               "start_layer": None if ev is None else n_layers if start is None else start,
+               "verified": start is not None,
                "candidates": cands, "importance": prof["importance"], "grad": prof["grad"],
                "nll": prof["nll"], "eval": _eval_summary(ev), "eval_records": ev["records"] if ev else [],
                "created": datetime.now(timezone.utc).isoformat(),
@@ -214,7 +275,10 @@ def run_calibrate(lm: LoadedModel, samples: int = 4, length: int = 6144, cases: 
                "timing": {"gradient_s": t_grad, "eval_s": ev["wall_s"] if ev else 0.0,
                           "total_s": time.perf_counter() - t0}}
     if save and ev is not None:
-        keep_profile(profile)
+        if (why := short_note(length, n_init, n_local, last_n)) is not None:
+            profile["not_saved"] = why
+        else:
+            keep_profile(profile)
     return profile
 
 
@@ -238,7 +302,8 @@ def confirm_on_facts(lm: LoadedModel, facts: FactSet, start: int, n_init: int, n
     found = None
     for s in range(start, n_layers, step):
         cfg = trimix_configs([s], n_init, n_local, last_n, n_layers)[0]
-        records += run_facts(lm, facts, [cfg], progress=progress, reference=reference)["records"]
+        records += run_facts(lm, facts, [cfg], FACTS_ANSWER_TOKENS, progress=progress,
+                             reference=reference)["records"]
         ok = passes(summarize(records), method_name(cfg))
         _log(progress, f"calibrate: facts at start layer {s}: {'pass' if ok else 'fail'}")
         if ok:
@@ -286,13 +351,43 @@ def format_report(profile: dict) -> str:
     if profile.get("facts"):
         for name, s in profile["facts"]["methods"].items():
             lines.append(f"facts {name:6s} {s['correct']}/{s['n']} (dense {s['dense_correct']}/{s['n']})")
-    verdict = "verified" if profile["verified"] else "no candidate passed: keeping every layer dense"
-    lines.append(f"recommended start layer: {profile['start_layer']} ({verdict})")
+    at = f" at {profile['settings']['length']} tokens" if "length" in profile["settings"] else ""
+    if profile["start_layer"] is None:
+        lines.append("recommended start layer: not verified (eval skipped with --cases 0; nothing saved)")
+    elif profile["verified"]:
+        lines.append(f"recommended start layer: {profile['start_layer']} (verified{at})")
+    else:
+        lines.append(f"recommended start layer: {profile['start_layer']} (no candidate passed{at}: "
+                     "keeping every layer dense)")
     if "path" in profile:
         lines.append(f"profile saved: {profile['path']}")
+    elif "not_saved" in profile:
+        lines.append(f"profile not saved: {profile['not_saved']}; use --start-layer {profile['start_layer']} for "
+                     "prompts this short")
     elif "save_error" in profile:
         lines.append(f"profile not saved (use --start-layer {profile['start_layer']} instead)")
     return "\n".join(lines)
+
+
+def _check_before_load(model: str | None, length: int, grad_length: int | None, cases: int, n_init: int,
+                       n_local: int, last_n: int, quiet: bool) -> int:
+    """Refuse settings, lengths and a profiles folder that cannot work, before the model loads; the gradient length."""
+    from tmixcli.evaluate import ANSWER_TOKENS, check_lengths, trimix_configs
+    from tmixcli.modelinfo import model_limits
+
+    trimix_configs([0], n_init, n_local, last_n, None)  # the triangle's settings
+    grad_length = grad_length or default_grad_length(length, n_init, n_local, last_n)
+    check_calibration_lengths(length, grad_length, n_init, n_local, last_n)
+    why = short_note(length, n_init, n_local, last_n)
+    if cases > 0 and why is None:
+        check_profile_folder()
+    context = model_limits(model).context
+    check_lengths([grad_length], context, GRAD_ANSWER_TOKENS, "--grad-length")
+    if cases > 0:
+        check_lengths([length], context, ANSWER_TOKENS, "--length")
+        if why is not None:
+            _log(not quiet, f"calibrate: the profile will not be saved: {why}")
+    return grad_length
 
 
 def calibrate_command(
@@ -309,7 +404,8 @@ def calibrate_command(
     n_local: Annotated[int, typer.Option("--n-local", help="Local window.")] = 512,
     last_n: Annotated[int, typer.Option("--last-n", help="Last prefix rows that attend densely.")] = 128,
     seed: Annotated[int, typer.Option("--seed", help="Task generation seed.")] = 0,
-    plot: Annotated[str | None, typer.Option("--plot", help="Write a PNG bar chart of the importance.")] = None,
+    plot: Annotated[str | None, typer.Option("--plot", help="Write a bar chart of the importance (.png, .svg, "
+                                             ".pdf, ...: the file's type is its extension).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the profile as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
@@ -322,20 +418,27 @@ def calibrate_command(
     from tmixcli.evaluate import _check_tasks, parse_lengths
     from tmixcli.facts import FactSet
     from tmixcli.models import load_model
+    from tmixcli.plotfile import check_plot
 
-    plot = check_output(plot, "--plot")
+    plot_path = check_plot(plot)
     fact_set = FactSet.from_file(facts) if facts is not None else None
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     _check_tasks(task_list)
-    lens = parse_lengths(length)
-    if cases > 0:
-        check_profile_folder()
+    n = parse_lengths(length, "--length")[0]
+    glen = parse_lengths(grad_length, "--grad-length")[0] if grad_length else None
+    glen = _check_before_load(model, n, glen, cases, n_init, n_local, last_n, quiet)
+
     lm = load_model(model, device=device, dtype=dtype, progress=not quiet)
-    glen = parse_lengths(grad_length)[0] if grad_length else None
-    profile = run_calibrate(lm, samples, lens[0], cases, task_list, tolerance, n_init, n_local, last_n, seed,
+    profile = run_calibrate(lm, samples, n, cases, task_list, tolerance, n_init, n_local, last_n, seed,
                             progress=not quiet, grad_length=glen, facts=fact_set)
-    if plot and not plot_importance(profile["importance"], profile["start_layer"], plot):
-        typer.echo("tmix: matplotlib is not installed: no plot written", err=True)
     typer.echo(json.dumps(profile, indent=2) if as_json else format_report(profile))
+    errors = []
+    if plot_path is not None:
+        try:
+            plot_importance(profile["importance"], profile["start_layer"], plot_path)
+        except TmixError as err:
+            errors.append(str(err))
     if "save_error" in profile:
-        raise TmixError(profile["save_error"])
+        errors.append(profile["save_error"])
+    if errors:
+        raise TmixError("; ".join(errors))

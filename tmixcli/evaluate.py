@@ -39,24 +39,58 @@ def _answered(text: str) -> bool:
 REUSE_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 
 
-def parse_lengths(text: str) -> list[int]:
-    """"2k,6k,3000" -> [2048, 6144, 3000]."""
+def parse_lengths(text: str, option: str = "--lengths") -> list[int]:
+    """"2k,6k,3000" -> [2048, 6144, 3000]; each at least 1 token."""
     out = []
     for part in filter(None, (p.strip().lower() for p in text.split(","))):
         m = re.fullmatch(r"(\d+(?:\.\d+)?)(k?)", part)
         if not m:
-            raise TmixError(f"bad length {part!r}: use numbers like 2k,6k or 3000")
-        out.append(int(float(m.group(1)) * (1024 if m.group(2) else 1)))
+            raise TmixError(f"bad length {part!r} in {option}: use numbers like 2k,6k or 3000")
+        n = int(float(m.group(1)) * (1024 if m.group(2) else 1))
+        if n < 1:
+            raise TmixError(f"bad length {part!r} in {option}: must be at least 1 token")
+        out.append(n)
     if not out:
-        raise TmixError("no lengths given")
+        raise TmixError(f"{option} is empty")
     return out
 
 
 def parse_ints(text: str) -> list[int]:
+    """"9,15,9" -> [9, 15]: comma-separated integers, each once, in the order given."""
     try:
-        return [int(p) for p in text.split(",") if p.strip()]
+        return list(dict.fromkeys(int(p) for p in text.split(",") if p.strip()))
     except ValueError:
         raise TmixError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def check_lengths(lengths: list[int], context: int | None, answer_tokens: int, option: str = "--lengths") -> None:
+    """Refuse a prompt length that leaves the answer no room in the model's context (None: not known yet)."""
+    for n in lengths:
+        if context is not None and n + answer_tokens > context:
+            raise TmixError(f"{option} {n}: {n} prompt tokens + {answer_tokens} for the answer exceed the model's "
+                            f"context ({context})")
+
+
+def plan_cases(tokenizer, lengths: list[int], cases: int, tasks: list[str], seed: int, context: int,
+               answer_tokens: int, option: str = "--lengths") -> list[list]:
+    """Every length's cases, refused before any prefill where a length is below the tasks' bare prompt or its
+    longest prompt and answer do not fit the model's context."""
+    from tmixcli.tasks import bare_prompt_tokens, make_cases
+
+    check_lengths(lengths, context, answer_tokens, option)  # before tokenizing a haystack of that length
+    floor = bare_prompt_tokens(tokenizer, tasks)
+    plan = []
+    for n in lengths:
+        if n < floor:
+            raise TmixError(f"{option} {n}: too short for the {'/'.join(tasks)} task: its facts and question alone "
+                            f"take {floor} tokens; give at least {floor}")
+        made = make_cases(tokenizer, tasks, cases, n, seed)
+        longest = max((c.tokens for c in made), default=0)
+        if longest + answer_tokens > context:
+            raise TmixError(f"{option} {n}: its prompts take up to {longest} tokens + {answer_tokens} for the answer, "
+                            f"past the model's context ({context})")
+        plan.append(made)
+    return plan
 
 
 def method_name(cfg: AttentionConfig) -> str:
@@ -278,6 +312,7 @@ def _log(enabled: bool, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+ANSWER_TOKENS = 24  # the answer cap of synthetic cases
 AGREEMENT = 0.95  # the fidelity bar: greedy answers equal to dense's in at least this share of cases
 
 
@@ -292,20 +327,22 @@ def hopeless(records: list[dict], total: int, name: str, agreement: float = AGRE
 
 
 def run_eval(lm: LoadedModel, lengths: list[int], cases: int, methods: list[AttentionConfig],
-             tasks: list[str] | None = None, seed: int = 0, max_new_tokens: int = 24,
+             tasks: list[str] | None = None, seed: int = 0, max_new_tokens: int = ANSWER_TOKENS,
              progress: bool = True, stop_early: bool = False) -> dict:
     """Evaluate dense (always) and each trimix config on `cases` generated cases per length.
 
     stop_early (one method, one length): stop as soon as the method cannot pass `hopeless`'s bar."""
+    from tmixcli.modelinfo import model_context
     from tmixcli.prompt import build_prompt
-    from tmixcli.tasks import TASKS, haystack_document, make_cases
+    from tmixcli.tasks import TASKS, haystack_document
 
     tasks = list(tasks or TASKS)
     methods = [m for m in methods if m.method == "trimix"]
+    plan = plan_cases(lm.tokenizer, lengths, cases, tasks, seed, model_context(lm.model), max_new_tokens)
     start = time.perf_counter()
     records: list[dict] = []
     stopped = False
-    for length in lengths:
+    for length, length_cases in zip(lengths, plan, strict=True):
         if stopped:
             break
         shared = None
@@ -315,7 +352,7 @@ def run_eval(lm: LoadedModel, lengths: list[int], cases: int, methods: list[Atte
             shared = SharedPrefix(lm.model, hay, methods)
             _log(progress, f"[{length}] shared haystack prefix ({len(hay)} tok) prefilled in "
                  f"{time.perf_counter() - t0:.0f}s")
-        for i, case in enumerate(make_cases(lm.tokenizer, tasks, cases, length, seed)):
+        for i, case in enumerate(length_cases):
             recs = eval_case(lm, case, methods, max_new_tokens, shared)
             for r in recs:
                 r["length"] = length
@@ -350,13 +387,16 @@ def format_table(result: dict) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
-def trimix_configs(starts: list[int], n_init: int, n_local: int, last_n: int, num_layers: int):
-    """One trimix AttentionConfig per start layer (validated against the model's depth)."""
+def trimix_configs(starts: list[int], n_init: int, n_local: int, last_n: int,
+                   num_layers: int | None) -> list[AttentionConfig]:
+    """One trimix AttentionConfig per start layer (validated against the model's depth where it is known)."""
     from tmixcli.config import AttentionConfig
 
     out = []
     for s in starts:
-        if not 0 <= s < num_layers:
+        if s < 0:
+            raise TmixError(f"start layer {s} is negative")
+        if num_layers is not None and s >= num_layers:
             raise TmixError(f"start layer {s} is outside the model's {num_layers} layers")
         try:
             out.append(AttentionConfig("trimix", n_init, n_local, last_n, s))
@@ -386,7 +426,7 @@ def eval_command(
         "(see sample_docs/questions.json); --lengths, --cases, --tasks and --seed are then unused.")] = None,
 ) -> None:
     """Compare TriangleMix start layers with dense attention on synthetic long-context tasks or real documents."""
-    from tmixcli.models import load_model
+    from tmixcli.modelinfo import model_limits
 
     lens = parse_lengths(lengths)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
@@ -397,6 +437,13 @@ def eval_command(
         from tmixcli.facts import FactSet
 
         fact_set = FactSet.from_file(facts)  # a bad file fails before the model loads
+    limits = model_limits(model)  # from the config on disk: refuse what cannot fit before loading the model
+    trimix_configs(starts, n_init, n_local, last_n, limits.layers)
+    if fact_set is None:
+        check_lengths(lens, limits.context, max_new_tokens or ANSWER_TOKENS)
+
+    from tmixcli.models import load_model
+
     lm = load_model(model, device=device, dtype=dtype, progress=not quiet)
     methods = trimix_configs(starts, n_init, n_local, last_n, lm.model.config.num_hidden_layers)
     if fact_set is not None:
@@ -405,7 +452,7 @@ def eval_command(
         result = facts_mod.run_facts(lm, fact_set, methods, max_new_tokens or 32, progress=not quiet)
         typer.echo(json.dumps(result, indent=2) if as_json else facts_mod.format_table(result))
         return
-    result = run_eval(lm, lens, cases, methods, task_list, seed, max_new_tokens or 24, progress=not quiet)
+    result = run_eval(lm, lens, cases, methods, task_list, seed, max_new_tokens or ANSWER_TOKENS, progress=not quiet)
     typer.echo(json.dumps(result, indent=2) if as_json else format_table(result))
 
 

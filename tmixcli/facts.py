@@ -76,12 +76,60 @@ def matches(text: str, accept: tuple[str, ...]) -> bool:
     return any(re.search(rf"(?<!\w){re.escape(_norm(a))}(?!\w)", t) for a in accept)
 
 
-_SENTENCE_END = re.compile(r"\w[.!?]\s")  # "48.7" is not an end: the stop waits for the space after it
+_MARK = re.compile(r"(?<=\S)[.!?]+[\"')\]\u2019\u201d]*(?=\s)")  # "48.7" is no end: a space must follow
+_TITLES = frozenset("mr mrs ms dr prof st sr jr rev fr gen col capt lt sgt hon approx cf vs dept".split())
+_BEFORE_NUMBERS = frozenset("no nos vol fig figs pp ca".split())  # "No. 5", but "No. The ..." ends
+_DOTTED = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")  # "e.g", "U.S", "i.e" (before their last dot)
+
+
+def sentence_end(text: str) -> int | None:
+    """Just after the first sentence's mark, once the text after it shows an end; None before. A "." after "Dr.",
+    "approx.", "e.g.", "U.S.", "No. 5", an initial, a list number, or before a lower-case word is no end."""
+    for m in _MARK.finditer(text):
+        after = text[m.end():]
+        nxt = after.lstrip()
+        if "\n" in after[: len(after) - len(nxt)] or "!" in m.group() or "?" in m.group():
+            return m.end()
+        if not nxt:
+            return None  # the next word decides
+        before = text[:m.start()]
+        raw = re.search(r"\S*\Z", before).group()
+        word = raw.strip("([{\"'\u2018\u201c").lower()
+        line_start = not before[: len(before) - len(raw)].split("\n")[-1].strip()
+        if (nxt[0].islower() or word in _TITLES or (word in _BEFORE_NUMBERS and nxt[0].isdigit())
+                or (len(word) == 1 and word.isalpha()) or _DOTTED.fullmatch(word)
+                or (word.isdigit() and line_start)):
+            continue
+        return m.end()
+    return None
 
 
 def sentence_done(text: str) -> bool:
-    """A real answer ends with its first sentence."""
-    return bool(_SENTENCE_END.search(text))
+    """A real answer ends with its first sentence (see `sentence_end`)."""
+    return sentence_end(text) is not None
+
+
+def first_sentence(text: str) -> str:
+    """The answer up to its first sentence's end (the word the stop waited for dropped)."""
+    end = sentence_end(text)
+    return text if end is None else text[:end]
+
+
+def prompt_ids(lm, fs: FactSet, max_new_tokens: int) -> dict[str, tuple[tuple[str, ...], list[int]]]:
+    """Each prompt's name -> (its documents, prefix ids), every one checked to fit the context before any prefill."""
+    from tmixcli import prompt
+    from tmixcli.documents import load_documents
+    from tmixcli.modelinfo import model_context
+
+    limit = model_context(lm.model)
+    out = {}
+    for docs in fs.prompts:
+        name = " + ".join(docs)
+        ids = prompt.prefix_ids(lm.tokenizer, load_documents([str(fs.root / d) for d in docs]).text)
+        if len(ids) + 64 + max_new_tokens > limit:
+            raise TmixError(f"{name}: {len(ids)} prompt tokens do not fit the model's {limit}")
+        out[name] = (docs, ids)
+    return out
 
 
 def run_facts(lm, fs: FactSet, methods: list[AttentionConfig], max_new_tokens: int = 32,
@@ -91,18 +139,12 @@ def run_facts(lm, fs: FactSet, methods: list[AttentionConfig], max_new_tokens: i
     `reference` keeps dense's answers between calls: pass the same dict again and dense is not rerun."""
     from tmixcli import attention, generate, prompt
     from tmixcli.answer import rewind
-    from tmixcli.documents import load_documents
     from tmixcli.evaluate import answer, kl, method_name
 
     model, tok = lm.model, lm.tokenizer
     stops = generate.stop_ids(tok, model)
-    limit = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
     start, records = time.perf_counter(), []
-    for docs in fs.prompts:
-        name = " + ".join(docs)
-        ids = prompt.prefix_ids(tok, load_documents([str(fs.root / d) for d in docs]).text)
-        if len(ids) + 64 + max_new_tokens > limit:
-            raise TmixError(f"{name}: {len(ids)} prompt tokens do not fit the model's {limit}")
+    for name, (docs, ids) in prompt_ids(lm, fs, max_new_tokens).items():
         asked = [f for f in fs.facts if f.doc in docs]
         ref = reference.setdefault(name, {}) if reference is not None else {}
         dense = [] if ref else [AttentionConfig(method="dense")]
@@ -114,6 +156,7 @@ def run_facts(lm, fs: FactSet, methods: list[AttentionConfig], max_new_tokens: i
             for f in asked:
                 q_ids = prompt.question_ids(tok, f.question)
                 lp, text = answer(model, tok, cache, q_ids, stops, max_new_tokens, done=sentence_done)
+                text = first_sentence(text)
                 rewind(cache, len(ids))
                 ref.setdefault(f.question, (lp, text))
                 records.append({"prompt": name, "doc": f.doc, "question": f.question, "accept": list(f.accept),

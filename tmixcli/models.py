@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from tmixcli.errors import TmixError
+from tmixcli.modelinfo import converted_gguf_dir
 from tmixcli.paths import DEFAULT_MODEL, models_dir
 from tmixcli.threads import configure_threads
 
@@ -144,7 +145,7 @@ def _resolve_source(spec: str | None, progress: bool) -> tuple[str, dict, str]:
     if path.suffix == ".gguf":
         if not path.is_file():
             raise TmixError(f"model file not found: {spec}")
-        converted = models_dir() / f"gguf-{path.stem}-{path.stat().st_size}"
+        converted = converted_gguf_dir(path)
         if not (converted / "config.json").is_file():
             convert_gguf(path.resolve(), converted, progress)
         return str(converted), {}, path.name

@@ -159,13 +159,24 @@ def _haystack(tokenizer, budget: int, rng: random.Random) -> list[str]:
     return hay
 
 
-def shared_haystack(tokenizer, tasks: list[str] | tuple[str, ...], length: int, seed: int = 0) -> list[str]:
-    """The sentences every case of (seed, length) is built on, sized for the tasks' mean needle overhead."""
-    rng = random.Random(f"tmix-{seed}-{length}-hay")
+def _bare_sizes(tokenizer, tasks: list[str] | tuple[str, ...]) -> list[int]:
+    """Prompt tokens of each task with no haystack (its needles and question alone)."""
     sizes = []
     for task in tasks:
         needles, question, _, _ = _needles(task, 0.5, random.Random(0))
         sizes.append(_prompt_len(tokenizer, _assemble([], needles), question))
+    return sizes
+
+
+def bare_prompt_tokens(tokenizer, tasks: list[str] | tuple[str, ...]) -> int:
+    """The shortest prompt length the tasks can be built at: their largest needles-and-question prompt."""
+    return max(_bare_sizes(tokenizer, tasks))
+
+
+def shared_haystack(tokenizer, tasks: list[str] | tuple[str, ...], length: int, seed: int = 0) -> list[str]:
+    """The sentences every case of (seed, length) is built on, sized for the tasks' mean needle overhead."""
+    rng = random.Random(f"tmix-{seed}-{length}-hay")
+    sizes = _bare_sizes(tokenizer, tasks)
     return _haystack(tokenizer, length - sum(sizes) // len(sizes), rng)
 
 
