@@ -1,7 +1,9 @@
-"""The command line on inputs it cannot use whole: endless streams, huge files."""
+"""The command line on inputs it cannot use whole (endless streams, huge files) and on streams that cannot
+encode the answer."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tmixcli import answer, kvstore, textcap
+from tmixcli import answer, kvstore, stdout, textcap
 from tmixcli.cli import main
 from tmixcli.config import Settings
 from tmixcli.documents import load_documents
@@ -129,3 +131,24 @@ def test_truncate_keeps_the_same_tokens_tokenizing_only_what_can_be_kept(capsys,
     result = json.loads(out)
     assert kvstore.read_prefix_ids(Path(result["kv_path"])) == want_ids
     assert result["notes"][-1] == notes[-1]
+
+
+def test_answer_characters_stdout_cannot_encode_are_replaced(monkeypatch):
+    ascii_out = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="strict", write_through=True)
+    monkeypatch.setattr(sys, "stdout", ascii_out)
+    stdout.tolerant_streams()
+    sys.stdout.write("The main test site is located in Tromsø.")
+    assert ascii_out.buffer.getvalue() == b"The main test site is located in Troms?."
+
+
+@pytest.mark.model
+def test_ascii_stdout_gets_the_answer_without_a_traceback(tmp_path):
+    """PYTHONIOENCODING=ascii tmix ask facts.txt "Where is the main test site?": "Troms?", not a UnicodeEncodeError."""
+    doc = tmp_path / "facts.txt"
+    doc.write_text("Field notes.\n\nThe main test site is located in Tromsø, Norway, near the harbour. "
+                   "The backup site is in Bergen.\n")
+    proc = spawn("-m", "tmixcli", "ask", str(doc), "Where is the main test site?", "--max-new-tokens", "30",
+                 env={"PYTHONIOENCODING": "ascii"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0 and "Traceback" not in err.decode(), err.decode()
+    assert "Troms?" in out.decode("ascii")
