@@ -1,5 +1,5 @@
-"""The command line on inputs it cannot use whole (endless streams, huge files) and on streams that cannot
-encode the answer."""
+"""The command line on inputs it cannot use whole (endless streams, huge files), on streams that cannot encode
+the answer, and on Ctrl-C from its first moments."""
 
 from __future__ import annotations
 
@@ -152,3 +152,37 @@ def test_ascii_stdout_gets_the_answer_without_a_traceback(tmp_path):
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0 and "Traceback" not in err.decode(), err.decode()
     assert "Troms?" in out.decode("ascii")
+
+
+def _interrupt_while_importing(delay: float) -> tuple[int, str]:
+    """Start `python -X importtime -m tmixcli ask ...`, send Ctrl-C `delay` s after its first import of tmix's own
+    (from there on tmix answers for it), and return (exit code, stderr without the import timings)."""
+    proc = spawn("-X", "importtime", "-m", "tmixcli", "ask", str(ROOT / "sample_docs" / "notes.txt"), "Who?",
+                 "--no-cache", stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    lines: list[str] = []
+    started = threading.Event()
+
+    def read() -> None:
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace")
+            lines.append(line)
+            if line.split("|")[-1].strip() == "tmixcli.early":
+                started.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert started.wait(60), "".join(lines)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(60)
+    reader.join(10)
+    return proc.returncode, "".join(line for line in lines if not line.startswith("import time:"))
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.1, 0.2, 0.3])
+def test_ctrl_c_while_starting_up_exits_130_in_one_line(delay):
+    """Ctrl-C during the imports of typer (the first ~0.5 s) or torch: "tmix: interrupted", exit 130, no traceback."""
+    code, err = _interrupt_while_importing(delay)
+    assert code == 130, err
+    assert err.strip() == "tmix: interrupted" or (err.strip().endswith("tmix: interrupted") and
+                                                  "Traceback" not in err), err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tmixcli import early  # first: Ctrl-C while the rest imports exits 130 with one line
+
 import functools
 import json
 import os
@@ -122,14 +124,15 @@ def _load(model: Optional[str], device: str, dtype: str, quiet: bool, device_map
     if serve.served:  # inside `tmix serve`: the client found the server by these very options
         _status(quiet, f"answered by tmix serve (pid {os.getpid()}): model already loaded")
         return serve.served["lm"]
-    from tmixcli.fuse import compile_blocks, resolve_compile
-    from tmixcli.models import load_model, resolve_device
+    with early.quick_exit():
+        from tmixcli.fuse import compile_blocks, resolve_compile
+        from tmixcli.models import load_model, resolve_device
 
+        _silence_libraries()
     try:
         wanted = resolve_compile(compile, resolve_device(device))
     except ValueError as err:
         raise TmixError(str(err)) from None
-    _silence_libraries()
     lm = load_model(model, device, dtype, progress=not quiet, device_map=device_map, threads=threads)
     if wanted:
         compile_blocks(lm.model)
@@ -201,7 +204,8 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
         if not kv.is_file():
             raise TmixError(f"KV file not found: {kv}")
         _refuse_for_kv(pages, password, s)
-        from tmixcli.kvstore import read_meta, settings_for
+        with early.quick_exit():
+            from tmixcli.kvstore import read_meta, settings_for
 
         s = settings_for(read_meta(kv), s)  # a foreign or damaged file, or settings it cannot take: before the load
         doc = ident = None
@@ -213,7 +217,8 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
         # documents no run has recorded are read first, so bad input fails before torch is imported
         doc = None if docindex.known(ident) else load_documents(sources, pages=pages, password=password,
                                                                  budget=budget)
-    from tmixcli import answer, serve
+    with early.quick_exit():
+        from tmixcli import answer, serve
 
     if lm is None:
         lm = _load(model, device, dtype, quiet, device_map, threads, compile)
@@ -427,7 +432,8 @@ def prefill(
     else:
         _check_model_options(device, dtype, device_map, threads, compile)
         doc = load_documents(files, pages=pages, password=password, budget=_budget(model, s))
-        from tmixcli import answer, serve
+        with early.quick_exit():
+            from tmixcli import answer, serve
 
         lm = _load(model, device, dtype, quiet, device_map, threads, compile)
         ctx = answer.open_document(lm, doc, s, kv_out=output, resident=serve.served.get("resident"))
@@ -621,6 +627,7 @@ def _register_optional() -> None:
 
 
 _register_optional()
+early.done()
 
 
 def _usage_error_base() -> type[Exception]:
@@ -651,11 +658,11 @@ def _say_interrupted() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: TmixError -> one line on stderr and its exit code; never a traceback for user errors."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    stdout.tolerant_streams()
-    _ARGV[:] = sys.argv[1:] if argv is None else list(argv)
-    command = typer.main.get_command(app)
     try:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        stdout.tolerant_streams()
+        _ARGV[:] = sys.argv[1:] if argv is None else list(argv)
+        command = typer.main.get_command(app)
         try:
             with stdout.guarded():
                 code = command.main(args=argv, prog_name="tmix", standalone_mode=False)
