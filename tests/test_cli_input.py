@@ -1,5 +1,5 @@
-"""The command line on inputs it cannot use whole (endless streams, huge files), on streams that cannot encode
-the answer, and on Ctrl-C from its first moments."""
+"""The command line on inputs it cannot use whole (endless streams, huge files), on streams that cannot encode the
+answer, on Ctrl-C from its first moments, and with stderr redirected (no progress bars)."""
 
 from __future__ import annotations
 
@@ -186,3 +186,49 @@ def test_ctrl_c_while_starting_up_exits_130_in_one_line(delay):
     assert code == 130, err
     assert err.strip() == "tmix: interrupted" or (err.strip().endswith("tmix: interrupted") and
                                                   "Traceback" not in err), err
+
+
+def test_progress_bar_left_out_when_stderr_is_not_a_terminal(monkeypatch):
+    from tiny import tiny_model
+
+    from tmixcli import generate
+
+    bars = []
+    monkeypatch.setattr("tqdm.tqdm", lambda *a, **kw: bars.append(kw) or pytest.fail("a bar was made"))
+    model = tiny_model("llama")
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    with generate.layer_progress(model, 1, True):
+        pass
+    assert bars == []
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    made = []
+
+    class Bar:
+        def __init__(self, *a, **kw) -> None:
+            made.append(kw)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr("tqdm.tqdm", Bar)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    with generate.layer_progress(model, 1, True):
+        pass
+    assert len(made) == 1
+
+
+def test_gguf_conversion_bar_left_out_unless_shown():
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    from tmixcli.models import _gguf_bar
+
+    original = gguf_utils.tqdm
+    with _gguf_bar(False):
+        assert gguf_utils.tqdm([1, 2], file=io.StringIO()).disable
+    assert gguf_utils.tqdm is original
+    with _gguf_bar(True):
+        assert gguf_utils.tqdm is original
