@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
-from tmixcli import attention, docindex, generate, kvread, kvstore, kvwrite, prompt, reuse
+from tmixcli import attention, docindex, generate, kvread, kvstore, kvwrite, prompt, reuse, textcap
 from tmixcli.config import AttentionConfig, Settings, default_start_layer
-from tmixcli.documents import Document, joined_text
+from tmixcli.documents import Document, cut_document, joined_text
 from tmixcli.errors import TmixError
 from tmixcli.kvcache import HEADROOM
 from tmixcli.models import LoadedModel, layer_devices
@@ -124,6 +124,8 @@ def fit_document(lm: LoadedModel, doc: Document, s: Settings) -> tuple[list[int]
     with any shorter --max-new-tokens cut a document alike and share its KV file. Several documents are cut to a
     fair share each: the short ones stay whole, the long ones lose their ends."""
     tok = lm.tokenizer
+    cap = textcap.cap_of(context_limit(lm), tok.get_vocab())
+    doc = _within_cap(doc, cap, s)
     ids = prompt.prefix_ids(tok, doc.text, s.system)
     limit = context_limit(lm)
     room = QUESTION_ROOM + (max(ANSWER_ROOM, s.max_new_tokens) if s.truncate else s.max_new_tokens)
@@ -147,11 +149,26 @@ def fit_document(lm: LoadedModel, doc: Document, s: Settings) -> tuple[list[int]
         text = texts[0] if not doc.parts else joined_text([(p.name, t) for p, t in zip(parts, texts)])
         ids = prompt.prefix_ids(tok, text, s.system)
         if len(ids) + room <= limit:
-            return ids, [f"truncated {p.name}: kept its first {c} of {len(i)} tokens"
+            return ids, [f"truncated {p.name}: kept its first {c} of "
+                         f"{f'more than {limit}' if p.partial else len(i)} tokens"
                          for p, i, c in zip(parts, part_ids, caps) if c < len(i)]
         budget -= 16
     raise TmixError(f"{doc.name} cannot be cut to fit: the model's {limit}-token context leaves it "
                     f"{limit - fixed - room} tokens after {_taken(lm, s, fixed, room)}")
+
+
+def _within_cap(doc: Document, cap: textcap.TextCap, s: Settings) -> Document:
+    """A document whose text is longer than any `cap.context` tokens could be: refused without tokenizing it, or
+    (--truncate) each long part cut past the last token it could keep (textcap.cut), so the same tokens are kept."""
+    if len(doc.text) <= cap.chars:
+        return doc
+    if not s.truncate:
+        raise TmixError(textcap.too_much(f"{doc.name} has {len(doc.text)} characters of text", cap,
+                                         pdf=doc.pages is not None and not doc.parts))
+    parts = [cut_document(p, cap) for p in doc.parts or (doc,)]
+    if not doc.parts:
+        return parts[0]
+    return replace(doc, text=joined_text([(p.name, p.text) for p in parts]), parts=tuple(parts))
 
 
 def _system_tokens(lm: LoadedModel, s: Settings) -> int:

@@ -6,6 +6,7 @@ import codecs
 
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-32 first: its LE mark starts alike
+BOMS = tuple(bom for bom, _ in _BOMS)
 
 
 def bom_text(raw: bytes) -> str | None:

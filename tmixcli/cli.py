@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tmixcli import early  # first: Ctrl-C while the rest imports exits 130 with one line
+
 import functools
 import json
 import os
@@ -122,14 +124,15 @@ def _load(model: Optional[str], device: str, dtype: str, quiet: bool, device_map
     if serve.served:  # inside `tmix serve`: the client found the server by these very options
         _status(quiet, f"answered by tmix serve (pid {os.getpid()}): model already loaded")
         return serve.served["lm"]
-    from tmixcli.fuse import compile_blocks, resolve_compile
-    from tmixcli.models import load_model, resolve_device
+    with early.quick_exit():
+        from tmixcli.fuse import compile_blocks, resolve_compile
+        from tmixcli.models import load_model, resolve_device
 
+        _silence_libraries()
     try:
         wanted = resolve_compile(compile, resolve_device(device))
     except ValueError as err:
         raise TmixError(str(err)) from None
-    _silence_libraries()
     lm = load_model(model, device, dtype, progress=not quiet, device_map=device_map, threads=threads)
     if wanted:
         compile_blocks(lm.model)
@@ -203,7 +206,8 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
         if why is not None:
             raise TmixError(f"--kv {kv}: {why}")
         _refuse_for_kv(pages, password, s)
-        from tmixcli.kvstore import read_meta, settings_for
+        with early.quick_exit():
+            from tmixcli.kvstore import read_meta, settings_for
 
         s = settings_for(read_meta(kv), s)  # a foreign or damaged file, or settings it cannot take: before the load
         doc = ident = None
@@ -211,9 +215,12 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
         from tmixcli import docindex
 
         ident = docindex.identity(sources, pages, password) if s.use_cache else None
+        budget = _budget(model, s)
         # documents no run has recorded are read first, so bad input fails before torch is imported
-        doc = None if docindex.known(ident) else load_documents(sources, pages=pages, password=password)
-    from tmixcli import answer, serve
+        doc = None if docindex.known(ident) else load_documents(sources, pages=pages, password=password,
+                                                                 budget=budget)
+    with early.quick_exit():
+        from tmixcli import answer, serve
 
     if lm is None:
         lm = _load(model, device, dtype, quiet, device_map, threads, compile)
@@ -224,7 +231,7 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
         ctx = answer.open_known(lm, ident, s, resident)
         if ctx is not None:
             return ctx
-        doc = load_documents(sources, pages=pages, password=password)
+        doc = load_documents(sources, pages=pages, password=password, budget=budget)
     return answer.open_document(lm, doc, s, resident=resident, ident=ident)
 
 
@@ -235,6 +242,13 @@ def _check_cache_cap(s, kv_file: Optional[Path]) -> None:
         from tmixcli.kvstore import cache_limit
 
         cache_limit()
+
+
+def _budget(model: Optional[str], s):
+    """How much of the documents to read: what the model's context could hold, judged from its files (no torch)."""
+    from tmixcli.textcap import Budget, files_cap
+
+    return Budget(s.truncate, functools.partial(files_cap, model))
 
 
 def _refuse_for_kv(pages: Optional[str], password: Optional[str], s) -> None:
@@ -430,8 +444,9 @@ def prefill(
         ctx = _open(files, None, s, pages, password, quiet, model, device, dtype, device_map, threads, compile)
     else:
         _check_model_options(device, dtype, device_map, threads, compile)
-        doc = load_documents(files, pages=pages, password=password)
-        from tmixcli import answer, serve
+        doc = load_documents(files, pages=pages, password=password, budget=_budget(model, s))
+        with early.quick_exit():
+            from tmixcli import answer, serve
 
         lm = _load(model, device, dtype, quiet, device_map, threads, compile)
         ctx = answer.open_document(lm, doc, s, kv_out=output, resident=serve.served.get("resident"))
@@ -626,6 +641,7 @@ def _register_optional() -> None:
 
 
 _register_optional()
+early.done()
 
 
 def _usage_error_base() -> type[Exception]:
@@ -656,10 +672,11 @@ def _say_interrupted() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: TmixError -> one line on stderr and its exit code; never a traceback for user errors."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _ARGV[:] = sys.argv[1:] if argv is None else list(argv)
-    command = typer.main.get_command(app)
     try:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        stdout.tolerant_streams()
+        _ARGV[:] = sys.argv[1:] if argv is None else list(argv)
+        command = typer.main.get_command(app)
         try:
             with stdout.guarded():
                 code = command.main(args=argv, prog_name="tmix", standalone_mode=False)

