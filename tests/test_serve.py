@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -471,3 +472,16 @@ def test_a_client_interrupted_mid_prefill_frees_the_server_at_once(mode, tiny_di
     kv = Path(os.environ["TMIX_CACHE_DIR"]) / "kv"
     assert not kv.exists() or not list(kv.iterdir())  # neither a KV file nor its temp file
     assert serve.served == {} and generate.between_steps == []
+
+
+def test_a_request_carries_whether_the_clients_streams_are_terminals(monkeypatch):
+    """Progress bars reach a client on a terminal through the server, and never one writing to a file."""
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    req = json.loads(serve._request(["ask", "doc.txt", "q"]))
+    assert req["tty"] == {"stdout": False, "stderr": True}
+    assert serve._Stream(None, b"E", True).isatty() and not serve._Stream(None, b"O").isatty()

@@ -13,7 +13,8 @@ from transformers import DynamicCache
 from tmixcli import cpu_decode, graph_decode
 from tmixcli.errors import TmixError
 from tmixcli.kvcache import growing_cache
-from tmixcli.models import decoder_layers, stderr_is_terminal
+from tmixcli.models import decoder_layers
+from tmixcli.stdout import is_terminal
 
 _WORD = re.compile(r"\S+")
 _DIGITS = re.compile(r"\d+")
@@ -65,7 +66,7 @@ def layer_progress(model: torch.nn.Module, total_steps: int, enabled: bool = Tru
     """A tqdm bar advanced by each decoder layer's forward hook; hidden unless the prefill takes > 2 s, and left out
     where stderr is not a terminal (a log file gets the status lines only)."""
     layers = decoder_layers(model)
-    if not enabled or layers is None or not stderr_is_terminal():
+    if not enabled or layers is None or not is_terminal(sys.stderr):
         yield
         return
     from tqdm import tqdm

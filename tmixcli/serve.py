@@ -31,6 +31,7 @@ from pathlib import Path
 
 from tmixcli.errors import TmixError
 from tmixcli.paths import cache_dir
+from tmixcli.stdout import is_terminal
 
 _FRAME = struct.Struct("!cI")  # kind (S started, O stdout, E stderr, X exit code), payload length
 _REQUEST_WAIT = 5.0  # seconds a client has to send its request line once connected
@@ -92,7 +93,9 @@ def _request(argv: list[str]) -> bytes:
     """The request line: arguments, working folder and the TMIX_* variables, the cache folder made absolute."""
     env = {k: v for k, v in os.environ.items() if k.startswith("TMIX_") and k != "TMIX_SERVE"}
     env["TMIX_CACHE_DIR"] = str(cache_dir().absolute())
-    return json.dumps({"argv": argv, "cwd": os.getcwd(), "env": env}).encode() + b"\n"
+    tty = {"stdout": is_terminal(sys.stdout), "stderr": is_terminal(sys.stderr)}  # progress bars show as they would
+    return json.dumps({"argv": argv, "cwd": os.getcwd(), "env": env, "tty": tty}).encode() + b"\n"
+
 
 
 def _frames(sock: socket.socket, request: bytes,
@@ -188,10 +191,11 @@ class _Client:
 
 
 class _Stream:
-    """A text stream whose writes go to the client as frames (see _Client for a client gone)."""
+    """A text stream whose writes go to the client as frames (see _Client for a client gone); a terminal where the
+    client's own stream is one."""
 
-    def __init__(self, client: _Client, kind: bytes) -> None:
-        self.client, self.kind, self.encoding = client, kind, "utf-8"
+    def __init__(self, client: _Client, kind: bytes, tty: bool = False) -> None:
+        self.client, self.kind, self.encoding, self.tty = client, kind, "utf-8", tty
 
     def write(self, text: str) -> int:
         data = text.encode("utf-8", "replace")
@@ -202,7 +206,7 @@ class _Stream:
         pass
 
     def isatty(self) -> bool:
-        return False
+        return self.tty
 
 
 @contextlib.contextmanager
@@ -279,8 +283,10 @@ def _handle(conn: socket.socket, key: str, lm, log, resident=None) -> None:
         log(f"request refused: {' '.join(argv[:1]) or 'nothing'}")
         return
     client, code = _Client(conn), 1
+    tty = req.get("tty") if isinstance(req.get("tty"), dict) else {}
+    out, err = _Stream(client, b"O", tty.get("stdout") is True), _Stream(client, b"E", tty.get("stderr") is True)
     try:
-        with contextlib.redirect_stdout(_Stream(client, b"O")), contextlib.redirect_stderr(_Stream(client, b"E")), \
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
                 _request_scope(str(req.get("cwd", "/")), dict(req.get("env") or {})):
             served.update(key=key, lm=lm, resident=resident, conn=conn)
             code = _run(argv, client, log)

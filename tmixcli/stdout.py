@@ -9,6 +9,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
+def is_terminal(stream: object) -> bool:
+    """Whether `stream` is a terminal (progress bars there, not in a file or pipe that would fill with carriage
+    returns); False for a stream without isatty or a closed one."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 class OutputClosed(Exception):
     """The reader of stdout is gone. Not an OSError, so click does not turn it into a bare exit 1."""
 
