@@ -43,18 +43,33 @@ def spawn(*argv: str, env: dict | None = None, **kw) -> subprocess.Popen:
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
 
 
-def waited(proc: subprocess.Popen) -> tuple[int, int]:
-    """(exit code, peak RSS in KiB) of a finished child, from its own rusage."""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss
+_PEAK = ("import atexit, re, runpy, sys\n"
+         "out = sys.argv.pop(1)\n"
+         "def peak():\n"
+         "    status = open('/proc/self/status').read()\n"
+         "    open(out, 'w').write(re.search(r'VmHWM:\\s*(\\d+)', status).group(1))\n"
+         "atexit.register(peak)\n"
+         "sys.argv[0] = 'tmix'\n"
+         "runpy.run_module('tmixcli', run_name='__main__')\n")
+
+
+def measured(peak_file: Path, *argv: str, **kw) -> subprocess.Popen:
+    """`tmix argv` that writes its peak RSS in KiB to `peak_file` as it exits. VmHWM, not the rusage of a child:
+    a forked child's rusage counts its parent's memory before exec (GBs under a CUDA build of torch)."""
+    return spawn("-c", _PEAK, str(peak_file), *argv, **kw)
+
+
+def waited(proc: subprocess.Popen, peak_file: Path) -> tuple[int, int]:
+    """(exit code, peak RSS in KiB) of a finished `measured` child."""
+    proc.wait()
+    return proc.returncode, int(peak_file.read_text())
 
 
 @pytest.mark.model
-def test_endless_stdin_is_refused_fast_in_bounded_memory():
+def test_endless_stdin_is_refused_fast_in_bounded_memory(tmp_path):
     """`yes 'The code is 5.' | tmix ask - q`: one line once the text is past what the context could use."""
-    proc = spawn("-m", "tmixcli", "ask", "-", "What is the code?", stdin=subprocess.PIPE, stderr=subprocess.PIPE,
-                 stdout=subprocess.PIPE)
+    proc = measured(tmp_path / "peak", "ask", "-", "What is the code?", stdin=subprocess.PIPE,
+                    stderr=subprocess.PIPE, stdout=subprocess.PIPE)
 
     def feed() -> None:
         try:
@@ -67,7 +82,7 @@ def test_endless_stdin_is_refused_fast_in_bounded_memory():
     start = time.perf_counter()
     writer.start()
     err = proc.stderr.read().decode()
-    code, rss_kib = waited(proc)
+    code, rss_kib = waited(proc, tmp_path / "peak")
     seconds = time.perf_counter() - start
     assert code == 2, err
     assert err.startswith("tmix: error: stdin is over 2.5 MiB, more than the model's 8192-token context can hold"), err
@@ -75,13 +90,13 @@ def test_endless_stdin_is_refused_fast_in_bounded_memory():
     assert rss_kib < 400 * 1024 and seconds < 60, (rss_kib, seconds)  # tokenizing it all took GBs; no torch here
 
 
-def test_dev_zero_is_one_line_in_bounded_memory():
+def test_dev_zero_is_one_line_in_bounded_memory(tmp_path):
     if not Path("/dev/zero").exists():
         pytest.skip("no /dev/zero")
-    proc = spawn("-m", "tmixcli", "ask", "/dev/zero", "What is the code?", stderr=subprocess.PIPE,
-                 stdout=subprocess.PIPE)
+    proc = measured(tmp_path / "peak", "ask", "/dev/zero", "What is the code?", stderr=subprocess.PIPE,
+                    stdout=subprocess.PIPE)
     err = proc.stderr.read().decode()
-    code, rss_kib = waited(proc)
+    code, rss_kib = waited(proc, tmp_path / "peak")
     assert code == 2 and err.count("\n") == 1, err
     assert "/dev/zero is not a document tmix reads" in err and "binary data" in err
     assert rss_kib < 400 * 1024

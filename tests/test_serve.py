@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tmixcli import serve
-from tmixcli.serverkey import server_key
+from tmixcli.serverkey import gpu_here, server_key
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "sample_docs"
@@ -96,7 +96,8 @@ def test_ask_is_answered_by_the_server_as_it_would_be_locally(server):
 
 def test_options_spelled_otherwise_with_the_same_meaning_find_the_server(server):
     proc, env, work = server
-    spelled = ("--model", "./model", "--device", "auto", "--dtype", "fp32", "--compile", "auto", "--attention",
+    auto = "cpu" if gpu_here() else "auto"  # the server runs on the CPU, which --device auto means without a GPU
+    spelled = ("--model", "./model", "--device", auto, "--dtype", "fp32", "--compile", "auto", "--attention",
                "dense", "--n-local", "64")
     served = tmix("ask", "doc.txt", "Who?", *spelled, *TINY[2:], env=env, cwd=work)
     assert served.returncode == 0 and f"answered by tmix serve (pid {proc.pid})" in served.stderr, served.stderr
@@ -238,7 +239,8 @@ def test_serve_stop_ends_the_server_with_these_options(tmp_path):
         opts = ("--model", "model", "--device", "cpu")
         other = tmix("serve", "--stop", *opts, "--dtype", "bf16", env=env, cwd=tmp_path)  # other settings: no server
         assert other.returncode == 2 and "no tmix server runs" in other.stderr and proc.poll() is None
-        same = ("--model", str(tmp_path / "model"), "--dtype", "fp32", "--compile", "auto")  # = cpu's auto and off
+        same = ("--model", str(tmp_path / "model"), "--dtype", "fp32", "--compile", "auto",  # = cpu's auto and off
+                *(("--device", "cpu") if gpu_here() else ()))
         done = tmix("serve", "--stop", *same, env=env, cwd=tmp_path)
         assert done.returncode == 0 and f"stopped the tmix server (pid {proc.pid})" in done.stderr, done.stderr
         assert proc.wait(timeout=60) == 0 and not list((tmp_path / "cache" / "serve").glob("*.sock"))
