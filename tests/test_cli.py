@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tmixcli.cli import main
+from runcli import run
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "sample_docs"
@@ -27,17 +27,6 @@ def short_doc(tmp_path) -> str:
     path = tmp_path / "short.txt"
     path.write_text((DOCS / "notes.txt").read_text()[:1000])
     return str(path)
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run `tmix argv` in-process; returns (exit code, stdout, stderr)."""
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def ask_json(capsys, *argv: str) -> dict:

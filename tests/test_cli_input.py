@@ -16,24 +16,13 @@ from pathlib import Path
 import pytest
 
 from tmixcli import answer, kvstore, stdout, textcap
-from tmixcli.cli import main
+from runcli import run
 from tmixcli.config import Settings
 from tmixcli.documents import load_documents
 from tmixcli.textcap import TextCap, files_cap
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTES = (ROOT / "sample_docs" / "notes.txt").read_text()
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run `tmix argv` in-process; returns (exit code, stdout, stderr)."""
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def spawn(*argv: str, env: dict | None = None, **kw) -> subprocess.Popen:
