@@ -115,6 +115,7 @@ _SAME_TEXT = "same text as "  # starts the note of a cache hit on a KV file made
 QUESTION_ROOM = 64  # question tokens every document leaves room for (ask, chat and prefill alike)
 ANSWER_ROOM = Settings.max_new_tokens  # answer tokens --truncate leaves at least, whatever --max-new-tokens says
 MIN_DOC_ROOM = 64  # with less room than this left for the document, the error names what takes the rest
+SHORT_TEXT = 16  # characters per context token below which a text is tokenized whole, without the text cap
 
 
 def fit_document(lm: LoadedModel, doc: Document, s: Settings) -> tuple[list[int], list[str]]:
@@ -124,10 +125,10 @@ def fit_document(lm: LoadedModel, doc: Document, s: Settings) -> tuple[list[int]
     with any shorter --max-new-tokens cut a document alike and share its KV file. Several documents are cut to a
     fair share each: the short ones stay whole, the long ones lose their ends."""
     tok = lm.tokenizer
-    cap = textcap.cap_of(context_limit(lm), tok.get_vocab())
-    doc = _within_cap(doc, cap, s)
-    ids = prompt.prefix_ids(tok, doc.text, s.system)
     limit = context_limit(lm)
+    if len(doc.text) > SHORT_TEXT * limit:  # shorter texts are cheap to tokenize whole: no vocabulary scan for them
+        doc = _within_cap(doc, textcap.cap_of(limit, tok.get_vocab()), s)
+    ids = prompt.prefix_ids(tok, doc.text, s.system)
     room = QUESTION_ROOM + (max(ANSWER_ROOM, s.max_new_tokens) if s.truncate else s.max_new_tokens)
     need = len(ids) + room
     if need <= limit:
