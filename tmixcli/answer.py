@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +12,7 @@ import torch
 
 from tmixcli import attention, docindex, generate, kvread, kvstore, kvwrite, prompt, reuse, textcap
 from tmixcli.config import AttentionConfig, Settings, default_start_layer
-from tmixcli.documents import Document, cut_document, joined_text
+from tmixcli.documents import Document, joined_text, within_cap
 from tmixcli.errors import TmixError
 from tmixcli.kvcache import HEADROOM
 from tmixcli.models import LoadedModel, layer_devices
@@ -127,7 +127,7 @@ def fit_document(lm: LoadedModel, doc: Document, s: Settings) -> tuple[list[int]
     tok = lm.tokenizer
     limit = context_limit(lm)
     if len(doc.text) > SHORT_TEXT * limit:  # shorter texts are cheap to tokenize whole: no vocabulary scan for them
-        doc = _within_cap(doc, textcap.cap_of(limit, tok.get_vocab()), s)
+        doc = within_cap(doc, textcap.cap_of(limit, tok.get_vocab()), s.truncate)
     ids = prompt.prefix_ids(tok, doc.text, s.system)
     room = QUESTION_ROOM + (max(ANSWER_ROOM, s.max_new_tokens) if s.truncate else s.max_new_tokens)
     need = len(ids) + room
@@ -156,20 +156,6 @@ def fit_document(lm: LoadedModel, doc: Document, s: Settings) -> tuple[list[int]
         budget -= 16
     raise TmixError(f"{doc.name} cannot be cut to fit: the model's {limit}-token context leaves it "
                     f"{limit - fixed - room} tokens after {_taken(lm, s, fixed, room)}")
-
-
-def _within_cap(doc: Document, cap: textcap.TextCap, s: Settings) -> Document:
-    """A document whose text is longer than any `cap.context` tokens could be: refused without tokenizing it, or
-    (--truncate) each long part cut past the last token it could keep (textcap.cut), so the same tokens are kept."""
-    if len(doc.text) <= cap.chars:
-        return doc
-    if not s.truncate:
-        raise TmixError(textcap.too_much(f"{doc.name} has {len(doc.text)} characters of text", cap,
-                                         pdf=doc.pages is not None and not doc.parts))
-    parts = [cut_document(p, cap) for p in doc.parts or (doc,)]
-    if not doc.parts:
-        return parts[0]
-    return replace(doc, text=joined_text([(p.name, p.text) for p in parts]), parts=tuple(parts))
 
 
 def _system_tokens(lm: LoadedModel, s: Settings) -> int:

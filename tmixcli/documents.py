@@ -93,7 +93,8 @@ def load_document(path: str, pages: str | None = None, password: str | None = No
         whole = f"{got.amount()} in all" if got.size else "it went on"
         doc = replace(doc, partial=True, notes=(*doc.notes, f"read only the first {textcap.size(len(raw))} of "
                                                 f"{got.label} ({whole}) for --truncate"))
-    return _within_cap(doc, got.label, budget)
+    cap = budget.cap if len(doc.text) > SMALL else None  # the model tokenizes a shorter text in well under a second
+    return within_cap(doc, cap, budget.truncate, got.label)
 
 
 def _raw_limit(label: str, budget: Budget, head: bytes, size: int | None) -> int:
@@ -131,15 +132,19 @@ def _refuse_input(got: Input, budget: Budget) -> None:
     raise TmixError(textcap.too_much(f"{got.label} is {got.amount()}", budget.cap))
 
 
-def _within_cap(doc: Document, label: str, budget: Budget) -> Document:
-    """A document whose text reaches past the model's cap: refused, or cut (--truncate) where no kept token lies."""
-    cap = budget.cap if len(doc.text) > SMALL else None  # the model tokenizes a shorter text in well under a second
+def within_cap(doc: Document, cap: textcap.TextCap | None, truncate: bool, label: str | None = None) -> Document:
+    """A document whose text reaches past the model's `cap`: refused, or (--truncate) each long part cut where no kept
+    token lies (textcap.cut), so that the same tokens are kept as from the whole text."""
     if cap is None or len(doc.text) <= cap.chars:
         return doc
-    if not budget.truncate:
-        raise TmixError(textcap.too_much(f"{label} has {len(doc.text)} characters of text", cap,
-                                         pdf=doc.pages is not None))
-    return cut_document(doc, cap)
+    if not truncate:
+        raise TmixError(textcap.too_much(f"{label or doc.name} has {len(doc.text)} characters of text", cap,
+                                         pdf=doc.pages is not None and not doc.parts))
+    if not doc.parts:
+        return cut_document(doc, cap)
+    parts = tuple(cut_document(p, cap) for p in doc.parts)
+    return replace(doc, text=joined_text([(p.name, p.text) for p in parts]), parts=parts,
+                   partial=any(p.partial for p in parts))
 
 
 def cut_document(doc: Document, cap: textcap.TextCap) -> Document:
@@ -153,7 +158,7 @@ def _parse(name: str, label: str, raw: bytes, pages: str | None, password: str |
     """The Document in `raw`, read by the reader its format needs."""
     digest = hashlib.sha256(raw).hexdigest()
     if _is_pdf(raw):
-        return _pdf_document(name, label, raw, pages, password, budget)
+        return _pdf_document(name, label, raw, digest, pages, password, budget)
     if pages is not None:
         raise TmixError(f"--pages only applies to PDF files, and {label} is not a PDF")
     if raw.startswith(_ZIP_MAGIC):
@@ -374,11 +379,11 @@ def _clean_page_text(text: str) -> str:
     return _tidy(text)
 
 
-def _pdf_document(name: str, label: str, raw: bytes, spec: str | None, password: str | None,
+def _pdf_document(name: str, label: str, raw: bytes, digest: str, spec: str | None, password: str | None,
                   budget: Budget) -> Document:
     """A PDF's Document; its pages are read only until their text is surely past the model's cap."""
     text, n_pages, stopped = _pdf_text(raw, label, spec, password, budget)
-    doc = Document(name=name, text=text, sha256=hashlib.sha256(raw).hexdigest(), pages=n_pages)
+    doc = Document(name=name, text=text, sha256=digest, pages=n_pages)
     if stopped is None:
         return doc
     if not budget.truncate:
