@@ -620,8 +620,9 @@ def bench_command(
     methods: Annotated[str, typer.Option("--methods", help="Attention methods to compare.")] = "dense,trimix",
     repeats: Annotated[int, typer.Option("--repeats", help="Timed runs per length and method.")] = 3,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 1,
-    start_layer: Annotated[int | None, typer.Option("--start-layer", help="First TriangleMix layer "
-                                                    "(default: the model's paper value, else half).")] = None,
+    start_layer: Annotated[int | None, typer.Option("--start-layer", help="First TriangleMix layer (default: a "
+                                                    "calibrated profile of the model, else its paper value, "
+                                                    "else half).")] = None,
     n_init: Annotated[int, typer.Option("--n-init", help="Sink tokens.")] = 8,
     n_local: Annotated[int, typer.Option("--n-local", help="Local window.")] = 512,
     last_n: Annotated[int, typer.Option("--last-n", help="Last queries that see everything.")] = 128,

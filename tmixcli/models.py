@@ -105,7 +105,7 @@ def default_gguf_path() -> Path:
 
 
 def default_model_dir(progress: bool = True) -> Path:
-    """The default model as a safetensors dir in the cache, converted from the GGUF once (~35 s)."""
+    """The default model as a safetensors dir in the cache, converted from the GGUF once (~40 s)."""
     target = models_dir() / DEFAULT_MODEL
     if (target / "config.json").is_file():
         return target
@@ -117,7 +117,7 @@ def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if progress:
-        print(f"tmix: converting {gguf.name} to a safetensors model in {target} (once, ~35 s)...",
+        print(f"tmix: converting {gguf.name} to a safetensors model in {target} (once, ~40 s)...",
               file=sys.stderr, flush=True)
     start = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
