@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from tmixcli import textcap
+from tmixcli import checkpoints, textcap
 from tmixcli.charsets import BOMS, bom_text, mixed_text, western_text
 from tmixcli.errors import TmixError
 from tmixcli.inputs import HEAD, SMALL, Input, read_input, whole_lines
@@ -80,6 +80,7 @@ def load_document(path: str, pages: str | None = None, password: str | None = No
                   stdin: BinaryIO | None = None, budget: Budget | None = None) -> Document:
     """Read `path` (or stdin for "-") and return its cleaned text; any failure is a one-line TmixError. With a
     `budget`, an input beyond what the model could use is refused, or (--truncate) read only so far."""
+    checkpoints.check()
     budget = budget or Budget()
     got = read_input(path, stdin, functools.partial(_raw_limit, path, budget))
     raw = _cut_input(got, budget) if got.more else got.raw
@@ -408,6 +409,7 @@ def _pdf_text(raw: bytes, label: str, spec: str | None, password: str | None,
         texts: list[str] = []
         total, stopped = 0, None
         for index in indexes:
+            checkpoints.check()
             texts.append(_page_text(reader, index, label))
             total += len(texts[-1]) - RUNNING_ROOM
             if budget is not None and total > SMALL and _past_cap(total, budget) and len(texts) < len(indexes):
