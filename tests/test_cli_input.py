@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tmixcli import answer, kvstore, stdout, textcap
+import bigdocs
 from runcli import run
+from tmixcli import answer, kvstore, markup, stdout, textcap
 from tmixcli.config import Settings
 from tmixcli.documents import load_documents
 from tmixcli.textcap import TextCap, files_cap
@@ -135,6 +136,28 @@ def test_truncate_keeps_the_same_tokens_tokenizing_only_what_can_be_kept(capsys,
     result = json.loads(out)
     assert kvstore.read_prefix_ids(Path(result["kv_path"])) == want_ids
     assert result["notes"][-1] == notes[-1]
+
+
+@pytest.mark.parametrize("kind", bigdocs.KINDS)
+def test_truncate_keeps_the_same_tokens_of_a_document_read_only_in_part(capsys, monkeypatch, tiny_dir, tmp_path,
+                                                                        kind):
+    """An office, EPUB or HTML document far past the cap is read only until its text surely is (test_inputs): cut
+    by --truncate to the same tokens as when its whole text was extracted."""
+    from tmixcli.models import load_model
+
+    monkeypatch.setattr(markup, "HTML_CHUNK", 1 << 16)  # a page of 800 KB stands for a bigger one
+    cap = files_cap(tiny_dir)
+    path = bigdocs.write(tmp_path / f"long.{kind}", bigdocs.paragraphs(40 * cap.chars // 100))
+    lm = load_model(tiny_dir, "cpu", "fp32", progress=False)
+    want_ids, want_notes = _old_fit(monkeypatch, lm, load_documents([str(path)]))
+    doc = load_documents([str(path)], budget=textcap.Budget(True, lambda: cap))
+    assert doc.partial and doc.notes == (f"read only the beginning of {path}: the most the model could use",)
+    ids, notes = answer.fit_document(lm, doc, Settings(truncate=True))
+    assert ids == want_ids and notes == [want_notes[0].split(" of ")[0] + " of more than 1024 tokens"]
+    code, out, err = run(capsys, "ask", str(path), "What is the budget?", "--truncate", "--model", tiny_dir,
+                         "--max-new-tokens", "1", "--json")
+    assert code == 0, err
+    assert kvstore.read_prefix_ids(Path(json.loads(out)["kv_path"])) == want_ids
 
 
 def test_answer_characters_stdout_cannot_encode_are_replaced(monkeypatch):

@@ -529,14 +529,16 @@ def _pdf(path: Path, pages: int) -> None:
     pdf.output(str(path))
 
 
-@pytest.mark.parametrize("phase", ["documents", "pdf pages", "kv file read", "question"])
+@pytest.mark.parametrize("phase", ["documents", "pdf pages", "docx paragraphs", "kv file read", "question"])
 def test_a_client_gone_before_the_prefill_or_the_answer_frees_the_server_at_once(phase, capsys, tiny_dir, tmp_path,
                                                                                  monkeypatch):
-    """A client gone while its documents (a.txt, then b.txt), a PDF's pages or a cached KV file are read, or while
-    its question runs through the layers: the request stops at the next document, page, read or layer."""
+    """A client gone while its documents (a.txt, then b.txt), a PDF's pages, a .docx's paragraphs or a cached KV
+    file are read, or while its question runs through the layers: the request stops at the next document, page,
+    paragraph, read or layer."""
+    import bigdocs
     from runcli import run
 
-    from tmixcli import documents, generate, kvread
+    from tmixcli import documents, generate, kvread, office
     from tmixcli.models import decoder_layers, load_model
     from tmixcli.resident import ResidentKV
 
@@ -548,11 +550,14 @@ def test_a_client_gone_before_the_prefill_or_the_answer_frees_the_server_at_once
     if phase == "pdf pages":
         _pdf(tmp_path / "c.pdf", 6)
         docs = ["c.pdf"]
+    elif phase == "docx paragraphs":
+        docs = [bigdocs.write(tmp_path / "c.docx", bigdocs.paragraphs(5)).name]
     elif phase == "kv file read":
         monkeypatch.chdir(tmp_path)
         assert run(capsys, "prefill", *docs, "--model", tiny_dir, *TINY[:-2], "-q")[0] == 0  # a cache hit
     owner, name = {"documents": (documents, "read_input"), "pdf pages": (documents, "_page_text"),
-                   "kv file read": (kvread, "_pread"), "question": (generate, "extend")}[phase]
+                   "docx paragraphs": (office, "_docx_paragraph"), "kv file read": (kvread, "_pread"),
+                   "question": (generate, "extend")}[phase]
     client: list[subprocess.Popen] = []
     reached, calls = _stalled(monkeypatch, owner, name, client)
     prefills, extends = _counted(monkeypatch, generate, "prefill"), _counted(monkeypatch, generate, "extend")

@@ -1,6 +1,7 @@
 """Where a request of `tmix serve` stops once its client has hung up (Ctrl-C): before each decoder layer (the
 document's prefill and the question's) and each decoded token, every 50 ms of a KV file read, and between the
-documents, the chunks of an input and the pages of a PDF. Imports nothing heavy (no torch)."""
+documents, the chunks of an input, the pages of a PDF and the paragraphs, slides, chapters or chunks of other formats
+(ziputil.Reach). Imports nothing heavy (no torch)."""
 
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ socket (named by those settings: tmixcli/serverkey.py), send their arguments, wo
 and the server runs them as the command line would, streaming stdout and stderr back. A client that hangs up (its
 Ctrl-C) stops its request at the next decode step, as Ctrl-C stops a local run (the prefill's KV file is still
 saved), or earlier at the next checkpoint (tmixcli/checkpoints.py: a decoder layer of the prefill or of the question,
-50 ms of a KV file read, a document, input chunk or PDF page read; no KV file is left). The last KV file a request
-prefilled or loaded stays in memory (tmixcli/resident.py), so a follow-up question skips its load. TMIX_SERVE=off
-makes `ask`/`prefill` ignore servers.
+50 ms of a KV file read, a document, input chunk, page or paragraph read; no KV file is left). The last KV file a
+request prefilled or loaded stays in memory (tmixcli/resident.py), so a follow-up question skips its load.
+TMIX_SERVE=off makes `ask`/`prefill` ignore servers.
 """
 
 from __future__ import annotations
