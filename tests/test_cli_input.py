@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tmixcli import answer, kvstore, stdout, textcap
+import bigdocs
 from runcli import run
+from tmixcli import answer, kvstore, markup, stdout, textcap
 from tmixcli.config import Settings
 from tmixcli.documents import load_documents
 from tmixcli.textcap import TextCap, files_cap
@@ -137,6 +138,28 @@ def test_truncate_keeps_the_same_tokens_tokenizing_only_what_can_be_kept(capsys,
     assert result["notes"][-1] == notes[-1]
 
 
+@pytest.mark.parametrize("kind", bigdocs.KINDS)
+def test_truncate_keeps_the_same_tokens_of_a_document_read_only_in_part(capsys, monkeypatch, tiny_dir, tmp_path,
+                                                                        kind):
+    """An office, EPUB or HTML document far past the cap is read only until its text surely is (test_inputs): cut
+    by --truncate to the same tokens as when its whole text was extracted."""
+    from tmixcli.models import load_model
+
+    monkeypatch.setattr(markup, "HTML_CHUNK", 1 << 16)  # a page of 800 KB stands for a bigger one
+    cap = files_cap(tiny_dir)
+    path = bigdocs.write(tmp_path / f"long.{kind}", bigdocs.paragraphs(40 * cap.chars // 100))
+    lm = load_model(tiny_dir, "cpu", "fp32", progress=False)
+    want_ids, want_notes = _old_fit(monkeypatch, lm, load_documents([str(path)]))
+    doc = load_documents([str(path)], budget=textcap.Budget(True, lambda: cap))
+    assert doc.partial and doc.notes == (f"read only the beginning of {path}: the most the model could use",)
+    ids, notes = answer.fit_document(lm, doc, Settings(truncate=True))
+    assert ids == want_ids and notes == [want_notes[0].split(" of ")[0] + " of more than 1024 tokens"]
+    code, out, err = run(capsys, "ask", str(path), "What is the budget?", "--truncate", "--model", tiny_dir,
+                         "--max-new-tokens", "1", "--json")
+    assert code == 0, err
+    assert kvstore.read_prefix_ids(Path(json.loads(out)["kv_path"])) == want_ids
+
+
 def test_answer_characters_stdout_cannot_encode_are_replaced(monkeypatch):
     ascii_out = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="strict", write_through=True)
     monkeypatch.setattr(sys, "stdout", ascii_out)
@@ -190,6 +213,22 @@ def test_ctrl_c_while_starting_up_exits_130_in_one_line(delay):
     assert code == 130, err
     assert err.strip() == "tmix: interrupted" or (err.strip().endswith("tmix: interrupted") and
                                                   "Traceback" not in err), err
+
+
+def test_the_tmix_script_sets_its_ctrl_c_handler_before_it_loads_anything_else():
+    """The `tmix` script starts in tmixcli/early.py, which sets its handler before importing anything (signal alone
+    imports enum, functools and collections: most of the ~17 ms where a Ctrl-C showed Python's traceback) and
+    imports the command line only then."""
+    assert 'tmix = "tmixcli.early:main"' in (ROOT / "pyproject.toml").read_text()
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import tmixcli.early, _signal; "
+             "loaded = sorted(sys.modules); import json; "
+             "print(json.dumps([loaded, _signal.getsignal(_signal.SIGINT).__qualname__]))")
+    out = subprocess.run([sys.executable, "-S", "-c", probe, str(ROOT)], capture_output=True, text=True, check=True)
+    modules, handler = json.loads(out.stdout)
+    assert handler == "_interrupted" and not {"signal", "enum", "contextlib", "tmixcli.cli"} & set(modules), modules
+    script = "import sys; sys.argv = ['tmix', '--version']; from tmixcli.early import main; main()"
+    version = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("tmix "), version
 
 
 def test_progress_bar_left_out_when_stderr_is_not_a_terminal(monkeypatch):

@@ -427,7 +427,7 @@ def test_folder_skips_a_file_a_reader_fails_on(tmp_path, monkeypatch):
     """An unforeseen reader failure is a one-line error naming the file; in a folder that file is skipped."""
     from tmixcli import documents
 
-    def broken(source: str) -> str:
+    def broken(*_) -> str:
         raise RecursionError("maximum recursion depth exceeded")
 
     monkeypatch.setattr(documents, "html_text", broken)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from fpdf import FPDF
 
-from tmixcli import documents, textcap
+import bigdocs
+from tmixcli import documents, markup, textcap
 from tmixcli.documents import load_document, load_documents
 from tmixcli.errors import TmixError
 from tmixcli.inputs import CHUNK, whole_lines
@@ -218,3 +219,47 @@ def test_files_cap_reads_config_and_tokenizer_files(tmp_path, monkeypatch):
 @pytest.mark.model
 def test_files_cap_of_the_default_model():
     assert files_cap(None) == TextCap(8192, 81)
+
+
+@pytest.mark.parametrize("kind", bigdocs.KINDS)
+def test_long_office_epub_and_html_documents_are_read_only_until_their_text_is_past_the_cap(kind, tmp_path,
+                                                                                          monkeypatch):
+    """Read paragraph by paragraph (slide, chapter, chunk of HTML) until the text is surely past the cap: refused
+    by what was read, or with --truncate cut exactly where the whole text would have been."""
+    monkeypatch.setattr(documents, "SMALL", 0)  # 2000 paragraphs stand for a book
+    monkeypatch.setattr(markup, "HTML_CHUNK", 4096)
+    path = bigdocs.write(tmp_path / f"long.{kind}", bigdocs.paragraphs(2000))
+    small = TextCap(10, 10)  # 100 characters; stops once past 100 + MARGIN + TAIL + 2
+    whole = load_document(str(path))
+    with pytest.raises(TmixError, match=rf"long.{kind} has at least \d+ characters of text, more than the model's "
+                                        "10-token context") as info:
+        load_document(str(path), budget=budget(cap=small))
+    read = int(str(info.value).split(" has at least ")[1].split()[0])
+    assert read < len(whole.text) / 4, (read, len(whole.text))
+    doc = load_document(str(path), budget=budget(truncate=True, cap=small))
+    assert doc.partial and doc.notes == (f"read only the beginning of {path}: the most the model could use",)
+    assert doc.text[:-textcap.TAIL] == textcap.cut(whole.text, small)[:-textcap.TAIL]
+
+
+def test_a_docx_of_32_mb_of_text_costs_what_the_context_could_use_not_its_size(tmp_path):
+    path = bigdocs.write(tmp_path / "big.docx", bigdocs.paragraphs(320_000))
+    err, refused_peak, refused_s = measured(lambda: load_document(str(path), budget=budget()))
+    assert isinstance(err, TmixError) and "big.docx has at least" in str(err), err
+    doc, peak, seconds = measured(lambda: load_document(str(path), budget=budget(truncate=True)))
+    assert doc.partial and len(doc.text) <= CAP.chars + textcap.MARGIN + textcap.TAIL + 2
+    assert max(peak, refused_peak) < PARSE_PEAK and max(seconds, refused_s) < 10, (peak, refused_peak, seconds)
+
+
+def test_html_read_in_part_waits_for_a_main_element_further_on(tmp_path, monkeypatch):
+    """The text before a page's <main> is left out of its text, so reading does not stop on it."""
+    monkeypatch.setattr(documents, "SMALL", 0)
+    monkeypatch.setattr(markup, "HTML_CHUNK", 4096)
+    menu = "".join(f"<p>Menu {p}</p>" for p in bigdocs.paragraphs(500))
+    body = "".join(f"<p>{p}</p>" for p in bigdocs.paragraphs(500))
+    path = tmp_path / "page.html"
+    path.write_text(f"<html><body><!-- not a <main> -->{menu}<main>{body}</main></body></html>")
+    small = TextCap(10, 10)
+    whole = load_document(str(path))
+    assert whole.text.startswith("Paragraph 0:") and "Menu" not in whole.text
+    doc = load_document(str(path), budget=budget(truncate=True, cap=small))
+    assert doc.partial and doc.text[:-textcap.TAIL] == textcap.cut(whole.text, small)[:-textcap.TAIL]

@@ -398,7 +398,8 @@ def _client_of_a_test_server(argv: list[str], tiny_dir: str, tmp_path: Path, mon
     monkeypatch.chdir(tmp_path)  # the request leaves this process in "/"
     with serve._listen(path) as listener:
         client = subprocess.Popen([sys.executable, "-m", "tmixcli", *argv], cwd=tmp_path, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as at a terminal
         listener.settimeout(60)
         return key, client, listener.accept()[0]
 
@@ -487,3 +488,103 @@ def test_a_request_carries_whether_the_clients_streams_are_terminals(monkeypatch
     req = json.loads(serve._request(["ask", "doc.txt", "q"]))
     assert req["tty"] == {"stdout": False, "stderr": True}
     assert serve._Stream(None, b"E", True).isatty() and not serve._Stream(None, b"O").isatty()
+
+
+def _stalled(monkeypatch, owner, name: str, client: list) -> tuple[threading.Event, list[int]]:
+    """owner.name, at its first call, sets the event and waits until the client (client[0]) has exited: a phase
+    that lasts until the client has gone. The list counts the calls."""
+    reached, calls, real = threading.Event(), [0], getattr(owner, name)
+
+    def stalled(*args, **kw):
+        calls[0] += 1
+        if calls[0] == 1:
+            reached.set()
+            client[0].wait(60)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(owner, name, stalled)
+    return reached, calls
+
+
+def _counted(monkeypatch, owner, name: str) -> list[int]:
+    """Count the calls of owner.name."""
+    calls, real = [0], getattr(owner, name)
+
+    def counted(*args, **kw):
+        calls[0] += 1
+        return real(*args, **kw)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
+def _pdf(path: Path, pages: int) -> None:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    for i in range(1, pages + 1):
+        pdf.add_page()
+        pdf.set_font("Helvetica", size=10)
+        pdf.multi_cell(0, 5, f"Page {i}. " + (DOCS / "notes.txt").read_text()[:80].replace("\n", " "))
+    pdf.output(str(path))
+
+
+@pytest.mark.parametrize("phase", ["documents", "pdf pages", "docx paragraphs", "kv file read", "question"])
+def test_a_client_gone_before_the_prefill_or_the_answer_frees_the_server_at_once(phase, capsys, tiny_dir, tmp_path,
+                                                                                 monkeypatch):
+    """A client gone while its documents (a.txt, then b.txt), a PDF's pages, a .docx's paragraphs or a cached KV
+    file are read, or while its question runs through the layers: the request stops at the next document, page,
+    paragraph, read or layer."""
+    import bigdocs
+    from runcli import run
+
+    from tmixcli import documents, generate, kvread, office
+    from tmixcli.models import decoder_layers, load_model
+    from tmixcli.resident import ResidentKV
+
+    lm = load_model(tiny_dir, "cpu", "auto", progress=False)
+    text = (DOCS / "notes.txt").read_text()
+    (tmp_path / "a.txt").write_text(text[:500])
+    (tmp_path / "b.txt").write_text(text[500:1000])
+    docs = ["a.txt", "b.txt"]
+    if phase == "pdf pages":
+        _pdf(tmp_path / "c.pdf", 6)
+        docs = ["c.pdf"]
+    elif phase == "docx paragraphs":
+        docs = [bigdocs.write(tmp_path / "c.docx", bigdocs.paragraphs(5)).name]
+    elif phase == "kv file read":
+        monkeypatch.chdir(tmp_path)
+        assert run(capsys, "prefill", *docs, "--model", tiny_dir, *TINY[:-2], "-q")[0] == 0  # a cache hit
+    owner, name = {"documents": (documents, "read_input"), "pdf pages": (documents, "_page_text"),
+                   "docx paragraphs": (office, "_docx_paragraph"), "kv file read": (kvread, "_pread"),
+                   "question": (generate, "extend")}[phase]
+    client: list[subprocess.Popen] = []
+    reached, calls = _stalled(monkeypatch, owner, name, client)
+    prefills, extends = _counted(monkeypatch, generate, "prefill"), _counted(monkeypatch, generate, "extend")
+    layer_runs = [0]
+    for layer in decoder_layers(lm.model):
+        layer.register_forward_hook(lambda *_: layer_runs.__setitem__(0, layer_runs[0] + 1))
+    if phase == "question":
+        docs = ["a.txt"]
+    question = "Who? " * (20 if phase == "question" else 1)
+    argv = ["ask", *docs, question, "--model", tiny_dir, *TINY, "-q"]  # no status line finds the client gone
+    key, proc, conn = _client_of_a_test_server(argv, tiny_dir, tmp_path, monkeypatch)
+    client.append(proc)
+    interrupted: list[float] = []
+    _interrupt_when(reached, proc, interrupted)
+    logged: list[str] = []
+    with conn:
+        serve._handle(conn, key, lm, logged.append, ResidentKV())
+    assert interrupted, (logged, proc.communicate(timeout=60))
+    freed = time.monotonic() - interrupted[0]
+    assert proc.wait(timeout=60) == 130
+    assert logged[-2] == "the client hung up" and logged[-1].startswith("ask: exit 130 in "), logged
+    assert freed < 3, f"the server ran on for {freed:.1f} s after its client left"
+    if phase == "question":  # the document's prefill ran; of the question's layers, none after the client left
+        assert prefills[0] == 1 and layer_runs[0] < 2 * len(decoder_layers(lm.model)), layer_runs
+    else:  # nothing prefilled or run; no other document or page read (a KV file's pieces are read 8 at a time)
+        assert prefills[0] == extends[0] == 0 and (calls[0] == 1 or phase == "kv file read"), (calls, prefills)
+    kv = Path(os.environ["TMIX_CACHE_DIR"]) / "kv"
+    files = list(kv.iterdir()) if kv.exists() else []  # a prefill's KV file is saved once its answer began
+    assert [f.suffix for f in files] == [".safetensors"] * (phase in ("kv file read", "question")), files
+    assert serve.served == {} and generate.between_steps == []

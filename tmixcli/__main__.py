@@ -1,5 +1,4 @@
-from tmixcli import early  # noqa: F401 - first: Ctrl-C while the command line imports exits 130 with one line
-from tmixcli.cli import main
+from tmixcli.early import main  # first: Ctrl-C while the command line imports exits 130 with one line
 
 if __name__ == "__main__":
     try:

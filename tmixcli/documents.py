@@ -15,13 +15,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from tmixcli import textcap
+from tmixcli import checkpoints, textcap
 from tmixcli.charsets import BOMS, bom_text, mixed_text, western_text
 from tmixcli.errors import TmixError
 from tmixcli.inputs import HEAD, SMALL, Input, read_input, whole_lines
 from tmixcli.markup import FORMATS, decode_html, html_text, zip_document_text
 from tmixcli.paths import not_a_file
 from tmixcli.textcap import Budget
+from tmixcli.ziputil import Reach
 
 if TYPE_CHECKING:
     from pypdf import PdfReader
@@ -80,6 +81,7 @@ def load_document(path: str, pages: str | None = None, password: str | None = No
                   stdin: BinaryIO | None = None, budget: Budget | None = None) -> Document:
     """Read `path` (or stdin for "-") and return its cleaned text; any failure is a one-line TmixError. With a
     `budget`, an input beyond what the model could use is refused, or (--truncate) read only so far."""
+    checkpoints.check()
     budget = budget or Budget()
     got = read_input(path, stdin, functools.partial(_raw_limit, path, budget))
     raw = _cut_input(got, budget) if got.more else got.raw
@@ -161,14 +163,16 @@ def _parse(name: str, label: str, raw: bytes, pages: str | None, password: str |
         return _pdf_document(name, label, raw, digest, pages, password, budget)
     if pages is not None:
         raise TmixError(f"--pages only applies to PDF files, and {label} is not a PDF")
+    reach = Reach(functools.partial(_past_cap, budget=budget))
     if raw.startswith(_ZIP_MAGIC):
-        text = _nonempty(_tidy(zip_document_text(raw, label)), label)
+        text = _nonempty(_tidy(zip_document_text(raw, label, reach)), label)
     elif _looks_html(raw, label):
-        text = _nonempty(_tidy(html_text(decode_html(raw, label))), label)
+        text = _nonempty(_tidy(html_text(decode_html(raw, label), reach)), label)
     else:
         text, note = _text_file(raw, label)
         return Document(name=name, text=text, sha256=digest, pages=None, notes=(note,) if note else ())
-    return Document(name=name, text=text, sha256=digest, pages=None)
+    doc = Document(name=name, text=text, sha256=digest, pages=None)
+    return _read_in_part(doc, label, budget) if reach.stopped else doc
 
 
 def load_documents(paths: Sequence[str], pages: str | None = None, password: str | None = None,
@@ -384,12 +388,18 @@ def _pdf_document(name: str, label: str, raw: bytes, digest: str, spec: str | No
     """A PDF's Document; its pages are read only until their text is surely past the model's cap."""
     text, n_pages, stopped = _pdf_text(raw, label, spec, password, budget)
     doc = Document(name=name, text=text, sha256=digest, pages=n_pages)
-    if stopped is None:
-        return doc
+    return doc if stopped is None else _read_in_part(doc, label, budget, stopped)
+
+
+def _read_in_part(doc: Document, label: str, budget: Budget, page: int | None = None) -> Document:
+    """A document read only until its text was surely past the model's cap (up to `page` of a PDF): refused, or
+    with --truncate marked partial, with a note."""
+    where = f" by page {page}" if page else ""
     if not budget.truncate:
-        raise TmixError(textcap.too_much(f"{label} has at least {len(text)} characters of text by page {stopped}",
-                                         budget.cap, pdf=True))
-    return replace(doc, partial=True, notes=(f"read {label} only up to page {stopped}: the most the model could use",))
+        raise TmixError(textcap.too_much(f"{label} has at least {len(doc.text)} characters of text{where}",
+                                         budget.cap, pdf=page is not None))
+    read = f"{label} only up to page {page}" if page else f"only the beginning of {label}"
+    return replace(doc, partial=True, notes=(f"read {read}: the most the model could use",))
 
 
 RUNNING_ROOM = 4 * 121  # characters running lines (see _drop_running_lines) may take from a page: 4 edge rows
@@ -408,9 +418,10 @@ def _pdf_text(raw: bytes, label: str, spec: str | None, password: str | None,
         texts: list[str] = []
         total, stopped = 0, None
         for index in indexes:
+            checkpoints.check()
             texts.append(_page_text(reader, index, label))
             total += len(texts[-1]) - RUNNING_ROOM
-            if budget is not None and total > SMALL and _past_cap(total, budget) and len(texts) < len(indexes):
+            if budget is not None and _past_cap(total, budget) and len(texts) < len(indexes):
                 stopped = index + 1
                 break
         indexes = indexes[:len(texts)]
@@ -425,7 +436,10 @@ def _pdf_text(raw: bytes, label: str, spec: str | None, password: str | None,
 
 
 def _past_cap(chars: int, budget: Budget) -> bool:
-    """Whether `chars` characters of text are past what the model could use even after a --truncate cut."""
+    """Whether `chars` characters of text are past what the model could use even after a --truncate cut (the cap
+    is looked up only past SMALL of them)."""
+    if chars <= SMALL:
+        return False
     cap = budget.cap
     return cap is not None and chars > cap.chars + textcap.MARGIN + textcap.TAIL + 2
 

@@ -11,6 +11,8 @@ import torch
 from transformers import DynamicCache
 
 from tmixcli import cpu_decode, graph_decode
+from tmixcli.checkpoints import between_steps
+from tmixcli.checkpoints import check as _check_between_steps
 from tmixcli.errors import TmixError
 from tmixcli.kvcache import growing_cache
 from tmixcli.models import decoder_layers
@@ -23,15 +25,6 @@ _LIST_NUMBER = re.compile(r"(?:^|\n|[.!?:]\s)[ \t]*\d+\.\Z")  # "10." opening a 
 
 class NonFiniteOutput(TmixError):
     """The first logits hold NaN or inf, so every answer token would be noise (often an empty answer)."""
-
-# called before each decoded token and each decoder layer of a prefill: `tmix serve` stops a request there once its
-# client has hung up (Ctrl-C)
-between_steps: list[Callable[[], None]] = []
-
-
-def _check_between_steps(*_) -> None:
-    for check in between_steps:
-        check()
 
 
 @contextmanager
@@ -200,7 +193,8 @@ def generate_ids(model: torch.nn.Module, cache: DynamicCache, suffix_ids: list[i
                  seed: int | None = None, on_first: Callable[[], None] | None = None) -> Iterator[int]:
     """Run the suffix on top of the cache, then decode token by token until a stop id (not yielded)."""
     gen = torch.Generator(device=model.device).manual_seed(seed) if seed is not None else None
-    logits = extend(model, cache, suffix_ids)
+    with stoppable_layers(model):  # a long question is a prefill of its own
+        logits = extend(model, cache, suffix_ids)
     if not bool(torch.isfinite(logits).all()):  # a damaged KV file or an overflowing dtype: no token means anything
         raise NonFiniteOutput("the model's output is not a number (NaN or inf)")
     stepper = None  # steps after the first token: a CUDA graph replay (graph_decode) or a direct CPU step (cpu_decode)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from tmixcli import checkpoints
 from tmixcli.errors import TmixError
 from tmixcli.paths import not_a_file
 from tmixcli.textcap import size
@@ -80,6 +81,7 @@ def read_capped(stream: BinaryIO, limit: Callable[[bytes], int]) -> tuple[bytes,
         piece = stream.read(CHUNK if most is None else min(CHUNK, most + 1 - len(buf)))
         if not piece:
             return bytes(buf), False
+        checkpoints.check()
         buf += piece
         if most is None and len(buf) > SMALL:
             most = max(0, limit(bytes(buf[:HEAD])))

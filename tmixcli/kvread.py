@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tmixcli import checkpoints
+
 PIECE_BYTES = 32 << 20  # the largest read, and the size of each worker's two pinned buffers
 WORKERS = 8
 
@@ -49,7 +51,7 @@ def pieces(data_start: int, info: dict, dst: torch.Tensor, rows: int) -> list[Pi
 def read_pieces(path: str, todo: list[Piece], workers: int | None = None,
                 give_up: Callable[[int, int, float], bool] | None = None) -> None:
     """Fill every piece's destination from the file; raises OSError on a short read. `give_up(bytes done, bytes in
-    all, seconds)` is asked every 50 ms: True stops the workers and raises Abandoned."""
+    all, seconds)` is asked every 50 ms: True stops the workers and raises Abandoned; so are the checkpoints."""
     if not todo:
         return
     fd = os.open(path, os.O_RDONLY)
@@ -69,6 +71,7 @@ def read_pieces(path: str, todo: list[Piece], workers: int | None = None,
         for t in threads:
             while t.is_alive():
                 t.join(0.05)
+                checkpoints.check()
                 if give_up is not None and not state["stop"].is_set() \
                         and give_up(state["done"], total, time.perf_counter() - start):
                     state["stop"].set()

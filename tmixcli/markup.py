@@ -18,7 +18,7 @@ from urllib.parse import unquote
 from tmixcli.charsets import bom_text, western_text
 from tmixcli.errors import TmixError
 from tmixcli.office import docx_text, odt_text, pptx_text
-from tmixcli.ziputil import join_blocks, member, open_zip, parse_xml
+from tmixcli.ziputil import Reach, join_blocks, member, open_zip, parse_xml
 
 _ODT_MIME = b"application/vnd.oasis.opendocument.text"
 _SPACES = re.compile(r"[ \t\n\r\f\u00a0]+")
@@ -31,36 +31,41 @@ _OPTIONAL_END = {"p", "li", "dt", "dd", "tr", "td", "th", "thead", "tbody", "tfo
                  "colgroup", "caption", "rt", "rp", "html", "body"}  # end tags HTML lets pages leave out
 _VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 FORMATS = "PDF, .docx, .odt, .pptx, .epub, HTML or UTF-8 text"  # what tmix reads, for error messages
+_MAIN = re.compile(r"<main\b", re.IGNORECASE)
+HTML_CHUNK = 1 << 20  # characters of HTML parsed at a time
 _CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
 
-def zip_document_text(raw: bytes, label: str) -> str:
-    """Text of a ZIP-based document: .docx, .odt, .pptx or .epub; other archives are refused by what they hold."""
+def zip_document_text(raw: bytes, label: str, reach: Reach | None = None) -> str:
+    """Text of a ZIP-based document: .docx, .odt, .pptx or .epub; other archives are refused by what they hold.
+    Read only until `reach` says the text is surely past what the model could use."""
     try:
-        return _zip_text(raw, label)
+        return _zip_text(raw, label, reach or Reach())
     except RecursionError:  # the readers recurse into nested elements; thousands of levels only a broken file has
         raise TmixError(f"{label} is damaged: its XML is nested too deeply to read") from None
 
 
-def _zip_text(raw: bytes, label: str) -> str:
+def _zip_text(raw: bytes, label: str, reach: Reach) -> str:
     """zip_document_text without the guard against too deep nesting."""
     with open_zip(raw, label) as zf:
         names = set(zf.namelist())
         if "word/document.xml" in names:
-            return docx_text(zf, label)
+            return docx_text(zf, label, reach)
         if "META-INF/container.xml" in names:
-            return epub_text(zf, label)
+            return epub_text(zf, label, reach)
         if "content.xml" in names and "mimetype" in names and member(zf, "mimetype", label).strip() == _ODT_MIME:
-            return odt_text(zf, label)
+            return odt_text(zf, label, reach)
         if "ppt/presentation.xml" in names:
-            return pptx_text(zf, label)
+            return pptx_text(zf, label, reach)
     kind = ("an Excel workbook (.xlsx)" if "xl/workbook.xml" in names else
             "an OpenDocument spreadsheet or presentation" if "content.xml" in names else "a ZIP archive")
     raise TmixError(f"{label} is {kind}; tmix reads {FORMATS}")
 
 
-def epub_text(zf: zipfile.ZipFile, label: str) -> str:
-    """Text of an EPUB's chapters in spine (reading) order."""
+def epub_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None) -> str:
+    """Text of an EPUB's chapters in spine (reading) order, read until `reach` says it is surely past what the
+    model could use."""
+    reach = reach or Reach()
     container = parse_xml(member(zf, "META-INF/container.xml", label), label)
     rootfile = next((e.get("full-path") for e in container.iter() if e.tag.endswith("rootfile")), None)
     if not rootfile:
@@ -75,6 +80,8 @@ def epub_text(zf: zipfile.ZipFile, label: str) -> str:
         if href:
             path = normpath(join(base, unquote(href.split("#")[0]))).lstrip("/")
             blocks.append(html_text(decode_html(member(zf, path, label), label)))
+            if reach.past(blocks):
+                break
     return join_blocks(blocks)
 
 
@@ -100,11 +107,22 @@ def decode_html(raw: bytes, label: str) -> str:
     raise TmixError(f"{label} is HTML in an unknown encoding (not UTF-8 and no usable <meta charset>)")
 
 
-def html_text(source: str) -> str:
+def html_text(source: str, reach: Reach | None = None) -> str:
     """Visible text of an HTML page: block elements on their own lines; head, scripts, styles, navigation and
-    hidden elements dropped; a page with a <main> element gives only its text (no site header, menus, footer)."""
-    parser = _HTMLText()
-    parser.feed(source)
+    hidden elements dropped; a page with a <main> element gives only its text (no site header, menus, footer).
+    Parsed chunk by chunk until `reach` says the text is surely past what the model could use."""
+    reach, parser, main_at = reach or Reach(), _HTMLText(), 0  # main_at: where a <main> may come; -1: none further on
+    for start in range(0, len(source), HTML_CHUNK):
+        parser.feed(source[start:start + HTML_CHUNK])
+        mains = bool(parser.main or parser.main_blocks)
+        if not reach.past(parser.main_blocks if mains else parser.blocks):
+            continue
+        unread = min(len(source), start + HTML_CHUNK) - len(parser.rawdata)  # what the parser holds back included
+        if not mains and 0 <= main_at < unread:  # a <main> further on would leave out all read so far
+            found = _MAIN.search(source, unread)
+            main_at = found.start() if found else -1
+        if mains or main_at < 0:
+            return parser.text(whole=False)
     parser.close()
     return parser.text()
 
@@ -190,6 +208,9 @@ class _HTMLText(HTMLParser):
             if self.main:
                 self.main_blocks.append(self.blocks[-1])
 
-    def text(self) -> str:
-        self._flush()
+    def text(self, whole: bool = True) -> str:
+        """The text of the blocks read; `whole`: the last one too, ended by the end of the page (else left out, so a
+        page read in part ends with a whole paragraph, as the whole page does)."""
+        if whole:
+            self._flush()
         return "\n".join(self.main_blocks or self.blocks)

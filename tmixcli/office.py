@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Iterable
+from posixpath import dirname, join, normpath
 from xml.etree import ElementTree
 
-from posixpath import dirname, join, normpath
-
 from tmixcli.errors import TmixError
-from tmixcli.ziputil import join_blocks, member, parse_xml
+from tmixcli.ziputil import Reach, children, join_blocks, member, parse_xml
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _TEXT = "{urn:oasis:names:tc:opendocument:xmlns:text:1.0}"
@@ -21,15 +21,17 @@ _REL = "{http://schemas.openxmlformats.org/package/2006/relationships}"
 MAX_SPACES = 1000  # most spaces one ODF `text:s` element gives
 
 
-def docx_text(zf: zipfile.ZipFile, label: str) -> str:
+def docx_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None) -> str:
     """Body text of a Word document in reading order: paragraphs, tables (rows as `a | b`), content controls;
-    footnotes and endnotes become [n] markers where they are cited and a `Notes:` list at the end."""
-    root = parse_xml(member(zf, "word/document.xml", label), label)
-    body = root.find(f"{_W}body")
+    footnotes and endnotes become [n] markers where they are cited and a `Notes:` list at the end. Read paragraph
+    by paragraph until `reach` says the text is surely past what the model could use."""
+    reach = reach or Reach()
     blocks: list[str] = []
     cited: dict[tuple[str, str], int] = {}  # (footnote|endnote, id) -> the number shown, in citation order
-    if body is not None:
-        _docx_blocks(body, blocks, cited)
+    for child in children(zf, "word/document.xml", label, f"{_W}body"):
+        _docx_blocks([child], blocks, cited)
+        if reach.past(blocks):
+            return join_blocks(blocks)
     if cited:
         notes = {**_docx_notes(zf, "footnote", label), **_docx_notes(zf, "endnote", label)}
         blocks += ["Notes:"] + [f"[{n}] {notes.get(ref, '')}".rstrip() for ref, n in cited.items()]
@@ -47,9 +49,9 @@ def _docx_notes(zf: zipfile.ZipFile, kind: str, label: str) -> dict[tuple[str, s
             for note in root.findall(f"{_W}{kind}")}
 
 
-def _docx_blocks(element: ElementTree.Element, blocks: list[str], cited: dict) -> None:
-    """Append the text blocks under `element`: a paragraph or a table row per block."""
-    for child in element:
+def _docx_blocks(elements: Iterable[ElementTree.Element], blocks: list[str], cited: dict) -> None:
+    """Append the text blocks of `elements` (an element's children): a paragraph or a table per block."""
+    for child in elements:
         if child.tag == f"{_W}p":
             blocks.append(_docx_paragraph(child, cited))
         elif child.tag == f"{_W}tbl":
@@ -82,25 +84,29 @@ def _docx_paragraph(p: ElementTree.Element, cited: dict) -> str:
     return "".join(parts).strip()
 
 
-def odt_text(zf: zipfile.ZipFile, label: str) -> str:
+def odt_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None) -> str:
     """Text of an OpenDocument text file (.odt): headings, paragraphs, list items (`- item`), table rows as
-    `a | b`; footnotes as [n] markers and a `Notes:` list; deleted tracked changes skipped."""
-    root = parse_xml(member(zf, "content.xml", label), label)
+    `a | b`; footnotes as [n] markers and a `Notes:` list; deleted tracked changes skipped. Read paragraph by
+    paragraph until `reach` says the text is surely past what the model could use."""
+    reach = reach or Reach()
     blocks: list[str] = []
     notes: list[str] = []
-    try:
-        for body in root.iter(f"{_OFFICE}text"):
-            _odt_blocks(body, blocks, notes)
-    except ValueError as exc:  # a bad attribute value (_space_count)
-        raise TmixError(f"{label} is damaged: {exc}") from None
+    for child in children(zf, "content.xml", label, f"{_OFFICE}body/{_OFFICE}text"):
+        try:
+            _odt_blocks([child], blocks, notes)
+        except ValueError as exc:  # a bad attribute value (_space_count)
+            raise TmixError(f"{label} is damaged: {exc}") from None
+        if reach.past(blocks):
+            return join_blocks(blocks)
     if notes:
         blocks += ["Notes:"] + [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
     return join_blocks(blocks)
 
 
-def _odt_blocks(element: ElementTree.Element, blocks: list[str], notes: list[str], item: bool = False) -> None:
-    """Append the text blocks under `element`: a paragraph, heading or table row per block."""
-    for child in element:
+def _odt_blocks(elements: Iterable[ElementTree.Element], blocks: list[str], notes: list[str],
+                item: bool = False) -> None:
+    """Append the text blocks of `elements` (an element's children): a paragraph, heading or table row per block."""
+    for child in elements:
         if child.tag in (f"{_TEXT}p", f"{_TEXT}h"):
             blocks.append(("- " if item else "") + _odt_inline(child, notes).strip())
             item = False  # only the first paragraph of a list item gets the dash
@@ -152,9 +158,11 @@ def _space_count(value: str | None) -> int:
     return MAX_SPACES if len(number) > 4 else min(int(number), MAX_SPACES)
 
 
-def pptx_text(zf: zipfile.ZipFile, label: str) -> str:
+def pptx_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None) -> str:
     """Text of a PowerPoint deck in slide order, each slide under a `Slide n` line: its text boxes' paragraphs,
-    tables as `a | b` rows, then its speaker notes; hidden slides are left out."""
+    tables as `a | b` rows, then its speaker notes; hidden slides are left out. Read slide by slide until `reach`
+    says the text is surely past what the model could use."""
+    reach = reach or Reach()
     pres = parse_xml(member(zf, "ppt/presentation.xml", label), label)
     targets = {rid: target for rid, target, _ in _relationships(zf, "ppt/presentation.xml", label)}
     blocks: list[str] = []
@@ -173,6 +181,8 @@ def pptx_text(zf: zipfile.ZipFile, label: str) -> str:
         if notes:
             text = " ".join(b for b in _pptx_blocks(parse_xml(member(zf, notes[0], label), label), notes=True) if b)
             blocks.append(f"Speaker notes: {text}" if text else "")
+        if reach.past(blocks):
+            break
     return join_blocks(blocks)
 
 

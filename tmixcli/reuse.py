@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from tmixcli import kvstore
+from tmixcli import checkpoints, kvstore
 from tmixcli.config import AttentionConfig
 from tmixcli.errors import TmixError
 
@@ -45,6 +45,7 @@ def best_file(ids: Sequence[int], expected: dict[str, str], attn: AttentionConfi
     except TmixError:  # a cache folder that cannot be read offers nothing to reuse
         return None
     for entry in entries:
+        checkpoints.check()
         if entry["error"] or not entry["n_tokens"] or entry["n_tokens"] < MIN_ROWS:
             continue
         path = Path(entry["path"])

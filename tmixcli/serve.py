@@ -6,9 +6,10 @@ for the default model, far more for an 8B model) before the 0.5 s of real work. 
 socket (named by those settings: tmixcli/serverkey.py), send their arguments, working folder and TMIX_* variables,
 and the server runs them as the command line would, streaming stdout and stderr back. A client that hangs up (its
 Ctrl-C) stops its request at the next decode step, as Ctrl-C stops a local run (the prefill's KV file is still
-saved), or during a prefill at its next decoder layer (no KV file is left). The last KV file a request prefilled or
-loaded stays in memory (tmixcli/resident.py), so a follow-up question skips its load. TMIX_SERVE=off makes
-`ask`/`prefill` ignore servers.
+saved), or earlier at the next checkpoint (tmixcli/checkpoints.py: a decoder layer of the prefill or of the question,
+50 ms of a KV file read, a document, input chunk, page or paragraph read; no KV file is left). The last KV file a
+request prefilled or loaded stays in memory (tmixcli/resident.py), so a follow-up question skips its load.
+TMIX_SERVE=off makes `ask`/`prefill` ignore servers.
 """
 
 from __future__ import annotations
@@ -180,7 +181,7 @@ class _Client:
         self._tell()
 
     def check(self) -> None:
-        """Between decode steps: ClientGone once the client has hung up (--json sends nothing until the end)."""
+        """At a checkpoint: ClientGone once the client has hung up (--json sends nothing until the end)."""
         self.gone = self.gone or _hung_up(self.conn)
         self._tell()
 
@@ -304,11 +305,11 @@ def _handle(conn: socket.socket, key: str, lm, log, resident=None) -> None:
 
 
 def _run(argv: list[str], client: _Client, log) -> int:
-    """cli.main(argv) as a process of its own runs it, stopped between decode steps if the client hangs up (then
-    exactly as a local Ctrl-C: the prefill's KV file is still saved); its exit code."""
-    from tmixcli import cli, generate
+    """cli.main(argv) as a process of its own runs it, stopped at the next checkpoint if the client hangs up (then
+    exactly as a local Ctrl-C: a prefill's KV file is saved once the answer began); its exit code."""
+    from tmixcli import checkpoints, cli
 
-    generate.between_steps.append(client.check)
+    checkpoints.between_steps.append(client.check)
     try:
         cli.main(argv)
         return 0
@@ -320,7 +321,7 @@ def _run(argv: list[str], client: _Client, log) -> int:
         log(f"request failed: {type(exc).__name__}: {exc}")
         return 1
     finally:
-        generate.between_steps.remove(client.check)
+        checkpoints.between_steps.remove(client.check)
         served.clear()
 
 
