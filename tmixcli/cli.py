@@ -52,13 +52,16 @@ NoCacheOpt = typer.Option(False, "--no-cache", help="Neither read nor write a KV
 MaxNewOpt = typer.Option(256, "--max-new-tokens", metavar="N", help="Answer length limit.")
 TempOpt = typer.Option(0.0, "--temperature", metavar="T", help="0 = greedy.")
 TopPOpt = typer.Option(1.0, "--top-p", metavar="P", help="Nucleus sampling threshold (with --temperature > 0).")
-SeedOpt = typer.Option(None, "--seed", metavar="N", help="Sampling seed.")
+SeedOpt = typer.Option(None, "--seed", metavar="N", help="Sampling seed, 0 to 2**64-1 (18446744073709551615).")
 RepeatOpt = typer.Option(True, "--stop-repeats/--no-stop-repeats",
                          help="End an answer that has begun to loop (one passage three times in a row; list numbers "
                          "counting up do not hide a loop).")
 CompileOpt = typer.Option("off", "--compile", metavar="off|on|auto",
                           help="torch.compile each layer's norms and MLP (auto = on CUDA): "
                           "faster long prefills after a one-time compilation of a few seconds.")
+
+
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's largest seed
 
 
 def _print_version(value: bool) -> None:
@@ -91,6 +94,8 @@ def _settings(**kw):
         raise TmixError("--temperature must be between 0 (greedy) and 100")
     if not 0 < kw.get("top_p", 1.0) <= 1:
         raise TmixError("--top-p must be in (0, 1]")
+    if kw.get("seed") is not None and not 0 <= kw["seed"] <= MAX_SEED:
+        raise TmixError(f"--seed must be from 0 to 2**64-1 ({MAX_SEED}), not {kw['seed']}")
     if kw.get("chunk_size") is not None and kw["chunk_size"] < 1:
         raise TmixError("--chunk-size must be at least 1")
     for name, value, low in (("--n-init", "n_init", 0), ("--n-local", "n_local", 1), ("--last-n", "last_n", 0),
