@@ -29,3 +29,21 @@ def test_seed_out_of_range_is_refused_before_the_load(capsys, ferry, seed):
     for command in (["ask", ferry, "Q"], ["chat", ferry]):
         err = one_error(capsys, *command, "--temperature", "0.5", "--seed", seed)
         assert err == f"tmix: error: --seed must be from 0 to 2**64-1 (18446744073709551615), not {seed}"
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "-inf"])
+def test_calibrate_refuses_a_tolerance_that_means_nothing(capsys, monkeypatch, value):
+    """pick_candidates compares a sum of |gradients| with the tolerance: a negative, NaN or infinite one is refused."""
+    from tmixcli import models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
+    err = one_error(capsys, "calibrate", "--tolerance", value)
+    assert err.startswith("tmix: error: --tolerance must be a finite number, at least 0"), err
+
+
+@pytest.mark.parametrize("flag,value,says", [("--temperature", "nan", "--temperature must be between 0"),
+                                             ("--temperature", "inf", "--temperature must be between 0"),
+                                             ("--top-p", "nan", "--top-p must be in (0, 1]"),
+                                             ("--top-p", "inf", "--top-p must be in (0, 1]")])
+def test_sampling_floats_refuse_nan_and_inf(capsys, ferry, flag, value, says):
+    assert one_error(capsys, "ask", ferry, "Q", flag, value).startswith(f"tmix: error: {says}")
