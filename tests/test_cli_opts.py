@@ -47,3 +47,22 @@ def test_calibrate_refuses_a_tolerance_that_means_nothing(capsys, monkeypatch, v
                                              ("--top-p", "inf", "--top-p must be in (0, 1]")])
 def test_sampling_floats_refuse_nan_and_inf(capsys, ferry, flag, value, says):
     assert one_error(capsys, "ask", ferry, "Q", flag, value).startswith(f"tmix: error: {says}")
+
+
+def test_a_bad_tmix_threads_is_named_as_the_variable(capsys, ferry, monkeypatch):
+    """The value came from TMIX_THREADS, not from a --threads the user never typed; a typed one is named as such."""
+    monkeypatch.setenv("TMIX_THREADS", "abc")
+    assert one_error(capsys, "ask", ferry, "Q").startswith("tmix: error: TMIX_THREADS must be 'auto' or a number")
+    for flag in (["--threads", "abc"], ["--threads=abc"]):
+        assert one_error(capsys, "ask", ferry, "Q", *flag).startswith("tmix: error: --threads must be 'auto'")
+
+
+def test_configure_threads_names_the_variable_it_read(monkeypatch):
+    from tmixcli.errors import TmixError
+    from tmixcli.threads import configure_threads
+
+    monkeypatch.setenv("TMIX_THREADS", "0")
+    with pytest.raises(TmixError, match="^TMIX_THREADS must be at least 1$"):
+        configure_threads()
+    with pytest.raises(TmixError, match="^--threads must be a number or 'auto', not 'x'$"):
+        configure_threads("x")

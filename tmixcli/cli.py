@@ -118,8 +118,14 @@ def _check_model_options(device: str, dtype: str, device_map: Optional[str], thr
         raise TmixError(f"--compile takes auto, on or off, not {compile!r}")
     spec = threads or os.environ.get("TMIX_THREADS") or "auto"
     if spec != "auto" and not (spec.isdigit() and 1 <= int(spec) <= (os.cpu_count() or 1)):
-        raise TmixError(f"--threads must be 'auto' or a number from 1 to this machine's {os.cpu_count()} CPUs, "
+        name = "--threads" if _given("--threads") else "TMIX_THREADS"
+        raise TmixError(f"{name} must be 'auto' or a number from 1 to this machine's {os.cpu_count()} CPUs, "
                         f"not {spec!r}")
+
+
+def _given(flag: str) -> bool:
+    """Whether this run's arguments name `flag` (else an option's value came from its environment variable)."""
+    return any(arg == flag or arg.startswith(flag + "=") for arg in _ARGV)
 
 
 def _load(model: Optional[str], device: str, dtype: str, quiet: bool, device_map: Optional[str] = None,
