@@ -66,3 +66,19 @@ def test_configure_threads_names_the_variable_it_read(monkeypatch):
         configure_threads()
     with pytest.raises(TmixError, match="^--threads must be a number or 'auto', not 'x'$"):
         configure_threads("x")
+
+
+def test_a_document_over_the_context_hints_only_what_can_help(capsys, tiny_dir, tmp_path):
+    """A shorter answer is suggested only where one would let the whole document fit (tiny model: 1024 tokens)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "sample_docs" / "notes.txt").read_text()
+    long, short = tmp_path / "long.txt", tmp_path / "short.txt"
+    long.write_text(text[:3000])
+    short.write_text(text[:1000])
+    err = one_error(capsys, "ask", str(long), "q?", "--model", tiny_dir, "--max-new-tokens", "2")
+    assert err.endswith("over the model's 1024; use --truncate to cut the document"), err
+    err = one_error(capsys, "ask", str(short), "q?", "--model", tiny_dir, "--max-new-tokens", "400")
+    prompt = int(re.search(r"needs (\d+) prompt tokens", err).group(1))
+    assert err.endswith(f"use --truncate to cut the document, or --max-new-tokens {1024 - prompt - 64} or less"), err
