@@ -82,3 +82,48 @@ def test_a_document_over_the_context_hints_only_what_can_help(capsys, tiny_dir, 
     err = one_error(capsys, "ask", str(short), "q?", "--model", tiny_dir, "--max-new-tokens", "400")
     prompt = int(re.search(r"needs (\d+) prompt tokens", err).group(1))
     assert err.endswith(f"use --truncate to cut the document, or --max-new-tokens {1024 - prompt - 64} or less"), err
+
+
+def test_model_refused_before_the_load(capsys, ferry, tmp_path, monkeypatch):
+    """A missing model path, an unusable folder, a file that is not a GGUF: one line each before the model loads;
+    a hub id `org/name` is not taken for a path."""
+    from tmixcli import modelcheck, models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "bad.gguf").write_bytes(b"\x00\x01garbage" * 100)
+    cases = [(["--model", "/nonexistent"], "model directory not found: /nonexistent"),
+             (["--model", "./nowhere"], "model directory not found: ./nowhere"),
+             (["--model", "missing.gguf"], "model file not found: missing.gguf"),
+             (["--model", "m"], "m is not a usable model folder: no tokenizer files "
+                                "(tokenizer.json / tokenizer.model)"),
+             (["--model", "bad.gguf"], "bad.gguf is not a GGUF model file (it does not start with the bytes 'GGUF')")]
+    for extra, says in cases:
+        for command in (["ask", ferry, "Q"], ["prefill", ferry], ["prefill", ferry, "-o", "x.kv"], ["chat", ferry]):
+            assert one_error(capsys, *command, *extra) == f"tmix: error: {says}", (command, extra)
+    (tmp_path / "m" / "tokenizer.json").write_text("{}")
+    assert "no weight files (*.safetensors / *.bin)" in one_error(capsys, "ask", ferry, "Q", "--model", "m")
+    for command in (["eval"], ["calibrate"]):
+        assert one_error(capsys, *command, "--model", "m").endswith("no weight files (*.safetensors / *.bin)")
+    modelcheck.check_model("org/name")  # a hub id, resolved later from the local Hugging Face cache
+
+
+@pytest.mark.model
+def test_start_layer_past_the_default_model_refused_before_the_load(capsys, ferry):
+    """The default model's 30 layers come from its config.json on disk, without torch."""
+    for command in (["ask", ferry, "Q"], ["prefill", ferry], ["prefill", ferry, "-o", "x.kv"], ["chat", ferry]):
+        err = one_error(capsys, *command, "--start-layer", "99")
+        assert err == "tmix: error: --start-layer 99 is past the model's 30 layers", command
+
+
+def test_a_file_that_is_not_gguf_is_refused_before_the_conversion_is_announced(capsys, tmp_path):
+    from tmixcli.errors import TmixError
+    from tmixcli.models import convert_gguf
+
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(TmixError, match="^bad.gguf is not a GGUF model file"):
+        convert_gguf(bad, tmp_path / "out")
+    assert "converting" not in capsys.readouterr().err

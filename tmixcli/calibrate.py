@@ -374,8 +374,10 @@ def _check_before_load(model: str | None, length: int, grad_length: int | None, 
                        n_local: int, last_n: int, quiet: bool) -> int:
     """Refuse settings, lengths and a profiles folder that cannot work, before the model loads; the gradient length."""
     from tmixcli.evaluate import ANSWER_TOKENS, check_lengths, trimix_configs
+    from tmixcli.modelcheck import check_model
     from tmixcli.modelinfo import model_limits
 
+    check_model(model)
     trimix_configs([0], n_init, n_local, last_n, None)  # the triangle's settings
     grad_length = grad_length or default_grad_length(length, n_init, n_local, last_n)
     check_calibration_lengths(length, grad_length, n_init, n_local, last_n)

@@ -106,8 +106,11 @@ def _settings(**kw):
 
 
 def _check_model_options(device: str, dtype: str, device_map: Optional[str], threads: Optional[str],
-                         compile: str) -> None:
+                         compile: str, model: Optional[str] = None) -> None:
     """Refuse a mistyped model option before torch is imported (seconds) or a document is read."""
+    from tmixcli.modelcheck import check_model
+
+    check_model(model)
     if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
         raise TmixError(f"unknown device {device!r}: use auto, cpu or cuda")
     if dtype not in ("auto", "bf16", "fp16", "fp32"):
@@ -211,7 +214,7 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
           model, device, dtype, device_map=None, threads=None, compile="off", lm=None):
     from tmixcli.documents import load_documents
 
-    _check_model_options(device, dtype, device_map, threads, compile)
+    _check_model_options(device, dtype, device_map, threads, compile, model)
     if kv is not None:
         why = not_a_file(kv)
         if why is not None:
@@ -224,7 +227,9 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
         doc = ident = None
     else:
         from tmixcli import docindex
+        from tmixcli.modelcheck import check_start_layer
 
+        check_start_layer(model, s.method, s.start_layer)
         ident = docindex.identity(sources, pages, password) if s.use_cache else None
         budget = _budget(model, s)
         # documents no run has recorded are read first, so bad input fails before torch is imported
@@ -454,7 +459,10 @@ def prefill(
     if output is None:
         ctx = _open(files, None, s, pages, password, quiet, model, device, dtype, device_map, threads, compile)
     else:
-        _check_model_options(device, dtype, device_map, threads, compile)
+        from tmixcli.modelcheck import check_start_layer
+
+        _check_model_options(device, dtype, device_map, threads, compile, model)
+        check_start_layer(model, s.method, s.start_layer)
         doc = load_documents(files, pages=pages, password=password, budget=_budget(model, s))
         with early.quick_exit():
             from tmixcli import answer, serve
@@ -613,7 +621,7 @@ def serve(
     from tmixcli import serve as server
     from tmixcli.serverkey import gpu_here, server_key
 
-    _check_model_options(device, dtype, device_map, threads, compile)
+    _check_model_options(device, dtype, device_map, threads, compile, model)
     if stop:  # found as `ask` finds it
         pid = server.stop_server(server_key(model, device, dtype, device_map, compile))
         _status(quiet, f"stopped the tmix server (pid {pid})")
