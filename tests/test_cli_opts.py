@@ -127,3 +127,11 @@ def test_a_file_that_is_not_gguf_is_refused_before_the_conversion_is_announced(c
     with pytest.raises(TmixError, match="^bad.gguf is not a GGUF model file"):
         convert_gguf(bad, tmp_path / "out")
     assert "converting" not in capsys.readouterr().err
+
+
+def test_an_empty_output_path_is_called_empty(capsys, ferry):
+    """`-o ""` is not the current folder: it is an empty path (also bench and calibrate --plot)."""
+    assert one_error(capsys, "prefill", ferry, "-o", "") == "tmix: error: -o is empty; give a file path"
+    assert one_error(capsys, "prefill", ferry, "-o", ".").startswith("tmix: error: -o . is a directory")
+    for command in (["bench"], ["calibrate"]):
+        assert one_error(capsys, *command, "--plot", "") == "tmix: error: --plot is empty; give a file path"

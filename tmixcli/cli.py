@@ -429,7 +429,7 @@ def prefill(
     files: list[str] = typer.Argument(..., metavar="FILE",
                                       help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; a folder; "
                                       "- for stdin)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="PATH",
+    output: Optional[str] = typer.Option(None, "-o", "--output", metavar="PATH",
                                           help="Write the KV file here (default: cache)."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
