@@ -1105,5 +1105,6 @@ def test_dense_runs_share_one_kv_file_whatever_the_triangle_flags(capsys, tiny_d
             for extra in ((), ("--n-local", "64"), ("--n-init", "0", "--last-n", "4", "--start-layer", "2"))]
     assert hits == [False, True, True]
     (kv,) = (Path(os.environ["TMIX_CACHE_DIR"]) / "kv").glob("*.safetensors")
-    res = ask_json(capsys, "--kv", str(kv), "q?", "--model", tiny_dir, "--max-new-tokens", "2", "--n-local", "64")
+    res = ask_json(capsys, "--kv", str(kv), "q?", "--model", tiny_dir, "--max-new-tokens", "2", "--n-local", "64",
+                   "--attention", "dense")
     assert res["cache_hit"] and res["attention"]["method"] == "dense"

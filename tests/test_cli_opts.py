@@ -135,3 +135,21 @@ def test_an_empty_output_path_is_called_empty(capsys, ferry):
     assert one_error(capsys, "prefill", ferry, "-o", ".").startswith("tmix: error: -o . is a directory")
     for command in (["bench"], ["calibrate"]):
         assert one_error(capsys, *command, "--plot", "") == "tmix: error: --plot is empty; give a file path"
+
+
+def test_triangle_options_given_for_a_dense_kv_file_are_refused():
+    """A dense file has no triangle layers: --start-layer (or --n-init, --n-local, --last-n) alone is a mismatch,
+    named with what the file was made with; beside an explicit --attention dense they are moot, as for a document."""
+    from tmixcli.config import Settings
+    from tmixcli.errors import TmixError
+    from tmixcli.kvstore import settings_for
+
+    meta = {"attn_method": "dense", "attn_n_init": "8", "attn_n_local": "512", "attn_last_n": "128",
+            "attn_start_layer": "0"}
+    for field, flag in (("start_layer", "--start-layer"), ("n_init", "--n-init"), ("n_local", "--n-local"),
+                        ("last_n", "--last-n")):
+        with pytest.raises(TmixError, match=f"^{flag} 3 cannot apply to this KV file: it was made with --attention "
+                                            "dense, which has no triangle layers"):
+            settings_for(meta, Settings(**{field: 3}))
+        assert settings_for(meta, Settings(method="dense", **{field: 3})).method == "dense"
+    assert settings_for(meta, Settings()).method == "dense"
