@@ -153,3 +153,29 @@ def test_triangle_options_given_for_a_dense_kv_file_are_refused():
             settings_for(meta, Settings(**{field: 3}))
         assert settings_for(meta, Settings(method="dense", **{field: 3})).method == "dense"
     assert settings_for(meta, Settings()).method == "dense"
+
+
+def test_status_of_an_empty_and_a_one_token_answer(capsys, monkeypatch, tiny_dir, tmp_path):
+    """No rate for 0 or 1 token, '1 token' singular; an empty answer is said in a status line and a --json note."""
+    import json
+
+    from tmixcli import generate
+
+    doc = tmp_path / "ferry.txt"
+    doc.write_text("The ferry leaves at 07:45 from pier 3.\n")
+    from transformers import AutoTokenizer
+
+    argv = ("ask", str(doc), "When?", "--model", tiny_dir, "--attention", "dense")
+    word = AutoTokenizer.from_pretrained(tiny_dir)("Pier", add_special_tokens=False)["input_ids"][:1]
+    for answer_ids in ([], word):
+        monkeypatch.setattr(generate, "generate_ids", lambda *a, ids=answer_ids, **k: (i for i in ids))
+        code, out, err = run(capsys, *argv)
+        status = err.strip().splitlines()
+        assert code == 0 and "tok/s" not in err, err
+        if answer_ids:
+            assert status[-1].endswith("), 1 token") and "the model gave no answer" not in err, err
+        else:
+            assert status[-2].endswith("), 0 tokens") and status[-1] == "tmix: the model gave no answer", err
+            code, out, _ = run(capsys, *argv, "--json")
+            assert code == 0 and json.loads(out)["notes"] == ["the model gave no answer"]
+            assert json.loads(out)["answer"] == ""

@@ -340,14 +340,16 @@ def ask(
             "decode_tokens_per_s": round(ans.decode_tokens_per_s, 2), "cache_hit": ctx.cache_hit,
             "kv_recomputed": ctx.recomputed is not None,
             "reused_tokens": ctx.reused_rows,
-            "kv_path": str(ctx.kv_path) if ctx.kv_path else None, "notes": list(ctx.notes), "kv_notes": saved,
+            "kv_path": str(ctx.kv_path) if ctx.kv_path else None,
+            "notes": list(ctx.notes) + ([NO_ANSWER] if not ans.text.strip() else []), "kv_notes": saved,
             "model": ctx.lm.model_id,
             "attention": ctx.attn.to_dict(), "new_tokens": ans.new_tokens, "stop_reason": ans.stop_reason}))
         return
     print(flush=True)
     _status(quiet, f"TTFT {ttft:.2f} s ({'KV load' if ctx.cache_hit else 'prefill'} {ctx.prefill_s:.2f} s + "
-                   f"question {ans.ttft_s:.2f} s), {ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s"
-                   + _ending(ans))
+                   f"question {ans.ttft_s:.2f} s), {_tokens_said(ans)}" + _ending(ans))
+    if not ans.text.strip():
+        _status(quiet, NO_ANSWER)
     for line in saved:
         _status(quiet, line)
 
@@ -380,6 +382,16 @@ def _save_quietly(ctx) -> list[str]:
     except TmixError as err:
         ctx.kv_path = None
         return [f"KV file not saved: {err}"]
+
+
+NO_ANSWER = "the model gave no answer"
+
+
+def _tokens_said(ans) -> str:
+    """The answer's length for the status line, with the decode rate only where there is one (two tokens or more)."""
+    if ans.new_tokens > 1:
+        return f"{ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s"
+    return f"{ans.new_tokens} token" + ("" if ans.new_tokens == 1 else "s")
 
 
 def _ending(ans) -> str:
@@ -573,8 +585,9 @@ def chat(
         for note in _save_quietly(talk.ctx):
             _status(quiet, note)
         print(flush=True)
-        _status(quiet, f"TTFT {ans.ttft_s:.2f} s, {ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s"
-                + _ending(ans))
+        _status(quiet, f"TTFT {ans.ttft_s:.2f} s, {_tokens_said(ans)}" + _ending(ans))
+        if not ans.text.strip():
+            _status(quiet, NO_ANSWER)
 
 
 def _follow_changes(watch, talk, reopen, quiet: bool) -> None:
