@@ -179,3 +179,22 @@ def test_status_of_an_empty_and_a_one_token_answer(capsys, monkeypatch, tiny_dir
             code, out, _ = run(capsys, *argv, "--json")
             assert code == 0 and json.loads(out)["notes"] == ["the model gave no answer"]
             assert json.loads(out)["answer"] == ""
+
+
+def test_a_kv_file_whose_n_tokens_is_damaged_says_so(capsys, monkeypatch, tiny_dir, tmp_path):
+    """n_tokens in the header disagreeing with the tensor shapes is named as damage before the load, not read as a
+    prefix too long for the question."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    doc = tmp_path / "ferry.txt"
+    doc.write_text("The ferry leaves at 07:45 from pier 3.\n")
+    kv = tmp_path / "ferry.kv"
+    assert run(capsys, "prefill", str(doc), "-o", str(kv), "-q", "--model", tiny_dir, "--attention", "dense")[0] == 0
+    with safe_open(str(kv), "pt") as f:
+        meta = f.metadata()
+    tokens = meta["n_tokens"]
+    save_file(load_file(str(kv)), str(kv), metadata={**meta, "n_tokens": "99999"})
+    monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("loaded the model for a damaged file"))
+    err = one_error(capsys, "ask", "--kv", str(kv), "Q", "--model", tiny_dir)
+    assert err == f"tmix: error: {kv}: KV file has [{tokens}] prefix ids but n_tokens=99999", err

@@ -239,7 +239,7 @@ def open_known(lm: LoadedModel, ident: str, s: Settings, resident: ResidentKV | 
     if path is None or not path.is_file():
         return None
     try:
-        n_tokens = _stored_tokens(kvstore.read_meta(path))
+        n_tokens = _stored_tokens(kvstore.read_checked_meta(path))
     except TmixError:
         return None
     if not s.truncate and n_tokens + QUESTION_ROOM + s.max_new_tokens > context_limit(lm):
@@ -505,7 +505,7 @@ def _device_name(lm: LoadedModel) -> str:
 def open_kv(lm: LoadedModel, path: Path, s: Settings, resident: ResidentKV | None = None) -> Context:
     """Prefilled state from a KV file alone (no document); the attention settings and system prompt left unset take
     the file's values (kvstore.settings_for)."""
-    meta = kvstore.read_meta(path)
+    meta = kvstore.read_checked_meta(path)
     s = kvstore.settings_for(meta, s)
     attn, _ = resolve_attention(lm, s)
     attention.attach(lm.model, attn)

@@ -221,9 +221,9 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
             raise TmixError(f"--kv {kv}: {why}")
         _refuse_for_kv(pages, password, s)
         with early.quick_exit():
-            from tmixcli.kvstore import read_meta, settings_for
+            from tmixcli.kvstore import read_checked_meta, settings_for
 
-        s = settings_for(read_meta(kv), s)  # a foreign or damaged file, or settings it cannot take: before the load
+        s = settings_for(read_checked_meta(kv), s)  # a foreign or damaged file, or settings it cannot take
         doc = ident = None
     else:
         from tmixcli import docindex

@@ -424,6 +424,15 @@ def read_meta(path: Path) -> dict[str, str]:
     return meta
 
 
+def read_checked_meta(path: Path) -> dict[str, str]:
+    """read_meta, with its sizes (n_tokens, layers, heads) checked against the header's tensor shapes."""
+    header, _, _ = _read_header(Path(path))
+    meta = header.get("__metadata__", {})
+    _check_version(Path(path), meta)
+    _expected_tensors(Path(path), header, meta)
+    return meta
+
+
 def inspect_kv(path: Path) -> dict[str, Any]:
     """Header facts for `tmix cache info`: metadata, tensor count, sizes and the size-formula check."""
     path = Path(path)
