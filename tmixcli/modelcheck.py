@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tmixcli.errors import TmixError
@@ -44,6 +45,12 @@ def check_folder(path: Path, spec: str) -> None:
     """A model folder needs a config.json, tokenizer files and weights: say which is missing."""
     if not (path / "config.json").is_file():
         raise TmixError(f"{spec} is not a model directory (no config.json)")
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise TmixError(f"{spec} is not a usable model folder: cannot read its config.json ({err})") from None
+    if not isinstance(config, dict):
+        raise TmixError(f"{spec} is not a usable model folder: its config.json is not a JSON object")
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise TmixError(f"{spec} is not a usable model folder: no tokenizer files (tokenizer.json / tokenizer.model)")
     if not any(next(path.glob(pattern), None) is not None for pattern in WEIGHT_PATTERNS):
