@@ -135,7 +135,7 @@ def test_truncate_keeps_the_same_tokens_tokenizing_only_what_can_be_kept(capsys,
     assert code == 0, err
     result = json.loads(out)
     assert kvstore.read_prefix_ids(Path(result["kv_path"])) == want_ids
-    assert result["notes"][-1] == notes[-1]
+    assert notes[-1] in result["notes"]  # after it, maybe "the model gave no answer" (random weights)
 
 
 @pytest.mark.parametrize("kind", bigdocs.KINDS)

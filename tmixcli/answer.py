@@ -138,9 +138,11 @@ def fit_document(lm: LoadedModel, doc: Document, s: Settings) -> tuple[list[int]
         raise TmixError(_crowded_out(lm, doc, s, len(ids), fixed, room))
     if not s.truncate:
         system = f" ({_system_tokens(lm, s)} of them the system prompt)" if s.system else ""
+        longest = limit - len(ids) - QUESTION_ROOM  # the longest answer beside the whole document
+        shorter = f", or --max-new-tokens {longest} or less" if longest > 0 else ""
         raise TmixError(f"{doc.name} needs {len(ids)} prompt tokens{system} + {QUESTION_ROOM} question + "
                         f"{s.max_new_tokens} answer = {need} tokens, over the model's {limit}; "
-                        f"use --truncate to cut the document, or a shorter --max-new-tokens")
+                        f"use --truncate to cut the document{shorter}")
     parts = doc.parts or (doc,)
     part_ids = [tok(p.text, add_special_tokens=False)["input_ids"] for p in parts]
     budget = sum(map(len, part_ids)) - (need - limit) - 8 * len(parts)
@@ -237,7 +239,7 @@ def open_known(lm: LoadedModel, ident: str, s: Settings, resident: ResidentKV | 
     if path is None or not path.is_file():
         return None
     try:
-        n_tokens = _stored_tokens(kvstore.read_meta(path))
+        n_tokens = _stored_tokens(kvstore.read_checked_meta(path))
     except TmixError:
         return None
     if not s.truncate and n_tokens + QUESTION_ROOM + s.max_new_tokens > context_limit(lm):
@@ -503,7 +505,7 @@ def _device_name(lm: LoadedModel) -> str:
 def open_kv(lm: LoadedModel, path: Path, s: Settings, resident: ResidentKV | None = None) -> Context:
     """Prefilled state from a KV file alone (no document); the attention settings and system prompt left unset take
     the file's values (kvstore.settings_for)."""
-    meta = kvstore.read_meta(path)
+    meta = kvstore.read_checked_meta(path)
     s = kvstore.settings_for(meta, s)
     attn, _ = resolve_attention(lm, s)
     attention.attach(lm.model, attn)

@@ -631,7 +631,7 @@ def bench_command(
     dtype: Annotated[str, typer.Option("--dtype", help="auto, bf16, fp16 or fp32.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (header + rows).")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print the rows as CSV.")] = False,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Write a chart of TTFT vs length (.png, .svg, .pdf, "
+    plot: Annotated[str | None, typer.Option("--plot", help="Write a chart of TTFT vs length (.png, .svg, .pdf, "
                                               "...: the file's type is its extension).")] = None,
     no_warm: Annotated[bool, typer.Option("--no-warm", help="Skip the saved-KV follow-up timing.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Allow a >2B-parameter --arch on the CPU.")] = False,

@@ -9,6 +9,7 @@ One forward + backward per sample through the "tmix-calib" attention (tmixcli/ca
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -373,8 +374,10 @@ def _check_before_load(model: str | None, length: int, grad_length: int | None, 
                        n_local: int, last_n: int, quiet: bool) -> int:
     """Refuse settings, lengths and a profiles folder that cannot work, before the model loads; the gradient length."""
     from tmixcli.evaluate import ANSWER_TOKENS, check_lengths, trimix_configs
+    from tmixcli.modelcheck import check_model
     from tmixcli.modelinfo import model_limits
 
+    check_model(model)
     trimix_configs([0], n_init, n_local, last_n, None)  # the triangle's settings
     grad_length = grad_length or default_grad_length(length, n_init, n_local, last_n)
     check_calibration_lengths(length, grad_length, n_init, n_local, last_n)
@@ -399,7 +402,8 @@ def calibrate_command(
     tasks: Annotated[str, typer.Option("--tasks", help="Tasks for samples and eval: only tasks the model solves "
                                        "densely (see tmix eval); agreement on a task at chance measures noise.")
                      ] = "needle",
-    tolerance: Annotated[float, typer.Option("--tolerance", help="Max summed importance of triangle layers.")] = 0.05,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Max summed importance of triangle layers "
+                                             "(a finite number, at least 0).")] = 0.05,
     n_init: Annotated[int, typer.Option("--n-init", help="Sink tokens.")] = 8,
     n_local: Annotated[int, typer.Option("--n-local", help="Local window.")] = 512,
     last_n: Annotated[int, typer.Option("--last-n", help="Last prefix rows that attend densely.")] = 128,
@@ -420,6 +424,9 @@ def calibrate_command(
     from tmixcli.models import load_model
     from tmixcli.plotfile import check_plot
 
+    if not 0 <= tolerance < math.inf:  # also refuses nan
+        raise TmixError(f"--tolerance must be a finite number, at least 0 (the summed importance the triangle "
+                        f"layers may have), not {tolerance}")
     plot_path = check_plot(plot)
     fact_set = FactSet.from_file(facts) if facts is not None else None
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]

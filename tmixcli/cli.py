@@ -52,13 +52,16 @@ NoCacheOpt = typer.Option(False, "--no-cache", help="Neither read nor write a KV
 MaxNewOpt = typer.Option(256, "--max-new-tokens", metavar="N", help="Answer length limit.")
 TempOpt = typer.Option(0.0, "--temperature", metavar="T", help="0 = greedy.")
 TopPOpt = typer.Option(1.0, "--top-p", metavar="P", help="Nucleus sampling threshold (with --temperature > 0).")
-SeedOpt = typer.Option(None, "--seed", metavar="N", help="Sampling seed.")
+SeedOpt = typer.Option(None, "--seed", metavar="N", help="Sampling seed, 0 to 2**64-1 (18446744073709551615).")
 RepeatOpt = typer.Option(True, "--stop-repeats/--no-stop-repeats",
                          help="End an answer that has begun to loop (one passage three times in a row; list numbers "
                          "counting up do not hide a loop).")
 CompileOpt = typer.Option("off", "--compile", metavar="off|on|auto",
                           help="torch.compile each layer's norms and MLP (auto = on CUDA): "
                           "faster long prefills after a one-time compilation of a few seconds.")
+
+
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's largest seed
 
 
 def _print_version(value: bool) -> None:
@@ -91,6 +94,8 @@ def _settings(**kw):
         raise TmixError("--temperature must be between 0 (greedy) and 100")
     if not 0 < kw.get("top_p", 1.0) <= 1:
         raise TmixError("--top-p must be in (0, 1]")
+    if kw.get("seed") is not None and not 0 <= kw["seed"] <= MAX_SEED:
+        raise TmixError(f"--seed must be from 0 to 2**64-1 ({MAX_SEED}), not {kw['seed']}")
     if kw.get("chunk_size") is not None and kw["chunk_size"] < 1:
         raise TmixError("--chunk-size must be at least 1")
     for name, value, low in (("--n-init", "n_init", 0), ("--n-local", "n_local", 1), ("--last-n", "last_n", 0),
@@ -101,8 +106,11 @@ def _settings(**kw):
 
 
 def _check_model_options(device: str, dtype: str, device_map: Optional[str], threads: Optional[str],
-                         compile: str) -> None:
+                         compile: str, model: Optional[str] = None) -> None:
     """Refuse a mistyped model option before torch is imported (seconds) or a document is read."""
+    from tmixcli.modelcheck import check_model
+
+    check_model(model)
     if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
         raise TmixError(f"unknown device {device!r}: use auto, cpu or cuda")
     if dtype not in ("auto", "bf16", "fp16", "fp32"):
@@ -113,8 +121,14 @@ def _check_model_options(device: str, dtype: str, device_map: Optional[str], thr
         raise TmixError(f"--compile takes auto, on or off, not {compile!r}")
     spec = threads or os.environ.get("TMIX_THREADS") or "auto"
     if spec != "auto" and not (spec.isdigit() and 1 <= int(spec) <= (os.cpu_count() or 1)):
-        raise TmixError(f"--threads must be 'auto' or a number from 1 to this machine's {os.cpu_count()} CPUs, "
+        name = "--threads" if _given("--threads") else "TMIX_THREADS"
+        raise TmixError(f"{name} must be 'auto' or a number from 1 to this machine's {os.cpu_count()} CPUs, "
                         f"not {spec!r}")
+
+
+def _given(flag: str) -> bool:
+    """Whether this run's arguments name `flag` (else an option's value came from its environment variable)."""
+    return any(arg == flag or arg.startswith(flag + "=") for arg in _ARGV)
 
 
 def _load(model: Optional[str], device: str, dtype: str, quiet: bool, device_map: Optional[str] = None,
@@ -200,20 +214,22 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
           model, device, dtype, device_map=None, threads=None, compile="off", lm=None):
     from tmixcli.documents import load_documents
 
-    _check_model_options(device, dtype, device_map, threads, compile)
+    _check_model_options(device, dtype, device_map, threads, compile, model)
     if kv is not None:
         why = not_a_file(kv)
         if why is not None:
             raise TmixError(f"--kv {kv}: {why}")
         _refuse_for_kv(pages, password, s)
         with early.quick_exit():
-            from tmixcli.kvstore import read_meta, settings_for
+            from tmixcli.kvstore import read_checked_meta, settings_for
 
-        s = settings_for(read_meta(kv), s)  # a foreign or damaged file, or settings it cannot take: before the load
+        s = settings_for(read_checked_meta(kv), s)  # a foreign or damaged file, or settings it cannot take
         doc = ident = None
     else:
         from tmixcli import docindex
+        from tmixcli.modelcheck import check_start_layer
 
+        check_start_layer(model, s.method, s.start_layer)
         ident = docindex.identity(sources, pages, password) if s.use_cache else None
         budget = _budget(model, s)
         # documents no run has recorded are read first, so bad input fails before torch is imported
@@ -324,14 +340,16 @@ def ask(
             "decode_tokens_per_s": round(ans.decode_tokens_per_s, 2), "cache_hit": ctx.cache_hit,
             "kv_recomputed": ctx.recomputed is not None,
             "reused_tokens": ctx.reused_rows,
-            "kv_path": str(ctx.kv_path) if ctx.kv_path else None, "notes": list(ctx.notes), "kv_notes": saved,
+            "kv_path": str(ctx.kv_path) if ctx.kv_path else None,
+            "notes": list(ctx.notes) + ([NO_ANSWER] if not ans.text.strip() else []), "kv_notes": saved,
             "model": ctx.lm.model_id,
             "attention": ctx.attn.to_dict(), "new_tokens": ans.new_tokens, "stop_reason": ans.stop_reason}))
         return
     print(flush=True)
     _status(quiet, f"TTFT {ttft:.2f} s ({'KV load' if ctx.cache_hit else 'prefill'} {ctx.prefill_s:.2f} s + "
-                   f"question {ans.ttft_s:.2f} s), {ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s"
-                   + _ending(ans))
+                   f"question {ans.ttft_s:.2f} s), {_tokens_said(ans)}" + _ending(ans))
+    if not ans.text.strip():
+        _status(quiet, NO_ANSWER)
     for line in saved:
         _status(quiet, line)
 
@@ -364,6 +382,16 @@ def _save_quietly(ctx) -> list[str]:
     except TmixError as err:
         ctx.kv_path = None
         return [f"KV file not saved: {err}"]
+
+
+NO_ANSWER = "the model gave no answer"
+
+
+def _tokens_said(ans) -> str:
+    """The answer's length for the status line, with the decode rate only where there is one (two tokens or more)."""
+    if ans.new_tokens > 1:
+        return f"{ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s"
+    return f"{ans.new_tokens} token" + ("" if ans.new_tokens == 1 else "s")
 
 
 def _ending(ans) -> str:
@@ -413,7 +441,7 @@ def prefill(
     files: list[str] = typer.Argument(..., metavar="FILE",
                                       help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; a folder; "
                                       "- for stdin)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="PATH",
+    output: Optional[str] = typer.Option(None, "-o", "--output", metavar="PATH",
                                           help="Write the KV file here (default: cache)."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
@@ -443,7 +471,10 @@ def prefill(
     if output is None:
         ctx = _open(files, None, s, pages, password, quiet, model, device, dtype, device_map, threads, compile)
     else:
-        _check_model_options(device, dtype, device_map, threads, compile)
+        from tmixcli.modelcheck import check_start_layer
+
+        _check_model_options(device, dtype, device_map, threads, compile, model)
+        check_start_layer(model, s.method, s.start_layer)
         doc = load_documents(files, pages=pages, password=password, budget=_budget(model, s))
         with early.quick_exit():
             from tmixcli import answer, serve
@@ -554,8 +585,9 @@ def chat(
         for note in _save_quietly(talk.ctx):
             _status(quiet, note)
         print(flush=True)
-        _status(quiet, f"TTFT {ans.ttft_s:.2f} s, {ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s"
-                + _ending(ans))
+        _status(quiet, f"TTFT {ans.ttft_s:.2f} s, {_tokens_said(ans)}" + _ending(ans))
+        if not ans.text.strip():
+            _status(quiet, NO_ANSWER)
 
 
 def _follow_changes(watch, talk, reopen, quiet: bool) -> None:
@@ -602,7 +634,7 @@ def serve(
     from tmixcli import serve as server
     from tmixcli.serverkey import gpu_here, server_key
 
-    _check_model_options(device, dtype, device_map, threads, compile)
+    _check_model_options(device, dtype, device_map, threads, compile, model)
     if stop:  # found as `ask` finds it
         pid = server.stop_server(server_key(model, device, dtype, device_map, compile))
         _status(quiet, f"stopped the tmix server (pid {pid})")

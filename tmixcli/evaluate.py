@@ -426,6 +426,7 @@ def eval_command(
         "(see sample_docs/questions.json); --lengths, --cases, --tasks and --seed are then unused.")] = None,
 ) -> None:
     """Compare TriangleMix start layers with dense attention on synthetic long-context tasks or real documents."""
+    from tmixcli.modelcheck import check_model
     from tmixcli.modelinfo import model_limits
 
     lens = parse_lengths(lengths)
@@ -437,6 +438,7 @@ def eval_command(
         from tmixcli.facts import FactSet
 
         fact_set = FactSet.from_file(facts)  # a bad file fails before the model loads
+    check_model(model)
     limits = model_limits(model)  # from the config on disk: refuse what cannot fit before loading the model
     trimix_configs(starts, n_init, n_local, last_n, limits.layers)
     if fact_set is None:

@@ -172,6 +172,10 @@ def settings_for(meta: dict[str, str], s: Settings) -> Settings:
     dense = meta.get("attn_method") == "dense"
     for name, flag in ATTN_FLAGS.items():
         stored, given = meta.get(f"attn_{name}"), getattr(s, name)
+        if dense and name != "method" and given is not None and s.method != "dense":
+            raise TmixError(f"{flag} {given} cannot apply to this KV file: it was made with --attention dense, "
+                            f"which has no triangle layers; leave {flag} out, or prefill the document again with "
+                            f"--attention trimix")
         if stored is None or (name != "method" and (dense or not stored.isdigit())):
             continue  # the triangle's settings mean nothing to a dense file; a damaged value is refused on load
         if given is None:
@@ -417,6 +421,15 @@ def read_meta(path: Path) -> dict[str, str]:
     header, _, _ = _read_header(Path(path))
     meta = header.get("__metadata__", {})
     _check_version(Path(path), meta)
+    return meta
+
+
+def read_checked_meta(path: Path) -> dict[str, str]:
+    """read_meta, with its sizes (n_tokens, layers, heads) checked against the header's tensor shapes."""
+    header, _, _ = _read_header(Path(path))
+    meta = header.get("__metadata__", {})
+    _check_version(Path(path), meta)
+    _expected_tensors(Path(path), header, meta)
     return meta
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from tmixcli.errors import TmixError
+from tmixcli.modelcheck import check_folder, check_gguf
 from tmixcli.modelinfo import converted_gguf_dir
 from tmixcli.paths import DEFAULT_MODEL, models_dir
 from tmixcli.stdout import is_terminal
@@ -116,6 +117,7 @@ def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
     """Dequantize a GGUF into a safetensors model dir; written to a temp dir then renamed (never half-written)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_gguf(gguf)
     if progress:
         print(f"tmix: converting {gguf.name} to a safetensors model in {target} (once, ~40 s)...",
               file=sys.stderr, flush=True)
@@ -176,8 +178,7 @@ def _resolve_source(spec: str | None, progress: bool) -> tuple[str, dict, str]:
     if not path.exists() and (spec.startswith(("/", ".", "~")) or spec.count("/") > 1):
         raise TmixError(f"model directory not found: {spec}")
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise TmixError(f"{spec} is not a model directory (no config.json)")
+        check_folder(path, spec)
         return str(path), {}, path.resolve().name
     return spec, {}, spec
 

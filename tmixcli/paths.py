@@ -87,6 +87,8 @@ def check_output(path: Path | str | None, option: str) -> Path | None:
     any long work starts; returns it with ~ expanded."""
     if path is None:
         return None
+    if not str(path).strip():  # Path("") would read as the current folder
+        raise TmixError(f"{option} is empty; give a file path")
     path = Path(path).expanduser()
     try:
         if path.is_dir():

@@ -34,15 +34,16 @@ def configure_threads(spec: str | None = None) -> int:
     On a small VM whose vCPUs are busy with other processes, OpenMP barriers made decode-sized GEMMs 13x slower
     than one thread (quiet, two threads won). `auto` times a decode-sized GEMM both ways (~0.1 s) and keeps
     the default unless one thread is clearly faster."""
+    name = "--threads" if spec else "TMIX_THREADS"
     spec = spec or os.environ.get("TMIX_THREADS") or "auto"
     default = torch.get_num_threads()
     if spec != "auto":
         try:
             n = int(spec)
         except ValueError:
-            raise TmixError(f"--threads must be a number or 'auto', not {spec!r}") from None
+            raise TmixError(f"{name} must be a number or 'auto', not {spec!r}") from None
         if n < 1:
-            raise TmixError("--threads must be at least 1")
+            raise TmixError(f"{name} must be at least 1")
         torch.set_num_threads(n)
         return n
     if default <= 1:

@@ -1,0 +1,200 @@
+"""Option values refused in one line before the model loads: seeds, tolerances, TMIX_THREADS, model folders."""
+
+from __future__ import annotations
+
+import pytest
+
+from runcli import run
+from tmixcli import cli
+
+
+@pytest.fixture()
+def ferry(tmp_path, monkeypatch) -> str:
+    """A one-line document; loading a model for it fails the test."""
+    monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
+    path = tmp_path / "ferry.txt"
+    path.write_text("The ferry leaves at 07:45 from pier 3.\n")
+    return str(path)
+
+
+def one_error(capsys, *argv: str) -> str:
+    """The single stderr line of a run refused with exit 2 and nothing on stdout."""
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (code, out, err)
+    return err.strip()
+
+
+@pytest.mark.parametrize("seed", [str(2**64), "99999999999999999999", "-5"])
+def test_seed_out_of_range_is_refused_before_the_load(capsys, ferry, seed):
+    for command in (["ask", ferry, "Q"], ["chat", ferry]):
+        err = one_error(capsys, *command, "--temperature", "0.5", "--seed", seed)
+        assert err == f"tmix: error: --seed must be from 0 to 2**64-1 (18446744073709551615), not {seed}"
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "-inf"])
+def test_calibrate_refuses_a_tolerance_that_means_nothing(capsys, monkeypatch, value):
+    """pick_candidates compares a sum of |gradients| with the tolerance: a negative, NaN or infinite one is refused."""
+    from tmixcli import models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
+    err = one_error(capsys, "calibrate", "--tolerance", value)
+    assert err.startswith("tmix: error: --tolerance must be a finite number, at least 0"), err
+
+
+@pytest.mark.parametrize("flag,value,says", [("--temperature", "nan", "--temperature must be between 0"),
+                                             ("--temperature", "inf", "--temperature must be between 0"),
+                                             ("--top-p", "nan", "--top-p must be in (0, 1]"),
+                                             ("--top-p", "inf", "--top-p must be in (0, 1]")])
+def test_sampling_floats_refuse_nan_and_inf(capsys, ferry, flag, value, says):
+    assert one_error(capsys, "ask", ferry, "Q", flag, value).startswith(f"tmix: error: {says}")
+
+
+def test_a_bad_tmix_threads_is_named_as_the_variable(capsys, ferry, monkeypatch):
+    """The value came from TMIX_THREADS, not from a --threads the user never typed; a typed one is named as such."""
+    monkeypatch.setenv("TMIX_THREADS", "abc")
+    assert one_error(capsys, "ask", ferry, "Q").startswith("tmix: error: TMIX_THREADS must be 'auto' or a number")
+    for flag in (["--threads", "abc"], ["--threads=abc"]):
+        assert one_error(capsys, "ask", ferry, "Q", *flag).startswith("tmix: error: --threads must be 'auto'")
+
+
+def test_configure_threads_names_the_variable_it_read(monkeypatch):
+    from tmixcli.errors import TmixError
+    from tmixcli.threads import configure_threads
+
+    monkeypatch.setenv("TMIX_THREADS", "0")
+    with pytest.raises(TmixError, match="^TMIX_THREADS must be at least 1$"):
+        configure_threads()
+    with pytest.raises(TmixError, match="^--threads must be a number or 'auto', not 'x'$"):
+        configure_threads("x")
+
+
+def test_a_document_over_the_context_hints_only_what_can_help(capsys, tiny_dir, tmp_path):
+    """A shorter answer is suggested only where one would let the whole document fit (tiny model: 1024 tokens)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "sample_docs" / "notes.txt").read_text()
+    long, short = tmp_path / "long.txt", tmp_path / "short.txt"
+    long.write_text(text[:3000])
+    short.write_text(text[:1000])
+    err = one_error(capsys, "ask", str(long), "q?", "--model", tiny_dir, "--max-new-tokens", "2")
+    assert err.endswith("over the model's 1024; use --truncate to cut the document"), err
+    err = one_error(capsys, "ask", str(short), "q?", "--model", tiny_dir, "--max-new-tokens", "400")
+    prompt = int(re.search(r"needs (\d+) prompt tokens", err).group(1))
+    assert err.endswith(f"use --truncate to cut the document, or --max-new-tokens {1024 - prompt - 64} or less"), err
+
+
+def test_model_refused_before_the_load(capsys, ferry, tmp_path, monkeypatch):
+    """A missing model path, an unusable folder, a file that is not a GGUF: one line each before the model loads;
+    a hub id `org/name` is not taken for a path."""
+    from tmixcli import modelcheck, models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "bad.gguf").write_bytes(b"\x00\x01garbage" * 100)
+    cases = [(["--model", "/nonexistent"], "model directory not found: /nonexistent"),
+             (["--model", "./nowhere"], "model directory not found: ./nowhere"),
+             (["--model", "missing.gguf"], "model file not found: missing.gguf"),
+             (["--model", "m"], "m is not a usable model folder: no tokenizer files "
+                                "(tokenizer.json / tokenizer.model)"),
+             (["--model", "bad.gguf"], "bad.gguf is not a GGUF model file (it does not start with the bytes 'GGUF')")]
+    for extra, says in cases:
+        for command in (["ask", ferry, "Q"], ["prefill", ferry], ["prefill", ferry, "-o", "x.kv"], ["chat", ferry]):
+            assert one_error(capsys, *command, *extra) == f"tmix: error: {says}", (command, extra)
+    (tmp_path / "m" / "tokenizer.json").write_text("{}")
+    assert "no weight files (*.safetensors / *.bin)" in one_error(capsys, "ask", ferry, "Q", "--model", "m")
+    for command in (["eval"], ["calibrate"]):
+        assert one_error(capsys, *command, "--model", "m").endswith("no weight files (*.safetensors / *.bin)")
+    modelcheck.check_model("org/name")  # a hub id, resolved later from the local Hugging Face cache
+
+
+@pytest.mark.model
+def test_start_layer_past_the_default_model_refused_before_the_load(capsys, ferry):
+    """The default model's 30 layers come from its config.json on disk, without torch."""
+    for command in (["ask", ferry, "Q"], ["prefill", ferry], ["prefill", ferry, "-o", "x.kv"], ["chat", ferry]):
+        err = one_error(capsys, *command, "--start-layer", "99")
+        assert err == "tmix: error: --start-layer 99 is past the model's 30 layers", command
+
+
+def test_a_file_that_is_not_gguf_is_refused_before_the_conversion_is_announced(capsys, tmp_path):
+    from tmixcli.errors import TmixError
+    from tmixcli.models import convert_gguf
+
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(TmixError, match="^bad.gguf is not a GGUF model file"):
+        convert_gguf(bad, tmp_path / "out")
+    assert "converting" not in capsys.readouterr().err
+
+
+def test_an_empty_output_path_is_called_empty(capsys, ferry):
+    """`-o ""` is not the current folder: it is an empty path (also bench and calibrate --plot)."""
+    assert one_error(capsys, "prefill", ferry, "-o", "") == "tmix: error: -o is empty; give a file path"
+    assert one_error(capsys, "prefill", ferry, "-o", ".").startswith("tmix: error: -o . is a directory")
+    for command in (["bench"], ["calibrate"]):
+        assert one_error(capsys, *command, "--plot", "") == "tmix: error: --plot is empty; give a file path"
+
+
+def test_triangle_options_given_for_a_dense_kv_file_are_refused():
+    """A dense file has no triangle layers: --start-layer (or --n-init, --n-local, --last-n) alone is a mismatch,
+    named with what the file was made with; beside an explicit --attention dense they are moot, as for a document."""
+    from tmixcli.config import Settings
+    from tmixcli.errors import TmixError
+    from tmixcli.kvstore import settings_for
+
+    meta = {"attn_method": "dense", "attn_n_init": "8", "attn_n_local": "512", "attn_last_n": "128",
+            "attn_start_layer": "0"}
+    for field, flag in (("start_layer", "--start-layer"), ("n_init", "--n-init"), ("n_local", "--n-local"),
+                        ("last_n", "--last-n")):
+        with pytest.raises(TmixError, match=f"^{flag} 3 cannot apply to this KV file: it was made with --attention "
+                                            "dense, which has no triangle layers"):
+            settings_for(meta, Settings(**{field: 3}))
+        assert settings_for(meta, Settings(method="dense", **{field: 3})).method == "dense"
+    assert settings_for(meta, Settings()).method == "dense"
+
+
+def test_status_of_an_empty_and_a_one_token_answer(capsys, monkeypatch, tiny_dir, tmp_path):
+    """No rate for 0 or 1 token, '1 token' singular; an empty answer is said in a status line and a --json note."""
+    import json
+
+    from tmixcli import generate
+
+    doc = tmp_path / "ferry.txt"
+    doc.write_text("The ferry leaves at 07:45 from pier 3.\n")
+    from transformers import AutoTokenizer
+
+    argv = ("ask", str(doc), "When?", "--model", tiny_dir, "--attention", "dense")
+    word = AutoTokenizer.from_pretrained(tiny_dir)("Pier", add_special_tokens=False)["input_ids"][:1]
+    for answer_ids in ([], word):
+        monkeypatch.setattr(generate, "generate_ids", lambda *a, ids=answer_ids, **k: (i for i in ids))
+        code, out, err = run(capsys, *argv)
+        status = err.strip().splitlines()
+        assert code == 0 and "tok/s" not in err, err
+        if answer_ids:
+            assert status[-1].endswith("), 1 token") and "the model gave no answer" not in err, err
+        else:
+            assert status[-2].endswith("), 0 tokens") and status[-1] == "tmix: the model gave no answer", err
+            code, out, _ = run(capsys, *argv, "--json")
+            assert code == 0 and json.loads(out)["notes"] == ["the model gave no answer"]
+            assert json.loads(out)["answer"] == ""
+
+
+def test_a_kv_file_whose_n_tokens_is_damaged_says_so(capsys, monkeypatch, tiny_dir, tmp_path):
+    """n_tokens in the header disagreeing with the tensor shapes is named as damage before the load, not read as a
+    prefix too long for the question."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    doc = tmp_path / "ferry.txt"
+    doc.write_text("The ferry leaves at 07:45 from pier 3.\n")
+    kv = tmp_path / "ferry.kv"
+    assert run(capsys, "prefill", str(doc), "-o", str(kv), "-q", "--model", tiny_dir, "--attention", "dense")[0] == 0
+    with safe_open(str(kv), "pt") as f:
+        meta = f.metadata()
+    tokens = meta["n_tokens"]
+    save_file(load_file(str(kv)), str(kv), metadata={**meta, "n_tokens": "99999"})
+    monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("loaded the model for a damaged file"))
+    err = one_error(capsys, "ask", "--kv", str(kv), "Q", "--model", tiny_dir)
+    assert err == f"tmix: error: {kv}: KV file has [{tokens}] prefix ids but n_tokens=99999", err
