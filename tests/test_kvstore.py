@@ -659,3 +659,19 @@ def test_cache_folder_that_is_a_file_is_said_so(tmp_path: Path, monkeypatch: pyt
     (tmp_path / "cache" / "kv").write_text("")
     with pytest.raises(TmixError, match="cannot use the cache folder .*kv: it exists and is not a folder$"):
         cache_subdir("kv")
+
+
+def test_info_of_a_truncated_file_shows_what_it_can(tokenizer) -> None:
+    """`cache info` on a KV file cut short prints its metadata and sizes, then the damage as its one error line."""
+    runner = CliRunner()
+    keys = _two_files(tokenizer)
+    path = kvstore.kv_dir() / f"{keys[0]}.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+    out = runner.invoke(app, ["info", str(path)])
+    assert out.exit_code == 2 and "model_fingerprint" in out.stdout and "MISMATCH" in out.stdout
+    assert _err(out).count("\n") == 1 and "is truncated" in _err(out)
+    facts = json.loads(runner.invoke(app, ["info", str(path), "--json"]).stdout)
+    assert not facts["size_matches"] and "is truncated" in facts["damage"]
+    assert facts["metadata"]["n_tokens"] == str(T)
+    intact = json.loads(runner.invoke(app, ["info", keys[1], "--json"]).stdout)
+    assert intact["size_matches"] and intact["damage"] is None

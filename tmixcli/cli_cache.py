@@ -224,7 +224,14 @@ def info(target: Annotated[str, typer.Argument(metavar="PATH_OR_KEY",
     facts = kvstore.inspect_kv(path)
     if as_json:
         typer.echo(json.dumps(facts, indent=2))
-        return
+    else:
+        typer.echo(_info_text(facts))
+    if facts["damage"] is not None:  # what could be read is shown; the damage is the command's error
+        raise TmixError(facts["damage"])
+
+
+def _info_text(facts: dict) -> str:
+    """`tmix cache info`'s plain report."""
     meta = facts["metadata"]
     width = max(map(len, meta), default=0)
     lines = [f"path: {facts['path']}"] + [f"  {k.ljust(width)}  {v}" for k, v in sorted(meta.items())]
@@ -234,5 +241,5 @@ def info(target: Annotated[str, typer.Argument(metavar="PATH_OR_KEY",
               f"header: {facts['header_bytes']} bytes",
               (f"kv bytes: {facts['kv_bytes']} (layers x 2 x kv_heads x tokens x head_dim x dtype bytes"
                f" = {facts['expected_kv_bytes']}: {check})")]
-    typer.echo("\n".join(lines))
+    return "\n".join(lines)
 

@@ -321,8 +321,9 @@ def fsync_dir(d: Path) -> None:
 # ---------------------------------------------------------------- validate / read
 
 
-def _read_header(path: Path) -> tuple[dict[str, Any], int, int]:
-    """Validate the safetensors framing ourselves; returns (header, header_len, file_size)."""
+def _read_header(path: Path, check_data: bool = True) -> tuple[dict[str, Any], int, int]:
+    """Validate the safetensors framing ourselves (the tensors' data spans too unless not `check_data`); returns
+    (header, header_len, file_size)."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -345,7 +346,8 @@ def _read_header(path: Path) -> tuple[dict[str, Any], int, int]:
     except PermissionError:
         raise TmixError(f"cannot read KV file {path}: permission denied") from None
     header = _parse_header(path, raw)
-    _check_tensors(path, header, size - 8 - n)
+    if check_data:
+        _check_tensors(path, header, size - 8 - n)
     return header, n, size
 
 
@@ -434,21 +436,29 @@ def read_checked_meta(path: Path) -> dict[str, str]:
 
 
 def inspect_kv(path: Path) -> dict[str, Any]:
-    """Header facts for `tmix cache info`: metadata, tensor count, sizes and the size-formula check."""
+    """Header facts for `tmix cache info`: metadata, tensor count, sizes, the size-formula check, and `damage`: why
+    the tensors' data cannot be used (a truncated file, ...), or None."""
     path = Path(path)
-    header, header_len, size = _read_header(path)
+    header, header_len, size = _read_header(path, check_data=False)
     meta = header.get("__metadata__", {})
     _check_version(path, meta)
+    try:
+        _check_tensors(path, header, size - 8 - header_len)
+        damage = None
+    except TmixError as err:
+        damage = str(err)
     tensors = {k: v for k, v in header.items() if k != "__metadata__"}
     expected = None
     with contextlib.suppress(KeyError, ValueError, StopIteration):
         itemsize = next(ST_DTYPES[v["dtype"]][1] for k, v in tensors.items() if k.startswith("layers."))
         dims = [int(meta[k]) for k in ("num_layers", "kv_heads", "n_tokens", "head_dim")]
         expected = dims[0] * 2 * dims[1] * dims[2] * dims[3] * itemsize
-    kv_bytes = sum(v["data_offsets"][1] - v["data_offsets"][0] for k, v in tensors.items() if k != "prefix_ids")
+    kv_bytes = None
+    with contextlib.suppress(KeyError, TypeError, IndexError):
+        kv_bytes = sum(v["data_offsets"][1] - v["data_offsets"][0] for k, v in tensors.items() if k != "prefix_ids")
     return {"path": str(path), "metadata": meta, "tensor_count": len(tensors), "file_size": size,
             "header_bytes": header_len, "kv_bytes": kv_bytes, "expected_kv_bytes": expected,
-            "size_matches": expected == kv_bytes}
+            "size_matches": expected == kv_bytes and damage is None, "damage": damage}
 
 
 # ---------------------------------------------------------------- load / check
