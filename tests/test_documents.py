@@ -41,10 +41,10 @@ def make_pdf(pages: list[str], font: Path | None = None) -> bytes:
     return bytes(pdf.output())
 
 
-def encrypt(data: bytes, user_password: str) -> bytes:
-    """Re-save a PDF encrypted (RC4, needs no extra package) with the given user password."""
+def encrypt(data: bytes, user_password: str, algorithm: str | None = None) -> bytes:
+    """Re-save a PDF encrypted with the given user password (RC4 by default, which needs no extra package)."""
     writer = PdfWriter(clone_from=PdfReader(io.BytesIO(data)))
-    writer.encrypt(user_password=user_password, owner_password="owner-pw")
+    writer.encrypt(user_password=user_password, owner_password="owner-pw", algorithm=algorithm)
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
@@ -161,6 +161,43 @@ def test_encrypted_pdf_needs_password(tmp_path, three_pages):
 def test_encrypted_pdf_with_empty_user_password_loads(tmp_path, three_pages):
     doc = load_document(write(tmp_path, "owner-only.pdf", encrypt(three_pages, "")))
     assert "Alpha page one text." in doc.text
+
+
+def _without_cryptography(monkeypatch) -> None:
+    """Make pypdf act as without the cryptography package: its AES functions raise DependencyError."""
+    from pypdf import _encryption
+    from pypdf._crypt_providers import _fallback
+
+    for name in ("CryptAES", "aes_cbc_decrypt", "aes_cbc_encrypt", "aes_ecb_decrypt", "aes_ecb_encrypt"):
+        monkeypatch.setattr(_encryption, name, getattr(_fallback, name))
+
+
+@pytest.mark.parametrize("algorithm, user_password", [("AES-256", "s3cret"), ("AES-128", "")])
+def test_aes_encrypted_pdf(tmp_path, monkeypatch, three_pages, algorithm, user_password):
+    """AES needs cryptography: with it an AES PDF is read; without it the error says so, never 'corrupt'."""
+    pytest.importorskip("cryptography", reason="making an AES-encrypted PDF needs the cryptography package")
+    path = write(tmp_path, "aes.pdf", encrypt(three_pages, user_password, algorithm))
+    assert "Charlie page three text." in load_document(path, password=user_password or None).text
+    if user_password:
+        expect_error(path, "aes.pdf is encrypted; give its password with --password")
+    _without_cryptography(monkeypatch)
+    for password in {None, user_password or None}:
+        expect_error(path, "aes.pdf is encrypted with AES, which needs the cryptography package: "
+                     "pip install cryptography", password=password)
+
+
+def test_missing_crypto_package_is_not_corrupt(tmp_path, monkeypatch, three_pages):
+    """A DependencyError from any pypdf step (here a page of an encrypted PDF) names what to install."""
+    from pypdf import PageObject
+    from pypdf.errors import DependencyError
+
+    def needs_aes(*_, **__) -> str:
+        raise DependencyError("cryptography>=3.1 is required for AES algorithm")
+
+    monkeypatch.setattr(PageObject, "extract_text", needs_aes)
+    path = write(tmp_path, "locked.pdf", encrypt(three_pages, ""))
+    err = expect_error(path, "locked.pdf is encrypted with AES", "pip install cryptography")
+    assert "corrupt" not in str(err)
 
 
 def test_scanned_pdf_needs_ocr(tmp_path):

@@ -574,9 +574,8 @@ def _decrypt(reader: PdfReader, label: str, password: str | None) -> None:
         try:
             if reader.decrypt(candidate):
                 return
-        except DependencyError:
-            raise TmixError(f"{label} uses AES encryption, which needs an extra package: "
-                            "pip install cryptography") from None
+        except DependencyError as exc:
+            raise TmixError(_missing_package(exc, label)) from None
         except Exception as exc:  # noqa: BLE001 - any pypdf failure becomes a one-line error
             raise TmixError(f"{label} is encrypted and could not be decrypted: {_reason(exc)}") from None
     if password:
@@ -585,13 +584,24 @@ def _decrypt(reader: PdfReader, label: str, password: str | None) -> None:
 
 
 def _pdf_call(fn: Callable[[], _T], label: str) -> _T:
-    """Run a pypdf call, turning any failure into a "corrupt PDF" TmixError."""
+    """Run a pypdf call, turning any failure into a "corrupt PDF" TmixError (a missing package: what to install)."""
+    from pypdf.errors import DependencyError
+
     try:
         return fn()
     except TmixError:
         raise
+    except DependencyError as exc:  # AES decryption at any step (opening, the empty password, a page) without it
+        raise TmixError(_missing_package(exc, label)) from None
     except Exception as exc:  # noqa: BLE001 - any pypdf failure becomes a one-line error
         raise TmixError(f"{label} is a corrupt or unreadable PDF ({_reason(exc)})") from None
+
+
+def _missing_package(exc: Exception, label: str) -> str:
+    """The one-line error for a PDF that needs a package pypdf lacks (AES encryption needs cryptography)."""
+    if "AES" in str(exc) or "cryptography" in str(exc):
+        return f"{label} is encrypted with AES, which needs the cryptography package: pip install cryptography"
+    return f"{label} needs a package that is not installed ({_reason(exc)})"
 
 
 def _reason(exc: Exception) -> str:
