@@ -167,6 +167,15 @@ def test_html_web_page_keeps_main_content(tmp_path):
         "Acme\nResults\nRevenue rose to 12 million.\nMargins held.\nRelated: more\nCopyright Acme")
 
 
+@pytest.mark.parametrize("style", ["display:none", "DISPLAY : None", "color: red; display: none !important",
+                                   "visibility:hidden", "visibility: Hidden;", "visibility: collapse ! important;"])
+def test_html_inline_hidden_styles_dropped(tmp_path, style):
+    page = (f'<body><p>Shown one.</p><div style="{style}">secret <b>bold secret</b></div><span style="{style}">x'
+            f'</span><p style="{style}">hidden paragraph<div>Shown two.</div><div><p style="{style}">last</div>'
+            '<p>Shown three.</p><p style="display: block; visibility: visible">Shown four.</p></body>')
+    assert load_document(write(tmp_path, "s.html", page)).text == "Shown one.\nShown two.\nShown three.\nShown four."
+
+
 def test_docx_footnotes_and_endnotes(tmp_path):
     def notes(kind: str, items: dict[str, str]) -> str:
         sep = f'<w:{kind} w:type="separator" w:id="-1"><w:p><w:r><w:separator/></w:r></w:p></w:{kind}>'

@@ -33,6 +33,8 @@ _VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link"
 FORMATS = "PDF, .docx, .odt, .pptx, .epub, HTML or UTF-8 text"  # what tmix reads, for error messages
 _MAIN = re.compile(r"<main\b", re.IGNORECASE)
 HTML_CHUNK = 1 << 20  # characters of HTML parsed at a time
+_HIDING_STYLE = re.compile(r"(?:^|;)\s*(?:display\s*:\s*none|visibility\s*:\s*(?:hidden|collapse))\s*"
+                           r"(?:!\s*important\s*)?(?:;|$)", re.IGNORECASE)  # an inline style a browser hides
 _CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
 
@@ -131,10 +133,11 @@ def _hidden(tag: str, attrs: list) -> bool:
     """Elements a browser does not show, or that only navigate: skipped with everything inside them."""
     if tag in _SKIP_TAGS:
         return True
-    if tag in _OPTIONAL_END:  # no reliable end tag to stop skipping at
+    if tag in _OPTIONAL_END and tag != "p":  # no reliable end tag to stop skipping at (a <p> ends at a block)
         return False
     found = dict(attrs)
-    return "hidden" in found or found.get("aria-hidden") == "true" or found.get("role") == "navigation"
+    return ("hidden" in found or found.get("aria-hidden") == "true" or found.get("role") == "navigation"
+            or _HIDING_STYLE.search(found.get("style") or "") is not None)
 
 
 class _HTMLText(HTMLParser):
@@ -160,6 +163,8 @@ class _HTMLText(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list) -> None:
         if self.skip is not None and self.skip[0] == "head" and tag not in _HEAD_TAGS:
             self.skip = None  # a page that leaves out </head>: <body> or any body element ends the head
+        if self.skip is not None and self.skip[0] == "p" and tag in _BLOCK_TAGS:
+            self.skip = None  # a block element ends a hidden <p> whose end tag is left out, as in a browser
         if self.skip is not None:
             if tag == self.skip[0]:
                 self.skip = (tag, self.skip[1] + 1)
@@ -186,6 +191,8 @@ class _HTMLText(HTMLParser):
             self._flush()
 
     def handle_endtag(self, tag: str) -> None:
+        if self.skip is not None and self.skip[0] == "p" and tag != "p" and tag in _BLOCK_TAGS:
+            self.skip = None  # the end of the element around a hidden <p> that leaves out its end tag
         if self.skip is not None:
             if tag == self.skip[0]:
                 self.skip = (tag, self.skip[1] - 1) if self.skip[1] > 1 else None
