@@ -301,6 +301,26 @@ def test_utf16_and_utf32_with_a_bom(tmp_path, name, codec):
     assert load_document(write(tmp_path, name, data)).text == "Caf\u00e9 \u65e5\u672c"
 
 
+@pytest.mark.parametrize("name, codec, note", [("notes.txt", "utf-16-le", "UTF-16 LE"), ("notes.txt", "utf-16-be",
+                                                "UTF-16 BE"), ("page.html", "utf-16-le", None)])
+def test_utf16_without_a_bom_read_with_a_note(tmp_path, name, codec, note):
+    source = "<p>Caf\u00e9 hi there</p>" if ".htm" in name else "hi there\nCaf\u00e9 \u65e5\u672c\n"
+    doc = load_document(write(tmp_path, name, source.encode(codec)))
+    assert doc.text == ("Caf\u00e9 hi there" if note is None else "hi there\nCaf\u00e9 \u65e5\u672c")
+    assert doc.notes == ((f"{tmp_path / name} has no byte-order mark; read it as {note}",) if note else ())
+
+
+@pytest.mark.parametrize("data, fragment", [
+    (("some words " * 20).encode("utf-16-le") + b"\x00\xd8", "damaged UTF-16 LE text without a byte-order mark "
+     "(convert it to UTF-8, e.g. iconv -f UTF-16LE -t UTF-8)"),
+    (("some words " * 20).encode("utf-16-be") + b"\x00\x01", "damaged UTF-16 BE text"),
+    (b"\x01\x00\x02\x00" * 100, "binary data (it contains NUL bytes)"),  # small 16-bit numbers, not text
+    (bytes(range(256)) * 4, "binary data (it contains NUL bytes)"),
+])
+def test_utf16_look_alikes_refused(tmp_path, data, fragment):
+    expect_error(write(tmp_path, "x.txt", data), "x.txt", fragment)
+
+
 def epub(chapter: bytes, rootfile: str = "OEBPS/content.opf", href: str = "ch%201.xhtml") -> bytes:
     """An EPUB with one chapter, OEBPS/ch 1.xhtml, named by `href` from the package file at `rootfile`."""
     container = ('<container xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles>'

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from tmixcli import checkpoints, textcap
-from tmixcli.charsets import BOMS, bom_text, mixed_text, western_text
+from tmixcli.charsets import BOMS, bom_text, mixed_text, utf16_codec, utf16_text, western_text
 from tmixcli.errors import TmixError
 from tmixcli.inputs import HEAD, SMALL, Input, read_input, whole_lines
 from tmixcli.markup import FORMATS, decode_html, html_text, zip_document_text
@@ -129,7 +129,7 @@ def _refuse_input(got: Input, budget: Budget) -> None:
     if _container(head, got.label):
         raise TmixError(f"{got.label} is {got.amount()}: tmix reads PDF, ZIP-based and HTML documents of up to "
                         f"{textcap.size(textcap.MAX_CONTAINER_BYTES)}")
-    if not head.startswith(BOMS):  # UTF-16/32 text has NUL bytes
+    if not head.startswith(BOMS) and utf16_codec(head) is None:  # UTF-16/32 text has NUL bytes
         _refuse_binary(got.raw, got.label)
     raise TmixError(textcap.too_much(f"{got.label} is {got.amount()}", budget.cap))
 
@@ -308,11 +308,14 @@ def _page_number(digits: str, spec: str, n_pages: int) -> int:
 
 
 def _text_file(raw: bytes, label: str) -> tuple[str, str | None]:
-    """Decode UTF-8 text (BOM allowed), UTF-16/32 text with a BOM, else Western Windows-1252 text, rejecting
-    binary data; tidy it. Returns the text and a note when it was Windows-1252."""
+    """Decode UTF-8 text (BOM allowed), UTF-16/32 text with a BOM, mostly-Latin UTF-16 without one, else Western
+    Windows-1252 text, rejecting binary data; tidy it. Returns the text and a note when it was not UTF-8 or marked."""
     text = bom_text(raw)
     if text is not None:
         return _nonempty(_tidy(text), label), None
+    utf16 = utf16_text(raw)
+    if utf16 is not None:
+        return _nonempty(_tidy(utf16[0]), label), f"{label} has no byte-order mark; read it as {_codec_name(utf16[1])}"
     _refuse_binary(raw, label)
     if label.lower().endswith(".pdf"):
         raise TmixError(f"{label} is not a valid PDF (no %PDF- header); it may be corrupt")
@@ -362,9 +365,19 @@ def _binary_kind(raw: bytes) -> str | None:
     for magic, description in _BINARY_MAGIC:
         if raw.startswith(magic):
             return description
+    codec = utf16_codec(raw)
+    if codec is not None:
+        name = _codec_name(codec)
+        return (f"damaged {name} text without a byte-order mark (convert it to UTF-8, e.g. "
+                f"iconv -f {name.replace(' ', '')} -t UTF-8)")
     if b"\x00" in raw:
         return "binary data (it contains NUL bytes)"
     return None
+
+
+def _codec_name(codec: str) -> str:
+    """A codec as users know it: "utf-16-le" -> "UTF-16 LE"."""
+    return codec.upper().replace("-LE", " LE").replace("-BE", " BE")
 
 
 def _tidy(text: str) -> str:

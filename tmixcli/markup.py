@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 from posixpath import dirname, join, normpath
 from urllib.parse import unquote
 
-from tmixcli.charsets import bom_text, western_text
+from tmixcli.charsets import bom_text, utf16_text, western_text
 from tmixcli.errors import TmixError
 from tmixcli.office import docx_text, odt_text, pptx_text
 from tmixcli.ziputil import Reach, join_blocks, member, open_zip, parse_xml
@@ -88,11 +88,14 @@ def epub_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None) -> st
 
 
 def decode_html(raw: bytes, label: str) -> str:
-    """Decode HTML bytes: UTF-16/32 by a byte-order mark, UTF-8 (BOM allowed), the charset its <meta> declares,
-    else Windows-1252 (what browsers assume for a Western page that declares none)."""
+    """Decode HTML bytes: UTF-16/32 by a byte-order mark, mostly-Latin UTF-16 without one, UTF-8 (BOM allowed), the
+    charset its <meta> declares, else Windows-1252 (what browsers assume for a Western page that declares none)."""
     text = bom_text(raw)
     if text is not None:
         return text
+    utf16 = utf16_text(raw)
+    if utf16 is not None:
+        return utf16[0]
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
