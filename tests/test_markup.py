@@ -138,6 +138,18 @@ def test_epub_chapters_in_spine_order(tmp_path):
     ("cp.html", b"<html><p>\x81\x8d\x8f</p></html>", "unknown encoding"),
     ("sheet.ods", zip_bytes({"mimetype": "application/vnd.oasis.opendocument.spreadsheet", "content.xml": "<x/>"}),
      "OpenDocument spreadsheet"),
+    ("x.docx", zip_bytes({"[Content_Types].xml": "<Types/>"}),
+     "x.docx is a damaged Word document (.docx): it has no word/document.xml"),
+    ("x.pptx", zip_bytes({"[Content_Types].xml": "<Types/>", "ppt/slides/slide1.xml": "<sld/>"}),
+     "x.pptx is a damaged PowerPoint deck (.pptx): it has no ppt/presentation.xml"),
+    ("x.odt", zip_bytes({"mimetype": "application/vnd.oasis.opendocument.text"}),
+     "x.odt is a damaged OpenDocument text (.odt): it has no content.xml"),
+    ("x.epub", zip_bytes({"mimetype": "application/epub+zip"}),
+     "x.epub is a damaged EPUB book (.epub): it has no META-INF/container.xml"),
+    ("x.zip", zip_bytes({"[Content_Types].xml": '<Types><Override ContentType="application/vnd.openxmlformats-'
+                                               'officedocument.wordprocessingml.document.main+xml"/></Types>'}),
+     "x.zip is a damaged Word document (.docx): it has no word/document.xml"),
+    ("sheet.docx", zip_bytes({"xl/workbook.xml": "<workbook/>"}), "sheet.docx is an Excel workbook (.xlsx)"),
 ])
 def test_bad_markup_documents(tmp_path, name, data, fragment):
     expect_error(write(tmp_path, name, data), name, fragment)

@@ -21,6 +21,12 @@ from tmixcli.office import docx_text, odt_text, pptx_text
 from tmixcli.ziputil import Reach, join_blocks, member, open_zip, parse_xml
 
 _ODT_MIME = b"application/vnd.oasis.opendocument.text"
+_ZIP_FORMATS = (  # suffix, content type declared in [Content_Types].xml or mimetype, (format, main part)
+    (".docx", b"wordprocessingml.document.main", ("Word document (.docx)", "word/document.xml")),
+    (".pptx", b"presentationml.presentation.main", ("PowerPoint deck (.pptx)", "ppt/presentation.xml")),
+    (".odt", _ODT_MIME, ("OpenDocument text (.odt)", "content.xml")),
+    (".epub", b"application/epub+zip", ("EPUB book (.epub)", "META-INF/container.xml")),
+)
 _SPACES = re.compile(r"[ \t\n\r\f\u00a0]+")
 _BLOCK_TAGS = {"address", "article", "aside", "blockquote", "body", "caption", "dd", "div", "dl", "dt",
                "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6",
@@ -59,9 +65,25 @@ def _zip_text(raw: bytes, label: str, reach: Reach) -> str:
             return odt_text(zf, label, reach)
         if "ppt/presentation.xml" in names:
             return pptx_text(zf, label, reach)
-    kind = ("an Excel workbook (.xlsx)" if "xl/workbook.xml" in names else
-            "an OpenDocument spreadsheet or presentation" if "content.xml" in names else "a ZIP archive")
-    raise TmixError(f"{label} is {kind}; tmix reads {FORMATS}")
+        kind = ("an Excel workbook (.xlsx)" if "xl/workbook.xml" in names else
+                "an OpenDocument spreadsheet or presentation" if "content.xml" in names else None)
+        if kind is None:
+            meant = _meant_format(zf, names, label)
+            if meant is not None:
+                raise TmixError(f"{label} is a damaged {meant[0]}: it has no {meant[1]}")
+    raise TmixError(f"{label} is {kind or 'a ZIP archive'}; tmix reads {FORMATS}")
+
+
+def _meant_format(zf: zipfile.ZipFile, names: set[str], label: str) -> tuple[str, str] | None:
+    """(format, main part) of a ZIP that its name's suffix or its declared content type says is a document tmix
+    reads, though its main part is missing; None for another archive."""
+    declared = b""
+    for name in ("[Content_Types].xml", "mimetype"):
+        if name in names:
+            declared += member(zf, name, label)[:65536]
+    by_suffix = (meant for suffix, _, meant in _ZIP_FORMATS if label.lower().endswith(suffix))
+    by_type = (meant for _, content_type, meant in _ZIP_FORMATS if content_type in declared)
+    return next(by_suffix, next(by_type, None))
 
 
 def epub_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None) -> str:
