@@ -495,8 +495,31 @@ def test_folder_skips_fifos_links_to_devices_loops_and_broken_links_with_a_note(
         "skipped d.txt: a symlink loop", "skipped e.txt: a device, not a regular file",
         *(f"skipped {n}.txt: a broken link to {folder / 'gone.txt'}" for n in "fg"))
     (folder / "a.txt").unlink()
-    with pytest.raises(TmixError, match=r"no document tmix can read in .*\(skipped g.txt: a broken link"):
+    with pytest.raises(TmixError) as info:
         load_documents([str(folder)])
+    assert str(info.value) == f"no document tmix can read in {folder} (skipped " + " | ".join(
+        n.removeprefix("skipped ") for n in doc.notes) + ")"
+
+
+def test_folder_with_nothing_readable_names_each_skipped_file(tmp_path, three_pages):
+    """The error names every skipped file with its reason, up to LISTED_SKIPS of them, then counts the rest."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    write(folder, "a.pdf", encrypt(three_pages, "pw"))
+    write(folder, "b.txt", b"")
+    write(folder, "c.png", PNG_BYTES)
+    with pytest.raises(TmixError) as info:
+        load_documents([str(folder)])
+    assert str(info.value) == (f"no document tmix can read in {folder} (skipped a.pdf: is encrypted; give its "
+                               "password with --password | b.txt: is empty: it contains no text | c.png: is not a "
+                               "document tmix reads (PDF, .docx, .odt, .pptx, .epub, HTML or UTF-8 text): it looks "
+                               "like a PNG image)")
+    for i in range(3, 10):
+        write(folder, f"d{i}.txt", b"")
+    with pytest.raises(TmixError) as info:
+        load_documents([str(folder)])
+    message = str(info.value)
+    assert "\n" not in message and message.count(": is empty") == 4 and message.endswith("| and 4 more)"), message
 
 
 def test_symlink_loop_among_several_documents(tmp_path):

@@ -202,7 +202,7 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
         if p not in members:
             docs.append(load_document(p, password=password, stdin=stdin, budget=budget))
             continue
-        before = len(docs)
+        before, reasons = len(docs), len(skipped)
         for f in members[p]:
             try:
                 why = not_a_file(f)  # a FIFO or a link to a device would block or never end: not read at all
@@ -212,7 +212,7 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
             except TmixError as err:
                 skipped.append(f"skipped {f.name}: {str(err).removeprefix(str(f)).lstrip(' :')}")
         if len(docs) == before:
-            raise TmixError(f"no document tmix can read in {p}" + (f" ({skipped[-1]})" if skipped else ""))
+            raise TmixError(f"no document tmix can read in {p}{_skipped_list(skipped[reasons:])}")
     doc = docs[0] if len(docs) == 1 else combine(docs)
     cap = budget.cap if len(doc.text) > SMALL and not budget.truncate else None
     if cap is not None and len(doc.text) > cap.chars:
@@ -221,6 +221,16 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
 
 
 MAX_FOLDER_FILES = 200
+LISTED_SKIPS = 6  # skipped files named in a folder's error, the rest counted
+
+
+def _skipped_list(skipped: Sequence[str]) -> str:
+    """ " (skipped a.pdf: why | b.xlsx: why | and 3 more)" for a folder's skip notes, or "" for none."""
+    if not skipped:
+        return ""
+    shown = len(skipped) if len(skipped) <= LISTED_SKIPS + 1 else LISTED_SKIPS
+    more = f" | and {len(skipped) - shown} more" if shown < len(skipped) else ""
+    return " (skipped " + " | ".join(s.removeprefix("skipped ") for s in skipped[:shown]) + more + ")"
 
 
 def _resolved(file: Path) -> Path:
