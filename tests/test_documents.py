@@ -150,6 +150,27 @@ def test_pages_on_text_file_is_an_error(tmp_path):
                  pages="1")
 
 
+def test_password_only_for_pdfs(tmp_path, three_pages):
+    """--password on a document that is not a PDF is refused as --pages is; among several, one PDF is enough."""
+    txt = write(tmp_path, "notes.txt", b"hello")
+    expect_error(txt, "--password only applies to PDF files, and", "notes.txt is not a PDF", password="s")
+    with pytest.raises(TmixError, match="--password only applies to PDF files, and .*notes.txt is not a PDF"):
+        load_documents([txt], password="s")
+    other = write(tmp_path, "other.txt", b"bye")
+    with pytest.raises(TmixError, match="--password only applies to PDF files, and none of the documents is a PDF"):
+        load_documents([txt, other], password="s")
+    locked = write(tmp_path, "locked.pdf", encrypt(three_pages, "s"))
+    assert "Alpha page one text." in load_documents([txt, locked], password="s").text
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    write(folder, "a.txt", b"alpha")
+    write(folder, "b.pdf", encrypt(three_pages, "s"))
+    assert load_documents([str(folder)], password="wrong").text == "alpha"  # tried on b.pdf, which is skipped
+    (folder / "b.pdf").unlink()
+    with pytest.raises(TmixError, match="none of the documents is a PDF"):
+        load_documents([str(folder)], password="s")
+
+
 def test_encrypted_pdf_needs_password(tmp_path, three_pages):
     path = write(tmp_path, "locked.pdf", encrypt(three_pages, "secret"))
     expect_error(path, "locked.pdf", "encrypted", "--password")
@@ -569,13 +590,13 @@ def test_load_document_writes_nothing(tmp_path, three_pages):
     paths = [write(tmp_path, "doc.pdf", three_pages), write(tmp_path, "locked.pdf", encrypt(three_pages, "s")),
              write(tmp_path, "notes.txt", b"text"), str(SAMPLES / "report.pdf")]
     for path in paths:
-        load_document(path, password="s")
+        load_document(path, password="s", among=True)
     before = sorted(p.name for p in tmp_path.iterdir())
     _WRITES.clear()
     _RECORDING[0] = True
     try:
         for path in paths:
-            load_document(path, password="s")
+            load_document(path, password="s", among=True)
         load_document("-", stdin=io.BytesIO(three_pages))
         with pytest.raises(TmixError):
             load_document(write_free_path := str(tmp_path / "missing.pdf"))

@@ -78,15 +78,16 @@ class Document:
 
 
 def load_document(path: str, pages: str | None = None, password: str | None = None,
-                  stdin: BinaryIO | None = None, budget: Budget | None = None) -> Document:
+                  stdin: BinaryIO | None = None, budget: Budget | None = None, *, among: bool = False) -> Document:
     """Read `path` (or stdin for "-") and return its cleaned text; any failure is a one-line TmixError. With a
-    `budget`, an input beyond what the model could use is refused, or (--truncate) read only so far."""
+    `budget`, an input beyond what the model could use is refused, or (--truncate) read only so far. A `password`
+    for a document that is not a PDF is refused, unless it is read `among` others."""
     checkpoints.check()
     budget = budget or Budget()
     got = read_input(path, stdin, functools.partial(_raw_limit, path, budget))
     raw = _cut_input(got, budget) if got.more else got.raw
     try:
-        doc = _parse(got.name, got.label, raw, pages, password, budget)
+        doc = _parse(got.name, got.label, raw, pages, password, budget, among)
     except TmixError:
         raise
     except Exception as exc:  # noqa: BLE001 - a reader's unforeseen failure on odd input: still one line, named
@@ -156,13 +157,15 @@ def cut_document(doc: Document, cap: textcap.TextCap) -> Document:
 
 
 def _parse(name: str, label: str, raw: bytes, pages: str | None, password: str | None,
-           budget: Budget) -> Document:
+           budget: Budget, among: bool = False) -> Document:
     """The Document in `raw`, read by the reader its format needs."""
     digest = hashlib.sha256(raw).hexdigest()
     if _is_pdf(raw):
         return _pdf_document(name, label, raw, digest, pages, password, budget)
     if pages is not None:
         raise TmixError(f"--pages only applies to PDF files, and {label} is not a PDF")
+    if password is not None and not among:
+        raise TmixError(f"--password only applies to PDF files, and {label} is not a PDF")
     reach = Reach(functools.partial(_past_cap, budget=budget))
     if raw.startswith(_ZIP_MAGIC):
         text = _nonempty(_tidy(zip_document_text(raw, label, reach)), label)
@@ -198,9 +201,10 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
         raise TmixError(f"{twice.name} is given twice")
     docs: list[Document] = []
     skipped: list[str] = []
+    pdfs = 0  # PDFs skipped in a folder (a wrong --password, a damaged file): --password was tried on them
     for p in paths:
         if p not in members:
-            docs.append(load_document(p, password=password, stdin=stdin, budget=budget))
+            docs.append(load_document(p, password=password, stdin=stdin, budget=budget, among=True))
             continue
         before, reasons = len(docs), len(skipped)
         for f in members[p]:
@@ -208,11 +212,14 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
                 why = not_a_file(f)  # a FIFO or a link to a device would block or never end: not read at all
                 if why is not None:
                     raise TmixError(f"{f}: {why}")
-                docs.append(load_document(str(f), password=password, budget=budget))
+                docs.append(load_document(str(f), password=password, budget=budget, among=True))
             except TmixError as err:
                 skipped.append(f"skipped {f.name}: {str(err).removeprefix(str(f)).lstrip(' :')}")
+                pdfs += f.suffix.lower() == ".pdf"
         if len(docs) == before:
             raise TmixError(f"no document tmix can read in {p}{_skipped_list(skipped[reasons:])}")
+    if password is not None and not pdfs and all(d.pages is None for d in docs):
+        raise TmixError("--password only applies to PDF files, and none of the documents is a PDF")
     doc = docs[0] if len(docs) == 1 else combine(docs)
     cap = budget.cap if len(doc.text) > SMALL and not budget.truncate else None
     if cap is not None and len(doc.text) > cap.chars:
