@@ -446,6 +446,8 @@ BAD = [
     (["ask", "sample_docs/notes.txt", "sample_docs/report.md"], "is a file name; put the question last"),
     (["ask", "sample_docs/notes.txt", "minutes.docx"], "no such document: minutes.docx"),
     (["ask", "sample_docs/notes.txt", "sample_docs/report.md", "q?", "--pages", "1"], "--pages applies"),
+    (["ask", "sample_docs/notes.txt", "q?", "--password", "x"], "--password only applies to pdf files, and"),
+    (["ask", "sample_docs/notes.txt", "sample_docs/report.md", "q?", "--password", "x"], "none of the documents is a"),
     (["prefill", "sample_docs/notes.txt", "sample_docs/notes.txt"], "given twice"),
     (["chat", "-"], "cannot come from stdin"),
     (["eval", "--facts", "nowhere.json"], "no such file"),

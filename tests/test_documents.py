@@ -41,10 +41,10 @@ def make_pdf(pages: list[str], font: Path | None = None) -> bytes:
     return bytes(pdf.output())
 
 
-def encrypt(data: bytes, user_password: str) -> bytes:
-    """Re-save a PDF encrypted (RC4, needs no extra package) with the given user password."""
+def encrypt(data: bytes, user_password: str, algorithm: str | None = None) -> bytes:
+    """Re-save a PDF encrypted with the given user password (RC4 by default, which needs no extra package)."""
     writer = PdfWriter(clone_from=PdfReader(io.BytesIO(data)))
-    writer.encrypt(user_password=user_password, owner_password="owner-pw")
+    writer.encrypt(user_password=user_password, owner_password="owner-pw", algorithm=algorithm)
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
@@ -150,6 +150,27 @@ def test_pages_on_text_file_is_an_error(tmp_path):
                  pages="1")
 
 
+def test_password_only_for_pdfs(tmp_path, three_pages):
+    """--password on a document that is not a PDF is refused as --pages is; among several, one PDF is enough."""
+    txt = write(tmp_path, "notes.txt", b"hello")
+    expect_error(txt, "--password only applies to PDF files, and", "notes.txt is not a PDF", password="s")
+    with pytest.raises(TmixError, match="--password only applies to PDF files, and .*notes.txt is not a PDF"):
+        load_documents([txt], password="s")
+    other = write(tmp_path, "other.txt", b"bye")
+    with pytest.raises(TmixError, match="--password only applies to PDF files, and none of the documents is a PDF"):
+        load_documents([txt, other], password="s")
+    locked = write(tmp_path, "locked.pdf", encrypt(three_pages, "s"))
+    assert "Alpha page one text." in load_documents([txt, locked], password="s").text
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    write(folder, "a.txt", b"alpha")
+    write(folder, "b.pdf", encrypt(three_pages, "s"))
+    assert load_documents([str(folder)], password="wrong").text == "alpha"  # tried on b.pdf, which is skipped
+    (folder / "b.pdf").unlink()
+    with pytest.raises(TmixError, match="none of the documents is a PDF"):
+        load_documents([str(folder)], password="s")
+
+
 def test_encrypted_pdf_needs_password(tmp_path, three_pages):
     path = write(tmp_path, "locked.pdf", encrypt(three_pages, "secret"))
     expect_error(path, "locked.pdf", "encrypted", "--password")
@@ -161,6 +182,43 @@ def test_encrypted_pdf_needs_password(tmp_path, three_pages):
 def test_encrypted_pdf_with_empty_user_password_loads(tmp_path, three_pages):
     doc = load_document(write(tmp_path, "owner-only.pdf", encrypt(three_pages, "")))
     assert "Alpha page one text." in doc.text
+
+
+def _without_cryptography(monkeypatch) -> None:
+    """Make pypdf act as without the cryptography package: its AES functions raise DependencyError."""
+    from pypdf import _encryption
+    from pypdf._crypt_providers import _fallback
+
+    for name in ("CryptAES", "aes_cbc_decrypt", "aes_cbc_encrypt", "aes_ecb_decrypt", "aes_ecb_encrypt"):
+        monkeypatch.setattr(_encryption, name, getattr(_fallback, name))
+
+
+@pytest.mark.parametrize("algorithm, user_password", [("AES-256", "s3cret"), ("AES-128", "")])
+def test_aes_encrypted_pdf(tmp_path, monkeypatch, three_pages, algorithm, user_password):
+    """AES needs cryptography: with it an AES PDF is read; without it the error says so, never 'corrupt'."""
+    pytest.importorskip("cryptography", reason="making an AES-encrypted PDF needs the cryptography package")
+    path = write(tmp_path, "aes.pdf", encrypt(three_pages, user_password, algorithm))
+    assert "Charlie page three text." in load_document(path, password=user_password or None).text
+    if user_password:
+        expect_error(path, "aes.pdf is encrypted; give its password with --password")
+    _without_cryptography(monkeypatch)
+    for password in {None, user_password or None}:
+        expect_error(path, "aes.pdf is encrypted with AES, which needs the cryptography package: "
+                     "pip install cryptography", password=password)
+
+
+def test_missing_crypto_package_is_not_corrupt(tmp_path, monkeypatch, three_pages):
+    """A DependencyError from any pypdf step (here a page of an encrypted PDF) names what to install."""
+    from pypdf import PageObject
+    from pypdf.errors import DependencyError
+
+    def needs_aes(*_, **__) -> str:
+        raise DependencyError("cryptography>=3.1 is required for AES algorithm")
+
+    monkeypatch.setattr(PageObject, "extract_text", needs_aes)
+    path = write(tmp_path, "locked.pdf", encrypt(three_pages, ""))
+    err = expect_error(path, "locked.pdf is encrypted with AES", "pip install cryptography")
+    assert "corrupt" not in str(err)
 
 
 def test_scanned_pdf_needs_ocr(tmp_path):
@@ -458,8 +516,31 @@ def test_folder_skips_fifos_links_to_devices_loops_and_broken_links_with_a_note(
         "skipped d.txt: a symlink loop", "skipped e.txt: a device, not a regular file",
         *(f"skipped {n}.txt: a broken link to {folder / 'gone.txt'}" for n in "fg"))
     (folder / "a.txt").unlink()
-    with pytest.raises(TmixError, match=r"no document tmix can read in .*\(skipped g.txt: a broken link"):
+    with pytest.raises(TmixError) as info:
         load_documents([str(folder)])
+    assert str(info.value) == f"no document tmix can read in {folder} (skipped " + " | ".join(
+        n.removeprefix("skipped ") for n in doc.notes) + ")"
+
+
+def test_folder_with_nothing_readable_names_each_skipped_file(tmp_path, three_pages):
+    """The error names every skipped file with its reason, up to LISTED_SKIPS of them, then counts the rest."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    write(folder, "a.pdf", encrypt(three_pages, "pw"))
+    write(folder, "b.txt", b"")
+    write(folder, "c.png", PNG_BYTES)
+    with pytest.raises(TmixError) as info:
+        load_documents([str(folder)])
+    assert str(info.value) == (f"no document tmix can read in {folder} (skipped a.pdf: is encrypted; give its "
+                               "password with --password | b.txt: is empty: it contains no text | c.png: is not a "
+                               "document tmix reads (PDF, .docx, .odt, .pptx, .epub, HTML or UTF-8 text): it looks "
+                               "like a PNG image)")
+    for i in range(3, 10):
+        write(folder, f"d{i}.txt", b"")
+    with pytest.raises(TmixError) as info:
+        load_documents([str(folder)])
+    message = str(info.value)
+    assert "\n" not in message and message.count(": is empty") == 4 and message.endswith("| and 4 more)"), message
 
 
 def test_symlink_loop_among_several_documents(tmp_path):
@@ -509,13 +590,13 @@ def test_load_document_writes_nothing(tmp_path, three_pages):
     paths = [write(tmp_path, "doc.pdf", three_pages), write(tmp_path, "locked.pdf", encrypt(three_pages, "s")),
              write(tmp_path, "notes.txt", b"text"), str(SAMPLES / "report.pdf")]
     for path in paths:
-        load_document(path, password="s")
+        load_document(path, password="s", among=True)
     before = sorted(p.name for p in tmp_path.iterdir())
     _WRITES.clear()
     _RECORDING[0] = True
     try:
         for path in paths:
-            load_document(path, password="s")
+            load_document(path, password="s", among=True)
         load_document("-", stdin=io.BytesIO(three_pages))
         with pytest.raises(TmixError):
             load_document(write_free_path := str(tmp_path / "missing.pdf"))

@@ -106,6 +106,12 @@ def test_endless_utf16_stream_with_truncate_decodes_whole_characters():
     assert doc.partial and set(doc.text.split("\n")) == {"Tromsø 🎉 line"}
 
 
+def test_endless_utf16_stream_without_a_bom_with_truncate():
+    stream = Endless("Tromsø line\n".encode("utf-16-be"))
+    doc = load_document("-", stdin=stream, budget=budget(truncate=True, cap=TextCap(1024, 20)))
+    assert doc.partial and set(doc.text.split("\n")) == {"Tromsø line"}
+
+
 @pytest.mark.parametrize("raw", [b"abc\ndef\nghi", "abcé".encode(), "ab\u20ac".encode(), b"abc"])
 def test_whole_lines_never_cuts_a_character(raw):
     kept = whole_lines(raw)

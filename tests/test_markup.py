@@ -138,6 +138,18 @@ def test_epub_chapters_in_spine_order(tmp_path):
     ("cp.html", b"<html><p>\x81\x8d\x8f</p></html>", "unknown encoding"),
     ("sheet.ods", zip_bytes({"mimetype": "application/vnd.oasis.opendocument.spreadsheet", "content.xml": "<x/>"}),
      "OpenDocument spreadsheet"),
+    ("x.docx", zip_bytes({"[Content_Types].xml": "<Types/>"}),
+     "x.docx is a damaged Word document (.docx): it has no word/document.xml"),
+    ("x.pptx", zip_bytes({"[Content_Types].xml": "<Types/>", "ppt/slides/slide1.xml": "<sld/>"}),
+     "x.pptx is a damaged PowerPoint deck (.pptx): it has no ppt/presentation.xml"),
+    ("x.odt", zip_bytes({"mimetype": "application/vnd.oasis.opendocument.text"}),
+     "x.odt is a damaged OpenDocument text (.odt): it has no content.xml"),
+    ("x.epub", zip_bytes({"mimetype": "application/epub+zip"}),
+     "x.epub is a damaged EPUB book (.epub): it has no META-INF/container.xml"),
+    ("x.zip", zip_bytes({"[Content_Types].xml": '<Types><Override ContentType="application/vnd.openxmlformats-'
+                                               'officedocument.wordprocessingml.document.main+xml"/></Types>'}),
+     "x.zip is a damaged Word document (.docx): it has no word/document.xml"),
+    ("sheet.docx", zip_bytes({"xl/workbook.xml": "<workbook/>"}), "sheet.docx is an Excel workbook (.xlsx)"),
 ])
 def test_bad_markup_documents(tmp_path, name, data, fragment):
     expect_error(write(tmp_path, name, data), name, fragment)
@@ -165,6 +177,15 @@ def test_html_web_page_keeps_main_content(tmp_path):
     no_main = page.replace("<main>", "").replace("</main>", "")  # no <main>: the whole body, menus still dropped
     assert load_document(write(tmp_path, "plain.html", no_main)).text == (
         "Acme\nResults\nRevenue rose to 12 million.\nMargins held.\nRelated: more\nCopyright Acme")
+
+
+@pytest.mark.parametrize("style", ["display:none", "DISPLAY : None", "color: red; display: none !important",
+                                   "visibility:hidden", "visibility: Hidden;", "visibility: collapse ! important;"])
+def test_html_inline_hidden_styles_dropped(tmp_path, style):
+    page = (f'<body><p>Shown one.</p><div style="{style}">secret <b>bold secret</b></div><span style="{style}">x'
+            f'</span><p style="{style}">hidden paragraph<div>Shown two.</div><div><p style="{style}">last</div>'
+            '<p>Shown three.</p><p style="display: block; visibility: visible">Shown four.</p></body>')
+    assert load_document(write(tmp_path, "s.html", page)).text == "Shown one.\nShown two.\nShown three.\nShown four."
 
 
 def test_docx_footnotes_and_endnotes(tmp_path):
@@ -290,6 +311,26 @@ def test_utf16_and_utf32_with_a_bom(tmp_path, name, codec):
     source = "<p>Caf\u00e9 \u65e5\u672c</p>" if ".htm" in name else "Caf\u00e9 \u65e5\u672c\n"
     data = source.encode(codec) if codec != "utf-16-be" else b"\xfe\xff" + source.encode(codec)
     assert load_document(write(tmp_path, name, data)).text == "Caf\u00e9 \u65e5\u672c"
+
+
+@pytest.mark.parametrize("name, codec, note", [("notes.txt", "utf-16-le", "UTF-16 LE"), ("notes.txt", "utf-16-be",
+                                                "UTF-16 BE"), ("page.html", "utf-16-le", None)])
+def test_utf16_without_a_bom_read_with_a_note(tmp_path, name, codec, note):
+    source = "<p>Caf\u00e9 hi there</p>" if ".htm" in name else "hi there\nCaf\u00e9 \u65e5\u672c\n"
+    doc = load_document(write(tmp_path, name, source.encode(codec)))
+    assert doc.text == ("Caf\u00e9 hi there" if note is None else "hi there\nCaf\u00e9 \u65e5\u672c")
+    assert doc.notes == ((f"{tmp_path / name} has no byte-order mark; read it as {note}",) if note else ())
+
+
+@pytest.mark.parametrize("data, fragment", [
+    (("some words " * 20).encode("utf-16-le") + b"\x00\xd8", "damaged UTF-16 LE text without a byte-order mark "
+     "(convert it to UTF-8, e.g. iconv -f UTF-16LE -t UTF-8)"),
+    (("some words " * 20).encode("utf-16-be") + b"\x00\x01", "damaged UTF-16 BE text"),
+    (b"\x01\x00\x02\x00" * 100, "binary data (it contains NUL bytes)"),  # small 16-bit numbers, not text
+    (bytes(range(256)) * 4, "binary data (it contains NUL bytes)"),
+])
+def test_utf16_look_alikes_refused(tmp_path, data, fragment):
+    expect_error(write(tmp_path, "x.txt", data), "x.txt", fragment)
 
 
 def epub(chapter: bytes, rootfile: str = "OEBPS/content.opf", href: str = "ch%201.xhtml") -> bytes:

@@ -3,10 +3,42 @@
 from __future__ import annotations
 
 import codecs
+import re
 
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-32 first: its LE mark starts alike
 BOMS = tuple(bom for bom, _ in _BOMS)
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f\ufffe\uffff]")  # not in text (tab, newlines and form feed are)
+_TEXT_BYTES = bytes([9, 10, 12, 13, *range(32, 127), *range(128, 256)])  # bytes of (Latin) text: not NUL or control
+UTF16_SAMPLE = 4096  # bytes whose NUL pattern tells UTF-16 without a byte-order mark
+
+
+def utf16_codec(raw: bytes) -> str | None:
+    """"utf-16-le" or "utf-16-be" for bytes that look like mostly-Latin UTF-16 text without a byte-order mark: most
+    odd (LE) or even (BE) bytes of the first UTF16_SAMPLE are NUL, and almost none of the others are NUL or another
+    control byte (as in binary data of small numbers); else None."""
+    sample = raw[:UTF16_SAMPLE - UTF16_SAMPLE % 2 if len(raw) >= UTF16_SAMPLE else len(raw) - len(raw) % 2]
+    half = len(sample) // 2
+    if half < 2:
+        return None
+    evens, odds = sample[0::2], sample[1::2]
+    for codec, nuls, low in (("utf-16-le", odds, evens), ("utf-16-be", evens, odds)):
+        if nuls.count(0) >= 0.7 * half and len(low.translate(None, _TEXT_BYTES)) <= 0.05 * half:
+            return codec
+    return None
+
+
+def utf16_text(raw: bytes) -> tuple[str, str] | None:
+    """UTF-16 text without a byte-order mark (utf16_codec) and its codec, when all of it decodes to text (no control
+    characters); None otherwise."""
+    codec = utf16_codec(raw)
+    if codec is None or len(raw) % 2:
+        return None
+    try:
+        text = raw.decode(codec)
+    except UnicodeDecodeError:
+        return None
+    return None if _CONTROLS.search(text) else (text, codec)
 
 
 def bom_text(raw: bytes) -> str | None:

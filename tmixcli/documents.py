@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from tmixcli import checkpoints, textcap
-from tmixcli.charsets import BOMS, bom_text, mixed_text, western_text
+from tmixcli.charsets import BOMS, bom_text, mixed_text, utf16_codec, utf16_text, western_text
 from tmixcli.errors import TmixError
 from tmixcli.inputs import HEAD, SMALL, Input, read_input, whole_lines
 from tmixcli.markup import FORMATS, decode_html, html_text, zip_document_text
@@ -78,15 +78,16 @@ class Document:
 
 
 def load_document(path: str, pages: str | None = None, password: str | None = None,
-                  stdin: BinaryIO | None = None, budget: Budget | None = None) -> Document:
+                  stdin: BinaryIO | None = None, budget: Budget | None = None, *, among: bool = False) -> Document:
     """Read `path` (or stdin for "-") and return its cleaned text; any failure is a one-line TmixError. With a
-    `budget`, an input beyond what the model could use is refused, or (--truncate) read only so far."""
+    `budget`, an input beyond what the model could use is refused, or (--truncate) read only so far. A `password`
+    for a document that is not a PDF is refused, unless it is read `among` others."""
     checkpoints.check()
     budget = budget or Budget()
     got = read_input(path, stdin, functools.partial(_raw_limit, path, budget))
     raw = _cut_input(got, budget) if got.more else got.raw
     try:
-        doc = _parse(got.name, got.label, raw, pages, password, budget)
+        doc = _parse(got.name, got.label, raw, pages, password, budget, among)
     except TmixError:
         raise
     except Exception as exc:  # noqa: BLE001 - a reader's unforeseen failure on odd input: still one line, named
@@ -129,7 +130,7 @@ def _refuse_input(got: Input, budget: Budget) -> None:
     if _container(head, got.label):
         raise TmixError(f"{got.label} is {got.amount()}: tmix reads PDF, ZIP-based and HTML documents of up to "
                         f"{textcap.size(textcap.MAX_CONTAINER_BYTES)}")
-    if not head.startswith(BOMS):  # UTF-16/32 text has NUL bytes
+    if not head.startswith(BOMS) and utf16_codec(head) is None:  # UTF-16/32 text has NUL bytes
         _refuse_binary(got.raw, got.label)
     raise TmixError(textcap.too_much(f"{got.label} is {got.amount()}", budget.cap))
 
@@ -156,13 +157,15 @@ def cut_document(doc: Document, cap: textcap.TextCap) -> Document:
 
 
 def _parse(name: str, label: str, raw: bytes, pages: str | None, password: str | None,
-           budget: Budget) -> Document:
+           budget: Budget, among: bool = False) -> Document:
     """The Document in `raw`, read by the reader its format needs."""
     digest = hashlib.sha256(raw).hexdigest()
     if _is_pdf(raw):
         return _pdf_document(name, label, raw, digest, pages, password, budget)
     if pages is not None:
         raise TmixError(f"--pages only applies to PDF files, and {label} is not a PDF")
+    if password is not None and not among:
+        raise TmixError(f"--password only applies to PDF files, and {label} is not a PDF")
     reach = Reach(functools.partial(_past_cap, budget=budget))
     if raw.startswith(_ZIP_MAGIC):
         text = _nonempty(_tidy(zip_document_text(raw, label, reach)), label)
@@ -198,21 +201,25 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
         raise TmixError(f"{twice.name} is given twice")
     docs: list[Document] = []
     skipped: list[str] = []
+    pdfs = 0  # PDFs skipped in a folder (a wrong --password, a damaged file): --password was tried on them
     for p in paths:
         if p not in members:
-            docs.append(load_document(p, password=password, stdin=stdin, budget=budget))
+            docs.append(load_document(p, password=password, stdin=stdin, budget=budget, among=True))
             continue
-        before = len(docs)
+        before, reasons = len(docs), len(skipped)
         for f in members[p]:
             try:
                 why = not_a_file(f)  # a FIFO or a link to a device would block or never end: not read at all
                 if why is not None:
                     raise TmixError(f"{f}: {why}")
-                docs.append(load_document(str(f), password=password, budget=budget))
+                docs.append(load_document(str(f), password=password, budget=budget, among=True))
             except TmixError as err:
                 skipped.append(f"skipped {f.name}: {str(err).removeprefix(str(f)).lstrip(' :')}")
+                pdfs += f.suffix.lower() == ".pdf"
         if len(docs) == before:
-            raise TmixError(f"no document tmix can read in {p}" + (f" ({skipped[-1]})" if skipped else ""))
+            raise TmixError(f"no document tmix can read in {p}{_skipped_list(skipped[reasons:])}")
+    if password is not None and not pdfs and all(d.pages is None for d in docs):
+        raise TmixError("--password only applies to PDF files, and none of the documents is a PDF")
     doc = docs[0] if len(docs) == 1 else combine(docs)
     cap = budget.cap if len(doc.text) > SMALL and not budget.truncate else None
     if cap is not None and len(doc.text) > cap.chars:
@@ -221,6 +228,16 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
 
 
 MAX_FOLDER_FILES = 200
+LISTED_SKIPS = 6  # skipped files named in a folder's error, the rest counted
+
+
+def _skipped_list(skipped: Sequence[str]) -> str:
+    """ " (skipped a.pdf: why | b.xlsx: why | and 3 more)" for a folder's skip notes, or "" for none."""
+    if not skipped:
+        return ""
+    shown = len(skipped) if len(skipped) <= LISTED_SKIPS + 1 else LISTED_SKIPS
+    more = f" | and {len(skipped) - shown} more" if shown < len(skipped) else ""
+    return " (skipped " + " | ".join(s.removeprefix("skipped ") for s in skipped[:shown]) + more + ")"
 
 
 def _resolved(file: Path) -> Path:
@@ -308,11 +325,14 @@ def _page_number(digits: str, spec: str, n_pages: int) -> int:
 
 
 def _text_file(raw: bytes, label: str) -> tuple[str, str | None]:
-    """Decode UTF-8 text (BOM allowed), UTF-16/32 text with a BOM, else Western Windows-1252 text, rejecting
-    binary data; tidy it. Returns the text and a note when it was Windows-1252."""
+    """Decode UTF-8 text (BOM allowed), UTF-16/32 text with a BOM, mostly-Latin UTF-16 without one, else Western
+    Windows-1252 text, rejecting binary data; tidy it. Returns the text and a note when it was not UTF-8 or marked."""
     text = bom_text(raw)
     if text is not None:
         return _nonempty(_tidy(text), label), None
+    utf16 = utf16_text(raw)
+    if utf16 is not None:
+        return _nonempty(_tidy(utf16[0]), label), f"{label} has no byte-order mark; read it as {_codec_name(utf16[1])}"
     _refuse_binary(raw, label)
     if label.lower().endswith(".pdf"):
         raise TmixError(f"{label} is not a valid PDF (no %PDF- header); it may be corrupt")
@@ -362,9 +382,19 @@ def _binary_kind(raw: bytes) -> str | None:
     for magic, description in _BINARY_MAGIC:
         if raw.startswith(magic):
             return description
+    codec = utf16_codec(raw)
+    if codec is not None:
+        name = _codec_name(codec)
+        return (f"damaged {name} text without a byte-order mark (convert it to UTF-8, e.g. "
+                f"iconv -f {name.replace(' ', '')} -t UTF-8)")
     if b"\x00" in raw:
         return "binary data (it contains NUL bytes)"
     return None
+
+
+def _codec_name(codec: str) -> str:
+    """A codec as users know it: "utf-16-le" -> "UTF-16 LE"."""
+    return codec.upper().replace("-LE", " LE").replace("-BE", " BE")
 
 
 def _tidy(text: str) -> str:
@@ -574,9 +604,8 @@ def _decrypt(reader: PdfReader, label: str, password: str | None) -> None:
         try:
             if reader.decrypt(candidate):
                 return
-        except DependencyError:
-            raise TmixError(f"{label} uses AES encryption, which needs an extra package: "
-                            "pip install cryptography") from None
+        except DependencyError as exc:
+            raise TmixError(_missing_package(exc, label)) from None
         except Exception as exc:  # noqa: BLE001 - any pypdf failure becomes a one-line error
             raise TmixError(f"{label} is encrypted and could not be decrypted: {_reason(exc)}") from None
     if password:
@@ -585,13 +614,24 @@ def _decrypt(reader: PdfReader, label: str, password: str | None) -> None:
 
 
 def _pdf_call(fn: Callable[[], _T], label: str) -> _T:
-    """Run a pypdf call, turning any failure into a "corrupt PDF" TmixError."""
+    """Run a pypdf call, turning any failure into a "corrupt PDF" TmixError (a missing package: what to install)."""
+    from pypdf.errors import DependencyError
+
     try:
         return fn()
     except TmixError:
         raise
+    except DependencyError as exc:  # AES decryption at any step (opening, the empty password, a page) without it
+        raise TmixError(_missing_package(exc, label)) from None
     except Exception as exc:  # noqa: BLE001 - any pypdf failure becomes a one-line error
         raise TmixError(f"{label} is a corrupt or unreadable PDF ({_reason(exc)})") from None
+
+
+def _missing_package(exc: Exception, label: str) -> str:
+    """The one-line error for a PDF that needs a package pypdf lacks (AES encryption needs cryptography)."""
+    if "AES" in str(exc) or "cryptography" in str(exc):
+        return f"{label} is encrypted with AES, which needs the cryptography package: pip install cryptography"
+    return f"{label} needs a package that is not installed ({_reason(exc)})"
 
 
 def _reason(exc: Exception) -> str:

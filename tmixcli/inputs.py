@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from tmixcli import checkpoints
+from tmixcli.charsets import utf16_codec
 from tmixcli.errors import TmixError
 from tmixcli.paths import not_a_file
 from tmixcli.textcap import size
@@ -92,7 +93,8 @@ def read_capped(stream: BinaryIO, limit: Callable[[bytes], int]) -> tuple[bytes,
 
 def whole_lines(raw: bytes) -> bytes:
     """The text bytes of an input read only so far, up to its last line break, so no character is cut in two."""
-    for bom, codec, unit in _BOMS:
+    utf16 = utf16_codec(raw)  # UTF-16 without a byte-order mark, as documents reads it
+    for bom, codec, unit in (*_BOMS, (b"", utf16, 2)) if utf16 else _BOMS:
         if raw.startswith(bom):
             newline = "\n".encode(codec)
             at = raw.rfind(newline)

@@ -15,12 +15,18 @@ from html.parser import HTMLParser
 from posixpath import dirname, join, normpath
 from urllib.parse import unquote
 
-from tmixcli.charsets import bom_text, western_text
+from tmixcli.charsets import bom_text, utf16_text, western_text
 from tmixcli.errors import TmixError
 from tmixcli.office import docx_text, odt_text, pptx_text
 from tmixcli.ziputil import Reach, join_blocks, member, open_zip, parse_xml
 
 _ODT_MIME = b"application/vnd.oasis.opendocument.text"
+_ZIP_FORMATS = (  # suffix, content type declared in [Content_Types].xml or mimetype, (format, main part)
+    (".docx", b"wordprocessingml.document.main", ("Word document (.docx)", "word/document.xml")),
+    (".pptx", b"presentationml.presentation.main", ("PowerPoint deck (.pptx)", "ppt/presentation.xml")),
+    (".odt", _ODT_MIME, ("OpenDocument text (.odt)", "content.xml")),
+    (".epub", b"application/epub+zip", ("EPUB book (.epub)", "META-INF/container.xml")),
+)
 _SPACES = re.compile(r"[ \t\n\r\f\u00a0]+")
 _BLOCK_TAGS = {"address", "article", "aside", "blockquote", "body", "caption", "dd", "div", "dl", "dt",
                "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6",
@@ -33,6 +39,8 @@ _VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link"
 FORMATS = "PDF, .docx, .odt, .pptx, .epub, HTML or UTF-8 text"  # what tmix reads, for error messages
 _MAIN = re.compile(r"<main\b", re.IGNORECASE)
 HTML_CHUNK = 1 << 20  # characters of HTML parsed at a time
+_HIDING_STYLE = re.compile(r"(?:^|;)\s*(?:display\s*:\s*none|visibility\s*:\s*(?:hidden|collapse))\s*"
+                           r"(?:!\s*important\s*)?(?:;|$)", re.IGNORECASE)  # an inline style a browser hides
 _CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
 
@@ -57,9 +65,25 @@ def _zip_text(raw: bytes, label: str, reach: Reach) -> str:
             return odt_text(zf, label, reach)
         if "ppt/presentation.xml" in names:
             return pptx_text(zf, label, reach)
-    kind = ("an Excel workbook (.xlsx)" if "xl/workbook.xml" in names else
-            "an OpenDocument spreadsheet or presentation" if "content.xml" in names else "a ZIP archive")
-    raise TmixError(f"{label} is {kind}; tmix reads {FORMATS}")
+        kind = ("an Excel workbook (.xlsx)" if "xl/workbook.xml" in names else
+                "an OpenDocument spreadsheet or presentation" if "content.xml" in names else None)
+        if kind is None:
+            meant = _meant_format(zf, names, label)
+            if meant is not None:
+                raise TmixError(f"{label} is a damaged {meant[0]}: it has no {meant[1]}")
+    raise TmixError(f"{label} is {kind or 'a ZIP archive'}; tmix reads {FORMATS}")
+
+
+def _meant_format(zf: zipfile.ZipFile, names: set[str], label: str) -> tuple[str, str] | None:
+    """(format, main part) of a ZIP that its name's suffix or its declared content type says is a document tmix
+    reads, though its main part is missing; None for another archive."""
+    declared = b""
+    for name in ("[Content_Types].xml", "mimetype"):
+        if name in names:
+            declared += member(zf, name, label)[:65536]
+    by_suffix = (meant for suffix, _, meant in _ZIP_FORMATS if label.lower().endswith(suffix))
+    by_type = (meant for _, content_type, meant in _ZIP_FORMATS if content_type in declared)
+    return next(by_suffix, next(by_type, None))
 
 
 def epub_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None) -> str:
@@ -86,11 +110,14 @@ def epub_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None) -> st
 
 
 def decode_html(raw: bytes, label: str) -> str:
-    """Decode HTML bytes: UTF-16/32 by a byte-order mark, UTF-8 (BOM allowed), the charset its <meta> declares,
-    else Windows-1252 (what browsers assume for a Western page that declares none)."""
+    """Decode HTML bytes: UTF-16/32 by a byte-order mark, mostly-Latin UTF-16 without one, UTF-8 (BOM allowed), the
+    charset its <meta> declares, else Windows-1252 (what browsers assume for a Western page that declares none)."""
     text = bom_text(raw)
     if text is not None:
         return text
+    utf16 = utf16_text(raw)
+    if utf16 is not None:
+        return utf16[0]
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -131,10 +158,11 @@ def _hidden(tag: str, attrs: list) -> bool:
     """Elements a browser does not show, or that only navigate: skipped with everything inside them."""
     if tag in _SKIP_TAGS:
         return True
-    if tag in _OPTIONAL_END:  # no reliable end tag to stop skipping at
+    if tag in _OPTIONAL_END and tag != "p":  # no reliable end tag to stop skipping at (a <p> ends at a block)
         return False
     found = dict(attrs)
-    return "hidden" in found or found.get("aria-hidden") == "true" or found.get("role") == "navigation"
+    return ("hidden" in found or found.get("aria-hidden") == "true" or found.get("role") == "navigation"
+            or _HIDING_STYLE.search(found.get("style") or "") is not None)
 
 
 class _HTMLText(HTMLParser):
@@ -160,6 +188,8 @@ class _HTMLText(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list) -> None:
         if self.skip is not None and self.skip[0] == "head" and tag not in _HEAD_TAGS:
             self.skip = None  # a page that leaves out </head>: <body> or any body element ends the head
+        if self.skip is not None and self.skip[0] == "p" and tag in _BLOCK_TAGS:
+            self.skip = None  # a block element ends a hidden <p> whose end tag is left out, as in a browser
         if self.skip is not None:
             if tag == self.skip[0]:
                 self.skip = (tag, self.skip[1] + 1)
@@ -186,6 +216,8 @@ class _HTMLText(HTMLParser):
             self._flush()
 
     def handle_endtag(self, tag: str) -> None:
+        if self.skip is not None and self.skip[0] == "p" and tag != "p" and tag in _BLOCK_TAGS:
+            self.skip = None  # the end of the element around a hidden <p> that leaves out its end tag
         if self.skip is not None:
             if tag == self.skip[0]:
                 self.skip = (tag, self.skip[1] - 1) if self.skip[1] > 1 else None
