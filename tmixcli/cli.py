@@ -144,16 +144,18 @@ _ARGV: list[str] = []  # this run's arguments, for handing them to a `tmix serve
 
 def _maybe_forward(sources: list[str], model, device: str, dtype: str, device_map, compile: str,
                    quiet: bool) -> None:
-    """Hand this run to a `tmix serve` holding the same model, if one runs (stdin stays local): exits with its code.
+    """Hand this run to a `tmix serve` holding the same model, if one runs (stdin, FIFOs, devices and /dev/fd/N stay
+    local: paths.process_bound): exits with its code.
 
-    Inside the server, this is where a request is taken (or, reading stdin, handed back to run locally)."""
+    Inside the server, this is where a request is taken (or, reading such an input, handed back to run locally)."""
     from tmixcli import serve
+    from tmixcli.paths import process_bound
     from tmixcli.serverkey import server_key
 
     if serve.served:
         serve.take_request(sources)
         return
-    if "-" in sources:
+    if any(process_bound(p) for p in sources):
         return
     code = serve.forward(_ARGV, server_key(model, device, dtype, device_map, compile), quiet)
     if code is not None:
@@ -297,7 +299,7 @@ def ask(
                   stop_repeats=stop_repeats, use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size,
                   progress=not quiet, question=question)
     _check_cache_cap(s, kv)
-    _maybe_forward(args, model, device, dtype, device_map, compile, quiet)
+    _maybe_forward(args[:-1] + ([str(kv)] if kv is not None else []), model, device, dtype, device_map, compile, quiet)
     ctx = _open(args[:-1] if kv is None else None, kv, s, pages, password, quiet, model, device, dtype,
                 device_map, threads, compile)
     _describe(ctx, quiet)
