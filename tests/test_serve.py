@@ -228,6 +228,24 @@ def test_what_only_the_client_can_open_is_read_by_the_client(server):
     assert again.returncode == 0 and "answered by tmix serve" in again.stderr, again.stderr  # never held up
 
 
+def test_a_served_answer_survives_an_unwritable_stderr_and_a_full_stdout_is_one_line(server):
+    """`2>&-` and `2>/dev/full` drop the status lines, not the answer; `>/dev/full` is one line; the server lives on."""
+    proc, env, work = server
+    argv = [sys.executable, "-m", "tmixcli", "ask", "doc.txt", "Who?", "--model", "model", *TINY]
+    served = tmix(*argv[3:], env=env, cwd=work)
+    for where in ("closed", "/dev/full"):
+        with open(os.devnull if where == "closed" else where, "w") as err:
+            r = subprocess.run(argv, cwd=work, env=env, stdout=subprocess.PIPE, stderr=err, text=True, timeout=300,
+                               preexec_fn=(lambda: os.close(2)) if where == "closed" else None)
+        assert (r.returncode, r.stdout) == (0, served.stdout), where
+    with open("/dev/full", "w") as full:
+        r = subprocess.run(argv, cwd=work, env=env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert r.returncode == 1 and r.stderr.endswith("tmix: error: cannot write to stdout: No space left on device\n")
+    assert "Traceback" not in r.stderr, r.stderr
+    again = tmix(*argv[3:], env=env, cwd=work)
+    assert again.returncode == 0 and "answered by tmix serve" in again.stderr, again.stderr
+
+
 def test_sigterm_stops_the_server_and_removes_its_socket(tmp_path):
     env = _prepare(tmp_path)
     slow = ("import sys, time; from tmixcli import checkpoints, cli; "  # 50 ms a step: busy for 10 s and more

@@ -674,6 +674,12 @@ def _say_interrupted() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: TmixError -> one line on stderr and its exit code; never a traceback for user errors."""
+    with stdout.dropping_stderr():  # status lines that cannot be written are dropped, the answer still comes
+        _main(argv)
+
+
+def _main(argv: list[str] | None) -> None:
+    """main's work, with stderr already dropping what it cannot write."""
     try:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         stdout.tolerant_streams()
@@ -695,7 +701,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _say_interrupted()
         sys.exit(130)
-    except (stdout.OutputClosed, BrokenPipeError):  # the reader of our output left: end quietly, as on SIGPIPE
+    except stdout.OutputClosed as err:
+        if err.why is None:  # the reader of our output left: end quietly, as on SIGPIPE
+            sys.exit(141)
+        print(f"tmix: error: cannot write to stdout: {err.why}", file=sys.stderr)
+        sys.exit(1)
+    except BrokenPipeError:
         sys.exit(141)
     except Exception as err:
         if not isinstance(err, _usage_error_base()):
