@@ -35,16 +35,16 @@ class _Guarded:
     delegated."""
 
     def __init__(self, stream) -> None:
-        self._stream = stream
+        self._stream, self._failed = stream, None if stream is not None else "stdout is closed"
 
     def write(self, text: str) -> int:
-        if self._stream is None:
-            raise OutputClosed("stdout is closed")
-        return self._guard(self._stream.write, text)
+        if not isinstance(text, str):  # click probing for a binary stream: the real stream's own TypeError
+            return self._stream.write(text)
+        return self._guard("write", text)
 
     def flush(self) -> None:
         if self._stream is not None:
-            self._guard(self._stream.flush)
+            self._guard("flush")
 
     def isatty(self) -> bool:
         return is_terminal(self._stream)
@@ -52,16 +52,19 @@ class _Guarded:
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
 
-    def _guard(self, fn, *args):
+    def _guard(self, method: str, *args):
+        if self._failed is not None:  # said again: a caller may have swallowed the first OutputClosed (click does)
+            raise OutputClosed(self._failed or None)
         try:
-            return fn(*args)
+            return getattr(self._stream, method)(*args)
         except BrokenPipeError:
+            self._failed = ""
             _point_at_devnull(self._stream)
             raise OutputClosed from None
-        except (OSError, ValueError) as exc:  # a full disk, an I/O error, a descriptor closed meanwhile
+        except OSError as exc:  # a full disk, an I/O error, a descriptor closed meanwhile
+            self._failed = "stdout is closed" if exc.errno == errno.EBADF else exc.strerror or str(exc)
             _point_at_devnull(self._stream)
-            closed = isinstance(exc, ValueError) or getattr(exc, "errno", None) == errno.EBADF
-            raise OutputClosed("stdout is closed" if closed else exc.strerror or str(exc)) from None
+            raise OutputClosed(self._failed) from None
 
 
 class _Dropping:
