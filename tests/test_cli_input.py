@@ -275,3 +275,48 @@ def test_gguf_conversion_bar_left_out_unless_shown():
     assert gguf_utils.tqdm is original
     with _gguf_bar(True):
         assert gguf_utils.tqdm is original
+
+
+def _closed_stdout() -> None:
+    os.close(1)
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["cache", "ls"]])
+@pytest.mark.parametrize("where, why", [("closed", "stdout is closed"), ("/dev/full", "No space left on device")])
+def test_a_closed_or_full_stdout_is_one_line_not_a_traceback(argv, where, why, tmp_path):
+    """`tmix --version >&-`, `tmix cache ls >/dev/full`: one line on stderr and exit 1."""
+    with open(os.devnull if where == "closed" else where, "w") as out:
+        r = subprocess.run([sys.executable, "-m", "tmixcli", *argv], cwd=ROOT, stdout=out, stderr=subprocess.PIPE,
+                           text=True, env={**os.environ, "TMIX_CACHE_DIR": str(tmp_path)},
+                           preexec_fn=_closed_stdout if where == "closed" else None, timeout=120)
+    assert (r.returncode, r.stderr) == (1, f"tmix: error: cannot write to stdout: {why}\n")
+
+
+@pytest.mark.parametrize("where", ["closed", "/dev/full"])
+def test_an_unwritable_stderr_drops_the_status_lines_not_the_answer(where, tiny_dir, tmp_path):
+    """`tmix ask doc q 2>&-` (or 2>/dev/full): the answer on stdout and exit 0, as with -q."""
+    doc = tmp_path / "short.txt"
+    doc.write_text(NOTES[:1000])
+    argv = ["ask", str(doc), "Who?", "--model", tiny_dir, "--max-new-tokens", "4", "--n-local", "16", "--last-n", "8"]
+    env = {**os.environ, "TMIX_CACHE_DIR": str(tmp_path / "cache"), "TMIX_SERVE": "off"}
+    quiet = subprocess.run([sys.executable, "-m", "tmixcli", *argv, "-q"], cwd=ROOT, capture_output=True, text=True,
+                           env=env, timeout=600)
+    assert quiet.returncode == 0 and quiet.stdout.strip(), quiet.stderr
+    with open(os.devnull if where == "closed" else where, "w") as err:
+        r = subprocess.run([sys.executable, "-m", "tmixcli", *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=err,
+                           text=True, env=env, timeout=600,
+                           preexec_fn=(lambda: os.close(2)) if where == "closed" else None)
+    assert (r.returncode, r.stdout) == (0, quiet.stdout)
+
+
+def test_a_full_stdout_for_the_answer_is_one_line_and_keeps_the_kv_file(tiny_dir, tmp_path):
+    """`tmix ask doc q >/dev/full`: one line, exit 1; the prefill's KV file is saved as when the reader leaves."""
+    doc = tmp_path / "short.txt"
+    doc.write_text(NOTES[:1000])
+    argv = ["ask", str(doc), "Who?", "--model", tiny_dir, "--max-new-tokens", "4", "--n-local", "16", "--last-n", "8"]
+    env = {**os.environ, "TMIX_CACHE_DIR": str(tmp_path / "cache"), "TMIX_SERVE": "off"}
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "tmixcli", *argv, "-q"], cwd=ROOT, stdout=full,
+                           stderr=subprocess.PIPE, text=True, env=env, timeout=600)
+    assert (r.returncode, r.stderr) == (1, "tmix: error: cannot write to stdout: No space left on device\n")
+    assert len(list((tmp_path / "cache" / "kv").glob("*.safetensors"))) == 1

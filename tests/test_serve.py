@@ -199,22 +199,127 @@ def _open_writer(fifo: Path, timeout: float) -> int:
             time.sleep(0.1)
 
 
-def test_sigterm_stops_the_server_and_removes_its_socket(server):
+def test_what_only_the_client_can_open_is_read_by_the_client(server):
+    """A FIFO, /dev/fd/N (`<(cat doc)`) and /dev/stdin are opened by the client itself, never by the server (which
+    would wait on a FIFO for good, or open its own descriptors)."""
     proc, env, work = server
-    os.mkfifo(work / "pipe.txt")  # the request reads it: the server is busy with it until stopped
-    busy = subprocess.Popen([sys.executable, "-m", "tmixcli", "ask", "pipe.txt", "Who?", "--model", "model", *TINY],
-                            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    writer = _open_writer(work / "pipe.txt", timeout=60)  # the server opened it: the request runs
+    text, q = (work / "doc.txt").read_bytes(), ("Who?", "--model", "model", *TINY)
+    served = tmix("ask", "doc.txt", *q, env=env, cwd=work)
+    read, write = os.pipe()
+    os.write(write, text)
+    os.close(write)
+    piped = subprocess.run([sys.executable, "-m", "tmixcli", "ask", f"/dev/fd/{read}", *q], pass_fds=(read,),
+                           capture_output=True, text=True, env=env, cwd=work, timeout=300)
+    os.close(read)
+    with open(work / "doc.txt", "rb") as stdin:
+        redirected = subprocess.run([sys.executable, "-m", "tmixcli", "ask", "/dev/stdin", *q], stdin=stdin,
+                                    capture_output=True, text=True, env=env, cwd=work, timeout=300)
+    os.mkfifo(work / "doc.fifo")
+    client = subprocess.Popen([sys.executable, "-m", "tmixcli", "ask", "doc.fifo", *q], cwd=work, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writer = _open_writer(work / "doc.fifo", timeout=120)
+    os.write(writer, text)
+    os.close(writer)
+    fifo = client.communicate(timeout=300)
+    for code, out, err in ((piped.returncode, piped.stdout, piped.stderr),
+                           (redirected.returncode, redirected.stdout, redirected.stderr), (client.returncode, *fifo)):
+        assert code == 0 and out == served.stdout and "answered by tmix serve" not in err, err
+    again = tmix("ask", "doc.txt", *q, env=env, cwd=work)
+    assert again.returncode == 0 and "answered by tmix serve" in again.stderr, again.stderr  # never held up
+
+
+def test_a_served_answer_survives_an_unwritable_stderr_and_a_full_stdout_is_one_line(server):
+    """`2>&-` and `2>/dev/full` drop the status lines, not the answer; `>/dev/full` is one line; the server lives on."""
+    proc, env, work = server
+    argv = [sys.executable, "-m", "tmixcli", "ask", "doc.txt", "Who?", "--model", "model", *TINY]
+    served = tmix(*argv[3:], env=env, cwd=work)
+    for where in ("closed", "/dev/full"):
+        with open(os.devnull if where == "closed" else where, "w") as err:
+            r = subprocess.run(argv, cwd=work, env=env, stdout=subprocess.PIPE, stderr=err, text=True, timeout=300,
+                               preexec_fn=(lambda: os.close(2)) if where == "closed" else None)
+        assert (r.returncode, r.stdout) == (0, served.stdout), where
+    with open("/dev/full", "w") as full:
+        r = subprocess.run(argv, cwd=work, env=env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert r.returncode == 1 and r.stderr.endswith("tmix: error: cannot write to stdout: No space left on device\n")
+    assert "Traceback" not in r.stderr, r.stderr
+    again = tmix(*argv[3:], env=env, cwd=work)
+    assert again.returncode == 0 and "answered by tmix serve" in again.stderr, again.stderr
+
+
+def test_sigterm_stops_the_server_and_removes_its_socket(tmp_path):
+    env = _prepare(tmp_path)
+    slow = ("import sys, time; from tmixcli import checkpoints, cli; "  # 50 ms a step: busy for 10 s and more
+            "checkpoints.between_steps.append(lambda: time.sleep(0.05)); cli.main(sys.argv[1:])")
+    proc = subprocess.Popen([sys.executable, "-c", slow, "serve", "--model", "model", "--device", "cpu"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        deadline = time.time() + 120
+        while not list((tmp_path / "cache" / "serve").glob("*.sock")) and time.time() < deadline:
+            time.sleep(0.2)
+        busy = subprocess.Popen([sys.executable, "-m", "tmixcli", "ask", "doc.txt", "Who?", "--model", "model",
+                                 *TINY[:-1], "80", "--no-stop-repeats"], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines = [busy.stderr.readline()]
+        while lines[-1] and not lines[-1].startswith("tmix: cache "):  # the answer is under way
+            lines.append(busy.stderr.readline())
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-        assert busy.wait(timeout=60) == 130
+        assert busy.wait(timeout=60) == 130, "".join(lines)
+        rest = busy.stderr.read()
+        assert rest.strip().splitlines()[-1] == "tmix: interrupted (the tmix server was stopped)", rest
+        assert rest.count("interrupted (") == 1, rest  # said once
+        assert not list((tmp_path / "cache" / "serve").glob("*.sock")) and "stopped" in proc.stderr.read()
     finally:
-        os.close(writer)
-    assert busy.stderr.read().strip() == "tmix: interrupted (the tmix server was stopped)"  # said once
-    assert not list((work / "cache" / "serve").glob("*.sock")) and "stopped" in proc.stderr.read()
-    local = tmix("ask", "doc.txt", "Who is the project manager?", "--model", "model", *TINY, env=env, cwd=work)
+        if proc.poll() is None:
+            proc.kill()
+    local = tmix("ask", "doc.txt", "Who is the project manager?", "--model", "model", *TINY, env=env, cwd=tmp_path)
     assert local.returncode == 0 and "answered by tmix serve" not in local.stderr  # no server: runs itself
+
+
+def test_inputs_only_this_process_can_open_are_process_bound(tmp_path):
+    from tmixcli.paths import process_bound
+
+    (tmp_path / "doc.txt").write_text("The ferry leaves at 07:45.")
+    os.mkfifo(tmp_path / "doc.fifo")
+    (tmp_path / "in").symlink_to("/dev/stdin")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("a")
+    os.mkfifo(tmp_path / "docs" / "b.fifo")  # skipped unopened when the folder is read, wherever that is
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "sock"))
+        bound = ["-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0", f"/proc/{os.getpid()}/fd/1", "/dev/null",
+                 str(tmp_path / "doc.fifo"), str(tmp_path / "in"), str(tmp_path / "sock")]
+        assert [p for p in bound if not process_bound(p)] == []
+    free = [str(tmp_path / "doc.txt"), str(tmp_path / "docs"), str(tmp_path / "missing.txt"), ""]
+    assert [p for p in free if process_bound(p)] == []
+    (tmp_path / "docs" / "c.txt").symlink_to("/dev/stdin")
+    assert process_bound(str(tmp_path / "docs"))
+
+
+def test_a_server_never_opens_a_fifo(tmp_path, monkeypatch):
+    """Refused when the request is taken (its client reads it), and when one takes a file's place after that check:
+    opened without waiting for a writer, and refused."""
+    from tmixcli.errors import TmixError
+    from tmixcli.inputs import read_input
+
+    fifo = tmp_path / "doc.fifo"
+    os.mkfifo(fifo)
+    for path in (str(fifo), "/dev/fd/0", "/dev/stdin", "-"):
+        with pytest.raises(serve.Refused):
+            serve.take_request(["doc.txt", path])
+    monkeypatch.setitem(serve.served, "key", "a request in hand")
+    said: list[str] = []
+
+    def read() -> None:
+        try:
+            read_input(str(fifo), None, lambda head, size: 1 << 20)
+        except TmixError as err:
+            said.append(str(err))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert said == [f"cannot read {fifo}: a FIFO (named pipe), not a regular file"]
 
 
 def test_no_server_or_a_dead_one_means_run_locally(tmp_path, monkeypatch):

@@ -158,16 +158,18 @@ _ARGV: list[str] = []  # this run's arguments, for handing them to a `tmix serve
 
 def _maybe_forward(sources: list[str], model, device: str, dtype: str, device_map, compile: str,
                    quiet: bool) -> None:
-    """Hand this run to a `tmix serve` holding the same model, if one runs (stdin stays local): exits with its code.
+    """Hand this run to a `tmix serve` holding the same model, if one runs (stdin, FIFOs, devices and /dev/fd/N stay
+    local: paths.process_bound): exits with its code.
 
-    Inside the server, this is where a request is taken (or, reading stdin, handed back to run locally)."""
+    Inside the server, this is where a request is taken (or, reading such an input, handed back to run locally)."""
     from tmixcli import serve
+    from tmixcli.paths import process_bound
     from tmixcli.serverkey import server_key
 
     if serve.served:
         serve.take_request(sources)
         return
-    if "-" in sources:
+    if any(process_bound(p) for p in sources):
         return
     code = serve.forward(_ARGV, server_key(model, device, dtype, device_map, compile), quiet)
     if code is not None:
@@ -313,7 +315,7 @@ def ask(
                   stop_repeats=stop_repeats, use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size,
                   progress=not quiet, question=question)
     _check_cache_cap(s, kv)
-    _maybe_forward(args, model, device, dtype, device_map, compile, quiet)
+    _maybe_forward(args[:-1] + ([str(kv)] if kv is not None else []), model, device, dtype, device_map, compile, quiet)
     ctx = _open(args[:-1] if kv is None else None, kv, s, pages, password, quiet, model, device, dtype,
                 device_map, threads, compile)
     _describe(ctx, quiet)
@@ -704,6 +706,12 @@ def _say_interrupted() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: TmixError -> one line on stderr and its exit code; never a traceback for user errors."""
+    with stdout.dropping_stderr():  # status lines that cannot be written are dropped, the answer still comes
+        _main(argv)
+
+
+def _main(argv: list[str] | None) -> None:
+    """main's work, with stderr already dropping what it cannot write."""
     try:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         stdout.tolerant_streams()
@@ -725,7 +733,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _say_interrupted()
         sys.exit(130)
-    except (stdout.OutputClosed, BrokenPipeError):  # the reader of our output left: end quietly, as on SIGPIPE
+    except stdout.OutputClosed as err:
+        if err.why is None:  # the reader of our output left: end quietly, as on SIGPIPE
+            sys.exit(141)
+        print(f"tmix: error: cannot write to stdout: {err.why}", file=sys.stderr)
+        sys.exit(1)
+    except BrokenPipeError:
         sys.exit(141)
     except Exception as err:
         if not isinstance(err, _usage_error_base()):

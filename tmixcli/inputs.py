@@ -15,7 +15,7 @@ from typing import BinaryIO
 from tmixcli import checkpoints
 from tmixcli.charsets import utf16_codec
 from tmixcli.errors import TmixError
-from tmixcli.paths import not_a_file
+from tmixcli.paths import not_a_file, open_regular
 from tmixcli.textcap import size
 
 CHUNK = 1 << 20
@@ -55,7 +55,7 @@ def read_input(path: str, stdin: BinaryIO | None, limit: Callable[[bytes, int | 
     if not path:
         raise TmixError("empty document path")
     try:
-        with open(path, "rb") as stream:
+        with _open(path) as stream:
             st = os.fstat(stream.fileno())
             known = st.st_size if stat.S_ISREG(st.st_mode) else None
             raw, more = read_capped(stream, lambda head: limit(head, known))
@@ -71,6 +71,14 @@ def read_input(path: str, stdin: BinaryIO | None, limit: Callable[[bytes, int | 
     except OSError as exc:
         raise TmixError(f"cannot read {path}: {exc.strerror or exc}") from None
     return Input(Path(path).name, path, raw, more, known)
+
+
+def _open(path: str) -> BinaryIO:
+    """`path` opened for reading; inside `tmix serve` only a regular file, refused without waiting on a FIFO or device
+    (its client reads those itself: cli._maybe_forward)."""
+    from tmixcli import serve
+
+    return os.fdopen(open_regular(path), "rb") if serve.served else open(path, "rb")
 
 
 def read_capped(stream: BinaryIO, limit: Callable[[bytes], int]) -> tuple[bytes, bool]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -56,13 +57,69 @@ def not_a_file(path: Path) -> str | None:
         return f"a broken link to {os.readlink(path)}" if path.is_symlink() else "no such file"
     except OSError as exc:
         return "a symlink loop" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
-    if stat.S_ISREG(mode):
-        return None
+    return None if stat.S_ISREG(mode) else _kind(mode)
+
+
+def _kind(mode: int) -> str:
+    """What a file of this mode is, when not a regular file."""
     if stat.S_ISDIR(mode):
         return "a folder, not a file"
     kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
             else "a socket" if stat.S_ISSOCK(mode) else "a special file")
     return f"{kind}, not a regular file"
+
+
+_OWN_FILES = re.compile(r"/(dev/(fd|stdin|stdout|stderr)|proc/(self|thread-self|\d+))(/|$)")
+
+
+def process_bound(path: str) -> bool:
+    """Whether `path` must be read by this very process: stdin (-), /dev/stdin, /dev/fd/N, /proc/self/... (or a link
+    to one), or what is no regular file or folder (a FIFO, a device, a socket: opening one may wait for good)."""
+    if path == "-":
+        return True
+    if _names_own_file(path):
+        return True
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):  # its FIFOs and devices are skipped unopened; links to /dev/stdin and the like are not
+            return any(_names_own_file(os.path.join(path, name)) for name in os.listdir(path)[:1000])
+    except (OSError, ValueError):  # missing or unreadable: the run says so wherever it runs
+        return False
+    return not stat.S_ISREG(mode)
+
+
+def _names_own_file(path: str) -> bool:
+    """Whether `path`, its folder resolved, or any link it leads through is in /dev/fd, /proc/self and the like."""
+    for _ in range(40):
+        full = os.path.abspath(path)
+        try:
+            real = os.path.join(os.path.realpath(os.path.dirname(full)), os.path.basename(full))
+        except (OSError, ValueError):
+            real = full
+        if _OWN_FILES.match(full) or _OWN_FILES.match(real):
+            return True
+        try:
+            path = os.path.join(os.path.dirname(full), os.readlink(full))
+        except (OSError, ValueError):
+            return False
+    return False
+
+
+def open_regular(path: str) -> int:
+    """A read-only descriptor of `path`, a regular file (links followed); OSError for anything else, without waiting
+    on it: a FIFO or device is opened non-blocking, seen, and closed unread."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, _kind(mode))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, _kind(mode))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 DEFAULT_MODEL = "smollm2-135m-instruct"  # the embedded default model's name and converted folder

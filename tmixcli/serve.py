@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tmixcli.errors import TmixError
-from tmixcli.paths import cache_dir
+from tmixcli.paths import cache_dir, process_bound
 from tmixcli.stdout import is_terminal
 
 _FRAME = struct.Struct("!cI")  # kind (S started, O stdout, E stderr, X exit code), payload length
@@ -231,8 +231,9 @@ def _set_tmix_env(values: dict[str, str]) -> None:
 
 
 def take_request(sources: list[str]) -> None:
-    """Inside a server, before any work: tell the client its request runs here, or refuse one that reads stdin."""
-    if "-" in sources:
+    """Inside a server, before any work: tell the client its request runs here, or refuse one that reads stdin, a
+    FIFO, a device or another file only the client can open (paths.process_bound)."""
+    if any(process_bound(p) for p in sources):
         raise Refused
     conn = served.get("conn")  # None: a test playing server, with no client
     try:
@@ -293,7 +294,7 @@ def _handle(conn: socket.socket, key: str, lm, log, resident=None) -> None:
             code = _run(argv, client, log)
         client.send(_FRAME.pack(b"X", code))
     except Refused:  # closed without a word: the client runs it itself
-        log(f"request refused: {argv[0]} of stdin")
+        log(f"request refused: {argv[0]} of stdin, a FIFO, a device or the like (its client runs it)")
         return
     except ClientGone:  # found gone by the request's last words or its exit code
         pass

@@ -1,8 +1,11 @@
-"""stdout whose reader may leave (`tmix ask doc q | head -1`): a closed pipe ends the run quietly with exit 141;
-and streams that cannot encode every character (PYTHONIOENCODING=ascii) write a stand-in for it instead of failing."""
+"""stdout whose reader may leave (`tmix ask doc q | head -1`): a closed pipe ends the run quietly with exit 141, a
+closed or full stdout with one line; stderr whose status lines cannot be written drops them; and streams that cannot
+encode every character (PYTHONIOENCODING=ascii) write a stand-in for it instead of failing."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sys
 from collections.abc import Iterator
@@ -19,30 +22,72 @@ def is_terminal(stream: object) -> bool:
 
 
 class OutputClosed(Exception):
-    """The reader of stdout is gone. Not an OSError, so click does not turn it into a bare exit 1."""
+    """The reader of stdout is gone (`why` None), or stdout cannot be written (`why`: "stdout is closed", "No space
+    left on device"). Not an OSError, so click does not turn it into a bare exit 1."""
+
+    def __init__(self, why: str | None = None) -> None:
+        super().__init__(why or "the reader of stdout is gone")
+        self.why = why
 
 
 class _Guarded:
-    """Wraps the real stdout: a broken pipe on write or flush becomes OutputClosed; all else is delegated."""
+    """Wraps the real stdout (None when closed at start): a failed write or flush becomes OutputClosed; all else is
+    delegated."""
+
+    def __init__(self, stream) -> None:
+        self._stream, self._failed = stream, None if stream is not None else "stdout is closed"
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):  # click probing for a binary stream: the real stream's own TypeError
+            return self._stream.write(text)
+        return self._guard("write", text)
+
+    def flush(self) -> None:
+        if self._stream is not None:
+            self._guard("flush")
+
+    def isatty(self) -> bool:
+        return is_terminal(self._stream)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    def _guard(self, method: str, *args):
+        if self._failed is not None:  # said again: a caller may have swallowed the first OutputClosed (click does)
+            raise OutputClosed(self._failed or None)
+        try:
+            return getattr(self._stream, method)(*args)
+        except BrokenPipeError:
+            self._failed = ""
+            _point_at_devnull(self._stream)
+            raise OutputClosed from None
+        except OSError as exc:  # a full disk, an I/O error, a descriptor closed meanwhile
+            self._failed = "stdout is closed" if exc.errno == errno.EBADF else exc.strerror or str(exc)
+            _point_at_devnull(self._stream)
+            raise OutputClosed(self._failed) from None
+
+
+class _Dropping:
+    """Wraps the real stderr (None when closed at start): status lines that cannot be written are dropped, so that
+    they never cost the answer on stdout."""
 
     def __init__(self, stream) -> None:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        return self._guard(self._stream.write, text)
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            self._stream.write(text)
+        return len(text)
 
     def flush(self) -> None:
-        self._guard(self._stream.flush)
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            self._stream.flush()
+
+    def isatty(self) -> bool:
+        return is_terminal(self._stream)
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
-
-    def _guard(self, fn, *args):
-        try:
-            return fn(*args)
-        except BrokenPipeError:
-            _point_at_devnull(self._stream)
-            raise OutputClosed from None
 
 
 def _point_at_devnull(stream) -> None:
@@ -70,12 +115,31 @@ def tolerant_streams() -> None:
 
 
 @contextmanager
+def dropping_stderr() -> Iterator[None]:
+    """Inside, sys.stderr drops what it cannot write (closed, a full disk); the real stream comes back after."""
+    real = sys.stderr
+    if not isinstance(real, _Dropping):
+        sys.stderr = _Dropping(real)
+    try:
+        yield
+    finally:
+        if isinstance(sys.stderr, _Dropping) and not isinstance(real, _Dropping):
+            sys.stderr = real
+
+
+@contextmanager
 def guarded() -> Iterator[None]:
-    """Run a command with sys.stdout guarded, restoring the real stream afterwards."""
+    """Run a command with sys.stdout guarded (what it left buffered is flushed here, where a full disk is one line,
+    not at the interpreter's exit), restoring the real stream afterwards."""
     real = sys.stdout
     sys.stdout = _Guarded(real)
     try:
         yield
+        sys.stdout.flush()
+    except BaseException:
+        with contextlib.suppress(OutputClosed):
+            sys.stdout.flush()  # a failed flush sends the rest to /dev/null: no "Exception ignored" at exit
+        raise
     finally:
         if isinstance(sys.stdout, _Guarded):
             sys.stdout = real
