@@ -481,6 +481,27 @@ def _slow_endless_answers(monkeypatch) -> threading.Event:
     return decoding
 
 
+def _served_until_gone(argv: list[str], reached: threading.Event, lm, tiny_dir: str, tmp_path: Path, monkeypatch,
+                       clients: list | None = None) -> tuple[subprocess.Popen, list[str], float]:
+    """One request whose client hangs up once `reached` is set: (the client, the server's log, seconds from the
+    hang-up until the server is free), with the client's exit 130 and the log's last words checked."""
+    from tmixcli.resident import ResidentKV
+
+    key, proc, conn = _client_of_a_test_server(argv, tiny_dir, tmp_path, monkeypatch)
+    if clients is not None:
+        clients.append(proc)
+    interrupted: list[float] = []
+    _interrupt_when(reached, proc, interrupted)
+    logged: list[str] = []
+    with conn:
+        serve._handle(conn, key, lm, logged.append, ResidentKV())
+    assert interrupted, (logged, proc.communicate(timeout=60))
+    freed = time.monotonic() - interrupted[0]
+    assert proc.wait(timeout=60) == 130
+    assert logged[-2] == "the client hung up" and logged[-1].startswith("ask: exit 130 in "), logged
+    return proc, logged, freed
+
+
 def _interrupt_when(event: threading.Event, proc: subprocess.Popen, at: list[float]) -> threading.Thread:
     """A thread that sends SIGINT (Ctrl-C) to `proc` once `event` is set, noting when in `at`."""
     def run() -> None:
@@ -554,7 +575,6 @@ def _slow_layers(lm, delay: float) -> tuple[threading.Event, list[int]]:
 def test_a_client_interrupted_mid_prefill_frees_the_server_at_once(mode, tiny_dir, tmp_path, monkeypatch):
     from tmixcli import generate, prompt
     from tmixcli.models import decoder_layers, load_model
-    from tmixcli.resident import ResidentKV
 
     lm = load_model(tiny_dir, "cpu", "auto", progress=False)
     prefilling, runs = _slow_layers(lm, 0.05)
@@ -562,18 +582,9 @@ def test_a_client_interrupted_mid_prefill_frees_the_server_at_once(mode, tiny_di
     (tmp_path / "doc.txt").write_text(text)  # not cached: a fresh prefill, in chunks of 16 tokens
     layer_runs = -(-len(prompt.prefix_ids(lm.tokenizer, text, None)) // 16) * len(decoder_layers(lm.model))
     argv = ["ask", "doc.txt", "Who?", "--model", tiny_dir, *TINY, "--chunk-size", "16", *mode]
-    key, client, conn = _client_of_a_test_server(argv, tiny_dir, tmp_path, monkeypatch)  # layers slowed down
-    interrupted: list[float] = []
-    _interrupt_when(prefilling, client, interrupted)
-    logged: list[str] = []
-    with conn:
-        serve._handle(conn, key, lm, logged.append, ResidentKV())
-    assert interrupted, (logged, client.communicate(timeout=60))
-    freed = time.monotonic() - interrupted[0]
-    assert client.wait(timeout=60) == 130
+    client, logged, freed = _served_until_gone(argv, prefilling, lm, tiny_dir, tmp_path, monkeypatch)  # slowed
     err = client.stderr.read()
     assert err.rstrip().endswith("tmix: interrupted") and err.count("tmix: interrupted") == 1, err
-    assert logged[-2] == "the client hung up" and logged[-1].startswith("ask: exit 130 in "), logged
     assert layer_runs * 0.05 > 6, layer_runs  # what the whole prefill would take
     assert freed < 2, f"the server ran on for {freed:.1f} s after its client left"
     assert runs[0] < layer_runs / 3, (runs, layer_runs)
@@ -645,7 +656,6 @@ def test_a_client_gone_before_the_prefill_or_the_answer_frees_the_server_at_once
 
     from tmixcli import documents, generate, kvread, office
     from tmixcli.models import decoder_layers, load_model
-    from tmixcli.resident import ResidentKV
 
     lm = load_model(tiny_dir, "cpu", "auto", progress=False)
     text = (DOCS / "notes.txt").read_text()
@@ -673,17 +683,7 @@ def test_a_client_gone_before_the_prefill_or_the_answer_frees_the_server_at_once
         docs = ["a.txt"]
     question = "Who? " * (20 if phase == "question" else 1)
     argv = ["ask", *docs, question, "--model", tiny_dir, *TINY, "-q"]  # no status line finds the client gone
-    key, proc, conn = _client_of_a_test_server(argv, tiny_dir, tmp_path, monkeypatch)
-    client.append(proc)
-    interrupted: list[float] = []
-    _interrupt_when(reached, proc, interrupted)
-    logged: list[str] = []
-    with conn:
-        serve._handle(conn, key, lm, logged.append, ResidentKV())
-    assert interrupted, (logged, proc.communicate(timeout=60))
-    freed = time.monotonic() - interrupted[0]
-    assert proc.wait(timeout=60) == 130
-    assert logged[-2] == "the client hung up" and logged[-1].startswith("ask: exit 130 in "), logged
+    _, logged, freed = _served_until_gone(argv, reached, lm, tiny_dir, tmp_path, monkeypatch, client)
     assert freed < 3, f"the server ran on for {freed:.1f} s after its client left"
     if phase == "question":  # the document's prefill ran; of the question's layers, none after the client left
         assert prefills[0] == 1 and layer_runs[0] < 2 * len(decoder_layers(lm.model)), layer_runs
