@@ -231,6 +231,20 @@ def test_the_tmix_script_sets_its_ctrl_c_handler_before_it_loads_anything_else()
     assert version.returncode == 0 and version.stdout.startswith("tmix "), version
 
 
+def test_the_tmix_script_keeps_its_handler_through_the_parsing_until_a_command_begins():
+    """Under the script, Ctrl-C exits at once until a command's body begins (typer's parsing builds pydantic adapters,
+    whose native code can lose a KeyboardInterrupt: a Ctrl-C 0.3 s in once let the whole answer run); a plain import
+    of the command line (tests, `tmix serve`'s requests) hands Ctrl-C back at once."""
+    probe = ("import sys, _signal; from tmixcli import early; early._deferred[0] = {deferred}; import tmixcli.cli; "
+             "name = lambda: _signal.getsignal(_signal.SIGINT).__qualname__; "
+             "print(name(), early.command(name)(), early.command(name)())")
+    for deferred, says in ((True, "_interrupted default_int_handler default_int_handler"),
+                           (False, "default_int_handler default_int_handler default_int_handler")):
+        out = subprocess.run([sys.executable, "-c", probe.format(deferred=deferred)], cwd=ROOT, capture_output=True,
+                             text=True, check=True)
+        assert out.stdout.split() == says.split(), out
+
+
 def test_progress_bar_left_out_when_stderr_is_not_a_terminal(monkeypatch):
     from tiny import tiny_model
 

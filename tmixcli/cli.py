@@ -282,6 +282,7 @@ def _refuse_for_kv(pages: Optional[str], password: Optional[str], s) -> None:
 
 
 @app.command()
+@early.command
 def ask(
     args: list[str] = typer.Argument(..., metavar="FILE QUESTION",
                                      help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; a folder; - for "
@@ -439,6 +440,7 @@ def _doc_tokens(ctx) -> int:
 
 
 @app.command()
+@early.command
 def prefill(
     files: list[str] = typer.Argument(..., metavar="FILE",
                                       help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; a folder; "
@@ -528,6 +530,7 @@ def _next_question(interactive: bool) -> str:
 
 
 @app.command()
+@early.command
 def chat(
     files: Optional[list[str]] = typer.Argument(None, metavar="FILE", help="Document(s) (.pdf, .docx, .odt, "
                                                 ".pptx, .epub, .html, text; a folder); or use --kv."),
@@ -626,6 +629,7 @@ def _warn(msg: str) -> None:
 
 
 @app.command()
+@early.command
 def serve(
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt, compile: str = CompileOpt,
@@ -671,11 +675,11 @@ def _register_optional() -> None:
         except ImportError:
             continue
         if hasattr(mod, attr):
-            app.command(name)(getattr(mod, attr))
+            app.command(name)(early.command(getattr(mod, attr)))
 
 
 _register_optional()
-early.done()
+early.imported()
 
 
 def _usage_error_base() -> type[Exception]:

@@ -37,13 +37,37 @@ _startup = quick_exit()
 _startup.__enter__()  # importing the command line (the `tmix` script imports this module first, cli.py too)
 
 
+_deferred = [False]  # the `tmix` script: keep the handler through typer's parsing, until a command's body begins
+
+
 def done() -> None:
-    """The command line is imported: from here main() turns Ctrl-C (KeyboardInterrupt) into the same line."""
-    _startup.__exit__()
+    """From here main() turns Ctrl-C (KeyboardInterrupt) into the same line, and commands may catch it (once)."""
+    if _startup.installed:
+        _startup.installed = False
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+
+
+def imported() -> None:
+    """The command line is imported: done, unless the `tmix` script runs, whose commands say when (`command`)."""
+    if not _deferred[0]:
+        done()
+
+
+def command(fn):
+    """A command whose body is where Ctrl-C becomes KeyboardInterrupt: the parsing before it (typer builds pydantic
+    adapters there, whose native code can lose a KeyboardInterrupt) still exits at once."""
+    import functools
+
+    @functools.wraps(fn)
+    def body(*args, **kwargs):
+        done()
+        return fn(*args, **kwargs)
+    return body
 
 
 def main() -> None:
     """The `tmix` script: the command line, imported with Ctrl-C already covered, then run."""
+    _deferred[0] = True
     from tmixcli.cli import main as run
 
     run()
