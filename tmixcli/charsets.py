@@ -17,7 +17,7 @@ def utf16_codec(raw: bytes) -> str | None:
     """"utf-16-le" or "utf-16-be" for bytes that look like mostly-Latin UTF-16 text without a byte-order mark: most
     odd (LE) or even (BE) bytes of the first UTF16_SAMPLE are NUL, and almost none of the others are NUL or another
     control byte (as in binary data of small numbers); else None."""
-    sample = raw[:UTF16_SAMPLE - UTF16_SAMPLE % 2 if len(raw) >= UTF16_SAMPLE else len(raw) - len(raw) % 2]
+    sample = raw[:min(len(raw), UTF16_SAMPLE) // 2 * 2]  # whole 16-bit units
     half = len(sample) // 2
     if half < 2:
         return None
