@@ -15,9 +15,11 @@ import typer
 from transformers import LlamaConfig, LlamaForCausalLM
 from typer.testing import CliRunner
 
-from tmixcli import bench
+from tmixcli import bench, bench_measure, bench_run
 from tmixcli.archs import ARCH_NAMES, arch_config, build_random_model, param_count
-from tmixcli.bench import bench_command, format_csv, format_markdown, parse_lengths, parse_methods, run_bench
+from tmixcli.bench import bench_command, parse_lengths, parse_methods
+from tmixcli.bench_report import format_csv, format_markdown
+from tmixcli.bench_run import run_bench
 from tmixcli.errors import TmixError
 
 HEADER_KEYS = {"date", "device", "device_name", "dtype", "torch", "transformers", "triton", "git_commit", "model",
@@ -81,7 +83,7 @@ def test_kv_file_written_during_the_timed_prefill(tiny_model: LlamaForCausalLM, 
 
     ids = list(range(3, 150))
     path = tmp_path / "kv.safetensors"
-    res = bench.measure_ttft(tiny_model, ids, chunk_size=40, kv_path=path, meta={"model": "tiny"})
+    res = bench_measure.measure_ttft(tiny_model, ids, chunk_size=40, kv_path=path, meta={"model": "tiny"})
     assert res["kv_error"] is None and res["kv_save"] >= 0 and res["kv_bytes"] == path.stat().st_size
     cache, ids_back, meta = kvstore.load_kv(path, "cpu")
     assert ids_back == ids and meta["model"] == "tiny"
@@ -92,14 +94,14 @@ def test_kv_file_written_during_the_timed_prefill(tiny_model: LlamaForCausalLM, 
 
 
 def test_oom_is_a_row(tiny_model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = bench.measure_ttft
+    real = bench_measure.measure_ttft
 
     def fake(model, ids, *args, **kwargs):
         if model.config.tmix_attention["method"] == "trimix":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 16.00 GiB")
         return real(model, ids, *args, **kwargs)
 
-    monkeypatch.setattr(bench, "measure_ttft", fake)
+    monkeypatch.setattr(bench_run, "measure_ttft", fake)
     dense, trimix = run_bench(tiny_model, lengths=[64], repeats=1, warmup=0, threads=1)["rows"]
     assert dense["status"] == "ok" and dense["ttft_median_s"] > 0
     assert trimix["status"] == "out of memory" and trimix["ttft_median_s"] is None

@@ -399,7 +399,7 @@ def test_missing_document_name_is_not_a_question(tmp_path):
 
 
 def test_fair_share():
-    from tmixcli.answer import fair_share
+    from tmixcli.fit import fair_share
 
     assert fair_share([10, 500, 300], 400) == [10, 195, 195]
     assert fair_share([10, 20], 100) == [10, 20]
@@ -1003,7 +1003,7 @@ def test_chat_keep_history_drops_the_oldest_turns_when_full(capsys, monkeypatch,
 def test_dropped_turns_leave_the_state_of_a_conversation_that_began_later(tiny_dir, short_doc):
     """After the oldest turns are dropped, the next answer is the one a fresh document state gives after the kept
     turns (the first of them asked as a first question), built here independently."""
-    from tmixcli import answer, generate, prompt
+    from tmixcli import answer, generate, opening, prompt
     from tmixcli.config import Settings
     from tmixcli.conversation import Conversation
     from tmixcli.documents import load_documents
@@ -1013,13 +1013,13 @@ def test_dropped_turns_leave_the_state_of_a_conversation_that_began_later(tiny_d
     s = Settings(method="dense", use_cache=False, max_new_tokens=20, stop_repeats=False, progress=False)
     doc = load_documents([short_doc])
     notes: list[str] = []
-    talk = Conversation(answer.open_document(lm, doc, s), s, keep=True, say=notes.append)
+    talk = Conversation(opening.open_document(lm, doc, s), s, keep=True, say=notes.append)
     for i in range(4):
         talk.ask(f"Question {i}: who is the project manager?")
     before = len(notes)
     talk.ask("Who is the architect?")
     assert len(notes) == before + 1 and "dropped its" in notes[-1] and len(talk.turns) >= 2
-    fresh = answer.open_document(lm, doc, s)
+    fresh = opening.open_document(lm, doc, s)
     tok, (q, a) = lm.tokenizer, talk.turns[-1]
     history = [t for i, (hq, ha) in enumerate(talk.turns[:-1])
                for t in (prompt.question_ids if i == 0 else prompt.followup_ids)(tok, hq) + ha]

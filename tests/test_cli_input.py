@@ -17,7 +17,7 @@ import pytest
 
 import bigdocs
 from runcli import run
-from tmixcli import answer, kvstore, markup, stdout, textcap
+from tmixcli import fit, kvstore, markup, stdout, textcap
 from tmixcli.config import Settings
 from tmixcli.documents import load_documents
 from tmixcli.textcap import TextCap, files_cap
@@ -96,7 +96,7 @@ def _old_fit(monkeypatch, lm, doc):
     """fit_document as it was before inputs were capped: the whole text tokenized (no cap can cut it)."""
     with monkeypatch.context() as m:
         m.setattr(textcap, "cap_of", lambda context, vocab: TextCap(context, 1 << 40))
-        return answer.fit_document(lm, doc, Settings(truncate=True))
+        return fit.fit_document(lm, doc, Settings(truncate=True))
 
 
 @pytest.mark.parametrize("times_cap", [0.8, 40])
@@ -123,7 +123,7 @@ def test_truncate_keeps_the_same_tokens_tokenizing_only_what_can_be_kept(capsys,
     with monkeypatch.context() as m:
         m.setattr(type(lm.tokenizer), "__call__", spy)
         doc = load_documents([str(path)], budget=textcap.Budget(True, lambda: cap))
-        ids, notes = answer.fit_document(lm, doc, Settings(truncate=True))
+        ids, notes = fit.fit_document(lm, doc, Settings(truncate=True))
     assert ids == want_ids
     assert max(seen) <= cap.chars + textcap.MARGIN + textcap.TAIL + 1000  # the kept text and the prompt around it
     if times_cap < 1:
@@ -152,7 +152,7 @@ def test_truncate_keeps_the_same_tokens_of_a_document_read_only_in_part(capsys, 
     want_ids, want_notes = _old_fit(monkeypatch, lm, load_documents([str(path)]))
     doc = load_documents([str(path)], budget=textcap.Budget(True, lambda: cap))
     assert doc.partial and doc.notes == (f"read only the beginning of {path}: the most the model could use",)
-    ids, notes = answer.fit_document(lm, doc, Settings(truncate=True))
+    ids, notes = fit.fit_document(lm, doc, Settings(truncate=True))
     assert ids == want_ids and notes == [want_notes[0].split(" of ")[0] + " of more than 1024 tokens"]
     code, out, err = run(capsys, "ask", str(path), "What is the budget?", "--truncate", "--model", tiny_dir,
                          "--max-new-tokens", "1", "--json")

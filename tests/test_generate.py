@@ -96,7 +96,7 @@ def test_kept_turn_holds_exactly_the_answer(max_new, device):
     """chat --keep-history: after an answer the cache equals a one-pass run of prefix + question + answer ids."""
     from tiny import tiny_model, tiny_tokenizer
 
-    from tmixcli import answer, generate, prompt
+    from tmixcli import answer, generate, opening, prompt
     from tmixcli.config import Settings
     from tmixcli.documents import Document
     from tmixcli.models import LoadedModel
@@ -104,7 +104,7 @@ def test_kept_turn_holds_exactly_the_answer(max_new, device):
     tok = tiny_tokenizer("llama")
     lm = LoadedModel(tiny_model("llama").to(device), tok, "tiny", torch.device(device), torch.float32)
     s = Settings(method="dense", use_cache=False, max_new_tokens=max_new)
-    ctx = answer.open_document(lm, Document("d.txt", "The project manager is Tomas Brekke. " * 4, "0" * 64, None), s)
+    ctx = opening.open_document(lm, Document("d.txt", "The project manager is Tomas Brekke. " * 4, "0" * 64, None), s)
     q_ids = prompt.question_ids(tok, "Who is the project manager?", None)
     ans = answer.ask_ids(ctx, q_ids, s, keep=True)
     assert len(ans.ids) == ans.new_tokens >= 1
@@ -118,7 +118,7 @@ def test_kept_turn_holds_exactly_the_answer(max_new, device):
 def test_kept_turn_after_a_cut_loop_holds_one_copy(monkeypatch):
     from tiny import tiny_model, tiny_tokenizer
 
-    from tmixcli import answer, generate, prompt
+    from tmixcli import answer, generate, opening, prompt
     from tmixcli.config import Settings
     from tmixcli.documents import Document
     from tmixcli.models import LoadedModel
@@ -126,7 +126,7 @@ def test_kept_turn_after_a_cut_loop_holds_one_copy(monkeypatch):
     tok = tiny_tokenizer("llama")
     lm = LoadedModel(tiny_model("llama"), tok, "tiny", torch.device("cpu"), torch.float32)
     s = Settings(method="dense", use_cache=False, max_new_tokens=400)
-    ctx = answer.open_document(lm, Document("d.txt", "The budget is four million kroner.", "0" * 64, None), s)
+    ctx = opening.open_document(lm, Document("d.txt", "The budget is four million kroner.", "0" * 64, None), s)
     loop = tok(" " + HEAT.strip(), add_special_tokens=False).input_ids
 
     def looping(model, cache, suffix_ids, *args, on_first=None, **kw):  # feeds the cache as generate_ids does
@@ -156,7 +156,7 @@ def test_interrupted_turn_leaves_the_cache_as_before(keep):
     """Ctrl-C in the middle of an answer (chat) drops the whole turn, also with --keep-history."""
     from tiny import tiny_model, tiny_tokenizer
 
-    from tmixcli import answer, prompt
+    from tmixcli import answer, opening, prompt
     from tmixcli.config import Settings
     from tmixcli.documents import Document
     from tmixcli.models import LoadedModel
@@ -164,7 +164,7 @@ def test_interrupted_turn_leaves_the_cache_as_before(keep):
     tok = tiny_tokenizer("llama")
     lm = LoadedModel(tiny_model("llama"), tok, "tiny", torch.device("cpu"), torch.float32)
     s = Settings(method="dense", use_cache=False, max_new_tokens=30, stop_repeats=False)
-    ctx = answer.open_document(lm, Document("d.txt", "The budget is four million kroner. " * 3, "0" * 64, None), s)
+    ctx = opening.open_document(lm, Document("d.txt", "The budget is four million kroner. " * 3, "0" * 64, None), s)
     base = ctx.cache.get_seq_length()
     q_ids = prompt.question_ids(tok, "What is the budget?", None)
     seen = []

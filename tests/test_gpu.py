@@ -294,7 +294,7 @@ def test_graph_decode_answers_like_eager_across_questions(monkeypatch):
     from tiny import tiny_model
 
     from tmixcli import attention, generate
-    from tmixcli.answer import rewind
+    from tmixcli.context import rewind
     from tmixcli.config import AttentionConfig
 
     model = tiny_model("llama", max_position_embeddings=4096).cuda().eval()

@@ -8,7 +8,7 @@ from transformers import DynamicCache
 
 from tiny import tiny_model
 from tmixcli import attention, generate, kvcache
-from tmixcli.answer import rewind
+from tmixcli.context import rewind
 from tmixcli.config import AttentionConfig
 from tmixcli.kvcache import GrowingLayer
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_cli import DOCS, TINY, ask_json, run
 
-from tmixcli import answer, kvread, kvstore
+from tmixcli import context, kvread, kvstore
 
 QUESTION = "Who is the project manager?"
 
@@ -73,14 +73,14 @@ def test_a_slow_disk_is_skipped_by_prefilling_again(capsys, monkeypatch, tiny_di
     assert warm["cache_hit"] and not warm["kv_recomputed"]
     _slow_disk(monkeypatch, 0.05)  # far slower than the tiny model's prefill: seconds for the whole file
     monkeypatch.setattr(kvread, "PIECE_BYTES", 4096)
-    monkeypatch.setattr(answer, "WARM_S", 0.0)
-    monkeypatch.setattr(answer, "LOOK_S", 0.0)
+    monkeypatch.setattr(context, "WARM_S", 0.0)
+    monkeypatch.setattr(context, "LOOK_S", 0.0)
     code, out, err = run(capsys, "ask", *args)
     assert code == 0 and "prefilled again (reading the file was on course to take longer" in err, err
     slow = ask_json(capsys, *args)
     assert slow["cache_hit"] and slow["kv_recomputed"] and slow["answer"] == cold["answer"]
     assert slow["kv_path"] == cold["kv_path"] and slow["prompt_tokens"] == cold["prompt_tokens"]
-    monkeypatch.setattr(answer, "_device_name", lambda lm: "another GPU")  # its prefill was timed elsewhere
+    monkeypatch.setattr(context, "device_name", lambda lm: "another GPU")  # its prefill was timed elsewhere
     assert not ask_json(capsys, *args)["kv_recomputed"]
 
 

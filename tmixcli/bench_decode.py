@@ -19,7 +19,9 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from tmixcli import attention, cpu_decode, generate
-from tmixcli.bench import _device_name, _resolve_model, _sync, _version, parse_lengths
+from tmixcli.bench import parse_lengths
+from tmixcli.bench_measure import device_name, package_version, sync
+from tmixcli.bench_run import resolve_model
 from tmixcli.config import AttentionConfig, default_start_layer
 from tmixcli.graph_decode import GraphDecoder
 from tmixcli.kvcache import GrowingLayer
@@ -29,11 +31,11 @@ def decode_rate(model: torch.nn.Module, cache, n: int) -> float:
     """Tokens per second of n greedy single-token steps on top of `cache` (rewound afterwards)."""
     base = cache.get_seq_length()
     logits = generate.extend(model, cache, [1])
-    _sync(model.device)
+    sync(model.device)
     start = time.perf_counter()
     for _ in range(n):
         logits = generate.extend(model, cache, [generate.choose(logits)])
-    _sync(model.device)
+    sync(model.device)
     rate = n / (time.perf_counter() - start)
     for layer in cache.layers:
         layer.keys, layer.values = layer.keys[..., :base, :], layer.values[..., :base, :]
@@ -45,11 +47,11 @@ def step_rate(model: torch.nn.Module, cache, n: int) -> float:
     base = cache.get_seq_length()
     dec = GraphDecoder(model, cache, n + 1) if model.device.type == "cuda" else cpu_decode.CpuDecoder(model, cache)
     logits = dec.step(1)
-    _sync(model.device)
+    sync(model.device)
     start = time.perf_counter()
     for _ in range(n):
         logits = dec.step(generate.choose(logits))
-    _sync(model.device)
+    sync(model.device)
     rate = n / (time.perf_counter() - start)
     dec.close()
     for layer in cache.layers:
@@ -119,13 +121,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", default=None, help="also write the result here")
     a = ap.parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    model, label, _ = _resolve_model(a.model, a.arch, a.device, a.dtype, False, log)
+    model, label, _ = resolve_model(a.model, a.arch, a.device, a.dtype, False, log)
     with torch.inference_mode():
         rows = run(model, parse_lengths(a.lengths), a.tokens, a.repeats, log)
     result = {"tool": "python -m tmixcli.bench_decode " + " ".join(argv if argv is not None else sys.argv[1:]),
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": label,
-              "device_name": _device_name(model.device), "dtype": str(model.dtype).removeprefix("torch."),
-              "torch": _version("torch"), "transformers": _version("transformers"),
+              "device_name": device_name(model.device), "dtype": str(model.dtype).removeprefix("torch."),
+              "torch": package_version("torch"), "transformers": package_version("transformers"),
               "cpu_threads": torch.get_num_threads(), "rows": rows}
     text = json.dumps(result, indent=2)
     print(text)

@@ -11,14 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from tmixcli import answer, generate, prompt
+from tmixcli import answer, context, fit, generate, prompt
 from tmixcli.config import Settings
 
 
 class Conversation:
     """Questions asked one after another on `ctx`; `keep` carries the conversation on (chat --keep-history)."""
 
-    def __init__(self, ctx: answer.Context, s: Settings, keep: bool, say: Callable[[str], None]) -> None:
+    def __init__(self, ctx: context.Context, s: Settings, keep: bool, say: Callable[[str], None]) -> None:
         self.ctx, self.s, self.keep, self.say = ctx, s, keep, say
         self.turns: list[tuple[str, list[int]]] = []  # (question, the answer ids the cache holds)
 
@@ -33,7 +33,7 @@ class Conversation:
         self.turns.append((question, ans.ids[:self.ctx.cache.get_seq_length() - base - len(q_ids)]))
         return ans
 
-    def restart(self, ctx: answer.Context) -> None:
+    def restart(self, ctx: context.Context) -> None:
         """Go on from a new state of the documents (read again): the conversation so far is dropped."""
         self.ctx, self.turns = ctx, []
 
@@ -47,8 +47,8 @@ class Conversation:
 
     def _make_room(self, question: str) -> None:
         """Drop the oldest turns until `question` and a full answer fit the context, then run the kept ones again."""
-        limit, prefix = answer.context_limit(self.ctx.lm), len(self.ctx.prefix_ids)
-        room = max(1, min(self.s.max_new_tokens, limit - prefix - answer.QUESTION_ROOM))  # what a first question has
+        limit, prefix = fit.context_limit(self.ctx.lm), len(self.ctx.prefix_ids)
+        room = max(1, min(self.s.max_new_tokens, limit - prefix - fit.QUESTION_ROOM))  # what a first question has
 
         def fits(turns: Sequence[tuple[str, list[int]]]) -> bool:
             asked = self._question_ids(question, first=not turns)
@@ -64,13 +64,13 @@ class Conversation:
         """Rebuild the cache as the prefix and the `kept` turns (an interruption leaves the prefix alone)."""
         start = time.perf_counter()
         self.turns = []
-        answer.rewind(self.ctx.cache, len(self.ctx.prefix_ids))
+        context.rewind(self.ctx.cache, len(self.ctx.prefix_ids))
         history = self._history_ids(kept)
         try:
             if history:
                 generate.extend(self.ctx.lm.model, self.ctx.cache, history)
         except BaseException:
-            answer.rewind(self.ctx.cache, len(self.ctx.prefix_ids))
+            context.rewind(self.ctx.cache, len(self.ctx.prefix_ids))
             self.say("the conversation starts over (interrupted while its last turns were read again)")
             raise
         self.turns = kept

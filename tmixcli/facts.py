@@ -138,7 +138,7 @@ def run_facts(lm, fs: FactSet, methods: list[AttentionConfig], max_new_tokens: i
 
     `reference` keeps dense's answers between calls: pass the same dict again and dense is not rerun."""
     from tmixcli import attention, generate, prompt
-    from tmixcli.answer import rewind
+    from tmixcli.context import rewind
     from tmixcli.evaluate import answer, kl, method_name
 
     model, tok = lm.model, lm.tokenizer

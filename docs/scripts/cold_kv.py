@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from tmixcli import answer, archs, attention, generate, kvstore
+from tmixcli import archs, attention, context, generate, kvstore
 from tmixcli.config import AttentionConfig, Settings
 from tmixcli.models import LoadedModel
 
@@ -64,15 +64,15 @@ def main() -> None:
     s = Settings(chunk_size=a.chunk_size, progress=False)
     for rep in range(2):
         _drop_page_cache()
-        ctx = answer.Context(lm, attn, [], None, "random", None)
+        ctx = context.Context(lm, attn, [], None, "random", None)
         t = _clock()
-        answer._read_or_recompute(ctx, path, s, {}, None)
+        context.read_or_recompute(ctx, path, s, {}, None)
         rows[f"tmix_cold_{rep}_s"], rows[f"tmix_cold_{rep}_recomputed"] = _clock() - t, ctx.recomputed is not None
         torch.cuda.empty_cache()
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # now wholly in the page cache
-    ctx = answer.Context(lm, attn, [], None, "random", None)
+    ctx = context.Context(lm, attn, [], None, "random", None)
     t = _clock()
-    answer._read_or_recompute(ctx, path, s, {}, None)
+    context.read_or_recompute(ctx, path, s, {}, None)
     rows["tmix_warm_s"] = _clock() - t
     rows["tmix_warm_recomputed"] = ctx.recomputed is not None
     rows["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from tmixcli import answer, attention, generate, kvstore, reuse
+from tmixcli import attention, context, generate, kvstore, reuse
 from tmixcli.archs import build_random_model
 from tmixcli.config import AttentionConfig
 
@@ -63,7 +63,7 @@ def main() -> None:
         torch.cuda.empty_cache()
         held, _, _ = kvstore.load_kv(path, "cuda")  # what the server holds after its last question (not timed)
         start3 = _now()
-        answer.rewind(held, rows)
+        context.rewind(held, rows)
         cache, memory_logits = generate.prefill(model, new, cache=held)
         from_memory = _now() - start3
         del cache, held

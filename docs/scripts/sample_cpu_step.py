@@ -5,7 +5,7 @@ import os
 import time
 from pathlib import Path
 
-from tmixcli import answer
+from tmixcli import answer, opening
 from tmixcli.config import Settings
 from tmixcli.documents import load_documents
 from tmixcli.models import load_model
@@ -16,7 +16,7 @@ lm = load_model(None, "cpu", "fp32", progress=False)
 ctxs, rows = {}, []
 for i, f in enumerate(facts):
     if f["doc"] not in ctxs:
-        ctxs[f["doc"]] = answer.open_document(lm, load_documents([str(root / f["doc"])]), Settings(progress=False))
+        ctxs[f["doc"]] = opening.open_document(lm, load_documents([str(root / f["doc"])]), Settings(progress=False))
     row = {"q": f["question"]}
     for step in ((True, False) if i % 2 == 0 else (False, True)):
         os.environ["TMIX_CPU_STEP"] = "1" if step else "0"

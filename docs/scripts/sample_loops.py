@@ -3,7 +3,7 @@ import json
 import time
 from pathlib import Path
 
-from tmixcli import answer
+from tmixcli import answer, opening
 from tmixcli.config import Settings
 from tmixcli.documents import load_documents
 from tmixcli.models import load_model
@@ -14,7 +14,7 @@ lm = load_model(None, "cpu", "fp32", progress=False)
 ctxs, rows = {}, []
 for f in facts:
     if f["doc"] not in ctxs:
-        ctxs[f["doc"]] = answer.open_document(lm, load_documents([str(root / f["doc"])]), Settings(progress=False))
+        ctxs[f["doc"]] = opening.open_document(lm, load_documents([str(root / f["doc"])]), Settings(progress=False))
         ctxs[f["doc"]].save()
     ctx = ctxs[f["doc"]]
     row = {"q": f["question"]}

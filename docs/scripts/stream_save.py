@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from tmixcli import attention, generate, kvstore, kvwrite
-from tmixcli.answer import rewind
+from tmixcli.context import rewind
 from tmixcli.config import AttentionConfig
 
 

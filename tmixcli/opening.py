@@ -1,0 +1,287 @@
+"""Opening documents (or a KV file) as a Context: a cache hit, rows reused from another KV file, or a fresh
+prefill whose KV file is written meanwhile."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+from tmixcli import attention, docindex, generate, kvstore, kvwrite, prompt, reuse
+from tmixcli.config import AttentionConfig, Settings, default_start_layer
+from tmixcli.context import SAME_TEXT, Context, device_name, expected_meta, load_into, now, rewind, stored_tokens
+from tmixcli.documents import Document
+from tmixcli.errors import TmixError
+from tmixcli.fit import ANSWER_ROOM, QUESTION_ROOM, check_question, context_limit, fit_document
+from tmixcli.kvcache import HEADROOM
+from tmixcli.models import LoadedModel, layer_devices
+from tmixcli.resident import ResidentKV
+
+_NOT_USED = "cache file "  # starts the note of a KV file that failed its checks
+
+
+def resolve_attention(lm: LoadedModel, s: Settings) -> tuple[AttentionConfig, str]:
+    """The attention settings and where the start layer came from (flag, calibrated profile, paper default)."""
+    cfg = lm.model.config
+    n_layers = cfg.num_hidden_layers
+    if s.start_layer is not None:
+        start, source = s.start_layer, "--start-layer"
+    else:
+        start, source = default_start_layer(cfg.model_type, n_layers), "default"
+        profile = _profile(lm)
+        if profile is not None:
+            start = int(profile["start_layer"])
+            from tmixcli.calibrate import profile_label
+
+            source = profile_label(profile)
+    base = AttentionConfig()
+    method = s.method or base.method
+    if method == "trimix" and start > n_layers:
+        raise TmixError(f"--start-layer {start} is past the model's {n_layers} layers")
+    if method == "dense":  # the triangle's settings mean nothing here: one dense KV file whatever they are
+        return AttentionConfig(method="dense", start_layer=0), source
+    try:
+        attn = AttentionConfig(method=method, n_init=_or(s.n_init, base.n_init), n_local=_or(s.n_local, base.n_local),
+                               last_n=_or(s.last_n, base.last_n), start_layer=start)
+    except ValueError as err:
+        raise TmixError(str(err)) from None
+    return attn, source
+
+
+def _or(value: int | None, default: int) -> int:
+    """`value`, or `default` where it was left unset."""
+    return default if value is None else value
+
+
+def _profile(lm: LoadedModel) -> dict | None:
+    try:
+        from tmixcli.calibrate import load_profile
+    except ImportError:
+        return None
+    return load_profile(kvstore.model_fingerprint(lm.model, lm.tokenizer))
+
+
+def open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | None = None,
+                  resident: ResidentKV | None = None, ident: str | None = None) -> Context:
+    """Prefilled state for a document: a cache hit loads the KV file (or takes it from `resident`), a miss
+    prefills; the KV file of a miss (unless --no-cache) is written during the prefill and completed by
+    `ctx.save()`, which callers run after the first answer. `ident` (docindex.identity of the files read)
+    records which KV file they led to."""
+    ctx = _open_document(lm, doc, s, kv_out, resident)
+    if ident is not None and s.use_cache and kv_out is None and ctx.kv_path is not None:
+        notes = [n for n in ctx.notes if not n.startswith((_NOT_USED, SAME_TEXT))]  # about the documents only
+        docindex.remember(ident, _index_key(lm, ctx.attn, s), ctx.kv_path, doc.name, doc.sha256, notes)
+    return ctx
+
+
+def open_known(lm: LoadedModel, ident: str, s: Settings, resident: ResidentKV | None = None) -> Context | None:
+    """Prefilled state of documents unchanged since a run recorded them (docindex), loaded without reading
+    them; None when nothing usable is recorded (then read them and call open_document)."""
+    if not s.use_cache:
+        return None
+    attn, source = resolve_attention(lm, s)
+    entry = docindex.lookup(ident, _index_key(lm, attn, s))
+    path = kvstore.kv_dir(create=False) / entry["kv"] if entry else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        n_tokens = stored_tokens(kvstore.read_checked_meta(path))
+    except TmixError:
+        return None
+    if not s.truncate and n_tokens + QUESTION_ROOM + s.max_new_tokens > context_limit(lm):
+        return None  # read it again, so the usual "does not fit" error names the numbers
+    check_question(lm, n_tokens, s)
+    attention.attach(lm.model, attn)
+    ctx = Context(lm, attn, [], None, entry["doc_name"], s.system, start_layer_source=source,
+                  notes=[str(n) for n in entry["notes"]], doc_unread=True)
+    try:
+        load_into(ctx, path, s, None, resident)
+    except TmixError:
+        return None
+    ctx.doc_name = entry["doc_name"]
+    return ctx
+
+
+def open_kv(lm: LoadedModel, path: Path, s: Settings, resident: ResidentKV | None = None) -> Context:
+    """Prefilled state from a KV file alone (no document); the attention settings and system prompt left unset take
+    the file's values (kvstore.settings_for)."""
+    meta = kvstore.read_checked_meta(path)
+    s = kvstore.settings_for(meta, s)
+    attn, _ = resolve_attention(lm, s)
+    attention.attach(lm.model, attn)
+    check_question(lm, stored_tokens(meta), s)
+    ctx = Context(lm, attn, [], None, meta.get("doc_name", path.name), s.system, start_layer_source="KV file")
+    return load_into(ctx, path, s, None, resident)
+
+
+def _index_key(lm: LoadedModel, attn: AttentionConfig, s: Settings) -> str:
+    room = QUESTION_ROOM + max(ANSWER_ROOM, s.max_new_tokens) if s.truncate else None
+    return docindex.settings_key(kvstore.model_fingerprint(lm.model, lm.tokenizer), attn.to_dict(),
+                                 prompt.template_hash(lm.tokenizer, s.system), room)
+
+
+def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | None,
+                   resident: ResidentKV | None) -> Context:
+    attn, source = resolve_attention(lm, s)
+    cap = kvstore.cache_limit() if s.use_cache and kv_out is None else None  # the cache folder's (not an -o file's)
+    ids, notes = fit_document(lm, doc, s)
+    check_question(lm, len(ids), s)
+    attention.attach(lm.model, attn)
+    fp = kvstore.model_fingerprint(lm.model, lm.tokenizer)
+    ctx = Context(lm, attn, ids, None, doc.name, s.system, start_layer_source=source, notes=[*doc.notes, *notes])
+    path = kv_out or (_cache_path(ctx, s, kvstore.cache_key(fp, attn, ids)) if s.use_cache else None)
+    if kv_out is None and path is not None and path.is_file():
+        try:
+            return load_into(ctx, path, s, ids, resident)
+        except TmixError as err:
+            ctx.notes.append(f"{_NOT_USED}{path.name} not used ({err}); prefilling again")
+    held = resident.take() if resident is not None else None  # its memory goes back before the prefill needs it
+    start = now(lm)
+    base = _resident_rows(ctx, held, s) if s.use_cache and held is not None else None
+    held = None  # unless it became `base`, the held cache is freed here, before a file is read or prefilled
+    if base is None and s.use_cache:
+        base = _reusable(ctx, s)
+    save = path is not None
+    meta = kvstore.build_meta(model_id=lm.model_id, fingerprint=fp, dtype=lm.dtype, attn=attn, doc_name=doc.name,
+                              doc_sha256=doc.sha256, template_hash=prompt.template_hash(lm.tokenizer, s.system),
+                              n_tokens=len(ids), system=s.system or "")
+    if save and cap is not None and _planned_bytes(lm, len(ids)) > cap:
+        over = (f"KV file not saved: its {kvstore.human_size(_planned_bytes(lm, len(ids)))} exceed the cache cap "
+                f"TMIX_CACHE_MAX ({kvstore.human_size(cap)})")
+        if s.kv_required:
+            raise TmixError(f"{over}; raise the cap or write the file elsewhere with -o")
+        ctx.notes.append(over)
+        ctx.unsaved, save = "over the cache cap", False
+    if save:
+        save = _disk_has_room(ctx, path, meta, s)
+    writer = _writer(lm, path, ids, meta, base) if save else None
+    try:
+        ctx.cache, _ = generate.prefill(lm.model, ids, chunk_size=s.chunk_size, progress=s.progress, cache=base,
+                                        on_rows=writer.rows if writer is not None else None)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    ctx.prefill_s = now(lm) - start
+    if save:
+        if base is None:  # what recomputing this file costs, so a slow disk can be skipped (read_or_recompute)
+            meta["prefill_s"], meta["prefill_device"] = f"{ctx.prefill_s:.3f}", device_name(lm)
+        if writer is not None:
+            writer.finish({k: meta[k] for k in ("prefill_s", "prefill_device") if k in meta})
+        ctx.pending_save = _saver(path, ctx.cache, ids, meta, cap, resident, writer)
+        ctx.kv_path = path
+    return ctx
+
+
+def _cache_path(ctx: Context, s: Settings, key: str) -> Path | None:
+    """The KV file `key` in the cache folder; None, with a note saying why, when that folder cannot be used (an error
+    for `prefill`, whose product the file is)."""
+    try:
+        return kvstore.kv_path_for(key)
+    except TmixError as err:
+        if s.kv_required:
+            raise TmixError(f"{err}; write the KV file elsewhere with -o") from None
+        ctx.notes.append(f"KV file not saved: {err}")
+        ctx.unsaved = "cache folder unusable"
+        return None
+
+
+def _planned_bytes(lm: LoadedModel, n_tokens: int) -> int:
+    """The K/V bytes of this model's KV file for `n_tokens` (what the cache cap compares)."""
+    n_layers, kv_heads, head_dim = kvstore.model_kv_dims(lm.model.config)
+    return kvwrite.planned_size(n_layers, kv_heads, head_dim, lm.dtype, n_tokens)
+
+
+def _disk_has_room(ctx: Context, path: Path, meta: dict, s: Settings) -> bool:
+    """Whether the disk has room for the KV file a prefill is about to write, told before the prefill: short of it,
+    `prefill` (whose product the file is) fails, `ask` and `chat` answer without saving, with a note."""
+    n_layers, kv_heads, head_dim = kvstore.model_kv_dims(ctx.lm.model.config)
+    size = kvwrite.file_size(n_layers, kv_heads, head_dim, ctx.lm.dtype, len(ctx.prefix_ids), meta)
+    short = kvwrite.room_shortfall(path, size)
+    if short is None:
+        return True
+    if s.kv_required:
+        raise TmixError(f"not enough disk space for KV file {path} ({short}); {kvstore.room_hint(path)}")
+    ctx.notes.append(f"KV file not saved: not enough disk space ({short})")
+    ctx.unsaved = "not enough disk space"
+    return False
+
+
+def _writer(lm: LoadedModel, path: Path, ids: list[int], meta: dict, base: object | None) -> kvwrite.KVWriter:
+    """A KV file writer fed by the prefill layer by layer (kvwrite.py), given the rows `base` already holds."""
+    n_layers, kv_heads, head_dim = kvstore.model_kv_dims(lm.model.config)
+    writer = kvwrite.KVWriter(path, n_layers, kv_heads, head_dim, lm.dtype, ids, meta)
+    for i, layer in enumerate(base.layers if base is not None else []):
+        writer.rows(i, layer.keys, layer.values, 0)
+    return writer
+
+
+def _resident_rows(ctx: Context, held: tuple, s: Settings) -> object | None:
+    """`tmix serve`'s cache in memory as the first rows of this prefill, when it shares enough of the prompt (a
+    document that grew since the last question): reuse.py's rule, without reading its file again."""
+    path, cache, stored, meta = held
+    try:
+        kvstore.check_fields(meta, expected_meta(ctx.lm, ctx.attn, s))
+    except TmixError:
+        return None
+    rows = reuse.usable_rows(reuse.shared_len(stored, ctx.prefix_ids), len(stored), len(ctx.prefix_ids), ctx.attn)
+    if rows < reuse.MIN_ROWS:
+        return None
+    rewind(cache, rows)  # the prefill appends after them, in place (GrowingLayer regrows when it must)
+    ctx.reused_rows, ctx.reused_from, ctx.kept_in_memory = rows, path, True
+    return cache
+
+
+def _reusable(ctx: Context, s: Settings) -> object | None:
+    """The first rows of a cached KV file that this prefix starts with (reuse.py), loaded with room for the
+    rest; None when no file shares enough of it."""
+    lm, ids = ctx.lm, ctx.prefix_ids
+    expected = expected_meta(lm, ctx.attn, s)
+    found = reuse.best_file(ids, expected, ctx.attn)
+    if found is None:
+        return None
+    path, rows = found
+    try:
+        cache, _, meta = kvstore.load_kv(path, layer_devices(lm.model) or lm.device, rows=rows,
+                                         headroom=len(ids) - rows + HEADROOM)
+        kvstore.check_kv({**meta, "n_tokens": str(rows)}, cache, expected, lm.model.config)
+    except TmixError:
+        return None
+    ctx.reused_rows, ctx.reused_from = rows, path
+    return cache
+
+
+def _prefix_rows(cache: object, n: int) -> SimpleNamespace:
+    """The cache's first n rows per layer, as kvstore reads them (views; sliding layers stay marked as such)."""
+    return SimpleNamespace(layers=[SimpleNamespace(
+        keys=None if x.keys is None else x.keys[..., :n, :], values=None if x.values is None else x.values[..., :n, :],
+        is_sliding=bool(getattr(x, "is_sliding", False)) or "Sliding" in type(x).__name__) for x in cache.layers])
+
+
+def _saver(path: Path, cache: object, ids: list[int], meta: dict, limit: int | None,
+           resident: ResidentKV | None = None, writer: kvwrite.KVWriter | None = None) -> Callable[[], list[str]]:
+    """Finish the KV file (wait for `writer`, or write the cache whole where the writer gave up), then evict least
+    recently used files past `limit` (None: no cap, or not the cache dir); `tmix serve` keeps the cache in memory
+    as that file's state (`resident`) while it holds only the prefix."""
+    def save() -> list[str]:
+        prefix = _prefix_rows(cache, len(ids))  # chat --keep-history may have grown the cache past the prefix
+        size = kvstore.cache_bytes(prefix)
+        if limit is not None and size > limit:
+            if writer is not None:
+                writer.abort()
+            return [f"KV file not saved: its {kvstore.human_size(size)} exceed the cache cap TMIX_CACHE_MAX "
+                    f"({kvstore.human_size(limit)})"]
+        if writer is not None and writer.usable:
+            writer.wait()
+        else:
+            kvstore.save_kv(path, prefix, ids, meta)
+        if resident is not None and cache.get_seq_length() == len(ids):
+            resident.put(path, cache, ids, kvstore.read_meta(path))
+        gone, failed = kvstore.trim_cache(limit, keep=path)
+        lines = [f"{kvstore.cannot_remove(failed)}; the cache stays over TMIX_CACHE_MAX"] if failed else []
+        if not gone:
+            return lines
+        freed = kvstore.human_size(sum(e["size"] for e in gone))
+        return [f"removed {len(gone)} least recently used KV files ({freed}) to stay under TMIX_CACHE_MAX "
+                f"({kvstore.human_size(limit)})", *lines]
+    return save
