@@ -67,8 +67,8 @@ def imported() -> None:
 
 
 def command(fn):
-    """A command whose body is where Ctrl-C becomes KeyboardInterrupt: the parsing before it (typer builds pydantic
-    adapters there, whose native code can lose a KeyboardInterrupt) still exits at once."""
+    """A command whose body is where Ctrl-C becomes KeyboardInterrupt: the parsing before it, which has no
+    checkpoint to raise a dropped one again (_unraisable), still exits at once."""
     import functools
 
     @functools.wraps(fn)
