@@ -245,6 +245,30 @@ def test_the_tmix_script_keeps_its_handler_through_the_parsing_until_a_command_b
         assert out.stdout.split() == says.split(), out
 
 
+_DROPPED = ("import os, signal, sys\n"
+            "from tmixcli import cli, models\n"
+            "load = models.load_model\n"
+            "class Finalized:\n"
+            "    def __del__(self):\n"
+            "        os.kill(os.getpid(), signal.SIGINT)  # raised here, where Python drops it\n"
+            "def loading(*args, **kwargs):\n"
+            "    Finalized()\n"
+            "    return load(*args, **kwargs)\n"
+            "models.load_model = loading\n"
+            "cli.main(sys.argv[1:])\n")
+
+
+def test_a_ctrl_c_that_lands_in_a_finalizer_still_stops_the_answer(tiny_dir):
+    """Python drops a KeyboardInterrupt raised in a finalizer (a __del__, a weakref callback: a Ctrl-C 0.3 s in once
+    let a whole answer run in CI); the next checkpoint raises it again, without the traceback Python prints."""
+    proc = spawn("-c", _DROPPED, "ask", str(ROOT / "sample_docs" / "notes.txt"), "Who?", "--model", tiny_dir,
+                 "--no-cache", "--truncate", "--max-new-tokens", "50", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err.decode()
+    assert err.decode().rstrip().endswith("tmix: interrupted") and "Traceback" not in err.decode(), err.decode()
+    assert out.decode().strip() == "", out.decode()
+
+
 def test_progress_bar_left_out_when_stderr_is_not_a_terminal(monkeypatch):
     from tiny import tiny_model
 

@@ -3,6 +3,7 @@ traceback, nor a KeyboardInterrupt that numpy or transformers turn into a Recurs
 up yet). The `tmix` script starts here (main), so the handler is in place before the rest of tmix is even read."""
 
 import os
+import sys
 import _signal  # not signal, which imports enum first: 3-12 ms more before the handler is in place
 
 
@@ -33,6 +34,18 @@ class quick_exit:  # a context manager named like contextlib's, which is not imp
             _signal.signal(_signal.SIGINT, _signal.default_int_handler)
 
 
+def _unraisable(info: object, _previous=sys.unraisablehook) -> None:
+    """Ctrl-C in a finalizer (a __del__, a weakref callback): Python prints a traceback and drops the
+    KeyboardInterrupt, so the whole answer would run; keep quiet and let the next checkpoint raise it."""
+    if isinstance(getattr(info, "exc_value", None), KeyboardInterrupt):
+        from tmixcli import checkpoints
+
+        checkpoints.dropped[0] = True
+        return
+    _previous(info)
+
+
+sys.unraisablehook = _unraisable
 _startup = quick_exit()
 _startup.__enter__()  # importing the command line (the `tmix` script imports this module first, cli.py too)
 
@@ -54,8 +67,8 @@ def imported() -> None:
 
 
 def command(fn):
-    """A command whose body is where Ctrl-C becomes KeyboardInterrupt: the parsing before it (typer builds pydantic
-    adapters there, whose native code can lose a KeyboardInterrupt) still exits at once."""
+    """A command whose body is where Ctrl-C becomes KeyboardInterrupt: the parsing before it, which has no
+    checkpoint to raise a dropped one again (_unraisable), still exits at once."""
     import functools
 
     @functools.wraps(fn)
