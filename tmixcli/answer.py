@@ -11,7 +11,6 @@ from tmixcli.context import Context, now, rewind
 from tmixcli.errors import TmixError
 from tmixcli.fit import context_limit, question_too_long
 from tmixcli.models import LoadedModel
-from tmixcli.opening import open_document, open_known, open_kv  # noqa: F401 (cli.py calls them as answer.open_*)
 
 
 @dataclass

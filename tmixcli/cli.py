@@ -238,19 +238,19 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
         doc = None if docindex.known(ident) else load_documents(sources, pages=pages, password=password,
                                                                  budget=budget)
     with early.quick_exit():
-        from tmixcli import answer, serve
+        from tmixcli import opening, serve
 
     if lm is None:
         lm = _load(model, device, dtype, quiet, device_map, threads, compile)
     resident = serve.served.get("resident")  # inside `tmix serve`: the last KV file it loaded, kept in memory
     if kv is not None:
-        return answer.open_kv(lm, kv, s, resident)
+        return opening.open_kv(lm, kv, s, resident)
     if doc is None:
-        ctx = answer.open_known(lm, ident, s, resident)
+        ctx = opening.open_known(lm, ident, s, resident)
         if ctx is not None:
             return ctx
         doc = load_documents(sources, pages=pages, password=password, budget=budget)
-    return answer.open_document(lm, doc, s, resident=resident, ident=ident)
+    return opening.open_document(lm, doc, s, resident=resident, ident=ident)
 
 
 def _check_cache_cap(s, kv_file: Optional[Path]) -> None:
@@ -481,10 +481,10 @@ def prefill(
         check_start_layer(model, s.method, s.start_layer)
         doc = load_documents(files, pages=pages, password=password, budget=_budget(model, s))
         with early.quick_exit():
-            from tmixcli import answer, serve
+            from tmixcli import opening, serve
 
         lm = _load(model, device, dtype, quiet, device_map, threads, compile)
-        ctx = answer.open_document(lm, doc, s, kv_out=output, resident=serve.served.get("resident"))
+        ctx = opening.open_document(lm, doc, s, kv_out=output, resident=serve.served.get("resident"))
     saved = ctx.save()
     if ctx.kv_path is None and saved:
         raise TmixError(f"{saved[0]}; raise the cap or write the file elsewhere with -o")
