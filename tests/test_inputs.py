@@ -106,10 +106,11 @@ def test_endless_utf16_stream_with_truncate_decodes_whole_characters():
     assert doc.partial and set(doc.text.split("\n")) == {"Tromsø 🎉 line"}
 
 
-def test_endless_utf16_stream_without_a_bom_with_truncate():
-    stream = Endless("Tromsø line\n".encode("utf-16-be"))
+@pytest.mark.parametrize("line", ["Tromsø line\n", "Совет директоров\n", "董事会于周二开会。\n"])
+def test_endless_utf16_stream_without_a_bom_with_truncate(line):
+    stream = Endless(line.encode("utf-16-be"))
     doc = load_document("-", stdin=stream, budget=budget(truncate=True, cap=TextCap(1024, 20)))
-    assert doc.partial and set(doc.text.split("\n")) == {"Tromsø line"}
+    assert doc.partial and set(doc.text.split("\n")) == {line.strip()}
 
 
 @pytest.mark.parametrize("raw", [b"abc\ndef\nghi", "abcé".encode(), "ab\u20ac".encode(), b"abc"])
