@@ -488,7 +488,7 @@ def test_folder_skips_a_file_a_reader_fails_on(tmp_path, monkeypatch):
     def broken(*_) -> str:
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr(documents, "html_text", broken)
+    monkeypatch.setattr(documents, "page_text", broken)
     folder = tmp_path / "docs"
     folder.mkdir()
     write(folder, "a.txt", b"Alpha.\n")

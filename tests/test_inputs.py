@@ -4,6 +4,7 @@ memory and time bounded by the model's context, never by the input."""
 from __future__ import annotations
 
 import codecs
+import hashlib
 import io
 import json
 import time
@@ -14,10 +15,10 @@ import pytest
 from fpdf import FPDF
 
 import bigdocs
-from tmixcli import documents, markup, textcap
+from tmixcli import documents, inputs, markup, textcap
 from tmixcli.documents import load_document, load_documents
 from tmixcli.errors import TmixError
-from tmixcli.inputs import CHUNK, whole_lines
+from tmixcli.inputs import CHUNK, file_chunks, whole_lines
 from tmixcli.textcap import Budget, TextCap, files_cap
 
 CAP = TextCap(context=8192, longest=81)  # the default model's: 663552 characters, read as at most 2.5 MiB of text
@@ -106,10 +107,11 @@ def test_endless_utf16_stream_with_truncate_decodes_whole_characters():
     assert doc.partial and set(doc.text.split("\n")) == {"Tromsø 🎉 line"}
 
 
-def test_endless_utf16_stream_without_a_bom_with_truncate():
-    stream = Endless("Tromsø line\n".encode("utf-16-be"))
+@pytest.mark.parametrize("line", ["Tromsø line\n", "Совет директоров\n", "董事会于周二开会。\n"])
+def test_endless_utf16_stream_without_a_bom_with_truncate(line):
+    stream = Endless(line.encode("utf-16-be"))
     doc = load_document("-", stdin=stream, budget=budget(truncate=True, cap=TextCap(1024, 20)))
-    assert doc.partial and set(doc.text.split("\n")) == {"Tromsø line"}
+    assert doc.partial and set(doc.text.split("\n")) == {line.strip()}
 
 
 @pytest.mark.parametrize("raw", [b"abc\ndef\nghi", "abcé".encode(), "ab\u20ac".encode(), b"abc"])
@@ -233,6 +235,7 @@ def test_long_office_epub_and_html_documents_are_read_only_until_their_text_is_p
     """Read paragraph by paragraph (slide, chapter, chunk of HTML) until the text is surely past the cap: refused
     by what was read, or with --truncate cut exactly where the whole text would have been."""
     monkeypatch.setattr(documents, "SMALL", 0)  # 2000 paragraphs stand for a book
+    monkeypatch.setattr(inputs, "SMALL", 0)  # an HTML file past its first chunk is read again in chunks
     monkeypatch.setattr(markup, "HTML_CHUNK", 4096)
     path = bigdocs.write(tmp_path / f"long.{kind}", bigdocs.paragraphs(2000))
     small = TextCap(10, 10)  # 100 characters; stops once past 100 + MARGIN + TAIL + 2
@@ -256,9 +259,50 @@ def test_a_docx_of_32_mb_of_text_costs_what_the_context_could_use_not_its_size(t
     assert max(peak, refused_peak) < PARSE_PEAK and max(seconds, refused_s) < 10, (peak, refused_peak, seconds)
 
 
+def test_an_html_page_of_32_mb_is_hashed_and_parsed_in_chunks_never_held_whole(tmp_path):
+    """Its sha256 (the KV cache's key) is the whole file's and its kept text what the page held in memory gives,
+    while no more than a few chunks of it are held at a time."""
+    path = bigdocs.write(tmp_path / "big.html", bigdocs.paragraphs(320_000))
+    raw = path.read_bytes()
+    err, refused_peak, refused_s = measured(lambda: load_document(str(path), budget=budget()))
+    assert isinstance(err, TmixError) and "big.html has at least" in str(err), err
+    doc, peak, seconds = measured(lambda: load_document(str(path), budget=budget(truncate=True)))
+    assert doc.partial and doc.sha256 == hashlib.sha256(raw).hexdigest()
+    held = load_document("-", stdin=io.BytesIO(raw), budget=budget(truncate=True))
+    assert (doc.text, doc.sha256) == (held.text, held.sha256)
+    assert max(peak, refused_peak) < PARSE_PEAK < len(raw) and max(seconds, refused_s) < 10, (peak, refused_peak)
+
+
+def test_an_html_file_read_in_chunks_is_decoded_by_all_its_bytes(tmp_path, monkeypatch):
+    """A byte that is not UTF-8 at the end of a page read in chunks makes all of it Windows-1252, as when held."""
+    monkeypatch.setattr(inputs, "SMALL", 0)
+    monkeypatch.setattr(markup, "HTML_CHUNK", 4096)
+    path = bigdocs.write(tmp_path / "page.html", bigdocs.paragraphs(3000))
+    path.write_bytes(path.read_bytes().replace(b"</body>", b"<p>Caf\xe9 \x93menu\x94</p></body>"))
+    doc = load_document(str(path))
+    assert doc.text.endswith("Café “menu”") and doc.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_file_that_shrinks_while_it_is_read_in_chunks_is_one_line(tmp_path):
+    path = tmp_path / "page.html"
+    path.write_bytes(b"<p>short</p>")
+    with pytest.raises(TmixError, match=r"page.html changed while it was read: it is shorter now"):
+        list(file_chunks(str(path), 100)())
+    assert b"".join(file_chunks(str(path), 5)()) == b"<p>sh"
+
+
+@pytest.mark.parametrize("page, where", [("a<main>b", 1), ("a<MAIN id=x>b<main>", 13), ("<mainly>", -1),
+                                         ("x<main", 1), ("<main-x>", 0), ("<mai", -1)])
+def test_the_last_main_tag_is_found_in_any_pieces(page, where):
+    """Where a page's last <main> tag starts, found piece by piece as the page is decoded: wherever it is cut."""
+    for cut in range(len(page) + 1):
+        assert markup._last_main([page[:cut], "", page[cut:]]) == where, cut
+
+
 def test_html_read_in_part_waits_for_a_main_element_further_on(tmp_path, monkeypatch):
     """The text before a page's <main> is left out of its text, so reading does not stop on it."""
     monkeypatch.setattr(documents, "SMALL", 0)
+    monkeypatch.setattr(inputs, "SMALL", 0)
     monkeypatch.setattr(markup, "HTML_CHUNK", 4096)
     menu = "".join(f"<p>Menu {p}</p>" for p in bigdocs.paragraphs(500))
     body = "".join(f"<p>{p}</p>" for p in bigdocs.paragraphs(500))

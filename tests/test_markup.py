@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import re
 import runpy
 import zipfile
@@ -322,15 +323,52 @@ def test_utf16_without_a_bom_read_with_a_note(tmp_path, name, codec, note):
     assert doc.notes == ((f"{tmp_path / name} has no byte-order mark; read it as {note}",) if note else ())
 
 
+SCRIPTS = {"zh": "会议纪要：董事会于周二开会，批准了年度预算。\n公司收入增长了百分之十二。\n",
+           "ja": "取締役会は火曜日に開かれ、年間予算を承認しました。\nリスクに関する報告書を求めました。\n",
+           "ru": "Совет директоров собрался во вторник и утвердил годовой бюджет.\nВторой абзац.\n",
+           "el": "Το διοικητικό συμβούλιο συνεδρίασε την Τρίτη.\nΔεύτερη παράγραφος.\n",
+           "ar": "اجتمع مجلس الإدارة يوم الثلاثاء ووافق على الميزانية السنوية.\n"}
+
+
 @pytest.mark.parametrize("data, fragment", [
     (("some words " * 20).encode("utf-16-le") + b"\x00\xd8", "damaged UTF-16 LE text without a byte-order mark "
      "(convert it to UTF-8, e.g. iconv -f UTF-16LE -t UTF-8)"),
     (("some words " * 20).encode("utf-16-be") + b"\x00\x01", "damaged UTF-16 BE text"),
+    (SCRIPTS["ru"].encode("utf-16-le") * 20 + b"\x00\xd8", "damaged UTF-16 LE text without a byte-order mark"),
     (b"\x01\x00\x02\x00" * 100, "binary data (it contains NUL bytes)"),  # small 16-bit numbers, not text
     (bytes(range(256)) * 4, "binary data (it contains NUL bytes)"),
 ])
 def test_utf16_look_alikes_refused(tmp_path, data, fragment):
     expect_error(write(tmp_path, "x.txt", data), "x.txt", fragment)
+
+
+@pytest.mark.parametrize("codec, note", [("utf-16-le", "UTF-16 LE"), ("utf-16-be", "UTF-16 BE")])
+@pytest.mark.parametrize("lang", SCRIPTS)
+def test_utf16_without_a_bom_in_other_scripts(tmp_path, lang, codec, note):
+    path = write(tmp_path, f"{lang}.txt", SCRIPTS[lang].encode(codec))
+    doc = load_document(path)
+    assert doc.text == SCRIPTS[lang].strip()
+    assert doc.notes == (f"{path} has no byte-order mark; read it as {note}",)
+    page = "<html><body><p>" + "</p><p>".join(SCRIPTS[lang].split("\n")) + "</p></body></html>"
+    assert load_document(write(tmp_path, f"{lang}.html", page.encode(codec))).text == SCRIPTS[lang].strip()
+
+
+def test_utf16_look_alikes_in_8_bit_text_and_binary_data_keep_their_reading(tmp_path):
+    """UTF-8 CJK, Latin-1 and parts of binary files are never taken for UTF-16 in another script."""
+    cjk = (SCRIPTS["zh"] + SCRIPTS["ja"]) * 30
+    assert load_document(write(tmp_path, "cjk.txt", cjk)).notes == ()
+    latin1 = load_document(write(tmp_path, "latin1.txt", "Café crème, naïve à la carte.\n".encode("latin-1") * 50))
+    assert latin1.notes[0].endswith("is not UTF-8; read it as Windows-1252 (Western European)")
+    noise = random.Random(7).randbytes(4096)
+    for name, data in [("noise", noise), ("pdf", (SAMPLES / "report.pdf").read_bytes()[1500:5596]),
+                       ("zip", (SAMPLES / "report.docx").read_bytes()[200:4296])]:
+        expect_error(write(tmp_path, f"{name}.txt", data), "binary data (it contains NUL bytes)")
+
+
+def test_utf16_without_a_bom_sampled_through_a_surrogate_pair(tmp_path):
+    """The first 4 KB end inside a character of two 16-bit units: the sample still reads as text."""
+    text = ("Привет, мир.\n" * 400)[:2047] + "\U0001f389 конец.\n"
+    assert load_document(write(tmp_path, "ru.txt", text.encode("utf-16-be"))).text == text.strip()
 
 
 def epub(chapter: bytes, rootfile: str = "OEBPS/content.opf", href: str = "ch%201.xhtml") -> bytes:

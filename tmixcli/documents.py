@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 from tmixcli import checkpoints, textcap
 from tmixcli.charsets import BOMS, bom_text, mixed_text, utf16_codec, utf16_text, western_text
 from tmixcli.errors import TmixError
-from tmixcli.inputs import HEAD, SMALL, Input, read_input, whole_lines
-from tmixcli.markup import FORMATS, decode_html, html_text, zip_document_text
+from tmixcli.inputs import HEAD, SMALL, Chunks, Input, file_chunks, held_chunks, read_input, sha256, whole_lines
+from tmixcli.markup import FORMATS, page_text, zip_document_text
 from tmixcli.paths import not_a_file
 from tmixcli.textcap import Budget
 from tmixcli.ziputil import Reach
@@ -85,14 +85,16 @@ def load_document(path: str, pages: str | None = None, password: str | None = No
     checkpoints.check()
     budget = budget or Budget()
     got = read_input(path, stdin, functools.partial(_raw_limit, path, budget))
-    raw = _cut_input(got, budget) if got.more else got.raw
+    chunks = _html_chunks(path, got)
+    cut = got.more and chunks is None
+    raw = _cut_input(got, budget) if cut else got.raw
     try:
-        doc = _parse(got.name, got.label, raw, pages, password, budget, among)
+        doc = _parse(got.name, got.label, raw, pages, password, budget, among, chunks)
     except TmixError:
         raise
     except Exception as exc:  # noqa: BLE001 - a reader's unforeseen failure on odd input: still one line, named
         raise TmixError(f"{got.label} could not be read ({_reason(exc)})") from None
-    if got.more:
+    if cut:
         whole = f"{got.amount()} in all" if got.size else "it went on"
         doc = replace(doc, partial=True, notes=(*doc.notes, f"read only the first {textcap.size(len(raw))} of "
                                                 f"{got.label} ({whole}) for --truncate"))
@@ -102,17 +104,32 @@ def load_document(path: str, pages: str | None = None, password: str | None = No
 
 def _raw_limit(label: str, budget: Budget, head: bytes, size: int | None) -> int:
     """Bytes read at most: a text's reach in the model's context, or a fixed cap for PDF, ZIP-based and HTML documents
-    (their size says little about their text); a file known to be bigger is refused unread, unless --truncate."""
+    (their size says little about their text), of which an HTML file's head alone is held (_html_file); a file known
+    to be bigger is refused unread, unless --truncate."""
     container = _container(head, label)
     cap = None if container else budget.cap
     most = textcap.MAX_CONTAINER_BYTES if container else cap.text_bytes if cap else textcap.FALLBACK_TEXT_BYTES
     if size is not None and size > most and (container or not budget.truncate):
         _refuse_input(Input("", label, head, True, size), budget)
-    return most
+    return HEAD if _html_file(head, label, size) else most
+
+
+def _html_chunks(path: str, got: Input) -> Chunks | None:
+    """All the bytes of an HTML file of which only the head was read (_html_file), read again in chunks; else None."""
+    if got.more and got.size is not None and _html_file(got.raw, got.label, got.size):
+        return file_chunks(path, got.size)
+    return None
+
+
+def _html_file(head: bytes, label: str, size: int | None) -> bool:
+    """Whether an input that starts with `head` is an HTML page in a file (its size known), which is read again in
+    chunks, to hash and to parse it, rather than held whole."""
+    return size is not None and not head.startswith(_ZIP_MAGIC) and _PDF_MAGIC not in head and _looks_html(head, label)
 
 
 def _container(head: bytes, label: str) -> bool:
-    """Whether an input's first bytes are a PDF's, a ZIP-based document's or an HTML page's (read whole)."""
+    """Whether an input's first bytes are a PDF's, a ZIP-based document's or an HTML page's, read up to
+    MAX_CONTAINER_BYTES whatever the model's cap."""
     return _PDF_MAGIC in head or head.startswith(_ZIP_MAGIC) or _looks_html(head, label)
 
 
@@ -157,20 +174,21 @@ def cut_document(doc: Document, cap: textcap.TextCap) -> Document:
 
 
 def _parse(name: str, label: str, raw: bytes, pages: str | None, password: str | None,
-           budget: Budget, among: bool = False) -> Document:
-    """The Document in `raw`, read by the reader its format needs."""
-    digest = hashlib.sha256(raw).hexdigest()
+           budget: Budget, among: bool = False, chunks: Chunks | None = None) -> Document:
+    """The Document in `raw`, read by the reader its format needs; `chunks` gives all the bytes of an HTML file of
+    which `raw` holds only the head."""
     if _is_pdf(raw):
-        return _pdf_document(name, label, raw, digest, pages, password, budget)
+        return _pdf_document(name, label, raw, hashlib.sha256(raw).hexdigest(), pages, password, budget)
     if pages is not None:
         raise TmixError(f"--pages only applies to PDF files, and {label} is not a PDF")
     if password is not None and not among:
         raise TmixError(f"--password only applies to PDF files, and {label} is not a PDF")
+    digest = sha256(chunks) if chunks else hashlib.sha256(raw).hexdigest()
     reach = Reach(functools.partial(_past_cap, budget=budget))
     if raw.startswith(_ZIP_MAGIC):
         text = _nonempty(_tidy(zip_document_text(raw, label, reach)), label)
     elif _looks_html(raw, label):
-        text = _nonempty(_tidy(html_text(decode_html(raw, label), reach)), label)
+        text = _nonempty(_tidy(page_text(chunks or held_chunks(raw), label, reach)), label)
     else:
         text, note = _text_file(raw, label)
         return Document(name=name, text=text, sha256=digest, pages=None, notes=(note,) if note else ())

@@ -4,10 +4,11 @@ huge file costs no more memory or time than the limit."""
 from __future__ import annotations
 
 import codecs
+import hashlib
 import os
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +22,7 @@ from tmixcli.textcap import size
 CHUNK = 1 << 20
 SMALL = 1 << 18  # bytes read before the limit is asked for (which may look up the model's files)
 HEAD = 4096  # the first bytes, which tell the limit the input's kind
+Chunks = Callable[[], Iterator[bytes]]  # an input's bytes from the start, a piece at a time, anew at each call
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le", 4), (codecs.BOM_UTF32_BE, "utf-32-be", 4),
          (codecs.BOM_UTF16_LE, "utf-16-le", 2), (codecs.BOM_UTF16_BE, "utf-16-be", 2))
 
@@ -79,6 +81,38 @@ def _open(path: str) -> BinaryIO:
     from tmixcli import serve
 
     return os.fdopen(open_regular(path), "rb") if serve.served else open(path, "rb")
+
+
+def file_chunks(path: str, size: int) -> Chunks:
+    """A file's first `size` bytes (its size when it was first read), read from the start in CHUNK pieces at each
+    call; a file that no longer holds them or cannot be read is a one-line TmixError."""
+    def chunks() -> Iterator[bytes]:
+        left = size
+        try:
+            with _open(path) as stream:
+                while left:
+                    piece = stream.read(min(CHUNK, left))
+                    if not piece:
+                        raise TmixError(f"{path} changed while it was read: it is shorter now")
+                    checkpoints.check()
+                    left -= len(piece)
+                    yield piece
+        except OSError as exc:
+            raise TmixError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return chunks
+
+
+def held_chunks(raw: bytes) -> Chunks:
+    """Bytes in memory as Chunks."""
+    return lambda: (raw[at:at + CHUNK] for at in range(0, len(raw), CHUNK))
+
+
+def sha256(chunks: Chunks) -> str:
+    """The hex sha256 of all the bytes `chunks` gives, the same as of them whole."""
+    digest = hashlib.sha256()
+    for piece in chunks():
+        digest.update(piece)
+    return digest.hexdigest()
 
 
 def read_capped(stream: BinaryIO, limit: Callable[[bytes], int]) -> tuple[bytes, bool]:

@@ -9,14 +9,18 @@ naming the file; an empty result is the caller's to refuse.
 
 from __future__ import annotations
 
+import functools
 import re
 import zipfile
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from html.parser import HTMLParser
 from posixpath import dirname, join, normpath
 from urllib.parse import unquote
 
-from tmixcli.charsets import bom_text, utf16_text, western_text
+from tmixcli.charsets import bom_codec, decoded, has_controls, utf16_codec, western
 from tmixcli.errors import TmixError
+from tmixcli.inputs import HEAD, Chunks, held_chunks
 from tmixcli.office import docx_text, odt_text, pptx_text
 from tmixcli.ziputil import Reach, join_blocks, member, open_zip, parse_xml
 
@@ -38,6 +42,7 @@ _OPTIONAL_END = {"p", "li", "dt", "dd", "tr", "td", "th", "thead", "tbody", "tfo
 _VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 FORMATS = "PDF, .docx, .odt, .pptx, .epub, HTML or UTF-8 text"  # what tmix reads, for error messages
 _MAIN = re.compile(r"<main\b", re.IGNORECASE)
+_MAIN_TAG = len("<main")  # characters of a <main> tag before the word boundary its pattern ends with
 HTML_CHUNK = 1 << 20  # characters of HTML parsed at a time
 _HIDING_STYLE = re.compile(r"(?:^|;)\s*(?:display\s*:\s*none|visibility\s*:\s*(?:hidden|collapse))\s*"
                            r"(?:!\s*important\s*)?(?:;|$)", re.IGNORECASE)  # an inline style a browser hides
@@ -110,45 +115,113 @@ def epub_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None) -> st
 
 
 def decode_html(raw: bytes, label: str) -> str:
-    """Decode HTML bytes: UTF-16/32 by a byte-order mark, mostly-Latin UTF-16 without one, UTF-8 (BOM allowed), the
-    charset its <meta> declares, else Windows-1252 (what browsers assume for a Western page that declares none)."""
-    text = bom_text(raw)
-    if text is not None:
-        return text
-    utf16 = utf16_text(raw)
-    if utf16 is not None:
-        return utf16[0]
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
-    match = _CHARSET.search(raw[:4096])
-    if match:
+    """Decode HTML bytes held in memory with the codec html_codec picks."""
+    return raw.decode(html_codec(held_chunks(raw), label)[0])
+
+
+def html_codec(chunks: Chunks, label: str) -> tuple[str, int]:
+    """The codec of an HTML page's bytes, which `chunks` reads from the start, and where its last <main> tag starts in
+    its text (-1: none). Each candidate is tried on all the bytes as they are read (_candidates)."""
+    head = b""
+    for piece in chunks():
+        head += piece[:HEAD - len(head)]
+        if len(head) == HEAD:
+            break
+    for codec, test in _candidates(head):
+        mains = _Mains()
         try:
-            return raw.decode(match.group(1).decode("ascii"))
+            if test(mains.scan(decoded(chunks(), codec))):
+                return codec, mains.last
         except (LookupError, UnicodeError):  # an unknown or non-text codec, or bytes it cannot decode
             pass
-    text = western_text(raw)
-    if text is not None:
-        return text
     raise TmixError(f"{label} is HTML in an unknown encoding (not UTF-8 and no usable <meta charset>)")
+
+
+def _candidates(head: bytes) -> Iterator[tuple[str, Callable[[Iterable[str]], bool]]]:
+    """The codecs an HTML page may be in, in the order tried, each with the test its whole text must pass: UTF-16/32
+    by a byte-order mark, UTF-16 without one (no control characters), UTF-8 (BOM allowed), the charset its <meta>
+    declares, else Windows-1252 (what browsers assume for a Western page that declares none)."""
+    bom, utf16, match = bom_codec(head), utf16_codec(head), _CHARSET.search(head)
+    if bom:
+        yield bom, _whole
+    if utf16:
+        yield utf16, lambda texts: not any(map(has_controls, texts))
+    yield "utf-8-sig", _whole
+    if match:
+        yield match.group(1).decode("ascii"), _whole
+    yield "cp1252", western
+
+
+def _whole(texts: Iterable[str]) -> bool:
+    """Any text passes, once all of it is read."""
+    deque(texts, maxlen=0)
+    return True
+
+
+class _Mains:
+    """Where the last <main> tag starts in a text read piece by piece, a tag cut between two pieces included."""
+
+    def __init__(self) -> None:
+        self.last, self._at, self._tail = -1, 0, ""  # _tail: the last characters read, from offset _at on
+
+    def scan(self, texts: Iterable[str]) -> Iterator[str]:
+        """`texts`, unchanged, looked through on the way."""
+        for text in texts:
+            self._look(self._tail + text, final=False)
+            yield text
+        self._look(self._tail, final=True)
+
+    def _look(self, text: str, final: bool) -> None:
+        for match in _MAIN.finditer(text):
+            if final or match.end() < len(text):  # what follows the tag is read: \b is decided
+                self.last = self._at + match.start()
+        keep = 0 if final else min(len(text), _MAIN_TAG)
+        self._at, self._tail = self._at + len(text) - keep, text[len(text) - keep:]
+
+
+def _last_main(texts: Iterable[str]) -> int:
+    """Where the last <main> tag starts in the text of `texts` (-1: none)."""
+    mains = _Mains()
+    deque(mains.scan(texts), maxlen=0)
+    return mains.last
+
+
+def page_text(chunks: Chunks, label: str, reach: Reach | None = None) -> str:
+    """The visible text (html_text) of an HTML page whose bytes `chunks` reads from the start, decoded as html_codec
+    says; neither its bytes nor its text are held whole."""
+    codec, last_main = html_codec(chunks, label)
+    return _parsed(_pieces(decoded(chunks(), codec)), reach, lambda: last_main)
 
 
 def html_text(source: str, reach: Reach | None = None) -> str:
     """Visible text of an HTML page: block elements on their own lines; head, scripts, styles, navigation and
-    hidden elements dropped; a page with a <main> element gives only its text (no site header, menus, footer).
-    Parsed chunk by chunk until `reach` says the text is surely past what the model could use."""
-    reach, parser, main_at = reach or Reach(), _HTMLText(), 0  # main_at: where a <main> may come; -1: none further on
-    for start in range(0, len(source), HTML_CHUNK):
-        parser.feed(source[start:start + HTML_CHUNK])
+    hidden elements dropped; a page with a <main> element gives only its text (no site header, menus, footer)."""
+    return _parsed(_pieces([source]), reach, lambda: _last_main([source]))
+
+
+def _pieces(texts: Iterable[str]) -> Iterator[str]:
+    """The text of `texts` again, in pieces of HTML_CHUNK characters (the last one shorter)."""
+    rest = ""
+    for text in texts:
+        text = rest + text if rest else text
+        end = len(text) - len(text) % HTML_CHUNK
+        yield from (text[at:at + HTML_CHUNK] for at in range(0, end, HTML_CHUNK))
+        rest = text[end:]
+    if rest:
+        yield rest
+
+
+def _parsed(pieces: Iterable[str], reach: Reach | None, last_main: Callable[[], int]) -> str:
+    """html_text of a page in `pieces`, parsed one at a time until `reach` says the text is surely past what the model
+    could use, unless a <main> further on (`last_main`: where the last one starts) would leave out all read so far."""
+    reach, parser, fed, last_main = reach or Reach(), _HTMLText(), 0, functools.cache(last_main)
+    for piece in pieces:
+        parser.feed(piece)
+        fed += len(piece)
         mains = bool(parser.main or parser.main_blocks)
         if not reach.past(parser.main_blocks if mains else parser.blocks):
             continue
-        unread = min(len(source), start + HTML_CHUNK) - len(parser.rawdata)  # what the parser holds back included
-        if not mains and 0 <= main_at < unread:  # a <main> further on would leave out all read so far
-            found = _MAIN.search(source, unread)
-            main_at = found.start() if found else -1
-        if mains or main_at < 0:
+        if mains or last_main() < fed - len(parser.rawdata):  # what the parser holds back is unread
             return parser.text(whole=False)
     parser.close()
     return parser.text()

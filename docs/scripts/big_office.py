@@ -1,11 +1,14 @@
 """Time and peak memory of reading a big generated .docx and .html (text far past the default model's cap): refused,
-and kept in part with --truncate, each in a fresh process.
+and kept in part with --truncate, each in a fresh process; for a kept part, whether the document's sha256 is the
+file's and the kept text's own sha256 (to compare across versions).
 
 Usage: python docs/scripts/big_office.py WORK_DIR [MB_OF_TEXT]   (default 100; one JSON line per run on stdout)
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import subprocess
 import sys
@@ -16,20 +19,20 @@ WORDS = ("the company revenue growth market quarter board director strategy cust
          "report shareholders energy fund capital investment risk").split()
 W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 RUN = """
-import json, re, sys, time
+import hashlib, json, re, sys, time
 from tmixcli.documents import load_document
 from tmixcli.errors import TmixError
 from tmixcli.textcap import Budget, files_cap
 start = time.perf_counter()
 try:
     doc = load_document(sys.argv[1], budget=Budget(sys.argv[2] == "truncate", lambda: files_cap(None)))
-    outcome = f"{len(doc.text)} characters kept"
+    outcome, digests = f"{len(doc.text)} characters kept", [doc.sha256, hashlib.sha256(doc.text.encode()).hexdigest()]
 except TmixError as err:
-    outcome = str(err)[:90]
+    outcome, digests = str(err)[:90], None
 seconds = time.perf_counter() - start
 peak = int(re.search(r"VmHWM:\\s*(\\d+)", open("/proc/self/status").read()).group(1)) >> 10
 print(json.dumps({"file": sys.argv[1], "mode": sys.argv[2], "seconds": round(seconds, 2), "peak_rss_mib": peak,
-                  "outcome": outcome}))
+                  "outcome": outcome, "digests": digests}))
 """
 
 
@@ -63,9 +66,18 @@ def main() -> None:
     work, mb = Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 100
     work.mkdir(parents=True, exist_ok=True)
     for path in build(work, mb):
+        whole = hashlib.sha256(path.read_bytes()).hexdigest()
         for mode in ("refuse", "truncate"):
             out = subprocess.run([sys.executable, "-c", RUN, str(path), mode], capture_output=True, text=True)
-            print(out.stdout.strip() or out.stderr.strip()[-300:], flush=True)
+            try:
+                row = json.loads(out.stdout)
+            except ValueError:
+                print(out.stderr.strip()[-300:], flush=True)
+                continue
+            digests = row.pop("digests")
+            if digests:  # the document's sha256 (its KV cache key) against the file's, and the kept text's
+                row.update(sha256_is_the_files=digests[0] == whole, text_sha256=digests[1][:16])
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":
