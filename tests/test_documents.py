@@ -284,7 +284,7 @@ def test_pdf_suffix_without_magic(tmp_path):
     ("letter.docx", b"PK\x03\x04\x14\x00\x06\x00" + b"\x00" * 20, "damaged ZIP"),
     ("data.gz", b"\x1f\x8b\x08\x00" + b"\x00" * 10, "gzip"),
     ("blob.bin", b"abc\x00def", "binary data"),
-    ("sjis.txt", "\u4f1a\u8b70\u306e\u8b70\u4e8b\u9332\u3067\u3059".encode("shift_jis"), "not a PDF or UTF-8 text"),
+    ("sjis.txt", "\u4f1a\u8b70\u306e\u8b70\u4e8b\u9332\u3067\u3059".encode("shift_jis"), "is not UTF-8; convert"),
 ])
 def test_binary_files_rejected(tmp_path, name, data, fragment):
     expect_error(write(tmp_path, name, data), name, fragment)
@@ -301,6 +301,21 @@ def test_windows_1252_text_read_with_a_note(tmp_path):
     assert len(both.notes) == 1 and "menu.txt is not UTF-8" in both.notes[0]
 
 
+@pytest.mark.parametrize("codec", ["iso8859_2", "cp1250"])
+def test_central_european_text_is_refused_not_read_as_western(tmp_path, codec):
+    """Polish in ISO-8859-2 or Windows-1250 decodes as Windows-1252 with symbols inside words ("Bud\u00bfet"): refused
+    with a hint to convert it, not answered from mojibake."""
+    text = ("Kierownikiem projektu jest Alicja \u017b\u00f3\u0142\u0107. Bud\u017cet wynosi czterdzie\u015bci dwa "
+            "miliony euro. \u0179r\u00f3d\u0142o: \u0142\u00f3d\u017a.\n") * 3
+    expect_error(write(tmp_path, "pl.txt", text.encode(codec)), "pl.txt",
+                 "is not UTF-8; convert it to UTF-8, e.g. iconv")
+
+
+def test_western_text_with_a_symbol_inside_a_word_now_and_then_is_still_read(tmp_path):
+    text = "The tolerance is x\u00b1y, caf\u00e9 prices \u00a9Acme. " + "The quick brown fox jumps over a dog. " * 20
+    assert load_document(write(tmp_path, "menu.txt", text.encode("cp1252"))).text == text.strip()
+
+
 def test_utf8_with_stray_windows_1252_bytes_keeps_both(tmp_path):
     """A UTF-8 file edited in a Windows-1252 editor: the UTF-8 stays UTF-8, only the stray bytes read as cp1252."""
     raw = "Caf\u00e9 au lait, \u20ac4. ".encode() + "na\u00efve \u2013 cr\u00e8me".encode("cp1252")
@@ -310,7 +325,7 @@ def test_utf8_with_stray_windows_1252_bytes_keeps_both(tmp_path):
                          "those as Windows-1252",)
     cyrillic = "\u041f\u0440\u0438\u0432\u0435\u0442, \u0442\u0435\u043a\u0441\u0442. " * 5
     expect_error(write(tmp_path, "ru.txt", cyrillic.encode("cp1251") + "\u00e9".encode()), "ru.txt",
-                 "not a PDF or UTF-8 text")  # mostly stray bytes: not UTF-8 at heart
+                 "is not UTF-8; convert")  # mostly stray bytes: not UTF-8 at heart
 
 
 def test_missing_file(tmp_path):

@@ -18,6 +18,9 @@ _TEXT_BYTES = bytes([9, 10, 12, 13, *range(32, 127), *range(128, 256)])  # bytes
 UTF16_SAMPLE = 4096  # bytes whose NUL pattern tells UTF-16 without a byte-order mark
 _NOT_TEXT = {"Cc", "Cn", "Co", "Cs"}  # control, unassigned, private-use and surrogate code points
 _FEWEST_LETTERS = 8  # letters a UTF-16 sample in another script needs: a few bytes of binary data may pass for text
+# Windows-1252 symbols that are letters in ISO-8859-2 or Windows-1250 (Polish "Budżet" reads "Bud¿et"): inside a word
+_MISREAD = re.compile("(?<=[^\\W\\d_])[\u00a1\u00a3\u00a5\u00a6\u00a9\u00ab\u00ac\u00ae\u00af\u00b1\u00b3\u00b6\u00b9"
+                      "\u00bb\u00bc\u00be\u00bf](?=[^\\W\\d_])")
 _HAN = {"CJK", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA", "IDEOGRAPHIC", "FULLWIDTH", "HALFWIDTH", "BOPOMOFO"}
 
 
@@ -112,15 +115,18 @@ def western_text(raw: bytes) -> str | None:
 
 
 def western(texts: Iterable[str]) -> bool:
-    """Whether Windows-1252 text, in pieces, reads as Western European: no control characters, and at most one in five
-    visible characters outside ASCII (Shift-JIS or GBK text decodes to mostly accented letters and is refused)."""
-    visible = foreign = 0
+    """Whether Windows-1252 text, in pieces, reads as Western European: no control characters, at most one in five
+    visible characters outside ASCII (Shift-JIS or GBK text decodes to mostly accented letters and is refused), and
+    words broken by a symbol that is a Central European letter (ISO-8859-2 or Windows-1250 text) rare: not two of
+    them, one in 200 visible characters or more (Polish has ~30 in 1000)."""
+    visible = foreign = misread = 0
     for text in texts:
         if _C0.search(text):
             return False
         shown = [c for c in text if not c.isspace()]
         visible, foreign = visible + len(shown), foreign + sum(ord(c) > 127 for c in shown)
-    return 5 * foreign <= visible
+        misread += len(_MISREAD.findall(text))
+    return 5 * foreign <= visible and (misread < 2 or 200 * misread < visible)
 
 
 def decoded(pieces: Iterable[bytes], codec: str) -> Iterator[str]:

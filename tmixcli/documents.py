@@ -363,8 +363,8 @@ def _text_file(raw: bytes, label: str) -> tuple[str, str | None]:
                                                    f"{exc.start}); read those as Windows-1252")
         text = western_text(raw)
         if text is None:
-            raise TmixError(f"{label} is not a PDF or UTF-8 text (binary or non-UTF-8 byte at offset "
-                            f"{exc.start}); convert it to UTF-8 text or PDF") from None
+            raise TmixError(f"{label} is not a document tmix reads ({FORMATS}): a byte at offset {exc.start} is "
+                            f"not UTF-8; convert it to UTF-8, e.g. iconv -f ENCODING -t UTF-8") from None
     return _nonempty(_tidy(text), label), f"{label} is not UTF-8; read it as Windows-1252 (Western European)"
 
 
