@@ -467,9 +467,13 @@ def prefill(
         from tmixcli.kvstore import read_meta
 
         try:
-            read_meta(output)
+            read_meta(output)  # opened without waiting: a FIFO or device put there after check_output is refused
         except TmixError:
-            raise TmixError(f"-o {output} exists and is not a tmix KV file; not overwriting it") from None
+            why = not_a_file(output)
+            if why is None:
+                raise TmixError(f"-o {output} exists and is not a tmix KV file; not overwriting it") from None
+            if why != "no such file":  # gone meanwhile: nothing is overwritten
+                raise TmixError(f"-o {output} exists and is {why}; give another name") from None
     _check_cache_cap(s, output)
     _maybe_forward(files, model, device, dtype, device_map, compile, quiet)
     if output is None:

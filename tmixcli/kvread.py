@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from tmixcli import checkpoints
+from tmixcli.paths import open_regular
 
 PIECE_BYTES = 32 << 20  # the largest read, and the size of each worker's two pinned buffers
 WORKERS = 8
@@ -54,7 +55,7 @@ def read_pieces(path: str, todo: list[Piece], workers: int | None = None,
     all, seconds)` is asked every 50 ms: True stops the workers and raises Abandoned; so are the checkpoints."""
     if not todo:
         return
-    fd = os.open(path, os.O_RDONLY)
+    fd = open_regular(path)  # a FIFO swapped in for the file is refused, not waited on
     jobs: queue.SimpleQueue = queue.SimpleQueue()
     for p in todo:
         jobs.put(p)

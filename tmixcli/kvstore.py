@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import tmixcli
 from tmixcli.config import AttentionConfig, Settings
 from tmixcli.errors import TmixError
-from tmixcli.paths import cache_subdir
+from tmixcli.paths import cache_subdir, open_regular
 
 if TYPE_CHECKING:
     import torch
@@ -325,9 +325,9 @@ def _read_header(path: Path, check_data: bool = True) -> tuple[dict[str, Any], i
     """Validate the safetensors framing ourselves (the tensors' data spans too unless not `check_data`); returns
     (header, header_len, file_size)."""
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
+    with os.fdopen(open_kv(path), "rb") as f:
+        try:
+            size = os.fstat(f.fileno()).st_size
             head = f.read(9)
             n = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
             if len(head) < 9 or head[8:9] != b"{":
@@ -339,16 +339,27 @@ def _read_header(path: Path, check_data: bool = True) -> tuple[dict[str, Any], i
                 raise TmixError(f"{path} is truncated: header needs {n} bytes, file has {size - 8}")
             f.seek(8)
             raw = f.read(n)
+        except OSError as err:
+            raise TmixError(f"cannot read KV file {path}: {err.strerror or err}") from None
+    header = _parse_header(path, raw)
+    if check_data:
+        _check_tensors(path, header, size - 8 - n)
+    return header, n, size
+
+
+def open_kv(path: Path) -> int:
+    """A read-only descriptor of the KV file `path`, opened without waiting on what is no regular file (a FIFO or a
+    device swapped in after a check would hold a server for good): TmixError for that."""
+    try:
+        return open_regular(str(path))
     except FileNotFoundError:
         raise TmixError(f"KV file not found: {path}") from None
     except IsADirectoryError:
         raise TmixError(f"{path} is a directory, not a KV file") from None
     except PermissionError:
         raise TmixError(f"cannot read KV file {path}: permission denied") from None
-    header = _parse_header(path, raw)
-    if check_data:
-        _check_tensors(path, header, size - 8 - n)
-    return header, n, size
+    except OSError as err:
+        raise TmixError(f"cannot read KV file {path}: {err.strerror or err}") from None
 
 
 def _kind_hint(head: bytes) -> str:
@@ -487,10 +498,22 @@ def _expected_tensors(path: Path, header: dict[str, Any], meta: dict[str, str]) 
 
 def read_prefix_ids(path: Path) -> list[int]:
     """The prefix token ids a KV file holds (reads that tensor only)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        return f.get_tensor("prefix_ids").tolist()  # prefix_ids: [T]
+    path = Path(path)
+    header, head_len, _ = _read_header(path)
+    info = header.get("prefix_ids")
+    if not isinstance(info, dict) or info["dtype"] != "I64" or len(info["shape"]) != 1:
+        raise TmixError(f"{path}: corrupt KV file (no int64 prefix_ids)")
+    start, stop = info["data_offsets"]
+    fd = open_kv(path)
+    try:
+        data = os.pread(fd, stop - start, 8 + head_len + start)
+    except OSError as err:
+        raise TmixError(f"cannot read KV file {path}: {err.strerror or err}") from None
+    finally:
+        os.close(fd)
+    if len(data) != stop - start:
+        raise TmixError(f"{path} is truncated: its prefix ids end past the end of the file")
+    return list(struct.unpack(f"<{len(data) // 8}q", data))
 
 
 def load_kv(path: Path, device: torch.device | str | Sequence[torch.device] = "cpu", rows: int | None = None,
