@@ -170,3 +170,29 @@ def test_weights_that_do_not_fit_the_config_are_refused_at_the_load(capsys, tiny
     (tmp_path / "doc.txt").write_text("The ferry leaves at 07:45.\n")
     err = one_error(capsys, "ask", str(tmp_path / "doc.txt"), "When?", "--model", str(folder), "--max-new-tokens", "2")
     assert err == f"tmix: error: could not load model 'm': {says}"
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json"])
+def test_a_fifo_among_the_model_files_is_named_not_waited_on(tmp_path, name):
+    """Reading the model's files (its context from tokenizer.json, transformers' load) would wait on it for good."""
+    import os
+    import subprocess
+    import sys
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(LLAMA_CONFIG))
+    (model / "tokenizer.model").write_bytes(b"")
+    (model / "model.safetensors").write_bytes(b"")
+    (model / name).unlink(missing_ok=True)
+    os.mkfifo(model / name)
+    (tmp_path / "doc.txt").write_text("The ferry leaves at 07:45.\n")
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}
+    try:
+        done = subprocess.run([sys.executable, "-m", "tmixcli", "ask", "doc.txt", "When?", "--model", "m"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still waiting on {name} after 60 s")
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2, "", f"tmix: error: m is not a usable model folder: {name} is a FIFO (named pipe), not a regular file\n")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import stat
 import struct
 from pathlib import Path
 
 from tmixcli.errors import TmixError
 from tmixcli.modelinfo import converted_gguf_dir, model_folder, model_limits
-from tmixcli.paths import DEFAULT_MODEL
+from tmixcli.paths import DEFAULT_MODEL, not_a_file, open_regular, read_regular
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
@@ -48,7 +51,7 @@ def check_gguf(path: Path) -> None:
     """Refuse a file that does not start with the GGUF magic bytes, or that holds a model of an architecture tmix
     cannot run, before a conversion is announced."""
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(open_regular(str(path)), "rb") as f:
             head = f.read(1 << 16)
     except OSError as err:
         raise TmixError(f"cannot read {path}: {err.strerror or err}") from None
@@ -87,6 +90,9 @@ def gguf_architecture(head: bytes) -> str | None:
 
 def check_folder(path: Path, spec: str) -> None:
     """A model folder needs a config.json tmix can run, tokenizer files and weights: say which is missing."""
+    special = _special_file(path)
+    if special is not None:
+        raise TmixError(f"{spec} is not a usable model folder: {special}")
     if not (path / "config.json").is_file():
         raise TmixError(f"{spec} is not a model directory (no config.json)")
     check_config(path / "config.json", f"{spec} is not a usable model folder")
@@ -96,10 +102,27 @@ def check_folder(path: Path, spec: str) -> None:
         raise TmixError(f"{spec} is not a usable model folder: no weight files (*.safetensors / *.bin)")
 
 
+def _special_file(folder: Path) -> str | None:
+    """A FIFO, device or socket in the folder, named ("tokenizer.json is a FIFO ..."): loading the model would wait
+    on opening it for good."""
+    try:
+        entries = list(itertools.islice(folder.iterdir(), 10000)) if folder.is_dir() else []
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            mode = entry.stat().st_mode
+        except OSError:  # a broken link: transformers names it if it needs the file
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            return f"{entry.name} is {not_a_file(entry)}"
+    return None
+
+
 def check_config(file: Path, refused: str) -> None:
     """Refuse a config.json transformers cannot load or tmix cannot run: `refused`, then what is wrong with it."""
     try:
-        config = json.loads(file.read_text(encoding="utf-8"))
+        config = json.loads(read_regular(file).decode("utf-8"))
     except (OSError, ValueError) as err:
         raise TmixError(f"{refused}: cannot read its config.json ({err})") from None
     why = config_problem(config)
