@@ -56,8 +56,9 @@ def test_every_kv_reader_refuses_a_fifo_at_once(tmp_path, reader):
     GIL, which no thread of the test could time out."""
     fifo = tmp_path / "doc.kv"
     os.mkfifo(fifo)
-    code = ("import sys; from tmixcli import kvstore; from tmixcli.errors import TmixError\n"
-            "try:\n    getattr(kvstore, sys.argv[1])(sys.argv[2])\nexcept TmixError as err:\n    print(err)")
+    code = ("import sys; from tmixcli import kvheader, kvread; from tmixcli.errors import TmixError\n"
+            "reader = getattr(kvread if sys.argv[1] == 'load_kv' else kvheader, sys.argv[1])\n"
+            "try:\n    reader(sys.argv[2])\nexcept TmixError as err:\n    print(err)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     try:
         done = subprocess.run([sys.executable, "-c", code, reader, str(fifo)], capture_output=True, text=True,
