@@ -78,14 +78,14 @@ def test_library_run(tiny_result: dict) -> None:
 
 
 def test_kv_file_written_during_the_timed_prefill(tiny_model: LlamaForCausalLM, tmp_path: Path) -> None:
-    from tmixcli import kvstore
+    from tmixcli import kvread, kvstore
     from tmixcli.generate import prefill
 
     ids = list(range(3, 150))
     path = tmp_path / "kv.safetensors"
     res = bench_measure.measure_ttft(tiny_model, ids, chunk_size=40, kv_path=path, meta={"model": "tiny"})
     assert res["kv_error"] is None and res["kv_save"] >= 0 and res["kv_bytes"] == path.stat().st_size
-    cache, ids_back, meta = kvstore.load_kv(path, "cpu")
+    cache, ids_back, meta = kvread.load_kv(path, "cpu")
     assert ids_back == ids and meta["model"] == "tiny"
     ref, _ = prefill(tiny_model, ids, chunk_size=40)
     for got, want in zip(kvstore.cache_tensors(cache), kvstore.cache_tensors(ref)):

@@ -646,10 +646,10 @@ def test_question_that_does_not_fit_is_refused_before_the_prefill(capsys, monkey
     keeps that prefill's KV file and goes on to the next question."""
     import io
 
-    from tmixcli import generate, kvstore
+    from tmixcli import generate, kvread
 
     prefills = _count_calls(monkeypatch, generate, "prefill")
-    loads = _count_calls(monkeypatch, kvstore, "load_kv")
+    loads = _count_calls(monkeypatch, kvread, "load_kv")
     long_question = "Who is the project manager? " + "please answer " * 300
     args = ("--model", tiny_dir, "--max-new-tokens", "8", *TINY)
     kv_files = lambda: list((tmp_path / "tmix-cache").glob("kv/*.safetensors"))  # noqa: E731

@@ -17,7 +17,7 @@ import pytest
 
 import bigdocs
 from runcli import run
-from tmixcli import fit, kvstore, markup, stdout, textcap
+from tmixcli import fit, kvheader, markup, stdout, textcap
 from tmixcli.config import Settings
 from tmixcli.documents import load_documents
 from tmixcli.textcap import TextCap, files_cap
@@ -134,7 +134,7 @@ def test_truncate_keeps_the_same_tokens_tokenizing_only_what_can_be_kept(capsys,
                          "--max-new-tokens", "1", "--json")
     assert code == 0, err
     result = json.loads(out)
-    assert kvstore.read_prefix_ids(Path(result["kv_path"])) == want_ids
+    assert kvheader.read_prefix_ids(Path(result["kv_path"])) == want_ids
     assert notes[-1] in result["notes"]  # after it, maybe "the model gave no answer" (random weights)
 
 
@@ -157,7 +157,7 @@ def test_truncate_keeps_the_same_tokens_of_a_document_read_only_in_part(capsys, 
     code, out, err = run(capsys, "ask", str(path), "What is the budget?", "--truncate", "--model", tiny_dir,
                          "--max-new-tokens", "1", "--json")
     assert code == 0, err
-    assert kvstore.read_prefix_ids(Path(json.loads(out)["kv_path"])) == want_ids
+    assert kvheader.read_prefix_ids(Path(json.loads(out)["kv_path"])) == want_ids
 
 
 def test_answer_characters_stdout_cannot_encode_are_replaced(monkeypatch):

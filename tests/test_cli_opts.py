@@ -87,12 +87,15 @@ def test_a_document_over_the_context_hints_only_what_can_help(capsys, tiny_dir, 
 def test_model_refused_before_the_load(capsys, ferry, tmp_path, monkeypatch):
     """A missing model path, an unusable folder, a file that is not a GGUF: one line each before the model loads;
     a hub id `org/name` is not taken for a path."""
+    import json
+
+    from test_modelcheck import LLAMA_CONFIG
     from tmixcli import modelcheck, models
 
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "m" / "config.json").write_text(json.dumps(LLAMA_CONFIG))
     (tmp_path / "bad.gguf").write_bytes(b"\x00\x01garbage" * 100)
     cases = [(["--model", "/nonexistent"], "model directory not found: /nonexistent"),
              (["--model", "./nowhere"], "model directory not found: ./nowhere"),

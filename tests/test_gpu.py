@@ -102,7 +102,7 @@ def test_kv_round_trip_to_gpu(tmp_path, monkeypatch, stage):
                               doc_sha256="0", template_hash="t", n_tokens=len(ids))
     path = tmp_path / "kv.safetensors"
     kvstore.save_kv(path, cache, ids, meta)
-    loaded, stored, _ = kvstore.load_kv(path, "cuda")
+    loaded, stored, _ = kvread.load_kv(path, "cuda")
     assert stored == ids
     for a, b in zip(cache.layers, loaded.layers):
         assert b.keys.is_cuda and torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
@@ -110,7 +110,7 @@ def test_kv_round_trip_to_gpu(tmp_path, monkeypatch, stage):
     got = generate.extend(model, loaded, [5, 6, 7])
     assert torch.equal(want, got)
     devices = [torch.device("cuda" if i % 2 else "cpu") for i in range(len(cache.layers))]
-    mixed, _, _ = kvstore.load_kv(path, devices, rows=1001)  # layers on two devices, the first rows only
+    mixed, _, _ = kvread.load_kv(path, devices, rows=1001)  # layers on two devices, the first rows only
     for a, b, d in zip(cache.layers, mixed.layers, devices):
         assert b.keys.device.type == d.type and torch.equal(a.keys[:, :, :1001].to(d), b.keys)
         assert torch.equal(a.values[:, :, :1001].to(d), b.values)
@@ -120,7 +120,7 @@ def test_kv_round_trip_to_gpu(tmp_path, monkeypatch, stage):
 def test_kv_written_during_gpu_prefill(tmp_path, monkeypatch, chunk, stage):
     """Rows handed to kvwrite by each layer as the GPU prefill runs (side stream, pinned buffer) give the file of
     the finished cache, and decoding right after is unchanged."""
-    from tmixcli import attention, generate, kvstore, kvwrite
+    from tmixcli import attention, generate, kvread, kvstore, kvwrite
     from tmixcli.config import AttentionConfig
 
     if stage:
@@ -136,7 +136,7 @@ def test_kv_written_during_gpu_prefill(tmp_path, monkeypatch, chunk, stage):
     # an answer decoded (CUDA graph captured and replayed) while the writer still copies on its own stream
     answer = list(generate.generate_ids(model, cache, [5, 6, 7], set(), 24))
     w.wait()
-    loaded, stored, _ = kvstore.load_kv(tmp_path / "kv.safetensors", "cuda")
+    loaded, stored, _ = kvread.load_kv(tmp_path / "kv.safetensors", "cuda")
     assert stored == ids
     for a, b in zip(cache.layers, loaded.layers):
         assert torch.equal(a.keys[:, :, :len(ids)], b.keys) and torch.equal(a.values[:, :, :len(ids)], b.values)
@@ -148,7 +148,7 @@ def test_ask_on_gpu_writes_its_kv_file_during_the_prefill(capsys, tmp_path, tiny
     document (its reused rows handed to the writer first) gives a file the next question hits."""
     from test_cli import DOCS, TINY, ask_json
 
-    from tmixcli import kvstore
+    from tmixcli import kvfolder
 
     monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path / "cache"))
     doc = tmp_path / "notes.txt"
@@ -163,7 +163,7 @@ def test_ask_on_gpu_writes_its_kv_file_during_the_prefill(capsys, tmp_path, tiny
     grown = ask_json(capsys, *args)
     again = ask_json(capsys, *args)
     assert grown["reused_tokens"] > 0 and again["cache_hit"] and again["answer"] == grown["answer"]
-    assert kvstore.temp_files() == [] and len(kvstore.list_entries()) == 2
+    assert kvfolder.temp_files() == [] and len(kvfolder.list_entries()) == 2
 
 
 def test_a_prefill_told_to_stop_stops_the_gpu_within_a_few_layers():
@@ -202,7 +202,7 @@ def test_a_prefill_told_to_stop_stops_the_gpu_within_a_few_layers():
 
 def test_prefill_from_reused_rows_matches_one_shot_gpu(tmp_path):
     """A grown prompt prefilled from an older KV file's first rows (reuse.py) matches its one-shot prefill."""
-    from tmixcli import attention, generate, kvstore, reuse
+    from tmixcli import attention, generate, kvread, kvstore, reuse
     from tmixcli.config import AttentionConfig
 
     model = _model(4)
@@ -217,7 +217,7 @@ def test_prefill_from_reused_rows_matches_one_shot_gpu(tmp_path):
     kvstore.save_kv(path, cache, old, meta)
     found = reuse.best_file(new, {"model_fingerprint": "f"}, attn, folder=tmp_path)
     assert found == (path, 2900)
-    base, _, _ = kvstore.load_kv(path, "cuda", rows=2900, headroom=len(new) - 2900)
+    base, _, _ = kvread.load_kv(path, "cuda", rows=2900, headroom=len(new) - 2900)
     got, l2 = generate.prefill(model, new, cache=base)
     one, l1 = generate.prefill(model, new)
     assert torch.nn.functional.cosine_similarity(l1, l2, dim=0) > 0.999
@@ -249,7 +249,7 @@ def test_device_map_over_two_gpus_matches_one_gpu(tmp_path):
     assert torch.nn.functional.cosine_similarity(outs[0], outs[1], dim=0) > 0.999
 
     # the split model's KV file loads back with each layer's tensors on that layer's GPU
-    from tmixcli import kvstore
+    from tmixcli import kvread, kvstore
     from tmixcli.models import layer_devices
 
     cache, _ = generate.prefill(split, ids, chunk_size=1024)
@@ -257,7 +257,7 @@ def test_device_map_over_two_gpus_matches_one_gpu(tmp_path):
     kvstore.save_kv(path, cache, ids, {})
     devices = layer_devices(split)
     assert {d.index for d in devices} == {0, 1}
-    loaded, _, _ = kvstore.load_kv(path, devices)
+    loaded, _, _ = kvread.load_kv(path, devices)
     assert [layer.keys.device for layer in loaded.layers] == devices
     again = generate.extend(split, loaded, [1, 2, 3]).cpu()
     assert torch.nn.functional.cosine_similarity(outs[1], again, dim=0) > 0.9999

@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_cli import DOCS, TINY, ask_json, run
 
-from tmixcli import context, kvread, kvstore
+from tmixcli import context, kvheader, kvread
 
 QUESTION = "Who is the project manager?"
 
@@ -67,7 +67,7 @@ def test_a_slow_disk_is_skipped_by_prefilling_again(capsys, monkeypatch, tiny_di
     doc.write_text((DOCS / "notes.txt").read_text()[:1000])
     args = (str(doc), QUESTION, "--model", tiny_dir, "--max-new-tokens", "12", *TINY)
     cold = ask_json(capsys, *args)
-    made_in = float(kvstore.read_meta(Path(cold["kv_path"]))["prefill_s"])
+    made_in = float(kvheader.read_meta(Path(cold["kv_path"]))["prefill_s"])
     assert made_in > 0
     warm = ask_json(capsys, *args)
     assert warm["cache_hit"] and not warm["kv_recomputed"]

@@ -20,7 +20,7 @@ import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 from typer.testing import CliRunner
 
-from tmixcli import kvstore, kvwrite
+from tmixcli import kvfolder, kvheader, kvread, kvstore, kvwrite
 from tmixcli.cli_cache import app
 from tmixcli.config import AttentionConfig
 from tmixcli.errors import TmixError
@@ -88,7 +88,7 @@ def saved(model, tokenizer, ids: list[int] | None = None, **over) -> tuple[Path,
     cache = prefill(model, ids)
     attn = AttentionConfig(start_layer=1)
     key = kvstore.cache_key(kvstore.model_fingerprint(model, tokenizer), attn, ids)
-    path = kvstore.kv_path_for(key)
+    path = kvfolder.kv_path_for(key)
     kvstore.save_kv(path, cache, ids, make_meta(model, tokenizer, attn, len(ids), **over))
     return path, cache, ids
 
@@ -116,7 +116,7 @@ def logits(model, ids: list[int], cache=None) -> torch.Tensor:
 def test_round_trip_continuation(kind: str, tokenizer) -> None:
     model = tiny_model(kind)
     path, cache, ids = saved(model, tokenizer)
-    loaded, stored_ids, meta = kvstore.load_kv(path)
+    loaded, stored_ids, meta = kvread.load_kv(path)
     assert stored_ids == ids and meta["n_tokens"] == str(T) and loaded.get_seq_length() == T
     kvstore.check_kv(meta, loaded, make_meta(model, tokenizer), model.config)
     kvstore.check_prefix(stored_ids, ids)
@@ -151,7 +151,7 @@ def test_load_reads_in_odd_pieces(tokenizer, monkeypatch, rows) -> None:
     monkeypatch.setattr(kvread, "PIECE_BYTES", 100)  # splits rows mid-way: not a multiple of a row
     monkeypatch.setattr(kvread, "WORKERS", 3)
     path, cache, ids = saved(tiny_model(), tokenizer)
-    loaded, stored, _ = kvstore.load_kv(path, rows=rows, headroom=5)
+    loaded, stored, _ = kvread.load_kv(path, rows=rows, headroom=5)
     keep = T if rows is None else min(rows, T)
     assert stored == ids[:keep]
     for a, b in zip(cache.layers, loaded.layers):
@@ -167,10 +167,10 @@ def test_load_per_layer_devices(tokenizer) -> None:
     path, cache, _ = saved(model, tokenizer)
     devices = layer_devices(model)
     assert devices == [torch.device("cpu")] * 3
-    loaded, _, _ = kvstore.load_kv(path, devices)
+    loaded, _, _ = kvread.load_kv(path, devices)
     assert all(torch.equal(a.keys, b.keys) for a, b in zip(loaded.layers, cache.layers))
     with pytest.raises(TmixError, match="3 layers, the model 2"):
-        kvstore.load_kv(path, devices[:2])
+        kvread.load_kv(path, devices[:2])
 
 
 @pytest.mark.parametrize("dtype,nbytes", [(torch.float32, 4), (torch.bfloat16, 2)])
@@ -181,11 +181,11 @@ def test_file_size_and_dtype_preserved(dtype: torch.dtype, nbytes: int, tokenize
     assert header_len < 64 * 1024
     layers, heads, head_dim = 3, 2, 16
     assert path.stat().st_size == layers * 2 * heads * T * head_dim * nbytes + T * 8 + 8 + header_len
-    loaded, _, meta = kvstore.load_kv(path)
+    loaded, _, meta = kvread.load_kv(path)
     assert meta["dtype"] == kvstore.dtype_name(dtype)
     for a, b in zip(loaded.layers, cache.layers):
         assert a.keys.dtype == dtype and torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
-    facts = kvstore.inspect_kv(path)
+    facts = kvheader.inspect_kv(path)
     assert facts["size_matches"] and facts["tensor_count"] == 1 + 2 * layers
 
 
@@ -200,7 +200,7 @@ def test_fingerprint_and_key(tokenizer) -> None:
     assert len(key) == 24 and key == kvstore.cache_key(fp, attn, [1, 2, 3])
     assert key != kvstore.cache_key(fp, AttentionConfig(start_layer=2), [1, 2, 3])
     assert key != kvstore.cache_key(fp, attn, [1, 2, 4])
-    assert kvstore.kv_path_for(key).parent == Path(os.environ["TMIX_CACHE_DIR"]) / "kv"
+    assert kvfolder.kv_path_for(key).parent == Path(os.environ["TMIX_CACHE_DIR"]) / "kv"
 
 
 # ---------------------------------------------------------------- refusals
@@ -215,7 +215,7 @@ def test_refuses_non_safetensors(tmp_path: Path) -> None:
     tiny.write_bytes(b"abc")
     for p in (rnd, txt, tiny):
         with pytest.raises(TmixError, match=r"is not a safetensors KV file") as exc:
-            kvstore.load_kv(p)
+            kvread.load_kv(p)
         assert str(p) in str(exc.value)
 
 
@@ -224,20 +224,20 @@ def test_refuses_truncated_and_oversized(tokenizer) -> None:
     raw = path.read_bytes()
     path.write_bytes(raw[:-100])
     with pytest.raises(TmixError, match=r"is truncated: tensor"):
-        kvstore.load_kv(path)
+        kvread.load_kv(path)
     path.write_bytes(raw[:40])
     with pytest.raises(TmixError, match=r"is truncated: header needs"):
-        kvstore.read_meta(path)
+        kvheader.read_meta(path)
     path.write_bytes(struct.pack("<Q", 2**40) + raw[8:])
     with pytest.raises(TmixError, match=r"header length 1099511627776 exceeds the 100 MB limit"):
-        kvstore.load_kv(path)
+        kvread.load_kv(path)
 
 
 def test_refuses_inconsistent_tensor_entries(tokenizer) -> None:
     path, _, _ = saved(tiny_model(), tokenizer)
     rewrite_header(path, lambda h: h["layers.0.keys"].update(shape=[1, 2, T, 15]))
     with pytest.raises(TmixError, match=r"size does not match its shape"):
-        kvstore.read_meta(path)
+        kvheader.read_meta(path)
 
 
 @pytest.mark.parametrize("version,word", [("2", "newer"), ("0", "older")])
@@ -245,11 +245,11 @@ def test_refuses_unknown_format_version(version: str, word: str, tokenizer) -> N
     path, _, _ = saved(tiny_model(), tokenizer)
     rewrite_header(path, lambda h: h["__metadata__"].update(tmix_format=version))
     with pytest.raises(TmixError, match=rf"made by an? {word} tmix.*re-run tmix prefill"):
-        kvstore.load_kv(path)
+        kvread.load_kv(path)
 
 
 def _check(model, tokenizer, path: Path, **over) -> None:
-    loaded, _, meta = kvstore.load_kv(path)
+    loaded, _, meta = kvread.load_kv(path)
     kvstore.check_kv(meta, loaded, make_meta(model, tokenizer, **over), model.config)
 
 
@@ -273,7 +273,7 @@ def test_refuses_shape_mismatch(tokenizer) -> None:
     cache = DynamicCache()
     for i in range(3):
         cache.update(torch.randn(1, 2, T, 8), torch.randn(1, 2, T, 8), i)  # head_dim 8, model has 16
-    path = kvstore.kv_path_for("forged")
+    path = kvfolder.kv_path_for("forged")
     kvstore.save_kv(path, cache, prefix_ids(), make_meta(model, tokenizer))
     with pytest.raises(TmixError, match=r"head_dim=8, the model has kv_heads=2 head_dim=16"):
         _check(model, tokenizer, path)
@@ -288,12 +288,12 @@ def test_refuses_shape_mismatch(tokenizer) -> None:
 def test_refuses_token_count_and_prefix_mismatch(tokenizer) -> None:
     model = tiny_model()
     path, _, ids = saved(model, tokenizer)
-    loaded, _, meta = kvstore.load_kv(path)
+    loaded, _, meta = kvread.load_kv(path)
     with pytest.raises(TmixError, match=rf"holds {T} tokens but its n_tokens={T + 1}"):
         kvstore.check_kv({**meta, "n_tokens": str(T + 1)}, loaded, make_meta(model, tokenizer), model.config)
     rewrite_header(path, lambda h: h["__metadata__"].update(n_tokens=str(T + 1)))
     with pytest.raises(TmixError, match=rf"\[{T}\] prefix ids but n_tokens={T + 1}"):
-        kvstore.load_kv(path)
+        kvread.load_kv(path)
     with pytest.raises(TmixError, match=r"prefix differs from this prompt at token 3"):
         kvstore.check_prefix(ids, ids[:3] + [0] + ids[4:])
     with pytest.raises(TmixError, match=rf"stored {T} tokens, prompt prefix {T + 1}"):
@@ -326,9 +326,9 @@ def test_refuses_pickle_without_unpickling(tmp_path: Path, monkeypatch: pytest.M
         monkeypatch.setattr(pickle, name, boom)
     monkeypatch.setattr(torch, "load", boom)
     with pytest.raises(TmixError, match=r"not a safetensors KV file \(it looks like a PyTorch/pickle"):
-        kvstore.load_kv(path)
+        kvread.load_kv(path)
     with pytest.raises(TmixError, match=r"not a safetensors KV file"):
-        kvstore.read_meta(path)
+        kvheader.read_meta(path)
     assert not marker.exists()
 
 
@@ -342,7 +342,7 @@ def test_refuses_sliding_window(tokenizer) -> None:
     model = tiny_model("qwen2", use_sliding_window=True, sliding_window=8, max_window_layers=1)
     with pytest.raises(TmixError, match=r"sliding-window attention is not supported by the KV cache yet"):
         saved(model, tokenizer)
-    assert kvstore.list_entries() == []
+    assert kvfolder.list_entries() == []
 
 
 # ---------------------------------------------------------------- crash safety
@@ -359,14 +359,14 @@ def test_disk_full_leaves_nothing(tokenizer, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(kvwrite, "_pwrite", full)
     with pytest.raises(TmixError, match=r"disk full"):
         saved(tiny_model(), tokenizer)
-    assert list(kvstore.kv_dir().iterdir()) == []
+    assert list(kvfolder.kv_dir().iterdir()) == []
 
 
 SAVER = textwrap.dedent("""
     import sys, time, torch
     from transformers import DynamicCache
     import os
-    from tmixcli import kvstore, kvwrite
+    from tmixcli import kvfolder, kvheader, kvread, kvstore, kvwrite
     path, delay = sys.argv[1], float(sys.argv[2])
     def slow(fd, data, offset):
         os.pwrite(fd, data, offset)
@@ -377,7 +377,7 @@ SAVER = textwrap.dedent("""
     cache = DynamicCache()
     for i in range(4):
         cache.update(torch.randn(1, 2, 256, 64), torch.randn(1, 2, 256, 64), i)
-    meta = {"tmix_format": kvstore.FORMAT_VERSION, "doc_name": "d", "model_id": "m", "dtype": "fp32"}
+    meta = {"tmix_format": kvheader.FORMAT_VERSION, "doc_name": "d", "model_id": "m", "dtype": "fp32"}
     kvstore.save_kv(kvstore.Path(path), cache, list(range(256)), meta)
     print("done", flush=True)
 """)
@@ -390,24 +390,24 @@ def _saver(path: Path, delay: float) -> subprocess.Popen:
 
 
 def test_kill_during_save_leaves_no_final_file() -> None:
-    path = kvstore.kv_path_for("killed")
+    path = kvfolder.kv_path_for("killed")
     proc = _saver(path, 30.0)
     assert proc.stdout.readline().strip() == "writing"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert not path.exists()
-    assert len(kvstore.temp_files()) == 1
-    assert kvstore.list_entries() == []
+    assert len(kvfolder.temp_files()) == 1
+    assert kvfolder.list_entries() == []
 
 
 def test_concurrent_saves_same_key() -> None:
-    path = kvstore.kv_path_for("same")
+    path = kvfolder.kv_path_for("same")
     procs = [_saver(path, 0.2) for _ in range(2)]
     outs = [p.communicate(timeout=60)[0] for p in procs]
     assert all(p.returncode == 0 and "done" in o for p, o in zip(procs, outs))
-    cache, ids, meta = kvstore.load_kv(path)
+    cache, ids, meta = kvread.load_kv(path)
     assert ids == list(range(256)) and cache.get_seq_length() == 256 and meta["num_layers"] == "4"
-    assert kvstore.temp_files() == [] and [e["key"] for e in kvstore.list_entries()] == ["same"]
+    assert kvfolder.temp_files() == [] and [e["key"] for e in kvfolder.list_entries()] == ["same"]
 
 
 # ---------------------------------------------------------------- list_entries and `tmix cache`
@@ -418,7 +418,7 @@ def _two_files(tokenizer) -> list[str]:
     saved(model, tokenizer, prefix_ids(seed=1), doc_name="a.txt")
     time.sleep(0.01)
     saved(model, tokenizer, prefix_ids(seed=2), doc_name="b.pdf")
-    return [e["key"] for e in kvstore.list_entries()]
+    return [e["key"] for e in kvfolder.list_entries()]
 
 
 def _err(result) -> str:
@@ -428,8 +428,8 @@ def _err(result) -> str:
 def test_list_entries_and_cli(tokenizer) -> None:
     runner = CliRunner()
     keys = _two_files(tokenizer)
-    (kvstore.kv_dir() / ".leftover.safetensors.1.tmp").write_bytes(b"junk")
-    entries = kvstore.list_entries()
+    (kvfolder.kv_dir() / ".leftover.safetensors.1.tmp").write_bytes(b"junk")
+    entries = kvfolder.list_entries()
     assert {e["doc_name"] for e in entries} == {"a.txt", "b.pdf"}
     assert all(e["n_tokens"] == T and e["model_id"] == "tiny" and e["error"] is None for e in entries)
 
@@ -449,7 +449,7 @@ def test_list_entries_and_cli(tokenizer) -> None:
     assert runner.invoke(app, ["rm", ""]).exit_code == 2  # an empty key is refused (test_empty_key_matches_nothing)
     gone = runner.invoke(app, ["rm", keys[0][:8]])
     assert gone.exit_code == 0 and f"removed {keys[0]}" in gone.stdout
-    assert [e["key"] for e in kvstore.list_entries()] == keys[1:]
+    assert [e["key"] for e in kvfolder.list_entries()] == keys[1:]
 
 
 def test_cli_clear(tokenizer) -> None:
@@ -457,16 +457,16 @@ def test_cli_clear(tokenizer) -> None:
     _two_files(tokenizer)
     refused = runner.invoke(app, ["clear"], input="y\n")
     assert refused.exit_code == 2 and "--yes" in _err(refused)
-    assert len(kvstore.list_entries()) == 2
+    assert len(kvfolder.list_entries()) == 2
     done = runner.invoke(app, ["clear", "--yes"])
     assert done.exit_code == 0 and "removed 2 KV files" in done.stdout
-    assert kvstore.list_entries() == []
+    assert kvfolder.list_entries() == []
     assert "no KV files" in runner.invoke(app, ["ls"]).stdout
 
 
 def test_invalid_file_listed_not_fatal() -> None:
-    (kvstore.kv_dir() / "broken.safetensors").write_bytes(b"nope")
-    (entry,) = kvstore.list_entries()
+    (kvfolder.kv_dir() / "broken.safetensors").write_bytes(b"nope")
+    (entry,) = kvfolder.list_entries()
     assert entry["key"] == "broken" and "not a safetensors" in entry["error"]
     out = CliRunner().invoke(app, ["ls"])
     assert out.exit_code == 0 and "(invalid:" in out.stdout
@@ -479,7 +479,7 @@ def test_empty_key_matches_nothing(tokenizer) -> None:
     for argv in (["rm", ""], ["rm", "  "], ["info", ""], ["info", " "]):
         out = runner.invoke(app, argv)
         assert out.exit_code == 2 and _err(out).count("\n") == 1 and "is empty" in _err(out), (argv, _err(out))
-    assert len(kvstore.list_entries()) == 1
+    assert len(kvfolder.list_entries()) == 1
 
 
 def test_cached_file_named_by_its_name_or_path(tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -489,38 +489,38 @@ def test_cached_file_named_by_its_name_or_path(tokenizer, tmp_path: Path, monkey
     keys = _two_files(tokenizer)
     name = f"{keys[0]}.safetensors"
     info = runner.invoke(app, ["info", name])
-    assert info.exit_code == 0 and f"path: {kvstore.kv_dir() / name}" in info.stdout, _err(info)
+    assert info.exit_code == 0 and f"path: {kvfolder.kv_dir() / name}" in info.stdout, _err(info)
     elsewhere = tmp_path / "copy" / name
     elsewhere.parent.mkdir()
-    elsewhere.write_bytes((kvstore.kv_dir() / name).read_bytes())
+    elsewhere.write_bytes((kvfolder.kv_dir() / name).read_bytes())
     for argv, says in ((["rm", str(elsewhere)], f"{elsewhere} is not in the cache folder"),
                        (["rm", str(tmp_path / "x.safetensors")], "x.safetensors: no such file"),
                        (["info", "/dev/null"], "/dev/null: a device, not a regular file"),
                        (["rm", "nothing.safetensors"], "no KV file nothing.safetensors in")):
         out = runner.invoke(app, argv)
         assert out.exit_code == 2 and _err(out).count("\n") == 1 and says in _err(out), (argv, _err(out))
-    monkeypatch.chdir(kvstore.kv_dir().parent)
+    monkeypatch.chdir(kvfolder.kv_dir().parent)
     gone = runner.invoke(app, ["rm", name, f"kv/{keys[1]}.safetensors"])
-    assert gone.exit_code == 0 and kvstore.list_entries() == [] and elsewhere.is_file(), _err(gone)
+    assert gone.exit_code == 0 and kvfolder.list_entries() == [] and elsewhere.is_file(), _err(gone)
 
 
 def test_parse_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert kvstore.parse_size("20G") == 20 * 2**30 and kvstore.parse_size("1.5 GiB") == 3 * 2**29
-    assert kvstore.parse_size("500m") == 500 * 2**20 and kvstore.parse_size("4096") == 4096
-    assert kvstore.parse_size("off") is None and kvstore.parse_size("0") == 0 == kvstore.parse_size("0M")
+    assert kvfolder.parse_size("20G") == 20 * 2**30 and kvfolder.parse_size("1.5 GiB") == 3 * 2**29
+    assert kvfolder.parse_size("500m") == 500 * 2**20 and kvfolder.parse_size("4096") == 4096
+    assert kvfolder.parse_size("off") is None and kvfolder.parse_size("0") == 0 == kvfolder.parse_size("0M")
     for value, limit in (("0", None), ("off", None), ("0M", 0), ("1K", 1024)):  # TMIX_CACHE_MAX=0 stays "no cap"
         monkeypatch.setenv("TMIX_CACHE_MAX", value)
-        assert kvstore.cache_limit() == limit
+        assert kvfolder.cache_limit() == limit
     for bad in ("lots", "-1G", "5Q", "G"):
         with pytest.raises(TmixError, match="TMIX_CACHE_MAX must be a size"):
-            kvstore.parse_size(bad)
+            kvfolder.parse_size(bad)
 
 
 def _aged(sizes: dict[str, int]) -> dict[str, Path]:
     """Fake KV files with the given sizes, each used one minute after the one before."""
     paths = {}
     for age, (name, size) in enumerate(sizes.items()):
-        p = kvstore.kv_dir() / f"{name}.safetensors"
+        p = kvfolder.kv_dir() / f"{name}.safetensors"
         p.write_bytes(b"\0" * size)
         os.utime(p, (1_700_000_000 + 60 * age,) * 2)
         paths[name] = p
@@ -529,10 +529,10 @@ def _aged(sizes: dict[str, int]) -> dict[str, Path]:
 
 def test_trim_cache_evicts_least_recently_used() -> None:
     paths = _aged({"old": 400, "mid": 300, "new": 200})
-    assert kvstore.trim_cache(None) == ([], []) and kvstore.trim_cache(900) == ([], [])
-    assert [e["key"] for e in kvstore.trim_cache(600)[0]] == ["old"] and not paths["old"].exists()
-    assert [e["key"] for e in kvstore.trim_cache(100, keep=paths["mid"])[0]] == ["new"]
-    assert [e["key"] for e in kvstore.list_entries()] == ["mid"]  # the kept file stays even over the cap
+    assert kvfolder.trim_cache(None) == ([], []) and kvfolder.trim_cache(900) == ([], [])
+    assert [e["key"] for e in kvfolder.trim_cache(600)[0]] == ["old"] and not paths["old"].exists()
+    assert [e["key"] for e in kvfolder.trim_cache(100, keep=paths["mid"])[0]] == ["new"]
+    assert [e["key"] for e in kvfolder.list_entries()] == ["mid"]  # the kept file stays even over the cap
 
 
 def test_cli_prune_and_ls_total(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -544,15 +544,15 @@ def test_cli_prune_and_ls_total(monkeypatch: pytest.MonkeyPatch) -> None:
     out = runner.invoke(app, ["prune"])
     assert out.exit_code == 0 and "removed old" in out.stdout and "2.9 KiB in" in out.stdout
     out = runner.invoke(app, ["prune", "--max-size", "1500"])
-    assert "removed mid" in out.stdout and [e["key"] for e in kvstore.list_entries()] == ["new"]
+    assert "removed mid" in out.stdout and [e["key"] for e in kvfolder.list_entries()] == ["new"]
     bad = runner.invoke(app, ["prune", "--max-size", "huge"])
     assert bad.exit_code == 2 and "--max-size must be a size" in _err(bad)
     monkeypatch.setenv("TMIX_CACHE_MAX", "0")  # no cap, as it always read
     out = runner.invoke(app, ["prune"])
-    assert out.exit_code == 0 and "no size cap" in out.stdout and len(kvstore.list_entries()) == 1
+    assert out.exit_code == 0 and "no size cap" in out.stdout and len(kvfolder.list_entries()) == 1
     out = runner.invoke(app, ["prune", "--max-size", "0"])  # zero bytes, as 0M is
     assert out.exit_code == 0 and "removed new" in out.stdout and "cap 0 B (--max-size" in out.stdout
-    assert kvstore.list_entries() == []
+    assert kvfolder.list_entries() == []
 
 
 _UNLINK = Path.unlink
@@ -561,7 +561,7 @@ _UNLINK = Path.unlink
 def _read_only(monkeypatch: pytest.MonkeyPatch, only: set[str] | None = None) -> None:
     """Files in the cache cannot be removed (all of them, or those named in `only`), as on a read-only file system
     (chmod does not stop root)."""
-    root = kvstore.kv_dir().parent
+    root = kvfolder.kv_dir().parent
 
     def unlink(self: Path, missing_ok: bool = False) -> None:
         if root in self.parents and (only is None or self.name in only):
@@ -573,9 +573,9 @@ def _read_only(monkeypatch: pytest.MonkeyPatch, only: set[str] | None = None) ->
 def test_trim_cache_skips_a_file_it_cannot_remove(monkeypatch: pytest.MonkeyPatch) -> None:
     paths = _aged({"old": 400, "mid": 300, "new": 200})
     _read_only(monkeypatch, {"old.safetensors"})
-    removed, failed = kvstore.trim_cache(600)
+    removed, failed = kvfolder.trim_cache(600)
     assert [e["key"] for e in removed] == ["mid"] and failed == [(paths["old"], "Read-only file system")]
-    assert kvstore.cannot_remove(failed) == f"cannot remove {paths['old']}: Read-only file system"
+    assert kvfolder.cannot_remove(failed) == f"cannot remove {paths['old']}: Read-only file system"
 
 
 @pytest.mark.parametrize("argv", [["rm", "old", "new"], ["prune", "--max-size", "1"], ["clear", "--yes"]])
@@ -584,7 +584,7 @@ def test_cache_commands_on_a_read_only_cache_one_line(monkeypatch: pytest.Monkey
     runner = CliRunner()
     paths = _aged({"old": 400, "mid": 300, "new": 200})
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (kvstore.kv_dir() / f".x.safetensors.{int(gone.stdout)}.0123abcd.tmp").write_bytes(b"0" * 10)
+    (kvfolder.kv_dir() / f".x.safetensors.{int(gone.stdout)}.0123abcd.tmp").write_bytes(b"0" * 10)
     _read_only(monkeypatch)
     out = runner.invoke(app, argv)
     err = _err(out)
@@ -595,7 +595,7 @@ def test_cache_commands_on_a_read_only_cache_one_line(monkeypatch: pytest.Monkey
     err = _err(out)
     assert out.exit_code == 2 and err == f"tmix: error: cannot remove {paths['old']}: Read-only file system\n", err
     assert "removed new" in out.stdout or "removed 2 KV files" in out.stdout
-    assert [e["key"] for e in kvstore.list_entries()] == (["mid", "old"] if argv[0] == "rm" else ["old"])
+    assert [e["key"] for e in kvfolder.list_entries()] == (["mid", "old"] if argv[0] == "rm" else ["old"])
 
 
 def test_unreadable_cache_folder_is_one_line_and_offers_nothing_to_reuse(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -607,7 +607,7 @@ def test_unreadable_cache_folder_is_one_line_and_offers_nothing_to_reuse(monkeyp
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
     monkeypatch.setattr(Path, "iterdir", denied)
     with pytest.raises(TmixError, match="cannot read the cache folder .*: Permission denied"):
-        kvstore.list_entries()
+        kvfolder.list_entries()
     assert reuse.best_file(list(range(300)), {}, AttentionConfig()) is None
     out = CliRunner().invoke(app, ["ls"])
     assert out.exit_code == 2 and _err(out).count("\n") == 1 and "cannot read the cache folder" in _err(out)
@@ -616,11 +616,11 @@ def test_unreadable_cache_folder_is_one_line_and_offers_nothing_to_reuse(monkeyp
 def test_disk_full_hint_fits_where_the_file_goes(tmp_path: Path) -> None:
     """`tmix cache clear` is suggested for a file in the cache, or on the cache's disk when the cache holds files."""
     full = OSError(errno.ENOSPC, "No space left on device")
-    assert "free space or run `tmix cache clear`" in str(kvstore.write_error(kvstore.kv_path_for("k"), full))
-    elsewhere = str(kvstore.write_error(tmp_path / "x.kv", full))
+    assert "free space or run `tmix cache clear`" in str(kvwrite.write_error(kvfolder.kv_path_for("k"), full))
+    elsewhere = str(kvwrite.write_error(tmp_path / "x.kv", full))
     assert "cache clear" not in elsewhere and f"free space in {tmp_path}, or write the file to another" in elsewhere
     _aged({"old": 400})
-    shared = str(kvstore.write_error(tmp_path / "x.kv", full))
+    shared = str(kvwrite.write_error(tmp_path / "x.kv", full))
     assert "run `tmix cache clear` (the KV cache is on the same disk)" in shared
 
 
@@ -632,8 +632,8 @@ def test_ls_shows_temp_files_and_prune_removes_leftovers(tokenizer) -> None:
     runner = CliRunner()
     _two_files(tokenizer)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = kvstore.kv_dir() / f".x.safetensors.{int(gone.stdout)}.0123abcd.tmp"
-    live = kvstore.kv_dir() / f".y.safetensors.{os.getpid()}.89abcdef.tmp"
+    dead = kvfolder.kv_dir() / f".x.safetensors.{int(gone.stdout)}.0123abcd.tmp"
+    live = kvfolder.kv_dir() / f".y.safetensors.{os.getpid()}.89abcdef.tmp"
     dead.write_bytes(b"0" * 3000)
     live.write_bytes(b"0" * 5000)
     out = runner.invoke(app, ["ls"]).stdout
@@ -641,7 +641,7 @@ def test_ls_shows_temp_files_and_prune_removes_leftovers(tokenizer) -> None:
     assert "1 KV files being written now, 4.9 KiB so far" in out
     pruned = runner.invoke(app, ["prune"])
     assert pruned.exit_code == 0 and "removed 1 leftover temp files (2.9 KiB)" in pruned.stdout
-    assert not dead.exists() and live.exists() and len(kvstore.list_entries()) == 2
+    assert not dead.exists() and live.exists() and len(kvfolder.list_entries()) == 2
     assert "leftover" not in runner.invoke(app, ["ls"]).stdout
 
 
@@ -665,7 +665,7 @@ def test_info_of_a_truncated_file_shows_what_it_can(tokenizer) -> None:
     """`cache info` on a KV file cut short prints its metadata and sizes, then the damage as its one error line."""
     runner = CliRunner()
     keys = _two_files(tokenizer)
-    path = kvstore.kv_dir() / f"{keys[0]}.safetensors"
+    path = kvfolder.kv_dir() / f"{keys[0]}.safetensors"
     path.write_bytes(path.read_bytes()[:-100])
     out = runner.invoke(app, ["info", str(path)])
     assert out.exit_code == 2 and "model_fingerprint" in out.stdout and "MISMATCH" in out.stdout

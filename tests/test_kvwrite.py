@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from tmixcli import attention, generate, kvstore, kvwrite
+from tmixcli import attention, generate, kvfolder, kvheader, kvread, kvstore, kvwrite
 from tmixcli.config import AttentionConfig
 from tmixcli.errors import TmixError
 
@@ -45,8 +45,8 @@ def writer_for(model, path: Path, prefix: list[int]) -> kvwrite.KVWriter:
 
 
 def same_file(a: Path, b: Path) -> None:
-    ca, ia, ma = kvstore.load_kv(a)
-    cb, ib, mb = kvstore.load_kv(b)
+    ca, ia, ma = kvread.load_kv(a)
+    cb, ib, mb = kvread.load_kv(b)
     assert ia == ib and {k: v for k, v in ma.items() if k != "prefill_s"} == mb
     for x, y in zip(ca.layers, cb.layers, strict=True):
         assert torch.equal(x.keys, y.keys) and torch.equal(x.values, y.values)
@@ -71,7 +71,7 @@ def test_streamed_file_equals_a_whole_save(tmp_path: Path, chunk) -> None:
     assert w.wait() == (tmp_path / "streamed.safetensors").stat().st_size
     kvstore.save_kv(tmp_path / "whole.safetensors", cache, prefix, META)
     same_file(tmp_path / "streamed.safetensors", tmp_path / "whole.safetensors")
-    assert kvstore.read_meta(tmp_path / "streamed.safetensors")["prefill_s"] == "1.250"
+    assert kvheader.read_meta(tmp_path / "streamed.safetensors")["prefill_s"] == "1.250"
     n_chunks = -(-T // (chunk or T))
     assert len(calls) == 3 * n_chunks and {c[0] for c in calls} == {0, 1, 2}
     assert sum(c[2] for c in calls if c[0] == 0) == T
@@ -250,4 +250,4 @@ def test_ctrl_c_during_the_prefill_leaves_nothing(capsys, monkeypatch, tmp_path:
                          "--max-new-tokens", "8", *TINY)
     assert code == 130, err
     assert out == "" and err.rstrip().endswith("tmix: interrupted") and "Traceback" not in err
-    assert kvstore.list_entries() == [] and kvstore.temp_files() == []
+    assert kvfolder.list_entries() == [] and kvfolder.temp_files() == []

@@ -9,7 +9,7 @@ import torch
 from test_cli import DOCS, TINY, ask_json, run
 from tiny import tiny_model
 
-from tmixcli import generate, kvstore, reuse
+from tmixcli import generate, kvread, kvstore, reuse
 from tmixcli.attention import attach
 from tmixcli.config import AttentionConfig
 
@@ -27,7 +27,7 @@ def _continued(model, old: list[int], new: list[int], rows: int, tmp_path, attn)
     kvstore.save_kv(path, cache, old, kvstore.build_meta(model_id="tiny", fingerprint="f", dtype=model.dtype,
                                                          attn=attn, doc_name="old", doc_sha256="0",
                                                          template_hash="t", n_tokens=len(old)))
-    base, ids, _ = kvstore.load_kv(path, rows=rows, headroom=len(new) - rows)
+    base, ids, _ = kvread.load_kv(path, rows=rows, headroom=len(new) - rows)
     assert ids == old[:rows] and base.get_seq_length() == rows
     return generate.prefill(model, new, cache=base, chunk_size=7)[0]
 
@@ -111,7 +111,7 @@ def test_serve_reuses_the_cache_it_holds(capsys, tmp_path, tiny_dir, monkeypatch
     assert not first["cache_hit"]
     doc.write_text(text[:1000])  # the notes grew
     with monkeypatch.context() as m:
-        m.setattr(kvstore, "load_kv", lambda *a, **k: pytest.fail("a KV file was read"))
+        m.setattr(kvread, "load_kv", lambda *a, **k: pytest.fail("a KV file was read"))
         code, out, err = run(capsys, "ask", *args)
         assert code == 0 and "as kept in memory by tmix serve" in err, err
         doc.write_text(text[:1000] + " Grown again.")  # grown again: from the cache the last run left in memory

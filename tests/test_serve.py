@@ -228,6 +228,35 @@ def test_what_only_the_client_can_open_is_read_by_the_client(server):
     assert again.returncode == 0 and "answered by tmix serve" in again.stderr, again.stderr  # never held up
 
 
+def test_a_fifo_as_kv_or_output_never_holds_the_server(server):
+    """A FIFO as --kv or as prefill -o is refused in one line at once: by the client, or, in a request sent straight
+    to the socket, by the server, which answers the next request (a FIFO swapped in later: test_serve_fifo.py)."""
+    proc, env, work = server
+    os.mkfifo(work / "in.kv")
+    os.mkfifo(work / "out.kv")
+    kv = tmix("ask", "--kv", "in.kv", "Who?", "--model", "model", *TINY, env=env, cwd=work, timeout=60)
+    assert (kv.returncode, kv.stderr) == (2, "tmix: error: --kv in.kv: a FIFO (named pipe), not a regular file\n")
+    out = tmix("prefill", "doc.txt", "-o", "out.kv", "--model", "model", *TINY[:-2], env=env, cwd=work, timeout=60)
+    said = "-o out.kv exists and is not a regular file; give another name"
+    assert (out.returncode, out.stderr) == (2, f"tmix: error: {said}\n")
+    replies = []
+    for argv in (["ask", "--kv", "in.kv", "Who?"], ["prefill", "doc.txt", "-o", "out.kv"]):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(60)
+            s.connect(str(_socket_of(work, env)))
+            argv += ["--model", "model", "--device", "cpu"]
+            s.sendall(json.dumps({"argv": argv, "cwd": str(work), "env": env}).encode() + b"\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            replies.append(data)
+    assert replies[0] == b""  # refused untouched: its client would read it itself
+    assert f"tmix: error: {said}".encode() in replies[1] and replies[1].endswith(serve._FRAME.pack(b"X", 2))
+    ok = tmix("ask", "doc.txt", "Who?", "--model", "model", *TINY, env=env, cwd=work)
+    assert ok.returncode == 0 and "answered by tmix serve" in ok.stderr, ok.stderr
+    assert (work / "in.kv").is_fifo() and (work / "out.kv").is_fifo()
+
+
 def test_a_served_answer_survives_an_unwritable_stderr_and_a_full_stdout_is_one_line(server):
     """`2>&-` and `2>/dev/full` drop the status lines, not the answer; `>/dev/full` is one line; the server lives on."""
     proc, env, work = server

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from tmixcli import generate, kvstore, prompt
+from tmixcli import generate, kvfolder, prompt
 from tmixcli.config import Settings
 from tmixcli.context import Context, now, rewind
 from tmixcli.errors import TmixError
@@ -87,7 +87,7 @@ def _explained(ctx: Context, tokens: Iterator[int]) -> Iterator[int]:
         if not ctx.cache_hit or ctx.kv_path is None:
             raise TmixError(f"{err}: the model overflows in {str(ctx.lm.dtype).removeprefix('torch.')} on this "
                             "input; try another --dtype (fp32, or bf16 on a GPU)") from None
-        if ctx.kv_path.parent == kvstore.kv_dir() and not ctx.kept_in_memory:
+        if ctx.kv_path.parent == kvfolder.kv_dir() and not ctx.kept_in_memory:
             ctx.kv_path.unlink(missing_ok=True)
             raise TmixError(f"{err}: the cached KV file {ctx.kv_path.name} is damaged; removed it, so the next run "
                             "prefills again") from None

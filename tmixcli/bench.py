@@ -106,6 +106,9 @@ def bench_command(
         raise TmixError("give --json or --csv, not both")
     if kernels:
         return kernel_bench(arch or "llama-3.1-8b", parse_lengths(lengths), n_init, n_local, last_n, as_json)
+    from tmixcli.modelcheck import check_model
+
+    check_model(model)
     plot = check_plot(plot)
     log = None if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     start = time.perf_counter()

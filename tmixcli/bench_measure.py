@@ -188,13 +188,13 @@ def measure_ttft(model: torch.nn.Module, ids: list[int], chunk_size: int | None 
 
 def measure_warm(model: torch.nn.Module, kv_path: Path, question: list[int]) -> tuple[float, float]:
     """(load_kv + extend(question) + first token, load_kv alone) in seconds, synchronised."""
-    from tmixcli import kvstore
+    from tmixcli import kvread
     from tmixcli.generate import choose, extend
 
     device = model.device
     sync(device)
     start = time.perf_counter()
-    cache, _, _ = kvstore.load_kv(kv_path, device)
+    cache, _, _ = kvread.load_kv(kv_path, device)
     sync(device)
     loaded = time.perf_counter()
     choose(extend(model, cache, question))

@@ -421,7 +421,6 @@ def calibrate_command(
     """Measure per-layer reliance on the middle attention region and save the best TriangleMix start layer."""
     from tmixcli.evaluate import _check_tasks, parse_lengths
     from tmixcli.facts import FactSet
-    from tmixcli.models import load_model
     from tmixcli.plotfile import check_plot
 
     if not 0 <= tolerance < math.inf:  # also refuses nan
@@ -434,6 +433,7 @@ def calibrate_command(
     n = parse_lengths(length, "--length")[0]
     glen = parse_lengths(grad_length, "--grad-length")[0] if grad_length else None
     glen = _check_before_load(model, n, glen, cases, n_init, n_local, last_n, quiet)
+    from tmixcli.models import load_model  # torch: seconds
 
     lm = load_model(model, device=device, dtype=dtype, progress=not quiet)
     profile = run_calibrate(lm, samples, n, cases, task_list, tolerance, n_init, n_local, last_n, seed,

@@ -223,7 +223,8 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
             raise TmixError(f"--kv {kv}: {why}")
         _refuse_for_kv(pages, password, s)
         with early.quick_exit():
-            from tmixcli.kvstore import read_checked_meta, settings_for
+            from tmixcli.kvheader import read_checked_meta
+            from tmixcli.kvstore import settings_for
 
         s = settings_for(read_checked_meta(kv), s)  # a foreign or damaged file, or settings it cannot take
         doc = ident = None
@@ -257,7 +258,7 @@ def _check_cache_cap(s, kv_file: Optional[Path]) -> None:
     """Refuse a bad TMIX_CACHE_MAX at once (before a server or the model) in a run that may write to the cache, on a
     cache hit as on a miss: a mistyped cap must not let the cache grow past what the user meant."""
     if s.use_cache and kv_file is None:
-        from tmixcli.kvstore import cache_limit
+        from tmixcli.kvfolder import cache_limit
 
         cache_limit()
 
@@ -464,12 +465,16 @@ def prefill(
                   max_new_tokens=1, kv_required=True)  # room for a question and one answer token
     output = check_output(output, "-o")
     if output is not None and output.exists():
-        from tmixcli.kvstore import read_meta
+        from tmixcli.kvheader import read_meta
 
         try:
-            read_meta(output)
+            read_meta(output)  # opened without waiting: a FIFO or device put there after check_output is refused
         except TmixError:
-            raise TmixError(f"-o {output} exists and is not a tmix KV file; not overwriting it") from None
+            why = not_a_file(output)
+            if why is None:
+                raise TmixError(f"-o {output} exists and is not a tmix KV file; not overwriting it") from None
+            if why != "no such file":  # gone meanwhile: nothing is overwritten
+                raise TmixError(f"-o {output} exists and is {why}; give another name") from None
     _check_cache_cap(s, output)
     _maybe_forward(files, model, device, dtype, device_map, compile, quiet)
     if output is None:

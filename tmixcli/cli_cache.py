@@ -11,9 +11,9 @@ from typing import Annotated, Any
 
 import typer
 
-from tmixcli import docindex, kvstore
+from tmixcli import docindex, kvfolder, kvheader
 from tmixcli.errors import TmixError
-from tmixcli.kvstore import human_size
+from tmixcli.kvfolder import human_size
 from tmixcli.paths import not_a_file
 
 app = typer.Typer(help="List, inspect and remove saved KV cache files.", no_args_is_help=True)
@@ -44,12 +44,12 @@ def _short_time(iso: str | None) -> str:
 @cli_errors
 def ls(as_json: Annotated[bool, typer.Option("--json", help="Print the entries as JSON.")] = False) -> None:
     """List KV files, most recently used first."""
-    entries = kvstore.list_entries()
+    entries = kvfolder.list_entries()
     if as_json:
         typer.echo(json.dumps(entries, indent=2))
         return
     if not entries:
-        typer.echo(f"no KV files in {kvstore.kv_dir()}")
+        typer.echo(f"no KV files in {kvfolder.kv_dir()}")
         _echo_temp_files()
         return
     rows = [["KEY", "DOCUMENT", "MODEL", "TOKENS", "SIZE", "LAST USED"]]
@@ -58,20 +58,20 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="Print the entries a
         rows.append([e["key"], doc, e["model_id"] or "-", str(e["n_tokens"] or "-"),
                      human_size(e["size"]), _short_time(e["last_used"])])
     typer.echo(_table(rows))
-    typer.echo(f"{len(entries)} files, {human_size(sum(e['size'] for e in entries))} in {kvstore.kv_dir()}; "
-               f"{_cap_text(kvstore.cache_limit())}")
+    typer.echo(f"{len(entries)} files, {human_size(sum(e['size'] for e in entries))} in {kvfolder.kv_dir()}; "
+               f"{_cap_text(kvfolder.cache_limit())}")
     _echo_temp_files()
 
 
 def _temp_files() -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
     """(leftovers of interrupted saves, files being written now), each with its size."""
     stale, active = [], []
-    for p in kvstore.temp_files():
+    for p in kvfolder.temp_files():
         try:
             size = p.stat().st_size
         except OSError:  # renamed or removed meanwhile
             continue
-        (stale if kvstore.temp_is_stale(p) else active).append((p, size))
+        (stale if kvfolder.temp_is_stale(p) else active).append((p, size))
     return stale, active
 
 
@@ -91,7 +91,7 @@ def _echo_removed(entry: dict) -> None:
 
 def _remove_temp_files(stale: list[tuple[Path, int]]) -> list[tuple[Path, str]]:
     """Remove leftover temp files and say how many went; (path, why) for those that could not be removed."""
-    failed = kvstore.remove_files([p for p, _ in stale])
+    failed = kvfolder.remove_files([p for p, _ in stale])
     kept = {p for p, _ in failed}
     gone = [n for p, n in stale if p not in kept]
     if gone:
@@ -111,17 +111,17 @@ def prune(max_size: Annotated[str | None, typer.Option("--max-size", help="Cap t
     """Remove leftovers of interrupted saves, then least recently used KV files until the cache fits its cap."""
     if max_size is not None and not max_size.strip():
         raise TmixError("--max-size is empty: give a size such as 5G, 0 (remove every KV file) or off (no cap)")
-    limit = kvstore.parse_size(max_size, "--max-size") if max_size is not None else kvstore.cache_limit()
-    removed, failed = kvstore.trim_cache(limit)
+    limit = kvfolder.parse_size(max_size, "--max-size") if max_size is not None else kvfolder.cache_limit()
+    removed, failed = kvfolder.trim_cache(limit)
     for e in removed:
         _echo_removed(e)
     stale = _temp_files()[0]
     failed += _remove_temp_files(stale)
-    docindex.forget_missing(kvstore.kv_dir())
+    docindex.forget_missing(kvfolder.kv_dir())
     if failed:
-        raise TmixError(kvstore.cannot_remove(failed))
-    total = sum(e["size"] for e in kvstore.list_entries())
-    typer.echo(f"{human_size(total)} in {kvstore.kv_dir()}; "
+        raise TmixError(kvfolder.cannot_remove(failed))
+    total = sum(e["size"] for e in kvfolder.list_entries())
+    typer.echo(f"{human_size(total)} in {kvfolder.kv_dir()}; "
                f"{_cap_text(limit, 'TMIX_CACHE_MAX' if max_size is None else '--max-size')}")
 
 
@@ -130,12 +130,12 @@ def resolve_key(key: str) -> dict:
     or several match, or the key is empty."""
     if not key.strip():
         raise TmixError(f"the key {key!r} is empty: give a key or a unique key prefix (see `tmix cache ls`)")
-    entries = kvstore.list_entries()
-    if key.endswith(kvstore.SUFFIX):
+    entries = kvfolder.list_entries()
+    if key.endswith(kvfolder.SUFFIX):
         return _cached_file(key, entries)
     matches = [e for e in entries if e["key"] == key] or [e for e in entries if e["key"].startswith(key)]
     if not matches:
-        raise TmixError(f"no KV file with key {key!r} in {kvstore.kv_dir()} (see `tmix cache ls`)")
+        raise TmixError(f"no KV file with key {key!r} in {kvfolder.kv_dir()} (see `tmix cache ls`)")
     if len(matches) > 1:
         raise TmixError(f"key prefix {key!r} is ambiguous: matches {', '.join(e['key'] for e in matches)}")
     return matches[0]
@@ -144,7 +144,7 @@ def resolve_key(key: str) -> dict:
 def _cached_file(name: str, entries: list[dict]) -> dict:
     """The entry of the cached KV file that `name` (KEY.safetensors, or a path to it) names."""
     path = Path(name).expanduser()
-    folder = kvstore.kv_dir(create=False)
+    folder = kvfolder.kv_dir(create=False)
     if path.parent != Path(".") and _real(path.parent) != _real(folder):
         if not path.is_file():
             raise TmixError(f"{name}: {not_a_file(path)}")
@@ -169,41 +169,41 @@ def rm(keys: Annotated[list[str], typer.Argument(help="Keys, unique key prefixes
     targets = [resolve_key(k) for k in keys]
     failed = []
     for e in {e["path"]: e for e in targets}.values():
-        why = kvstore.remove_file(Path(e["path"]))
+        why = kvfolder.remove_file(Path(e["path"]))
         if why is None:
             _echo_removed(e)
         else:
             failed.append((Path(e["path"]), why))
-    docindex.forget_missing(kvstore.kv_dir())
+    docindex.forget_missing(kvfolder.kv_dir())
     if failed:
-        raise TmixError(kvstore.cannot_remove(failed))
+        raise TmixError(kvfolder.cannot_remove(failed))
 
 
 @app.command("clear")
 @cli_errors
 def clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False) -> None:
     """Remove all KV files (and leftovers of interrupted saves)."""
-    entries = kvstore.list_entries()
+    entries = kvfolder.list_entries()
     stale = _temp_files()[0]
     total = sum(e["size"] for e in entries)
     if not entries and not stale:
-        docindex.forget_missing(kvstore.kv_dir())  # files removed by hand leave index entries behind
-        typer.echo(f"no KV files in {kvstore.kv_dir()}")
+        docindex.forget_missing(kvfolder.kv_dir())  # files removed by hand leave index entries behind
+        typer.echo(f"no KV files in {kvfolder.kv_dir()}")
         return
     if not yes:
         if not sys.stdin.isatty():
             raise TmixError("`tmix cache clear` needs --yes when stdin is not a terminal")
         typer.confirm(f"Remove {len(entries)} KV files ({human_size(total)})?", abort=True)
-    failed = kvstore.remove_files([Path(e["path"]) for e in entries])
+    failed = kvfolder.remove_files([Path(e["path"]) for e in entries])
     kept = {str(p) for p, _ in failed}
     gone = [e for e in entries if e["path"] not in kept]
     if gone:
         typer.echo(f"removed {len(gone)} KV files ({human_size(sum(e['size'] for e in gone))}) from "
-                   f"{kvstore.kv_dir()}")
+                   f"{kvfolder.kv_dir()}")
     failed += _remove_temp_files(stale)
-    docindex.forget_missing(kvstore.kv_dir())
+    docindex.forget_missing(kvfolder.kv_dir())
     if failed:
-        raise TmixError(kvstore.cannot_remove(failed))
+        raise TmixError(kvfolder.cannot_remove(failed))
 
 
 @app.command("info")
@@ -221,7 +221,7 @@ def info(target: Annotated[str, typer.Argument(metavar="PATH_OR_KEY",
             if why in (None, "no such file"):
                 raise
             raise TmixError(f"{target}: {why}") from None
-    facts = kvstore.inspect_kv(path)
+    facts = kvheader.inspect_kv(path)
     if as_json:
         typer.echo(json.dumps(facts, indent=2))
     else:

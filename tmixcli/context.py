@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from tmixcli import generate, kvread, kvstore, prompt
+from tmixcli import generate, kvheader, kvread, kvstore, prompt
 from tmixcli.config import AttentionConfig, Settings
 from tmixcli.models import LoadedModel, layer_devices
 from tmixcli.resident import ResidentKV
@@ -115,7 +115,7 @@ def read_or_recompute(ctx: Context, path: Path, s: Settings, expected: dict[str,
     """Load a KV file; but when it comes off the disk so slowly that prefilling its ids again (timed when the file
     was made) would be faster, stop reading and recompute the same state (a 16 GiB file from a ~1.5 GB/s disk)."""
     lm = ctx.lm
-    meta = kvstore.read_meta(path)
+    meta = kvheader.read_meta(path)
     try:
         made_in = float(meta.get("prefill_s", "nan"))
     except ValueError:
@@ -134,11 +134,11 @@ def read_or_recompute(ctx: Context, path: Path, s: Settings, expected: dict[str,
             rate = (done - mark[1]) / max(elapsed - mark[0], 1e-9)  # bytes/s since WARM_S
             return rate <= 0 or elapsed + (total - done) / rate > RECOMPUTE_MARGIN * made_in
     try:
-        return kvstore.load_kv(path, layer_devices(lm.model) or lm.device, give_up=give_up)
+        return kvread.load_kv(path, layer_devices(lm.model) or lm.device, give_up=give_up)
     except kvread.Abandoned:
         pass
     kvstore.check_fields(meta, expected)  # never recompute for a file that would be refused
-    stored_ids = kvstore.read_prefix_ids(path)
+    stored_ids = kvheader.read_prefix_ids(path)
     if ids is not None:
         kvstore.check_prefix(stored_ids, ids)
     cache, _ = generate.prefill(lm.model, stored_ids, chunk_size=s.chunk_size, progress=s.progress)

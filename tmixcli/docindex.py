@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tmixcli import __version__
 from tmixcli.errors import TmixError
-from tmixcli.kvstore import remove_file
+from tmixcli.kvfolder import remove_file
 from tmixcli.paths import cache_subdir
 
 INDEX_VERSION = "1"

@@ -4,21 +4,29 @@ safetensors' `get_tensor` reads one tensor at a time into fresh pageable memory,
 again: on the lent H100 a cold 16 GiB file took 15.2 s where the disk reads it in ~10 s. Here each tensor's
 per-head runs of rows are cut into pieces that worker threads `pread` into the destination buffer (CPU) or into
 their own pinned buffers and copy to the GPU on their own streams, so disk reads, page-cache copies and
-host-to-device copies overlap.
+host-to-device copies overlap. load_kv validates a file's header (kvheader) and reads it into a DynamicCache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from tmixcli import checkpoints
+from tmixcli import checkpoints, kvheader
+from tmixcli.errors import TmixError
+from tmixcli.paths import open_regular
+
+if TYPE_CHECKING:
+    from transformers import DynamicCache
 
 PIECE_BYTES = 32 << 20  # the largest read, and the size of each worker's two pinned buffers
 WORKERS = 8
@@ -54,7 +62,7 @@ def read_pieces(path: str, todo: list[Piece], workers: int | None = None,
     all, seconds)` is asked every 50 ms: True stops the workers and raises Abandoned; so are the checkpoints."""
     if not todo:
         return
-    fd = os.open(path, os.O_RDONLY)
+    fd = open_regular(path)  # a FIFO swapped in for the file is refused, not waited on
     jobs: queue.SimpleQueue = queue.SimpleQueue()
     for p in todo:
         jobs.put(p)
@@ -140,4 +148,49 @@ def _pread(fd: int, out, offset: int) -> None:
         if n == 0:
             raise OSError(f"unexpected end of file at byte {offset + got}")
         got += n
+
+
+def load_kv(path: Path, device: torch.device | str | Sequence[torch.device] = "cpu", rows: int | None = None,
+            headroom: int | None = None, give_up: Callable[[int, int, float], bool] | None = None,
+            ) -> tuple[DynamicCache, list[int], dict[str, str]]:
+    """Validate and read a KV file into a DynamicCache on `device` (or one device per layer, as a
+    device map places them); records last use. `rows`: only the first rows (positions) of every layer;
+    `headroom`: spare rows to allocate after them (default kvcache.HEADROOM); `give_up`: see read_pieces (Abandoned
+    is raised through)."""
+    from transformers import DynamicCache
+
+    from tmixcli.kvcache import GrowingLayer
+
+    path = Path(path)
+    header, head_len, _ = kvheader.read_header(path)
+    meta = header.get("__metadata__", {})
+    kvheader.check_version(path, meta)
+    n_layers, heads, tokens, head_dim = kvheader.expected_tensors(path, header, meta)
+    if isinstance(device, (str, torch.device)):
+        devices = [torch.device(device)] * n_layers
+    elif len(device) != n_layers:
+        raise TmixError(f"{path}: the KV file has {n_layers} layers, the model {len(device)}")
+    else:
+        devices = [torch.device(d) for d in device]
+    keep = tokens if rows is None else max(0, min(rows, tokens))
+    cache, todo = DynamicCache(), []
+    for i in range(n_layers):
+        k_info, v_info = header[f"layers.{i}.keys"], header[f"layers.{i}.values"]
+        if k_info["dtype"] != v_info["dtype"]:
+            raise TmixError(f"{path}: corrupt KV file (layer {i} keys and values differ in dtype)")
+        dtype = getattr(torch, kvheader.ST_DTYPES[k_info["dtype"]][0])
+        layer = GrowingLayer.empty((1, heads, keep, head_dim), dtype, devices[i], headroom)  # keys: [1, Hkv, T, D]
+        todo += pieces(8 + head_len, k_info, layer.keys, keep)
+        todo += pieces(8 + head_len, v_info, layer.values, keep)
+        cache.layers.append(layer)
+    for d in {d for d in devices if d.type == "cuda"}:
+        torch.cuda.synchronize(d)  # the new buffers may reuse memory that queued kernels still read
+    try:
+        read_pieces(str(path), todo, give_up=give_up)
+    except OSError as err:
+        raise TmixError(f"cannot read KV file {path}: {err.strerror or err}") from err
+    prefix_ids = kvheader.read_prefix_ids(path)[:keep]  # prefix_ids: [T]
+    with contextlib.suppress(OSError):
+        os.utime(path)
+    return cache, prefix_ids, meta
 

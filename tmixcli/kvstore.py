@@ -1,17 +1,14 @@
-"""KV cache files: one safetensors file per prefilled prefix, validated before safetensors sees it."""
+"""KV cache files: one safetensors file per prefilled prefix. Here: what names a file (model fingerprint, cache
+key), its metadata and the settings it fixes, and the checks that it fits a run; the file format is read in kvheader,
+the tensors in kvread, written in kvwrite; the cache folder is kvfolder."""
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import math
-import os
-import re
 import struct
-import time
-from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,16 +17,11 @@ from typing import TYPE_CHECKING, Any
 import tmixcli
 from tmixcli.config import AttentionConfig, Settings
 from tmixcli.errors import TmixError
-from tmixcli.paths import cache_subdir
+from tmixcli.kvheader import FORMAT_VERSION, ST_DTYPES
 
 if TYPE_CHECKING:
     import torch
-    from transformers import DynamicCache
 
-FORMAT_VERSION = "1"
-MAX_HEADER_BYTES = 100 * 1024 * 1024
-SUFFIX = ".safetensors"
-TMP_SUFFIX = ".tmp"
 ATTN_FIELDS = ("method", "n_init", "n_local", "last_n", "start_layer", "dense_backend")
 # Fields check_kv compares against the current run, in the order they are reported.
 CHECKED_FIELDS = ("tmix_format", "dtype", "model_fingerprint",
@@ -37,12 +29,6 @@ CHECKED_FIELDS = ("tmix_format", "dtype", "model_fingerprint",
 VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "tmix_attention", "dtype", "torch_dtype",
                         "_commit_hash", "attn_implementation", "use_cache", "output_attentions",
                         "output_hidden_states", "return_dict"}
-# safetensors dtype -> (torch dtype name, item size); by name so that `tmix cache` never imports torch
-ST_DTYPES: dict[str, tuple[str, int]] = {
-    "F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2),
-    "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1), "U8": ("uint8", 1),
-    "BOOL": ("bool", 1), "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1),
-}
 ST_NAMES = {f"torch.{name}": st for st, (name, _) in ST_DTYPES.items()}
 DTYPE_NAMES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16",
                "torch.float8_e4m3fn": "fp8_e4m3", "torch.float8_e5m2": "fp8_e5m2", "torch.float64": "fp64"}
@@ -127,15 +113,6 @@ def cache_key(fingerprint: str, attn: AttentionConfig, prefix_ids: list[int]) ->
     h.update(_json(attn.to_dict()).encode() + b"\n")
     h.update(",".join(str(int(i)) for i in prefix_ids).encode())
     return h.hexdigest()[:24]
-
-
-def kv_dir(create: bool = True) -> Path:
-    """cache_dir()/kv, created on demand (create=False: only its path, for reading)."""
-    return cache_subdir("kv", create)
-
-
-def kv_path_for(key: str) -> Path:
-    return kv_dir() / f"{key}{SUFFIX}"
 
 
 def dtype_name(dtype: torch.dtype | str) -> str:
@@ -277,6 +254,11 @@ def full_meta(meta: dict[str, str], n_tokens: int, n_layers: int, kv_heads: int,
     return full
 
 
+def cache_bytes(cache: Any) -> int:
+    """Bytes of a cache's K/V tensors: about the size of its KV file."""
+    return sum(t.numel() * t.element_size() for pair in cache_tensors(cache) for t in pair)
+
+
 def save_kv(path: Path, cache: Any, prefix_ids: list[int], meta: dict[str, str]) -> int:
     """Write cache + prefix ids + meta atomically (temp file, fsync, rename); returns bytes written."""
     from tmixcli import kvwrite
@@ -284,260 +266,7 @@ def save_kv(path: Path, cache: Any, prefix_ids: list[int], meta: dict[str, str])
     return kvwrite.save_kv(Path(path), cache, prefix_ids, meta)
 
 
-def write_error(path: Path, err: BaseException) -> BaseException:
-    """The error a failed KV file write is reported as: one line for disk problems, else the error itself."""
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-        detail = f" ({err.strerror})" if err.strerror and "needed" in err.strerror else ""
-        return TmixError(f"disk full while writing KV file {path}{detail}; {room_hint(Path(path))}")
-    if isinstance(err, OSError):
-        return TmixError(f"could not write KV file {path}: {err.strerror or err}")
-    return err
-
-
-def room_hint(path: Path) -> str:
-    """How to make room for a KV file: `tmix cache clear` only where it frees space on the file's disk."""
-    folder = kv_dir(create=False)
-    if path.parent.resolve() == folder.resolve():
-        return "free space or run `tmix cache clear`"
-    try:
-        shared = path.parent.stat().st_dev == folder.stat().st_dev and any(map(_is_kv_file, folder.iterdir()))
-    except OSError:
-        shared = False
-    if shared:
-        return f"free space in {path.parent} or run `tmix cache clear` (the KV cache is on the same disk)"
-    return f"free space in {path.parent}, or write the file to another disk with -o"
-
-
-def fsync_dir(d: Path) -> None:
-    """Make a rename in `d` durable (best effort: not every file system allows it)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-# ---------------------------------------------------------------- validate / read
-
-
-def _read_header(path: Path, check_data: bool = True) -> tuple[dict[str, Any], int, int]:
-    """Validate the safetensors framing ourselves (the tensors' data spans too unless not `check_data`); returns
-    (header, header_len, file_size)."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(9)
-            n = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
-            if len(head) < 9 or head[8:9] != b"{":
-                raise TmixError(f"{path} is not a safetensors KV file{_kind_hint(head)}")
-            if n > MAX_HEADER_BYTES:
-                raise TmixError(f"{path}: safetensors header length {n} exceeds the 100 MB limit "
-                                "(corrupt or malicious file)")
-            if n > size - 8:
-                raise TmixError(f"{path} is truncated: header needs {n} bytes, file has {size - 8}")
-            f.seek(8)
-            raw = f.read(n)
-    except FileNotFoundError:
-        raise TmixError(f"KV file not found: {path}") from None
-    except IsADirectoryError:
-        raise TmixError(f"{path} is a directory, not a KV file") from None
-    except PermissionError:
-        raise TmixError(f"cannot read KV file {path}: permission denied") from None
-    header = _parse_header(path, raw)
-    if check_data:
-        _check_tensors(path, header, size - 8 - n)
-    return header, n, size
-
-
-def _kind_hint(head: bytes) -> str:
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        return " (it looks like a PyTorch/pickle file; tmix never unpickles)"
-    return ""
-
-
-def _parse_header(path: Path, raw: bytes) -> dict[str, Any]:
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise TmixError(f"{path} is not a safetensors KV file (header is not valid JSON)") from None
-    if not isinstance(header, dict):
-        raise TmixError(f"{path} is not a safetensors KV file (header is not a JSON object)")
-    meta = header.get("__metadata__", {})
-    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise TmixError(f"{path}: corrupt KV file (metadata must map strings to strings)")
-    return header
-
-
-def _check_tensors(path: Path, header: dict[str, Any], data_len: int) -> None:
-    """Every tensor: known dtype, sane shape, offsets inside the file, bytes == numel x itemsize."""
-    spans = []
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if not isinstance(info, dict):
-            raise TmixError(f"{path}: corrupt KV file (entry {name!r} is not an object)")
-        dtype, shape, offs = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dtype not in ST_DTYPES:
-            raise TmixError(f"{path}: corrupt KV file (tensor {name!r} has unknown dtype {dtype!r})")
-        if not (isinstance(shape, list) and all(isinstance(s, int) and s >= 0 for s in shape)):
-            raise TmixError(f"{path}: corrupt KV file (tensor {name!r} has a bad shape)")
-        if not (isinstance(offs, list) and len(offs) == 2 and all(isinstance(o, int) for o in offs)
-                and 0 <= offs[0] <= offs[1]):
-            raise TmixError(f"{path}: corrupt KV file (tensor {name!r} has bad data offsets)")
-        if offs[1] > data_len:
-            raise TmixError(f"{path} is truncated: tensor {name!r} ends at data byte {offs[1]}, "
-                            f"file has {data_len}")
-        if offs[1] - offs[0] != math.prod(shape) * ST_DTYPES[dtype][1]:
-            raise TmixError(f"{path}: corrupt KV file (tensor {name!r} size does not match its shape)")
-        spans.append(tuple(offs))
-    end = 0
-    for start, stop in sorted(spans):
-        if start != end:
-            raise TmixError(f"{path}: corrupt KV file (tensor data overlaps or has gaps)")
-        end = stop
-    if end != data_len:
-        raise TmixError(f"{path}: corrupt KV file ({data_len - end} trailing bytes after the tensors)")
-
-
-def _check_version(path: Path, meta: dict[str, str]) -> None:
-    version = meta.get("tmix_format")
-    if version is None:
-        raise TmixError(f"{path} is a safetensors file but not a tmix KV file (no tmix_format in metadata)")
-    if version != FORMAT_VERSION:
-        made_by = "a newer" if _as_int(version) > int(FORMAT_VERSION) else "an older"
-        raise TmixError(f"{path} has KV format version {version!r} (made by {made_by} tmix; this tmix "
-                        f"reads version {FORMAT_VERSION}); re-run tmix prefill")
-
-
-def _as_int(s: str) -> int:
-    try:
-        return int(s)
-    except ValueError:
-        return -1
-
-
-def read_meta(path: Path) -> dict[str, str]:
-    """The validated metadata of a KV file; reads the header only."""
-    header, _, _ = _read_header(Path(path))
-    meta = header.get("__metadata__", {})
-    _check_version(Path(path), meta)
-    return meta
-
-
-def read_checked_meta(path: Path) -> dict[str, str]:
-    """read_meta, with its sizes (n_tokens, layers, heads) checked against the header's tensor shapes."""
-    header, _, _ = _read_header(Path(path))
-    meta = header.get("__metadata__", {})
-    _check_version(Path(path), meta)
-    _expected_tensors(Path(path), header, meta)
-    return meta
-
-
-def inspect_kv(path: Path) -> dict[str, Any]:
-    """Header facts for `tmix cache info`: metadata, tensor count, sizes, the size-formula check, and `damage`: why
-    the tensors' data cannot be used (a truncated file, ...), or None."""
-    path = Path(path)
-    header, header_len, size = _read_header(path, check_data=False)
-    meta = header.get("__metadata__", {})
-    _check_version(path, meta)
-    try:
-        _check_tensors(path, header, size - 8 - header_len)
-        damage = None
-    except TmixError as err:
-        damage = str(err)
-    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
-    expected = None
-    with contextlib.suppress(KeyError, ValueError, StopIteration):
-        itemsize = next(ST_DTYPES[v["dtype"]][1] for k, v in tensors.items() if k.startswith("layers."))
-        dims = [int(meta[k]) for k in ("num_layers", "kv_heads", "n_tokens", "head_dim")]
-        expected = dims[0] * 2 * dims[1] * dims[2] * dims[3] * itemsize
-    kv_bytes = None
-    with contextlib.suppress(KeyError, TypeError, IndexError):
-        kv_bytes = sum(v["data_offsets"][1] - v["data_offsets"][0] for k, v in tensors.items() if k != "prefix_ids")
-    return {"path": str(path), "metadata": meta, "tensor_count": len(tensors), "file_size": size,
-            "header_bytes": header_len, "kv_bytes": kv_bytes, "expected_kv_bytes": expected,
-            "size_matches": expected == kv_bytes and damage is None, "damage": damage}
-
-
-# ---------------------------------------------------------------- load / check
-
-
-def _expected_tensors(path: Path, header: dict[str, Any], meta: dict[str, str]) -> tuple[int, int, int, int]:
-    """Check the tensor set against the metadata; returns (layers, kv_heads, tokens, head_dim)."""
-    try:
-        dims = tuple(int(meta[k]) for k in ("num_layers", "kv_heads", "n_tokens", "head_dim"))
-    except (KeyError, ValueError):
-        raise TmixError(f"{path}: corrupt KV file (metadata lacks num_layers/kv_heads/n_tokens/head_dim)") \
-            from None
-    n_layers, heads, tokens, head_dim = dims
-    names = {"prefix_ids"} | {f"layers.{i}.{kv}" for i in range(n_layers) for kv in ("keys", "values")}
-    if set(header) - {"__metadata__"} != names:
-        raise TmixError(f"{path}: KV file tensors do not match its num_layers={n_layers}")
-    if header["prefix_ids"]["shape"] != [tokens] or header["prefix_ids"]["dtype"] != "I64":
-        raise TmixError(f"{path}: KV file has {header['prefix_ids']['shape']} prefix ids "
-                        f"but n_tokens={tokens}")
-    for name in names - {"prefix_ids"}:
-        if header[name]["shape"] != [1, heads, tokens, head_dim]:
-            raise TmixError(f"{path}: tensor {name} has shape {header[name]['shape']}, metadata says "
-                            f"[1, {heads}, {tokens}, {head_dim}]")
-    return dims
-
-
-def read_prefix_ids(path: Path) -> list[int]:
-    """The prefix token ids a KV file holds (reads that tensor only)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        return f.get_tensor("prefix_ids").tolist()  # prefix_ids: [T]
-
-
-def load_kv(path: Path, device: torch.device | str | Sequence[torch.device] = "cpu", rows: int | None = None,
-            headroom: int | None = None, give_up: Callable[[int, int, float], bool] | None = None,
-            ) -> tuple[DynamicCache, list[int], dict[str, str]]:
-    """Validate and read a KV file into a DynamicCache on `device` (or one device per layer, as a
-    device map places them); records last use. `rows`: only the first rows (positions) of every layer;
-    `headroom`: spare rows to allocate after them (default kvcache.HEADROOM); `give_up`: see kvread.read_pieces
-    (kvread.Abandoned is raised through)."""
-    import torch
-    from transformers import DynamicCache
-
-    from tmixcli import kvread
-    from tmixcli.kvcache import GrowingLayer
-
-    path = Path(path)
-    header, head_len, _ = _read_header(path)
-    meta = header.get("__metadata__", {})
-    _check_version(path, meta)
-    n_layers, heads, tokens, head_dim = _expected_tensors(path, header, meta)
-    if isinstance(device, (str, torch.device)):
-        devices = [torch.device(device)] * n_layers
-    elif len(device) != n_layers:
-        raise TmixError(f"{path}: the KV file has {n_layers} layers, the model {len(device)}")
-    else:
-        devices = [torch.device(d) for d in device]
-    keep = tokens if rows is None else max(0, min(rows, tokens))
-    cache, todo = DynamicCache(), []
-    for i in range(n_layers):
-        k_info, v_info = header[f"layers.{i}.keys"], header[f"layers.{i}.values"]
-        if k_info["dtype"] != v_info["dtype"]:
-            raise TmixError(f"{path}: corrupt KV file (layer {i} keys and values differ in dtype)")
-        dtype = getattr(torch, ST_DTYPES[k_info["dtype"]][0])
-        layer = GrowingLayer.empty((1, heads, keep, head_dim), dtype, devices[i], headroom)  # keys: [1, Hkv, T, D]
-        todo += kvread.pieces(8 + head_len, k_info, layer.keys, keep)
-        todo += kvread.pieces(8 + head_len, v_info, layer.values, keep)
-        cache.layers.append(layer)
-    for d in {d for d in devices if d.type == "cuda"}:
-        torch.cuda.synchronize(d)  # the new buffers may reuse memory that queued kernels still read
-    try:
-        kvread.read_pieces(str(path), todo, give_up=give_up)
-    except OSError as err:
-        raise TmixError(f"cannot read KV file {path}: {err.strerror or err}") from err
-    prefix_ids = read_prefix_ids(path)[:keep]  # prefix_ids: [T]
-    with contextlib.suppress(OSError):
-        os.utime(path)
-    return cache, prefix_ids, meta
+# ---------------------------------------------------------------- check
 
 
 def check_kv(meta: dict[str, str], cache: Any, expected: dict[str, str], model_config: Any) -> None:
@@ -603,158 +332,3 @@ def check_prefix(stored: list[int], expected: list[int]) -> None:
     first = next((i for i, (a, b) in enumerate(zip(stored, expected)) if a != b), min(len(stored), len(expected)))
     raise TmixError(f"KV file prefix differs from this prompt at token {first} "
                     f"(stored {len(stored)} tokens, prompt prefix {len(expected)}); re-run tmix prefill")
-
-
-# ---------------------------------------------------------------- listing
-
-
-def _is_kv_file(p: Path) -> bool:
-    return p.is_file() and p.name.endswith(SUFFIX) and not p.name.startswith(".")
-
-
-def list_entries(root: Path | None = None) -> list[dict]:
-    """One dict per KV file under root (default cache_dir()/kv, not created), most recently used first; TmixError
-    when the folder cannot be read."""
-    root = Path(root) if root is not None else kv_dir(create=False)
-    if not root.is_dir():
-        return []
-    try:
-        entries = [e for e in map(_entry, root.iterdir()) if e is not None]
-    except OSError as err:
-        raise TmixError(f"cannot read the cache folder {root}: {err.strerror or err}") from None
-    return sorted(entries, key=lambda e: e["last_used"], reverse=True)
-
-
-def _entry(p: Path) -> dict | None:
-    """The listing of one KV file; None for anything else, or a file removed meanwhile."""
-    if not _is_kv_file(p):
-        return None
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        return None
-    entry = {"key": p.name[: -len(SUFFIX)], "doc_name": None, "model_id": None, "n_tokens": None,
-             "size": st.st_size, "created": None,
-             "last_used": datetime.fromtimestamp(st.st_mtime, timezone.utc)
-             .isoformat(timespec="seconds"), "path": str(p), "error": None}
-    try:
-        meta = read_meta(p)
-    except TmixError as err:
-        entry["error"] = str(err)
-        return entry
-    entry.update(doc_name=meta.get("doc_name"), model_id=meta.get("model_id"),
-                 n_tokens=_as_int(meta.get("n_tokens", "-1")), created=meta.get("created"))
-    return entry
-
-
-def human_size(n: int) -> str:
-    """1536 -> "1.5 KiB"."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", re.IGNORECASE)
-DEFAULT_CACHE_MAX = "20G"
-
-
-def parse_size(text: str, what: str = "TMIX_CACHE_MAX") -> int | None:
-    """Bytes from "20G", "500M", "1.5T", "123456", "0"; None for "off", "none" or "" (no limit)."""
-    if text.strip().lower() in ("", "off", "none"):
-        return None
-    match = _SIZE.fullmatch(text)
-    if not match:
-        raise TmixError(f"{what} must be a size like 20G, 500M or off, not {text!r}")
-    return int(float(match.group(1)) * 1024 ** " kmgt".index(match.group(2).lower() or " "))
-
-
-def cache_limit() -> int | None:
-    """The KV cache's size cap in bytes from TMIX_CACHE_MAX (default 20G), or None for no cap: "off", or a plain
-    "0", which TMIX_CACHE_MAX has always read as no cap (`cache prune --max-size 0` means zero bytes)."""
-    text = os.environ.get("TMIX_CACHE_MAX", DEFAULT_CACHE_MAX)
-    return None if text.strip() == "0" else parse_size(text)
-
-
-def cache_bytes(cache: Any) -> int:
-    """Bytes of a cache's K/V tensors: about the size of its KV file."""
-    return sum(t.numel() * t.element_size() for pair in cache_tensors(cache) for t in pair)
-
-
-def trim_cache(limit: int | None, keep: Path | None = None,
-               root: Path | None = None) -> tuple[list[dict], list[tuple[Path, str]]]:
-    """Remove least recently used KV files until the cache fits `limit` bytes (never `keep`); the removed entries,
-    and (path, why) for files that could not be removed (skipped: a more recently used one goes instead)."""
-    if limit is None:
-        return [], []
-    entries = list_entries(root)  # most recently used first
-    total = sum(e["size"] for e in entries)
-    removed, failed = [], []
-    for e in reversed(entries):
-        if total <= limit:
-            break
-        if keep is not None and Path(e["path"]).resolve() == Path(keep).resolve():
-            continue
-        why = remove_file(Path(e["path"]))
-        if why is not None:
-            failed.append((Path(e["path"]), why))
-            continue
-        total -= e["size"]
-        removed.append(e)
-    return removed, failed
-
-
-def remove_file(path: Path) -> str | None:
-    """Unlink a cache file (one already gone counts as removed); why it could not be removed, else None."""
-    try:
-        path.unlink(missing_ok=True)
-    except OSError as err:
-        return err.strerror or str(err)
-    return None
-
-
-def remove_files(paths: Sequence[Path]) -> list[tuple[Path, str]]:
-    """Unlink each file (remove_file); (path, why) for those that could not be removed."""
-    return [(p, why) for p in paths if (why := remove_file(p)) is not None]
-
-
-def cannot_remove(failed: Sequence[tuple[Path, str]]) -> str:
-    """One line for files that could not be removed: the path and why, or for several the count, a few names and
-    the reasons."""
-    if len(failed) == 1:
-        return f"cannot remove {failed[0][0]}: {failed[0][1]}"
-    names = ", ".join(p.name for p, _ in failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
-    reasons = "; ".join(dict.fromkeys(why for _, why in failed))
-    return f"cannot remove {len(failed)} files in {failed[0][0].parent} ({names}): {reasons}"
-
-
-def temp_files(root: Path | None = None) -> list[Path]:
-    """Leftover temp files of interrupted saves."""
-    root = Path(root) if root is not None else kv_dir(create=False)
-    if not root.is_dir():
-        return []
-    return [p for p in root.iterdir() if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)]
-
-
-def temp_is_stale(path: Path, quiet_s: float = 60.0) -> bool:
-    """True for a temp file no save will finish: its writer's pid (in the name) is gone, or, with no readable pid,
-    nothing was written to it for `quiet_s`."""
-    parts = path.name.split(".")  # "", <name parts...>, <pid>, <8 hex>, "tmp"
-    try:
-        pid = int(parts[-3])
-    except (IndexError, ValueError):
-        pid = None
-    if pid is not None:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except OSError:  # alive, owned by someone else
-            pass
-        return False
-    try:
-        return time.time() - path.stat().st_mtime > quiet_s
-    except OSError:
-        return False

@@ -25,6 +25,7 @@ import torch
 
 from tmixcli import kvstore
 from tmixcli.errors import TmixError
+from tmixcli.kvfolder import TMP_SUFFIX, human_size, room_hint
 
 ROOM = 1024  # header bytes reserved for metadata known only after the prefill (prefill_s, prefill_device)
 STAGE_BYTES = 256 << 20  # pinned buffer GPU rows are copied through (pageable copies ran at ~1 GB/s): a 128K
@@ -80,7 +81,7 @@ def room_shortfall(path: Path, size: int) -> str | None:
         return None
     if free >= size:
         return None
-    return f"{kvstore.human_size(size)} needed, {kvstore.human_size(free)} free in {Path(path).parent}"
+    return f"{human_size(size)} needed, {human_size(free)} free in {Path(path).parent}"
 
 
 class KVWriter:
@@ -107,14 +108,14 @@ class KVWriter:
         self.usable = True
         self.finished = False
         self.written = 0  # bytes written so far (the writer thread's progress)
-        self.tmp = self.path.parent / f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{kvstore.TMP_SUFFIX}"
+        self.tmp = self.path.parent / f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
         self._fd: int | None = None
         try:  # any failure here is reported by wait(), after the prefill, like a failed write
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             free = shutil.disk_usage(self.path.parent).free
             if free < self.size:
-                raise OSError(errno.ENOSPC, f"{kvstore.human_size(self.size)} needed, {kvstore.human_size(free)} free")
+                raise OSError(errno.ENOSPC, f"{human_size(self.size)} needed, {human_size(free)} free")
             os.ftruncate(self._fd, self.size)
             self._queue.put(("ids", torch.tensor([int(i) for i in prefix_ids], dtype=torch.int64)))  # ids: [T]
         except OSError as err:
@@ -166,7 +167,7 @@ class KVWriter:
             self.abort()
             raise
         if self.error is not None:
-            raise kvstore.write_error(self.path, self.error)
+            raise write_error(self.path, self.error)
         if not self.usable:
             raise TmixError(f"KV file {self.path} was not written: the cache's rows did not fit its plan")
         return self.size
@@ -201,7 +202,7 @@ class KVWriter:
                         raise InterruptedError("aborted")
                     os.replace(self.tmp, self.path)
                     renamed = True
-                    kvstore.fsync_dir(self.path.parent)
+                    fsync_dir(self.path.parent)
                     break
                 else:
                     break
@@ -304,3 +305,24 @@ def abort_all() -> None:
     for writer in list(_live):
         if not writer._done.is_set():
             writer.abort()
+
+
+def write_error(path: Path, err: BaseException) -> BaseException:
+    """The error a failed KV file write is reported as: one line for disk problems, else the error itself."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        detail = f" ({err.strerror})" if err.strerror and "needed" in err.strerror else ""
+        return TmixError(f"disk full while writing KV file {path}{detail}; {room_hint(Path(path))}")
+    if isinstance(err, OSError):
+        return TmixError(f"could not write KV file {path}: {err.strerror or err}")
+    return err
+
+
+def fsync_dir(d: Path) -> None:
+    """Make a rename in `d` durable (best effort: not every file system allows it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+

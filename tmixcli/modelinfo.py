@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tmixcli.errors import TmixError
-from tmixcli.paths import DEFAULT_MODEL, converted_gguf_name, models_dir
+from tmixcli.paths import DEFAULT_MODEL, converted_gguf_name, models_dir, read_regular
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def model_limits(spec: str | None = None) -> ModelLimits:
     """Layers and context of `spec` (default: $TMIX_MODEL, else the embedded model) from its config.json on disk."""
     try:
         folder = model_folder(spec or os.environ.get("TMIX_MODEL"))
-        data = json.loads((folder / "config.json").read_text()) if folder is not None else {}
+        data = json.loads(read_regular(folder / "config.json")) if folder is not None else {}
     except (OSError, ValueError):
         return ModelLimits()
     if not isinstance(data, dict):

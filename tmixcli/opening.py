@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
-from tmixcli import attention, docindex, generate, kvstore, kvwrite, prompt, reuse
+from tmixcli import attention, docindex, generate, kvfolder, kvheader, kvread, kvstore, kvwrite, prompt, reuse
 from tmixcli.config import AttentionConfig, Settings, default_start_layer
 from tmixcli.context import SAME_TEXT, Context, device_name, expected_meta, load_into, now, rewind, stored_tokens
 from tmixcli.documents import Document
@@ -81,11 +81,11 @@ def open_known(lm: LoadedModel, ident: str, s: Settings, resident: ResidentKV | 
         return None
     attn, source = resolve_attention(lm, s)
     entry = docindex.lookup(ident, _index_key(lm, attn, s))
-    path = kvstore.kv_dir(create=False) / entry["kv"] if entry else None
+    path = kvfolder.kv_dir(create=False) / entry["kv"] if entry else None
     if path is None or not path.is_file():
         return None
     try:
-        n_tokens = stored_tokens(kvstore.read_checked_meta(path))
+        n_tokens = stored_tokens(kvheader.read_checked_meta(path))
     except TmixError:
         return None
     if not s.truncate and n_tokens + QUESTION_ROOM + s.max_new_tokens > context_limit(lm):
@@ -105,7 +105,7 @@ def open_known(lm: LoadedModel, ident: str, s: Settings, resident: ResidentKV | 
 def open_kv(lm: LoadedModel, path: Path, s: Settings, resident: ResidentKV | None = None) -> Context:
     """Prefilled state from a KV file alone (no document); the attention settings and system prompt left unset take
     the file's values (kvstore.settings_for)."""
-    meta = kvstore.read_checked_meta(path)
+    meta = kvheader.read_checked_meta(path)
     s = kvstore.settings_for(meta, s)
     attn, _ = resolve_attention(lm, s)
     attention.attach(lm.model, attn)
@@ -123,7 +123,7 @@ def _index_key(lm: LoadedModel, attn: AttentionConfig, s: Settings) -> str:
 def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | None,
                    resident: ResidentKV | None) -> Context:
     attn, source = resolve_attention(lm, s)
-    cap = kvstore.cache_limit() if s.use_cache and kv_out is None else None  # the cache folder's (not an -o file's)
+    cap = kvfolder.cache_limit() if s.use_cache and kv_out is None else None  # the cache folder's (not an -o file's)
     ids, notes = fit_document(lm, doc, s)
     check_question(lm, len(ids), s)
     attention.attach(lm.model, attn)
@@ -146,8 +146,8 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
                               doc_sha256=doc.sha256, template_hash=prompt.template_hash(lm.tokenizer, s.system),
                               n_tokens=len(ids), system=s.system or "")
     if save and cap is not None and _planned_bytes(lm, len(ids)) > cap:
-        over = (f"KV file not saved: its {kvstore.human_size(_planned_bytes(lm, len(ids)))} exceed the cache cap "
-                f"TMIX_CACHE_MAX ({kvstore.human_size(cap)})")
+        over = (f"KV file not saved: its {kvfolder.human_size(_planned_bytes(lm, len(ids)))} exceed the cache cap "
+                f"TMIX_CACHE_MAX ({kvfolder.human_size(cap)})")
         if s.kv_required:
             raise TmixError(f"{over}; raise the cap or write the file elsewhere with -o")
         ctx.notes.append(over)
@@ -177,7 +177,7 @@ def _cache_path(ctx: Context, s: Settings, key: str) -> Path | None:
     """The KV file `key` in the cache folder; None, with a note saying why, when that folder cannot be used (an error
     for `prefill`, whose product the file is)."""
     try:
-        return kvstore.kv_path_for(key)
+        return kvfolder.kv_path_for(key)
     except TmixError as err:
         if s.kv_required:
             raise TmixError(f"{err}; write the KV file elsewhere with -o") from None
@@ -201,7 +201,7 @@ def _disk_has_room(ctx: Context, path: Path, meta: dict, s: Settings) -> bool:
     if short is None:
         return True
     if s.kv_required:
-        raise TmixError(f"not enough disk space for KV file {path} ({short}); {kvstore.room_hint(path)}")
+        raise TmixError(f"not enough disk space for KV file {path} ({short}); {kvfolder.room_hint(path)}")
     ctx.notes.append(f"KV file not saved: not enough disk space ({short})")
     ctx.unsaved = "not enough disk space"
     return False
@@ -242,7 +242,7 @@ def _reusable(ctx: Context, s: Settings) -> object | None:
         return None
     path, rows = found
     try:
-        cache, _, meta = kvstore.load_kv(path, layer_devices(lm.model) or lm.device, rows=rows,
+        cache, _, meta = kvread.load_kv(path, layer_devices(lm.model) or lm.device, rows=rows,
                                          headroom=len(ids) - rows + HEADROOM)
         kvstore.check_kv({**meta, "n_tokens": str(rows)}, cache, expected, lm.model.config)
     except TmixError:
@@ -252,7 +252,7 @@ def _reusable(ctx: Context, s: Settings) -> object | None:
 
 
 def _prefix_rows(cache: object, n: int) -> SimpleNamespace:
-    """The cache's first n rows per layer, as kvstore reads them (views; sliding layers stay marked as such)."""
+    """The cache's first n rows per layer, as kvread.load_kv reads them (views; sliding layers stay marked as such)."""
     return SimpleNamespace(layers=[SimpleNamespace(
         keys=None if x.keys is None else x.keys[..., :n, :], values=None if x.values is None else x.values[..., :n, :],
         is_sliding=bool(getattr(x, "is_sliding", False)) or "Sliding" in type(x).__name__) for x in cache.layers])
@@ -269,19 +269,19 @@ def _saver(path: Path, cache: object, ids: list[int], meta: dict, limit: int | N
         if limit is not None and size > limit:
             if writer is not None:
                 writer.abort()
-            return [f"KV file not saved: its {kvstore.human_size(size)} exceed the cache cap TMIX_CACHE_MAX "
-                    f"({kvstore.human_size(limit)})"]
+            return [f"KV file not saved: its {kvfolder.human_size(size)} exceed the cache cap TMIX_CACHE_MAX "
+                    f"({kvfolder.human_size(limit)})"]
         if writer is not None and writer.usable:
             writer.wait()
         else:
             kvstore.save_kv(path, prefix, ids, meta)
         if resident is not None and cache.get_seq_length() == len(ids):
-            resident.put(path, cache, ids, kvstore.read_meta(path))
-        gone, failed = kvstore.trim_cache(limit, keep=path)
-        lines = [f"{kvstore.cannot_remove(failed)}; the cache stays over TMIX_CACHE_MAX"] if failed else []
+            resident.put(path, cache, ids, kvheader.read_meta(path))
+        gone, failed = kvfolder.trim_cache(limit, keep=path)
+        lines = [f"{kvfolder.cannot_remove(failed)}; the cache stays over TMIX_CACHE_MAX"] if failed else []
         if not gone:
             return lines
-        freed = kvstore.human_size(sum(e["size"] for e in gone))
+        freed = kvfolder.human_size(sum(e["size"] for e in gone))
         return [f"removed {len(gone)} least recently used KV files ({freed}) to stay under TMIX_CACHE_MAX "
-                f"({kvstore.human_size(limit)})", *lines]
+                f"({kvfolder.human_size(limit)})", *lines]
     return save

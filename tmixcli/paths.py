@@ -122,6 +122,12 @@ def open_regular(path: str) -> int:
     return fd
 
 
+def read_regular(path: Path | str) -> bytes:
+    """The bytes of `path`, a regular file; OSError for anything else (a FIFO put in its place is never waited on)."""
+    with os.fdopen(open_regular(str(path)), "rb") as f:
+        return f.read()
+
+
 DEFAULT_MODEL = "smollm2-135m-instruct"  # the embedded default model's name and converted folder
 
 

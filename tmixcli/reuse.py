@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from tmixcli import checkpoints, kvstore
+from tmixcli import checkpoints, kvfolder, kvheader
 from tmixcli.config import AttentionConfig
 from tmixcli.errors import TmixError
 
@@ -41,7 +41,7 @@ def best_file(ids: Sequence[int], expected: dict[str, str], attn: AttentionConfi
     start of `ids`, and how many rows to take from it; None when no file gives MIN_ROWS."""
     best: tuple[Path, int] | None = None
     try:
-        entries = kvstore.list_entries(folder)
+        entries = kvfolder.list_entries(folder)
     except TmixError:  # a cache folder that cannot be read offers nothing to reuse
         return None
     for entry in entries:
@@ -50,10 +50,10 @@ def best_file(ids: Sequence[int], expected: dict[str, str], attn: AttentionConfi
             continue
         path = Path(entry["path"])
         try:
-            meta = kvstore.read_meta(path)
+            meta = kvheader.read_meta(path)
             if any(meta.get(k) != v for k, v in expected.items()):
                 continue
-            stored = kvstore.read_prefix_ids(path)
+            stored = kvheader.read_prefix_ids(path)
         except Exception:  # noqa: BLE001 - a file that cannot be read is only not reused
             continue
         rows = usable_rows(shared_len(stored, ids), len(stored), len(ids), attn)

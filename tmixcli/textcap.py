@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from tmixcli.modelinfo import model_folder
+from tmixcli.paths import read_regular
 
 FALLBACK_TEXT_BYTES = 64 << 20  # bytes of text read when the model's cap is not known yet (its files not on disk)
 MAX_CONTAINER_BYTES = 512 << 20  # bytes of a PDF, ZIP-based or HTML document (its markup is not text)
@@ -88,9 +89,9 @@ def files_cap(spec: str | None) -> TextCap | None:
     if folder is None:
         return None
     try:
-        config = json.loads((folder / "config.json").read_text("utf-8"))
+        config = json.loads(read_regular(folder / "config.json"))
         context = int(config["max_position_embeddings"])
-        data = json.loads((folder / "tokenizer.json").read_text("utf-8"))
+        data = json.loads(read_regular(folder / "tokenizer.json"))
         vocab = data["model"]["vocab"]
         words = list(vocab) if isinstance(vocab, dict) else [str(piece[0]) for piece in vocab]
         words += [str(t.get("content", "")) for t in data.get("added_tokens") or []]

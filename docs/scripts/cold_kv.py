@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from tmixcli import archs, attention, context, generate, kvstore
+from tmixcli import archs, attention, context, generate, kvfolder, kvread, kvstore
 from tmixcli.config import AttentionConfig, Settings
 from tmixcli.models import LoadedModel
 
@@ -48,7 +48,7 @@ def main() -> None:
     meta = kvstore.build_meta(model_id="llama-3.1-8b (random)", fingerprint="random", dtype=torch.bfloat16, attn=attn,
                               doc_name="random", doc_sha256="", template_hash="", n_tokens=len(ids))
     meta["prefill_s"] = f"{prefill_s:.3f}"
-    path = kvstore.kv_dir() / "cold-probe.safetensors"
+    path = kvfolder.kv_dir() / "cold-probe.safetensors"
     t = _clock()
     kvstore.save_kv(path, cache, ids, meta)
     save_s = _clock() - t
@@ -57,7 +57,7 @@ def main() -> None:
     rows = {"tokens": a.tokens, "prefill_s": prefill_s, "save_s": save_s, "bytes": path.stat().st_size}
     _drop_page_cache()
     t = _clock()
-    kvstore.load_kv(path, "cuda")
+    kvread.load_kv(path, "cuda")
     rows["plain_load_cold_s"] = _clock() - t
     torch.cuda.empty_cache()
     lm = LoadedModel(model, None, "random", torch.device("cuda"), torch.bfloat16)

@@ -1,4 +1,4 @@
-"""One machine, page cache dropped before each cold load: an older kvstore.load_kv vs the current one (kvread).
+"""One machine, page cache dropped before each cold load: an older kvstore.load_kv vs the current one (kvread.load_kv).
 
 Run as root on the GPU machine:
 `git show 9e3cb48:tmixcli/kvstore.py > /tmp/old_kvstore.py; python docs/scripts/load_ab.py /tmp/old_kvstore.py`
@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import torch
 
-from tmixcli import kvstore
+from tmixcli import kvread, kvstore
 
 TOKENS = 131072
 
@@ -51,7 +51,7 @@ def main() -> None:
     torch.cuda.empty_cache()
     rows: dict = {"old_cold": [], "new_cold": [], "old_warm": [], "new_warm": []}
     for _ in range(2):
-        for name, module in (("old", old), ("new", kvstore)):
+        for name, module in (("old", old), ("new", kvread)):
             _drop_page_cache()
             rows[name + "_cold"].append(_load_seconds(module, path))
             rows[name + "_warm"].append(_load_seconds(module, path))

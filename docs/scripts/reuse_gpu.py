@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from tmixcli import attention, context, generate, kvstore, reuse
+from tmixcli import attention, context, generate, kvread, kvstore, reuse
 from tmixcli.archs import build_random_model
 from tmixcli.config import AttentionConfig
 
@@ -50,7 +50,7 @@ def main() -> None:
         found = reuse.best_file(new, {"model_fingerprint": "f"}, attn, folder=work)
         assert found is not None
         _, rows = found
-        base, _, _ = kvstore.load_kv(path, "cuda", rows=rows, headroom=len(new) - rows)
+        base, _, _ = kvread.load_kv(path, "cuda", rows=rows, headroom=len(new) - rows)
         loaded = _now()
         cache, reused_logits = generate.prefill(model, new, cache=base)
         done = _now()
@@ -61,7 +61,7 @@ def main() -> None:
         fresh = _now() - start2
         del cache
         torch.cuda.empty_cache()
-        held, _, _ = kvstore.load_kv(path, "cuda")  # what the server holds after its last question (not timed)
+        held, _, _ = kvread.load_kv(path, "cuda")  # what the server holds after its last question (not timed)
         start3 = _now()
         context.rewind(held, rows)
         cache, memory_logits = generate.prefill(model, new, cache=held)

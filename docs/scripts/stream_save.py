@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from tmixcli import attention, generate, kvstore, kvwrite
+from tmixcli import attention, generate, kvfolder, kvstore, kvwrite
 from tmixcli.context import rewind
 from tmixcli.config import AttentionConfig
 
@@ -103,7 +103,7 @@ def main() -> None:
     attention.attach(model, attn)
     ids = torch.randint(0, model.config.vocab_size, (a.tokens,), generator=torch.Generator().manual_seed(0)).tolist()
     generate.prefill(model, ids[:4096])  # kernel compiles, library start-up
-    path = kvstore.kv_dir() / "stream-probe.safetensors"
+    path = kvfolder.kv_dir() / "stream-probe.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     stamp = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "torch": torch.__version__,
              "device": torch.cuda.get_device_name() if model.device.type == "cuda" else "cpu"}
