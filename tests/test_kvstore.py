@@ -396,7 +396,7 @@ def test_kill_during_save_leaves_no_final_file() -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert not path.exists()
-    assert len(kvfolder.temp_files()) == 1
+    assert len(kvfolder.temp_files()) == 1 and kvfolder.temp_is_stale(kvfolder.temp_files()[0])  # its lock is gone
     assert kvfolder.list_entries() == []
 
 
@@ -637,10 +637,10 @@ def test_ls_shows_temp_files_and_prune_removes_leftovers(tokenizer) -> None:
     dead.write_bytes(b"0" * 3000)
     live.write_bytes(b"0" * 5000)
     out = runner.invoke(app, ["ls"]).stdout
-    assert "1 leftover temp files of interrupted saves, 2.9 KiB: `tmix cache prune` removes them" in out, out
-    assert "1 KV files being written now, 4.9 KiB so far" in out
+    assert "1 leftover temp file of an interrupted save, 2.9 KiB: `tmix cache prune` removes it" in out, out
+    assert "1 KV file being written now, 4.9 KiB so far" in out
     pruned = runner.invoke(app, ["prune"])
-    assert pruned.exit_code == 0 and "removed 1 leftover temp files (2.9 KiB)" in pruned.stdout
+    assert pruned.exit_code == 0 and "removed 1 leftover temp file (2.9 KiB)" in pruned.stdout
     assert not dead.exists() and live.exists() and len(kvfolder.list_entries()) == 2
     assert "leftover" not in runner.invoke(app, ["ls"]).stdout
 
