@@ -108,19 +108,21 @@ def test_a_leftover_whose_pid_is_reused_goes_and_a_live_writers_file_stays(tmp_p
 
 
 def test_an_older_tmix_temp_file_is_judged_by_its_pid_and_its_age() -> None:
-    """A temp file without the writer's lock (named as older tmix versions name them): a leftover once its pid is
-    gone or nothing was written to it for an hour; else it is taken for a save in progress."""
+    """A temp file without the writer's lock (named as older tmix versions name them): a save in progress while the
+    process of its pid has it open and wrote to it within the hour; else a leftover (pid 1, alive, never has it)."""
     folder = kvfolder.kv_dir()
-    fresh = folder / f".a.safetensors.{os.getpid()}.0123abcd.tmp"
-    old = folder / f".b.safetensors.{os.getpid()}.4567abcd.tmp"
-    dead = folder / f".c.safetensors.{_dead_pid()}.89abcdef.tmp"
-    for p in (fresh, old, dead):
+    names = {"open": os.getpid(), "old": os.getpid(), "closed": os.getpid(), "dead": _dead_pid(), "init": 1}
+    paths = {k: folder / f".{k}.safetensors.{pid}.0123abcd.tmp" for k, pid in names.items()}
+    for p in paths.values():
         p.write_bytes(b"0" * 10)
     hours_ago = time.time() - 2 * 3600
-    os.utime(old, (hours_ago, hours_ago))
-    assert [kvfolder.temp_is_stale(p) for p in (fresh, old, dead)] == [False, True, True]
-    removed, failed = kvfolder.remove_leftovers()
-    assert sorted(p for p, _ in removed) == sorted([old, dead]) and failed == [] and fresh.exists()
+    os.utime(paths["old"], (hours_ago, hours_ago))
+    with open(paths["open"], "rb"), open(paths["old"], "rb"):
+        assert {k: kvfolder.temp_is_stale(p) for k, p in paths.items()} == {
+            "open": False, "old": True, "closed": True, "dead": True, "init": True}
+        removed, failed = kvfolder.remove_leftovers()
+    assert sorted(p.name for p, _ in removed) == sorted(paths[k].name for k in ("old", "closed", "dead", "init"))
+    assert failed == [] and paths["open"].exists()
 
 
 def test_the_cap_removes_leftovers_but_never_a_live_writers_file() -> None:

@@ -136,3 +136,26 @@ def test_serve_stop_waits_a_bounded_time_and_reaches_an_older_server(tmp_path: P
             serve.stop_server(key)
     stuck.join()
     assert err.value.code == 1 and str(err.value).startswith("the tmix server (pid 4343) has not stopped within 0.5 s")
+
+
+def test_a_server_gone_mid_line_leaves_its_line_and_ours_apart(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path))
+    key = server_key("some-model", "cpu", "auto", None, "off")
+    path = serve.socket_path(key)
+    path.parent.mkdir(parents=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def half_an_answer() -> None:
+        with listener, listener.accept()[0] as conn:
+            conn.makefile("rb").readline()
+            conn.sendall(serve._FRAME.pack(b"S", 4242) + serve._FRAME.pack(b"O", 9) + b"The ferry")
+
+    thread = threading.Thread(target=half_an_answer)
+    thread.start()
+    assert serve.forward(["ask", "x", "q"], key) == 1
+    thread.join()
+    out, err = capsys.readouterr()
+    assert out == "The ferry" and err == ("\ntmix: error: the tmix server (pid 4242) died during this run (killed or "
+                                          "crashed); run the command again\n")

@@ -175,20 +175,20 @@ def temp_files(root: Path | None = None) -> list[Path]:
 
 def temp_is_stale(path: Path, quiet_s: float = 60.0) -> bool:
     """True for a temp file no save will finish (see _stale): a leftover of a writer that died."""
-    with _lock_tested(path) as held:
-        return _stale(path, held, quiet_s)
+    with _lock_tested(path) as (held, probe):
+        return _stale(path, held, probe, quiet_s)
 
 
 def temp_state(root: Path | None = None) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
     """(leftovers of interrupted saves, files being written now), each with its size."""
     stale, active = [], []
     for p in temp_files(root):
-        with _lock_tested(p) as held:
+        with _lock_tested(p) as (held, probe):
             try:
                 size = p.stat().st_size
             except OSError:  # renamed or removed meanwhile
                 continue
-            (stale if _stale(p, held) else active).append((p, size))
+            (stale if _stale(p, held, probe) else active).append((p, size))
     return stale, active
 
 
@@ -197,8 +197,8 @@ def remove_leftovers(root: Path | None = None) -> tuple[list[tuple[Path, int]], 
     of those that could not be. Each goes while its lock is held here, so a writer cannot take it meanwhile."""
     removed, failed = [], []
     for p in temp_files(root):
-        with _lock_tested(p) as held:
-            if not _stale(p, held):
+        with _lock_tested(p) as (held, probe):
+            if not _stale(p, held, probe):
                 continue
             try:
                 size = p.stat().st_size
@@ -212,11 +212,11 @@ def remove_leftovers(root: Path | None = None) -> tuple[list[tuple[Path, int]], 
     return removed, failed
 
 
-def _stale(path: Path, held: bool | None, quiet_s: float = 60.0) -> bool:
+def _stale(path: Path, held: bool | None, probe: int | None, quiet_s: float = 60.0) -> bool:
     """Whether a temp file is a leftover. A writer of this tmix holds a lock on its file (LOCKED_TMP_SUFFIX) while it
     writes: free, the writer is gone, whatever became of the pid in the name. A file of an older tmix, or one whose
-    lock cannot be tested, is a leftover once its pid is gone or nothing was written to it for LEFTOVER_AFTER_S
-    (quiet_s without a pid in its name)."""
+    lock cannot be tested, is a leftover once the process of its pid is gone or does not have it open, or nothing
+    was written to it for LEFTOVER_AFTER_S (quiet_s without a pid in its name). `probe`: our own descriptor of it."""
     if held:
         return False
     if held is False and path.name.endswith(LOCKED_TMP_SUFFIX):
@@ -228,7 +228,7 @@ def _stale(path: Path, held: bool | None, quiet_s: float = 60.0) -> bool:
     pid = _pid_of(path)
     if pid is None:
         return quiet > quiet_s
-    return quiet > LEFTOVER_AFTER_S or not _alive(pid)
+    return quiet > LEFTOVER_AFTER_S or not _alive(pid) or _has_open(pid, path, probe) is False
 
 
 def _pid_of(path: Path) -> int | None:
@@ -250,14 +250,35 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _has_open(pid: int, path: Path, probe: int | None) -> bool | None:
+    """Whether process `pid` has `path` open, from /proc, our `probe` descriptor aside (None: its descriptors cannot
+    be seen, e.g. another user's process, or no /proc)."""
+    try:
+        st = path.stat()
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    if pid == os.getpid() and probe is not None:
+        names = [n for n in names if n != str(probe)]
+    for name in names:
+        try:
+            fst = os.stat(f"/proc/{pid}/fd/{name}")
+        except OSError:  # closed meanwhile
+            continue
+        if (fst.st_dev, fst.st_ino) == (st.st_dev, st.st_ino):
+            return True
+    return False
+
+
 @contextlib.contextmanager
-def _lock_tested(path: Path) -> Iterator[bool | None]:
+def _lock_tested(path: Path) -> Iterator[tuple[bool | None, int | None]]:
     """Whether a writer holds its lock on `path` (None: it cannot be told: no such file, not a regular one, or no
-    locks on its file system). When it is free, a shared lock is held here until the block ends."""
+    locks on its file system), and the descriptor it was tested by. When the lock is free, a shared lock is held
+    here until the block ends."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
-        yield None
+        yield None, None
         return
     try:
         held: bool | None = None
@@ -269,6 +290,6 @@ def _lock_tested(path: Path) -> Iterator[bool | None]:
                 held = True
             except OSError:
                 held = None
-        yield held
+        yield held, fd
     finally:
         os.close(fd)

@@ -125,7 +125,7 @@ def _frames(sock: socket.socket, request: bytes,
 
 def _relay(sock: socket.socket, request: bytes, on_wait: Callable[[], None] | None = None) -> int | None:
     """Copy the server's output to ours; its exit code, or None if it closed before taking the request."""
-    started, pid = False, 0
+    started, pid, cut = False, 0, False
     for kind, n, data in _frames(sock, request, on_wait):
         started = True
         if kind == b"S":
@@ -136,10 +136,12 @@ def _relay(sock: socket.socket, request: bytes, on_wait: Callable[[], None] | No
             out = sys.stdout if kind == b"O" else sys.stderr
             out.write(data.decode("utf-8", "replace"))
             out.flush()
+            cut = not data.endswith(b"\n") if data else cut  # the last line written is unfinished
     if not started:  # stopping, refusing, or gone before it began: nothing ran, so run it here
         return None
     server = f"the tmix server (pid {pid})" if pid else "the tmix server"  # a server of an older tmix: no pid
-    print(f"tmix: error: {server} died during this run (killed or crashed); run the command again", file=sys.stderr)
+    print(("\n" if cut else "") + f"tmix: error: {server} died during this run (killed or crashed); run the command "
+          "again", file=sys.stderr)  # on a line of its own, also after an answer cut mid-line
     return 1
 
 
