@@ -459,7 +459,8 @@ class _StopListener:
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
 
     def close(self) -> None:
-        """No stop signal after this; the socket is gone."""
+        """Once _closing is set: a stop being signalled has been sent when the lock is had, and none follows; then the
+        socket goes."""
         with self.lock:
             pass
         with contextlib.suppress(OSError):
