@@ -101,3 +101,30 @@ def test_truncated_document_keeps_its_notes(capsys, monkeypatch, tiny_dir, tmp_p
     code, _, err = run(capsys, "ask", *args)
     assert code == 0, err
     assert "truncated long.txt: kept its first" in err and "not read again" in err
+
+
+def test_a_fifo_in_place_of_an_index_file_is_never_waited_on(tmp_path, monkeypatch):
+    """`tmix cache prune` (forget_missing), a warm ask's lookup and remember open index files without waiting: a FIFO
+    there is skipped or replaced, never read."""
+    import threading
+
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path / "cache"))
+    folder = docindex.index_dir(create=True)
+    fifo = folder / f"{'a' * 32}.json"
+    os.mkfifo(fifo)
+    done: list[object] = []
+
+    def work() -> None:
+        done.append(docindex.lookup("a" * 32, "k"))
+        docindex.remember("a" * 32, "k", tmp_path / "x.safetensors", "x.txt", "sha", [])
+        done.append(fifo.is_file() and docindex.lookup("a" * 32, "k")["doc_name"])
+        os.remove(fifo)
+        os.mkfifo(fifo)
+        done.append(docindex.forget_missing(tmp_path))
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(timeout=20)
+    if thread.is_alive():  # let the stuck open see a writer come and go, so the thread ends
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert done == [None, "x.txt", 1] and not fifo.exists()

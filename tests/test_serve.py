@@ -431,10 +431,11 @@ def test_a_server_that_ends_before_or_after_taking_the_request(tmp_path, monkeyp
     assert serve.forward(["ask", "x", "q"], key) is None  # closed without a word: run locally
     refused.join()
     path.unlink()
-    taken = _answer_with(path, serve._FRAME.pack(b"S", 0))
+    taken = _answer_with(path, serve._FRAME.pack(b"S", 4242))  # the pid of the server that took it
     assert serve.forward(["ask", "x", "q"], key) == 1  # it had begun: no second run here
     taken.join()
-    assert capsys.readouterr().err == "tmix: error: the tmix server stopped during this run\n"
+    said = "the tmix server (pid 4242) died during this run (killed or crashed); run the command again"
+    assert capsys.readouterr().err == f"tmix: error: {said}\n"
 
 
 def _answer_after(path: Path, delay: float) -> threading.Thread:

@@ -63,39 +63,34 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="Print the entries a
     _echo_temp_files()
 
 
-def _temp_files() -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
-    """(leftovers of interrupted saves, files being written now), each with its size."""
-    stale, active = [], []
-    for p in kvfolder.temp_files():
-        try:
-            size = p.stat().st_size
-        except OSError:  # renamed or removed meanwhile
-            continue
-        (stale if kvfolder.temp_is_stale(p) else active).append((p, size))
-    return stale, active
-
-
 def _echo_temp_files() -> None:
     """The temp files beside the KV files: a leftover takes disk space until `tmix cache prune` removes it."""
-    stale, active = _temp_files()
-    if stale:
-        typer.echo(f"{len(stale)} leftover temp files of interrupted saves, {human_size(sum(n for _, n in stale))}: "
-                   "`tmix cache prune` removes them")
+    stale, active = kvfolder.temp_state()
+    size = human_size(sum(n for _, n in stale))
+    if len(stale) == 1:
+        typer.echo(f"1 leftover temp file of an interrupted save, {size}: `tmix cache prune` removes it")
+    elif stale:
+        typer.echo(f"{len(stale)} leftover temp files of interrupted saves, {size}: `tmix cache prune` removes them")
     if active:
-        typer.echo(f"{len(active)} KV files being written now, {human_size(sum(n for _, n in active))} so far")
+        typer.echo(f"{_count(len(active), 'KV file')} being written now, {human_size(sum(n for _, n in active))} "
+                   "so far")
+
+
+def _count(n: int, thing: str) -> str:
+    """"1 KV file", "2 KV files"."""
+    return f"{n} {thing}" + ("" if n == 1 else "s")
 
 
 def _echo_removed(entry: dict) -> None:
     typer.echo(f"removed {entry['key']} ({entry['doc_name'] or '?'}, {human_size(entry['size'])})")
 
 
-def _remove_temp_files(stale: list[tuple[Path, int]]) -> list[tuple[Path, str]]:
-    """Remove leftover temp files and say how many went; (path, why) for those that could not be removed."""
-    failed = kvfolder.remove_files([p for p, _ in stale])
-    kept = {p for p, _ in failed}
-    gone = [n for p, n in stale if p not in kept]
+def _remove_temp_files() -> list[tuple[Path, str]]:
+    """Remove leftover temp files (never a live writer's) and say how many went; (path, why) for those that could
+    not be removed."""
+    gone, failed = kvfolder.remove_leftovers()
     if gone:
-        typer.echo(f"removed {len(gone)} leftover temp files ({human_size(sum(gone))})")
+        typer.echo(f"removed {_count(len(gone), 'leftover temp file')} ({human_size(sum(n for _, n in gone))})")
     return failed
 
 
@@ -112,11 +107,11 @@ def prune(max_size: Annotated[str | None, typer.Option("--max-size", help="Cap t
     if max_size is not None and not max_size.strip():
         raise TmixError("--max-size is empty: give a size such as 5G, 0 (remove every KV file) or off (no cap)")
     limit = kvfolder.parse_size(max_size, "--max-size") if max_size is not None else kvfolder.cache_limit()
-    removed, failed = kvfolder.trim_cache(limit)
+    failed = _remove_temp_files()
+    removed, more = kvfolder.trim_cache(limit)
+    failed += more
     for e in removed:
         _echo_removed(e)
-    stale = _temp_files()[0]
-    failed += _remove_temp_files(stale)
     docindex.forget_missing(kvfolder.kv_dir())
     if failed:
         raise TmixError(kvfolder.cannot_remove(failed))
@@ -184,7 +179,7 @@ def rm(keys: Annotated[list[str], typer.Argument(help="Keys, unique key prefixes
 def clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False) -> None:
     """Remove all KV files (and leftovers of interrupted saves)."""
     entries = kvfolder.list_entries()
-    stale = _temp_files()[0]
+    stale = kvfolder.temp_state()[0]
     total = sum(e["size"] for e in entries)
     if not entries and not stale:
         docindex.forget_missing(kvfolder.kv_dir())  # files removed by hand leave index entries behind
@@ -200,7 +195,7 @@ def clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for 
     if gone:
         typer.echo(f"removed {len(gone)} KV files ({human_size(sum(e['size'] for e in gone))}) from "
                    f"{kvfolder.kv_dir()}")
-    failed += _remove_temp_files(stale)
+    failed += _remove_temp_files()
     docindex.forget_missing(kvfolder.kv_dir())
     if failed:
         raise TmixError(kvfolder.cannot_remove(failed))

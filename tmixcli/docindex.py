@@ -18,7 +18,7 @@ from pathlib import Path
 from tmixcli import __version__
 from tmixcli.errors import TmixError
 from tmixcli.kvfolder import remove_file
-from tmixcli.paths import cache_subdir
+from tmixcli.paths import cache_subdir, read_regular
 
 INDEX_VERSION = "1"
 
@@ -90,7 +90,7 @@ def known(ident: str | None) -> bool:
 def lookup(ident: str, key: str) -> dict | None:
     """The entry {kv, doc_name, doc_sha256, notes} recorded for these documents and settings, if any."""
     try:
-        entry = json.loads(_path(ident).read_text()).get(key)
+        entry = _read(_path(ident)).get(key)
     except (OSError, ValueError, AttributeError):
         return None
     fields = ("kv", "doc_name", "doc_sha256", "notes")
@@ -105,10 +105,8 @@ def remember(ident: str, key: str, kv_path: Path, doc_name: str, doc_sha256: str
     except TmixError:
         return
     try:
-        entries = json.loads(path.read_text()) if path.is_file() else {}
+        entries = _read(path)
     except (OSError, ValueError):
-        entries = {}
-    if not isinstance(entries, dict):
         entries = {}
     entries[key] = {"kv": kv_path.name, "doc_name": doc_name, "doc_sha256": doc_sha256, "notes": list(notes)}
     tmp: str | None = None
@@ -127,7 +125,7 @@ def forget_missing(kv_folder: Path) -> int:
     gone = 0
     for path in index_dir().glob("*.json"):
         try:
-            entries = json.loads(path.read_text())
+            entries = _read(path)
             alive = any((kv_folder / e["kv"]).is_file() for e in entries.values())
         except (OSError, ValueError, AttributeError, KeyError, TypeError):
             alive = False
@@ -143,6 +141,18 @@ def index_dir(create: bool = False) -> Path:
 
 def _path(ident: str, create: bool = False) -> Path:
     return index_dir(create) / f"{ident}.json"
+
+
+def _read(path: Path) -> dict:
+    """An index file's entries; OSError or ValueError when it cannot be read as one. A FIFO or device put in its place
+    is never waited on (paths.read_regular)."""
+    try:
+        entries = json.loads(read_regular(path))
+    except FileNotFoundError:
+        return {}
+    if not isinstance(entries, dict):
+        raise ValueError(f"{path} is not an index file")
+    return entries
 
 
 def _digest(obj: object) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
+import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,6 +18,8 @@ from tmixcli.paths import cache_subdir
 
 SUFFIX = ".safetensors"
 TMP_SUFFIX = ".tmp"
+LOCKED_TMP_SUFFIX = ".lk.tmp"  # a temp file whose writer holds a lock on it (flock) while it writes
+LEFTOVER_AFTER_S = 3600.0  # an unlocked temp file (older tmix) not written to for this long is a leftover
 
 
 def kv_dir(create: bool = True) -> Path:
@@ -113,10 +118,12 @@ def cache_limit() -> int | None:
 
 def trim_cache(limit: int | None, keep: Path | None = None,
                root: Path | None = None) -> tuple[list[dict], list[tuple[Path, str]]]:
-    """Remove least recently used KV files until the cache fits `limit` bytes (never `keep`); the removed entries,
-    and (path, why) for files that could not be removed (skipped: a more recently used one goes instead)."""
+    """Remove leftover temp files of interrupted saves, then least recently used KV files until the cache fits `limit`
+    bytes (never `keep`); the removed entries, and (path, why) for KV files that could not be removed (skipped: a
+    more recently used one goes instead)."""
     if limit is None:
         return [], []
+    remove_leftovers(root)  # never a live writer's file; one that cannot be removed is prune's to name
     entries = list_entries(root)  # most recently used first
     total = sum(e["size"] for e in entries)
     removed, failed = [], []
@@ -159,7 +166,7 @@ def cannot_remove(failed: Sequence[tuple[Path, str]]) -> str:
 
 
 def temp_files(root: Path | None = None) -> list[Path]:
-    """Leftover temp files of interrupted saves."""
+    """The temp files beside the KV files: saves in progress and leftovers of interrupted ones."""
     root = Path(root) if root is not None else kv_dir(create=False)
     if not root.is_dir():
         return []
@@ -167,23 +174,122 @@ def temp_files(root: Path | None = None) -> list[Path]:
 
 
 def temp_is_stale(path: Path, quiet_s: float = 60.0) -> bool:
-    """True for a temp file no save will finish: its writer's pid (in the name) is gone, or, with no readable pid,
-    nothing was written to it for `quiet_s`."""
-    parts = path.name.split(".")  # "", <name parts...>, <pid>, <8 hex>, "tmp"
-    try:
-        pid = int(parts[-3])
-    except (IndexError, ValueError):
-        pid = None
-    if pid is not None:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except OSError:  # alive, owned by someone else
-            pass
+    """True for a temp file no save will finish (see _stale): a leftover of a writer that died."""
+    with _lock_tested(path) as (held, probe):
+        return _stale(path, held, probe, quiet_s)
+
+
+def temp_state(root: Path | None = None) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
+    """(leftovers of interrupted saves, files being written now), each with its size."""
+    stale, active = [], []
+    for p in temp_files(root):
+        with _lock_tested(p) as (held, probe):
+            try:
+                size = p.stat().st_size
+            except OSError:  # renamed or removed meanwhile
+                continue
+            (stale if _stale(p, held, probe) else active).append((p, size))
+    return stale, active
+
+
+def remove_leftovers(root: Path | None = None) -> tuple[list[tuple[Path, int]], list[tuple[Path, str]]]:
+    """Remove the temp files no save will finish, never a live writer's: (path, size) of those removed, (path, why)
+    of those that could not be. Each goes while its lock is held here, so a writer cannot take it meanwhile."""
+    removed, failed = [], []
+    for p in temp_files(root):
+        with _lock_tested(p) as (held, probe):
+            if not _stale(p, held, probe):
+                continue
+            try:
+                size = p.stat().st_size
+            except OSError:
+                continue
+            why = remove_file(p)
+        if why is None:
+            removed.append((p, size))
+        else:
+            failed.append((p, why))
+    return removed, failed
+
+
+def _stale(path: Path, held: bool | None, probe: int | None, quiet_s: float = 60.0) -> bool:
+    """Whether a temp file is a leftover. A writer of this tmix holds a lock on its file (LOCKED_TMP_SUFFIX) while it
+    writes: free, the writer is gone, whatever became of the pid in the name. A file of an older tmix, or one whose
+    lock cannot be tested, is a leftover once the process of its pid is gone or does not have it open, or nothing
+    was written to it for LEFTOVER_AFTER_S (quiet_s without a pid in its name). `probe`: our own descriptor of it."""
+    if held:
         return False
+    if held is False and path.name.endswith(LOCKED_TMP_SUFFIX):
+        return True
     try:
-        return time.time() - path.stat().st_mtime > quiet_s
+        quiet = time.time() - path.stat().st_mtime
     except OSError:
         return False
+    pid = _pid_of(path)
+    if pid is None:
+        return quiet > quiet_s
+    return quiet > LEFTOVER_AFTER_S or not _alive(pid) or _has_open(pid, path, probe) is False
 
+
+def _pid_of(path: Path) -> int | None:
+    """The writer's pid in a temp file's name ".<name>.<pid>.<8 hex>[.lk].tmp", if there is one."""
+    parts = path.name[: -len(LOCKED_TMP_SUFFIX if path.name.endswith(LOCKED_TMP_SUFFIX) else TMP_SUFFIX)].split(".")
+    try:
+        return int(parts[-2])
+    except (IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, owned by someone else
+        pass
+    return True
+
+
+def _has_open(pid: int, path: Path, probe: int | None) -> bool | None:
+    """Whether process `pid` has `path` open, from /proc, our `probe` descriptor aside (None: its descriptors cannot
+    be seen, e.g. another user's process, or no /proc)."""
+    try:
+        st = path.stat()
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    if pid == os.getpid() and probe is not None:
+        names = [n for n in names if n != str(probe)]
+    for name in names:
+        try:
+            fst = os.stat(f"/proc/{pid}/fd/{name}")
+        except OSError:  # closed meanwhile
+            continue
+        if (fst.st_dev, fst.st_ino) == (st.st_dev, st.st_ino):
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def _lock_tested(path: Path) -> Iterator[tuple[bool | None, int | None]]:
+    """Whether a writer holds its lock on `path` (None: it cannot be told: no such file, not a regular one, or no
+    locks on its file system), and the descriptor it was tested by. When the lock is free, a shared lock is held
+    here until the block ends."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        yield None, None
+        return
+    try:
+        held: bool | None = None
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                held = False
+            except BlockingIOError:
+                held = True
+            except OSError:
+                held = None
+        yield held, fd
+    finally:
+        os.close(fd)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import queue
 import shutil
@@ -25,7 +26,7 @@ import torch
 
 from tmixcli import kvstore
 from tmixcli.errors import TmixError
-from tmixcli.kvfolder import TMP_SUFFIX, human_size, room_hint
+from tmixcli.kvfolder import LOCKED_TMP_SUFFIX, human_size, room_hint
 
 ROOM = 1024  # header bytes reserved for metadata known only after the prefill (prefill_s, prefill_device)
 STAGE_BYTES = 256 << 20  # pinned buffer GPU rows are copied through (pageable copies ran at ~1 GB/s): a 128K
@@ -39,6 +40,34 @@ def _pwrite(fd: int, data: memoryview | bytes, offset: int) -> None:
     while view:
         n = os.pwrite(fd, view, offset)
         view, offset = view[n:], offset + n
+
+
+def _lock(fd: int) -> None:
+    """Take the writer's lock on a new temp file, without waiting (tests patch it to race a reader)."""
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _locked_temp(path: Path) -> tuple[Path, int]:
+    """A new temp file beside `path`, open for writing and locked (flock) for as long as it is open, the rename
+    included: readers (`tmix cache`, the cap) tell a live writer's file from a leftover by that lock, whatever became
+    of the pid in its name. A name a reader removed before it was locked (found unlocked) is given up for another."""
+    for _ in range(8):
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{LOCKED_TMP_SUFFIX}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            _lock(fd)
+            if os.fstat(fd).st_nlink:
+                return tmp, fd
+        except BlockingIOError:  # a reader holds it, found unlocked: it may be removing it
+            tmp.unlink(missing_ok=True)
+        except OSError:  # no locks on this file system: readers judge by the pid and the age
+            return tmp, fd
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+    raise OSError(errno.EAGAIN, "every new temp file was removed at once")
 
 
 def planned_size(n_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype, n_tokens: int) -> int:
@@ -108,11 +137,11 @@ class KVWriter:
         self.usable = True
         self.finished = False
         self.written = 0  # bytes written so far (the writer thread's progress)
-        self.tmp = self.path.parent / f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
+        self.tmp: Path | None = None  # the temp file, once made and locked
         self._fd: int | None = None
         try:  # any failure here is reported by wait(), after the prefill, like a failed write
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            self.tmp, self._fd = _locked_temp(self.path)
             free = shutil.disk_usage(self.path.parent).free
             if free < self.size:
                 raise OSError(errno.ENOSPC, f"{human_size(self.size)} needed, {human_size(free)} free")
@@ -215,13 +244,13 @@ class KVWriter:
             self._done.set()
 
     def _close(self, renamed: bool) -> None:
-        """Close the temp file; remove it unless it became the KV file."""
+        """Remove the temp file unless it became the KV file; then close it, which lets its lock go."""
+        if not renamed and self.tmp is not None:
+            with contextlib.suppress(OSError):
+                self.tmp.unlink()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        if not renamed:
-            with contextlib.suppress(OSError):
-                self.tmp.unlink()
 
     def _put_rows(self, layer: int, keys: torch.Tensor, values: torch.Tensor, start: int, event: Any,
                   stage: dict) -> None:

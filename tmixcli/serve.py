@@ -9,7 +9,8 @@ Ctrl-C) stops its request at the next decode step, as Ctrl-C stops a local run (
 saved), or earlier at the next checkpoint (tmixcli/checkpoints.py: a decoder layer of the prefill or of the question,
 50 ms of a KV file read, a document, input chunk, page or paragraph read; no KV file is left). The last KV file a
 request prefilled or loaded stays in memory (tmixcli/resident.py), so a follow-up question skips its load.
-TMIX_SERVE=off makes `ask`/`prefill` ignore servers.
+`tmix serve --stop` reaches a second socket that a thread answers even mid-request, and ends the server as SIGTERM
+does. TMIX_SERVE=off makes `ask`/`prefill` ignore servers.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ _FRAME = struct.Struct("!cI")  # kind (S started, O stdout, E stderr, X exit cod
 _REQUEST_WAIT = 5.0  # seconds a client has to send its request line once connected
 _BUSY_AFTER = 1.0  # an idle server takes a request in milliseconds: not taken by then, it is busy with another
 served: dict = {}  # while a server runs a request: {"key": ..., "lm": LoadedModel, "resident": ResidentKV}
-_stopping: list[int] = []  # set by Ctrl-C / SIGTERM: the request in hand ends, then the server
+_stopping: list[int] = []  # set by Ctrl-C / SIGTERM / `tmix serve --stop`: the request in hand ends, then the server
+_closing: list[int] = []  # set once the server is ending: a stop signal then ends nothing more
+_STOP_WAIT = 60.0  # seconds `tmix serve --stop` waits for the server to be gone (it may be saving a KV file)
 
 
 def socket_path(key: str) -> Path:
@@ -48,6 +51,11 @@ def socket_path(key: str) -> Path:
     if len(str(path)) > 100:  # AF_UNIX paths are limited to ~108 bytes
         path = Path(tempfile.gettempdir()) / f"tmix-{os.getuid()}" / name
     return path
+
+
+def stop_path(path: Path) -> Path:
+    """The socket `tmix serve --stop` reaches the server of socket `path` by, answered even while a request runs."""
+    return path.with_suffix(".stop")
 
 
 def _connect(path: Path) -> socket.socket | None:
@@ -117,37 +125,67 @@ def _frames(sock: socket.socket, request: bytes,
 
 def _relay(sock: socket.socket, request: bytes, on_wait: Callable[[], None] | None = None) -> int | None:
     """Copy the server's output to ours; its exit code, or None if it closed before taking the request."""
-    started = False
+    started, pid, cut = False, 0, False
     for kind, n, data in _frames(sock, request, on_wait):
         started = True
+        if kind == b"S":
+            pid = n
         if kind == b"X":
             return n
         if kind in (b"O", b"E"):
             out = sys.stdout if kind == b"O" else sys.stderr
             out.write(data.decode("utf-8", "replace"))
             out.flush()
+            cut = not data.endswith(b"\n") if data else cut  # the last line written is unfinished
     if not started:  # stopping, refusing, or gone before it began: nothing ran, so run it here
         return None
-    print("tmix: error: the tmix server stopped during this run", file=sys.stderr)
+    server = f"the tmix server (pid {pid})" if pid else "the tmix server"  # a server of an older tmix: no pid
+    print(("\n" if cut else "") + f"tmix: error: {server} died during this run (killed or crashed); run the command "
+          "again", file=sys.stderr)  # on a line of its own, also after an answer cut mid-line
     return 1
 
 
 def stop_server(key: str) -> int:
-    """Ask the server for `key` to stop; returns its pid once it has taken the request and its socket is gone."""
+    """Stop the server for `key` as SIGTERM does (the request it runs ends "interrupted"); its pid, once it is gone."""
     path = socket_path(key)
-    sock = _connect(path)
+    sock = _connect(stop_path(path))
+    if sock is not None:
+        sock.settimeout(10)  # answered at once, busy or not
+    else:
+        sock = _connect(path)  # a server of an older tmix, which answers once its request is done
     if sock is None:
         raise TmixError("no tmix server runs with the settings of these --model, --device, --dtype, --device-map and "
                         "--compile")
     with sock:
         head = next(_frames(sock, json.dumps({"stop": True}).encode() + b"\n"), None)
     if head is None:
-        raise TmixError("the tmix server did not answer the stop request")
+        raise TmixError("the tmix server did not answer the stop request", code=1)
     pid = head[1]
-    deadline = time.monotonic() + 30
-    while path.exists() and time.monotonic() < deadline:
+    deadline = time.monotonic() + _STOP_WAIT
+    while _serving(path) and time.monotonic() < deadline:
         time.sleep(0.05)
+    if _serving(path):
+        raise TmixError(f"the tmix server (pid {pid}) has not stopped within {_STOP_WAIT:g} s (it may be saving the KV "
+                        f"file of the answer it was writing): `tmix serve --stop` again skips that, `kill -9 {pid}` "
+                        "ends it", code=1)
     return pid
+
+
+def _serving(path: Path) -> bool:
+    """Whether a server still holds the lock file beside its socket `path` (claim): it lets go as it ends."""
+    try:
+        fd = os.open(path.with_suffix(".lock"), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # no locks here: the socket tells
+        return path.exists()
+    finally:
+        os.close(fd)
+    return False
 
 
 class ClientGone(KeyboardInterrupt):
@@ -238,7 +276,7 @@ def take_request(sources: list[str]) -> None:
     conn = served.get("conn")  # None: a test playing server, with no client
     try:
         if conn is not None:
-            conn.sendall(_FRAME.pack(b"S", 0))
+            conn.sendall(_FRAME.pack(b"S", os.getpid()))  # the pid: a client can name the server if it dies
     except OSError:
         raise BrokenPipeError("the client is gone") from None
 
@@ -347,10 +385,17 @@ def claim(key: str) -> Iterator[Path]:
 
 
 def run_server(lm, key: str, path: Path, quiet: bool = False) -> None:
-    """Serve requests on `path` (claim(key) held) one at a time until Ctrl-C or SIGTERM; the socket goes on exit."""
-    def log(msg: str) -> None:
+    """Serve requests on `path` (claim(key) held) one at a time until Ctrl-C, SIGTERM or `tmix serve --stop`; the
+    sockets go on exit."""
+    def log(msg: str) -> None:  # while a request runs, sys.stderr is its client's
         if not quiet:
             print(f"tmix serve: {msg}", file=sys.stderr, flush=True)
+
+    server_err = sys.stderr
+
+    def note(msg: str) -> None:  # from the stop thread: always the server's own stderr
+        if not quiet:
+            print(f"tmix serve: {msg}", file=server_err, flush=True)
 
     from tmixcli.resident import ResidentKV
 
@@ -358,9 +403,11 @@ def run_server(lm, key: str, path: Path, quiet: bool = False) -> None:
     sock = _listen(path)
     os.chdir("/")  # requests run in their client's folder; ours may be deleted while we serve
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stopper = None
     log(f"{lm.model_id} on {lm.device.type}, socket {path}; `tmix ask`/`tmix prefill` whose --model, "
         "--device, --dtype, --device-map and --compile mean the same use it; Ctrl-C stops")
     try:
+        stopper = _StopListener(stop_path(path), note)
         while not _stopping:
             conn, _ = sock.accept()
             with conn:
@@ -371,12 +418,69 @@ def run_server(lm, key: str, path: Path, quiet: bool = False) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        _closing.append(1)
+        if stopper is not None:
+            stopper.close()
+        _restore(previous)
         sock.close()
         path.unlink(missing_ok=True)
         _stopping.clear()
+        _closing.clear()
         log("stopped")
+
+
+class _StopListener:
+    """The socket `tmix serve --stop` reaches, answered by a thread of its own: a stop ends the request in hand as
+    SIGTERM does (the thread sends the main thread that signal), not only the wait for the next request."""
+
+    def __init__(self, path: Path, note: Callable[[str], None]) -> None:
+        self.path, self.note, self.lock = path, note, threading.Lock()
+        self.sock = _listen(path)
+        self.thread = threading.Thread(target=self._serve, name="tmix-serve-stop", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed: the server is ending
+                return
+            with conn:
+                try:
+                    if not (_read_request(conn) or {}).get("stop"):
+                        continue
+                    conn.sendall(_FRAME.pack(b"X", os.getpid()))
+                except (OSError, ValueError):
+                    continue
+            with self.lock:
+                if _closing:
+                    return
+                self.note("stop requested")
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+
+    def close(self) -> None:
+        """Once _closing is set: a stop being signalled has been sent when the lock is had, and none follows; then the
+        socket goes."""
+        with self.lock:
+            pass
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the thread's accept
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _restore(previous: dict) -> None:
+    """Put the signal handlers back, first taking any SIGTERM the stop thread sent that is not delivered yet (the
+    default handler would end the process with it)."""
+    held = {signal.SIGTERM}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        while signal.sigtimedwait(held, 0) is not None:
+            pass
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _listen(path: Path) -> socket.socket:
@@ -393,5 +497,7 @@ def _listen(path: Path) -> socket.socket:
 
 
 def _stop(*_) -> None:
+    """Ctrl-C, SIGTERM or `tmix serve --stop`: the request in hand ends "interrupted", then the server."""
     _stopping.append(1)
-    raise KeyboardInterrupt
+    if not _closing:
+        raise KeyboardInterrupt

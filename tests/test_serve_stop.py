@@ -1,0 +1,161 @@
+"""`tmix serve --stop` ends the request in hand as SIGTERM does; a server that dies mid-answer is one line, exit 1."""
+
+from __future__ import annotations
+
+import fcntl
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_serve import TINY, _prepare
+
+from tmixcli import serve
+from tmixcli.errors import TmixError
+from tmixcli.serverkey import server_key
+
+SLOW = ("import sys, time; from tmixcli import checkpoints, cli; "  # 50 ms a step: an answer takes 10 s and more
+        "checkpoints.between_steps.append(lambda: time.sleep(0.05)); cli.main(sys.argv[1:])")
+ASK = ("ask", "doc.txt", "Who?", "--model", "model", *TINY[:-1], "80", "--no-stop-repeats")
+
+
+def _slow_server(work: Path, env: dict) -> subprocess.Popen:
+    """`tmix serve` of `work`'s tiny model whose requests take 50 ms a step, once its socket is up."""
+    proc = subprocess.Popen([sys.executable, "-c", SLOW, "serve", "--model", "model", "--device", "cpu"], cwd=work,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((work / "cache" / "serve").glob("*.sock")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert list((work / "cache" / "serve").glob("*.sock")), proc.stderr.read() if proc.poll() is not None else ""
+    return proc
+
+
+def _client(work: Path, env: dict, *argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tmixcli", *argv], cwd=work, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _answering(work: Path, env: dict) -> tuple[subprocess.Popen, list[str]]:
+    """A served `ask` whose answer is under way (its stderr read up to the cache line, returned)."""
+    busy = _client(work, env, *ASK)
+    lines = [busy.stderr.readline()]
+    while lines[-1] and not lines[-1].startswith("tmix: cache "):
+        lines.append(busy.stderr.readline())
+    assert "answered by tmix serve" in "".join(lines), "".join(lines)
+    return busy, lines
+
+
+def test_serve_stop_interrupts_the_running_request_and_returns_once_the_server_is_gone(tmp_path: Path) -> None:
+    env = _prepare(tmp_path)
+    proc = _slow_server(tmp_path, env)
+    clients: list[subprocess.Popen] = []
+    try:
+        busy, said = _answering(tmp_path, env)
+        queued = _client(tmp_path, env, *ASK[:-2], "6")
+        clients += [busy, queued]
+        assert queued.stderr.readline() == "tmix: waiting for the tmix server: busy with another request\n"
+        start = time.monotonic()
+        stop = subprocess.run([sys.executable, "-m", "tmixcli", "serve", "--stop", "--model", "model", "--device",
+                               "cpu"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        took = time.monotonic() - start
+        assert stop.returncode == 0 and stop.stderr == f"tmix: stopped the tmix server (pid {proc.pid})\n", stop.stderr
+        assert busy.poll() is not None, f"--stop returned after {took:.1f} s, the request still runs"
+        folder = tmp_path / "cache" / "serve"
+        assert not list(folder.glob("*.sock")) and not list(folder.glob("*.stop"))  # both sockets gone
+        assert proc.wait(timeout=30) == 0
+        rest = busy.stderr.read()
+        assert busy.wait() == 130 and rest.strip().splitlines()[-1] == "tmix: interrupted (the tmix server was stopped)"
+        assert rest.count("interrupted (") == 1, "".join(said) + rest
+        out, err = queued.communicate(timeout=300)  # never taken by the server: it ran here
+        assert queued.returncode == 0 and out.strip() and "answered by tmix serve" not in err, err
+        log = proc.stderr.read()
+        assert "stop requested" in log and "ask: exit 130" in log, log
+    finally:
+        for p in (*clients, proc):
+            if p.poll() is None:
+                p.kill()
+
+
+def test_a_server_killed_mid_answer_is_named_in_one_line_with_exit_1(tmp_path: Path) -> None:
+    env = _prepare(tmp_path)
+    proc = _slow_server(tmp_path, env)
+    busy = None
+    try:
+        busy, _ = _answering(tmp_path, env)
+        proc.kill()
+        proc.wait(timeout=30)
+        assert busy.wait(timeout=60) == 1
+        err = busy.stderr.read()
+        assert err.endswith(f"tmix: error: the tmix server (pid {proc.pid}) died during this run (killed or crashed); "
+                            "run the command again\n"), err
+        assert "Traceback" not in err
+    finally:
+        for p in (busy, proc):
+            if p is not None and p.poll() is None:
+                p.kill()
+    again = subprocess.run([sys.executable, "-m", "tmixcli", *ASK[:-2], "6"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "answered by tmix serve" not in again.stderr, again.stderr  # runs here
+
+
+def _stop_answered(path: Path, pid: int) -> threading.Thread:
+    """A fake server socket at `path` that answers one stop request with `pid`."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def once() -> None:
+        with listener, listener.accept()[0] as conn:
+            conn.makefile("rb").readline()
+            conn.sendall(serve._FRAME.pack(b"X", pid))
+
+    thread = threading.Thread(target=once)
+    thread.start()
+    return thread
+
+
+def test_serve_stop_waits_a_bounded_time_and_reaches_an_older_server(tmp_path: Path, monkeypatch) -> None:
+    """A server that answers but does not end in time is named in one line, exit 1; a server of an older tmix (no
+    stop socket) is asked on its main socket."""
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(serve, "_STOP_WAIT", 0.5)
+    key = server_key("some-model", "cpu", "auto", None, "off")
+    path = serve.socket_path(key)
+    path.parent.mkdir(parents=True)
+    older = _stop_answered(path, 4242)
+    assert serve.stop_server(key) == 4242  # no lock held: gone at once
+    older.join()
+    path.unlink()
+    stuck = _stop_answered(serve.stop_path(path), 4343)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the server holds it until it ends: here, never
+        with pytest.raises(TmixError) as err:
+            serve.stop_server(key)
+    stuck.join()
+    assert err.value.code == 1 and str(err.value).startswith("the tmix server (pid 4343) has not stopped within 0.5 s")
+
+
+def test_a_server_gone_mid_line_leaves_its_line_and_ours_apart(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path))
+    key = server_key("some-model", "cpu", "auto", None, "off")
+    path = serve.socket_path(key)
+    path.parent.mkdir(parents=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def half_an_answer() -> None:
+        with listener, listener.accept()[0] as conn:
+            conn.makefile("rb").readline()
+            conn.sendall(serve._FRAME.pack(b"S", 4242) + serve._FRAME.pack(b"O", 9) + b"The ferry")
+
+    thread = threading.Thread(target=half_an_answer)
+    thread.start()
+    assert serve.forward(["ask", "x", "q"], key) == 1
+    thread.join()
+    out, err = capsys.readouterr()
+    assert out == "The ferry" and err == ("\ntmix: error: the tmix server (pid 4242) died during this run (killed or "
+                                          "crashed); run the command again\n")
