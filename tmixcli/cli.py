@@ -429,9 +429,12 @@ def _names_an_input(text: str) -> bool:
     if any(c.isspace() for c in text):
         return False
     try:
-        return names_own_file(text) or not stat.S_ISREG(mode := os.stat(text).st_mode) and not stat.S_ISDIR(mode)
+        if names_own_file(text):
+            return True
+        mode = os.stat(text).st_mode
     except (OSError, ValueError):
         return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _names_a_folder(text: str) -> bool:

@@ -9,7 +9,7 @@ from tmixcli.documents import Document, joined_text, within_cap
 from tmixcli.errors import TmixError
 from tmixcli.models import LoadedModel
 
-QUESTION_ROOM = 64  # question tokens every document leaves room for (ask, chat and prefill alike)
+QUESTION_ROOM = 64  # question tokens kept where the question is not known yet (prefill, chat); --truncate's least
 ANSWER_ROOM = Settings.max_new_tokens  # answer tokens --truncate leaves at least, whatever --max-new-tokens says
 MIN_DOC_ROOM = 64  # with less room than this left for the document, the error names what takes the rest
 SHORT_TEXT = 16  # characters per context token below which a text is tokenized whole, without the text cap
@@ -21,9 +21,8 @@ def context_limit(lm: LoadedModel) -> int:
 
 
 def question_room(lm: LoadedModel, s: Settings) -> int:
-    """The question tokens a document leaves room for: QUESTION_ROOM where the question is not known yet (prefill,
-    chat); `ask`'s own question's when shorter, or with --truncate when longer (shorter ones all cut a document
-    alike, so `prefill --truncate` and `ask --truncate` share its KV file). A longer one is check_question's."""
+    """Question tokens a document leaves room for: QUESTION_ROOM, or `ask`'s own question's when shorter (or, with
+    --truncate, longer: shorter ones all cut alike, sharing prefill's KV file); a longer one is check_question's."""
     if s.question is None:
         return QUESTION_ROOM
     n_question = len(prompt.question_ids(lm.tokenizer, s.question, s.system))
@@ -141,8 +140,7 @@ def fair_share(lengths: list[int], budget: int) -> list[int]:
 
 def check_question(lm: LoadedModel, n_prefix: int, s: Settings) -> None:
     """Refuse `ask`'s question (`s.question`) when it leaves no room for a --max-new-tokens answer after the
-    `n_prefix`-token document prompt (which fit_document or check_prefix found room for): told before a prefill or
-    a KV file load, not after."""
+    `n_prefix`-token document prompt: told before a prefill or a KV file load, not after."""
     if s.question is None:
         return
     n_question = len(prompt.question_ids(lm.tokenizer, s.question, s.system))
