@@ -315,10 +315,11 @@ def test_oversized_system_prompt_is_named(capsys, tiny_dir, small_doc):
     args = (small_doc, "Who is the project manager?", "--model", tiny_dir, *TINY)
     system = "Be helpful. " * 300
     n_system = len(AutoTokenizer.from_pretrained(tiny_dir)(system, add_special_tokens=False).input_ids)
-    for extra in ((), ("--truncate",)):
+    for extra, n_question in (((), len_question(tiny_dir)), (("--truncate",), 64)):  # --truncate keeps 64 for it
         err = one_error(capsys, "ask", *args, "--system", system, *extra)
         assert err.startswith("tmix: error: the system prompt (--system) is too long: prompt template "), err
-        assert f"+ system prompt {n_system} + question 64 + answer 256 = " in err and "1024-token context" in err
+        assert f"+ system prompt {n_system} + question {n_question} + answer 256 = " in err, err
+        assert "1024-token context" in err
         assert "leaving 0 for short.txt; shorten it" in err and "--truncate to cut" not in err
         parts = re.search(r"template (\d+) \+ system prompt (\d+) \+ question (\d+) \+ answer (\d+) = (\d+)", err)
         assert sum(map(int, parts.groups()[:4])) == int(parts[5]) > 1024
@@ -332,19 +333,28 @@ def test_oversized_system_prompt_is_named(capsys, tiny_dir, small_doc):
 
 
 def test_oversized_answer_room_is_named(capsys, tiny_dir, small_doc):
-    """--max-new-tokens that leaves the document no room is named, with the largest value that keeps it whole."""
+    """--max-new-tokens that leaves the document no room is named, with the largest value that keeps it whole: for
+    `ask` the room its own question takes (--truncate keeps 64 tokens for any question, to cut alike)."""
     import re
 
     args = (small_doc, "Who is the project manager?", "--model", tiny_dir, *TINY, "--no-cache")
-    for extra in ((), ("--truncate",)):
+    most = {}
+    for extra, n_question in (((), len_question(tiny_dir)), (("--truncate",), 64)):
         err = one_error(capsys, "ask", *args, "--max-new-tokens", "1000", *extra)
         assert err.startswith("tmix: error: --max-new-tokens 1000 is too large: prompt template "), err
-        assert "question 64 + answer 1000 = " in err and "leaving 0 for short.txt" in err and "system" not in err
-        most = int(re.search(r"use (\d+) or less to keep all of short.txt$", err)[1])
+        assert f"question {n_question} + answer 1000 = " in err and "leaving 0 for short.txt" in err
+        assert "system" not in err
+        most[extra] = int(re.search(r"use (\d+) or less to keep all of short.txt$", err)[1])
     whole = ask_json(capsys, *args, "--max-new-tokens", "4")
-    assert most == 1024 - 64 - whole["prompt_tokens"] + len_question(tiny_dir)
-    res = ask_json(capsys, *args, "--max-new-tokens", str(most), "--truncate", "--no-stop-repeats")
-    assert res["prompt_tokens"] == whole["prompt_tokens"] and res["new_tokens"] <= most  # the document kept whole
+    assert most[()] == 1024 - whole["prompt_tokens"]  # the question's own tokens, not 64
+    assert most[("--truncate",)] == 1024 - 64 - whole["prompt_tokens"] + len_question(tiny_dir)
+    res = ask_json(capsys, *args, "--max-new-tokens", str(most[()]), "--no-stop-repeats")
+    assert res["prompt_tokens"] == whole["prompt_tokens"] and res["new_tokens"] <= most[()]
+    assert res["stop_reason"] in ("end", "length")  # the whole --max-new-tokens had room
+    err = one_error(capsys, "ask", *args, "--max-new-tokens", str(most[()] + 1))
+    assert err.endswith(f"or --max-new-tokens {most[()]} or less"), err
+    res = ask_json(capsys, *args, "--max-new-tokens", str(most[("--truncate",)]), "--truncate", "--no-stop-repeats")
+    assert res["prompt_tokens"] == whole["prompt_tokens"] and res["new_tokens"] <= most[("--truncate",)]
 
 
 def len_question(tiny_dir: str, question: str = "Who is the project manager?") -> int:
@@ -660,7 +670,7 @@ def test_question_that_does_not_fit_is_refused_before_the_prefill(capsys, monkey
     assert prefills == [] and kv_files() == []
     monkeypatch.setattr(sys, "stdin", io.StringIO(f"{long_question}\nWhat is the budget?\n"))
     code, out, err = run(capsys, "chat", short_doc, *args)
-    assert code == 0, err
+    assert code == 2, err  # piped questions: the refused one makes the exit code 2, once the others are answered
     assert err.count("tmix: error: the question does not fit") == 1 and err.count("TTFT") == 1
     assert len(prefills) == 1 and len(kv_files()) == 1
     single = ask_json(capsys, short_doc, "What is the budget?", *args)

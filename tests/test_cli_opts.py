@@ -49,6 +49,15 @@ def test_sampling_floats_refuse_nan_and_inf(capsys, ferry, flag, value, says):
     assert one_error(capsys, "ask", ferry, "Q", flag, value).startswith(f"tmix: error: {says}")
 
 
+def test_top_p_without_sampling_is_refused(capsys, ferry):
+    """Greedy decoding (--temperature 0) has no nucleus to cut: --top-p is refused, as options that cannot apply are."""
+    for command in (["ask", ferry, "Q"], ["chat", ferry]):
+        for extra in (["--top-p", "0.9"], ["--temperature", "0", "--top-p", "0.5"]):
+            assert one_error(capsys, *command, *extra) == ("tmix: error: --top-p applies only to sampling: give it "
+                                                           "with --temperature above 0 (0, the default, is greedy "
+                                                           "decoding)")
+
+
 def test_a_bad_tmix_threads_is_named_as_the_variable(capsys, ferry, monkeypatch):
     """The value came from TMIX_THREADS, not from a --threads the user never typed; a typed one is named as such."""
     monkeypatch.setenv("TMIX_THREADS", "abc")
@@ -81,7 +90,10 @@ def test_a_document_over_the_context_hints_only_what_can_help(capsys, tiny_dir, 
     assert err.endswith("over the model's 1024; use --truncate to cut the document"), err
     err = one_error(capsys, "ask", str(short), "q?", "--model", tiny_dir, "--max-new-tokens", "400")
     prompt = int(re.search(r"needs (\d+) prompt tokens", err).group(1))
-    assert err.endswith(f"use --truncate to cut the document, or --max-new-tokens {1024 - prompt - 64} or less"), err
+    n_question = int(re.search(r"\+ (\d+) question \+", err).group(1))  # `ask` counts its question's own tokens
+    assert 0 < n_question < 64
+    assert err.endswith(f"use --truncate to cut the document, or --max-new-tokens {1024 - prompt - n_question} or "
+                        "less"), err
 
 
 def test_model_refused_before_the_load(capsys, ferry, tmp_path, monkeypatch):

@@ -96,6 +96,7 @@ def test_pdf_detected_by_magic_not_suffix(tmp_path, three_pages):
     ("1,3", ["Alpha", "--- page 3 ---", "Charlie"], 2),
     ("2-3", ["Bravo", "Charlie"], 2),
     ("2-", ["Bravo", "Charlie"], 2),
+    ("-2", ["Alpha", "Bravo"], 2),
     (" 3 , 1-1 ", ["Alpha", "Charlie"], 2),
 ])
 def test_pdf_page_selection(tmp_path, three_pages, spec, expected, pages):
@@ -134,6 +135,12 @@ def test_parse_pages():
     assert parse_pages("1,4,7-9", 9) == [0, 3, 6, 7, 8]
     assert parse_pages("2,2,1-2", 3) == [0, 1]
     assert parse_pages("5-", 6) == [4, 5]
+    assert parse_pages("-2", 6) == [0, 1] and parse_pages("- 2,5-", 6) == [0, 1, 4, 5]  # -N: pages 1 to N
+    with pytest.raises(TmixError, match="page 7 in '-7' is out of range"):
+        parse_pages("-7", 6)
+    for bad in ("-", "--2", "2--", "-2-"):
+        with pytest.raises(TmixError, match="bad page spec"):
+            parse_pages(bad, 6)
     with pytest.raises(TmixError, match="page 7 in '7-' is out of range"):
         parse_pages("7-", 6)
     with pytest.raises(TmixError, match="out of range"):
@@ -556,6 +563,23 @@ def test_folder_with_nothing_readable_names_each_skipped_file(tmp_path, three_pa
         load_documents([str(folder)])
     message = str(info.value)
     assert "\n" not in message and message.count(": is empty") == 4 and message.endswith("| and 4 more)"), message
+
+
+def test_a_file_given_twice_names_both_arguments_as_typed(tmp_path, monkeypatch):
+    """A link to a document, or a folder and a file in it: both arguments named as typed, not just the file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d1").mkdir()
+    write(tmp_path / "d1", "notes.txt", b"alpha")
+    os.symlink("d1/notes.txt", "link.txt")
+    cases = [(["d1/notes.txt", "link.txt"], "notes.txt is given twice: as d1/notes.txt and as link.txt"),
+             (["d1", "d1/notes.txt"], "notes.txt is given twice: in folder d1 and as d1/notes.txt"),
+             (["link.txt", "d1"], "notes.txt is given twice: as link.txt and in folder d1"),
+             (["d1", "./d1"], "notes.txt is given twice: in folder d1 and in folder ./d1"),
+             (["d1/notes.txt", "d1/notes.txt"], "d1/notes.txt is given twice"),
+             (["d1", "d1"], "d1 is given twice")]
+    for paths, says in cases:
+        with pytest.raises(TmixError, match=f"^{re.escape(says)}$"):
+            load_documents(paths)
 
 
 def test_symlink_loop_among_several_documents(tmp_path):

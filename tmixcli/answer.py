@@ -20,7 +20,7 @@ class Answer:
     new_tokens: int
     ttft_s: float
     decode_tokens_per_s: float
-    stop_reason: str = "end"  # end (a stop token), length (the token budget) or repeat (a loop was cut)
+    stop_reason: str = "end"  # end (a stop token), length (--max-new-tokens), context (full first), repeat (a loop)
     ids: list[int] = field(default_factory=list)  # the answer's tokens (a cut loop's copies included)
 
 
@@ -73,7 +73,7 @@ def ask_ids(ctx: Context, q_ids: list[int], s: Settings, on_text: Callable[[str]
     ttft = (first[0] if first else end) - start
     n = len(ids)
     rate = (n - 1) / (end - first[0]) if first and n > 1 and end > first[0] else 0.0
-    reason = "repeat" if cut else "length" if n >= budget else "end"
+    reason = "repeat" if cut else "end" if n < budget else "length" if budget == s.max_new_tokens else "context"
     if cut and on_text is None:  # nothing was shown yet: drop the repeated copies
         text = text[:cut]
     return Answer(text, base + len(q_ids), n, ttft, rate, reason, ids)

@@ -7,6 +7,7 @@ from tmixcli import early  # first: Ctrl-C while the rest imports exits 130 with
 import functools
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Optional
@@ -15,7 +16,7 @@ import typer
 
 from tmixcli import stdout
 from tmixcli.errors import TmixError
-from tmixcli.paths import check_output, not_a_file
+from tmixcli.paths import check_output, names_own_file, names_stdin, not_a_file
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Ask questions about long documents with a local LLM: TriangleMix prefill, reusable KV cache.")
@@ -43,7 +44,7 @@ StartOpt = typer.Option(None, "--start-layer", metavar="N",
 ChunkOpt = typer.Option(None, "--chunk-size", metavar="N",
                         help="Prefill in chunks of this many tokens (bounds memory).")
 SystemOpt = typer.Option(None, "--system", metavar="TEXT", help="System prompt.")
-PagesOpt = typer.Option(None, "--pages", metavar="PAGES", help="PDF pages to read, e.g. 3-10 or 1,4,7-9.")
+PagesOpt = typer.Option(None, "--pages", metavar="PAGES", help="PDF pages to read, e.g. 3-10, 1,4,7-9, 5- or -2.")
 PasswordOpt = typer.Option(None, "--password", metavar="TEXT", help="Password of an encrypted PDF.")
 TruncOpt = typer.Option(False, "--truncate", help="Cut the end of a document that does not fit the context.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No status lines on stderr.")
@@ -94,6 +95,9 @@ def _settings(**kw):
         raise TmixError("--temperature must be between 0 (greedy) and 100")
     if not 0 < kw.get("top_p", 1.0) <= 1:
         raise TmixError("--top-p must be in (0, 1]")
+    if kw.get("temperature", 0.0) == 0 and kw.get("top_p", 1.0) < 1:
+        raise TmixError("--top-p applies only to sampling: give it with --temperature above 0 (0, the default, is "
+                        "greedy decoding)")
     if kw.get("seed") is not None and not 0 <= kw["seed"] <= MAX_SEED:
         raise TmixError(f"--seed must be from 0 to 2**64-1 ({MAX_SEED}), not {kw['seed']}")
     if kw.get("chunk_size") is not None and kw["chunk_size"] < 1:
@@ -218,7 +222,7 @@ def _open(sources: Optional[list[str]], kv: Optional[Path], s, pages, password, 
 
     _check_model_options(device, dtype, device_map, threads, compile, model)
     if kv is not None:
-        why = not_a_file(kv)
+        why = "stdin is closed" if sys.stdin is None and names_stdin(str(kv)) else not_a_file(kv)
         if why is not None:
             raise TmixError(f"--kv {kv}: {why}")
         _refuse_for_kv(pages, password, s)
@@ -305,7 +309,9 @@ def ask(
     question = args[-1]
     if not question.strip():
         raise TmixError("the question is empty")
-    if kv is None and _names_a_file(question):
+    if kv is None and question == "-":
+        raise TmixError("the question '-' is stdin; put the question last, after the documents")
+    if kv is None and (_names_a_file(question) or _names_an_input(question)):
         raise TmixError(f"the question {question!r} is a file name; put the question last, after the documents")
     if kv is None and _names_a_folder(question):
         raise TmixError(f"the question {question!r} is a folder; put the question last, after the documents")
@@ -404,6 +410,8 @@ def _ending(ans) -> str:
         return "; cut: the answer began to repeat itself (--no-stop-repeats lets it run)"
     if ans.stop_reason == "length":
         return "; cut at --max-new-tokens"
+    if ans.stop_reason == "context":
+        return "; cut: the model's context is full (a shorter question leaves more room)"
     return ""
 
 
@@ -413,6 +421,20 @@ def _names_a_file(text: str) -> bool:
         return bool(Path(text).suffix) and Path(text).is_file()
     except (OSError, ValueError):
         return False
+
+
+def _names_an_input(text: str) -> bool:
+    """True when `text` (one word) names one of this process's files (/dev/stdin, /dev/fd/N) or an existing FIFO,
+    device or socket: an input, never a question."""
+    if any(c.isspace() for c in text):
+        return False
+    try:
+        if names_own_file(text):
+            return True
+        mode = os.stat(text).st_mode
+    except (OSError, ValueError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _names_a_folder(text: str) -> bool:
@@ -512,7 +534,7 @@ def prefill(
 
 def _interactive() -> bool:
     """Whether chat talks to a terminal: then questions are read with line editing and history (readline)."""
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+    if not (stdout.is_terminal(sys.stdin) and stdout.is_terminal(sys.stdout)):
         return False
     try:
         import readline  # noqa: F401 - input() picks it up
@@ -524,7 +546,7 @@ def _interactive() -> bool:
 def _next_question(interactive: bool) -> str:
     """The next question line; "" ends the chat (an empty line, Ctrl-D, or Ctrl-C at the prompt)."""
     if not interactive:
-        if sys.stdin.isatty():
+        if stdout.is_terminal(sys.stdin):
             print("> ", end="", file=sys.stderr, flush=True)
         return sys.stdin.readline()
     try:
@@ -554,8 +576,10 @@ def chat(
     """Ask question after question about documents (one per line; Ctrl-C stops an answer; empty line or Ctrl-D ends)."""
     if (not files) == (kv is None):
         raise TmixError("usage: tmix chat FILE..., or tmix chat --kv PATH")
-    if "-" in (files or []):
+    if any(names_stdin(f) for f in files or []):
         raise TmixError("chat reads its questions from stdin, so the document cannot come from stdin")
+    if sys.stdin is None:  # fd 0 closed (`<&-`)
+        raise TmixError("chat reads its questions from stdin, which is closed")
     s = _settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
                   system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                   stop_repeats=stop_repeats, use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size,
@@ -573,11 +597,14 @@ def chat(
     talk = Conversation(ctx, s, keep_history, lambda msg: _status(quiet, msg))
     reopen = functools.partial(_open, files, kv, s, pages, password, quiet, model, device, dtype, device_map, threads,
                                compile, lm=ctx.lm)
+    refused = False
     while True:
         line = _next_question(interactive)
         if not line.strip():
             for note in _save_quietly(talk.ctx):
                 _status(quiet, note)
+            if refused and not stdout.is_terminal(sys.stdin):  # a script learns that some questions got no answer
+                raise typer.Exit(2)
             break
         _follow_changes(watch, talk, reopen, quiet)
         try:
@@ -588,6 +615,7 @@ def chat(
             continue
         except TmixError as err:  # e.g. a question that does not fit: say so and wait for the next one
             print(f"tmix: error: {err}", file=sys.stderr, flush=True)
+            refused = True
             continue
         except stdout.OutputClosed:
             _save_quietly(talk.ctx)

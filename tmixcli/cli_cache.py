@@ -15,6 +15,7 @@ from tmixcli import docindex, kvfolder, kvheader
 from tmixcli.errors import TmixError
 from tmixcli.kvfolder import human_size
 from tmixcli.paths import not_a_file
+from tmixcli.stdout import is_terminal
 
 app = typer.Typer(help="List, inspect and remove saved KV cache files.", no_args_is_help=True)
 
@@ -186,7 +187,7 @@ def clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for 
         typer.echo(f"no KV files in {kvfolder.kv_dir()}")
         return
     if not yes:
-        if not sys.stdin.isatty():
+        if not is_terminal(sys.stdin):  # None when fd 0 is closed
             raise TmixError("`tmix cache clear` needs --yes when stdin is not a terminal")
         typer.confirm(f"Remove {len(entries)} KV files ({human_size(total)})?", abort=True)
     failed = kvfolder.remove_files([Path(e["path"]) for e in entries])

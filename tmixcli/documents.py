@@ -20,7 +20,7 @@ from tmixcli.charsets import BOMS, bom_text, mixed_text, utf16_codec, utf16_text
 from tmixcli.errors import TmixError
 from tmixcli.inputs import HEAD, SMALL, Chunks, Input, file_chunks, held_chunks, read_input, sha256, whole_lines
 from tmixcli.markup import FORMATS, page_text, zip_document_text
-from tmixcli.paths import not_a_file
+from tmixcli.paths import names_stdin, not_a_file
 from tmixcli.textcap import Budget
 from tmixcli.ziputil import Reach
 
@@ -55,7 +55,7 @@ _SPACE_RUN = re.compile(r"[ \t\u00a0]+")
 _BLANK_RUN = re.compile(r"\n{3,}")
 _DIGIT_RUN = re.compile(r"\d+")
 _DIGIT_SPLIT = re.compile(r"(\d+)")
-_PAGE_SPEC = re.compile(r"(\d+)(?:\s*-\s*(\d*))?")
+_PAGE_SPEC = re.compile(r"(\d+)(?:\s*-\s*(\d*))?|-\s*(\d+)")  # N, N-M, N- (to the end), -M (from page 1)
 _COUNTER = re.compile(r"(?:(?P<word>(?<![\w.])(?:page|pg\.?|p\.|pag\.|pagina|página|seite|s\.|side|sida)\s*))?"
                       r"@(?:\s*(?:of|/|von|de|di|sur|av|af)\s*\d+)?")  # a page number, @ in a running line
 _SEPARATORS = ("|", "-", "\u2013", "\u2014", "\u00b7", "\u2022", "/", ",", "~")  # between a title and its page number
@@ -209,14 +209,11 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
         return load_document(paths[0], pages=pages, password=password, stdin=stdin, budget=budget)
     if pages is not None:
         raise TmixError("--pages applies to a single PDF; give one document with it")
-    if list(paths).count("-") > 1:
+    if sum(map(names_stdin, paths)) > 1:
         raise TmixError("stdin (-) can be read only once")
     members = {p: folder_files(Path(p), unreadable=True) for p in paths if _is_folder(p)}
-    files = [_resolved(f) for p in paths if p != "-" for f in members.get(p, [Path(p)])
-             if p not in members or f.is_file()]  # a folder's broken links and FIFOs are skipped, not compared
-    twice = next((f for f in files if files.count(f) > 1), None)
-    if twice is not None:
-        raise TmixError(f"{twice.name} is given twice")
+    _refuse_twice([(f, p, p in members) for p in paths if p != "-" for f in members.get(p, [Path(p)])
+                   if p not in members or f.is_file()])  # a folder's broken links and FIFOs are skipped, not compared
     docs: list[Document] = []
     skipped: list[str] = []
     pdfs = 0  # PDFs skipped in a folder (a wrong --password, a damaged file): --password was tried on them
@@ -256,6 +253,21 @@ def _skipped_list(skipped: Sequence[str]) -> str:
     shown = len(skipped) if len(skipped) <= LISTED_SKIPS + 1 else LISTED_SKIPS
     more = f" | and {len(skipped) - shown} more" if shown < len(skipped) else ""
     return " (skipped " + " | ".join(s.removeprefix("skipped ") for s in skipped[:shown]) + more + ")"
+
+
+def _refuse_twice(files: Sequence[tuple[Path, str, bool]]) -> None:
+    """Refuse a file given twice, naming both arguments as they were typed (`files`: each file, the argument that
+    gave it, whether that is a folder)."""
+    seen: dict[Path, tuple[str, bool]] = {}
+    for file, arg, folder in files:
+        real = _resolved(file)
+        if real not in seen:
+            seen[real] = (arg, folder)
+            continue
+        if seen[real][0] == arg:
+            raise TmixError(f"{arg} is given twice")
+        first, then = (f"in folder {a}" if f else f"as {a}" for a, f in (seen[real], (arg, folder)))
+        raise TmixError(f"{real.name} is given twice: {first} and {then}")
 
 
 def _resolved(file: Path) -> Path:
@@ -307,7 +319,7 @@ def joined_text(named_texts: Sequence[tuple[str, str]]) -> str:
 
 
 def parse_pages(spec: str, n_pages: int) -> list[int]:
-    """Parse a 1-based inclusive page spec ("3-10", "1,4,7-9", "5-") into sorted 0-based indexes."""
+    """Parse a 1-based inclusive page spec ("3-10", "1,4,7-9", "5-", "-2") into sorted 0-based indexes."""
     parts = [part.strip() for part in spec.split(",")]
     if not spec.strip() or any(not part for part in parts):
         raise TmixError(f"bad page spec {spec!r}: use e.g. 3-10 or 1,4,7-9")
@@ -323,8 +335,11 @@ def _page_range(part: str, spec: str, n_pages: int) -> tuple[int, int]:
     match = _PAGE_SPEC.fullmatch(part)
     if match is None:
         raise TmixError(f"bad page spec {spec!r}: {part!r} is not a page number or range like 3-10")
-    first = _page_number(match.group(1), spec, n_pages)
-    last = first if match.group(2) is None else _page_number(match.group(2) or str(n_pages), spec, n_pages)
+    if match.group(3) is not None:
+        first, last = 1, _page_number(match.group(3), spec, n_pages)
+    else:
+        first = _page_number(match.group(1), spec, n_pages)
+        last = first if match.group(2) is None else _page_number(match.group(2) or str(n_pages), spec, n_pages)
     if first < 1:
         raise TmixError(f"bad page spec {spec!r}: pages start at 1")
     if max(first, last) > n_pages:

@@ -9,7 +9,7 @@ from tmixcli.documents import Document, joined_text, within_cap
 from tmixcli.errors import TmixError
 from tmixcli.models import LoadedModel
 
-QUESTION_ROOM = 64  # question tokens every document leaves room for (ask, chat and prefill alike)
+QUESTION_ROOM = 64  # question tokens kept where the question is not known yet (prefill, chat); --truncate's least
 ANSWER_ROOM = Settings.max_new_tokens  # answer tokens --truncate leaves at least, whatever --max-new-tokens says
 MIN_DOC_ROOM = 64  # with less room than this left for the document, the error names what takes the rest
 SHORT_TEXT = 16  # characters per context token below which a text is tokenized whole, without the text cap
@@ -20,10 +20,24 @@ def context_limit(lm: LoadedModel) -> int:
     return int(getattr(lm.model.config, "max_position_embeddings", 0) or 1 << 30)
 
 
+def question_room(lm: LoadedModel, s: Settings) -> int:
+    """Question tokens a document leaves room for: QUESTION_ROOM, or `ask`'s own question's when shorter (or, with
+    --truncate, longer: shorter ones all cut alike, sharing prefill's KV file); a longer one is check_question's."""
+    if s.question is None:
+        return QUESTION_ROOM
+    n_question = len(prompt.question_ids(lm.tokenizer, s.question, s.system))
+    return max(n_question, QUESTION_ROOM) if s.truncate else min(n_question, QUESTION_ROOM)
+
+
+def _answer_room(s: Settings) -> int:
+    """The answer tokens a document leaves room for: --max-new-tokens, at least ANSWER_ROOM with --truncate."""
+    return max(ANSWER_ROOM, s.max_new_tokens) if s.truncate else s.max_new_tokens
+
+
 def fit_document(lm: LoadedModel, doc: Document, s: Settings) -> tuple[list[int], list[str]]:
     """Prefix ids of the document; refuse (or with --truncate cut the end) when it does not fit the context.
 
-    --truncate cuts to leave QUESTION_ROOM + max(ANSWER_ROOM, --max-new-tokens) tokens, so `prefill` and `ask`
+    --truncate cuts to leave question_room + max(ANSWER_ROOM, --max-new-tokens) tokens, so `prefill` and `ask`
     with any shorter --max-new-tokens cut a document alike and share its KV file. Several documents are cut to a
     fair share each: the short ones stay whole, the long ones lose their ends."""
     tok = lm.tokenizer
@@ -31,20 +45,14 @@ def fit_document(lm: LoadedModel, doc: Document, s: Settings) -> tuple[list[int]
     if len(doc.text) > SHORT_TEXT * limit:  # shorter texts are cheap to tokenize whole: no vocabulary scan for them
         doc = within_cap(doc, textcap.cap_of(limit, tok.get_vocab()), s.truncate)
     ids = prompt.prefix_ids(tok, doc.text, s.system)
-    room = QUESTION_ROOM + (max(ANSWER_ROOM, s.max_new_tokens) if s.truncate else s.max_new_tokens)
+    question = question_room(lm, s)
+    room = question + _answer_room(s)
     need = len(ids) + room
     if need <= limit:
         return ids, []
     fixed = len(prompt.prefix_ids(tok, "", s.system))  # the prompt without the document
-    if limit - fixed - room < MIN_DOC_ROOM:
-        raise TmixError(_crowded_out(lm, doc, s, len(ids), fixed, room))
-    if not s.truncate:
-        system = f" ({_system_tokens(lm, s)} of them the system prompt)" if s.system else ""
-        longest = limit - len(ids) - QUESTION_ROOM  # the longest answer beside the whole document
-        shorter = f", or --max-new-tokens {longest} or less" if longest > 0 else ""
-        raise TmixError(f"{doc.name} needs {len(ids)} prompt tokens{system} + {QUESTION_ROOM} question + "
-                        f"{s.max_new_tokens} answer = {need} tokens, over the model's {limit}; "
-                        f"use --truncate to cut the document{shorter}")
+    if not s.truncate or limit - fixed - room < MIN_DOC_ROOM:
+        raise TmixError(_unfit(lm, doc.name, len(ids), s, fixed))
     parts = doc.parts or (doc,)
     part_ids = [tok(p.text, add_special_tokens=False)["input_ids"] for p in parts]
     budget = sum(map(len, part_ids)) - (need - limit) - 8 * len(parts)
@@ -59,7 +67,31 @@ def fit_document(lm: LoadedModel, doc: Document, s: Settings) -> tuple[list[int]
                          for p, i, c in zip(parts, part_ids, caps) if c < len(i)]
         budget -= 16
     raise TmixError(f"{doc.name} cannot be cut to fit: the model's {limit}-token context leaves it "
-                    f"{limit - fixed - room} tokens after {_taken(lm, s, fixed, room)}")
+                    f"{limit - fixed - room} tokens after {_taken(lm, s, fixed, question, room)}")
+
+
+def check_prefix(lm: LoadedModel, n_prefix: int, name: str, s: Settings) -> None:
+    """Refuse a KV file's `n_prefix`-token prompt (--kv, a cached file) that leaves no room for the question and a
+    --max-new-tokens answer, as fit_document refuses a document: told before the file's tensors are loaded."""
+    if n_prefix + question_room(lm, s) + s.max_new_tokens > context_limit(lm):
+        fixed = len(prompt.prefix_ids(lm.tokenizer, "", s.system))
+        raise TmixError(_unfit(lm, name, n_prefix, s, fixed, can_cut=False))
+
+
+def _unfit(lm: LoadedModel, name: str, n_ids: int, s: Settings, fixed: int, can_cut: bool = True) -> str:
+    """The error for an `n_ids`-token document prompt (`fixed` of them the template) that leaves no room for the
+    question and the answer: the document's size, or what crowds it out (crowded_out)."""
+    limit, question = context_limit(lm), question_room(lm, s)
+    room = question + _answer_room(s)
+    if limit - fixed - room < MIN_DOC_ROOM:
+        return _crowded_out(lm, name, s, n_ids, fixed, question, room)
+    system = f" ({_system_tokens(lm, s)} of them the system prompt)" if s.system else ""
+    longest = limit - n_ids - question  # the longest answer beside the whole document
+    shorter = f"--max-new-tokens {longest} or less" if longest > 0 else ""
+    hint = f"use --truncate to cut the document{', or ' + shorter if shorter else ''}" if can_cut else (
+        f"use {shorter}" if shorter else "ask a shorter question")
+    return (f"{name} needs {n_ids} prompt tokens{system} + {question} question + {s.max_new_tokens} answer = "
+            f"{n_ids + room} tokens, over the model's {limit}; {hint}")
 
 
 def _system_tokens(lm: LoadedModel, s: Settings) -> int:
@@ -67,33 +99,33 @@ def _system_tokens(lm: LoadedModel, s: Settings) -> int:
     return len(lm.tokenizer(s.system or "", add_special_tokens=False)["input_ids"])
 
 
-def _taken(lm: LoadedModel, s: Settings, fixed: int, room: int) -> str:
+def _taken(lm: LoadedModel, s: Settings, fixed: int, question: int, room: int) -> str:
     """What a prompt holds besides the document, in tokens: "prompt template 40 + system prompt 9000 + ..."."""
     system = _system_tokens(lm, s) if s.system else 0
     parts = [f"prompt template {fixed - system}"] + ([f"system prompt {system}"] if system else [])
-    return " + ".join([*parts, f"question {QUESTION_ROOM}", f"answer {room - QUESTION_ROOM}"])
+    return " + ".join([*parts, f"question {question}", f"answer {room - question}"])
 
 
-def _crowded_out(lm: LoadedModel, doc: Document, s: Settings, n_ids: int, fixed: int, room: int) -> str:
+def _crowded_out(lm: LoadedModel, name: str, s: Settings, n_ids: int, fixed: int, question: int, room: int) -> str:
     """The error when the answer room (--max-new-tokens) or the system prompt leaves a document under MIN_DOC_ROOM
     tokens of the context: it names that culprit, the numbers and what to do."""
     limit = context_limit(lm)
-    numbers = (f"{_taken(lm, s, fixed, room)} = {fixed + room} tokens of the model's {limit}-token context, "
-               f"leaving {max(0, limit - fixed - room)} for {doc.name}")
-    extra = room - QUESTION_ROOM - ANSWER_ROOM  # answer room asked for beyond the default
+    numbers = (f"{_taken(lm, s, fixed, question, room)} = {fixed + room} tokens of the model's {limit}-token "
+               f"context, leaving {max(0, limit - fixed - room)} for {name}")
+    extra = room - question - ANSWER_ROOM  # answer room asked for beyond the default
     if extra > 0 and limit - fixed - room + extra >= MIN_DOC_ROOM:
-        whole = limit - n_ids - QUESTION_ROOM  # the longest answer beside the whole document
+        whole = limit - n_ids - question  # the longest answer beside the whole document
         keeps_all = whole > 0 and (whole >= ANSWER_ROOM or not s.truncate)
-        hint = (f"{whole} or less to keep all of {doc.name}" if keeps_all else
-                f"at most {limit - fixed - QUESTION_ROOM - MIN_DOC_ROOM}, with --truncate")
+        hint = (f"{whole} or less to keep all of {name}" if keeps_all else
+                f"at most {limit - fixed - question - MIN_DOC_ROOM}, with --truncate")
         return f"--max-new-tokens {s.max_new_tokens} is too large: {numbers}; use {hint}"
     if s.system:
         system = _system_tokens(lm, s)
         whole = limit - room - (n_ids - system)  # the longest system prompt beside the whole document
-        hint = (f"to {whole} tokens or less to keep all of {doc.name}" if whole > 0 else
+        hint = (f"to {whole} tokens or less to keep all of {name}" if whole > 0 else
                 f"to under {limit - room - (fixed - system) - MIN_DOC_ROOM} tokens, with --truncate")
         return f"the system prompt (--system) is too long: {numbers}; shorten it {hint}"
-    return f"the model's context is too small for {doc.name}: {numbers}; use a shorter --max-new-tokens"
+    return f"the model's context is too small for {name}: {numbers}; use a shorter --max-new-tokens"
 
 
 def fair_share(lengths: list[int], budget: int) -> list[int]:
@@ -107,13 +139,19 @@ def fair_share(lengths: list[int], budget: int) -> list[int]:
 
 
 def check_question(lm: LoadedModel, n_prefix: int, s: Settings) -> None:
-    """Refuse `ask`'s question (`s.question`) when it leaves no room for an answer after the `n_prefix`-token
-    document prompt: told before a prefill or a KV file load, not after."""
+    """Refuse `ask`'s question (`s.question`) when it leaves no room for a --max-new-tokens answer after the
+    `n_prefix`-token document prompt: told before a prefill or a KV file load, not after."""
     if s.question is None:
         return
     n_question = len(prompt.question_ids(lm.tokenizer, s.question, s.system))
-    if n_prefix + n_question + 1 > context_limit(lm):
+    limit = context_limit(lm)
+    if n_prefix + n_question + 1 > limit:
         raise TmixError(question_too_long(lm, n_prefix, n_question, s))
+    if n_prefix + n_question + s.max_new_tokens > limit:
+        raise TmixError(f"the question and its answer do not fit: {n_question} question + {s.max_new_tokens} answer "
+                        f"tokens after the {n_prefix}-token document prompt exceed the model's {limit}-token "
+                        f"context; shorten the question to {limit - n_prefix - s.max_new_tokens} tokens or less, "
+                        f"or use --max-new-tokens {limit - n_prefix - n_question} or less")
 
 
 def question_too_long(lm: LoadedModel, base: int, n_question: int, s: Settings,

@@ -16,7 +16,7 @@ from typing import BinaryIO
 from tmixcli import checkpoints
 from tmixcli.charsets import utf16_codec
 from tmixcli.errors import TmixError
-from tmixcli.paths import not_a_file, open_regular
+from tmixcli.paths import names_stdin, not_a_file, open_regular
 from tmixcli.textcap import size
 
 CHUNK = 1 << 20
@@ -47,6 +47,8 @@ class Input:
 def read_input(path: str, stdin: BinaryIO | None, limit: Callable[[bytes, int | None], int]) -> Input:
     """Read `path` (or stdin for "-") up to limit(its first HEAD bytes, its size if known) bytes; errors are one-line
     TmixErrors (`limit` may raise one too, refusing a file by its size before it is read)."""
+    if stdin is None and sys.stdin is None and names_stdin(path):  # Python's stdin when fd 0 is closed (`<&-`)
+        raise TmixError("stdin is closed" if path == "-" else f"{path}: stdin is closed")
     if path == "-":
         stream = stdin if stdin is not None else sys.stdin.buffer
         try:

@@ -12,7 +12,7 @@ from tmixcli.config import AttentionConfig, Settings, default_start_layer
 from tmixcli.context import SAME_TEXT, Context, device_name, expected_meta, load_into, now, rewind, stored_tokens
 from tmixcli.documents import Document
 from tmixcli.errors import TmixError
-from tmixcli.fit import ANSWER_ROOM, QUESTION_ROOM, check_question, context_limit, fit_document
+from tmixcli.fit import ANSWER_ROOM, check_prefix, check_question, context_limit, fit_document, question_room
 from tmixcli.kvcache import HEADROOM
 from tmixcli.models import LoadedModel, layer_devices
 from tmixcli.resident import ResidentKV
@@ -88,7 +88,7 @@ def open_known(lm: LoadedModel, ident: str, s: Settings, resident: ResidentKV | 
         n_tokens = stored_tokens(kvheader.read_checked_meta(path))
     except TmixError:
         return None
-    if not s.truncate and n_tokens + QUESTION_ROOM + s.max_new_tokens > context_limit(lm):
+    if not s.truncate and n_tokens + question_room(lm, s) + s.max_new_tokens > context_limit(lm):
         return None  # read it again, so the usual "does not fit" error names the numbers
     check_question(lm, n_tokens, s)
     attention.attach(lm.model, attn)
@@ -109,13 +109,15 @@ def open_kv(lm: LoadedModel, path: Path, s: Settings, resident: ResidentKV | Non
     s = kvstore.settings_for(meta, s)
     attn, _ = resolve_attention(lm, s)
     attention.attach(lm.model, attn)
+    name = meta.get("doc_name", path.name)
+    check_prefix(lm, stored_tokens(meta), name, s)
     check_question(lm, stored_tokens(meta), s)
-    ctx = Context(lm, attn, [], None, meta.get("doc_name", path.name), s.system, start_layer_source="KV file")
+    ctx = Context(lm, attn, [], None, name, s.system, start_layer_source="KV file")
     return load_into(ctx, path, s, None, resident)
 
 
 def _index_key(lm: LoadedModel, attn: AttentionConfig, s: Settings) -> str:
-    room = QUESTION_ROOM + max(ANSWER_ROOM, s.max_new_tokens) if s.truncate else None
+    room = question_room(lm, s) + max(ANSWER_ROOM, s.max_new_tokens) if s.truncate else None
     return docindex.settings_key(kvstore.model_fingerprint(lm.model, lm.tokenizer), attn.to_dict(),
                                  prompt.template_hash(lm.tokenizer, s.system), room)
 

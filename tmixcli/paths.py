@@ -70,6 +70,12 @@ def _kind(mode: int) -> str:
 
 
 _OWN_FILES = re.compile(r"/(dev/(fd|stdin|stdout|stderr)|proc/(self|thread-self|\d+))(/|$)")
+_STDIN = re.compile(r"/(dev/stdin|dev/fd/0|proc/(self|thread-self|\d+)/fd/0)$")
+
+
+def names_stdin(path: str) -> bool:
+    """Whether `path` reads this process's stdin: -, /dev/stdin, /dev/fd/0, /proc/self/fd/0 or a link to one."""
+    return path == "-" or _leads_to(path, _STDIN)
 
 
 def process_bound(path: str) -> bool:
@@ -77,26 +83,31 @@ def process_bound(path: str) -> bool:
     to one), or what is no regular file or folder (a FIFO, a device, a socket: opening one may wait for good)."""
     if path == "-":
         return True
-    if _names_own_file(path):
+    if names_own_file(path):
         return True
     try:
         mode = os.stat(path).st_mode
         if stat.S_ISDIR(mode):  # its FIFOs and devices are skipped unopened; links to /dev/stdin and the like are not
-            return any(_names_own_file(os.path.join(path, name)) for name in os.listdir(path)[:1000])
+            return any(names_own_file(os.path.join(path, name)) for name in os.listdir(path)[:1000])
     except (OSError, ValueError):  # missing or unreadable: the run says so wherever it runs
         return False
     return not stat.S_ISREG(mode)
 
 
-def _names_own_file(path: str) -> bool:
+def names_own_file(path: str) -> bool:
     """Whether `path`, its folder resolved, or any link it leads through is in /dev/fd, /proc/self and the like."""
+    return _leads_to(path, _OWN_FILES)
+
+
+def _leads_to(path: str, pattern: re.Pattern) -> bool:
+    """Whether `path`, its folder resolved, or any link it leads through matches `pattern`."""
     for _ in range(40):
         full = os.path.abspath(path)
         try:
             real = os.path.join(os.path.realpath(os.path.dirname(full)), os.path.basename(full))
         except (OSError, ValueError):
             real = full
-        if _OWN_FILES.match(full) or _OWN_FILES.match(real):
+        if pattern.match(full) or pattern.match(real):
             return True
         try:
             path = os.path.join(os.path.dirname(full), os.readlink(full))
