@@ -264,3 +264,25 @@ def test_a_start_layer_at_the_model_depth_is_said_to_be_dense(capsys, tiny_dir, 
                           "n_init=8") in err, err
     code, _, err = run(capsys, *argv, "--start-layer", "3")
     assert code == 0 and "attention trimix from layer 3 (--start-layer), n_init=8" in err, err
+
+
+def test_a_models_folder_that_cannot_be_made_is_one_line(capsys, monkeypatch, tmp_path):
+    """TMIX_MODELS_DIR naming a file: one error line naming the variable before the conversion is announced."""
+    from tmixcli.errors import TmixError
+    from tmixcli.models import convert_gguf
+    from tmixcli.paths import models_dir
+
+    blocker = tmp_path / "models.txt"
+    blocker.write_text("not a folder")
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(64))
+    for env, why in ((blocker, "it exists and is not a folder"), (blocker / "sub", "a part of its path is a file")):
+        monkeypatch.setenv("TMIX_MODELS_DIR", str(env))
+        with pytest.raises(TmixError, match=f"^cannot use the models folder {env} \\(TMIX_MODELS_DIR\\): {why}"):
+            convert_gguf(gguf, models_dir() / "m")
+    monkeypatch.delenv("TMIX_MODELS_DIR")
+    (tmp_path / "tmix-cache").mkdir()
+    (tmp_path / "tmix-cache" / "models").write_text("in the way")
+    with pytest.raises(TmixError, match="^cannot use the models folder .*tmix-cache/models: it exists and is not a"):
+        convert_gguf(gguf, models_dir() / "m")
+    assert "converting" not in capsys.readouterr().err
