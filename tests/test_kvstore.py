@@ -495,34 +495,30 @@ def _default_sigint() -> None:
 
 
 def _clear_at_a_terminal(answer: bytes | None) -> tuple[int, str]:
-    """`tmix cache clear` with a terminal for stdin and output: `answer` typed at its prompt, or, for None, Ctrl-C
-    (SIGINT) there; (exit code, what the terminal showed)."""
+    """`tmix cache clear` with a terminal for stdin: `answer` typed at its prompt, or, for None, Ctrl-C (SIGINT)
+    there; (exit code, its output). The output goes to a pipe, so no line editor takes the terminal (and its
+    typeahead) over."""
     import select
 
     master, slave = os.openpty()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "tmixcli", "cache", "clear"], stdin=slave, stdout=slave,
-                            stderr=slave, env=env, preexec_fn=_default_sigint)
+    proc = subprocess.Popen([sys.executable, "-m", "tmixcli", "cache", "clear"], stdin=slave,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, preexec_fn=_default_sigint)
     os.close(slave)
     shown, deadline = b"", time.monotonic() + 60
     while b"[y/N]" not in shown and time.monotonic() < deadline:
-        if select.select([master], [], [], 1)[0]:
-            shown += os.read(master, 4096)
+        if select.select([proc.stdout], [], [], 1)[0]:
+            shown += os.read(proc.stdout.fileno(), 4096)
     if answer is None:
         proc.send_signal(signal.SIGINT)
     else:
         os.write(master, answer)
-    code = proc.wait(timeout=60)
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # the terminal's other end is closed
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(master)
-    return code, shown.decode(errors="replace")
+    try:
+        shown += proc.communicate(timeout=60)[0]
+    finally:
+        proc.kill()
+        os.close(master)
+    return proc.returncode, shown.decode(errors="replace")
 
 
 @pytest.mark.parametrize("answer", [b"n\n", b"\n"])
