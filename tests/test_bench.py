@@ -210,3 +210,76 @@ def _has_matplotlib() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _no_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading or building a model fails the test."""
+    from tmixcli import archs, models
+
+    def fail(*args, **kw):
+        raise AssertionError("loaded or built a model for a run it refuses")
+    monkeypatch.setattr(models, "load_model", fail)
+    monkeypatch.setattr(archs, "build_random_model", fail)
+
+
+def _one_error(capsys: pytest.CaptureFixture, *argv: str) -> str:
+    """The single stderr line of `tmix argv` refused with exit 2, nothing on stdout."""
+    from runcli import run
+
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (code, out, err)
+    return err.strip()
+
+
+def test_start_layer_past_the_model_refused_before_the_build(capsys: pytest.CaptureFixture,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             tiny_model: LlamaForCausalLM) -> None:
+    """As ask and eval do: with no triangle layer 'trimix' is dense attention, and its speedup noise."""
+    _no_build(monkeypatch)
+    err = _one_error(capsys, "bench", "--arch", "smollm2-135m", "--lengths", "1k", "--start-layer", "31")
+    assert err == "tmix: error: --start-layer 31 is past the model's 30 layers"
+    with pytest.raises(TmixError, match="^--start-layer 4 is past the model's 3 layers$"):
+        run_bench(tiny_model, lengths=[64], repeats=1, warmup=0, warm=False, start_layer=4, threads=1)
+
+
+@pytest.mark.model
+def test_start_layer_past_the_default_model_refused_before_the_load(capsys: pytest.CaptureFixture,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_build(monkeypatch)
+    err = _one_error(capsys, "bench", "--lengths", "1k", "--repeats", "1", "--warmup", "0", "--no-warm",
+                     "--start-layer", "99")
+    assert err == "tmix: error: --start-layer 99 is past the model's 30 layers"
+    assert _one_error(capsys, "bench", "--lengths", "9k", "--json") == (
+        "tmix: error: --lengths 9216 is past the model's context (8192 tokens): nothing to time")
+
+
+def test_start_at_the_last_layer_says_trimix_is_dense(tiny_model: LlamaForCausalLM) -> None:
+    said: list[str] = []
+    result = run_bench(tiny_model, lengths=[64], repeats=1, warmup=0, warm=False, start_layer=3, threads=1,
+                       log=said.append)
+    assert result["header"]["triangle_layers"] == 0
+    assert "trimix: start_layer 3 (no layer of 3 uses the triangle: dense), n_init 8" in format_markdown(result)
+    assert "bench: trimix from layer 3: no layer of 3 uses the triangle: dense" in said
+    inside = run_bench(tiny_model, lengths=[64], methods=["trimix"], repeats=1, warmup=0, warm=False,
+                       start_layer=2, threads=1)
+    assert inside["header"]["triangle_layers"] == 1 and "uses the triangle" not in format_markdown(inside)
+
+
+def test_lengths_none_of_which_fit_refused_before_the_build(capsys: pytest.CaptureFixture,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             tiny_model: LlamaForCausalLM) -> None:
+    """Only some lengths past the context stay rows of their own (test_cli_json_and_plot); all of them is an error."""
+    _no_build(monkeypatch)
+    err = _one_error(capsys, "bench", "--arch", "smollm2-135m", "--lengths", "9k,10k", "--json")
+    assert err == "tmix: error: --lengths 9216, 10240 are all past the model's context (8192 tokens): nothing to time"
+    with pytest.raises(TmixError, match=r"^--lengths 600 is past the model's context \(512 tokens\)"):
+        run_bench(tiny_model, lengths=[600], repeats=1, warmup=0, threads=1)
+
+
+def test_unknown_arch_refused_before_a_word_about_building(capsys: pytest.CaptureFixture) -> None:
+    err = _one_error(capsys, "bench", "--arch", "gpt2", "--lengths", "1k")
+    assert err.startswith("tmix: error: unknown arch 'gpt2': known archs are llama-3.1-8b")
+    said: list[str] = []
+    with pytest.raises(TmixError, match="unknown arch 'gpt2'"):
+        run_bench(arch="gpt2", lengths=[64], log=said.append)
+    assert said == []

@@ -688,7 +688,7 @@ def test_too_little_disk_space_is_told_before_the_prefill(capsys, monkeypatch, t
     import re
     import shutil
 
-    from tmixcli import generate, kvwrite
+    from tmixcli import generate, kvfolder, kvwrite
 
     prefills = _count_calls(monkeypatch, generate, "prefill")
     real_usage = shutil.disk_usage
@@ -707,8 +707,13 @@ def test_too_little_disk_space_is_told_before_the_prefill(capsys, monkeypatch, t
             rf"\d+\.\d KiB free in {re.escape(str(target.parent))}\); free space in ")
     assert re.match(want, err), err
     assert len(prefills) == 1 and list(target.parent.iterdir()) == []
-    err = one_error(capsys, "prefill", short_doc, *args)  # into the cache
+    err = one_error(capsys, "prefill", short_doc, *args)  # into the cache, which holds nothing to clear
+    assert "not enough disk space for KV file " in err and "cache clear" not in err, err
+    other = kvfolder.kv_path_for("other")
+    other.write_bytes(b"0" * 100)
+    err = one_error(capsys, "prefill", short_doc, *args)  # one that holds something
     assert "not enough disk space for KV file " in err and "or run `tmix cache clear`" in err, err
+    other.unlink()
     assert len(prefills) == 1
     code, out, err = run(capsys, "ask", short_doc, "Who is the project manager?", "--max-new-tokens", "8", *args)
     assert code == 0 and out.strip() and "error" not in err, err

@@ -213,3 +213,88 @@ def test_a_kv_file_whose_n_tokens_is_damaged_says_so(capsys, monkeypatch, tiny_d
     monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("loaded the model for a damaged file"))
     err = one_error(capsys, "ask", "--kv", str(kv), "Q", "--model", tiny_dir)
     assert err == f"tmix: error: {kv}: KV file has [{tokens}] prefix ids but n_tokens=99999", err
+
+
+@pytest.fixture()
+def no_load(monkeypatch):
+    """Loading a model fails the test."""
+    from tmixcli import models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
+
+
+def test_eval_refuses_to_compare_nothing(capsys, no_load):
+    """No start layers, or a length at which the triangle is dense attention: refused as calibrate refuses it."""
+    for value in ("", ","):
+        assert one_error(capsys, "eval", "--start-layers", value) == (
+            "tmix: error: --start-layers is empty: give the start layers to compare with dense, such as 10,15,20")
+    dense_up_to = "up to n_init + n_local + last_n = 2136 tokens the triangle is dense attention; give at least 2137"
+    assert one_error(capsys, "eval", "--lengths", "1k", "--n-local", "2000") == (
+        f"tmix: error: --lengths 1024 is too short to compare: {dense_up_to}")
+    assert one_error(capsys, "eval", "--lengths", "6k,1k", "--n-local", "2000") == (
+        f"tmix: error: --lengths 1024 is too short to compare: {dense_up_to}")
+    assert one_error(capsys, "calibrate", "--length", "1k", "--n-local", "2000") == (
+        f"tmix: error: --length 1024 is too short to calibrate: {dense_up_to}")
+
+
+def test_calibrate_refuses_a_list_for_a_single_length(capsys, no_load):
+    for option in ("--length", "--grad-length"):
+        assert one_error(capsys, "calibrate", option, "1k,2k") == (
+            f"tmix: error: {option} takes one length, not a list ('1k,2k'): use a number like 6k or 3000")
+        assert one_error(capsys, "calibrate", option, "abc") == (
+            f"tmix: error: bad length 'abc' for {option}: use a number like 6k or 3000")
+
+
+@pytest.mark.parametrize("name", ["TMIX_SERVE", "TMIX_CPU_STEP", "TMIX_CUDA_GRAPHS"])
+def test_a_mistyped_switch_variable_is_named(capsys, ferry, no_load, monkeypatch, name):
+    """As TMIX_THREADS and TMIX_CACHE_MAX: one line naming the variable, before the model loads."""
+    monkeypatch.setenv(name, "maybe")
+    for command in (["ask", ferry, "Q"], ["prefill", ferry], ["chat", ferry], ["eval"], ["calibrate"],
+                    ["bench", "--lengths", "1k"]):
+        assert one_error(capsys, *command) == (
+            f"tmix: error: {name} must be on or off (1/0, yes/no, true/false), not 'maybe'"), command
+
+
+def test_switch_values(monkeypatch):
+    from tmixcli.envflags import switch
+
+    for value, on in (("", True), ("1", True), ("on", True), ("Yes", True), ("0", False), ("off", False),
+                      (" NO ", False), ("false", False)):
+        monkeypatch.setenv("TMIX_CPU_STEP", value)
+        assert switch("TMIX_CPU_STEP") is on, value
+    monkeypatch.delenv("TMIX_CPU_STEP")
+    assert switch("TMIX_CPU_STEP")
+
+
+def test_a_start_layer_at_the_model_depth_is_said_to_be_dense(capsys, tiny_dir, tmp_path):
+    """The tiny model has 4 layers: from layer 4 no layer uses the triangle, and the status line says so."""
+    doc = tmp_path / "ferry.txt"
+    doc.write_text("The ferry leaves at 07:45 from pier 3.\n")
+    argv = ("ask", str(doc), "When?", "--model", tiny_dir, "--max-new-tokens", "1", "--no-cache")
+    code, _, err = run(capsys, *argv, "--start-layer", "4")
+    assert code == 0 and ("attention trimix from layer 4 (--start-layer; no layer of 4 uses the triangle: dense), "
+                          "n_init=8") in err, err
+    code, _, err = run(capsys, *argv, "--start-layer", "3")
+    assert code == 0 and "attention trimix from layer 3 (--start-layer), n_init=8" in err, err
+
+
+def test_a_models_folder_that_cannot_be_made_is_one_line(capsys, monkeypatch, tmp_path):
+    """TMIX_MODELS_DIR naming a file: one error line naming the variable before the conversion is announced."""
+    from tmixcli.errors import TmixError
+    from tmixcli.models import convert_gguf
+    from tmixcli.paths import models_dir
+
+    blocker = tmp_path / "models.txt"
+    blocker.write_text("not a folder")
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(64))
+    for env, why in ((blocker, "it exists and is not a folder"), (blocker / "sub", "a part of its path is a file")):
+        monkeypatch.setenv("TMIX_MODELS_DIR", str(env))
+        with pytest.raises(TmixError, match=f"^cannot use the models folder {env} \\(TMIX_MODELS_DIR\\): {why}"):
+            convert_gguf(gguf, models_dir() / "m")
+    monkeypatch.delenv("TMIX_MODELS_DIR")
+    (tmp_path / "tmix-cache").mkdir()
+    (tmp_path / "tmix-cache" / "models").write_text("in the way")
+    with pytest.raises(TmixError, match="^cannot use the models folder .*tmix-cache/models: it exists and is not a"):
+        convert_gguf(gguf, models_dir() / "m")
+    assert "converting" not in capsys.readouterr().err

@@ -464,6 +464,80 @@ def test_cli_clear(tokenizer) -> None:
     assert "no KV files" in runner.invoke(app, ["ls"]).stdout
 
 
+def test_ls_tells_files_made_with_other_attention_apart(tokenizer) -> None:
+    """Files of one document made with other attention settings differ in ls's ATTENTION column (and --json)."""
+    model = tiny_model()  # 3 layers
+    ids = prefix_ids()
+    cache = prefill(model, ids)
+    for attn in (AttentionConfig(method="dense", start_layer=0), AttentionConfig(start_layer=1),
+                 AttentionConfig(start_layer=2, n_local=64), AttentionConfig(start_layer=3)):
+        key = kvstore.cache_key(kvstore.model_fingerprint(model, tokenizer), attn, ids)
+        kvstore.save_kv(kvfolder.kv_path_for(key), cache, ids, make_meta(model, tokenizer, attn))
+    (kvfolder.kv_dir() / "broken.safetensors").write_bytes(b"nope")
+    out = CliRunner().invoke(app, ["ls"])
+    assert out.exit_code == 0, out.output
+    head, *rows = out.stdout.splitlines()[:6]
+    assert head.split()[:4] == ["KEY", "DOCUMENT", "MODEL", "ATTENTION"]
+    column = {row.split()[0]: row[head.index("ATTENTION"):].split("  ")[0] for row in rows}
+    assert column.pop("broken") == "-"
+    assert sorted(column.values()) == ["dense", "tri@1 8/512/128", "tri@2 8/64/128", "tri@3 8/512/128 (dense)"], \
+        out.stdout
+    listed = json.loads(CliRunner().invoke(app, ["ls", "--json"]).stdout)
+    made = sorted((e["attention"]["method"], e["attention"]["start_layer"], e["attention"]["n_local"])
+                  for e in listed if e["attention"] is not None)
+    assert made == [("dense", 0, 512), ("trimix", 1, 512), ("trimix", 2, 64), ("trimix", 3, 512)]
+    assert [e["attention"] for e in listed if e["key"] == "broken"] == [None]
+
+
+def _default_sigint() -> None:
+    """In the child: Ctrl-C interrupts, even where this test runs with SIGINT ignored (a background job)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _clear_at_a_terminal(answer: bytes | None) -> tuple[int, str]:
+    """`tmix cache clear` with a terminal for stdin: `answer` typed at its prompt, or, for None, Ctrl-C (SIGINT)
+    there; (exit code, its output). The output goes to a pipe, so no line editor takes the terminal (and its
+    typeahead) over."""
+    import select
+
+    master, slave = os.openpty()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "tmixcli", "cache", "clear"], stdin=slave,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, preexec_fn=_default_sigint)
+    os.close(slave)
+    shown, deadline = b"", time.monotonic() + 60
+    while b"[y/N]" not in shown and time.monotonic() < deadline:
+        if select.select([proc.stdout], [], [], 1)[0]:
+            shown += os.read(proc.stdout.fileno(), 4096)
+    if answer is None:
+        proc.send_signal(signal.SIGINT)
+    else:
+        os.write(master, answer)
+    try:
+        shown += proc.communicate(timeout=60)[0]
+    finally:
+        proc.kill()
+        os.close(master)
+    return proc.returncode, shown.decode(errors="replace")
+
+
+@pytest.mark.parametrize("answer", [b"n\n", b"\n"])
+def test_clear_declined_at_the_prompt_removes_nothing_and_succeeds(answer: bytes) -> None:
+    """'n' or Enter (the default N) is a normal answer: "nothing removed", exit 0; not Ctrl-C's 130."""
+    paths = _aged({"old": 400, "new": 200})
+    code, shown = _clear_at_a_terminal(answer)
+    assert code == 0 and "Remove 2 KV files (600 B)? [y/N]" in shown and "nothing removed" in shown, shown
+    assert "aborted" not in shown and all(p.exists() for p in paths.values())
+
+
+def test_clear_at_the_prompt_yes_removes_and_ctrl_c_stays_130() -> None:
+    paths = _aged({"old": 400})
+    code, shown = _clear_at_a_terminal(None)
+    assert code == 130 and "tmix: interrupted" in shown and paths["old"].exists(), shown
+    code, shown = _clear_at_a_terminal(b"y\n")
+    assert code == 0 and "removed 1 KV file" in shown and not paths["old"].exists(), shown
+
+
 def test_invalid_file_listed_not_fatal() -> None:
     (kvfolder.kv_dir() / "broken.safetensors").write_bytes(b"nope")
     (entry,) = kvfolder.list_entries()
@@ -614,12 +688,22 @@ def test_unreadable_cache_folder_is_one_line_and_offers_nothing_to_reuse(monkeyp
 
 
 def test_disk_full_hint_fits_where_the_file_goes(tmp_path: Path) -> None:
-    """`tmix cache clear` is suggested for a file in the cache, or on the cache's disk when the cache holds files."""
+    """`tmix cache clear` is suggested only where the cache holds files to clear (other KV files, leftovers of
+    interrupted saves) on the disk where the file goes."""
     full = OSError(errno.ENOSPC, "No space left on device")
-    assert "free space or run `tmix cache clear`" in str(kvwrite.write_error(kvfolder.kv_path_for("k"), full))
+    inside = kvfolder.kv_path_for("k")
+    assert str(kvwrite.write_error(inside, full)).endswith(f"; free space in {kvfolder.kv_dir()}")
+    inside.write_bytes(b"half")  # the file being written is nothing to clear
+    assert "cache clear" not in str(kvwrite.write_error(inside, full))
+    inside.unlink()
     elsewhere = str(kvwrite.write_error(tmp_path / "x.kv", full))
     assert "cache clear" not in elsewhere and f"free space in {tmp_path}, or write the file to another" in elsewhere
+    leftover = kvfolder.kv_dir() / ".gone.safetensors.999999999.0123abcd.tmp"
+    leftover.write_bytes(b"0" * 100)
+    assert "free space or run `tmix cache clear`" in str(kvwrite.write_error(inside, full))
+    leftover.unlink()
     _aged({"old": 400})
+    assert "free space or run `tmix cache clear`" in str(kvwrite.write_error(inside, full))
     shared = str(kvwrite.write_error(tmp_path / "x.kv", full))
     assert "run `tmix cache clear` (the KV cache is on the same disk)" in shared
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tmixcli.errors import TmixError
+from tmixcli.modelinfo import ModelLimits
 
 if TYPE_CHECKING:
     import torch
@@ -37,12 +38,19 @@ _SPECS: dict[str, tuple[str, dict[str, Any]]] = {
 ARCH_NAMES = tuple(_SPECS)
 
 
-def arch_config(arch: str) -> Any:
-    """A fresh transformers config for a built-in arch; TmixError naming the known ones otherwise."""
-    from transformers import LlamaConfig, Qwen2Config
-
+def arch_limits(arch: str) -> ModelLimits:
+    """Layers and context of a built-in arch (no transformers); TmixError naming the known ones otherwise."""
     if arch not in _SPECS:
         raise TmixError(f"unknown arch {arch!r}: known archs are {', '.join(ARCH_NAMES)}")
+    spec = _SPECS[arch][1]
+    return ModelLimits(spec["num_hidden_layers"], spec["max_position_embeddings"])
+
+
+def arch_config(arch: str) -> Any:
+    """A fresh transformers config for a built-in arch; TmixError naming the known ones otherwise."""
+    arch_limits(arch)
+    from transformers import LlamaConfig, Qwen2Config
+
     kind, kwargs = _SPECS[arch]
     cls = {"llama": LlamaConfig, "qwen2": Qwen2Config}[kind]
     return cls(**{k: dict(v) if isinstance(v, dict) else v for k, v in kwargs.items()})

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from tmixcli.bench_report import format_csv, format_markdown, write_plot
-from tmixcli.bench_run import METHODS, run_bench
+from tmixcli.bench_run import METHODS, check_fits, run_bench
 from tmixcli.errors import TmixError
 from tmixcli.plotfile import check_plot
 
@@ -68,6 +68,22 @@ def kernel_bench(arch: str, lengths: list[int], n_init: int, n_local: int, last_
         print(kb.table(rows))
 
 
+def _check_before_load(model: str | None, arch: str | None, lengths: list[int], methods: list[str],
+                       start_layer: int | None) -> None:
+    """Refuse a model, arch, start layer or lengths that cannot work before anything is loaded or built."""
+    from tmixcli.archs import arch_limits
+    from tmixcli.envflags import check_switches
+    from tmixcli.modelcheck import check_model
+    from tmixcli.modelinfo import model_limits
+
+    check_switches()
+    if model is not None and arch is not None:
+        raise TmixError("give either --model or --arch, not both")
+    check_model(model)
+    limits = arch_limits(arch) if arch is not None else model_limits(model)
+    check_fits(lengths, methods, start_layer, limits, model)
+
+
 def bench_command(
     model: Annotated[str | None, typer.Option("--model", help="Model: HF id, local dir or .gguf "
                                               "(default: the embedded SmolLM2-135M-Instruct).")] = None,
@@ -106,13 +122,12 @@ def bench_command(
         raise TmixError("give --json or --csv, not both")
     if kernels:
         return kernel_bench(arch or "llama-3.1-8b", parse_lengths(lengths), n_init, n_local, last_n, as_json)
-    from tmixcli.modelcheck import check_model
-
-    check_model(model)
+    lens, method_list = parse_lengths(lengths), parse_methods(methods)
+    _check_before_load(model, arch, lens, method_list, start_layer)
     plot = check_plot(plot)
     log = None if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     start = time.perf_counter()
-    result = run_bench(model, arch=arch, lengths=parse_lengths(lengths), methods=parse_methods(methods),
+    result = run_bench(model, arch=arch, lengths=lens, methods=method_list,
                        repeats=repeats, warmup=warmup, start_layer=start_layer, n_init=n_init, n_local=n_local,
                        last_n=last_n, chunk_size=chunk_size, device=device, dtype=dtype, warm=not no_warm,
                        force=force, threads=threads, compile=compile, log=log)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tmixcli.bench_run import CSV_FIELDS
+from tmixcli.config import AttentionConfig, no_triangle_note
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -22,6 +23,12 @@ def _k(n: int) -> str:
     return f"{n // 1024}K" if n % 1024 == 0 else str(n)
 
 
+def _no_triangle(h: dict[str, Any]) -> str:
+    """" (no layer of 30 uses the triangle: dense)" for a start layer at or past the model's last; else ""."""
+    note = no_triangle_note(AttentionConfig(start_layer=h["start_layer"]), h["num_layers"])
+    return "" if note is None else f" ({note})"
+
+
 def format_markdown(result: dict[str, Any]) -> str:
     """The report: a header block and one table row per length and method."""
     h = result["header"]
@@ -30,7 +37,7 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"model: {h['model']} ({h['num_layers']} layers, context {h['max_context']})",
         f"device: {h['device_name']} [{h['device']}], dtype {h['dtype']}",
         f"torch {h['torch']}, transformers {h['transformers']}, triton {h['triton']}, python {h['python']}",
-        f"trimix: start_layer {h['start_layer']}, n_init {h['n_init']}, n_local {h['n_local']}, "
+        f"trimix: start_layer {h['start_layer']}{_no_triangle(h)}, n_init {h['n_init']}, n_local {h['n_local']}, "
         f"last_n {h['last_n']}, chunk_size {h['chunk_size'] or 'none'}; repeats {h['repeats']}, "
         f"warmup {h['warmup']}; norms/MLP {'torch.compile' if h.get('compiled') else 'eager'}",
         f"memory: {h['memory']}",

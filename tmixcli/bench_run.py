@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from tmixcli.bench_measure import (device_name, git_commit, guarded, measure_ttft, measure_warm, memory_kind,
                                    package_version, random_ids)
+from tmixcli.config import no_triangle_note
 from tmixcli.errors import TmixError
+from tmixcli.modelinfo import ModelLimits
 
 if TYPE_CHECKING:
     import torch
@@ -44,8 +46,9 @@ def resolve_model(model: Any, arch: str | None, device: str, dtype: str, force: 
     if isinstance(model, torch.nn.Module):
         return model.eval(), type(model).__name__, None
     if arch is not None:
-        from tmixcli.archs import build_random_model
+        from tmixcli.archs import arch_limits, build_random_model
 
+        arch_limits(arch)  # an unknown arch is refused before a word about building it
         dev = resolve_device(device)
         log(f"bench: building {arch} with random weights on {dev}...")
         return build_random_model(arch, dev, resolve_dtype(dtype, dev), force=force), f"{arch} (random weights)", None
@@ -62,6 +65,24 @@ def _profile_start(model: torch.nn.Module, tokenizer: Any) -> tuple[int, str] | 
 
     profile = load_profile(model_fingerprint(model, tokenizer))
     return None if profile is None else (int(profile["start_layer"]), profile_label(profile))
+
+
+def check_fits(lengths: list[int] | tuple[int, ...], methods: list[str] | tuple[str, ...], start_layer: int | None,
+               limits: ModelLimits, spec: str | None = None) -> None:
+    """Refuse a --start-layer past the model's layers (for trimix), and lengths none of which fit its context; a
+    limit that is None is not known yet (`spec`: the --model whose config.json may tell the layers)."""
+    from tmixcli.modelcheck import check_start_layer
+
+    check_start_layer(spec, "trimix" if "trimix" in methods else "dense", start_layer, limits.layers)
+    if limits.context is not None and lengths and min(lengths) > limits.context:
+        listed = f"{lengths[0]} is" if len(lengths) == 1 else f"{', '.join(map(str, lengths))} are all"
+        raise TmixError(f"--lengths {listed} past the model's context ({limits.context} tokens): nothing to time")
+
+
+def loaded_limits(model: torch.nn.Module) -> ModelLimits:
+    """A loaded model's layers and context (None where its config has no context)."""
+    cfg = model.config
+    return ModelLimits(cfg.num_hidden_layers, getattr(cfg, "max_position_embeddings", None))
 
 
 def _attn_configs(model: torch.nn.Module, methods: list[str], start_layer: int | None, n_init: int,
@@ -102,11 +123,15 @@ def run_bench(model: Any = None, *, arch: str | None = None, lengths: list[int] 
     log = log or (lambda _msg: None)
     with torch_threads(threads):
         model, label, tokenizer = resolve_model(model, arch, device, dtype, force, log)
-        compiled = _compile(model, compile, warmup, log)
         if start_layer is None and (found := _profile_start(model, tokenizer)) is not None:
             start_layer = found[0]
             log(f"bench: start layer {start_layer} from the {found[1]}")
         attn = _attn_configs(model, list(methods), start_layer, n_init, n_local, last_n)
+        start = next(iter(attn.values())).start_layer
+        check_fits(lengths, methods, start, loaded_limits(model))
+        if "trimix" in attn and (note := no_triangle_note(attn["trimix"], model.config.num_hidden_layers)):
+            log(f"bench: trimix from layer {start}: {note}")
+        compiled = _compile(model, compile, warmup, log)
         header = _header(model, label, attn, chunk_size, repeats, warmup, seed)
         header["compiled"] = compiled
         rows: list[dict[str, Any]] = []
@@ -159,7 +184,8 @@ def _header(model: torch.nn.Module, label: str, attn: dict[str, Any], chunk_size
         "transformers": package_version("transformers"), "triton": package_version("triton"),
         "git_commit": git_commit(), "python": platform.python_version(),
         "num_layers": cfg.num_hidden_layers, "max_context": getattr(cfg, "max_position_embeddings", None),
-        "start_layer": first.start_layer, "n_init": first.n_init, "n_local": first.n_local,
+        "start_layer": first.start_layer, "triangle_layers": max(0, cfg.num_hidden_layers - first.start_layer),
+        "n_init": first.n_init, "n_local": first.n_local,
         "last_n": first.last_n, "chunk_size": chunk_size, "repeats": repeats, "warmup": warmup, "seed": seed,
         "question_tokens": QUESTION_TOKENS, "memory": memory_kind(model.device),
         "cpu_threads": torch.get_num_threads(),

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from tmixcli.config import triangle_span
 from tmixcli.errors import TmixError
 
 if TYPE_CHECKING:
@@ -65,11 +66,6 @@ def pick_candidates(importance: list[float], tolerance: float, count: int = 2, s
     return sorted({min(first + i * step, n - 1) for i in range(count)})
 
 
-def triangle_span(n_init: int, n_local: int, last_n: int) -> int:
-    """Up to this many prompt tokens the triangle is dense attention (no middle region to leave out)."""
-    return n_init + n_local + last_n
-
-
 def min_save_length(n_init: int, n_local: int, last_n: int) -> int:
     """The shortest eval length whose profile is saved and used: below it the triangle leaves out too little."""
     return 2 * triangle_span(n_init, n_local, last_n)
@@ -82,11 +78,10 @@ def default_grad_length(length: int, n_init: int, n_local: int, last_n: int) -> 
 
 def check_calibration_lengths(length: int, grad_length: int, n_init: int, n_local: int, last_n: int) -> None:
     """Refuse prompts too short for the triangle to differ from dense attention (nothing to measure)."""
-    span = triangle_span(n_init, n_local, last_n)
-    for option, n in (("--length", length), ("--grad-length", grad_length)):
-        if n <= span:
-            raise TmixError(f"{option} {n} is too short to calibrate: up to n_init + n_local + last_n = {span} tokens "
-                            f"the triangle is dense attention; give at least {span + 1}")
+    from tmixcli.evaluate import check_triangle_lengths
+
+    check_triangle_lengths([("--length", length), ("--grad-length", grad_length)], n_init, n_local, last_n,
+                           "calibrate")
 
 
 def short_note(length: int, n_init: int, n_local: int, last_n: int) -> str | None:
@@ -374,9 +369,11 @@ def _check_before_load(model: str | None, length: int, grad_length: int | None, 
                        n_local: int, last_n: int, quiet: bool) -> int:
     """Refuse settings, lengths and a profiles folder that cannot work, before the model loads; the gradient length."""
     from tmixcli.evaluate import ANSWER_TOKENS, check_lengths, trimix_configs
+    from tmixcli.envflags import check_switches
     from tmixcli.modelcheck import check_model
     from tmixcli.modelinfo import model_limits
 
+    check_switches()
     check_model(model)
     trimix_configs([0], n_init, n_local, last_n, None)  # the triangle's settings
     grad_length = grad_length or default_grad_length(length, n_init, n_local, last_n)
@@ -419,7 +416,7 @@ def calibrate_command(
         "tmix eval --facts); it moves up two layers at a time until it does.")] = None,
 ) -> None:
     """Measure per-layer reliance on the middle attention region and save the best TriangleMix start layer."""
-    from tmixcli.evaluate import _check_tasks, parse_lengths
+    from tmixcli.evaluate import _check_tasks, parse_length
     from tmixcli.facts import FactSet
     from tmixcli.plotfile import check_plot
 
@@ -430,8 +427,8 @@ def calibrate_command(
     fact_set = FactSet.from_file(facts) if facts is not None else None
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     _check_tasks(task_list)
-    n = parse_lengths(length, "--length")[0]
-    glen = parse_lengths(grad_length, "--grad-length")[0] if grad_length else None
+    n = parse_length(length, "--length")
+    glen = parse_length(grad_length, "--grad-length") if grad_length is not None else None
     glen = _check_before_load(model, n, glen, cases, n_init, n_local, last_n, quiet)
     from tmixcli.models import load_model  # torch: seconds
 

@@ -111,9 +111,11 @@ def _settings(**kw):
 
 def _check_model_options(device: str, dtype: str, device_map: Optional[str], threads: Optional[str],
                          compile: str, model: Optional[str] = None) -> None:
-    """Refuse a mistyped model option before torch is imported (seconds) or a document is read."""
+    """Refuse a mistyped model option or TMIX_* switch before torch is imported (seconds) or a document is read."""
+    from tmixcli.envflags import check_switches
     from tmixcli.modelcheck import check_model
 
+    check_switches()
     check_model(model)
     if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
         raise TmixError(f"unknown device {device!r}: use auto, cpu or cuda")
@@ -188,10 +190,13 @@ def _silence_libraries() -> None:
 
 
 def _describe(ctx, quiet: bool) -> None:
+    from tmixcli.config import no_triangle_note
+
     lm, a = ctx.lm, ctx.attn
+    note = no_triangle_note(a, lm.model.config.num_hidden_layers)
     attn = "dense" if a.method == "dense" else (
-        f"trimix from layer {a.start_layer} ({ctx.start_layer_source}), n_init={a.n_init} n_local={a.n_local} "
-        f"last_n={a.last_n}")
+        f"trimix from layer {a.start_layer} ({ctx.start_layer_source}{f'; {note}' if note else ''}), "
+        f"n_init={a.n_init} n_local={a.n_local} last_n={a.last_n}")
     _status(quiet, f"{ctx.doc_name}: {_doc_tokens(ctx)} document tokens ({len(ctx.prefix_ids)} with the prompt) | "
                    f"{lm.model_id} on {lm.device.type} "
                    f"{str(lm.dtype).removeprefix('torch.')} | attention {attn}")

@@ -12,11 +12,13 @@ from typing import Annotated, Any
 import typer
 
 from tmixcli import docindex, kvfolder, kvheader
+from tmixcli.config import AttentionConfig, no_triangle_note
 from tmixcli.errors import TmixError
 from tmixcli.kvfolder import human_size
 from tmixcli.paths import not_a_file
 from tmixcli.stdout import is_terminal
 
+TRIANGLE_FIELDS = ("start_layer", "n_init", "n_local", "last_n")
 app = typer.Typer(help="List, inspect and remove saved KV cache files.", no_args_is_help=True)
 
 
@@ -46,6 +48,10 @@ def _short_time(iso: str | None) -> str:
 def ls(as_json: Annotated[bool, typer.Option("--json", help="Print the entries as JSON.")] = False) -> None:
     """List KV files, most recently used first."""
     entries = kvfolder.list_entries()
+    labels = []
+    for e in entries:
+        e["attention"], label = _attention(e)
+        labels.append(label)
     if as_json:
         typer.echo(json.dumps(entries, indent=2))
         return
@@ -53,15 +59,34 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="Print the entries a
         typer.echo(f"no KV files in {kvfolder.kv_dir()}")
         _echo_temp_files()
         return
-    rows = [["KEY", "DOCUMENT", "MODEL", "TOKENS", "SIZE", "LAST USED"]]
-    for e in entries:
+    rows = [["KEY", "DOCUMENT", "MODEL", "ATTENTION", "TOKENS", "SIZE", "LAST USED"]]
+    for e, label in zip(entries, labels):
         doc = e["doc_name"] or f"(invalid: {e['error']})"
-        rows.append([e["key"], doc, e["model_id"] or "-", str(e["n_tokens"] or "-"),
+        rows.append([e["key"], doc, e["model_id"] or "-", label, str(e["n_tokens"] or "-"),
                      human_size(e["size"]), _short_time(e["last_used"])])
     typer.echo(_table(rows))
     typer.echo(f"{len(entries)} files, {human_size(sum(e['size'] for e in entries))} in {kvfolder.kv_dir()}; "
                f"{_cap_text(kvfolder.cache_limit())}")
     _echo_temp_files()
+
+
+def _attention(entry: dict) -> tuple[dict | None, str]:
+    """The attention settings a listed KV file was made with, and `ls`'s short form of them: "dense", or
+    "tri@15 8/512/128" (start layer, n_init/n_local/last_n), "(dense)" added where no layer reaches the start."""
+    try:
+        meta = kvheader.read_meta(Path(entry["path"])) if entry["error"] is None else {}
+    except TmixError:  # removed or replaced since it was listed
+        meta = {}
+    attn = {k.removeprefix("attn_"): int(v) if v.isdigit() else v for k, v in meta.items() if k.startswith("attn_")}
+    if attn.get("method") == "dense":
+        return attn, "dense"
+    known = attn.get("method") == "trimix" and all(isinstance(attn.get(k), int) for k in TRIANGLE_FIELDS)
+    if not known:  # an older or damaged file: its fields as they are, if any
+        return attn or None, "-"
+    start, n_init, n_local, last_n = (attn[k] for k in TRIANGLE_FIELDS)
+    layers = meta.get("num_layers", "")
+    past = layers.isdigit() and no_triangle_note(AttentionConfig(start_layer=start), int(layers)) is not None
+    return attn, f"tri@{start} {n_init}/{n_local}/{last_n}" + (" (dense)" if past else "")
 
 
 def _echo_temp_files() -> None:
@@ -189,7 +214,9 @@ def clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for 
     if not yes:
         if not is_terminal(sys.stdin):  # None when fd 0 is closed
             raise TmixError("`tmix cache clear` needs --yes when stdin is not a terminal")
-        typer.confirm(f"Remove {len(entries)} KV files ({human_size(total)})?", abort=True)
+        if not typer.confirm(f"Remove {len(entries)} KV files ({human_size(total)})?"):
+            typer.echo("nothing removed")  # a normal answer; Ctrl-C at the prompt still ends with exit 130
+            return
     failed = kvfolder.remove_files([Path(e["path"]) for e in entries])
     kept = {str(p) for p, _ in failed}
     gone = [e for e in entries if e["path"] not in kept]

@@ -38,6 +38,18 @@ class AttentionConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+def no_triangle_note(attn: AttentionConfig, num_layers: int | None) -> str | None:
+    """For a trimix start at or past the model's last layer, that it runs dense attention; else None."""
+    if attn.method != "trimix" or num_layers is None or attn.start_layer < num_layers:
+        return None
+    return f"no layer of {num_layers} uses the triangle: dense"
+
+
+def triangle_span(n_init: int, n_local: int, last_n: int) -> int:
+    """Up to this many prompt tokens the triangle is dense attention (no middle region to leave out)."""
+    return n_init + n_local + last_n
+
+
 def default_start_layer(model_type: str, num_layers: int) -> int:
     """The paper's start layer for known models, else half the layers."""
     return KNOWN_START_LAYERS.get((model_type, num_layers), num_layers // 2)

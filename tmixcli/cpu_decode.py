@@ -9,13 +9,13 @@ weight at full bandwidth where a probe finds it faster. Off with TMIX_CPU_STEP=0
 
 from __future__ import annotations
 
-import os
 import time
 
 import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicLayer
 
+from tmixcli.envflags import switch
 from tmixcli.kvstore import uses_sliding_window
 from tmixcli.models import decoder_layers
 
@@ -63,7 +63,7 @@ def split_is_faster(weight: torch.Tensor) -> bool:
 def usable(model: torch.nn.Module, cache) -> bool:
     """A CPU model of a supported family with full attention in every layer, and a cache of plain layers."""
     cfg = model.config
-    if os.environ.get("TMIX_CPU_STEP", "1") == "0" or model.device.type != "cpu":
+    if not switch("TMIX_CPU_STEP") or model.device.type != "cpu":
         return False
     if getattr(cfg, "model_type", None) not in FAMILIES or getattr(cfg, "pretraining_tp", 1) != 1:
         return False

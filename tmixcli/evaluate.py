@@ -41,18 +41,44 @@ REUSE_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 
 def parse_lengths(text: str, option: str = "--lengths") -> list[int]:
     """"2k,6k,3000" -> [2048, 6144, 3000]; each at least 1 token."""
-    out = []
-    for part in filter(None, (p.strip().lower() for p in text.split(","))):
-        m = re.fullmatch(r"(\d+(?:\.\d+)?)(k?)", part)
-        if not m:
-            raise TmixError(f"bad length {part!r} in {option}: use numbers like 2k,6k or 3000")
-        n = int(float(m.group(1)) * (1024 if m.group(2) else 1))
-        if n < 1:
-            raise TmixError(f"bad length {part!r} in {option}: must be at least 1 token")
-        out.append(n)
+    out = [_length(part, f"in {option}", "numbers like 2k,6k or 3000")
+           for part in filter(None, (p.strip().lower() for p in text.split(",")))]
     if not out:
         raise TmixError(f"{option} is empty")
     return out
+
+
+def parse_length(text: str, option: str) -> int:
+    """One length, "6k" -> 6144, for an option that takes a single value: a list is refused."""
+    if "," in text:
+        raise TmixError(f"{option} takes one length, not a list ({text!r}): use a number like 6k or 3000")
+    if not text.strip():
+        raise TmixError(f"{option} is empty: use a number like 6k or 3000")
+    return _length(text.strip().lower(), f"for {option}", "a number like 6k or 3000")
+
+
+def _length(part: str, where: str, examples: str) -> int:
+    """Tokens of one length ("6k" = 6144), at least 1; TmixError saying `where` it was and `examples`."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(k?)", part)
+    if not m:
+        raise TmixError(f"bad length {part!r} {where}: use {examples}")
+    n = int(float(m.group(1)) * (1024 if m.group(2) else 1))
+    if n < 1:
+        raise TmixError(f"bad length {part!r} {where}: must be at least 1 token")
+    return n
+
+
+def check_triangle_lengths(lengths: list[tuple[str, int]], n_init: int, n_local: int, last_n: int,
+                           purpose: str) -> None:
+    """Refuse a prompt length, given as (option, tokens), at which the triangle is dense attention: nothing to
+    `purpose` ("compare", "calibrate")."""
+    from tmixcli.config import triangle_span
+
+    span = triangle_span(n_init, n_local, last_n)
+    for option, n in lengths:
+        if n <= span:
+            raise TmixError(f"{option} {n} is too short to {purpose}: up to n_init + n_local + last_n = {span} "
+                            f"tokens the triangle is dense attention; give at least {span + 1}")
 
 
 def parse_ints(text: str) -> list[int]:
@@ -426,13 +452,17 @@ def eval_command(
         "(see sample_docs/questions.json); --lengths, --cases, --tasks and --seed are then unused.")] = None,
 ) -> None:
     """Compare TriangleMix start layers with dense attention on synthetic long-context tasks or real documents."""
+    from tmixcli.envflags import check_switches
     from tmixcli.modelcheck import check_model
     from tmixcli.modelinfo import model_limits
 
+    check_switches()
     lens = parse_lengths(lengths)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     _check_tasks(task_list)
     starts = parse_ints(start_layers)
+    if not starts:
+        raise TmixError("--start-layers is empty: give the start layers to compare with dense, such as 10,15,20")
     fact_set = None
     if facts is not None:
         from tmixcli.facts import FactSet
@@ -442,6 +472,7 @@ def eval_command(
     limits = model_limits(model)  # from the config on disk: refuse what cannot fit before loading the model
     trimix_configs(starts, n_init, n_local, last_n, limits.layers)
     if fact_set is None:
+        check_triangle_lengths([("--lengths", n) for n in lens], n_init, n_local, last_n, "compare")
         check_lengths(lens, limits.context, max_new_tokens or ANSWER_TOKENS)
 
     from tmixcli.models import load_model

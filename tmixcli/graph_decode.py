@@ -8,11 +8,11 @@ at a device-side position into its GrowingLayer buffer and attends over the whol
 
 from __future__ import annotations
 
-import os
 
 import torch
 from transformers.cache_utils import DynamicLayer
 
+from tmixcli.envflags import switch
 from tmixcli.kvcache import GrowingLayer
 
 MIN_TOKENS = 8  # below this many decode steps the capture (~2 eager steps) does not pay
@@ -39,7 +39,7 @@ class StepLayer(DynamicLayer):
 
 def usable(model: torch.nn.Module, cache) -> bool:
     """Graph decoding needs one CUDA device, in-place layers on it and no sliding-window attention."""
-    if os.environ.get("TMIX_CUDA_GRAPHS", "1") == "0" or model.device.type != "cuda":
+    if not switch("TMIX_CUDA_GRAPHS") or model.device.type != "cuda":
         return False
     if getattr(model.config, "sliding_window", None) is not None and getattr(model.config, "use_sliding_window",
                                                                           True):

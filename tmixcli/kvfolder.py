@@ -32,17 +32,24 @@ def kv_path_for(key: str) -> Path:
 
 
 def room_hint(path: Path) -> str:
-    """How to make room for a KV file: `tmix cache clear` only where it frees space on the file's disk."""
+    """How to make room for a KV file: `tmix cache clear` only where it frees space on the file's disk, so where the
+    cache holds KV files (besides this one) or leftover temp files there."""
     folder = kv_dir(create=False)
-    if path.parent.resolve() == folder.resolve():
-        return "free space or run `tmix cache clear`"
+    inside = path.parent.resolve() == folder.resolve()
     try:
-        shared = path.parent.stat().st_dev == folder.stat().st_dev and any(map(_is_kv_file, folder.iterdir()))
+        shared = (inside or path.parent.stat().st_dev == folder.stat().st_dev) and _worth_clearing(folder, path)
     except OSError:
         shared = False
+    if inside:
+        return "free space or run `tmix cache clear`" if shared else f"free space in {path.parent}"
     if shared:
         return f"free space in {path.parent} or run `tmix cache clear` (the KV cache is on the same disk)"
     return f"free space in {path.parent}, or write the file to another disk with -o"
+
+
+def _worth_clearing(folder: Path, path: Path) -> bool:
+    """Whether the cache folder holds KV files other than `path`, or leftover temp files of interrupted saves."""
+    return any(p != path and _is_kv_file(p) for p in folder.iterdir()) or any(map(temp_is_stale, temp_files(folder)))
 
 
 def _is_kv_file(p: Path) -> bool:

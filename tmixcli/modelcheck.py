@@ -165,10 +165,12 @@ def _heads_problem(config: dict) -> str | None:
     return None
 
 
-def check_start_layer(spec: str | None, method: str | None, start_layer: int | None) -> None:
-    """Refuse a --start-layer past the model's layers where its config.json is on disk (no torch)."""
+def check_start_layer(spec: str | None, method: str | None, start_layer: int | None,
+                      layers: int | None = None) -> None:
+    """Refuse a --start-layer past the model's layers: `layers`, else from its config.json where that is on disk
+    (no torch)."""
     if start_layer is None or method == "dense":
         return
-    layers = model_limits(spec).layers
+    layers = layers or model_limits(spec).layers
     if layers is not None and start_layer > layers:
         raise TmixError(f"--start-layer {start_layer} is past the model's {layers} layers")

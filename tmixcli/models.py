@@ -20,7 +20,7 @@ import torch
 from tmixcli.errors import TmixError
 from tmixcli.modelcheck import check_folder, check_gguf
 from tmixcli.modelinfo import converted_gguf_dir
-from tmixcli.paths import DEFAULT_MODEL, models_dir
+from tmixcli.paths import DEFAULT_MODEL, mkdir_error, models_dir
 from tmixcli.stdout import is_terminal
 from tmixcli.threads import configure_threads
 
@@ -120,12 +120,11 @@ def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     check_gguf(gguf)
+    tmp = _convert_dir(target.parent)
     if progress:
         print(f"tmix: converting {gguf.name} to a safetensors model in {target} (once, ~40 s)...",
               file=sys.stderr, flush=True)
     start = time.perf_counter()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
         try:
             with _gguf_bar(progress and is_terminal(sys.stderr)):
@@ -147,6 +146,16 @@ def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
     if progress:
         print(f"tmix: converted in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     return target
+
+
+def _convert_dir(folder: Path) -> Path:
+    """A new temp folder in `folder` (made first) for a conversion; TmixError naming the folder where it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".convert-", dir=folder))
+    except OSError as err:
+        named = " (TMIX_MODELS_DIR)" if os.environ.get("TMIX_MODELS_DIR") else ""
+        raise TmixError(f"cannot use the models folder {folder}{named}: {mkdir_error(err)}") from None
 
 
 def _save_plain(model: torch.nn.Module, out: Path) -> None:

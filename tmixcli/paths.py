@@ -22,7 +22,7 @@ def cache_dir() -> Path:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise TmixError(f"cannot use the cache folder {root} (TMIX_CACHE_DIR): {_mkdir_error(exc)}") from None
+        raise TmixError(f"cannot use the cache folder {root} (TMIX_CACHE_DIR): {mkdir_error(exc)}") from None
     return root
 
 
@@ -35,11 +35,11 @@ def cache_subdir(name: str, create: bool = True) -> Path:
     try:
         d.mkdir(exist_ok=True)
     except OSError as exc:
-        raise TmixError(f"cannot use the cache folder {d}: {_mkdir_error(exc)}") from None
+        raise TmixError(f"cannot use the cache folder {d}: {mkdir_error(exc)}") from None
     return d
 
 
-def _mkdir_error(exc: OSError) -> str:
+def mkdir_error(exc: OSError) -> str:
     """Why a folder could not be made, in words that fit (mkdir's "File exists" names a file that is in the way)."""
     if exc.errno == errno.EEXIST:
         return "it exists and is not a folder"

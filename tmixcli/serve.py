@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from tmixcli.envflags import switch
 from tmixcli.errors import TmixError
 from tmixcli.paths import cache_dir, process_bound
 from tmixcli.stdout import is_terminal
@@ -77,7 +78,7 @@ class Refused(Exception):
 def forward(argv: list[str], key: str, quiet: bool = False) -> int | None:
     """Run `tmix argv` on the server for `key`: its output goes to ours; returns its exit code (None: run locally).
     Unless `quiet`, a server busy with another request is said in one status line while this one waits."""
-    if os.environ.get("TMIX_SERVE", "").lower() in ("off", "0", "no") or served:
+    if not switch("TMIX_SERVE") or served:
         return None
     try:
         path = socket_path(key)
