@@ -150,7 +150,7 @@ def test_cache_cap_evicts_least_recently_used(capsys, monkeypatch, tmp_path, tin
     size = Path(first["kv_path"]).stat().st_size
     monkeypatch.setenv("TMIX_CACHE_MAX", str(int(size * 1.5)))
     code, _, err = run(capsys, "ask", str(docs[1]), *args)
-    assert code == 0 and "removed 1 least recently used KV files" in err and not Path(first["kv_path"]).exists()
+    assert code == 0 and "removed 1 least recently used KV file (" in err and not Path(first["kv_path"]).exists()
     monkeypatch.setenv("TMIX_CACHE_MAX", str(size // 2))
     res = ask_json(capsys, str(docs[2]), *args)
     assert res["kv_path"] is None and res["answer"] is not None

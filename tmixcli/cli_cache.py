@@ -65,7 +65,8 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="Print the entries a
         rows.append([e["key"], doc, e["model_id"] or "-", label, str(e["n_tokens"] or "-"),
                      human_size(e["size"]), _short_time(e["last_used"])])
     typer.echo(_table(rows))
-    typer.echo(f"{len(entries)} files, {human_size(sum(e['size'] for e in entries))} in {kvfolder.kv_dir()}; "
+    total = human_size(sum(e["size"] for e in entries))
+    typer.echo(f"{kvfolder.count(len(entries), 'file')}, {total} in {kvfolder.kv_dir()}; "
                f"{_cap_text(kvfolder.cache_limit())}")
     _echo_temp_files()
 
@@ -98,13 +99,8 @@ def _echo_temp_files() -> None:
     elif stale:
         typer.echo(f"{len(stale)} leftover temp files of interrupted saves, {size}: `tmix cache prune` removes them")
     if active:
-        typer.echo(f"{_count(len(active), 'KV file')} being written now, {human_size(sum(n for _, n in active))} "
-                   "so far")
-
-
-def _count(n: int, thing: str) -> str:
-    """"1 KV file", "2 KV files"."""
-    return f"{n} {thing}" + ("" if n == 1 else "s")
+        written = human_size(sum(n for _, n in active))
+        typer.echo(f"{kvfolder.count(len(active), 'KV file')} being written now, {written} so far")
 
 
 def _echo_removed(entry: dict) -> None:
@@ -116,7 +112,7 @@ def _remove_temp_files() -> list[tuple[Path, str]]:
     not be removed."""
     gone, failed = kvfolder.remove_leftovers()
     if gone:
-        typer.echo(f"removed {_count(len(gone), 'leftover temp file')} ({human_size(sum(n for _, n in gone))})")
+        typer.echo(f"removed {kvfolder.count(len(gone), 'leftover temp file')} ({human_size(sum(n for _, n in gone))})")
     return failed
 
 
@@ -214,14 +210,14 @@ def clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for 
     if not yes:
         if not is_terminal(sys.stdin):  # None when fd 0 is closed
             raise TmixError("`tmix cache clear` needs --yes when stdin is not a terminal")
-        if not typer.confirm(f"Remove {len(entries)} KV files ({human_size(total)})?"):
+        if not typer.confirm(f"Remove {kvfolder.count(len(entries), 'KV file')} ({human_size(total)})?"):
             typer.echo("nothing removed")  # a normal answer; Ctrl-C at the prompt still ends with exit 130
             return
     failed = kvfolder.remove_files([Path(e["path"]) for e in entries])
     kept = {str(p) for p, _ in failed}
     gone = [e for e in entries if e["path"] not in kept]
     if gone:
-        typer.echo(f"removed {len(gone)} KV files ({human_size(sum(e['size'] for e in gone))}) from "
+        typer.echo(f"removed {kvfolder.count(len(gone), 'KV file')} ({human_size(sum(e['size'] for e in gone))}) from "
                    f"{kvfolder.kv_dir()}")
     failed += _remove_temp_files()
     docindex.forget_missing(kvfolder.kv_dir())

@@ -91,6 +91,11 @@ def _entry(p: Path) -> dict | None:
     return entry
 
 
+def count(n: int, thing: str) -> str:
+    """"1 KV file", "2 KV files": a count for the cache's lines."""
+    return f"{n} {thing}" + ("" if n == 1 else "s")
+
+
 def human_size(n: int) -> str:
     """1536 -> "1.5 KiB"."""
     size = float(n)

@@ -284,6 +284,6 @@ def _saver(path: Path, cache: object, ids: list[int], meta: dict, limit: int | N
         if not gone:
             return lines
         freed = kvfolder.human_size(sum(e["size"] for e in gone))
-        return [f"removed {len(gone)} least recently used KV files ({freed}) to stay under TMIX_CACHE_MAX "
-                f"({kvfolder.human_size(limit)})", *lines]
+        removed = kvfolder.count(len(gone), "least recently used KV file")
+        return [f"removed {removed} ({freed}) to stay under TMIX_CACHE_MAX ({kvfolder.human_size(limit)})", *lines]
     return save
