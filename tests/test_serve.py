@@ -406,7 +406,7 @@ def test_a_client_the_server_did_not_take_runs_locally(tmp_path, monkeypatch, ca
     assert result == [None] and capsys.readouterr().err == ""
 
 
-def _answer_with(path: Path, reply: bytes) -> threading.Thread:
+def answer_once(path: Path, reply: bytes) -> threading.Thread:
     """A one-request fake server on `path`: reads the request line, writes `reply`, closes."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
@@ -427,11 +427,11 @@ def test_a_server_that_ends_before_or_after_taking_the_request(tmp_path, monkeyp
     key = server_key("some-model", "cpu", "auto", None, "off")
     path = serve.socket_path(key)
     path.parent.mkdir(parents=True)
-    refused = _answer_with(path, b"")
+    refused = answer_once(path, b"")
     assert serve.forward(["ask", "x", "q"], key) is None  # closed without a word: run locally
     refused.join()
     path.unlink()
-    taken = _answer_with(path, serve._FRAME.pack(b"S", 4242))  # the pid of the server that took it
+    taken = answer_once(path, serve._FRAME.pack(b"S", 4242))  # the pid of the server that took it
     assert serve.forward(["ask", "x", "q"], key) == 1  # it had begun: no second run here
     taken.join()
     said = "the tmix server (pid 4242) died during this run (killed or crashed); run the command again"

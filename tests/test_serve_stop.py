@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import fcntl
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from test_serve import TINY, _prepare
+from test_serve import TINY, _prepare, answer_once
 
 from tmixcli import serve
 from tmixcli.errors import TmixError
@@ -101,22 +99,6 @@ def test_a_server_killed_mid_answer_is_named_in_one_line_with_exit_1(tmp_path: P
     assert again.returncode == 0 and "answered by tmix serve" not in again.stderr, again.stderr  # runs here
 
 
-def _stop_answered(path: Path, pid: int) -> threading.Thread:
-    """A fake server socket at `path` that answers one stop request with `pid`."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(1)
-
-    def once() -> None:
-        with listener, listener.accept()[0] as conn:
-            conn.makefile("rb").readline()
-            conn.sendall(serve._FRAME.pack(b"X", pid))
-
-    thread = threading.Thread(target=once)
-    thread.start()
-    return thread
-
-
 def test_serve_stop_waits_a_bounded_time_and_reaches_an_older_server(tmp_path: Path, monkeypatch) -> None:
     """A server that answers but does not end in time is named in one line, exit 1; a server of an older tmix (no
     stop socket) is asked on its main socket."""
@@ -125,11 +107,11 @@ def test_serve_stop_waits_a_bounded_time_and_reaches_an_older_server(tmp_path: P
     key = server_key("some-model", "cpu", "auto", None, "off")
     path = serve.socket_path(key)
     path.parent.mkdir(parents=True)
-    older = _stop_answered(path, 4242)
+    older = answer_once(path, serve._FRAME.pack(b"X", 4242))
     assert serve.stop_server(key) == 4242  # no lock held: gone at once
     older.join()
     path.unlink()
-    stuck = _stop_answered(serve.stop_path(path), 4343)
+    stuck = answer_once(serve.stop_path(path), serve._FRAME.pack(b"X", 4343))
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the server holds it until it ends: here, never
         with pytest.raises(TmixError) as err:
@@ -143,17 +125,7 @@ def test_a_server_gone_mid_line_leaves_its_line_and_ours_apart(tmp_path: Path, m
     key = server_key("some-model", "cpu", "auto", None, "off")
     path = serve.socket_path(key)
     path.parent.mkdir(parents=True)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(1)
-
-    def half_an_answer() -> None:
-        with listener, listener.accept()[0] as conn:
-            conn.makefile("rb").readline()
-            conn.sendall(serve._FRAME.pack(b"S", 4242) + serve._FRAME.pack(b"O", 9) + b"The ferry")
-
-    thread = threading.Thread(target=half_an_answer)
-    thread.start()
+    thread = answer_once(path, serve._FRAME.pack(b"S", 4242) + serve._FRAME.pack(b"O", 9) + b"The ferry")
     assert serve.forward(["ask", "x", "q"], key) == 1
     thread.join()
     out, err = capsys.readouterr()
