@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runcli import run
-from tmixcli import cli
+from tmixcli import cli_ask, cli_open
 from tmixcli.errors import TmixError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def test_cache_clear_with_closed_stdin_needs_yes(capsys, tiny_dir):
 
 @pytest.fixture()
 def no_model(monkeypatch) -> None:
-    monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
+    monkeypatch.setattr(cli_open, "load", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
 
 
 def test_stdin_as_the_question_is_refused(capsys, no_model, monkeypatch):
@@ -75,7 +75,7 @@ def test_questions_that_only_look_like_paths_are_kept(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "README").write_text("x")
     for text in ("Who?", "/dev/stdin?", "What is in /dev/stdin", "README", "a\x00b", "x" * 5000, "/no/such/dir/q"):
-        assert not cli._names_an_input(text), text
+        assert not cli_ask._names_an_input(text), text
 
 
 @pytest.mark.parametrize("doc", ["-", "/dev/stdin", "/dev/fd/0"])
