@@ -48,14 +48,7 @@ def ask(
     question = args[-1]
     if not question.strip():
         raise TmixError("the question is empty")
-    if kv is None and question == "-":
-        raise TmixError("the question '-' is stdin; put the question last, after the documents")
-    if kv is None and (_names_a_file(question) or _names_an_input(question)):
-        raise TmixError(f"the question {question!r} is a file name; put the question last, after the documents")
-    if kv is None and _names_a_folder(question):
-        raise TmixError(f"the question {question!r} is a folder; put the question last, after the documents")
-    if kv is None and _missing_document(question):
-        raise TmixError(f"no such document: {question} (the question goes last, after the documents)")
+    _check_question(question, kv is not None)
     quiet = quiet or as_json
     s = settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
                  system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
@@ -140,6 +133,27 @@ def ending(ans: Answer) -> str:
     if ans.stop_reason == "context":
         return "; cut: the model's context is full (a shorter question leaves more room)"
     return ""
+
+
+def _check_question(question: str, kv: bool) -> None:
+    """Refuse a question that names stdin, a file, a folder or a missing document: a forgotten question (or, with
+    --kv, which takes no document, a document given as well) never becomes one."""
+    if question == "-":
+        what = "is stdin"
+    elif _names_a_file(question) or _names_an_input(question):
+        what = "is a file name"
+    elif _names_a_folder(question):
+        what = "is a folder"
+    elif _missing_document(question):
+        if not kv:
+            raise TmixError(f"no such document: {question} (the question goes last, after the documents)")
+        what = "reads as a document's name"
+    else:
+        return
+    if not kv:
+        raise TmixError(f"the question {question!r} {what}; put the question last, after the documents")
+    raise TmixError(f"the question {question!r} {what}: --kv takes no document (a KV file holds exactly the text it "
+                    f"was made from); give only the question: tmix ask --kv PATH QUESTION")
 
 
 def _names_a_file(text: str) -> bool:
