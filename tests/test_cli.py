@@ -170,20 +170,20 @@ def test_bad_cache_cap_is_refused_before_the_model_on_a_hit_as_on_a_miss(capsys,
                                                                         tmp_path):
     """A mistyped TMIX_CACHE_MAX is one line before the model loads, whether the document is cached or not; runs
     that never write to the cache (--no-cache, --kv, prefill -o) do not need it."""
-    from tmixcli import cli
+    from tmixcli import cli_open
 
     args = ("q?", "--model", tiny_dir, "--max-new-tokens", "2", *TINY)
     kv = ask_json(capsys, short_doc, *args)["kv_path"]
     fresh = tmp_path / "fresh.txt"
     fresh.write_text("A document no run has prefilled yet. " * 20)
     monkeypatch.setenv("TMIX_CACHE_MAX", "abc")
-    load = cli._load
-    monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("loaded the model"))
+    load = cli_open.load
+    monkeypatch.setattr(cli_open, "load", lambda *a, **k: pytest.fail("loaded the model"))
     for argv in (["ask", short_doc, *args], ["ask", str(fresh), *args], ["prefill", short_doc, *args[1:3], *TINY]):
         code, out, err = run(capsys, *argv)
         assert code == 2 and out == "" and err == "tmix: error: TMIX_CACHE_MAX must be a size like 20G, 500M or " \
                                                   "off, not 'abc'\n", err
-    monkeypatch.setattr(cli, "_load", load)
+    monkeypatch.setattr(cli_open, "load", load)
     for argv in (["ask", short_doc, *args, "--no-cache"], ["ask", "--kv", kv, *args],
                  ["prefill", short_doc, "-o", str(tmp_path / "x.kv"), *args[1:3], *TINY]):
         assert run(capsys, *argv)[0] == 0
@@ -390,7 +390,7 @@ def test_documents_that_cannot_be_cut_enough_say_their_room(capsys, tmp_path, ti
 
 
 def test_question_taken_for_a_file_only_when_it_is_one(tmp_path):
-    from tmixcli.cli import _names_a_file
+    from tmixcli.cli_ask import _names_a_file
 
     (tmp_path / "notes.txt").write_text("x")
     assert _names_a_file(str(tmp_path / "notes.txt")) and not _names_a_file(str(tmp_path / "other.txt"))
@@ -399,7 +399,7 @@ def test_question_taken_for_a_file_only_when_it_is_one(tmp_path):
 
 
 def test_missing_document_name_is_not_a_question(tmp_path):
-    from tmixcli.cli import _missing_document
+    from tmixcli.cli_ask import _missing_document
 
     (tmp_path / "notes.txt").write_text("x")
     assert _missing_document(str(tmp_path / "other.PDF")) and _missing_document("minutes.md")
@@ -1054,9 +1054,9 @@ def test_kv_file_refuses_options_it_cannot_honour(capsys, monkeypatch, tiny_dir,
     from_file = ask_json(capsys, "--kv", str(kv), *q)
     from_doc = ask_json(capsys, short_doc, *q, *TINY, "--system", "You are terse.")
     assert from_file["answer"] == from_doc["answer"] and from_file["attention"] == from_doc["attention"]
-    from tmixcli import cli
+    from tmixcli import cli_open
 
-    monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
+    monkeypatch.setattr(cli_open, "load", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
     refused = [(["--pages", "3-5"], "--pages cannot apply to --kv: a KV file holds exactly the text it was made from"),
                (["--password", "x"], "--password cannot apply to --kv"), (["--truncate"], "--truncate cannot apply"),
                (["--no-cache"], "--no-cache cannot apply to --kv"),

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from runcli import run
-from tmixcli import cli
+from tmixcli import cli_open
 
 
 @pytest.fixture()
 def ferry(tmp_path, monkeypatch) -> str:
     """A one-line document; loading a model for it fails the test."""
-    monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
+    monkeypatch.setattr(cli_open, "load", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
     path = tmp_path / "ferry.txt"
     path.write_text("The ferry leaves at 07:45 from pier 3.\n")
     return str(path)
@@ -210,7 +210,7 @@ def test_a_kv_file_whose_n_tokens_is_damaged_says_so(capsys, monkeypatch, tiny_d
         meta = f.metadata()
     tokens = meta["n_tokens"]
     save_file(load_file(str(kv)), str(kv), metadata={**meta, "n_tokens": "99999"})
-    monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("loaded the model for a damaged file"))
+    monkeypatch.setattr(cli_open, "load", lambda *a, **k: pytest.fail("loaded the model for a damaged file"))
     err = one_error(capsys, "ask", "--kv", str(kv), "Q", "--model", tiny_dir)
     assert err == f"tmix: error: {kv}: KV file has [{tokens}] prefix ids but n_tokens=99999", err
 

@@ -1,4 +1,5 @@
-"""stdin closed (`<&-`), or named where the question goes: one line and exit 2, never a traceback or an answer."""
+"""stdin closed (`<&-`), or named where the question goes (a document too, with --kv): one line and exit 2, never a
+traceback or an answer."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from runcli import run
-from tmixcli import cli
+from tmixcli import cli_ask, cli_open
 from tmixcli.errors import TmixError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +47,7 @@ def test_cache_clear_with_closed_stdin_needs_yes(capsys, tiny_dir):
 
 @pytest.fixture()
 def no_model(monkeypatch) -> None:
-    monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
+    monkeypatch.setattr(cli_open, "load", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
 
 
 def test_stdin_as_the_question_is_refused(capsys, no_model, monkeypatch):
@@ -75,7 +76,39 @@ def test_questions_that_only_look_like_paths_are_kept(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "README").write_text("x")
     for text in ("Who?", "/dev/stdin?", "What is in /dev/stdin", "README", "a\x00b", "x" * 5000, "/no/such/dir/q"):
-        assert not cli._names_an_input(text), text
+        assert not cli_ask._names_an_input(text), text
+
+
+@pytest.fixture()
+def kv_file(capsys, tiny_dir, tmp_path, monkeypatch) -> str:
+    """A KV file of notes.txt made by the tiny model; loading a model after it is made fails the test."""
+    path = tmp_path / "notes.kv.safetensors"
+    assert run(capsys, "prefill", NOTES, "--model", tiny_dir, "--truncate", "-q", "-o", str(path))[0] == 0
+    monkeypatch.setattr(cli_open, "load", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
+    return str(path)
+
+
+@pytest.mark.parametrize("question,what", [
+    ("-", "is stdin"), ("/dev/stdin", "is a file name"), ("/dev/fd/0", "is a file name"), (NOTES, "is a file name"),
+    (str(ROOT / "sample_docs"), "is a folder"), ("minutes.docx", "reads as a document's name"),
+])
+def test_a_document_where_the_kv_question_goes_is_refused(capsys, kv_file, tiny_dir, monkeypatch, question, what):
+    """`echo doc | tmix ask --kv FILE -` once answered the question "-" and left stdin unread (so did a file or
+    folder name): --kv takes no document, so it is one line before the model loads."""
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"other doc\n")))
+    code, out, err = run(capsys, "ask", "--kv", kv_file, question, "--model", tiny_dir)
+    assert (code, out, err) == (2, "", f"tmix: error: the question {question!r} {what}: --kv takes no document (a KV "
+                                       "file holds exactly the text it was made from); give only the question: tmix "
+                                       "ask --kv PATH QUESTION\n")
+    assert sys.stdin.read() == "other doc\n"  # left unread
+
+
+def test_chat_refuses_a_document_beside_kv(capsys, kv_file, tiny_dir):
+    for doc in ("-", NOTES):
+        code, out, err = run(capsys, "chat", "--kv", kv_file, doc, "--model", tiny_dir)
+        assert (code, out, err) == (2, "", "tmix: error: usage: tmix chat FILE..., or tmix chat --kv PATH\n")
 
 
 @pytest.mark.parametrize("doc", ["-", "/dev/stdin", "/dev/fd/0"])

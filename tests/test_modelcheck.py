@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runcli import run
-from tmixcli import cli, modelcheck, models
+from tmixcli import cli_open, modelcheck, models
 
 # SmolLM2-135M's config.json as tmix converts it, less what transformers fills in itself
 LLAMA_CONFIG = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 49152,
@@ -54,7 +54,7 @@ BAD_CONFIGS = [
 @pytest.fixture()
 def folder(tmp_path, monkeypatch) -> Path:
     """A model folder with tokenizer and weight files; loading any model fails the test."""
-    monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
+    monkeypatch.setattr(cli_open, "load", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "m").mkdir()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tmixcli import cli, kvread, serve
+from tmixcli import cli_ask, cli_open, kvread, serve
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT_S = 20  # far more than a refusal takes; a reader waiting on the FIFO for a writer never ends by itself
@@ -111,7 +111,7 @@ def _serve_one(argv: list[str], cwd: Path, fifo: Path) -> tuple[int | None, str]
 def test_a_fifo_swapped_in_for_the_kv_file_after_the_checks_is_refused_by_the_server(tmp_path, monkeypatch):
     """The request is taken and --kv checked while a KV file is there; a FIFO takes its place before it is opened."""
     monkeypatch.setattr(serve, "process_bound", lambda path: False)  # what these checks saw: a regular file
-    monkeypatch.setattr(cli, "not_a_file", lambda path: None)
+    monkeypatch.setattr(cli_open, "not_a_file", lambda path: None)
     fifo = tmp_path / "doc.kv"
     os.mkfifo(fifo)
     code, err = _serve_one(["ask", "--kv", "doc.kv", "Who?"], tmp_path, fifo)
@@ -120,7 +120,7 @@ def test_a_fifo_swapped_in_for_the_kv_file_after_the_checks_is_refused_by_the_se
 
 def test_a_fifo_swapped_in_for_the_output_after_the_checks_is_refused_by_the_server(tmp_path, monkeypatch):
     """prefill -o reads an existing target to make sure it only ever replaces a KV file: a FIFO there is refused."""
-    monkeypatch.setattr(cli, "check_output", lambda path, option: None if path is None else Path(path))
+    monkeypatch.setattr(cli_ask, "check_output", lambda path, option: None if path is None else Path(path))
     (tmp_path / "doc.txt").write_text("The ferry leaves at 07:45 from pier 3.\n")
     fifo = tmp_path / "out.kv"
     os.mkfifo(fifo)

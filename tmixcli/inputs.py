@@ -79,7 +79,7 @@ def read_input(path: str, stdin: BinaryIO | None, limit: Callable[[bytes, int | 
 
 def _open(path: str) -> BinaryIO:
     """`path` opened for reading; inside `tmix serve` only a regular file, refused without waiting on a FIFO or device
-    (its client reads those itself: cli._maybe_forward)."""
+    (its client reads those itself: cli_open.maybe_forward)."""
     from tmixcli import serve
 
     return os.fdopen(open_regular(path), "rb") if serve.served else open(path, "rb")

@@ -1,0 +1,268 @@
+"""`tmix ask` and `tmix prefill`: answer a question about documents or a KV file, or save the KV file alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+from tmixcli import cli_open, early, stdout
+from tmixcli.cli_options import (AttnOpt, ChunkOpt, CompileOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, LastNOpt,
+                                 MaxNewOpt, ModelOpt, NInitOpt, NLocalOpt, NoCacheOpt, PagesOpt, PasswordOpt, QuietOpt,
+                                 RepeatOpt, SeedOpt, StartOpt, SystemOpt, TempOpt, ThreadsOpt, TopPOpt, TruncOpt,
+                                 check_model_options, settings)
+from tmixcli.errors import TmixError
+from tmixcli.paths import check_output, names_own_file, not_a_file
+
+if TYPE_CHECKING:
+    from tmixcli.answer import Answer
+    from tmixcli.context import Context
+
+NO_ANSWER = "the model gave no answer"
+
+
+@early.command
+def ask(
+    args: list[str] = typer.Argument(..., metavar="FILE QUESTION",
+                                     help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; a folder; - for "
+                                     "stdin), then the question; with --kv only the question."),
+    kv: Optional[Path] = typer.Option(None, "--kv", metavar="PATH", help="Answer from this KV cache file alone."),
+    model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
+    device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
+    attention: Optional[str] = AttnOpt, n_init: Optional[int] = NInitOpt, n_local: Optional[int] = NLocalOpt,
+    last_n: Optional[int] = LastNOpt,
+    start_layer: Optional[int] = StartOpt, chunk_size: Optional[int] = ChunkOpt, compile: str = CompileOpt,
+    system: Optional[str] = SystemOpt, pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
+    truncate: bool = TruncOpt, no_cache: bool = NoCacheOpt, max_new_tokens: int = MaxNewOpt,
+    temperature: float = TempOpt, top_p: float = TopPOpt, seed: Optional[int] = SeedOpt,
+    stop_repeats: bool = RepeatOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Answer a question about a document, or several read together (prefill, or reuse the cached KV)."""
+    if (len(args) != 1) if kv is not None else (len(args) < 2):
+        raise TmixError("usage: tmix ask FILE... QUESTION, or tmix ask --kv PATH QUESTION")
+    question = args[-1]
+    if not question.strip():
+        raise TmixError("the question is empty")
+    _check_question(question, kv is not None)
+    quiet = quiet or as_json
+    s = settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
+                 system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                 stop_repeats=stop_repeats, use_cache=not no_cache, truncate=truncate, chunk_size=chunk_size,
+                 progress=not quiet, question=question)
+    cli_open.check_cache_cap(s, kv)
+    cli_open.maybe_forward(args[:-1] + ([str(kv)] if kv is not None else []), model, device, dtype, device_map,
+                           compile, quiet)
+    ctx = cli_open.open_context(args[:-1] if kv is None else None, kv, s, pages, password, quiet, model, device,
+                                dtype, device_map, threads, compile)
+    cli_open.describe(ctx, quiet)
+    from tmixcli import answer
+
+    on_text = None if as_json else show
+    try:
+        ans = answer.ask(ctx, question, s, on_text)
+    except KeyboardInterrupt:
+        _save_after_interrupt(ctx, quiet)
+        raise
+    except stdout.OutputClosed:  # `| head`: the answer is not wanted any more, the prefill's KV file still is
+        cli_open.save_quietly(ctx)
+        raise
+    except TmixError:  # e.g. a question that does not fit: the prefill's KV file is still kept for the next try
+        cli_open.save_quietly(ctx)
+        raise
+    saved = cli_open.save_quietly(ctx)
+    ttft = ctx.prefill_s + ans.ttft_s
+    if as_json:
+        print(json.dumps({
+            "answer": ans.text.strip(), "prompt_tokens": ans.prompt_tokens, "document_tokens": cli_open.doc_tokens(ctx),
+            "ttft_s": round(ttft, 4), "prefill_s": round(ctx.prefill_s, 4),
+            "decode_tokens_per_s": round(ans.decode_tokens_per_s, 2), "cache_hit": ctx.cache_hit,
+            "kv_recomputed": ctx.recomputed is not None,
+            "reused_tokens": ctx.reused_rows,
+            "kv_path": str(ctx.kv_path) if ctx.kv_path else None,
+            "notes": list(ctx.notes) + ([NO_ANSWER] if not ans.text.strip() else []), "kv_notes": saved,
+            "model": ctx.lm.model_id,
+            "attention": ctx.attn.to_dict(), "new_tokens": ans.new_tokens, "stop_reason": ans.stop_reason}))
+        return
+    print(flush=True)
+    cli_open.status(quiet, f"TTFT {ttft:.2f} s ({'KV load' if ctx.cache_hit else 'prefill'} {ctx.prefill_s:.2f} s "
+                           f"+ question {ans.ttft_s:.2f} s), {tokens_said(ans)}" + ending(ans))
+    if not ans.text.strip():
+        cli_open.status(quiet, NO_ANSWER)
+    for line in saved:
+        cli_open.status(quiet, line)
+
+
+def show(text: str) -> None:
+    """Stream a piece of the answer to stdout at once."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _save_after_interrupt(ctx: Context, quiet: bool) -> None:
+    """Ctrl-C during the answer to a fresh prefill: still write its KV file, so the next question starts warm."""
+    if ctx.pending_save is None:
+        return
+    if not quiet:
+        print(file=sys.stderr)  # the answer's line was cut mid-way
+    cli_open.status(quiet, "answer interrupted; saving the KV file of the prefill (Ctrl-C again to skip)")
+    try:
+        for line in cli_open.save_quietly(ctx):
+            cli_open.status(quiet, line)
+    except KeyboardInterrupt:
+        cli_open.status(quiet, "KV file not saved")
+
+
+def tokens_said(ans: Answer) -> str:
+    """The answer's length for the status line, with the decode rate only where there is one (two tokens or more)."""
+    if ans.new_tokens > 1:
+        return f"{ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s"
+    return f"{ans.new_tokens} token" + ("" if ans.new_tokens == 1 else "s")
+
+
+def ending(ans: Answer) -> str:
+    """Why an answer ended early, for the status line (nothing when the model finished it)."""
+    if ans.stop_reason == "repeat":
+        return "; cut: the answer began to repeat itself (--no-stop-repeats lets it run)"
+    if ans.stop_reason == "length":
+        return "; cut at --max-new-tokens"
+    if ans.stop_reason == "context":
+        return "; cut: the model's context is full (a shorter question leaves more room)"
+    return ""
+
+
+def _check_question(question: str, kv: bool) -> None:
+    """Refuse a question that names stdin, a file, a folder or a missing document: a forgotten question (or, with
+    --kv, which takes no document, a document given as well) never becomes one."""
+    if question == "-":
+        what = "is stdin"
+    elif _names_a_file(question) or _names_an_input(question):
+        what = "is a file name"
+    elif _names_a_folder(question):
+        what = "is a folder"
+    elif _missing_document(question):
+        if not kv:
+            raise TmixError(f"no such document: {question} (the question goes last, after the documents)")
+        what = "reads as a document's name"
+    else:
+        return
+    if not kv:
+        raise TmixError(f"the question {question!r} {what}; put the question last, after the documents")
+    raise TmixError(f"the question {question!r} {what}: --kv takes no document (a KV file holds exactly the text it "
+                    f"was made from); give only the question: tmix ask --kv PATH QUESTION")
+
+
+def _names_a_file(text: str) -> bool:
+    """True when `text` is the path of an existing file (a long question is never one, nor an error)."""
+    try:
+        return bool(Path(text).suffix) and Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _names_an_input(text: str) -> bool:
+    """True when `text` (one word) names one of this process's files (/dev/stdin, /dev/fd/N) or an existing FIFO,
+    device or socket: an input, never a question."""
+    if any(c.isspace() for c in text):
+        return False
+    try:
+        if names_own_file(text):
+            return True
+        mode = os.stat(text).st_mode
+    except (OSError, ValueError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _names_a_folder(text: str) -> bool:
+    """True when `text` is an existing folder written as a path (one word): a document folder, not a question."""
+    try:
+        return not any(c.isspace() for c in text) and Path(text).is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+_DOC_SUFFIXES = {".pdf", ".docx", ".doc", ".odt", ".pptx", ".epub", ".html", ".htm", ".xhtml", ".txt", ".text", ".md",
+                 ".markdown", ".rst", ".tex", ".log"}
+
+
+def _missing_document(text: str) -> bool:
+    """True when `text` reads as a document's file name (one word with a document suffix) that does not exist."""
+    if any(c.isspace() for c in text) or Path(text).suffix.lower() not in _DOC_SUFFIXES:
+        return False
+    return not _names_a_file(text)
+
+
+@early.command
+def prefill(
+    files: list[str] = typer.Argument(..., metavar="FILE",
+                                      help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; a folder; "
+                                      "- for stdin)."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", metavar="PATH",
+                                          help="Write the KV file here (default: cache)."),
+    model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
+    device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
+    attention: Optional[str] = AttnOpt, n_init: Optional[int] = NInitOpt, n_local: Optional[int] = NLocalOpt,
+    last_n: Optional[int] = LastNOpt,
+    start_layer: Optional[int] = StartOpt, chunk_size: Optional[int] = ChunkOpt, compile: str = CompileOpt,
+    system: Optional[str] = SystemOpt, pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
+    truncate: bool = TruncOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Prefill a document (or several read together) and save its KV cache file; prints the path."""
+    from tmixcli.documents import load_documents
+
+    quiet = quiet or as_json
+    s = settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
+                 system=system, truncate=truncate, chunk_size=chunk_size, progress=not quiet,
+                 max_new_tokens=1, kv_required=True)  # room for a question and one answer token
+    output = check_output(output, "-o")
+    if output is not None and output.exists():
+        from tmixcli.kvheader import read_meta
+
+        try:
+            read_meta(output)  # opened without waiting: a FIFO or device put there after check_output is refused
+        except TmixError:
+            why = not_a_file(output)
+            if why is None:
+                raise TmixError(f"-o {output} exists and is not a tmix KV file; not overwriting it") from None
+            if why != "no such file":  # gone meanwhile: nothing is overwritten
+                raise TmixError(f"-o {output} exists and is {why}; give another name") from None
+    cli_open.check_cache_cap(s, output)
+    cli_open.maybe_forward(files, model, device, dtype, device_map, compile, quiet)
+    if output is None:
+        ctx = cli_open.open_context(files, None, s, pages, password, quiet, model, device, dtype, device_map, threads,
+                                    compile)
+    else:
+        from tmixcli.modelcheck import check_start_layer
+
+        check_model_options(device, dtype, device_map, threads, compile, model)
+        check_start_layer(model, s.method, s.start_layer)
+        doc = load_documents(files, pages=pages, password=password, budget=cli_open.read_budget(model, s))
+        with early.quick_exit():
+            from tmixcli import opening, serve
+
+        lm = cli_open.load(model, device, dtype, quiet, device_map, threads, compile)
+        ctx = opening.open_document(lm, doc, s, kv_out=output, resident=serve.served.get("resident"))
+    saved = ctx.save()
+    if ctx.kv_path is None and saved:
+        raise TmixError(f"{saved[0]}; raise the cap or write the file elsewhere with -o")
+    if ctx.kv_path is None:
+        raise TmixError("the KV file was removed (by another tmix?) as soon as it was written; run prefill again")
+    cli_open.describe(ctx, quiet)
+    for line in saved:
+        cli_open.status(quiet, line)
+    size = ctx.kv_path.stat().st_size
+    if as_json:
+        print(json.dumps({"kv_path": str(ctx.kv_path), "tokens": len(ctx.prefix_ids), "bytes": size,
+                          "prefill_s": round(ctx.prefill_s, 4), "cache_hit": ctx.cache_hit,
+                          "reused_tokens": ctx.reused_rows, "notes": list(ctx.notes),
+                          "model": ctx.lm.model_id, "attention": ctx.attn.to_dict()}))
+    else:
+        print(ctx.kv_path)
+        cli_open.status(quiet, f"{len(ctx.prefix_ids)} tokens, {size / 2**20:.1f} MiB, "
+                               f"{'loaded' if ctx.cache_hit else 'prefilled'} in {ctx.prefill_s:.2f} s")
+

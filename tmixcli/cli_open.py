@@ -1,0 +1,206 @@
+"""What ask, prefill, chat and serve share: the model loaded (or found in a `tmix serve`), documents or a KV file
+opened as a Context, and the status lines about them."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from tmixcli import early
+from tmixcli.cli_options import ARGV, check_model_options
+from tmixcli.config import Settings
+from tmixcli.errors import TmixError
+from tmixcli.paths import names_stdin, not_a_file
+
+if TYPE_CHECKING:
+    from tmixcli.context import Context
+    from tmixcli.models import LoadedModel
+    from tmixcli.textcap import Budget
+
+
+def status(quiet: bool, msg: str) -> None:
+    """A status line on stderr, unless --quiet."""
+    if not quiet:
+        print(f"tmix: {msg}", file=sys.stderr, flush=True)
+
+
+def warn(msg: str) -> None:
+    """A status line that --quiet does not hide: answers now come from a version of the documents that is gone."""
+    print(f"tmix: {msg}", file=sys.stderr, flush=True)
+
+
+def load(model: Optional[str], device: str, dtype: str, quiet: bool, device_map: Optional[str] = None,
+         threads: Optional[str] = None, compile: str = "off") -> LoadedModel:
+    """The model, loaded (and compiled if asked), or the one a `tmix serve` answering this run holds."""
+    from tmixcli import serve
+
+    if serve.served:  # inside `tmix serve`: the client found the server by these very options
+        status(quiet, f"answered by tmix serve (pid {os.getpid()}): model already loaded")
+        return serve.served["lm"]
+    with early.quick_exit():
+        from tmixcli.fuse import compile_blocks, resolve_compile
+        from tmixcli.models import load_model, resolve_device
+
+        _silence_libraries()
+    try:
+        wanted = resolve_compile(compile, resolve_device(device))
+    except ValueError as err:
+        raise TmixError(str(err)) from None
+    lm = load_model(model, device, dtype, progress=not quiet, device_map=device_map, threads=threads)
+    if wanted:
+        compile_blocks(lm.model)
+    return lm
+
+
+def maybe_forward(sources: list[str], model: Optional[str], device: str, dtype: str, device_map: Optional[str],
+                  compile: str, quiet: bool) -> None:
+    """Hand this run to a `tmix serve` holding the same model, if one runs (stdin, FIFOs, devices and /dev/fd/N stay
+    local: paths.process_bound): exits with its code.
+
+    Inside the server, this is where a request is taken (or, reading such an input, handed back to run locally)."""
+    from tmixcli import serve
+    from tmixcli.paths import process_bound
+    from tmixcli.serverkey import server_key
+
+    if serve.served:
+        serve.take_request(sources)
+        return
+    if any(process_bound(p) for p in sources):
+        return
+    code = serve.forward(ARGV, server_key(model, device, dtype, device_map, compile), quiet)
+    if code is not None:
+        raise SystemExit(code)  # the server already said all there is to say (e.g. 'interrupted'): nothing more
+
+
+def _silence_libraries() -> None:
+    """No transformers warnings or progress bars: tmix says what matters in its own status lines."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def describe(ctx: Context, quiet: bool) -> None:
+    """The status lines about an opened context: its tokens, model, attention, and cache hit or miss."""
+    from tmixcli.config import no_triangle_note
+
+    lm, a = ctx.lm, ctx.attn
+    note = no_triangle_note(a, lm.model.config.num_hidden_layers)
+    attn = "dense" if a.method == "dense" else (
+        f"trimix from layer {a.start_layer} ({ctx.start_layer_source}{f'; {note}' if note else ''}), "
+        f"n_init={a.n_init} n_local={a.n_local} last_n={a.last_n}")
+    status(quiet, f"{ctx.doc_name}: {doc_tokens(ctx)} document tokens ({len(ctx.prefix_ids)} with the prompt) | "
+                  f"{lm.model_id} on {lm.device.type} "
+                  f"{str(lm.dtype).removeprefix('torch.')} | attention {attn}")
+    for note in ctx.notes:
+        status(quiet, note)
+    if ctx.cache_hit:
+        how = "kept in memory by tmix serve" if ctx.kept_in_memory else "loaded"
+        if ctx.recomputed is not None:
+            how = (f"prefilled again (reading the file was on course to take longer than the "
+                   f"{ctx.recomputed:.1f} s its prefill took) for")
+        unread = " (documents unchanged since: not read again)" if ctx.doc_unread else ""
+        status(quiet, f"cache hit: {how} {ctx.kv_path} in {ctx.prefill_s:.2f} s{unread}")
+    else:
+        where = f" ({ctx.unsaved or 'cache off'})"
+        if ctx.kv_path:
+            where = f", KV file {ctx.kv_path}"
+        reused = ""
+        if ctx.reused_rows:
+            memory = " as kept in memory by tmix serve" if ctx.kept_in_memory else ""
+            reused = (f" (the first {ctx.reused_rows} tokens taken from {ctx.reused_from.name}{memory}, "
+                      f"{len(ctx.prefix_ids) - ctx.reused_rows} prefilled)")
+        status(quiet, f"cache miss: prefilled in {ctx.prefill_s:.2f} s{reused}{where}")
+
+
+def open_context(sources: Optional[list[str]], kv: Optional[Path], s: Settings, pages: Optional[str],
+                 password: Optional[str], quiet: bool, model: Optional[str], device: str, dtype: str,
+                 device_map: Optional[str] = None, threads: Optional[str] = None, compile: str = "off",
+                 lm: Optional[LoadedModel] = None) -> Context:
+    """The documents' (or the KV file's) context: bad input is refused before the model loads."""
+    from tmixcli.documents import load_documents
+
+    check_model_options(device, dtype, device_map, threads, compile, model)
+    if kv is not None:
+        why = "stdin is closed" if sys.stdin is None and names_stdin(str(kv)) else not_a_file(kv)
+        if why is not None:
+            raise TmixError(f"--kv {kv}: {why}")
+        _refuse_for_kv(pages, password, s)
+        with early.quick_exit():
+            from tmixcli.kvheader import read_checked_meta
+            from tmixcli.kvstore import settings_for
+
+        s = settings_for(read_checked_meta(kv), s)  # a foreign or damaged file, or settings it cannot take
+        doc = ident = None
+    else:
+        from tmixcli import docindex
+        from tmixcli.modelcheck import check_start_layer
+
+        check_start_layer(model, s.method, s.start_layer)
+        ident = docindex.identity(sources, pages, password) if s.use_cache else None
+        budget = read_budget(model, s)
+        # documents no run has recorded are read first, so bad input fails before torch is imported
+        doc = None if docindex.known(ident) else load_documents(sources, pages=pages, password=password,
+                                                                 budget=budget)
+    with early.quick_exit():
+        from tmixcli import opening, serve
+
+    if lm is None:
+        lm = load(model, device, dtype, quiet, device_map, threads, compile)
+    resident = serve.served.get("resident")  # inside `tmix serve`: the last KV file it loaded, kept in memory
+    if kv is not None:
+        return opening.open_kv(lm, kv, s, resident)
+    if doc is None:
+        ctx = opening.open_known(lm, ident, s, resident)
+        if ctx is not None:
+            return ctx
+        doc = load_documents(sources, pages=pages, password=password, budget=budget)
+    return opening.open_document(lm, doc, s, resident=resident, ident=ident)
+
+
+def check_cache_cap(s: Settings, kv_file: Optional[Path]) -> None:
+    """Refuse a bad TMIX_CACHE_MAX at once (before a server or the model) in a run that may write to the cache, on a
+    cache hit as on a miss: a mistyped cap must not let the cache grow past what the user meant."""
+    if s.use_cache and kv_file is None:
+        from tmixcli.kvfolder import cache_limit
+
+        cache_limit()
+
+
+def read_budget(model: Optional[str], s: Settings) -> Budget:
+    """How much of the documents to read: what the model's context could hold, judged from its files (no torch)."""
+    from tmixcli.textcap import Budget, files_cap
+
+    return Budget(s.truncate, functools.partial(files_cap, model))
+
+
+def _refuse_for_kv(pages: Optional[str], password: Optional[str], s: Settings) -> None:
+    """Options about reading or caching a document cannot apply to a KV file, which holds exactly the text it was
+    made from."""
+    for flag, given in (("--pages", pages is not None), ("--password", password is not None),
+                        ("--truncate", s.truncate)):
+        if given:
+            raise TmixError(f"{flag} cannot apply to --kv: a KV file holds exactly the text it was made from; use "
+                            f"{flag} with tmix prefill (or ask about the document itself)")
+    if not s.use_cache:
+        raise TmixError("--no-cache cannot apply to --kv: the KV file given is the cache that is read")
+
+
+def doc_tokens(ctx: Context) -> int:
+    """The documents' own tokens: the prompt's less those of an empty one."""
+    from tmixcli import prompt
+
+    return len(ctx.prefix_ids) - len(prompt.prefix_ids(ctx.lm.tokenizer, "", ctx.system))
+
+
+def save_quietly(ctx: Context) -> list[str]:
+    """Finish the KV file after an answer; a failure (full or read-only disk, the file removed meanwhile) is a
+    status line, not an error: the answer stands and the next run prefills again."""
+    try:
+        return ctx.save()
+    except TmixError as err:
+        ctx.kv_path = None
+        return [f"KV file not saved: {err}"]

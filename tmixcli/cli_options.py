@@ -1,0 +1,107 @@
+"""Options shared by ask, prefill, chat and serve, and the checks of their values before torch is imported."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import typer
+
+from tmixcli.config import Settings
+from tmixcli.errors import TmixError
+
+ModelOpt = typer.Option(None, "--model", metavar="MODEL", envvar="TMIX_MODEL",
+                        help="HF model id, local model dir or .gguf file (default: embedded SmolLM2-135M-Instruct).")
+DeviceOpt = typer.Option("auto", "--device", metavar="auto|cpu|cuda", help="auto, cpu or cuda.")
+ThreadsOpt = typer.Option(None, "--threads", metavar="auto|N", envvar="TMIX_THREADS",
+                          help="CPU threads: a number, or auto (probe whether threads help here). A run answered "
+                          "by `tmix serve` uses the server's threads.")
+DeviceMapOpt = typer.Option(None, "--device-map", metavar="auto",
+                            help="'auto': spread a model too big for one GPU over all GPUs.")
+DtypeOpt = typer.Option("auto", "--dtype", metavar="auto|bf16|fp16|fp32",
+                        help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.")
+AttnOpt = typer.Option(None, "--attention", metavar="trimix|dense",
+                       help="trimix (TriangleMix prefill; the default) or dense. "
+                       "Attention options left out take a --kv file's values.")
+NInitOpt = typer.Option(None, "--n-init", metavar="N",
+                        help="Sink tokens every query sees in triangle layers (default 8).")
+NLocalOpt = typer.Option(None, "--n-local", metavar="N", help="Local window of triangle layers (default 512).")
+LastNOpt = typer.Option(None, "--last-n", metavar="N",
+                        help="Last queries of the prefill that see every token (default 128).")
+StartOpt = typer.Option(None, "--start-layer", metavar="N",
+                        help="First triangle layer (default: calibrated profile, else the paper's, else half).")
+ChunkOpt = typer.Option(None, "--chunk-size", metavar="N",
+                        help="Prefill in chunks of this many tokens (bounds memory).")
+SystemOpt = typer.Option(None, "--system", metavar="TEXT", help="System prompt.")
+PagesOpt = typer.Option(None, "--pages", metavar="PAGES", help="PDF pages to read, e.g. 3-10, 1,4,7-9, 5- or -2.")
+PasswordOpt = typer.Option(None, "--password", metavar="TEXT", help="Password of an encrypted PDF.")
+TruncOpt = typer.Option(False, "--truncate", help="Cut the end of a document that does not fit the context.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No status lines on stderr.")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object instead of streaming text.")
+NoCacheOpt = typer.Option(False, "--no-cache", help="Neither read nor write a KV cache file.")
+MaxNewOpt = typer.Option(256, "--max-new-tokens", metavar="N", help="Answer length limit.")
+TempOpt = typer.Option(0.0, "--temperature", metavar="T", help="0 = greedy.")
+TopPOpt = typer.Option(1.0, "--top-p", metavar="P", help="Nucleus sampling threshold (with --temperature > 0).")
+SeedOpt = typer.Option(None, "--seed", metavar="N", help="Sampling seed, 0 to 2**64-1 (18446744073709551615).")
+RepeatOpt = typer.Option(True, "--stop-repeats/--no-stop-repeats",
+                         help="End an answer that has begun to loop (one passage three times in a row; list numbers "
+                         "counting up do not hide a loop).")
+CompileOpt = typer.Option("off", "--compile", metavar="off|on|auto",
+                          help="torch.compile each layer's norms and MLP (auto = on CUDA): "
+                          "faster long prefills after a one-time compilation of a few seconds.")
+
+
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's largest seed
+ARGV: list[str] = []  # this run's arguments, for handing them to a `tmix serve`
+
+
+def settings(**kw) -> Settings:
+    """The run's Settings from its options, refusing values out of range in one line."""
+    if kw["method"] not in (None, "trimix", "dense"):
+        raise TmixError(f"--attention must be trimix or dense, not {kw['method']!r}")
+    if kw.get("max_new_tokens", 1) < 1:
+        raise TmixError("--max-new-tokens must be at least 1")
+    if not 0 <= kw.get("temperature", 0.0) <= 100:  # also refuses nan and inf
+        raise TmixError("--temperature must be between 0 (greedy) and 100")
+    if not 0 < kw.get("top_p", 1.0) <= 1:
+        raise TmixError("--top-p must be in (0, 1]")
+    if kw.get("temperature", 0.0) == 0 and kw.get("top_p", 1.0) < 1:
+        raise TmixError("--top-p applies only to sampling: give it with --temperature above 0 (0, the default, is "
+                        "greedy decoding)")
+    if kw.get("seed") is not None and not 0 <= kw["seed"] <= MAX_SEED:
+        raise TmixError(f"--seed must be from 0 to 2**64-1 ({MAX_SEED}), not {kw['seed']}")
+    if kw.get("chunk_size") is not None and kw["chunk_size"] < 1:
+        raise TmixError("--chunk-size must be at least 1")
+    for name, value, low in (("--n-init", "n_init", 0), ("--n-local", "n_local", 1), ("--last-n", "last_n", 0),
+                             ("--start-layer", "start_layer", 0)):
+        if kw.get(value) is not None and kw[value] < low:
+            raise TmixError(f"{name} must be at least {low}")
+    return Settings(**kw)
+
+
+def check_model_options(device: str, dtype: str, device_map: Optional[str], threads: Optional[str],
+                         compile: str, model: Optional[str] = None) -> None:
+    """Refuse a mistyped model option or TMIX_* switch before torch is imported (seconds) or a document is read."""
+    from tmixcli.envflags import check_switches
+    from tmixcli.modelcheck import check_model
+
+    check_switches()
+    check_model(model)
+    if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise TmixError(f"unknown device {device!r}: use auto, cpu or cuda")
+    if dtype not in ("auto", "bf16", "fp16", "fp32"):
+        raise TmixError(f"unknown dtype {dtype!r}: use auto, bf16, fp16 or fp32")
+    if device_map not in (None, "auto"):
+        raise TmixError(f"--device-map takes only 'auto', not {device_map!r}")
+    if compile not in ("auto", "on", "off"):
+        raise TmixError(f"--compile takes auto, on or off, not {compile!r}")
+    spec = threads or os.environ.get("TMIX_THREADS") or "auto"
+    if spec != "auto" and not (spec.isdigit() and 1 <= int(spec) <= (os.cpu_count() or 1)):
+        name = "--threads" if given("--threads") else "TMIX_THREADS"
+        raise TmixError(f"{name} must be 'auto' or a number from 1 to this machine's {os.cpu_count()} CPUs, "
+                        f"not {spec!r}")
+
+
+def given(flag: str) -> bool:
+    """Whether this run's arguments name `flag` (else an option's value came from its environment variable)."""
+    return any(arg == flag or arg.startswith(flag + "=") for arg in ARGV)
