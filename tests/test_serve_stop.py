@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_serve import TINY, _prepare, answer_once
 
-from tmixcli import serve
+from tmixcli import serve_client
 from tmixcli.errors import TmixError
 from tmixcli.serverkey import server_key
 
@@ -103,19 +103,19 @@ def test_serve_stop_waits_a_bounded_time_and_reaches_an_older_server(tmp_path: P
     """A server that answers but does not end in time is named in one line, exit 1; a server of an older tmix (no
     stop socket) is asked on its main socket."""
     monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(serve, "_STOP_WAIT", 0.5)
+    monkeypatch.setattr(serve_client, "_STOP_WAIT", 0.5)
     key = server_key("some-model", "cpu", "auto", None, "off")
-    path = serve.socket_path(key)
+    path = serve_client.socket_path(key)
     path.parent.mkdir(parents=True)
-    older = answer_once(path, serve._FRAME.pack(b"X", 4242))
-    assert serve.stop_server(key) == 4242  # no lock held: gone at once
+    older = answer_once(path, serve_client.FRAME.pack(b"X", 4242))
+    assert serve_client.stop_server(key) == 4242  # no lock held: gone at once
     older.join()
     path.unlink()
-    stuck = answer_once(serve.stop_path(path), serve._FRAME.pack(b"X", 4343))
+    stuck = answer_once(serve_client.stop_path(path), serve_client.FRAME.pack(b"X", 4343))
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the server holds it until it ends: here, never
         with pytest.raises(TmixError) as err:
-            serve.stop_server(key)
+            serve_client.stop_server(key)
     stuck.join()
     assert err.value.code == 1 and str(err.value).startswith("the tmix server (pid 4343) has not stopped within 0.5 s")
 
@@ -123,10 +123,10 @@ def test_serve_stop_waits_a_bounded_time_and_reaches_an_older_server(tmp_path: P
 def test_a_server_gone_mid_line_leaves_its_line_and_ours_apart(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path))
     key = server_key("some-model", "cpu", "auto", None, "off")
-    path = serve.socket_path(key)
+    path = serve_client.socket_path(key)
     path.parent.mkdir(parents=True)
-    thread = answer_once(path, serve._FRAME.pack(b"S", 4242) + serve._FRAME.pack(b"O", 9) + b"The ferry")
-    assert serve.forward(["ask", "x", "q"], key) == 1
+    thread = answer_once(path, serve_client.FRAME.pack(b"S", 4242) + serve_client.FRAME.pack(b"O", 9) + b"The ferry")
+    assert serve_client.forward(["ask", "x", "q"], key) == 1
     thread.join()
     out, err = capsys.readouterr()
     assert out == "The ferry" and err == ("\ntmix: error: the tmix server (pid 4242) died during this run (killed or "
