@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tmixcli import serve, serve_client
+from tmixcli import serve, serve_client, serve_stream
 from tmixcli.serverkey import gpu_here, server_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -633,7 +633,7 @@ def test_a_request_carries_whether_the_clients_streams_are_terminals(monkeypatch
     monkeypatch.setattr(sys, "stderr", Terminal())
     req = json.loads(serve_client._request(["ask", "doc.txt", "q"]))
     assert req["tty"] == {"stdout": False, "stderr": True}
-    assert serve._Stream(None, b"E", True).isatty() and not serve._Stream(None, b"O").isatty()
+    assert serve_stream.Stream(None, b"E", True).isatty() and not serve_stream.Stream(None, b"O").isatty()
 
 
 def _stalled(monkeypatch, owner, name: str, client: list) -> tuple[threading.Event, list[int]]:

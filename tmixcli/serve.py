@@ -1,15 +1,15 @@
 """`tmix serve`: keep a model loaded and run `tmix ask` / `tmix prefill` for other processes over a Unix socket.
 
-A warm question costs a fresh `tmix` process ~6 s of importing torch and transformers plus the model load (~1 s
-for the default model, far more for an 8B model) before the 0.5 s of real work. A server holds the model; `ask` and
+A warm question costs a fresh `tmix` process ~6 s of importing torch and transformers plus the model load (~1 s for
+the default model, far more for an 8B model) before the 0.5 s of real work. A server holds the model; `ask` and
 `prefill` runs whose --model, --device, --dtype, --device-map and --compile resolve to the same settings reach it
-(tmixcli/serve_client.py), and the server runs them as the command line would, streaming stdout and stderr back. A
-client that hangs up (its Ctrl-C) stops its request at the next decode step, as Ctrl-C stops a local run (the
-prefill's KV file is still saved), or earlier at the next checkpoint (tmixcli/checkpoints.py: a decoder layer of the
-prefill or of the question, 50 ms of a KV file read, a document, input chunk, page or paragraph read; no KV file is
-left). The last KV file a request prefilled or loaded stays in memory (tmixcli/resident.py), so a follow-up question
-skips its load. `tmix serve --stop` reaches a second socket that a thread answers even mid-request, and ends the
-server as SIGTERM does.
+(tmixcli/serve_client.py), and the server runs them as the command line would, streaming stdout and stderr back
+(tmixcli/serve_stream.py). A client that hangs up (its Ctrl-C) stops its request at the next decode step, as Ctrl-C
+stops a local run (the prefill's KV file is still saved), or earlier at the next checkpoint (tmixcli/checkpoints.py:
+a decoder layer of the prefill or of the question, 50 ms of a KV file read, a document, input chunk, page or
+paragraph read; no KV file is left). The last KV file a request prefilled or loaded stays in memory
+(tmixcli/resident.py), so a follow-up question skips its load. `tmix serve --stop` reaches a second socket that a
+thread answers even mid-request, and ends the server as SIGTERM does.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 from tmixcli.errors import TmixError
 from tmixcli.paths import process_bound
 from tmixcli.serve_client import FRAME, socket_path, stop_path
+from tmixcli.serve_stream import Client, ClientGone, Stream
 
 _REQUEST_WAIT = 5.0  # seconds a client has to send its request line once connected
 served: dict = {}  # while a server runs a request: {"key": ..., "lm": LoadedModel, "resident": ResidentKV}
@@ -38,66 +39,6 @@ _closing: list[int] = []  # set once the server is ending: a stop signal then en
 
 class Refused(Exception):
     """A request the server hands back untouched (it reads stdin): the client runs it itself."""
-
-
-class ClientGone(KeyboardInterrupt):
-    """The client of the request in hand hung up (its Ctrl-C): the request stops as a local run's Ctrl-C stops it."""
-
-
-def _hung_up(conn: socket.socket) -> bool:
-    """Whether the client has closed its end (EOF or a reset), found without waiting and without taking any data."""
-    try:
-        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-
-
-class _Client:
-    """The connection of the request in hand. Once it is found closed, the request gets ClientGone (once, in the
-    main thread, where requests run) and all it still writes is dropped, as a local run's output after Ctrl-C."""
-
-    def __init__(self, conn: socket.socket) -> None:
-        self.conn, self.gone, self._told = conn, False, False
-
-    def send(self, frame: bytes) -> None:
-        """Send one frame; a failure means the client is gone."""
-        if not self.gone:
-            try:
-                self.conn.sendall(frame)
-            except OSError:
-                self.gone = True
-        self._tell()
-
-    def check(self) -> None:
-        """At a checkpoint: ClientGone once the client has hung up (--json sends nothing until the end)."""
-        self.gone = self.gone or _hung_up(self.conn)
-        self._tell()
-
-    def _tell(self) -> None:
-        if self.gone and not self._told and threading.current_thread() is threading.main_thread():
-            self._told = True
-            raise ClientGone
-
-
-class _Stream:
-    """A text stream whose writes go to the client as frames (see _Client for a client gone); a terminal where the
-    client's own stream is one."""
-
-    def __init__(self, client: _Client, kind: bytes, tty: bool = False) -> None:
-        self.client, self.kind, self.encoding, self.tty = client, kind, "utf-8", tty
-
-    def write(self, text: str) -> int:
-        data = text.encode("utf-8", "replace")
-        self.client.send(FRAME.pack(self.kind, len(data)) + data)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return self.tty
 
 
 @contextlib.contextmanager
@@ -174,9 +115,9 @@ def _handle(conn: socket.socket, key: str, lm, log, resident=None) -> None:
     if argv[:1] not in (["ask"], ["prefill"]):
         log(f"request refused: {' '.join(argv[:1]) or 'nothing'}")
         return
-    client, code = _Client(conn), 1
+    client, code = Client(conn, stopping), 1
     tty = req.get("tty") if isinstance(req.get("tty"), dict) else {}
-    out, err = _Stream(client, b"O", tty.get("stdout") is True), _Stream(client, b"E", tty.get("stderr") is True)
+    out, err = Stream(client, b"O", tty.get("stdout") is True), Stream(client, b"E", tty.get("stderr") is True)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
                 _request_scope(str(req.get("cwd", "/")), dict(req.get("env") or {})):
@@ -195,7 +136,7 @@ def _handle(conn: socket.socket, key: str, lm, log, resident=None) -> None:
     log(f"{' '.join(argv[:1])}: exit {code} in {time.perf_counter() - start:.2f} s")
 
 
-def _run(argv: list[str], client: _Client, log) -> int:
+def _run(argv: list[str], client: Client, log) -> int:
     """cli.main(argv) as a process of its own runs it, stopped at the next checkpoint if the client hangs up (then
     exactly as a local Ctrl-C: a prefill's KV file is saved once the answer began); its exit code."""
     from tmixcli import checkpoints, cli
