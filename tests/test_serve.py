@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tmixcli import serve
+from tmixcli import serve, serve_client, serve_stream
 from tmixcli.serverkey import gpu_here, server_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def _socket_of(work: Path, env: dict) -> Path:
     key = server_key(str(work / "model"), "cpu", "auto", None, "off")
     os.environ["TMIX_CACHE_DIR"] = env["TMIX_CACHE_DIR"]
     try:
-        return serve.socket_path(key)
+        return serve_client.socket_path(key)
     finally:
         del os.environ["TMIX_CACHE_DIR"]
 
@@ -171,7 +171,7 @@ def test_a_dash_option_is_served_and_a_stdin_document_runs_locally(server, monke
     assert dash.returncode == 0 and "answered by tmix serve" in dash.stderr, dash.stderr
     monkeypatch.setenv("TMIX_CACHE_DIR", env["TMIX_CACHE_DIR"])
     key = server_key(str(work / "model"), "cpu", "auto", None, "off")
-    assert serve.forward(["ask", "-", "Who?", "--model", str(work / "model"), "--device", "cpu"], key) is None
+    assert serve_client.forward(["ask", "-", "Who?", "--model", str(work / "model"), "--device", "cpu"], key) is None
 
 
 def test_the_clients_tmix_variables_apply_to_its_request(server):
@@ -251,7 +251,7 @@ def test_a_fifo_as_kv_or_output_never_holds_the_server(server):
                 data += chunk
             replies.append(data)
     assert replies[0] == b""  # refused untouched: its client would read it itself
-    assert f"tmix: error: {said}".encode() in replies[1] and replies[1].endswith(serve._FRAME.pack(b"X", 2))
+    assert f"tmix: error: {said}".encode() in replies[1] and replies[1].endswith(serve_client.FRAME.pack(b"X", 2))
     ok = tmix("ask", "doc.txt", "Who?", "--model", "model", *TINY, env=env, cwd=work)
     assert ok.returncode == 0 and "answered by tmix serve" in ok.stderr, ok.stderr
     assert (work / "in.kv").is_fifo() and (work / "out.kv").is_fifo()
@@ -354,13 +354,13 @@ def test_a_server_never_opens_a_fifo(tmp_path, monkeypatch):
 def test_no_server_or_a_dead_one_means_run_locally(tmp_path, monkeypatch):
     monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path))
     key = server_key("some-model", "cpu", "auto", None, "off")
-    assert serve.forward(["ask", "x", "q"], key) is None
-    path = serve.socket_path(key)
+    assert serve_client.forward(["ask", "x", "q"], key) is None
+    path = serve_client.socket_path(key)
     path.parent.mkdir(parents=True)
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     dead.bind(str(path))  # bound but never listening: what a killed server leaves
     dead.close()
-    assert serve.forward(["ask", "x", "q"], key) is None
+    assert serve_client.forward(["ask", "x", "q"], key) is None
     assert key != server_key("some-model", "cpu", "bf16", None, "off")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "m").mkdir()
@@ -386,7 +386,7 @@ def test_serve_stop_ends_the_server_with_these_options(tmp_path):
 def test_a_client_the_server_did_not_take_runs_locally(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path))
     key = server_key("some-model", "cpu", "auto", None, "off")
-    path = serve.socket_path(key)
+    path = serve_client.socket_path(key)
     path.parent.mkdir(parents=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
@@ -395,10 +395,10 @@ def test_a_client_the_server_did_not_take_runs_locally(tmp_path, monkeypatch, ca
     gone.mkdir()
     monkeypatch.chdir(gone)
     gone.rmdir()
-    assert serve.forward(["ask", "x", "q"], key) is None  # our own folder deleted: run locally
+    assert serve_client.forward(["ask", "x", "q"], key) is None  # our own folder deleted: run locally
     monkeypatch.chdir(tmp_path)
     result: list = []
-    queued = threading.Thread(target=lambda: result.append(serve.forward(["ask", "x", "q"], key)))
+    queued = threading.Thread(target=lambda: result.append(serve_client.forward(["ask", "x", "q"], key)))
     queued.start()
     time.sleep(0.5)
     listener.close()  # a server stopping with this request still queued: its connection is reset
@@ -425,14 +425,14 @@ def answer_once(path: Path, reply: bytes) -> threading.Thread:
 def test_a_server_that_ends_before_or_after_taking_the_request(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path))
     key = server_key("some-model", "cpu", "auto", None, "off")
-    path = serve.socket_path(key)
+    path = serve_client.socket_path(key)
     path.parent.mkdir(parents=True)
     refused = answer_once(path, b"")
-    assert serve.forward(["ask", "x", "q"], key) is None  # closed without a word: run locally
+    assert serve_client.forward(["ask", "x", "q"], key) is None  # closed without a word: run locally
     refused.join()
     path.unlink()
-    taken = answer_once(path, serve._FRAME.pack(b"S", 4242))  # the pid of the server that took it
-    assert serve.forward(["ask", "x", "q"], key) == 1  # it had begun: no second run here
+    taken = answer_once(path, serve_client.FRAME.pack(b"S", 4242))  # the pid of the server that took it
+    assert serve_client.forward(["ask", "x", "q"], key) == 1  # it had begun: no second run here
     taken.join()
     said = "the tmix server (pid 4242) died during this run (killed or crashed); run the command again"
     assert capsys.readouterr().err == f"tmix: error: {said}\n"
@@ -449,7 +449,7 @@ def _answer_after(path: Path, delay: float) -> threading.Thread:
         time.sleep(delay)
         with listener, listener.accept()[0] as conn:
             conn.makefile("rb").readline()
-            conn.sendall(serve._FRAME.pack(b"S", 0) + serve._FRAME.pack(b"X", 0))
+            conn.sendall(serve_client.FRAME.pack(b"S", 0) + serve_client.FRAME.pack(b"X", 0))
 
     thread = threading.Thread(target=later)
     thread.start()
@@ -458,14 +458,14 @@ def _answer_after(path: Path, delay: float) -> threading.Thread:
 
 def test_a_client_waiting_on_a_busy_server_says_so_once(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(serve, "_BUSY_AFTER", 0.5)
+    monkeypatch.setattr(serve_client, "_BUSY_AFTER", 0.5)
     key = server_key("some-model", "cpu", "auto", None, "off")
-    path = serve.socket_path(key)
+    path = serve_client.socket_path(key)
     path.parent.mkdir(parents=True)
     for delay, quiet, said in ((1.2, False, "tmix: waiting for the tmix server: busy with another request\n"),
                                (1.2, True, ""), (0.0, False, "")):
         busy = _answer_after(path, delay)
-        assert serve.forward(["ask", "x", "q"], key, quiet=quiet) == 0
+        assert serve_client.forward(["ask", "x", "q"], key, quiet=quiet) == 0
         busy.join()
         path.unlink()
         assert capsys.readouterr().err == said
@@ -548,7 +548,7 @@ def _client_of_a_test_server(argv: list[str], tiny_dir: str, tmp_path: Path, mon
     """Start `tmix argv` in tmp_path against a socket this test listens on (the test plays the server): its key,
     the client process and the accepted connection."""
     key = server_key(tiny_dir, "cpu", "auto", None, "off")
-    path = serve.socket_path(key)
+    path = serve_client.socket_path(key)
     path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     monkeypatch.chdir(tmp_path)  # the request leaves this process in "/"
@@ -631,9 +631,9 @@ def test_a_request_carries_whether_the_clients_streams_are_terminals(monkeypatch
 
     monkeypatch.setattr(sys, "stdout", io.StringIO())
     monkeypatch.setattr(sys, "stderr", Terminal())
-    req = json.loads(serve._request(["ask", "doc.txt", "q"]))
+    req = json.loads(serve_client._request(["ask", "doc.txt", "q"]))
     assert req["tty"] == {"stdout": False, "stderr": True}
-    assert serve._Stream(None, b"E", True).isatty() and not serve._Stream(None, b"O").isatty()
+    assert serve_stream.Stream(None, b"E", True).isatty() and not serve_stream.Stream(None, b"O").isatty()
 
 
 def _stalled(monkeypatch, owner, name: str, client: list) -> tuple[threading.Event, list[int]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tmixcli import cli_ask, cli_open, kvread, serve
+from tmixcli import cli_ask, cli_open, kvread, serve, serve_client
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT_S = 20  # far more than a refusal takes; a reader waiting on the FIFO for a writer never ends by itself
@@ -98,8 +98,8 @@ def _serve_one(argv: list[str], cwd: Path, fifo: Path) -> tuple[int | None, str]
         data += chunk
     ours.close()
     while data:
-        kind, n = serve._FRAME.unpack(data[:serve._FRAME.size])
-        data = data[serve._FRAME.size:]
+        kind, n = serve_client.FRAME.unpack(data[:serve_client.FRAME.size])
+        data = data[serve_client.FRAME.size:]
         if kind == b"X":
             code = n
         elif kind in (b"O", b"E"):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import fcntl
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,18 +13,21 @@ from pathlib import Path
 import pytest
 from test_serve import TINY, _prepare, answer_once
 
-from tmixcli import serve
+from tmixcli import serve_client
 from tmixcli.errors import TmixError
 from tmixcli.serverkey import server_key
 
 SLOW = ("import sys, time; from tmixcli import checkpoints, cli; "  # 50 ms a step: an answer takes 10 s and more
         "checkpoints.between_steps.append(lambda: time.sleep(0.05)); cli.main(sys.argv[1:])")
+ENDLESS = ("import sys; from tmixcli import cli, generate; generate.stop_ids = lambda *_: set(); "  # no end token
+           "cli.main(sys.argv[1:])")
 ASK = ("ask", "doc.txt", "Who?", "--model", "model", *TINY[:-1], "80", "--no-stop-repeats")
 
 
-def _slow_server(work: Path, env: dict) -> subprocess.Popen:
-    """`tmix serve` of `work`'s tiny model whose requests take 50 ms a step, once its socket is up."""
-    proc = subprocess.Popen([sys.executable, "-c", SLOW, "serve", "--model", "model", "--device", "cpu"], cwd=work,
+def _server(work: Path, env: dict, script: str = SLOW) -> subprocess.Popen:
+    """`tmix serve` of `work`'s tiny model run by `script` (by default requests take 50 ms a step), once its socket
+    is up."""
+    proc = subprocess.Popen([sys.executable, "-c", script, "serve", "--model", "model", "--device", "cpu"], cwd=work,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not list((work / "cache" / "serve").glob("*.sock")) and time.time() < deadline and proc.poll() is None:
@@ -36,9 +41,9 @@ def _client(work: Path, env: dict, *argv: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def _answering(work: Path, env: dict) -> tuple[subprocess.Popen, list[str]]:
-    """A served `ask` whose answer is under way (its stderr read up to the cache line, returned)."""
-    busy = _client(work, env, *ASK)
+def _answering(work: Path, env: dict, *argv: str) -> tuple[subprocess.Popen, list[str]]:
+    """A served `ask` (ASK unless `argv`) whose answer is under way (its stderr read up to the cache line, returned)."""
+    busy = _client(work, env, *(argv or ASK))
     lines = [busy.stderr.readline()]
     while lines[-1] and not lines[-1].startswith("tmix: cache "):
         lines.append(busy.stderr.readline())
@@ -48,7 +53,7 @@ def _answering(work: Path, env: dict) -> tuple[subprocess.Popen, list[str]]:
 
 def test_serve_stop_interrupts_the_running_request_and_returns_once_the_server_is_gone(tmp_path: Path) -> None:
     env = _prepare(tmp_path)
-    proc = _slow_server(tmp_path, env)
+    proc = _server(tmp_path, env)
     clients: list[subprocess.Popen] = []
     try:
         busy, said = _answering(tmp_path, env)
@@ -77,9 +82,59 @@ def test_serve_stop_interrupts_the_running_request_and_returns_once_the_server_i
                 p.kill()
 
 
+def _sending(pid: int) -> bool:
+    """Whether process `pid` waits for room to send (its client reads nothing); where /proc does not name the kernel
+    function it waits in, whether it spent no CPU time for 2 s."""
+    try:
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        wchan = "0"
+    if wchan not in ("", "0"):
+        return "send" in wchan  # sock_alloc_send_pskb
+
+    def cpu() -> list[str]:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]  # utime, stime
+
+    used = cpu()
+    time.sleep(2)
+    return cpu() == used
+
+
+def test_serve_stop_reaches_a_client_that_reads_nothing_for_now(tmp_path: Path) -> None:
+    """The server is stuck sending the answer to a client stopped (Ctrl-Z) when `--stop` comes: it still ends at
+    once, and the client finds 'interrupted (the tmix server was stopped)' and 130 when it reads on."""
+    if int(Path("/proc/sys/net/core/wmem_default").read_text()) > 400_000:
+        pytest.skip("a socket buffer this large takes more than the 800 tokens of the answer")  # ~770 bytes a token
+    env = _prepare(tmp_path)
+    (tmp_path / "short.txt").write_text((tmp_path / "doc.txt").read_text()[:100])  # room for 800 answer tokens
+    proc = _server(tmp_path, env, ENDLESS)
+    client = None
+    try:
+        client, _ = _answering(tmp_path, env, "ask", "short.txt", "Who?", "--model", "model", *TINY[:-1], "800",
+                               "--no-stop-repeats")
+        os.kill(client.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 120
+        while not _sending(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _sending(proc.pid), "the server never waited on its client"
+        stop = subprocess.run([sys.executable, "-m", "tmixcli", "serve", "--stop", "--model", "model", "--device",
+                               "cpu"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert stop.returncode == 0, stop.stderr
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()  # gone while its client still reads nothing
+        os.kill(client.pid, signal.SIGCONT)
+        out, err = client.communicate(timeout=60)
+        assert client.returncode == 130 and err.endswith("\ntmix: interrupted (the tmix server was stopped)\n"), err
+        assert len(out) > 200 and "died" not in err, (out, err)  # the answer up to the stop, whole
+    finally:
+        for p in (client, proc):
+            if p is not None and p.poll() is None:
+                os.kill(p.pid, signal.SIGCONT)
+                p.kill()
+
+
 def test_a_server_killed_mid_answer_is_named_in_one_line_with_exit_1(tmp_path: Path) -> None:
     env = _prepare(tmp_path)
-    proc = _slow_server(tmp_path, env)
+    proc = _server(tmp_path, env)
     busy = None
     try:
         busy, _ = _answering(tmp_path, env)
@@ -103,19 +158,19 @@ def test_serve_stop_waits_a_bounded_time_and_reaches_an_older_server(tmp_path: P
     """A server that answers but does not end in time is named in one line, exit 1; a server of an older tmix (no
     stop socket) is asked on its main socket."""
     monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(serve, "_STOP_WAIT", 0.5)
+    monkeypatch.setattr(serve_client, "_STOP_WAIT", 0.5)
     key = server_key("some-model", "cpu", "auto", None, "off")
-    path = serve.socket_path(key)
+    path = serve_client.socket_path(key)
     path.parent.mkdir(parents=True)
-    older = answer_once(path, serve._FRAME.pack(b"X", 4242))
-    assert serve.stop_server(key) == 4242  # no lock held: gone at once
+    older = answer_once(path, serve_client.FRAME.pack(b"X", 4242))
+    assert serve_client.stop_server(key) == 4242  # no lock held: gone at once
     older.join()
     path.unlink()
-    stuck = answer_once(serve.stop_path(path), serve._FRAME.pack(b"X", 4343))
+    stuck = answer_once(serve_client.stop_path(path), serve_client.FRAME.pack(b"X", 4343))
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the server holds it until it ends: here, never
         with pytest.raises(TmixError) as err:
-            serve.stop_server(key)
+            serve_client.stop_server(key)
     stuck.join()
     assert err.value.code == 1 and str(err.value).startswith("the tmix server (pid 4343) has not stopped within 0.5 s")
 
@@ -123,10 +178,10 @@ def test_serve_stop_waits_a_bounded_time_and_reaches_an_older_server(tmp_path: P
 def test_a_server_gone_mid_line_leaves_its_line_and_ours_apart(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path))
     key = server_key("some-model", "cpu", "auto", None, "off")
-    path = serve.socket_path(key)
+    path = serve_client.socket_path(key)
     path.parent.mkdir(parents=True)
-    thread = answer_once(path, serve._FRAME.pack(b"S", 4242) + serve._FRAME.pack(b"O", 9) + b"The ferry")
-    assert serve.forward(["ask", "x", "q"], key) == 1
+    thread = answer_once(path, serve_client.FRAME.pack(b"S", 4242) + serve_client.FRAME.pack(b"O", 9) + b"The ferry")
+    assert serve_client.forward(["ask", "x", "q"], key) == 1
     thread.join()
     out, err = capsys.readouterr()
     assert out == "The ferry" and err == ("\ntmix: error: the tmix server (pid 4242) died during this run (killed or "

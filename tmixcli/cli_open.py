@@ -61,7 +61,7 @@ def maybe_forward(sources: list[str], model: Optional[str], device: str, dtype: 
     local: paths.process_bound): exits with its code.
 
     Inside the server, this is where a request is taken (or, reading such an input, handed back to run locally)."""
-    from tmixcli import serve
+    from tmixcli import serve, serve_client
     from tmixcli.paths import process_bound
     from tmixcli.serverkey import server_key
 
@@ -70,7 +70,7 @@ def maybe_forward(sources: list[str], model: Optional[str], device: str, dtype: 
         return
     if any(process_bound(p) for p in sources):
         return
-    code = serve.forward(ARGV, server_key(model, device, dtype, device_map, compile), quiet)
+    code = serve_client.forward(ARGV, server_key(model, device, dtype, device_map, compile), quiet)
     if code is not None:
         raise SystemExit(code)  # the server already said all there is to say (e.g. 'interrupted'): nothing more
 

@@ -20,16 +20,17 @@ def serve(
 ) -> None:
     """Keep the model loaded: `ask` and `prefill` runs whose model options mean the same settings are answered here."""
     from tmixcli import serve as server
+    from tmixcli import serve_client
     from tmixcli.serverkey import gpu_here, server_key
 
     check_model_options(device, dtype, device_map, threads, compile, model)
     if stop:  # found as `ask` finds it
-        pid = server.stop_server(server_key(model, device, dtype, device_map, compile))
+        pid = serve_client.stop_server(server_key(model, device, dtype, device_map, compile))
         cli_open.status(quiet, f"stopped the tmix server (pid {pid})")
         return
     cuda = _cuda_available() if device == "auto" else None  # what auto means here, from torch itself
     key = server_key(model, device, dtype, device_map, compile, cuda)
-    server.socket_path(key)  # a cache folder that cannot be made fails here, before the model loads
+    serve_client.socket_path(key)  # a cache folder that cannot be made fails here, before the model loads
     if cuda is not None and cuda != gpu_here():  # clients judge without torch (seconds): they would miss this one
         mine = "cuda" if cuda else "cpu"
         cli_open.warn(f"--device auto is {mine} here, which clients cannot tell without torch: "

@@ -1,252 +1,44 @@
 """`tmix serve`: keep a model loaded and run `tmix ask` / `tmix prefill` for other processes over a Unix socket.
 
-A warm question costs a fresh `tmix` process ~6 s of importing torch and transformers plus the model load (~1 s
-for the default model, far more for an 8B model) before the 0.5 s of real work. A server holds the model; `ask` and
-`prefill` runs whose --model, --device, --dtype, --device-map and --compile resolve to the same settings find its
-socket (named by those settings: tmixcli/serverkey.py), send their arguments, working folder and TMIX_* variables,
-and the server runs them as the command line would, streaming stdout and stderr back. A client that hangs up (its
-Ctrl-C) stops its request at the next decode step, as Ctrl-C stops a local run (the prefill's KV file is still
-saved), or earlier at the next checkpoint (tmixcli/checkpoints.py: a decoder layer of the prefill or of the question,
-50 ms of a KV file read, a document, input chunk, page or paragraph read; no KV file is left). The last KV file a
-request prefilled or loaded stays in memory (tmixcli/resident.py), so a follow-up question skips its load.
-`tmix serve --stop` reaches a second socket that a thread answers even mid-request, and ends the server as SIGTERM
-does. TMIX_SERVE=off makes `ask`/`prefill` ignore servers.
+A warm question costs a fresh `tmix` process ~6 s of importing torch and transformers plus the model load (~1 s for
+the default model, far more for an 8B model) before the 0.5 s of real work. A server holds the model; `ask` and
+`prefill` runs whose --model, --device, --dtype, --device-map and --compile resolve to the same settings reach it
+(tmixcli/serve_client.py), and the server runs them as the command line would, streaming stdout and stderr back
+(tmixcli/serve_stream.py). A client that hangs up (its Ctrl-C) stops its request at the next decode step, as Ctrl-C
+stops a local run (the prefill's KV file is still saved), or earlier at the next checkpoint (tmixcli/checkpoints.py:
+a decoder layer of the prefill or of the question, 50 ms of a KV file read, a document, input chunk, page or
+paragraph read; no KV file is left). The last KV file a request prefilled or loaded stays in memory
+(tmixcli/resident.py), so a follow-up question skips its load. `tmix serve --stop` reaches a second socket that a
+thread answers even mid-request, and ends the server as SIGTERM does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
-import select
 import signal
 import socket
-import struct
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tmixcli.envflags import switch
 from tmixcli.errors import TmixError
-from tmixcli.paths import cache_dir, process_bound
-from tmixcli.stdout import is_terminal
+from tmixcli.paths import process_bound
+from tmixcli.serve_client import FRAME, socket_path, stop_path
+from tmixcli.serve_stream import Client, ClientGone, Stream
 
-_FRAME = struct.Struct("!cI")  # kind (S started, O stdout, E stderr, X exit code), payload length
 _REQUEST_WAIT = 5.0  # seconds a client has to send its request line once connected
-_BUSY_AFTER = 1.0  # an idle server takes a request in milliseconds: not taken by then, it is busy with another
 served: dict = {}  # while a server runs a request: {"key": ..., "lm": LoadedModel, "resident": ResidentKV}
 _stopping: list[int] = []  # set by Ctrl-C / SIGTERM / `tmix serve --stop`: the request in hand ends, then the server
 _closing: list[int] = []  # set once the server is ending: a stop signal then ends nothing more
-_STOP_WAIT = 60.0  # seconds `tmix serve --stop` waits for the server to be gone (it may be saving a KV file)
-
-
-def socket_path(key: str) -> Path:
-    """The socket of the server for `key`, in the cache folder (or a private temp folder if that path is too long)."""
-    name = hashlib.sha256(key.encode()).hexdigest()[:16] + ".sock"
-    path = cache_dir() / "serve" / name
-    if len(str(path)) > 100:  # AF_UNIX paths are limited to ~108 bytes
-        path = Path(tempfile.gettempdir()) / f"tmix-{os.getuid()}" / name
-    return path
-
-
-def stop_path(path: Path) -> Path:
-    """The socket `tmix serve --stop` reaches the server of socket `path` by, answered even while a request runs."""
-    return path.with_suffix(".stop")
-
-
-def _connect(path: Path) -> socket.socket | None:
-    if not path.exists():
-        return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(str(path))
-    except OSError:
-        sock.close()
-        return None
-    return sock
 
 
 class Refused(Exception):
     """A request the server hands back untouched (it reads stdin): the client runs it itself."""
-
-
-def forward(argv: list[str], key: str, quiet: bool = False) -> int | None:
-    """Run `tmix argv` on the server for `key`: its output goes to ours; returns its exit code (None: run locally).
-    Unless `quiet`, a server busy with another request is said in one status line while this one waits."""
-    if not switch("TMIX_SERVE") or served:
-        return None
-    try:
-        path = socket_path(key)
-    except TmixError:  # no cache folder, so no server listening in it
-        return None
-    try:
-        request = _request(argv)
-    except OSError:  # our working folder is gone: the local run says what it makes of that
-        return None
-    sock = _connect(path)
-    if sock is None:
-        return None
-    with sock:
-        return _relay(sock, request, None if quiet else _say_busy)
-
-
-def _say_busy() -> None:
-    print("tmix: waiting for the tmix server: busy with another request", file=sys.stderr, flush=True)
-
-
-def _request(argv: list[str]) -> bytes:
-    """The request line: arguments, working folder and the TMIX_* variables, the cache folder made absolute."""
-    env = {k: v for k, v in os.environ.items() if k.startswith("TMIX_") and k != "TMIX_SERVE"}
-    env["TMIX_CACHE_DIR"] = str(cache_dir().absolute())
-    tty = {"stdout": is_terminal(sys.stdout), "stderr": is_terminal(sys.stderr)}  # progress bars show as they would
-    return json.dumps({"argv": argv, "cwd": os.getcwd(), "env": env, "tty": tty}).encode() + b"\n"
-
-
-
-def _frames(sock: socket.socket, request: bytes,
-            on_wait: Callable[[], None] | None = None) -> Iterator[tuple[bytes, int, bytes]]:
-    """Send `request`, then yield the server's frames (kind, length, payload); a socket error ends them like EOF.
-    `on_wait` runs once if the server has not answered within _BUSY_AFTER seconds."""
-    try:
-        sock.sendall(request)
-        if on_wait is not None and not select.select([sock], [], [], _BUSY_AFTER)[0]:
-            on_wait()
-        reader = sock.makefile("rb")
-        while len(head := reader.read(_FRAME.size)) == _FRAME.size:
-            kind, n = _FRAME.unpack(head)
-            yield kind, n, (b"" if kind in (b"S", b"X") else reader.read(n))
-    except OSError:
-        return
-
-
-def _relay(sock: socket.socket, request: bytes, on_wait: Callable[[], None] | None = None) -> int | None:
-    """Copy the server's output to ours; its exit code, or None if it closed before taking the request."""
-    started, pid, cut = False, 0, False
-    for kind, n, data in _frames(sock, request, on_wait):
-        started = True
-        if kind == b"S":
-            pid = n
-        if kind == b"X":
-            return n
-        if kind in (b"O", b"E"):
-            out = sys.stdout if kind == b"O" else sys.stderr
-            out.write(data.decode("utf-8", "replace"))
-            out.flush()
-            cut = not data.endswith(b"\n") if data else cut  # the last line written is unfinished
-    if not started:  # stopping, refusing, or gone before it began: nothing ran, so run it here
-        return None
-    server = f"the tmix server (pid {pid})" if pid else "the tmix server"  # a server of an older tmix: no pid
-    print(("\n" if cut else "") + f"tmix: error: {server} died during this run (killed or crashed); run the command "
-          "again", file=sys.stderr)  # on a line of its own, also after an answer cut mid-line
-    return 1
-
-
-def stop_server(key: str) -> int:
-    """Stop the server for `key` as SIGTERM does (the request it runs ends "interrupted"); its pid, once it is gone."""
-    path = socket_path(key)
-    sock = _connect(stop_path(path))
-    if sock is not None:
-        sock.settimeout(10)  # answered at once, busy or not
-    else:
-        sock = _connect(path)  # a server of an older tmix, which answers once its request is done
-    if sock is None:
-        raise TmixError("no tmix server runs with the settings of these --model, --device, --dtype, --device-map and "
-                        "--compile")
-    with sock:
-        head = next(_frames(sock, json.dumps({"stop": True}).encode() + b"\n"), None)
-    if head is None:
-        raise TmixError("the tmix server did not answer the stop request", code=1)
-    pid = head[1]
-    deadline = time.monotonic() + _STOP_WAIT
-    while _serving(path) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _serving(path):
-        raise TmixError(f"the tmix server (pid {pid}) has not stopped within {_STOP_WAIT:g} s (it may be saving the KV "
-                        f"file of the answer it was writing): `tmix serve --stop` again skips that, `kill -9 {pid}` "
-                        "ends it", code=1)
-    return pid
-
-
-def _serving(path: Path) -> bool:
-    """Whether a server still holds the lock file beside its socket `path` (claim): it lets go as it ends."""
-    try:
-        fd = os.open(path.with_suffix(".lock"), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:  # no locks here: the socket tells
-        return path.exists()
-    finally:
-        os.close(fd)
-    return False
-
-
-class ClientGone(KeyboardInterrupt):
-    """The client of the request in hand hung up (its Ctrl-C): the request stops as a local run's Ctrl-C stops it."""
-
-
-def _hung_up(conn: socket.socket) -> bool:
-    """Whether the client has closed its end (EOF or a reset), found without waiting and without taking any data."""
-    try:
-        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-
-
-class _Client:
-    """The connection of the request in hand. Once it is found closed, the request gets ClientGone (once, in the
-    main thread, where requests run) and all it still writes is dropped, as a local run's output after Ctrl-C."""
-
-    def __init__(self, conn: socket.socket) -> None:
-        self.conn, self.gone, self._told = conn, False, False
-
-    def send(self, frame: bytes) -> None:
-        """Send one frame; a failure means the client is gone."""
-        if not self.gone:
-            try:
-                self.conn.sendall(frame)
-            except OSError:
-                self.gone = True
-        self._tell()
-
-    def check(self) -> None:
-        """At a checkpoint: ClientGone once the client has hung up (--json sends nothing until the end)."""
-        self.gone = self.gone or _hung_up(self.conn)
-        self._tell()
-
-    def _tell(self) -> None:
-        if self.gone and not self._told and threading.current_thread() is threading.main_thread():
-            self._told = True
-            raise ClientGone
-
-
-class _Stream:
-    """A text stream whose writes go to the client as frames (see _Client for a client gone); a terminal where the
-    client's own stream is one."""
-
-    def __init__(self, client: _Client, kind: bytes, tty: bool = False) -> None:
-        self.client, self.kind, self.encoding, self.tty = client, kind, "utf-8", tty
-
-    def write(self, text: str) -> int:
-        data = text.encode("utf-8", "replace")
-        self.client.send(_FRAME.pack(self.kind, len(data)) + data)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return self.tty
 
 
 @contextlib.contextmanager
@@ -277,7 +69,7 @@ def take_request(sources: list[str]) -> None:
     conn = served.get("conn")  # None: a test playing server, with no client
     try:
         if conn is not None:
-            conn.sendall(_FRAME.pack(b"S", os.getpid()))  # the pid: a client can name the server if it dies
+            conn.sendall(FRAME.pack(b"S", os.getpid()))  # the pid: a client can name the server if it dies
     except OSError:
         raise BrokenPipeError("the client is gone") from None
 
@@ -316,22 +108,22 @@ def _handle(conn: socket.socket, key: str, lm, log, resident=None) -> None:
         return
     if req.get("stop"):  # `tmix serve --stop`: answer with our pid, then end after this request
         _stopping.append(1)
-        conn.sendall(_FRAME.pack(b"X", os.getpid()))
+        conn.sendall(FRAME.pack(b"X", os.getpid()))
         log("stop requested")
         return
     argv, start = [str(a) for a in req.get("argv", [])], time.perf_counter()
     if argv[:1] not in (["ask"], ["prefill"]):
         log(f"request refused: {' '.join(argv[:1]) or 'nothing'}")
         return
-    client, code = _Client(conn), 1
+    client, code = Client(conn, stopping), 1
     tty = req.get("tty") if isinstance(req.get("tty"), dict) else {}
-    out, err = _Stream(client, b"O", tty.get("stdout") is True), _Stream(client, b"E", tty.get("stderr") is True)
+    out, err = Stream(client, b"O", tty.get("stdout") is True), Stream(client, b"E", tty.get("stderr") is True)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
                 _request_scope(str(req.get("cwd", "/")), dict(req.get("env") or {})):
             served.update(key=key, lm=lm, resident=resident, conn=conn)
             code = _run(argv, client, log)
-        client.send(_FRAME.pack(b"X", code))
+        client.send(FRAME.pack(b"X", code))
     except Refused:  # closed without a word: the client runs it itself
         log(f"request refused: {argv[0]} of stdin, a FIFO, a device or the like (its client runs it)")
         return
@@ -344,7 +136,7 @@ def _handle(conn: socket.socket, key: str, lm, log, resident=None) -> None:
     log(f"{' '.join(argv[:1])}: exit {code} in {time.perf_counter() - start:.2f} s")
 
 
-def _run(argv: list[str], client: _Client, log) -> int:
+def _run(argv: list[str], client: Client, log) -> int:
     """cli.main(argv) as a process of its own runs it, stopped at the next checkpoint if the client hangs up (then
     exactly as a local Ctrl-C: a prefill's KV file is saved once the answer began); its exit code."""
     from tmixcli import checkpoints, cli
@@ -450,7 +242,7 @@ class _StopListener:
                 try:
                     if not (_read_request(conn) or {}).get("stop"):
                         continue
-                    conn.sendall(_FRAME.pack(b"X", os.getpid()))
+                    conn.sendall(FRAME.pack(b"X", os.getpid()))
                 except (OSError, ValueError):
                     continue
             with self.lock:

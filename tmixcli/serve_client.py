@@ -1,0 +1,170 @@
+"""The client side of `tmix serve`: how a `tmix ask` / `tmix prefill` process finds a server and has it run the request.
+
+A server listens on a socket named by its settings (tmixcli/serverkey.py) in the cache folder. A client sends its
+arguments, working folder and TMIX_* variables as one JSON line and copies the server's frames to its own stdout and
+stderr; `tmix serve --stop` reaches the server's stop socket. TMIX_SERVE=off makes `ask`/`prefill` ignore servers.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import select
+import socket
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from tmixcli.envflags import switch
+from tmixcli.errors import TmixError
+from tmixcli.paths import cache_dir
+from tmixcli.stdout import is_terminal
+
+FRAME = struct.Struct("!cI")  # kind (S started, O stdout, E stderr, X exit code), payload length
+_BUSY_AFTER = 1.0  # an idle server takes a request in milliseconds: not taken by then, it is busy with another
+_STOP_WAIT = 60.0  # seconds `tmix serve --stop` waits for the server to be gone (it may be saving a KV file)
+
+def socket_path(key: str) -> Path:
+    """The socket of the server for `key`, in the cache folder (or a private temp folder if that path is too long)."""
+    name = hashlib.sha256(key.encode()).hexdigest()[:16] + ".sock"
+    path = cache_dir() / "serve" / name
+    if len(str(path)) > 100:  # AF_UNIX paths are limited to ~108 bytes
+        path = Path(tempfile.gettempdir()) / f"tmix-{os.getuid()}" / name
+    return path
+
+
+def stop_path(path: Path) -> Path:
+    """The socket `tmix serve --stop` reaches the server of socket `path` by, answered even while a request runs."""
+    return path.with_suffix(".stop")
+
+
+def _connect(path: Path) -> socket.socket | None:
+    if not path.exists():
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def forward(argv: list[str], key: str, quiet: bool = False) -> int | None:
+    """Run `tmix argv` on the server for `key`: its output goes to ours; returns its exit code (None: run locally).
+    Unless `quiet`, a server busy with another request is said in one status line while this one waits."""
+    serve = sys.modules.get("tmixcli.serve")  # imported only where a server runs (not by a client)
+    if not switch("TMIX_SERVE") or (serve is not None and serve.served):
+        return None
+    try:
+        path = socket_path(key)
+    except TmixError:  # no cache folder, so no server listening in it
+        return None
+    try:
+        request = _request(argv)
+    except OSError:  # our working folder is gone: the local run says what it makes of that
+        return None
+    sock = _connect(path)
+    if sock is None:
+        return None
+    with sock:
+        return _relay(sock, request, None if quiet else _say_busy)
+
+
+def _say_busy() -> None:
+    print("tmix: waiting for the tmix server: busy with another request", file=sys.stderr, flush=True)
+
+
+def _request(argv: list[str]) -> bytes:
+    """The request line: arguments, working folder and the TMIX_* variables, the cache folder made absolute."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("TMIX_") and k != "TMIX_SERVE"}
+    env["TMIX_CACHE_DIR"] = str(cache_dir().absolute())
+    tty = {"stdout": is_terminal(sys.stdout), "stderr": is_terminal(sys.stderr)}  # progress bars show as they would
+    return json.dumps({"argv": argv, "cwd": os.getcwd(), "env": env, "tty": tty}).encode() + b"\n"
+
+
+
+def _frames(sock: socket.socket, request: bytes,
+            on_wait: Callable[[], None] | None = None) -> Iterator[tuple[bytes, int, bytes]]:
+    """Send `request`, then yield the server's frames (kind, length, payload); a socket error ends them like EOF.
+    `on_wait` runs once if the server has not answered within _BUSY_AFTER seconds."""
+    try:
+        sock.sendall(request)
+        if on_wait is not None and not select.select([sock], [], [], _BUSY_AFTER)[0]:
+            on_wait()
+        reader = sock.makefile("rb")
+        while len(head := reader.read(FRAME.size)) == FRAME.size:
+            kind, n = FRAME.unpack(head)
+            yield kind, n, (b"" if kind in (b"S", b"X") else reader.read(n))
+    except OSError:
+        return
+
+
+def _relay(sock: socket.socket, request: bytes, on_wait: Callable[[], None] | None = None) -> int | None:
+    """Copy the server's output to ours; its exit code, or None if it closed before taking the request."""
+    started, pid, cut = False, 0, False
+    for kind, n, data in _frames(sock, request, on_wait):
+        started = True
+        if kind == b"S":
+            pid = n
+        if kind == b"X":
+            return n
+        if kind in (b"O", b"E"):
+            out = sys.stdout if kind == b"O" else sys.stderr
+            out.write(data.decode("utf-8", "replace"))
+            out.flush()
+            cut = not data.endswith(b"\n") if data else cut  # the last line written is unfinished
+    if not started:  # stopping, refusing, or gone before it began: nothing ran, so run it here
+        return None
+    server = f"the tmix server (pid {pid})" if pid else "the tmix server"  # a server of an older tmix: no pid
+    print(("\n" if cut else "") + f"tmix: error: {server} died during this run (killed or crashed); run the command "
+          "again", file=sys.stderr)  # on a line of its own, also after an answer cut mid-line
+    return 1
+
+
+def stop_server(key: str) -> int:
+    """Stop the server for `key` as SIGTERM does (the request it runs ends "interrupted"); its pid, once it is gone."""
+    path = socket_path(key)
+    sock = _connect(stop_path(path))
+    if sock is not None:
+        sock.settimeout(10)  # answered at once, busy or not
+    else:
+        sock = _connect(path)  # a server of an older tmix, which answers once its request is done
+    if sock is None:
+        raise TmixError("no tmix server runs with the settings of these --model, --device, --dtype, --device-map and "
+                        "--compile")
+    with sock:
+        head = next(_frames(sock, json.dumps({"stop": True}).encode() + b"\n"), None)
+    if head is None:
+        raise TmixError("the tmix server did not answer the stop request", code=1)
+    pid = head[1]
+    deadline = time.monotonic() + _STOP_WAIT
+    while _serving(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _serving(path):
+        raise TmixError(f"the tmix server (pid {pid}) has not stopped within {_STOP_WAIT:g} s (it may be saving the KV "
+                        f"file of the answer it was writing): `tmix serve --stop` again skips that, `kill -9 {pid}` "
+                        "ends it", code=1)
+    return pid
+
+
+def _serving(path: Path) -> bool:
+    """Whether a server still holds the lock file beside its socket `path` (claim): it lets go as it ends."""
+    try:
+        fd = os.open(path.with_suffix(".lock"), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # no locks here: the socket tells
+        return path.exists()
+    finally:
+        os.close(fd)
+    return False
