@@ -16,7 +16,8 @@ import pytest
 from fpdf import FPDF
 from pypdf import PdfReader, PdfWriter
 
-from tmixcli.documents import Document, _clean_page_text, load_document, load_documents, parse_pages
+from tmixcli.documents import Document, load_document, load_documents
+from tmixcli.pdfpages import clean_page_text, parse_pages
 from tmixcli.errors import TmixError
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_docs"
@@ -389,7 +390,7 @@ def test_pdf_ligatures(tmp_path):
 def test_clean_page_text_rules():
     raw = ("The \ufb01nal exam-\n  ple of bl\u00e5-\n\u00f8yd  of\r\nsoft\u00adhyph\u00ad\nenation   \r\n"
            "well-known  \n\n\n\nEnd")
-    assert _clean_page_text(raw) == "The final example of bl\u00e5\u00f8yd of\nsofthyphenation\nwell-known\n\nEnd"
+    assert clean_page_text(raw) == "The final example of bl\u00e5\u00f8yd of\nsofthyphenation\nwell-known\n\nEnd"
 
 
 def test_stdin_text_and_pdf(three_pages):
