@@ -14,7 +14,8 @@ from tmixcli import checkpoints, textcap
 from tmixcli.charsets import BOMS, utf16_codec
 from tmixcli.errors import TmixError
 from tmixcli.folders import folder_files, is_folder, refuse_twice, skipped_list
-from tmixcli.inputs import HEAD, SMALL, Chunks, Input, file_chunks, held_chunks, read_input, sha256, whole_lines
+from tmixcli.inputs import (HEAD, SMALL, Chunks, Input, file_chunks, held_chunks, read_input, sha256, spool_chunks,
+                            whole_lines)
 from tmixcli.markup import looks_html, page_text, zip_document_text
 from tmixcli.paths import names_stdin, not_a_file
 from tmixcli.pdftext import PDF_MAGIC, is_pdf, pdf_text, reason
@@ -48,7 +49,19 @@ def load_document(path: str, pages: str | None = None, password: str | None = No
     for a document that is not a PDF is refused, unless it is read `among` others."""
     checkpoints.check()
     budget = budget or Budget()
-    got = read_input(path, stdin, functools.partial(_raw_limit, path, budget))
+    got = read_input(path, stdin, functools.partial(_raw_limit, path, budget),
+                     functools.partial(_html_page, label=path))
+    try:
+        doc = _read(path, got, pages, password, budget, among)
+    finally:
+        got.close()
+    cap = budget.cap if len(doc.text) > SMALL else None  # the model tokenizes a shorter text in well under a second
+    return within_cap(doc, cap, budget.truncate, got.label)
+
+
+def _read(path: str, got: Input, pages: str | None, password: str | None, budget: Budget, among: bool) -> Document:
+    """The Document of what read_input got: its bytes whole, its head with the rest read again in chunks (an HTML
+    page), or (--truncate) its first lines; any reader's failure is a one-line TmixError."""
     chunks = _html_chunks(path, got)
     cut = got.more and chunks is None
     raw = _cut_input(got, budget) if cut else got.raw
@@ -62,8 +75,7 @@ def load_document(path: str, pages: str | None = None, password: str | None = No
         whole = f"{got.amount()} in all" if got.size else "it went on"
         doc = replace(doc, partial=True, notes=(*doc.notes, f"read only the first {textcap.size(len(raw))} of "
                                                 f"{got.label} ({whole}) for --truncate"))
-    cap = budget.cap if len(doc.text) > SMALL else None  # the model tokenizes a shorter text in well under a second
-    return within_cap(doc, cap, budget.truncate, got.label)
+    return doc
 
 
 def _raw_limit(label: str, budget: Budget, head: bytes, size: int | None) -> int:
@@ -79,7 +91,10 @@ def _raw_limit(label: str, budget: Budget, head: bytes, size: int | None) -> int
 
 
 def _html_chunks(path: str, got: Input) -> Chunks | None:
-    """All the bytes of an HTML file of which only the head was read (_html_file), read again in chunks; else None."""
+    """All the bytes of an HTML page of which only the head is held, read again in chunks: from its file (_html_file)
+    or from the temp file a stream was copied to (_html_page); else None."""
+    if got.spool is not None and got.size is not None:
+        return spool_chunks(got.spool, got.size)
     if got.more and got.size is not None and _html_file(got.raw, got.label, got.size):
         return file_chunks(path, got.size)
     return None
@@ -88,7 +103,13 @@ def _html_chunks(path: str, got: Input) -> Chunks | None:
 def _html_file(head: bytes, label: str, size: int | None) -> bool:
     """Whether an input that starts with `head` is an HTML page in a file (its size known), which is read again in
     chunks, to hash and to parse it, rather than held whole."""
-    return size is not None and not head.startswith(_ZIP_MAGIC) and PDF_MAGIC not in head and looks_html(head, label)
+    return size is not None and _html_page(head, label)
+
+
+def _html_page(head: bytes, label: str) -> bool:
+    """Whether an input that starts with `head` is an HTML page (not a PDF or ZIP-based document that names one); a
+    stream's is copied to a temp file (inputs.read_capped) to be read in chunks as a file's is."""
+    return not head.startswith(_ZIP_MAGIC) and PDF_MAGIC not in head and looks_html(head, label)
 
 
 def _container(head: bytes, label: str) -> bool:
