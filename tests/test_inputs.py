@@ -117,6 +117,15 @@ def test_endless_utf16_stream_without_a_bom_with_truncate(line):
     assert doc.partial and set(doc.text.split("\n")) == {line.strip()}
 
 
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_endless_utf16_stream_without_a_bom_or_any_ascii_with_truncate(codec):
+    """Chinese without a space or newline: cut at a whole character, read as UTF-16 all the same."""
+    line = "董事会于周二开会批准了年度预算"
+    doc = load_document("-", stdin=Endless(line.encode(codec)), budget=budget(truncate=True, cap=TextCap(1024, 20)))
+    assert doc.partial and doc.text.startswith(line * 8) and (line * 4000).startswith(doc.text.rstrip(line[-1]))
+    assert doc.notes[0] == f"stdin has no byte-order mark; read it as UTF-16 {codec[-2:].upper()}"
+
+
 @pytest.mark.parametrize("raw", [b"abc\ndef\nghi", "abcé".encode(), "ab\u20ac".encode(), b"abc"])
 def test_whole_lines_never_cuts_a_character(raw):
     kept = whole_lines(raw)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from tmixcli import checkpoints
-from tmixcli.charsets import utf16_codec
+from tmixcli.charsets import bare_utf16_codec, utf16_codec
 from tmixcli.errors import TmixError
 from tmixcli.paths import names_stdin, not_a_file, open_regular
 from tmixcli.textcap import size
@@ -199,7 +199,7 @@ def spool_chunks(spool: BinaryIO, size: int) -> Chunks:
 
 def whole_lines(raw: bytes) -> bytes:
     """The text bytes of an input read only so far, up to its last line break, so no character is cut in two."""
-    utf16 = utf16_codec(raw)  # UTF-16 without a byte-order mark, as documents reads it
+    utf16 = utf16_codec(raw) or bare_utf16_codec(raw)  # UTF-16 without a byte-order mark, as textfile reads it
     for bom, codec, unit in (*_BOMS, (b"", utf16, 2)) if utf16 else _BOMS:
         if raw.startswith(bom):
             newline = "\n".encode(codec)

@@ -3,9 +3,11 @@ charsets tells them apart; binary data given as a text refused by what it looks 
 
 from __future__ import annotations
 
-from tmixcli.charsets import bom_text, mixed_text, utf16_codec, utf16_text, western_text
+from tmixcli.charsets import (bare_utf16_codec, bom_text, central_codec, mixed_text, utf16_codec, utf16_text,
+                              western_text)
 from tmixcli.errors import TmixError
 from tmixcli.markup import FORMATS
+from tmixcli.misread import ICONV
 from tmixcli.tidy import nonempty, tidy
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -26,29 +28,51 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 
 
 def text_file(raw: bytes, label: str) -> tuple[str, str | None]:
-    """Decode UTF-8 text (BOM allowed), UTF-16/32 text with a BOM, mostly-Latin UTF-16 without one, else Western
-    Windows-1252 text, rejecting binary data; tidy it. Returns the text and a note when it was not UTF-8 or marked."""
+    """A text file's tidied text (_decoded), refused when empty, and a note when it was not UTF-8 or marked."""
+    text, note = _decoded(raw, label)
+    return nonempty(tidy(text), label), note
+
+
+def _decoded(raw: bytes, label: str) -> tuple[str, str | None]:
+    """Decode UTF-8 text (BOM allowed), UTF-16/32 text with a BOM, UTF-16 without one (with or without ASCII), else
+    Western Windows-1252 text, rejecting binary data. Returns the text, and a note when it was not UTF-8 or marked."""
     text = bom_text(raw)
     if text is not None:
-        return nonempty(tidy(text), label), None
-    utf16 = utf16_text(raw)
+        return text, None
+    utf16 = utf16_text(raw) or utf16_text(raw, bare=True)
     if utf16 is not None:
-        return nonempty(tidy(utf16[0]), label), f"{label} has no byte-order mark; read it as {_codec_name(utf16[1])}"
+        return utf16[0], _unmarked(label, utf16[1])
     refuse_binary(raw, label)
     if label.lower().endswith(".pdf"):
         raise TmixError(f"{label} is not a valid PDF (no %PDF- header); it may be corrupt")
     try:
-        return nonempty(tidy(raw.decode("utf-8-sig")), label), None
+        return raw.decode("utf-8-sig"), None
     except UnicodeDecodeError as exc:
-        text = mixed_text(raw)
-        if text is not None:
-            return nonempty(tidy(text), label), (f"{label} is UTF-8 with some other bytes (the first at offset "
-                                                 f"{exc.start}); read those as Windows-1252")
-        text = western_text(raw)
-        if text is None:
-            raise TmixError(f"{label} is not a document tmix reads ({FORMATS}): a byte at offset {exc.start} is "
-                            f"not UTF-8; convert it to UTF-8, e.g. iconv -f ENCODING -t UTF-8") from None
-    return nonempty(tidy(text), label), f"{label} is not UTF-8; read it as Windows-1252 (Western European)"
+        offset = exc.start
+    text = mixed_text(raw)
+    if text is not None:
+        return text, (f"{label} is UTF-8 with some other bytes (the first at offset {offset}); read those as "
+                      "Windows-1252")
+    text = western_text(raw)
+    if text is None:
+        raise TmixError(_not_utf8(raw, label, offset))
+    return text, f"{label} is not UTF-8; read it as Windows-1252 (Western European)"
+
+
+def _unmarked(label: str, codec: str) -> str:
+    """The note on UTF-16 text read without a byte-order mark."""
+    return f"{label} has no byte-order mark; read it as {_codec_name(codec)}"
+
+
+def _not_utf8(raw: bytes, label: str, offset: int) -> str:
+    """The error for a text in an encoding tmix does not read, naming Central European text as such."""
+    codec = central_codec(raw)
+    if codec is None:
+        return (f"{label} is not a document tmix reads ({FORMATS}): a byte at offset {offset} is not UTF-8; convert it "
+                "to UTF-8, e.g. iconv -f ENCODING -t UTF-8")
+    return (f"{label} is not a document tmix reads ({FORMATS}): a byte at offset {offset} is not UTF-8 and its text "
+            f"looks Central European (Windows-1250 or ISO-8859-2); convert it to UTF-8, e.g. iconv -f {ICONV[codec]} "
+            "-t UTF-8")
 
 
 def refuse_binary(raw: bytes, label: str) -> None:
@@ -68,7 +92,7 @@ def _binary_kind(raw: bytes) -> str | None:
         name = _codec_name(codec)
         return (f"damaged {name} text without a byte-order mark (convert it to UTF-8, e.g. "
                 f"iconv -f {name.replace(' ', '')} -t UTF-8)")
-    if b"\x00" in raw:
+    if b"\x00" in raw and bare_utf16_codec(raw) is None:  # UTF-16 without ASCII has NUL bytes in U+4E00 and the like
         return "binary data (it contains NUL bytes)"
     return None
 
