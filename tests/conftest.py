@@ -57,3 +57,11 @@ def tiny_dir(tmp_path_factory) -> str:
     tiny_model("llama", max_position_embeddings=1024).save_pretrained(out)
     tiny_tokenizer("llama").save_pretrained(out)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def three_pages() -> bytes:
+    """A valid three-page PDF with distinct text on each page."""
+    from docfiles import make_pdf
+
+    return make_pdf(["Alpha page one text.", "Bravo page two text.", "Charlie page three text."])

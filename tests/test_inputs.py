@@ -4,9 +4,11 @@ memory and time bounded by the model's context, never by the input."""
 from __future__ import annotations
 
 import codecs
+import errno
 import hashlib
 import io
 import json
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -25,6 +27,7 @@ CAP = TextCap(context=8192, longest=81)  # the default model's: 663552 character
 LINE = b"The code is 5.\n"
 READ_PEAK = 3 * CAP.text_bytes + 2 * 1024 * 1024  # memory of reading up to the cap (its bytes, copied once)
 PARSE_PEAK = 10 * CAP.text_bytes  # ... and of decoding and tidying what was kept: lines, joins
+TEMP_FILE = tempfile.TemporaryFile  # the real one, which the tests of spooled stdin replace
 
 
 class Endless(io.RawIOBase):
@@ -112,6 +115,15 @@ def test_endless_utf16_stream_without_a_bom_with_truncate(line):
     stream = Endless(line.encode("utf-16-be"))
     doc = load_document("-", stdin=stream, budget=budget(truncate=True, cap=TextCap(1024, 20)))
     assert doc.partial and set(doc.text.split("\n")) == {line.strip()}
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_endless_utf16_stream_without_a_bom_or_any_ascii_with_truncate(codec):
+    """Chinese without a space or newline: cut at a whole character, read as UTF-16 all the same."""
+    line = "董事会于周二开会批准了年度预算"
+    doc = load_document("-", stdin=Endless(line.encode(codec)), budget=budget(truncate=True, cap=TextCap(1024, 20)))
+    assert doc.partial and doc.text.startswith(line * 8) and (line * 4000).startswith(doc.text.rstrip(line[-1]))
+    assert doc.notes[0] == f"stdin has no byte-order mark; read it as UTF-16 {codec[-2:].upper()}"
 
 
 @pytest.mark.parametrize("raw", [b"abc\ndef\nghi", "abcé".encode(), "ab\u20ac".encode(), b"abc"])
@@ -271,6 +283,64 @@ def test_an_html_page_of_32_mb_is_hashed_and_parsed_in_chunks_never_held_whole(t
     held = load_document("-", stdin=io.BytesIO(raw), budget=budget(truncate=True))
     assert (doc.text, doc.sha256) == (held.text, held.sha256)
     assert max(peak, refused_peak) < PARSE_PEAK < len(raw) and max(seconds, refused_s) < 10, (peak, refused_peak)
+
+
+class Spool:
+    """A temp file that takes `room` bytes at most, then fails as a full disk does; records each one made."""
+
+    made: list[Spool] = []
+
+    def __init__(self, room: int) -> None:
+        self.file, self.room, self.closed = TEMP_FILE(buffering=0), room, False
+        Spool.made.append(self)
+
+    def write(self, data: bytes) -> int:
+        if not self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written = self.file.write(data[:self.room])
+        self.room -= written
+        return written
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def close(self) -> None:
+        self.closed = True
+        self.file.close()
+
+
+@pytest.mark.parametrize("room", [1 << 40, 3 << 20, 0, None])  # disk room; None: no temp file can be made
+def test_html_on_stdin_is_copied_to_a_temp_file_and_read_in_chunks(tmp_path, monkeypatch, room):
+    """An HTML page on stdin cannot be read twice: it goes to an unnamed temp file, read again in chunks to hash,
+    decode and parse it, as a file is, never held whole; the same Document as from its file. Without a temp file, or
+    once the disk is full, it is held, as it was."""
+    def spool(buffering: int = -1) -> Spool:
+        if room is None:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return Spool(room)
+
+    Spool.made = []
+    monkeypatch.setattr(inputs.tempfile, "TemporaryFile", spool)
+    path = bigdocs.write(tmp_path / "big.html", bigdocs.paragraphs(80_000))
+    raw = path.read_bytes()
+    doc = load_document("-", stdin=io.BytesIO(raw), budget=budget(truncate=True))
+    assert (doc.text, doc.sha256) == (load_document(str(path), budget=budget(truncate=True)).text,
+                                      hashlib.sha256(raw).hexdigest())
+    assert all(made.closed for made in Spool.made) and len(Spool.made) == (room is not None)
+
+
+def test_an_html_page_of_32_mb_on_stdin_is_never_held_whole(tmp_path):
+    stdin = io.BytesIO(bigdocs.write(tmp_path / "big.html", bigdocs.paragraphs(320_000)).read_bytes())
+    doc, peak, seconds = measured(lambda: load_document("-", stdin=stdin, budget=budget(truncate=True)))
+    assert doc.partial and peak < PARSE_PEAK < len(stdin.getbuffer()) and seconds < 10, (peak, seconds)
+
+
+def test_html_on_stdin_past_the_container_cap_is_refused(monkeypatch):
+    monkeypatch.setattr(textcap, "MAX_CONTAINER_BYTES", 2 << 20)
+    page = b"<!doctype html><html><body>" + b"<p>The board met.</p>\n" * 200_000
+    with pytest.raises(TmixError, match=r"^stdin is over 2.0 MiB: tmix reads PDF, ZIP-based and HTML documents of up "
+                                        r"to 2.0 MiB$"):
+        load_document("-", stdin=io.BytesIO(page), budget=budget(truncate=True))
 
 
 def test_an_html_file_read_in_chunks_is_decoded_by_all_its_bytes(tmp_path, monkeypatch):

@@ -38,7 +38,7 @@ def identity(paths: Sequence[str], pages: str | None, password: str | None) -> s
 def file_stats(paths: Sequence[str]) -> list[list]:
     """[path, size, mtime, ctime, inode, device] of each file the paths stand for (a folder: the files in it), from
     stat alone; raises OSError or TmixError when one cannot be listed or stat'ed."""
-    from tmixcli.documents import folder_files
+    from tmixcli.folders import folder_files
 
     files: list[list] = []
     for p in paths:

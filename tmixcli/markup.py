@@ -47,6 +47,7 @@ HTML_CHUNK = 1 << 20  # characters of HTML parsed at a time
 _HIDING_STYLE = re.compile(r"(?:^|;)\s*(?:display\s*:\s*none|visibility\s*:\s*(?:hidden|collapse))\s*"
                            r"(?:!\s*important\s*)?(?:;|$)", re.IGNORECASE)  # an inline style a browser hides
 _CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+_HTML_SUFFIXES = (".html", ".htm", ".xhtml")
 
 
 def zip_document_text(raw: bytes, label: str, reach: Reach | None = None) -> str:
@@ -112,6 +113,14 @@ def epub_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None) -> st
             if reach.past(blocks):
                 break
     return join_blocks(blocks)
+
+
+def looks_html(raw: bytes, label: str) -> bool:
+    """HTML by file suffix, or (stdin, odd names) by a leading doctype / <html> tag."""
+    if label.lower().endswith(_HTML_SUFFIXES):
+        return True
+    head = raw[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith((b"<!doctype html", b"<html")) or (head.startswith(b"<?xml") and b"<html" in head)
 
 
 def decode_html(raw: bytes, label: str) -> str:

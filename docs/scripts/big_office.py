@@ -1,6 +1,6 @@
-"""Time and peak memory of reading a big generated .docx and .html (text far past the default model's cap): refused,
-and kept in part with --truncate, each in a fresh process; for a kept part, whether the document's sha256 is the
-file's and the kept text's own sha256 (to compare across versions).
+"""Time and peak memory of reading a big generated .docx and .html (text far past the default model's cap), the page
+from stdin too: refused, and kept in part with --truncate, each in a fresh process; for a kept part, whether the
+document's sha256 is the file's and the kept text's own sha256 (to compare across versions).
 
 Usage: python docs/scripts/big_office.py WORK_DIR [MB_OF_TEXT]   (default 100; one JSON line per run on stdout)
 """
@@ -67,13 +67,17 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     for path in build(work, mb):
         whole = hashlib.sha256(path.read_bytes()).hexdigest()
-        for mode in ("refuse", "truncate"):
-            out = subprocess.run([sys.executable, "-c", RUN, str(path), mode], capture_output=True, text=True)
+        for mode, source in (("refuse", str(path)), ("truncate", str(path))) + \
+                (("refuse", "-"), ("truncate", "-")) * (path.suffix == ".html"):  # the page on stdin too
+            with path.open("rb") as stdin:
+                out = subprocess.run([sys.executable, "-c", RUN, source, mode], stdin=stdin, capture_output=True,
+                                     text=True)
             try:
                 row = json.loads(out.stdout)
             except ValueError:
                 print(out.stderr.strip()[-300:], flush=True)
                 continue
+            row["file"] = path.name if source != "-" else f"stdin < {path.name}"
             digests = row.pop("digests")
             if digests:  # the document's sha256 (its KV cache key) against the file's, and the kept text's
                 row.update(sha256_is_the_files=digests[0] == whole, text_sha256=digests[1][:16])

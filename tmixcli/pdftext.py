@@ -1,0 +1,150 @@
+"""A PDF's text with pypdf: opened (and decrypted) from its bytes, its pages read one by one, every pypdf failure
+or complaint turned into one line."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
+
+from tmixcli import checkpoints
+from tmixcli.errors import TmixError
+from tmixcli.pdfpages import RUNNING_ROOM, clean_page_text, drop_running_lines, join_pages, select_pages
+
+if TYPE_CHECKING:
+    from pypdf import PdfReader
+
+_T = TypeVar("_T")
+
+PDF_MAGIC = b"%PDF-"
+
+
+def is_pdf(raw: bytes) -> bool:
+    """A PDF by its %PDF- header: at the start, or after up to about 4 KB of junk (which readers skip) in a file
+    that also ends like a PDF (so a text that mentions "%PDF-" stays text)."""
+    return raw[:1024].lstrip()[:5] == PDF_MAGIC or (PDF_MAGIC in raw[:4096] and b"%%EOF" in raw[-8192:])
+
+
+def pdf_text(raw: bytes, label: str, spec: str | None, password: str | None,
+             enough: Callable[[int], bool] | None = None) -> tuple[str, int, int | None]:
+    """Extract cleaned text of the selected pages, joined with short page markers; returns (text, pages read, the
+    page number it stopped at once `enough` says the text's characters are surely past the model's cap, else
+    None)."""
+    with _quiet_pypdf() as problems:
+        reader = _open_pdf(raw, label, password)
+        n_pages = _pdf_call(lambda: len(reader.pages), label)
+        if n_pages == 0:
+            raise TmixError(f"{label} is empty: the PDF has no pages")
+        indexes = select_pages(spec, n_pages, label)
+        texts: list[str] = []
+        total, stopped = 0, None
+        for index in indexes:
+            checkpoints.check()
+            texts.append(_page_text(reader, index, label))
+            total += len(texts[-1]) - RUNNING_ROOM
+            if enough is not None and enough(total) and len(texts) < len(indexes):
+                stopped = index + 1
+                break
+        indexes = indexes[:len(texts)]
+        texts = drop_running_lines(texts, indexes)
+    if not any(texts) and problems:
+        raise TmixError(f"{label} is a corrupt or damaged PDF: no text could be read "
+                        f"({' '.join(problems[0].split())[:100]})")
+    if not any(texts):
+        subject = label if spec is None else f"{label} (pages {spec})"
+        raise TmixError(f"{subject} has no text layer (looks scanned); run OCR first, e.g. ocrmypdf")
+    return join_pages(indexes, texts), len(indexes), stopped
+
+
+def _page_text(reader: PdfReader, index: int, label: str) -> str:
+    """The cleaned text of one page ("" when it has none)."""
+    return clean_page_text(_pdf_call(lambda: reader.pages[index].extract_text() or "", label))
+
+
+def _open_pdf(raw: bytes, label: str, password: str | None) -> PdfReader:
+    """Open a PDF with pypdf and decrypt it if needed (empty password first, then `password`)."""
+    from pypdf import PdfReader
+
+    if b"%%EOF" not in raw[-8192:]:
+        raise TmixError(f"{label} is a corrupt or truncated PDF (no end-of-file marker)")
+    reader = _pdf_call(lambda: PdfReader(io.BytesIO(raw)), label)
+    if _pdf_call(lambda: reader.is_encrypted, label):
+        _decrypt(reader, label, password)
+    return reader
+
+
+def _decrypt(reader: PdfReader, label: str, password: str | None) -> None:
+    """Decrypt in place, trying the empty user password before `password`."""
+    from pypdf.errors import DependencyError
+
+    for candidate in ("", password) if password else ("",):
+        try:
+            if reader.decrypt(candidate):
+                return
+        except DependencyError as exc:
+            raise TmixError(_missing_package(exc, label)) from None
+        except Exception as exc:  # noqa: BLE001 - any pypdf failure becomes a one-line error
+            raise TmixError(f"{label} is encrypted and could not be decrypted: {reason(exc)}") from None
+    if password:
+        raise TmixError(f"wrong password for encrypted PDF {label}; check the --password value")
+    raise TmixError(f"{label} is encrypted; give its password with --password")
+
+
+def _pdf_call(fn: Callable[[], _T], label: str) -> _T:
+    """Run a pypdf call, turning any failure into a "corrupt PDF" TmixError (a missing package: what to install)."""
+    from pypdf.errors import DependencyError
+
+    try:
+        return fn()
+    except TmixError:
+        raise
+    except DependencyError as exc:  # AES decryption at any step (opening, the empty password, a page) without it
+        raise TmixError(_missing_package(exc, label)) from None
+    except Exception as exc:  # noqa: BLE001 - any pypdf failure becomes a one-line error
+        raise TmixError(f"{label} is a corrupt or unreadable PDF ({reason(exc)})") from None
+
+
+def _missing_package(exc: Exception, label: str) -> str:
+    """The one-line error for a PDF that needs a package pypdf lacks (AES encryption needs cryptography)."""
+    if "AES" in str(exc) or "cryptography" in str(exc):
+        return f"{label} is encrypted with AES, which needs the cryptography package: pip install cryptography"
+    return f"{label} needs a package that is not installed ({reason(exc)})"
+
+
+def reason(exc: Exception) -> str:
+    """A short one-line reason for an exception of pypdf or another reader."""
+    message = " ".join(str(exc).split())[:120]
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+class _Collect(logging.Handler):
+    """Keeps pypdf's log messages instead of letting them reach the user."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _quiet_pypdf() -> Iterator[list[str]]:
+    """Silence pypdf's logger and warnings while it runs; yields the warning messages it logged."""
+    logger = logging.getLogger("pypdf")
+    saved = logger.level, logger.propagate, logger.handlers[:]
+    handler = _Collect()
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    logger.handlers[:] = [handler]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield handler.messages
+    finally:
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+        logger.handlers[:] = saved[2]
