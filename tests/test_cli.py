@@ -327,7 +327,9 @@ def test_oversized_system_prompt_is_named(capsys, tiny_dir, small_doc):
     assert "the system prompt (--system) is too long" in err
     some = "Be helpful. " * 45  # fits, but not beside the whole document: that is cut, the share said
     err = one_error(capsys, "ask", *args, "--system", some)
-    assert "short.txt needs" in err and "of them the system prompt)" in err and "--truncate" in err
+    assert "short.txt needs" in err and " document tokens + prompt template " in err and "--truncate" in err
+    n_some = len(AutoTokenizer.from_pretrained(tiny_dir)(some, add_special_tokens=False).input_ids)
+    assert f"+ system prompt {n_some} + question " in err, err
     code, _, err = run(capsys, "ask", *args, "--system", some, "--truncate", "--max-new-tokens", "4", "--no-cache")
     assert code == 0 and "truncated short.txt: kept its first" in err, err
 

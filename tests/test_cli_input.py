@@ -129,7 +129,7 @@ def test_truncate_keeps_the_same_tokens_tokenizing_only_what_can_be_kept(capsys,
     if times_cap < 1:
         assert notes == want_notes and not doc.partial
     else:
-        assert notes == [want_notes[0].split(" of ")[0] + " of more than 1024 tokens"]
+        assert notes == [want_notes[0].split(" of ")[0] + " of more than 1024 document tokens"]
     code, out, err = run(capsys, "ask", str(path), "What is the budget?", "--truncate", "--model", tiny_dir,
                          "--max-new-tokens", "1", "--json")
     assert code == 0, err
@@ -153,7 +153,7 @@ def test_truncate_keeps_the_same_tokens_of_a_document_read_only_in_part(capsys, 
     doc = load_documents([str(path)], budget=textcap.Budget(True, lambda: cap))
     assert doc.partial and doc.notes == (f"read only the beginning of {path}: the most the model could use",)
     ids, notes = fit.fit_document(lm, doc, Settings(truncate=True))
-    assert ids == want_ids and notes == [want_notes[0].split(" of ")[0] + " of more than 1024 tokens"]
+    assert ids == want_ids and notes == [want_notes[0].split(" of ")[0] + " of more than 1024 document tokens"]
     code, out, err = run(capsys, "ask", str(path), "What is the budget?", "--truncate", "--model", tiny_dir,
                          "--max-new-tokens", "1", "--json")
     assert code == 0, err

@@ -87,10 +87,10 @@ def test_a_document_over_the_context_hints_only_what_can_help(capsys, tiny_dir, 
     long.write_text(text[:3000])
     short.write_text(text[:1000])
     err = one_error(capsys, "ask", str(long), "q?", "--model", tiny_dir, "--max-new-tokens", "2")
-    assert err.endswith("over the model's 1024; use --truncate to cut the document"), err
+    assert err.endswith("over the model's 1024-token context; use --truncate to cut the document"), err
     err = one_error(capsys, "ask", str(short), "q?", "--model", tiny_dir, "--max-new-tokens", "400")
-    prompt = int(re.search(r"needs (\d+) prompt tokens", err).group(1))
-    n_question = int(re.search(r"\+ (\d+) question \+", err).group(1))  # `ask` counts its question's own tokens
+    prompt = sum(map(int, re.search(r"needs (\d+) document tokens \+ prompt template (\d+) \+", err).groups()))
+    n_question = int(re.search(r"\+ question (\d+) \+", err).group(1))  # `ask` counts its question's own tokens
     assert 0 < n_question < 64
     assert err.endswith(f"use --truncate to cut the document, or --max-new-tokens {1024 - prompt - n_question} or "
                         "less"), err

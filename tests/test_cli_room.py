@@ -81,7 +81,8 @@ def test_kv_file_refuses_an_answer_too_long_as_the_document_does(capsys, monkeyp
         assert from_kv == from_doc and from_kv.startswith(f"tmix: error: --max-new-tokens {max_new} is too large: ")
     else:  # the KV file cannot be cut: only --max-new-tokens is offered
         head = from_doc.split("; use ")[0]
-        assert head.startswith("tmix: error: small.txt needs ") and head.endswith("over the model's 1024"), head
+        assert head.startswith("tmix: error: small.txt needs "), head
+        assert head.endswith("over the model's 1024-token context"), head
         assert from_kv.split("; use ")[0] == head and "--truncate" not in from_kv
         assert re.search(r"; use --max-new-tokens \d+ or less$", from_kv), from_kv
 
@@ -96,7 +97,7 @@ def test_ask_counts_its_own_question(capsys, tiny_dir, doc, kv_file):
         res = answer(capsys, *where, QUESTION, *model, "--max-new-tokens", str(most))
         assert res["prompt_tokens"] == prompt_tokens and res["stop_reason"] in ("end", "length"), res
         err = error(capsys, "ask", *where, QUESTION, *model, "--max-new-tokens", str(most + 1))
-        assert f"--max-new-tokens {most} or less" in err and f"+ {n_question(tiny_dir)} question + " in err, err
+        assert f"--max-new-tokens {most} or less" in err and f"+ question {n_question(tiny_dir)} + " in err, err
 
 
 def test_long_question_without_room_for_its_answer_is_refused(capsys, monkeypatch, tiny_dir, doc, kv_file):
@@ -155,3 +156,57 @@ def test_piped_chat_exits_2_when_a_question_was_refused(capsys, monkeypatch, tin
     assert out.count("\n") >= 2  # both other questions answered
     monkeypatch.setattr(sys, "stdin", io.StringIO(f"{QUESTION}\n{QUESTION}\n"))
     assert run(capsys, "chat", doc, *model)[0] == 0
+
+
+@pytest.fixture()
+def long_doc(tmp_path) -> str:
+    """~1100 tokens for the tiny model: over its 1024-token context."""
+    path = tmp_path / "long.txt"
+    path.write_text((ROOT / "sample_docs" / "notes.txt").read_text())
+    return str(path)
+
+
+def test_document_refused_before_the_load_with_the_loads_own_line(capsys, monkeypatch, tmp_path, tiny_dir, doc,
+                                                                  long_doc):
+    """Once a load has checked the model's tokenizer files, a document over the context (or an answer room that
+    crowds it out) is refused before the model loads, by `ask` and `prefill -o`, in the very line the load gives."""
+    from tmixcli import cli_open, filetok
+
+    monkeypatch.setenv("TMIX_MODELS_DIR", str(tmp_path / "models"))  # no files checked yet
+    model = ("--model", tiny_dir, *TINY)
+    runs = [("ask", long_doc, QUESTION, *model), ("ask", long_doc, QUESTION, *model, "--max-new-tokens", "2000"),
+            ("prefill", long_doc, "-o", str(tmp_path / "out.kv"), *model)]
+    assert filetok.files_model(tiny_dir) is None
+    answer(capsys, doc, QUESTION, *model, "--max-new-tokens", "1")  # a load checks the files
+    assert filetok.files_model(tiny_dir) is not None
+    with monkeypatch.context() as m:
+        m.setattr(filetok, "files_model", lambda spec: None)
+        after_load = [error(capsys, *argv) for argv in runs]
+    monkeypatch.setattr(cli_open, "load", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
+    assert [error(capsys, *argv) for argv in runs] == after_load
+
+
+def test_truncate_hint_for_a_large_answer_fits(capsys, tiny_dir, long_doc):
+    """--max-new-tokens too large for any of the document: the value offered with --truncate runs (it leaves the
+    document 64 tokens), one more is refused."""
+    model = ("--model", tiny_dir, *TINY, "--no-cache")
+    err = error(capsys, "ask", long_doc, QUESTION, *model, "--max-new-tokens", "2000")
+    most = int(re.search(r"; with --truncate, use (\d+) or less: \1 leaves 64 tokens for the beginning of long.txt, "
+                         r"each one less leaves one more$", err)[1])
+    res = answer(capsys, long_doc, QUESTION, *model, "--truncate", "--max-new-tokens", str(most))
+    assert res["prompt_tokens"] + most <= 1024 and "truncated long.txt" in res["notes"][0], res
+    err = error(capsys, "ask", long_doc, QUESTION, *model, "--truncate", "--max-new-tokens", str(most + 1))
+    assert err.startswith(f"tmix: error: --max-new-tokens {most + 1} is too large: "), err
+
+
+def test_truncated_document_counted_as_the_status_line_counts_it(capsys, tiny_dir, long_doc):
+    """The note of a cut document counts its tokens as the status line and the refusal do: the prompt's less the
+    template's (the text meets the prompt's newlines around it), so the three numbers agree."""
+    model = ("--model", tiny_dir, *TINY, "--no-cache")
+    whole = int(re.search(r"long.txt needs (\d+) document tokens", error(capsys, "ask", long_doc, QUESTION, *model))[1])
+    code, _, err = run(capsys, "ask", long_doc, QUESTION, *model, "--truncate", "--max-new-tokens", "2")
+    assert code == 0, err
+    shown = re.search(r"long.txt: (\d+) document tokens \((\d+) with the prompt\)", err)
+    kept = re.search(r"truncated long.txt: kept its first (\d+) of (\d+) document tokens", err)
+    assert shown and kept, err
+    assert kept[1] == shown[1] and int(kept[2]) == whole > int(kept[1]), err

@@ -85,33 +85,41 @@ def _check_before_load(model: str | None, arch: str | None, lengths: list[int], 
 
 
 def bench_command(
-    model: Annotated[str | None, typer.Option("--model", help="Model: HF id, local dir or .gguf "
+    model: Annotated[str | None, typer.Option("--model", metavar="MODEL", help="Model: HF id, local dir or .gguf "
                                               "(default: the embedded SmolLM2-135M-Instruct).")] = None,
-    arch: Annotated[str | None, typer.Option("--arch", help="Built-in architecture with random weights: "
-                                             "llama-3.1-8b, qwen2.5-7b or smollm2-135m.")] = None,
-    lengths: Annotated[str, typer.Option("--lengths", help="Prompt lengths, k = 1024.")] = "4k,32k,128k",
-    methods: Annotated[str, typer.Option("--methods", help="Attention methods to compare.")] = "dense,trimix",
-    repeats: Annotated[int, typer.Option("--repeats", help="Timed runs per length and method.")] = 3,
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 1,
-    start_layer: Annotated[int | None, typer.Option("--start-layer", help="First TriangleMix layer (default: a "
-                                                    "calibrated profile of the model, else its paper value, "
-                                                    "else half).")] = None,
-    n_init: Annotated[int, typer.Option("--n-init", help="Sink tokens.")] = 8,
-    n_local: Annotated[int, typer.Option("--n-local", help="Local window.")] = 512,
-    last_n: Annotated[int, typer.Option("--last-n", help="Last queries that see everything.")] = 128,
-    chunk_size: Annotated[int | None, typer.Option("--chunk-size", help="Prefill in chunks of N tokens.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="auto, bf16, fp16 or fp32.")] = "auto",
+    arch: Annotated[str | None, typer.Option(
+        "--arch", metavar="ARCH", help="Built-in architecture with random weights: "
+        "llama-3.1-8b, qwen2.5-7b or smollm2-135m.")] = None,
+    lengths: Annotated[str, typer.Option(
+        "--lengths", metavar="LENGTHS", help="Prompt lengths, k = 1024.")] = "4k,32k,128k",
+    methods: Annotated[str, typer.Option(
+        "--methods", metavar="METHODS", help="Attention methods to compare.")] = "dense,trimix",
+    repeats: Annotated[int, typer.Option("--repeats", metavar="N", help="Timed runs per length and method.")] = 3,
+    warmup: Annotated[int, typer.Option("--warmup", metavar="N", help="Untimed runs first.")] = 1,
+    start_layer: Annotated[int | None, typer.Option(
+        "--start-layer", metavar="N", help="First TriangleMix layer (default: a "
+        "calibrated profile of the model, else its paper value, "
+        "else half).")] = None,
+    n_init: Annotated[int, typer.Option("--n-init", metavar="N", help="Sink tokens.")] = 8,
+    n_local: Annotated[int, typer.Option("--n-local", metavar="N", help="Local window.")] = 512,
+    last_n: Annotated[int, typer.Option("--last-n", metavar="N", help="Last queries that see everything.")] = 128,
+    chunk_size: Annotated[int | None, typer.Option(
+        "--chunk-size", metavar="N", help="Prefill in chunks of N tokens.")] = None,
+    device: Annotated[str, typer.Option("--device", metavar="auto|cpu|cuda", help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(
+        "--dtype", metavar="auto|bf16|fp16|fp32", help="auto, bf16, fp16 or fp32.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (header + rows).")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print the rows as CSV.")] = False,
-    plot: Annotated[str | None, typer.Option("--plot", help="Write a chart of TTFT vs length (.png, .svg, .pdf, "
-                                              "...: the file's type is its extension).")] = None,
+    plot: Annotated[str | None, typer.Option(
+        "--plot", metavar="FILE", help="Write a chart of TTFT vs length (.png, .svg, .pdf, "
+        "...: the file's type is its extension).")] = None,
     no_warm: Annotated[bool, typer.Option("--no-warm", help="Skip the saved-KV follow-up timing.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Allow a >2B-parameter --arch on the CPU.")] = False,
-    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads (default: torch's; "
+    threads: Annotated[int | None, typer.Option("--threads", metavar="N", help="torch CPU threads (default: torch's; "
                                                 "1 is steadier on a busy machine).")] = None,
-    compile: Annotated[str, typer.Option("--compile", help="torch.compile each layer's norms and MLP: auto "
-                                         "(on CUDA), on or off.")] = "auto",
+    compile: Annotated[str, typer.Option(
+        "--compile", metavar="auto|on|off", help="torch.compile each layer's norms and MLP: auto "
+        "(on CUDA), on or off.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")] = False,
     kernels: Annotated[bool, typer.Option("--kernels", help="Time the attention alone instead (CUDA): the Triton "
                                           "triangle kernel vs SDPA flash/cuDNN dense and FlexAttention with the same "

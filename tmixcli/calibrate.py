@@ -391,28 +391,37 @@ def _check_before_load(model: str | None, length: int, grad_length: int | None, 
 
 
 def calibrate_command(
-    model: Annotated[str | None, typer.Option("--model", help="HF id, local dir or .gguf (default SmolLM2).")] = None,
-    samples: Annotated[int, typer.Option("--samples", min=1, help="Samples for the gradient profile.")] = 4,
-    length: Annotated[str, typer.Option("--length", help="Eval prompt length in tokens (e.g. 6k).")] = "6k",
-    grad_length: Annotated[str | None, typer.Option("--grad-length", help="Gradient sample length.")] = None,
-    cases: Annotated[int, typer.Option("--cases", min=0, help="Eval cases (0: skip eval, save nothing).")] = 20,
-    tasks: Annotated[str, typer.Option("--tasks", help="Tasks for samples and eval: only tasks the model solves "
-                                       "densely (see tmix eval); agreement on a task at chance measures noise.")
+    model: Annotated[str | None, typer.Option(
+        "--model", metavar="MODEL", help="HF id, local dir or .gguf (default SmolLM2).")] = None,
+    samples: Annotated[int, typer.Option(
+        "--samples", metavar="N", min=1, help="Samples for the gradient profile.")] = 4,
+    length: Annotated[str, typer.Option(
+        "--length", metavar="LENGTH", help="Eval prompt length in tokens (e.g. 6k).")] = "6k",
+    grad_length: Annotated[str | None, typer.Option(
+        "--grad-length", metavar="LENGTH", help="Gradient sample length.")] = None,
+    cases: Annotated[int, typer.Option(
+        "--cases", metavar="N", min=0, help="Eval cases (0: skip eval, save nothing).")] = 20,
+    tasks: Annotated[str, typer.Option(
+        "--tasks", metavar="TASKS", help="Tasks for samples and eval: only tasks the model solves "
+        "densely (see tmix eval); agreement on a task at chance measures noise.")
                      ] = "needle",
-    tolerance: Annotated[float, typer.Option("--tolerance", help="Max summed importance of triangle layers "
-                                             "(a finite number, at least 0).")] = 0.05,
-    n_init: Annotated[int, typer.Option("--n-init", help="Sink tokens.")] = 8,
-    n_local: Annotated[int, typer.Option("--n-local", help="Local window.")] = 512,
-    last_n: Annotated[int, typer.Option("--last-n", help="Last prefix rows that attend densely.")] = 128,
-    seed: Annotated[int, typer.Option("--seed", help="Task generation seed.")] = 0,
-    plot: Annotated[str | None, typer.Option("--plot", help="Write a bar chart of the importance (.png, .svg, "
-                                             ".pdf, ...: the file's type is its extension).")] = None,
+    tolerance: Annotated[float, typer.Option(
+        "--tolerance", metavar="X", help="Max summed importance of triangle layers "
+        "(a finite number, at least 0).")] = 0.05,
+    n_init: Annotated[int, typer.Option("--n-init", metavar="N", help="Sink tokens.")] = 8,
+    n_local: Annotated[int, typer.Option("--n-local", metavar="N", help="Local window.")] = 512,
+    last_n: Annotated[int, typer.Option("--last-n", metavar="N", help="Last prefix rows that attend densely.")] = 128,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Task generation seed.")] = 0,
+    plot: Annotated[str | None, typer.Option(
+        "--plot", metavar="FILE", help="Write a bar chart of the importance (.png, .svg, "
+        ".pdf, ...: the file's type is its extension).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the profile as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="auto, bf16, fp16 or fp32.")] = "auto",
+    device: Annotated[str, typer.Option("--device", metavar="auto|cpu|cuda", help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(
+        "--dtype", metavar="auto|bf16|fp16|fp32", help="auto, bf16, fp16 or fp32.")] = "auto",
     facts: Annotated[str | None, typer.Option(
-        "--facts", help="Also require the start layer to pass on real documents (a facts file as for "
+        "--facts", metavar="FILE", help="Also require the start layer to pass on real documents (a facts file as for "
         "tmix eval --facts); it moves up two layers at a time until it does.")] = None,
 ) -> None:
     """Measure per-layer reliance on the middle attention region and save the best TriangleMix start layer."""

@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from tmixcli import cli_ask, cli_cache, cli_chat, cli_options, cli_serve, stdout
+from tmixcli import cli_ask, cli_cache, cli_chat, cli_help, cli_options, cli_serve, stdout
 from tmixcli.errors import TmixError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode=None,
@@ -56,8 +56,15 @@ def _usage_error_base() -> type[Exception]:
 
 
 def _usage_line(err: Exception) -> str:
-    """One line for a usage error: the message and where help is."""
+    """One line for a usage error: click's message in tmix's lower case, and where help is (or, for an unknown
+    option that is an existing file's name, how to give that file)."""
     msg = " ".join(err.format_message().split())
+    msg = msg[:1].lower() + msg[1:]
+    option = getattr(err, "option_name", None)
+    named = [a for a in cli_options.ARGV if option and a.startswith(option) and os.path.exists(a)]
+    if named:
+        return (f"tmix: error: {msg}; a file whose name starts with '-' must be written ./{named[0]} (or put -- "
+                "before it)")
     ctx = getattr(err, "ctx", None)
     return f"tmix: error: {msg}" + (f" (see '{ctx.command_path} --help')" if ctx is not None else "")
 
@@ -89,6 +96,7 @@ def _main(argv: list[str] | None) -> None:
         stdout.tolerant_streams()
         cli_options.ARGV[:] = sys.argv[1:] if argv is None else list(argv)
         command = typer.main.get_command(app)
+        cli_help.plain_arguments(command)
         try:
             with stdout.guarded():
                 code = command.main(args=argv, prog_name="tmix", standalone_mode=False)

@@ -28,7 +28,7 @@ NO_ANSWER = "the model gave no answer"
 
 @early.command
 def ask(
-    args: list[str] = typer.Argument(..., metavar="FILE QUESTION",
+    args: list[str] = typer.Argument(..., metavar="FILE... QUESTION",
                                      help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; a folder; - for "
                                      "stdin), then the question; with --kv only the question."),
     kv: Optional[Path] = typer.Option(None, "--kv", metavar="PATH", help="Answer from this KV cache file alone."),
@@ -199,7 +199,7 @@ def _missing_document(text: str) -> bool:
 
 @early.command
 def prefill(
-    files: list[str] = typer.Argument(..., metavar="FILE",
+    files: list[str] = typer.Argument(..., metavar="FILE...",
                                       help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; a folder; "
                                       "- for stdin)."),
     output: Optional[str] = typer.Option(None, "-o", "--output", metavar="PATH",
@@ -214,6 +214,7 @@ def prefill(
 ) -> None:
     """Prefill a document (or several read together) and save its KV cache file; prints the path."""
     from tmixcli.documents import load_documents
+    from tmixcli.fit import check_early
 
     quiet = quiet or as_json
     s = settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
@@ -242,6 +243,7 @@ def prefill(
         check_model_options(device, dtype, device_map, threads, compile, model)
         check_start_layer(model, s.method, s.start_layer)
         doc = load_documents(files, pages=pages, password=password, budget=cli_open.read_budget(model, s))
+        check_early(model, doc, s)
         with early.quick_exit():
             from tmixcli import opening, serve
 

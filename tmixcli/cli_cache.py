@@ -122,8 +122,9 @@ def _cap_text(limit: int | None, source: str = "TMIX_CACHE_MAX") -> str:
 
 @app.command("prune")
 @cli_errors
-def prune(max_size: Annotated[str | None, typer.Option("--max-size", help="Cap to apply now, e.g. 5G; 0 removes "
-                                                        "every KV file (default: TMIX_CACHE_MAX, else 20G).")] = None,
+def prune(max_size: Annotated[str | None, typer.Option(
+        "--max-size", metavar="SIZE", help="Cap to apply now, e.g. 5G; 0 removes "
+        "every KV file (default: TMIX_CACHE_MAX, else 20G).")] = None,
           ) -> None:
     """Remove leftovers of interrupted saves, then least recently used KV files until the cache fits its cap."""
     if max_size is not None and not max_size.strip():
@@ -181,7 +182,8 @@ def _real(folder: Path) -> Path:
 
 @app.command("rm")
 @cli_errors
-def rm(keys: Annotated[list[str], typer.Argument(help="Keys, unique key prefixes or KV file names.")]) -> None:
+def rm(keys: Annotated[list[str], typer.Argument(metavar="KEY...",
+                                                  help="Keys, unique key prefixes or KV file names.")]) -> None:
     """Remove KV files by key (a unique key prefix, or the file's name or path in the cache folder)."""
     targets = [resolve_key(k) for k in keys]
     failed = []

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 @early.command
 def chat(
-    files: Optional[list[str]] = typer.Argument(None, metavar="FILE", help="Document(s) (.pdf, .docx, .odt, "
+    files: Optional[list[str]] = typer.Argument(None, metavar="FILE...", help="Document(s) (.pdf, .docx, .odt, "
                                                 ".pptx, .epub, .html, text; a folder); or use --kv."),
     kv: Optional[Path] = typer.Option(None, "--kv", metavar="PATH", help="Chat against this KV cache file."),
     keep_history: bool = typer.Option(False, "--keep-history", help="Carry the conversation on between questions."),

@@ -122,6 +122,7 @@ def open_context(sources: Optional[list[str]], kv: Optional[Path], s: Settings, 
                  lm: Optional[LoadedModel] = None) -> Context:
     """The documents' (or the KV file's) context: bad input is refused before the model loads."""
     from tmixcli.documents import load_documents
+    from tmixcli.fit import check_early
 
     check_model_options(device, dtype, device_map, threads, compile, model)
     if kv is not None:
@@ -145,6 +146,8 @@ def open_context(sources: Optional[list[str]], kv: Optional[Path], s: Settings, 
         # documents no run has recorded are read first, so bad input fails before torch is imported
         doc = None if docindex.known(ident) else load_documents(sources, pages=pages, password=password,
                                                                  budget=budget)
+        if doc is not None and lm is None:  # a document that cannot fit is refused before torch, where it can be
+            check_early(model, doc, s)
     with early.quick_exit():
         from tmixcli import opening, serve
 

@@ -432,24 +432,29 @@ def trimix_configs(starts: list[int], n_init: int, n_local: int, last_n: int,
 
 
 def eval_command(
-    model: Annotated[str | None, typer.Option("--model", help="HF id, local dir or .gguf (default SmolLM2).")] = None,
-    lengths: Annotated[str, typer.Option("--lengths", help="Prompt lengths in tokens, e.g. 2k,6k.")] = "2k,6k",
-    cases: Annotated[int, typer.Option("--cases", min=1, help="Cases per length.")] = 10,
-    tasks: Annotated[str, typer.Option("--tasks", help="Tasks: needle,multikey,multivalue,vt.")] = "needle,multikey",
-    start_layers: Annotated[str, typer.Option("--start-layers", help="Trimix start layers vs dense.")] = "10,15,20",
-    n_init: Annotated[int, typer.Option("--n-init", help="Sink tokens.")] = 8,
-    n_local: Annotated[int, typer.Option("--n-local", help="Local window.")] = 512,
-    last_n: Annotated[int, typer.Option("--last-n", help="Last prefix rows that attend densely.")] = 128,
-    seed: Annotated[int, typer.Option("--seed", help="Task generation seed.")] = 0,
+    model: Annotated[str | None, typer.Option(
+        "--model", metavar="MODEL", help="HF id, local dir or .gguf (default SmolLM2).")] = None,
+    lengths: Annotated[str, typer.Option(
+        "--lengths", metavar="LENGTHS", help="Prompt lengths in tokens, e.g. 2k,6k.")] = "2k,6k",
+    cases: Annotated[int, typer.Option("--cases", metavar="N", min=1, help="Cases per length.")] = 10,
+    tasks: Annotated[str, typer.Option(
+        "--tasks", metavar="TASKS", help="Tasks: needle,multikey,multivalue,vt.")] = "needle,multikey",
+    start_layers: Annotated[str, typer.Option(
+        "--start-layers", metavar="LAYERS", help="Trimix start layers vs dense.")] = "10,15,20",
+    n_init: Annotated[int, typer.Option("--n-init", metavar="N", help="Sink tokens.")] = 8,
+    n_local: Annotated[int, typer.Option("--n-local", metavar="N", help="Local window.")] = 512,
+    last_n: Annotated[int, typer.Option("--last-n", metavar="N", help="Last prefix rows that attend densely.")] = 128,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Task generation seed.")] = 0,
     max_new_tokens: Annotated[int | None, typer.Option(
-        "--max-new-tokens", min=1, help="Answer length cap (default 24; 32 with --facts).")] = None,
+        "--max-new-tokens", metavar="N", min=1, help="Answer length cap (default 24; 32 with --facts).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="auto, bf16, fp16 or fp32.")] = "auto",
+    device: Annotated[str, typer.Option("--device", metavar="auto|cpu|cuda", help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(
+        "--dtype", metavar="auto|bf16|fp16|fp32", help="auto, bf16, fp16 or fp32.")] = "auto",
     facts: Annotated[str | None, typer.Option(
-        "--facts", help="Real documents instead: a JSON file of prompts and questions with known answers "
-        "(see sample_docs/questions.json); --lengths, --cases, --tasks and --seed are then unused.")] = None,
+        "--facts", metavar="FILE", help="Real documents instead: a JSON file of prompts and questions with known "
+        "answers (see sample_docs/questions.json); --lengths, --cases, --tasks and --seed are then unused.")] = None,
 ) -> None:
     """Compare TriangleMix start layers with dense attention on synthetic long-context tasks or real documents."""
     from tmixcli.envflags import check_switches

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
+from tmixcli import filetok
 from tmixcli.errors import TmixError
 from tmixcli.modelcheck import check_folder, check_gguf
-from tmixcli.modelinfo import converted_gguf_dir
+from tmixcli.modelinfo import converted_gguf_dir, model_context
 from tmixcli.paths import DEFAULT_MODEL, mkdir_error, models_dir
 from tmixcli.stdout import is_terminal
 from tmixcli.threads import configure_threads
@@ -38,6 +39,11 @@ class LoadedModel:
     model_id: str
     device: torch.device
     dtype: torch.dtype
+
+    @property
+    def context(self) -> int:
+        """The context length in tokens (max_position_embeddings; unbounded where the config has none)."""
+        return model_context(self.model)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -276,4 +282,6 @@ def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto
     if device_map is None:
         model.to(dev)
     model.eval()
-    return LoadedModel(model, tok, model_id, model.device, dt)
+    lm = LoadedModel(model, tok, model_id, model.device, dt)
+    filetok.remember(lm, source)  # later runs fit documents from the tokenizer's files, before the load
+    return lm
