@@ -565,7 +565,8 @@ def test_unusable_cache_folder_costs_an_answer_nothing(capsys, monkeypatch, tiny
         assert len(said) == 2 and said[0].startswith("tmix: KV file not saved: cannot use the cache folder")
         assert why in said[0] and said[1].endswith("(cache folder unusable)"), err
     res = ask_json(capsys, short_doc, *args)
-    assert res["kv_path"] is None and res["answer"] and any("KV file not saved" in n for n in res["notes"])
+    assert res["kv_path"] is None and res["answer"] and res["notes"] == [] and not res["kv_saved"]
+    assert any("KV file not saved" in n for n in res["kv_notes"])
     code, out, err = run(capsys, "prefill", short_doc, "--model", tiny_dir, *TINY)
     assert code == 2 and out == "" and err.strip().splitlines() == [err.strip()], err
     assert "cannot use the cache folder" in err and why in err and "elsewhere with -o" in err
@@ -706,7 +707,7 @@ def test_too_little_disk_space_is_told_before_the_prefill(capsys, monkeypatch, t
     target.parent.mkdir()
     err = one_error(capsys, "prefill", short_doc, "-o", str(target), *args)
     want = (rf"tmix: error: not enough disk space for KV file {re.escape(str(target))} \(\d+\.\d KiB needed, "
-            rf"\d+\.\d KiB free in {re.escape(str(target.parent))}\); free space in ")
+            rf"\d+\.\d KiB free in {re.escape(str(target.parent))}\); free 1 B more in ")
     assert re.match(want, err), err
     assert len(prefills) == 1 and list(target.parent.iterdir()) == []
     err = one_error(capsys, "prefill", short_doc, *args)  # into the cache, which holds nothing to clear

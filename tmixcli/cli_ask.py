@@ -84,7 +84,8 @@ def ask(
             "kv_recomputed": ctx.recomputed is not None,
             "reused_tokens": ctx.reused_rows,
             "kv_path": str(ctx.kv_path) if ctx.kv_path else None,
-            "notes": list(ctx.notes) + ([NO_ANSWER] if not ans.text.strip() else []), "kv_notes": saved,
+            "notes": list(ctx.notes) + ([NO_ANSWER] if not ans.text.strip() else []),
+            "kv_saved": ctx.kv_path is not None, "kv_notes": [*ctx.kv_notes, *saved],
             "model": ctx.lm.model_id,
             "attention": ctx.attn.to_dict(), "new_tokens": ans.new_tokens, "stop_reason": ans.stop_reason}))
         return

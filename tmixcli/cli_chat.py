@@ -88,9 +88,9 @@ def chat(
         except stdout.OutputClosed:
             cli_open.save_quietly(talk.ctx)
             raise
+        print(flush=True)  # the answer's line ends before any status line
         for note in cli_open.save_quietly(talk.ctx):
             cli_open.status(quiet, note)
-        print(flush=True)
         cli_open.status(quiet, f"TTFT {ans.ttft_s:.2f} s, {tokens_said(ans)}" + ending(ans))
         if not ans.text.strip():
             cli_open.status(quiet, NO_ANSWER)

@@ -95,7 +95,7 @@ def describe(ctx: Context, quiet: bool) -> None:
     status(quiet, f"{ctx.doc_name}: {doc_tokens(ctx)} document tokens ({len(ctx.prefix_ids)} with the prompt) | "
                   f"{lm.model_id} on {lm.device.type} "
                   f"{str(lm.dtype).removeprefix('torch.')} | attention {attn}")
-    for note in ctx.notes:
+    for note in [*ctx.notes, *ctx.kv_notes]:
         status(quiet, note)
     if ctx.cache_hit:
         how = "kept in memory by tmix serve" if ctx.kept_in_memory else "loaded"
@@ -106,8 +106,8 @@ def describe(ctx: Context, quiet: bool) -> None:
         status(quiet, f"cache hit: {how} {ctx.kv_path} in {ctx.prefill_s:.2f} s{unread}")
     else:
         where = f" ({ctx.unsaved or 'cache off'})"
-        if ctx.kv_path:
-            where = f", KV file {ctx.kv_path}"
+        if ctx.kv_path:  # a fresh prefill's file is complete only once ctx.save() has run (after the first answer)
+            where = f", {'saving the KV file to' if ctx.pending_save else 'KV file'} {ctx.kv_path}"
         reused = ""
         if ctx.reused_rows:
             memory = " as kept in memory by tmix serve" if ctx.kept_in_memory else ""
@@ -200,10 +200,20 @@ def doc_tokens(ctx: Context) -> int:
 
 
 def save_quietly(ctx: Context) -> list[str]:
-    """Finish the KV file after an answer; a failure (full or read-only disk, the file removed meanwhile) is a
+    """Finish the KV file after an answer: "KV file saved", or a failure (full disk, the file removed meanwhile) as a
     status line, not an error: the answer stands and the next run prefills again."""
+    saving = ctx.pending_save is not None
     try:
-        return ctx.save()
+        lines = ctx.save()
     except TmixError as err:
         ctx.kv_path = None
         return [f"KV file not saved: {err}"]
+    if not saving or ctx.kv_path is None:
+        return lines
+    from tmixcli.kvfolder import human_size
+
+    try:
+        size = f" ({human_size(ctx.kv_path.stat().st_size)})"
+    except OSError:  # removed meanwhile, by another tmix's trim
+        size = ""
+    return [f"KV file saved{size}", *lines]

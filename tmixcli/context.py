@@ -38,8 +38,9 @@ class Context:
     prefill_s: float = 0.0
     start_layer_source: str = ""
     notes: list[str] = field(default_factory=list)
+    kv_notes: list[str] = field(default_factory=list)  # why a fresh prefill's KV file is not saved, known before it
     pending_save: Callable[[], list[str]] | None = None
-    unsaved: str = ""  # why a fresh prefill's KV file is not written: "over the cache cap", "cache folder unusable"
+    unsaved: str = ""  # the same in short for the cache miss line: "over the cache cap", "cache folder not writable"
 
     def save(self) -> list[str]:
         """Complete the KV file of a fresh prefill (written meanwhile, so the first answer is not held up by the disk);

@@ -31,25 +31,40 @@ def kv_path_for(key: str) -> Path:
     return kv_dir() / f"{key}{SUFFIX}"
 
 
-def room_hint(path: Path) -> str:
-    """How to make room for a KV file: `tmix cache clear` only where it frees space on the file's disk, so where the
-    cache holds KV files (besides this one) or leftover temp files there."""
+def room_hint(path: Path, missing: int | None = None) -> str:
+    """How to make room for a KV file: `tmix cache clear` only where it frees space on the file's disk (KV files
+    besides this one, leftover temp files), and at least the `missing` bytes when they are known; else how much to
+    free."""
     folder = kv_dir(create=False)
     inside = path.parent.resolve() == folder.resolve()
     try:
-        shared = (inside or path.parent.stat().st_dev == folder.stat().st_dev) and _worth_clearing(folder, path)
+        freeable = _freeable(folder, path) if inside or path.parent.stat().st_dev == folder.stat().st_dev else 0
     except OSError:
-        shared = False
-    if inside:
-        return "free space or run `tmix cache clear`" if shared else f"free space in {path.parent}"
-    if shared:
+        freeable = 0
+    if freeable and (missing is None or freeable >= missing):
+        if inside:
+            return "free space or run `tmix cache clear`"
         return f"free space in {path.parent} or run `tmix cache clear` (the KV cache is on the same disk)"
-    return f"free space in {path.parent}, or write the file to another disk with -o"
+    room = "space" if missing is None else f"{human_size(missing)} more"
+    only = f" (`tmix cache clear` would free only {human_size(freeable)})" if freeable else ""
+    return f"free {room} in {path.parent}{only}" + ("" if inside else ", or write the file to another disk with -o")
 
 
-def _worth_clearing(folder: Path, path: Path) -> bool:
-    """Whether the cache folder holds KV files other than `path`, or leftover temp files of interrupted saves."""
-    return any(p != path and _is_kv_file(p) for p in folder.iterdir()) or any(map(temp_is_stale, temp_files(folder)))
+def _freeable(folder: Path, path: Path) -> int:
+    """Bytes `tmix cache clear` would free: the blocks of the KV files other than `path` and of leftover temp files
+    of interrupted saves."""
+    files = [p for p in folder.iterdir() if p != path and _is_kv_file(p)]
+    return sum(map(_blocks, files + [p for p in temp_files(folder) if temp_is_stale(p)]))
+
+
+def _blocks(p: Path) -> int:
+    """Bytes a file takes on its disk: its blocks (a leftover may be sparse), or its size where the file system
+    reports none; 0 once removed meanwhile."""
+    try:
+        st = p.stat()
+    except OSError:
+        return 0
+    return st.st_blocks * 512 or st.st_size
 
 
 def _is_kv_file(p: Path) -> bool:

@@ -101,16 +101,16 @@ def free_bytes(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
 
-def room_shortfall(path: Path, size: int) -> str | None:
-    """"X needed, Y free in FOLDER" when a `size`-byte file cannot fit at `path`; None when it fits or the free
-    space cannot be told."""
+def room_shortfall(path: Path, size: int) -> tuple[str, int] | None:
+    """("X needed, Y free in FOLDER", the missing bytes) when a `size`-byte file cannot fit at `path`; None when it
+    fits or the free space cannot be told."""
     try:
         free = free_bytes(Path(path).parent)
     except OSError:
         return None
     if free >= size:
         return None
-    return f"{human_size(size)} needed, {human_size(free)} free in {Path(path).parent}"
+    return f"{human_size(size)} needed, {human_size(free)} free in {Path(path).parent}", size - free
 
 
 class KVWriter:
@@ -196,7 +196,7 @@ class KVWriter:
             self.abort()
             raise
         if self.error is not None:
-            raise write_error(self.path, self.error)
+            raise write_error(self.path, self.error, self.size)
         if not self.usable:
             raise TmixError(f"KV file {self.path} was not written: the cache's rows did not fit its plan")
         return self.size
@@ -336,11 +336,14 @@ def abort_all() -> None:
             writer.abort()
 
 
-def write_error(path: Path, err: BaseException) -> BaseException:
-    """The error a failed KV file write is reported as: one line for disk problems, else the error itself."""
+def write_error(path: Path, err: BaseException, size: int | None = None) -> BaseException:
+    """The error a failed KV file write is reported as: one line for disk problems, else the error itself. `size`:
+    the whole file's bytes, so that a full disk's hint can weigh what is missing now against what clearing frees."""
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         detail = f" ({err.strerror})" if err.strerror and "needed" in err.strerror else ""
-        return TmixError(f"disk full while writing KV file {path}{detail}; {room_hint(Path(path))}")
+        short = room_shortfall(path, size) if size is not None else None
+        return TmixError(f"disk full while writing KV file {path}{detail}; "
+                         f"{room_hint(Path(path), short[1] if short else None)}")
     if isinstance(err, OSError):
         return TmixError(f"could not write KV file {path}: {err.strerror or err}")
     return err

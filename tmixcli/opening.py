@@ -3,6 +3,7 @@ prefill whose KV file is written meanwhile."""
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -148,15 +149,17 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
                               doc_sha256=doc.sha256, template_hash=prompt.template_hash(lm.tokenizer, s.system),
                               n_tokens=len(ids), system=s.system or "")
     if save and cap is not None and _planned_bytes(lm, len(ids)) > cap:
-        over = (f"KV file not saved: its {kvfolder.human_size(_planned_bytes(lm, len(ids)))} exceed the cache cap "
-                f"TMIX_CACHE_MAX ({kvfolder.human_size(cap)})")
-        if s.kv_required:
-            raise TmixError(f"{over}; raise the cap or write the file elsewhere with -o")
-        ctx.notes.append(over)
-        ctx.unsaved, save = "over the cache cap", False
+        over = (f"its {kvfolder.human_size(_planned_bytes(lm, len(ids)))} exceed the cache cap TMIX_CACHE_MAX "
+                f"({kvfolder.human_size(cap)})")
+        _unsaved(ctx, s, over, f"KV file not saved: {over}; raise the cap or write the file elsewhere with -o",
+                 "over the cache cap")
+        save = False
     if save:
         save = _disk_has_room(ctx, path, meta, s)
     writer = _writer(lm, path, ids, meta, base) if save else None
+    if writer is not None and writer.error is not None:  # its folder refused the file: told now, not after the answer
+        _cannot_start(ctx, writer, s, in_cache=kv_out is None)
+        writer, save = None, False
     try:
         ctx.cache, _ = generate.prefill(lm.model, ids, chunk_size=s.chunk_size, progress=s.progress, cache=base,
                                         on_rows=writer.rows if writer is not None else None)
@@ -181,10 +184,7 @@ def _cache_path(ctx: Context, s: Settings, key: str) -> Path | None:
     try:
         return kvfolder.kv_path_for(key)
     except TmixError as err:
-        if s.kv_required:
-            raise TmixError(f"{err}; write the KV file elsewhere with -o") from None
-        ctx.notes.append(f"KV file not saved: {err}")
-        ctx.unsaved = "cache folder unusable"
+        _unsaved(ctx, s, str(err), f"{err}; write the KV file elsewhere with -o", "cache folder unusable")
         return None
 
 
@@ -202,11 +202,30 @@ def _disk_has_room(ctx: Context, path: Path, meta: dict, s: Settings) -> bool:
     short = kvwrite.room_shortfall(path, size)
     if short is None:
         return True
-    if s.kv_required:
-        raise TmixError(f"not enough disk space for KV file {path} ({short}); {kvfolder.room_hint(path)}")
-    ctx.notes.append(f"KV file not saved: not enough disk space ({short})")
-    ctx.unsaved = "not enough disk space"
+    said, missing = short
+    _unsaved(ctx, s, f"not enough disk space ({said})",
+             f"not enough disk space for KV file {path} ({said}); {kvfolder.room_hint(path, missing)}",
+             "not enough disk space")
     return False
+
+
+def _cannot_start(ctx: Context, writer: kvwrite.KVWriter, s: Settings, in_cache: bool) -> None:
+    """A writer that could not even start its file (a read-only or unwritable folder): said before the prefill, as
+    a disk short of room is, never as a file being saved."""
+    writer.abort()
+    err = str(kvwrite.write_error(writer.path, writer.error, writer.size))
+    full = isinstance(writer.error, OSError) and writer.error.errno == errno.ENOSPC
+    elsewhere = "; write the KV file elsewhere with -o" if in_cache and not full else ""
+    _unsaved(ctx, s, err, f"{err}{elsewhere}", "not enough disk space" if full else "cache folder not writable")
+
+
+def _unsaved(ctx: Context, s: Settings, why: str, error: str, short: str) -> None:
+    """A KV file this prefill will not write, known before it: `error` for `prefill`, whose product the file is;
+    `ask` and `chat` answer anyway, with the note "KV file not saved: `why`" and `short` on the cache miss line."""
+    if s.kv_required:
+        raise TmixError(error)
+    ctx.kv_notes.append(f"KV file not saved: {why}")
+    ctx.unsaved = short
 
 
 def _writer(lm: LoadedModel, path: Path, ids: list[int], meta: dict, base: object | None) -> kvwrite.KVWriter:
