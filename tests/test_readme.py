@@ -10,7 +10,7 @@ import typer
 from tmixcli.cli import app
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-COMMANDS = ("ask", "prefill", "chat", "serve")
+COMMANDS = ("ask", "prefill", "chat", "serve", "text")
 ELSEWHERE = {"--kv", "--keep-history", "--output", "-o", "--stop", "--stop-repeats"}  # one command's own
 
 
