@@ -16,7 +16,7 @@ _PIECE = 1 << 16  # characters written at a time (see text)
 
 @early.command
 def text(
-    files: list[str] = typer.Argument(..., metavar="FILE",
+    files: list[str] = typer.Argument(..., metavar="FILE...",
                                       help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; a folder; "
                                       "- for stdin)."),
     pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt, quiet: bool = QuietOpt,
