@@ -577,8 +577,9 @@ def test_a_client_interrupted_mid_answer_frees_the_server_at_once(mode, tiny_dir
         serve._handle(conn, key, load_model(tiny_dir, "cpu", "auto", progress=False), logged.append, ResidentKV())
     freed = time.monotonic() - interrupted[0]
     assert client.wait(timeout=60) == 130
-    err = client.stderr.read()
+    err, out = client.stderr.read(), client.stdout.read()
     assert err.rstrip().endswith("tmix: interrupted") and err.count("tmix: interrupted") == 1, err
+    assert "\n\n" not in err and out in ("", out.rstrip("\n") + "\n"), (out, err)  # a cut answer's line ended
     assert logged[-2] == "the client hung up" and logged[-1].startswith("ask: exit 130 in "), logged
     assert freed < 3, f"the server ran on for {freed:.1f} s after its client left"  # 300 steps: 15 s
     assert len(list((Path(os.environ["TMIX_CACHE_DIR"]) / "kv").glob("*.safetensors"))) == 1  # the prefill kept

@@ -80,7 +80,7 @@ def _say_interrupted() -> None:
     """'tmix: interrupted', saying why when it is the `tmix serve` answering this run that was stopped."""
     serve = sys.modules.get("tmixcli.serve")
     why = " (the tmix server was stopped)" if serve is not None and serve.served and serve.stopping() else ""
-    print(f"\ntmix: interrupted{why}", file=sys.stderr)
+    print(f"{stdout.interrupt_lead()}tmix: interrupted{why}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -87,11 +87,11 @@ def ask(
             "notes": list(ctx.notes) + ([NO_ANSWER] if not ans.text.strip() else []),
             "kv_saved": ctx.kv_path is not None, "kv_notes": [*ctx.kv_notes, *saved],
             "model": ctx.lm.model_id,
-            "attention": ctx.attn.to_dict(), "new_tokens": ans.new_tokens, "stop_reason": ans.stop_reason}))
+            "attention": cli_open.attention_json(ctx), "new_tokens": ans.new_tokens,
+            "stop_reason": ans.stop_reason}))
         return
     print(flush=True)
-    cli_open.status(quiet, f"TTFT {ttft:.2f} s ({'KV load' if ctx.cache_hit else 'prefill'} {ctx.prefill_s:.2f} s "
-                           f"+ question {ans.ttft_s:.2f} s), {tokens_said(ans)}" + ending(ans))
+    cli_open.status(quiet, f"{ttft_said(ans, ctx)}, {tokens_said(ans)}" + ending(ans))
     if not ans.text.strip():
         cli_open.status(quiet, NO_ANSWER)
     for line in saved:
@@ -108,14 +108,22 @@ def _save_after_interrupt(ctx: Context, quiet: bool) -> None:
     """Ctrl-C during the answer to a fresh prefill: still write its KV file, so the next question starts warm."""
     if ctx.pending_save is None:
         return
-    if not quiet:
-        print(file=sys.stderr)  # the answer's line was cut mid-way
-    cli_open.status(quiet, "answer interrupted; saving the KV file of the prefill (Ctrl-C again to skip)")
+    cli_open.status_after_interrupt(quiet, "answer interrupted; saving the KV file of the prefill (Ctrl-C again to "
+                                           "skip)")
     try:
         for line in cli_open.save_quietly(ctx):
             cli_open.status(quiet, line)
     except KeyboardInterrupt:
         cli_open.status(quiet, "KV file not saved")
+
+
+def ttft_said(ans: Answer, waited: Context | None = None) -> str:
+    """The time to the first answer token for the status line, counting in the prefill (or KV load) of `waited`, the
+    context the question had to wait for."""
+    if waited is None:
+        return f"TTFT {ans.ttft_s:.2f} s"
+    return (f"TTFT {waited.prefill_s + ans.ttft_s:.2f} s ({'KV load' if waited.cache_hit else 'prefill'} "
+            f"{waited.prefill_s:.2f} s + question {ans.ttft_s:.2f} s)")
 
 
 def tokens_said(ans: Answer) -> str:
@@ -249,7 +257,8 @@ def prefill(
             from tmixcli import opening, serve
 
         lm = cli_open.load(model, device, dtype, quiet, device_map, threads, compile)
-        ctx = opening.open_document(lm, doc, s, kv_out=output, resident=serve.served.get("resident"))
+        ctx = opening.open_document(lm, doc, s, kv_out=output, resident=serve.served.get("resident"),
+                                    announce=cli_open.announcer(quiet))
     saved = ctx.save()
     if ctx.kv_path is None and saved:
         raise TmixError(f"{saved[0]}; raise the cap or write the file elsewhere with -o")
@@ -263,7 +272,7 @@ def prefill(
         print(json.dumps({"kv_path": str(ctx.kv_path), "tokens": len(ctx.prefix_ids), "bytes": size,
                           "prefill_s": round(ctx.prefill_s, 4), "cache_hit": ctx.cache_hit,
                           "reused_tokens": ctx.reused_rows, "notes": list(ctx.notes),
-                          "model": ctx.lm.model_id, "attention": ctx.attn.to_dict()}))
+                          "model": ctx.lm.model_id, "attention": cli_open.attention_json(ctx)}))
     else:
         print(ctx.kv_path)
         cli_open.status(quiet, f"{len(ctx.prefix_ids)} tokens, {size / 2**20:.1f} MiB, "

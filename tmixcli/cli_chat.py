@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from tmixcli import cli_open, early, stdout
-from tmixcli.cli_ask import NO_ANSWER, ending, show, tokens_said
+from tmixcli.cli_ask import NO_ANSWER, ending, show, tokens_said, ttft_said
 from tmixcli.cli_options import (AttnOpt, ChunkOpt, CompileOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, LastNOpt,
                                  MaxNewOpt, ModelOpt, NInitOpt, NLocalOpt, NoCacheOpt, PagesOpt, PasswordOpt, QuietOpt,
                                  RepeatOpt, SeedOpt, StartOpt, SystemOpt, TempOpt, ThreadsOpt, TopPOpt, TruncOpt,
@@ -74,12 +74,12 @@ def chat(
             if refused and not stdout.is_terminal(sys.stdin):  # a script learns that some questions got no answer
                 raise typer.Exit(2)
             break
-        _follow_changes(watch, talk, reopen, quiet)
+        waited = _follow_changes(watch, talk, reopen, quiet)
         try:
             ans = talk.ask(line, show)
         except KeyboardInterrupt:  # Ctrl-C stops this answer, not the chat (the model stays loaded)
-            print(flush=True)
-            cli_open.status(quiet, "answer interrupted" + (", left out of the conversation" if keep_history else ""))
+            cli_open.status_after_interrupt(quiet, "answer interrupted" + (", left out of the conversation"
+                                                                           if keep_history else ""))
             continue
         except TmixError as err:  # e.g. a question that does not fit: say so and wait for the next one
             print(f"tmix: error: {err}", file=sys.stderr, flush=True)
@@ -91,21 +91,23 @@ def chat(
         print(flush=True)  # the answer's line ends before any status line
         for note in cli_open.save_quietly(talk.ctx):
             cli_open.status(quiet, note)
-        cli_open.status(quiet, f"TTFT {ans.ttft_s:.2f} s, {tokens_said(ans)}" + ending(ans))
+        cli_open.status(quiet, f"{ttft_said(ans, waited)}, {tokens_said(ans)}" + ending(ans))
         if not ans.text.strip():
             cli_open.status(quiet, NO_ANSWER)
 
 
-def _follow_changes(watch: SourceWatch, talk: Conversation, reopen: Callable[[], Context], quiet: bool) -> None:
+def _follow_changes(watch: SourceWatch, talk: Conversation, reopen: Callable[[], Context],
+                    quiet: bool) -> Context | None:
     """Before a chat question: read the documents again when they changed on disk, or say that one can no longer be
-    read; either way the chat goes on (from the version already read when the new one cannot be had)."""
+    read; either way the chat goes on (from the version already read when the new one cannot be had). Returns the
+    new version's context, whose prefill (or KV load) the question waited for; None when there is none."""
     changed = watch.poll()
     lost = [f"{name} can no longer be read ({why})" for name, why in changed if why is not None]
     if lost:
         cli_open.warn(f"{'; '.join(lost)}; answering from the version already read")
-        return
+        return None
     if not changed:
-        return
+        return None
     names = ", ".join(name for name, _ in changed)
     cli_open.status(quiet, f"{names} changed; reading {'it' if len(changed) == 1 else 'them'} again")
     for note in cli_open.save_quietly(talk.ctx):  # the old version's KV file: the new prefill takes its unchanged rows
@@ -114,14 +116,16 @@ def _follow_changes(watch: SourceWatch, talk: Conversation, reopen: Callable[[],
         ctx = reopen()
     except TmixError as err:
         cli_open.warn(f"cannot read {names} again ({err}); answering from the version already read")
-        return
-    except KeyboardInterrupt:
-        cli_open.warn(f"reading {names} again was interrupted; answering from the version already read")
-        return
+        return None
+    except KeyboardInterrupt:  # said also under --quiet, as warn() does
+        cli_open.status_after_interrupt(False, f"reading {names} again was interrupted; answering from the version "
+                                               "already read")
+        return None
     cli_open.describe(ctx, quiet)
     if talk.turns:
         cli_open.status(quiet, "the conversation starts over on the new version")
     talk.restart(ctx)
+    return ctx
 
 
 def _interactive() -> bool:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from tmixcli import early
+from tmixcli import early, stdout
 from tmixcli.cli_options import ARGV, check_model_options
 from tmixcli.config import Settings
 from tmixcli.errors import TmixError
@@ -30,6 +31,14 @@ def status(quiet: bool, msg: str) -> None:
 def warn(msg: str) -> None:
     """A status line that --quiet does not hide: answers now come from a version of the documents that is gone."""
     print(f"tmix: {msg}", file=sys.stderr, flush=True)
+
+
+def status_after_interrupt(quiet: bool, msg: str) -> None:
+    """The first status line after a Ctrl-C: the answer's line it cut ended on stdout first, and a line break before
+    the message only at a terminal, off the echoed ^C (stdout.interrupt_lead); --quiet still ends the answer's line."""
+    stdout.end_line()
+    if not quiet:
+        print(f"{stdout.interrupt_lead()}tmix: {msg}", file=sys.stderr, flush=True)
 
 
 def load(model: Optional[str], device: str, dtype: str, quiet: bool, device_map: Optional[str] = None,
@@ -83,19 +92,40 @@ def _silence_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def describe(ctx: Context, quiet: bool) -> None:
-    """The status lines about an opened context: its tokens, model, attention, and cache hit or miss."""
-    from tmixcli.config import no_triangle_note
+def _tokens_line(ctx: Context, n_prompt: int) -> str:
+    """The status line on a context's tokens, model and attention."""
+    from tmixcli.config import no_triangle_note, short_prompt_note
 
     lm, a = ctx.lm, ctx.attn
     note = no_triangle_note(a, lm.model.config.num_hidden_layers)
+    short = None if note else short_prompt_note(a, n_prompt)
     attn = "dense" if a.method == "dense" else (
         f"trimix from layer {a.start_layer} ({ctx.start_layer_source}{f'; {note}' if note else ''}), "
-        f"n_init={a.n_init} n_local={a.n_local} last_n={a.last_n}")
-    status(quiet, f"{ctx.doc_name}: {doc_tokens(ctx)} document tokens ({len(ctx.prefix_ids)} with the prompt) | "
-                  f"{lm.model_id} on {lm.device.type} "
-                  f"{str(lm.dtype).removeprefix('torch.')} | attention {attn}")
-    for note in [*ctx.notes, *ctx.kv_notes]:
+        f"n_init={a.n_init} n_local={a.n_local} last_n={a.last_n}{f' ({short})' if short else ''}")
+    return (f"{ctx.doc_name}: {doc_tokens(ctx, n_prompt)} document tokens ({n_prompt} with the prompt) | "
+            f"{lm.model_id} on {lm.device.type} {str(lm.dtype).removeprefix('torch.')} | attention {attn}")
+
+
+def announcer(quiet: bool) -> Callable[[Context, int], None]:
+    """What opening's open_* tell the prompt's token count before a KV file is read or a prefill runs: the tokens line
+    and the notes so far are said then, not after a prefill of minutes (a line said once, however often told)."""
+    said: set[str] = set()
+
+    def announce(ctx: Context, n_prompt: int) -> None:
+        for line in (_tokens_line(ctx, n_prompt), *ctx.notes):
+            if line not in said:
+                said.add(line)
+                status(quiet, line)
+        ctx.notes_said = len(ctx.notes)
+    return announce
+
+
+def describe(ctx: Context, quiet: bool) -> None:
+    """The status lines about an opened context: its tokens, model and attention (unless said before its prefill),
+    the notes not said yet, and cache hit or miss."""
+    if ctx.notes_said is None:
+        status(quiet, _tokens_line(ctx, len(ctx.prefix_ids)))
+    for note in [*ctx.notes[ctx.notes_said or 0:], *ctx.kv_notes]:
         status(quiet, note)
     if ctx.cache_hit:
         how = "kept in memory by tmix serve" if ctx.kept_in_memory else "loaded"
@@ -154,14 +184,15 @@ def open_context(sources: Optional[list[str]], kv: Optional[Path], s: Settings, 
     if lm is None:
         lm = load(model, device, dtype, quiet, device_map, threads, compile)
     resident = serve.served.get("resident")  # inside `tmix serve`: the last KV file it loaded, kept in memory
+    announce = announcer(quiet)
     if kv is not None:
-        return opening.open_kv(lm, kv, s, resident)
+        return opening.open_kv(lm, kv, s, resident, announce)
     if doc is None:
-        ctx = opening.open_known(lm, ident, s, resident)
+        ctx = opening.open_known(lm, ident, s, resident, announce)
         if ctx is not None:
             return ctx
         doc = load_documents(sources, pages=pages, password=password, budget=budget)
-    return opening.open_document(lm, doc, s, resident=resident, ident=ident)
+    return opening.open_document(lm, doc, s, resident=resident, ident=ident, announce=announce)
 
 
 def check_cache_cap(s: Settings, kv_file: Optional[Path]) -> None:
@@ -192,11 +223,20 @@ def _refuse_for_kv(pages: Optional[str], password: Optional[str], s: Settings) -
         raise TmixError("--no-cache cannot apply to --kv: the KV file given is the cache that is read")
 
 
-def doc_tokens(ctx: Context) -> int:
-    """The documents' own tokens: the prompt's less those of an empty one."""
+def doc_tokens(ctx: Context, n_prompt: int | None = None) -> int:
+    """The documents' own tokens: the prompt's (`n_prompt`, else the context's) less those of an empty one."""
     from tmixcli import prompt
 
-    return len(ctx.prefix_ids) - len(prompt.prefix_ids(ctx.lm.tokenizer, "", ctx.system))
+    n_prompt = len(ctx.prefix_ids) if n_prompt is None else n_prompt
+    return n_prompt - len(prompt.prefix_ids(ctx.lm.tokenizer, "", ctx.system))
+
+
+def attention_json(ctx: Context) -> dict:
+    """--json's attention: the settings, and whether every layer attended densely (a short prompt, a late start)."""
+    from tmixcli.config import all_layers_dense
+
+    dense = all_layers_dense(ctx.attn, ctx.lm.model.config.num_hidden_layers, len(ctx.prefix_ids))
+    return {**ctx.attn.to_dict(), "all_layers_dense": dense}
 
 
 def save_quietly(ctx: Context) -> list[str]:

@@ -50,6 +50,21 @@ def triangle_span(n_init: int, n_local: int, last_n: int) -> int:
     return n_init + n_local + last_n
 
 
+def short_prompt_note(attn: AttentionConfig, n_tokens: int) -> str | None:
+    """For a trimix prompt of at most n_init + n_local + last_n tokens, that every layer runs dense attention (the
+    triangle has no middle region to leave out); else None."""
+    span = triangle_span(attn.n_init, attn.n_local, attn.last_n)
+    if attn.method != "trimix" or n_tokens > span:
+        return None
+    return f"the prompt's {n_tokens} tokens are within n_init + n_local + last_n = {span}: every layer is dense"
+
+
+def all_layers_dense(attn: AttentionConfig, num_layers: int | None, n_tokens: int) -> bool:
+    """Whether a prefill of `n_tokens` with these settings attends densely in every layer (--json says so)."""
+    return (attn.method != "trimix" or no_triangle_note(attn, num_layers) is not None
+            or short_prompt_note(attn, n_tokens) is not None)
+
+
 def default_start_layer(model_type: str, num_layers: int) -> int:
     """The paper's start layer for known models, else half the layers."""
     return KNOWN_START_LAYERS.get((model_type, num_layers), num_layers // 2)

@@ -39,6 +39,7 @@ class Context:
     start_layer_source: str = ""
     notes: list[str] = field(default_factory=list)
     kv_notes: list[str] = field(default_factory=list)  # why a fresh prefill's KV file is not saved, known before it
+    notes_said: int | None = None  # once the tokens line was said before the load or prefill: the notes said with it
     pending_save: Callable[[], list[str]] | None = None
     unsaved: str = ""  # the same in short for the cache miss line: "over the cache cap", "cache folder not writable"
 

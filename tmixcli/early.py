@@ -8,7 +8,7 @@ import _signal  # not signal, which imports enum first: 3-12 ms more before the 
 
 
 def _interrupted(signum: int, frame: object) -> None:
-    os.write(2, b"\ntmix: interrupted\n")
+    os.write(2, (b"\n" if os.isatty(2) else b"") + b"tmix: interrupted\n")  # a terminal: off the echoed ^C
     os._exit(130)
 
 

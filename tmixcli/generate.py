@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -54,29 +56,54 @@ def stoppable_layers(model: torch.nn.Module, ahead: int = 2):
             h.remove()
 
 
+PROGRESS_AFTER_S = 2.0  # a prefill shorter than this shows no bar (at a terminal) and no line (elsewhere)
+
+
 @contextmanager
-def layer_progress(model: torch.nn.Module, total_steps: int, enabled: bool = True, desc: str = "prefill"):
-    """A tqdm bar advanced by each decoder layer's forward hook; hidden unless the prefill takes > 2 s, and left out
-    where stderr is not a terminal (a log file gets the status lines only)."""
+def layer_progress(model: torch.nn.Module, total_steps: int, enabled: bool = True, n_tokens: int = 0):
+    """Each decoder layer's forward hook shows how a prefill of `n_tokens` goes, once it has taken PROGRESS_AFTER_S:
+    at a terminal a tqdm bar; elsewhere (a log file) one status line, "prefilling N tokens ...", instead."""
     layers = decoder_layers(model)
-    if not enabled or layers is None or not is_terminal(sys.stderr):
+    if not enabled or layers is None:
         yield
         return
-    from tqdm import tqdm
+    if is_terminal(sys.stderr):
+        from tqdm import tqdm
 
-    bar = tqdm(total=total_steps * len(layers), desc=desc, unit="layer", delay=2.0, file=sys.stderr,
-               leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+        cols, rows = _terminal_size(sys.stderr)
+        bar = tqdm(total=total_steps * len(layers), desc="prefill", unit="layer", delay=PROGRESS_AFTER_S,
+                   file=sys.stderr, leave=False, ncols=cols, nrows=rows,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+        close = bar.close
 
-    def tick(*_) -> None:  # a hook that returns a value would replace the layer's output
-        bar.update(1)
+        def tick(*_) -> None:  # a hook that returns a value would replace the layer's output
+            bar.update(1)
+    else:
+        start, said = time.monotonic(), []
 
+        def tick(*_) -> None:
+            if not said and time.monotonic() - start >= PROGRESS_AFTER_S:
+                said.append(True)
+                print(f"tmix: prefilling {n_tokens} tokens ...", file=sys.stderr, flush=True)
+        close = None
     handles = [layer.register_forward_hook(tick) for layer in layers]
     try:
         yield
     finally:
         for h in handles:
             h.remove()
-        bar.close()
+        if close is not None:
+            close()
+
+
+def _terminal_size(stream: object) -> tuple[int, int]:
+    """The bar's width and the screen's height. A terminal that reports no size (0x0: a pty nobody sized, as `script`
+    opens one) gets 80x24: tqdm would take its -1x-1 as "no room" and draw nothing at all."""
+    try:
+        cols, rows = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        cols = rows = 0
+    return (cols if cols > 0 else 80) - 1, rows if rows > 0 else 24
 
 
 def auto_chunk_size(model: torch.nn.Module, n_tokens: int, headroom: float = 0.85) -> int | None:
@@ -144,7 +171,8 @@ def prefill(model: torch.nn.Module, prefix_ids: list[int], chunk_size: int | Non
         cache = growing_cache(model.config, expected=total)  # appends in place: no K/V copy per decoded token
     n_chunks = -(-(total - done) // step)
     span = [done, done]
-    with layer_progress(model, n_chunks, progress), rows_done(model, cache, span, on_rows), stoppable_layers(model):
+    with layer_progress(model, n_chunks, progress, total - done), rows_done(model, cache, span, on_rows), \
+            stoppable_layers(model):
         for start in range(done, total, step):
             _check_between_steps()
             span[:] = [start, min(start + step, total)]

@@ -19,6 +19,7 @@ from tmixcli.models import LoadedModel, layer_devices
 from tmixcli.resident import ResidentKV
 
 _NOT_USED = "cache file "  # starts the note of a KV file that failed its checks
+Announce = Callable[[Context, int], None]  # told the prompt's token count before a KV file is read or a prefill runs
 
 
 def resolve_attention(lm: LoadedModel, s: Settings) -> tuple[AttentionConfig, str]:
@@ -63,19 +64,21 @@ def _profile(lm: LoadedModel) -> dict | None:
 
 
 def open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | None = None,
-                  resident: ResidentKV | None = None, ident: str | None = None) -> Context:
+                  resident: ResidentKV | None = None, ident: str | None = None,
+                  announce: Announce | None = None) -> Context:
     """Prefilled state for a document: a cache hit loads the KV file (or takes it from `resident`), a miss
     prefills; the KV file of a miss (unless --no-cache) is written during the prefill and completed by
     `ctx.save()`, which callers run after the first answer. `ident` (docindex.identity of the files read)
-    records which KV file they led to."""
-    ctx = _open_document(lm, doc, s, kv_out, resident)
+    records which KV file they led to; `announce` is told the prompt's tokens before the load or prefill."""
+    ctx = _open_document(lm, doc, s, kv_out, resident, announce)
     if ident is not None and s.use_cache and kv_out is None and ctx.kv_path is not None:
         notes = [n for n in ctx.notes if not n.startswith((_NOT_USED, SAME_TEXT))]  # about the documents only
         docindex.remember(ident, _index_key(lm, ctx.attn, s), ctx.kv_path, doc.name, doc.sha256, notes)
     return ctx
 
 
-def open_known(lm: LoadedModel, ident: str, s: Settings, resident: ResidentKV | None = None) -> Context | None:
+def open_known(lm: LoadedModel, ident: str, s: Settings, resident: ResidentKV | None = None,
+               announce: Announce | None = None) -> Context | None:
     """Prefilled state of documents unchanged since a run recorded them (docindex), loaded without reading
     them; None when nothing usable is recorded (then read them and call open_document)."""
     if not s.use_cache:
@@ -95,6 +98,8 @@ def open_known(lm: LoadedModel, ident: str, s: Settings, resident: ResidentKV | 
     attention.attach(lm.model, attn)
     ctx = Context(lm, attn, [], None, entry["doc_name"], s.system, start_layer_source=source,
                   notes=[str(n) for n in entry["notes"]], doc_unread=True)
+    if announce is not None:
+        announce(ctx, n_tokens)
     try:
         load_into(ctx, path, s, None, resident)
     except TmixError:
@@ -103,7 +108,8 @@ def open_known(lm: LoadedModel, ident: str, s: Settings, resident: ResidentKV | 
     return ctx
 
 
-def open_kv(lm: LoadedModel, path: Path, s: Settings, resident: ResidentKV | None = None) -> Context:
+def open_kv(lm: LoadedModel, path: Path, s: Settings, resident: ResidentKV | None = None,
+            announce: Announce | None = None) -> Context:
     """Prefilled state from a KV file alone (no document); the attention settings and system prompt left unset take
     the file's values (kvstore.settings_for)."""
     meta = kvheader.read_checked_meta(path)
@@ -114,6 +120,8 @@ def open_kv(lm: LoadedModel, path: Path, s: Settings, resident: ResidentKV | Non
     check_prefix(lm, stored_tokens(meta), name, s)
     check_question(lm, stored_tokens(meta), s)
     ctx = Context(lm, attn, [], None, name, s.system, start_layer_source="KV file")
+    if announce is not None:
+        announce(ctx, stored_tokens(meta))
     return load_into(ctx, path, s, None, resident)
 
 
@@ -124,7 +132,7 @@ def _index_key(lm: LoadedModel, attn: AttentionConfig, s: Settings) -> str:
 
 
 def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | None,
-                   resident: ResidentKV | None) -> Context:
+                   resident: ResidentKV | None, announce: Announce | None) -> Context:
     attn, source = resolve_attention(lm, s)
     cap = kvfolder.cache_limit() if s.use_cache and kv_out is None else None  # the cache folder's (not an -o file's)
     ids, notes = fit_document(lm, doc, s)
@@ -134,16 +142,12 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
     ctx = Context(lm, attn, ids, None, doc.name, s.system, start_layer_source=source, notes=[*doc.notes, *notes])
     path = kv_out or (_cache_path(ctx, s, kvstore.cache_key(fp, attn, ids)) if s.use_cache else None)
     if kv_out is None and path is not None and path.is_file():
+        if announce is not None:
+            announce(ctx, len(ids))
         try:
             return load_into(ctx, path, s, ids, resident)
         except TmixError as err:
             ctx.notes.append(f"{_NOT_USED}{path.name} not used ({err}); prefilling again")
-    held = resident.take() if resident is not None else None  # its memory goes back before the prefill needs it
-    start = now(lm)
-    base = _resident_rows(ctx, held, s) if s.use_cache and held is not None else None
-    held = None  # unless it became `base`, the held cache is freed here, before a file is read or prefilled
-    if base is None and s.use_cache:
-        base = _reusable(ctx, s)
     save = path is not None
     meta = kvstore.build_meta(model_id=lm.model_id, fingerprint=fp, dtype=lm.dtype, attn=attn, doc_name=doc.name,
                               doc_sha256=doc.sha256, template_hash=prompt.template_hash(lm.tokenizer, s.system),
@@ -156,11 +160,21 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
         save = False
     if save:
         save = _disk_has_room(ctx, path, meta, s)
-    writer = _writer(lm, path, ids, meta, base) if save else None
+    writer = _writer(lm, path, ids, meta) if save else None
     if writer is not None and writer.error is not None:  # its folder refused the file: told now, not after the answer
         _cannot_start(ctx, writer, s, in_cache=kv_out is None)
         writer, save = None, False
     try:
+        if announce is not None:  # every refusal is said by now: the tokens line comes before rows are read or run
+            announce(ctx, len(ids))
+        held = resident.take() if resident is not None else None  # its memory goes back before the prefill needs it
+        start = now(lm)
+        base = _resident_rows(ctx, held, s) if s.use_cache and held is not None else None
+        held = None  # unless it became `base`, the held cache is freed here, before a file is read or prefilled
+        if base is None and s.use_cache:
+            base = _reusable(ctx, s)
+        for i, layer in enumerate(base.layers if base is not None and writer is not None else []):
+            writer.rows(i, layer.keys, layer.values, 0)  # the rows `base` already holds
         ctx.cache, _ = generate.prefill(lm.model, ids, chunk_size=s.chunk_size, progress=s.progress, cache=base,
                                         on_rows=writer.rows if writer is not None else None)
     except BaseException:
@@ -228,13 +242,10 @@ def _unsaved(ctx: Context, s: Settings, why: str, error: str, short: str) -> Non
     ctx.unsaved = short
 
 
-def _writer(lm: LoadedModel, path: Path, ids: list[int], meta: dict, base: object | None) -> kvwrite.KVWriter:
-    """A KV file writer fed by the prefill layer by layer (kvwrite.py), given the rows `base` already holds."""
+def _writer(lm: LoadedModel, path: Path, ids: list[int], meta: dict) -> kvwrite.KVWriter:
+    """A KV file writer fed layer by layer (kvwrite.py): reused rows first, then the prefill's."""
     n_layers, kv_heads, head_dim = kvstore.model_kv_dims(lm.model.config)
-    writer = kvwrite.KVWriter(path, n_layers, kv_heads, head_dim, lm.dtype, ids, meta)
-    for i, layer in enumerate(base.layers if base is not None else []):
-        writer.rows(i, layer.keys, layer.values, 0)
-    return writer
+    return kvwrite.KVWriter(path, n_layers, kv_heads, head_dim, lm.dtype, ids, meta)
 
 
 def _resident_rows(ctx: Context, held: tuple, s: Settings) -> object | None:

@@ -30,6 +30,21 @@ class OutputClosed(Exception):
         self.why = why
 
 
+class _Line:
+    """Where the command's last line on stdout stands: the line break a Ctrl-C owes it (end_line, interrupt_lead)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """A new command (or request of `tmix serve`): nothing written yet."""
+        self.open = False  # the last text written left its line open (an answer being streamed)
+        self.cut: str | None = None  # since a Ctrl-C: "ended" (by end_line), "clean" or "said"; None: written since
+
+
+_line = _Line()
+
+
 class _Guarded:
     """Wraps the real stdout (None when closed at start): a failed write or flush becomes OutputClosed; all else is
     delegated."""
@@ -40,7 +55,10 @@ class _Guarded:
     def write(self, text: str) -> int:
         if not isinstance(text, str):  # click probing for a binary stream: the real stream's own TypeError
             return self._stream.write(text)
-        return self._guard("write", text)
+        n = self._guard("write", text)
+        if text:
+            _line.open, _line.cut = not text.endswith("\n"), None
+        return n
 
     def flush(self) -> None:
         if self._stream is not None:
@@ -127,11 +145,36 @@ def dropping_stderr() -> Iterator[None]:
             sys.stderr = real
 
 
+def end_line() -> None:
+    """After a Ctrl-C: end the answer's line on stdout where it was cut mid-way, so that stdout ends with a line break
+    and stderr keeps to its message lines (a stdout that cannot take it is left as it is)."""
+    if _line.cut is not None:
+        return
+    ended = _line.open
+    if ended:
+        with contextlib.suppress(OutputClosed, OSError, ValueError, AttributeError):
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+    _line.cut = "ended" if ended else "clean"
+
+
+def interrupt_lead() -> str:
+    """What the first status line after a Ctrl-C starts with, once end_line has run: a line break only at a terminal,
+    off the line where the ^C was echoed (not needed where the answer's line was just ended there); nothing for a
+    further line about the same Ctrl-C, nor in a log (stderr not a terminal)."""
+    end_line()
+    cut, _line.cut = _line.cut, "said"
+    if cut == "said" or not is_terminal(sys.stderr):
+        return ""
+    return "" if cut == "ended" and is_terminal(sys.stdout) else "\n"
+
+
 @contextmanager
 def guarded() -> Iterator[None]:
     """Run a command with sys.stdout guarded (what it left buffered is flushed here, where a full disk is one line,
     not at the interpreter's exit), restoring the real stream afterwards."""
     real = sys.stdout
+    _line.reset()
     sys.stdout = _Guarded(real)
     try:
         yield
