@@ -180,7 +180,7 @@ def test_status_of_an_empty_and_a_one_token_answer(capsys, monkeypatch, tiny_dir
     doc.write_text("The ferry leaves at 07:45 from pier 3.\n")
     from transformers import AutoTokenizer
 
-    argv = ("ask", str(doc), "When?", "--model", tiny_dir, "--attention", "dense")
+    argv = ("ask", str(doc), "When?", "--model", tiny_dir, "--attention", "dense", "--no-cache")
     word = AutoTokenizer.from_pretrained(tiny_dir)("Pier", add_special_tokens=False)["input_ids"][:1]
     for answer_ids in ([], word):
         monkeypatch.setattr(generate, "generate_ids", lambda *a, ids=answer_ids, **k: (i for i in ids))
