@@ -61,7 +61,8 @@ def tiny_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def three_pages() -> bytes:
-    """A valid three-page PDF with distinct text on each page."""
+    """A valid three-page PDF with distinct text on each page (skipped where fpdf2 is missing, as on the GPU box)."""
+    pytest.importorskip("fpdf", reason="making a PDF needs fpdf2")
     from docfiles import make_pdf
 
     return make_pdf(["Alpha page one text.", "Bravo page two text.", "Charlie page three text."])

@@ -16,6 +16,10 @@ class PlainArgument(TyperArgument):
         name = self.metavar or self.name.upper() + ("..." if self.nargs != 1 else "")
         return name if self.required else f"[{name}]"
 
+    def get_usage_pieces(self, ctx: object) -> list[str]:
+        """The usage line's piece (typer 0.27 builds it from make_metavar, with braces; 0.29 from the name above)."""
+        return [self._usage_display_name()]
+
 
 def plain_arguments(command: TyperCommand | TyperGroup) -> None:
     """Make every argument of `command` and of its subcommands a PlainArgument."""
