@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,60 @@ def test_the_load_of_other_processes_is_measured(monkeypatch):
     assert cpushare.others_busy() >= 0.3  # most of a CPU for 1.5 s, however busy the machine is otherwise
 
 
-def test_two_tmix_runs_with_auto_take_one_thread_each(capsys, monkeypatch, tiny_dir, tmp_path, two_cores):
+def test_two_tmix_processes_at_once_share_the_cores(monkeypatch, tiny_dir, tmp_path):
+    """Two real `tmix ask` processes on 2 cores (OMP_NUM_THREADS=2, whatever this machine has): the second one to
+    start works with 1 thread while the first works (slowed to 50 ms a step, with no end token, until stopped)."""
+    doc = tmp_path / "doc.txt"
+    doc.write_text((DOCS / "notes.txt").read_text()[:600])
+    (tmp_path / "t").mkdir()
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "2", "TMPDIR": str(tmp_path / "t"),
+           "TMIX_SERVE": "off"}
+    slow = ("import sys, time; from tmixcli import checkpoints, cli, generate; generate.stop_ids = lambda *_: set(); "
+            "checkpoints.between_steps.append(lambda: time.sleep(0.05)); cli.main(sys.argv[1:])")
+    args = ["ask", str(doc), "Who?", "--model", tiny_dir, "--no-cache", *TINY[:-1]]  # then --max-new-tokens' value
+    first = subprocess.Popen([sys.executable, "-c", slow, *args, "400", "--no-stop-repeats"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    markers = tmp_path / "t" / f"tmix-{os.getuid()}" / "running"
+    try:
+        deadline = time.monotonic() + 120
+        while not list(markers.glob("*.lock")) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(markers.glob("*.lock")), first.communicate()
+        second = subprocess.run([sys.executable, "-m", "tmixcli", *args, "4"], env=env, capture_output=True,
+                                text=True, timeout=300)
+        assert first.poll() is None, "the first run ended before the second one worked"
+        assert second.returncode == 0 and "tmix: 1 of 2 CPU threads: 2 tmix runs share the CPU\n" in second.stderr, \
+            second.stderr
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=120)
+    monkeypatch.setattr(cpushare, "folder", lambda: str(markers))
+    assert cpushare.running() == 1  # neither counts once it ended
+
+
+def test_a_run_at_work_drops_to_its_share_once_another_starts(capsys, monkeypatch, tiny_dir, tmp_path, two_cores):
+    doc = tmp_path / "doc.txt"
+    doc.write_text((DOCS / "notes.txt").read_text()[:600])
+    others: list[subprocess.Popen] = []
+    step = threads._step
+
+    def step_then_start_another() -> None:
+        step()
+        if not others:
+            others.append(_holder())
+
+    monkeypatch.setattr(threads, "_step", step_then_start_another)
+    monkeypatch.setattr(threads, "RECHECK_S", 0.0)  # decided again at every checkpoint
+    try:
+        code, out, _ = run(capsys, "ask", str(doc), "Who?", "--model", tiny_dir, *TINY, "--no-cache", "--json")
+    finally:
+        for proc in others:
+            _end(proc)
+    assert code == 0 and json.loads(out)["threads"] == 1 and threads._plan["last"] == [2, 1]
+
+
+def test_a_run_takes_its_share_while_another_tmix_works(capsys, monkeypatch, tiny_dir, tmp_path, two_cores):
     doc = tmp_path / "doc.txt"
     doc.write_text((DOCS / "notes.txt").read_text()[:600])
     args = (str(doc), "Who is the project manager?", "--model", tiny_dir, *TINY, "--no-cache")

@@ -156,8 +156,8 @@ def describe(ctx: Context, quiet: bool) -> None:
         status(quiet, f"cache miss: prefilled in {ctx.prefill_s:.2f} s{reused}{where}")
     from tmixcli.threads import note
 
-    if note():
-        status(quiet, note())
+    if said := note():
+        status(quiet, said)
 
 
 def open_context(sources: Optional[list[str]], kv: Optional[Path], s: Settings, pages: Optional[str],
