@@ -13,8 +13,8 @@ import torch
 from tmixcli import checkpoints, cpushare
 from tmixcli.errors import TmixError
 
-CORES = torch.get_num_threads()  # torch's own count, before tmix sets one: the CPUs this process may use (or
-# OMP_NUM_THREADS), without hyperthreads where torch leaves them out
+CORES = torch.get_num_threads()  # torch's own count, before tmix sets one: the CPUs this process may use, or
+# OMP_NUM_THREADS
 RECHECK_S = 1.0  # while working, how often the count is decided again
 
 # own: this process's --threads (a server's, kept between its requests); spec: the command's (a served request may
