@@ -40,6 +40,17 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path / "tmix-cache"))
 
 
+@pytest.fixture(autouse=True)
+def _cores_to_itself(tmp_path, monkeypatch):
+    """In-process runs count no other tmix run and no other load (other test runs on this machine would change
+    `auto`'s threads and add its status line); tests/test_threads.py checks the sharing itself."""
+    from tmixcli import cpushare
+
+    where = str(tmp_path / "running")
+    monkeypatch.setattr(cpushare, "folder", lambda: where)
+    monkeypatch.setattr(cpushare, "others_busy", lambda: 0.0)
+
+
 @pytest.fixture(scope="session")
 def default_lm():
     """The real embedded default model (SmolLM2-135M-Instruct, fp32 on CPU), loaded once."""

@@ -76,6 +76,14 @@ def _abort_writers() -> None:
         kvwrite.abort_all()
 
 
+def _end_work() -> None:
+    """The command's CPU work ends: other tmix runs stop counting it (threads.stop); a server's next request decides its
+    threads afresh."""
+    threads = sys.modules.get("tmixcli.threads")  # never imported (nor torch) by commands that loaded no model
+    if threads is not None:
+        threads.stop()
+
+
 def _say_interrupted() -> None:
     """'tmix: interrupted', saying why when it is the `tmix serve` answering this run that was stopped."""
     serve = sys.modules.get("tmixcli.serve")
@@ -102,6 +110,7 @@ def _main(argv: list[str] | None) -> None:
                 code = command.main(args=argv, prog_name="tmix", standalone_mode=False)
         finally:
             _abort_writers()
+            _end_work()
     except TmixError as err:
         print(f"tmix: error: {err}", file=sys.stderr)
         sys.exit(err.code)

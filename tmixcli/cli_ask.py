@@ -80,7 +80,8 @@ def ask(
         print(json.dumps({
             "answer": ans.text.strip(), "prompt_tokens": ans.prompt_tokens, "document_tokens": cli_open.doc_tokens(ctx),
             "ttft_s": round(ttft, 4), "prefill_s": round(ctx.prefill_s, 4),
-            "decode_tokens_per_s": round(ans.decode_tokens_per_s, 2), "cache_hit": ctx.cache_hit,
+            "decode_tokens_per_s": round(ans.decode_tokens_per_s, 2), "threads": threads_used(),
+            "cache_hit": ctx.cache_hit,
             "kv_recomputed": ctx.recomputed is not None,
             "reused_tokens": ctx.reused_rows,
             "kv_path": str(ctx.kv_path) if ctx.kv_path else None,
@@ -96,6 +97,13 @@ def ask(
         cli_open.status(quiet, NO_ANSWER)
     for line in saved:
         cli_open.status(quiet, line)
+
+
+def threads_used() -> int | None:
+    """The CPU threads the run computed with at its end, for --json (None on a GPU)."""
+    from tmixcli.threads import used
+
+    return used()
 
 
 def show(text: str) -> None:
@@ -270,7 +278,7 @@ def prefill(
     size = ctx.kv_path.stat().st_size
     if as_json:
         print(json.dumps({"kv_path": str(ctx.kv_path), "tokens": len(ctx.prefix_ids), "bytes": size,
-                          "prefill_s": round(ctx.prefill_s, 4), "cache_hit": ctx.cache_hit,
+                          "prefill_s": round(ctx.prefill_s, 4), "threads": threads_used(), "cache_hit": ctx.cache_hit,
                           "reused_tokens": ctx.reused_rows, "notes": list(ctx.notes),
                           "model": ctx.lm.model_id, "attention": cli_open.attention_json(ctx)}))
     else:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from tmixcli import cli_open, early, stdout
+from tmixcli import cli_open, cpushare, early, stdout
 from tmixcli.cli_ask import NO_ANSWER, ending, show, tokens_said, ttft_said
 from tmixcli.cli_options import (AttnOpt, ChunkOpt, CompileOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, LastNOpt,
                                  MaxNewOpt, ModelOpt, NInitOpt, NLocalOpt, NoCacheOpt, PagesOpt, PasswordOpt, QuietOpt,
@@ -67,6 +67,7 @@ def chat(
                                device_map, threads, compile, lm=ctx.lm)
     refused = False
     while True:
+        cpushare.release()  # waiting for a question is no work: other tmix runs get the cores meanwhile
         line = _next_question(interactive)
         if not line.strip():
             for note in cli_open.save_quietly(talk.ctx):

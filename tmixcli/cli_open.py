@@ -48,6 +48,7 @@ def load(model: Optional[str], device: str, dtype: str, quiet: bool, device_map:
 
     if serve.served:  # inside `tmix serve`: the client found the server by these very options
         status(quiet, f"answered by tmix serve (pid {os.getpid()}): model already loaded")
+        _follow_threads(serve.served["lm"], threads, served=True)
         return serve.served["lm"]
     with early.quick_exit():
         from tmixcli.fuse import compile_blocks, resolve_compile
@@ -61,7 +62,16 @@ def load(model: Optional[str], device: str, dtype: str, quiet: bool, device_map:
     lm = load_model(model, device, dtype, progress=not quiet, device_map=device_map, threads=threads)
     if wanted:
         compile_blocks(lm.model)
+    _follow_threads(lm, threads)
     return lm
+
+
+def _follow_threads(lm: LoadedModel, threads: Optional[str], served: bool = False) -> None:
+    """On the CPU, torch's threads follow --threads (auto: decided as each work begins, shared with other tmix runs)."""
+    if lm.device.type == "cpu":
+        from tmixcli.threads import follow
+
+        follow(threads, served)
 
 
 def maybe_forward(sources: list[str], model: Optional[str], device: str, dtype: str, device_map: Optional[str],
@@ -144,6 +154,10 @@ def describe(ctx: Context, quiet: bool) -> None:
             reused = (f" (the first {ctx.reused_rows} tokens taken from {ctx.reused_from.name}{memory}, "
                       f"{len(ctx.prefix_ids) - ctx.reused_rows} prefilled)")
         status(quiet, f"cache miss: prefilled in {ctx.prefill_s:.2f} s{reused}{where}")
+    from tmixcli.threads import note
+
+    if said := note():
+        status(quiet, said)
 
 
 def open_context(sources: Optional[list[str]], kv: Optional[Path], s: Settings, pages: Optional[str],

@@ -14,8 +14,8 @@ ModelOpt = typer.Option(None, "--model", metavar="MODEL", envvar="TMIX_MODEL",
                         help="HF model id, local model dir or .gguf file (default: embedded SmolLM2-135M-Instruct).")
 DeviceOpt = typer.Option("auto", "--device", metavar="auto|cpu|cuda", help="auto, cpu or cuda.")
 ThreadsOpt = typer.Option(None, "--threads", metavar="auto|N", envvar="TMIX_THREADS",
-                          help="CPU threads: a number, or auto (probe whether threads help here). A run answered "
-                          "by `tmix serve` uses the server's threads.")
+                          help="CPU threads: a number, or auto (the cores other tmix runs and other processes "
+                          "leave free). A run answered by `tmix serve` without one uses the server's.")
 DeviceMapOpt = typer.Option(None, "--device-map", metavar="auto",
                             help="'auto': spread a model too big for one GPU over all GPUs.")
 DtypeOpt = typer.Option("auto", "--dtype", metavar="auto|bf16|fp16|fp32",

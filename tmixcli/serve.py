@@ -133,7 +133,9 @@ def _handle(conn: socket.socket, key: str, lm, log, resident=None) -> None:
         log(f"request dropped: {exc}")
     if client.gone:
         log("the client hung up")
-    log(f"{' '.join(argv[:1])}: exit {code} in {time.perf_counter() - start:.2f} s")
+    threads = sys.modules.get("tmixcli.threads")
+    used = threads.said() if threads is not None else ""
+    log(f"{' '.join(argv[:1])}: exit {code} in {time.perf_counter() - start:.2f} s" + (f" ({used})" if used else ""))
 
 
 def _run(argv: list[str], client: Client, log) -> int:
@@ -197,7 +199,10 @@ def run_server(lm, key: str, path: Path, quiet: bool = False) -> None:
     os.chdir("/")  # requests run in their client's folder; ours may be deleted while we serve
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     stopper = None
-    log(f"{lm.model_id} on {lm.device.type}, socket {path}; `tmix ask`/`tmix prefill` whose --model, "
+    from tmixcli.threads import described
+
+    cpu = f" ({described()})" if lm.device.type == "cpu" else ""
+    log(f"{lm.model_id} on {lm.device.type}{cpu}, socket {path}; `tmix ask`/`tmix prefill` whose --model, "
         "--device, --dtype, --device-map and --compile mean the same use it; Ctrl-C stops")
     try:
         stopper = _StopListener(stop_path(path), note)

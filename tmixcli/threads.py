@@ -1,53 +1,121 @@
-"""CPU thread count: `auto` probes whether torch's threads actually run in parallel on this machine."""
+"""CPU threads: `--threads N`, or `auto`: this process's share of the cores among the tmix processes computing now,
+less a thread for each CPU other processes keep busy (cpushare). Decided as each work begins (a command, a served
+request, a chat question) and looked at again every second while it runs (tmixcli/checkpoints.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
 import torch
 
+from tmixcli import checkpoints, cpushare
 from tmixcli.errors import TmixError
 
+CORES = torch.get_num_threads()  # torch's own count, before tmix sets one: the CPUs this process may use, or
+# OMP_NUM_THREADS
+RECHECK_S = 1.0  # while working, how often the count is decided again
 
-def _gemm_s(threads: int, a: torch.Tensor, w: torch.Tensor) -> float:
-    torch.set_num_threads(threads)
-    start = time.perf_counter()
-    for _ in range(2):
-        torch.nn.functional.linear(a, w)
-    return time.perf_counter() - start
-
-
-def _probe(default: int) -> int:
-    """Interleaved rounds, best of each: robust to other processes stealing the CPU for a moment."""
-    a, w = torch.randn(48, 576), torch.randn(576, 576)
-    many, one = float("inf"), float("inf")
-    for _ in range(4):
-        many = min(many, _gemm_s(default, a, w))
-        one = min(one, _gemm_s(1, a, w))
-    return 1 if one < 0.7 * many else default
+# own: this process's --threads (a server's, kept between its requests); spec: the command's (a served request may
+# give its own); used: the counts the command ran with; last: the previous command's; why: auto chose fewer than CORES
+_plan: dict = {"own": "auto", "spec": "auto", "next": 0.0, "used": [], "last": [], "why": ""}
+cpushare.others_busy()  # the first look at the CPUs' load: auto's first decision measures from here
 
 
 def configure_threads(spec: str | None = None) -> int:
     """Set torch's CPU threads from `spec` (N, or "auto"; default $TMIX_THREADS, else auto); returns the count.
 
-    On a small VM whose vCPUs are busy with other processes, OpenMP barriers made decode-sized GEMMs 13x slower
-    than one thread (quiet, two threads won). `auto` times a decode-sized GEMM both ways (~0.1 s) and keeps
-    the default unless one thread is clearly faster."""
+    libgomp's threads spin while they wait for one another: two of them on two CPUs, one CPU busy with another
+    process, made a prefill 5x and decoding 15x slower than one thread (docs/usage.md, CPU threads)."""
     name = "--threads" if spec else "TMIX_THREADS"
     spec = spec or os.environ.get("TMIX_THREADS") or "auto"
-    default = torch.get_num_threads()
-    if spec != "auto":
+    if spec == "auto":
+        n = _auto()
+    else:
         try:
             n = int(spec)
         except ValueError:
             raise TmixError(f"{name} must be a number or 'auto', not {spec!r}") from None
         if n < 1:
             raise TmixError(f"{name} must be at least 1")
-        torch.set_num_threads(n)
-        return n
-    if default <= 1:
-        return default
-    n = _probe(default)
     torch.set_num_threads(n)
     return n
+
+
+def _auto() -> int:
+    """auto's count now: the cores shared among the running tmix processes, and no more than the CPUs other
+    processes leave free (one taken from half a CPU's load)."""
+    running, others, cpus = cpushare.running(), cpushare.others_busy(), len(cpushare.cpus())
+    share = max(1, CORES // running)
+    n = min(share, max(1, int(cpus - others + 0.5)))
+    _plan["why"] = "" if n >= CORES else (f"{running} tmix runs share the CPU" if n == share else
+                                         f"other processes keep {others:.1f} of {cpus} CPUs busy")
+    return n
+
+
+def follow(spec: str | None, served: bool = False) -> None:
+    """Keep torch's threads at `spec` (N, or auto's count) while this command computes on the CPU: decided as its work
+    begins and every second after, at the checkpoints. A served request's own --threads / TMIX_THREADS wins over the
+    server's (`served`)."""
+    spec = spec or os.environ.get("TMIX_THREADS")
+    if not served:
+        _plan["own"] = spec or "auto"
+    _plan["spec"] = spec or _plan["own"]
+    if _step not in checkpoints.between_steps:
+        checkpoints.between_steps.append(_step)
+
+
+def stop() -> None:
+    """The command ended: its work ends (its marker goes) and so do its checks; a server keeps its own --threads."""
+    with contextlib.suppress(ValueError):
+        checkpoints.between_steps.remove(_step)
+    cpushare.release()
+    _plan.update(spec=_plan["own"], last=_plan["used"], used=[])
+
+
+def _step() -> None:
+    """A checkpoint: the count is decided where work begins, then again once RECHECK_S has passed."""
+    now = time.monotonic()
+    if cpushare.working() and now < _plan["next"]:
+        return
+    cpushare.hold()
+    n = _auto() if _plan["spec"] == "auto" else int(_plan["spec"])
+    if n != torch.get_num_threads():
+        torch.set_num_threads(n)
+    if _plan["used"][-1:] != [n]:
+        _plan["used"].append(n)
+    _plan["next"] = now + RECHECK_S
+
+
+def used() -> int | None:
+    """The thread count this command's work runs with now (None: no CPU work yet)."""
+    return _plan["used"][-1] if _plan["used"] else None
+
+
+def note() -> str:
+    """A status line when auto gives this command fewer threads than the cores, and why; else ''. Decided now where
+    its work has not begun (a KV file loaded at once: the answer is still to come)."""
+    if _step in checkpoints.between_steps and not cpushare.working():
+        _step()
+    n = used()
+    if n is None or n >= CORES or _plan["spec"] != "auto" or not _plan["why"]:
+        return ""
+    return f"{n} of {CORES} CPU threads: {_plan['why']}"
+
+
+def said() -> str:
+    """The thread counts the last command ran with, for the server's log line (said once): '1 thread', '1-2 threads',
+    or '' where it did no CPU work."""
+    counts, _plan["last"] = _plan["last"], []
+    if not counts:
+        return ""
+    low, high = min(counts), max(counts)
+    return f"{low} thread" if high == 1 else f"{low}-{high} threads" if low < high else f"{high} threads"
+
+
+def described() -> str:
+    """The server's own --threads, for its start line: 'auto: up to 2 CPU threads, decided per request', '2 CPU
+    threads'."""
+    own = _plan["own"]
+    return f"auto: up to {CORES} CPU threads, decided per request" if own == "auto" else f"{own} CPU threads"
