@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import re
 import shutil
@@ -85,6 +86,18 @@ def test_a_read_only_cache_folder_is_told_before_the_prefill(capsys, monkeypatch
     assert res["kv_saved"] is False and res["kv_path"] is None and res["notes"] == [], res
     assert len(res["kv_notes"]) == 1 and res["kv_notes"][0] == lines[1].removeprefix("tmix: ")
     assert list(kvfolder.kv_dir().iterdir()) == []
+
+
+def test_prefill_json_lists_the_files_removed_under_the_cache_cap(capsys, monkeypatch, tmp_path, tiny_dir, doc):
+    """`prefill --json` keeps the status lines about the KV file (in kv_notes) that --json's quiet would drop."""
+    other = tmp_path / "other.txt"
+    other.write_text("Another document. " + Path(doc).read_text())
+    first = ask_json(capsys, doc, QUESTION, "--model", tiny_dir, "--max-new-tokens", "4", *TINY)
+    monkeypatch.setenv("TMIX_CACHE_MAX", str(int(Path(first["kv_path"]).stat().st_size * 1.5)))
+    code, out, _ = run(capsys, "prefill", str(other), "--json", "--model", tiny_dir, *TINY)
+    notes = json.loads(out)["kv_notes"] if code == 0 else out
+    assert any(n.startswith("removed 1 least recently used KV file (") for n in notes), notes
+    assert not Path(first["kv_path"]).exists()
 
 
 def test_chat_says_the_kv_file_saved_on_a_line_of_its_own(monkeypatch, tiny_dir, doc):

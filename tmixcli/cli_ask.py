@@ -280,7 +280,8 @@ def prefill(
         print(json.dumps({"kv_path": str(ctx.kv_path), "tokens": len(ctx.prefix_ids), "bytes": size,
                           "prefill_s": round(ctx.prefill_s, 4), "threads": threads_used(), "cache_hit": ctx.cache_hit,
                           "reused_tokens": ctx.reused_rows, "notes": list(ctx.notes),
-                          "model": ctx.lm.model_id, "attention": cli_open.attention_json(ctx)}))
+                          "kv_notes": [*ctx.kv_notes, *saved], "model": ctx.lm.model_id,
+                          "attention": cli_open.attention_json(ctx)}))
     else:
         print(ctx.kv_path)
         cli_open.status(quiet, f"{len(ctx.prefix_ids)} tokens, {size / 2**20:.1f} MiB, "
