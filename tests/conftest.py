@@ -77,3 +77,30 @@ def three_pages() -> bytes:
     from docfiles import make_pdf
 
     return make_pdf(["Alpha page one text.", "Bravo page two text.", "Charlie page three text."])
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """The default model's tokenizer, for eval cases sized in real prompt tokens (skipped until it is converted)."""
+    from transformers import AutoTokenizer
+
+    folder = Path(os.environ["TMIX_MODELS_DIR"]) / DEFAULT_MODEL
+    if not (folder / "tokenizer.json").is_file() and not (folder / "tokenizer_config.json").is_file():
+        pytest.skip("default model not converted yet (run any tmix command once)")
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+@pytest.fixture(scope="module")
+def tiny(tok):
+    """A 4-layer random Llama with the default model's tokenizer, as a LoadedModel: fast eval and calibrate runs."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tmixcli.models import LoadedModel
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=4096,
+                      tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg).eval()
+    return LoadedModel(model, tok, "tiny-llama", torch.device("cpu"), torch.float32)

@@ -735,16 +735,16 @@ def test_calibrate_on_a_profiles_folder_that_cannot_be_written(capsys, monkeypat
     import errno
     import tempfile
 
-    from tmixcli import calibrate, models
+    from tmixcli import calib_profile, calibrate, models
     from tmixcli.errors import TmixError
 
     def refused(*args, **kw):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
-    places = [(tempfile, "mkstemp"), (calibrate.os, "fsync"), (calibrate.os, "replace")]
+    places = [(tempfile, "mkstemp"), (calib_profile.os, "fsync"), (calib_profile.os, "replace")]
     reals = [getattr(module, name) for module, name in places]
     loads = _count_calls(monkeypatch, models, "load_model")
     folder = tmp_path / "tmix-cache" / "profiles"
-    old = calibrate.save_profile({"fingerprint": "ab" * 32, "start_layer": 3})
+    old = calib_profile.save_profile({"fingerprint": "ab" * 32, "start_layer": 3})
     assert old.parent == folder
     if os.geteuid() == 0:
         monkeypatch.setattr(tempfile, "mkstemp", refused)
@@ -757,7 +757,7 @@ def test_calibrate_on_a_profiles_folder_that_cannot_be_written(capsys, monkeypat
         for (module, name), real in zip(places, reals):
             monkeypatch.setattr(module, name, refused if (module, name) == place else real)
         with pytest.raises(TmixError) as said:
-            calibrate.save_profile({"fingerprint": "ab" * 32, "start_layer": 12})
+            calib_profile.save_profile({"fingerprint": "ab" * 32, "start_layer": 12})
         assert str(said.value) == f"cannot save the calibration profile in {folder}: Permission denied"
         assert [p.name for p in folder.iterdir()] == [old.name], place
         assert json.loads(old.read_text())["start_layer"] == 3
@@ -767,9 +767,9 @@ def test_calibrate_on_a_profiles_folder_that_cannot_be_written(capsys, monkeypat
     def calibrated(*args, **kw):  # what a calibration found, then a save the folder refuses
         profile = {"fingerprint": "ab" * 32, "start_layer": 2, "verified": True, "importance": [0.5, 0.1, 0.0],
                    "candidates": [2], "settings": {"tolerance": 0.05}, "eval": {}}
-        monkeypatch.setattr(calibrate.os, "replace", refused)
-        calibrate.keep_profile(profile)
-        monkeypatch.setattr(calibrate.os, "replace", reals[2])
+        monkeypatch.setattr(calib_profile.os, "replace", refused)
+        calib_profile.keep_profile(profile)
+        monkeypatch.setattr(calib_profile.os, "replace", reals[2])
         return profile
     monkeypatch.setattr(models, "load_model", lambda *args, **kw: None)
     monkeypatch.setattr(calibrate, "run_calibrate", calibrated)

@@ -1,4 +1,4 @@
-"""Synthetic tasks, scoring, `tmix eval` and `tmix calibrate` (tiny random Llama + the real tokenizer)."""
+"""Synthetic tasks, scoring, `tmix eval` and its --facts (tiny random Llama + the real tokenizer)."""
 
 from __future__ import annotations
 
@@ -9,48 +9,26 @@ from pathlib import Path
 import pytest
 import torch
 import typer
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from typer.testing import CliRunner
 
-from tmix_kernels import triangle_attention_blockwise
-from tmixcli.attention import dense_attention
-from tmixcli.calib_attention import fast_middle_scaled_attention, middle_scaled_attention
-from tmixcli.calibrate import load_profile, pick_candidates, profile_path, run_calibrate
 from tmixcli.config import AttentionConfig
-from tmixcli.evaluate import (SharedPrefix, _answered, answer_key, case_caches, eval_command, format_table, hopeless,
-                              parse_lengths, run_eval)
-from tmixcli.models import LoadedModel
+from tmixcli.eval_answer import _answered, answer_key
+from tmixcli.eval_plan import parse_lengths
+from tmixcli.eval_prefill import SharedPrefix, case_caches
+from tmixcli.eval_run import hopeless, run_eval
+from tmixcli.evaluate import eval_command, format_table
 from tmixcli.paths import cache_dir
 from tmixcli.prompt import build_prompt
 from tmixcli.tasks import TASKS, make_cases, score
 
 DEFAULT_DIR = cache_dir() / "models" / "smollm2-135m-instruct"  # resolved before the per-test cache dir
 ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"n_init": 4, "n_local": 64, "last_n": 16}
 
 
 @pytest.fixture(autouse=True)
 def _cache_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def tok():
-    if not (DEFAULT_DIR / "tokenizer.json").is_file() and not (DEFAULT_DIR / "tokenizer_config.json").is_file():
-        pytest.skip("default model not converted yet (run any tmix command once)")
-    return AutoTokenizer.from_pretrained(str(DEFAULT_DIR))
-
-
-@pytest.fixture(scope="module")
-def tiny(tok) -> LoadedModel:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=4096,
-                      tie_word_embeddings=True)
-    model = LlamaForCausalLM(cfg).eval()
-    return LoadedModel(model, tok, "tiny-llama", torch.device("cpu"), torch.float32)
-
-
-SMALL = {"n_init": 4, "n_local": 64, "last_n": 16}
 
 
 def test_lengths_within_ten_percent(tok) -> None:
@@ -97,58 +75,6 @@ def test_score() -> None:
     assert answer_key("I do not know.\nMore") == "i do not know."
 
 
-@pytest.mark.parametrize("lq", [300, 40])
-def test_calibration_attention_matches_triangle_and_dense(lq: int) -> None:
-    torch.manual_seed(0)
-    s = 300
-    q = torch.randn(1, 6, lq, 16)
-    k, v = torch.randn(1, 2, s, 16), torch.randn(1, 2, s, 16)
-    total = s if lq == s else s - lq  # suffix rows (lq < s) attend densely, as after a prefill
-    tri = triangle_attention_blockwise(q, k, v, 4, 32, 20, total)
-    dense = dense_attention(q, k, v, None)
-    at0 = middle_scaled_attention(q, k, v, torch.tensor(0.0), 4, 32, 20, total, chunk=64)
-    at1 = middle_scaled_attention(q, k, v, torch.tensor(1.0), 4, 32, 20, total, chunk=64)
-    torch.testing.assert_close(at0, tri, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(at1, dense, atol=1e-5, rtol=1e-4)
-    if lq == s:
-        assert (tri - dense).abs().max() > 1e-3  # the middle region matters here
-
-
-@pytest.mark.parametrize("total", [300, 250, 100])
-def test_fast_calibration_attention_matches_reference(total: int) -> None:
-    torch.manual_seed(2)
-    q = torch.randn(1, 6, 300, 16, requires_grad=True)
-    k, v = torch.randn(1, 2, 300, 16), torch.randn(1, 2, 300, 16)
-    w = torch.randn(1, 300, 6, 16)
-    for a in (0.0, 0.5):
-        ref = middle_scaled_attention(q, k, v, torch.tensor(a), 4, 32, 20, total, chunk=64)
-        fast = fast_middle_scaled_attention(q, k, v, torch.tensor(a), 4, 32, 20, total)
-        torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-4)
-    grads = []
-    for fn, kw in ((middle_scaled_attention, {"chunk": 64}), (fast_middle_scaled_attention, {})):
-        alpha = torch.tensor(1.0, requires_grad=True)
-        q.grad = None
-        (fn(q, k, v, alpha, 4, 32, 20, total, **kw) * w).sum().backward()
-        grads.append((alpha.grad.clone(), q.grad.clone()))
-    torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(grads[0][1], grads[1][1], atol=1e-4, rtol=1e-4)
-
-
-def test_calibration_gradient_matches_finite_difference() -> None:
-    torch.manual_seed(1)
-    q, k, v = (torch.randn(1, 2, 120, 8, dtype=torch.float64) for _ in range(3))
-    w = torch.randn(1, 120, 2, 8, dtype=torch.float64)
-
-    def f(a: torch.Tensor) -> torch.Tensor:
-        return (middle_scaled_attention(q, k, v, a, 2, 16, 8, chunk=32) * w).sum()
-
-    alpha = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
-    f(alpha).backward()
-    eps = 1e-4
-    fd = (f(torch.tensor(1 + eps, dtype=torch.float64)) - f(torch.tensor(1 - eps, dtype=torch.float64))) / (2 * eps)
-    assert abs(alpha.grad.item() - fd.item()) < 1e-3 * max(1.0, abs(fd.item()))
-
-
 def test_reused_prefix_and_layers_equal_full_prefill(tiny) -> None:
     from tmixcli.attention import attach
     from tmixcli.generate import prefill
@@ -182,26 +108,6 @@ def test_tiny_eval(tiny) -> None:
     assert len(res["records"]) == 6
     assert "trimix@3" in format_table(res)
     json.dumps(res)
-
-
-def test_tiny_calibrate_and_profile(tiny) -> None:
-    prof = run_calibrate(tiny, samples=1, length=400, cases=1, tasks=["needle"], tolerance=1e9, seed=0,
-                         progress=False, **SMALL)
-    n = tiny.model.config.num_hidden_layers
-    assert len(prof["importance"]) == n and all(x >= 0 for x in prof["importance"])
-    assert any(x > 0 for x in prof["importance"][1:])
-    assert prof["candidates"] == [1, 3]
-    loaded = load_profile(prof["fingerprint"])
-    assert loaded is not None and loaded["start_layer"] == prof["start_layer"]
-    assert loaded["params"] == SMALL and set(loaded) >= {"model_id", "importance", "eval", "created",
-                                                         "tmix_version"}
-    assert tiny.model.config._attn_implementation == "tmix"
-    assert load_profile("0" * 64) is None
-    path = profile_path(prof["fingerprint"])
-    path.write_text("{not json")
-    assert load_profile(prof["fingerprint"]) is None
-    path.write_text(json.dumps({"fingerprint": prof["fingerprint"], "start_layer": "x"}))
-    assert load_profile(prof["fingerprint"]) is None
 
 
 @pytest.mark.parametrize("text,first", [
@@ -242,41 +148,6 @@ def test_hopeless() -> None:
     assert hopeless(ok + [rec("dense", True), rec("m", True, agree=False)] * 2, 20, "m")  # 2 of 20 differ
     assert not hopeless([rec("dense", True), rec("m", False, agree=False)], 20, "m")
     assert hopeless([rec("dense", True), rec("m", False)] * 3, 4, "m")  # 3 behind with 1 case left
-
-
-def test_shipped_profile_used_when_none_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tmixcli.calibrate as calibrate
-
-    fp = "ab" * 32
-    monkeypatch.setattr(calibrate, "BUILTIN_DIR", tmp_path / "shipped")
-    (tmp_path / "shipped").mkdir()
-    (tmp_path / "shipped" / f"{fp[:24]}.json").write_text(json.dumps({"fingerprint": fp, "start_layer": 9}))
-    assert load_profile(fp)["source"] == "shipped" and load_profile(fp)["start_layer"] == 9
-    calibrate.save_profile({"fingerprint": fp, "start_layer": 12})
-    assert load_profile(fp)["source"] == "saved" and load_profile(fp)["start_layer"] == 12
-    assert load_profile("cd" * 32) is None
-
-
-def test_merge_candidate_evals() -> None:
-    from tmixcli.calibrate import _merge_evals, recommend
-
-    def rec(method: str, start: int | None, ok: bool, agree: bool = True) -> dict:
-        return {"method": method, "start_layer": start, "correct": ok, "agree": agree, "same_text": agree,
-                "kl": 0.0, "seconds": 1.0, "length": 100, "task": "needle"}
-
-    first = {"lengths": [100], "stopped_early": True, "wall_s": 2.0, "methods": {"dense": {}, "trimix@3": {}},
-             "records": [rec("dense", None, True), rec("trimix@3", 3, True, agree=False)] * 2}
-    second = {"lengths": [100], "stopped_early": False, "wall_s": 5.0, "methods": {"dense": {}, "trimix@5": {}},
-              "records": [rec("dense", None, True), rec("trimix@5", 5, True)] * 4}
-    merged = _merge_evals([first, second])
-    assert merged["methods"]["dense"]["overall"]["n"] == 4 and merged["wall_s"] == 7.0
-    assert merged["methods"]["trimix@3"]["stopped_early"] and not merged["methods"]["trimix@5"]["stopped_early"]
-    assert recommend(merged) == 5 and _merge_evals([]) is None
-
-
-def test_pick_candidates() -> None:
-    assert pick_candidates([5.0, 1.0, 0.5, 0.01, 0.01, 0.0], tolerance=0.05) == [3, 5]
-    assert pick_candidates([5.0, 1.0, 0.5, 0.5], tolerance=0.0) == [3]
 
 
 def test_eval_command_json(tiny, tmp_path: Path) -> None:
@@ -320,8 +191,7 @@ def test_eval_refuses_before_loading(tiny, tmp_path: Path, monkeypatch: pytest.M
 
 def test_eval_lengths_checked_before_any_prefill(tok) -> None:
     from tmixcli.errors import TmixError
-    from tmixcli.evaluate import check_lengths, parse_ints, plan_cases
-
+    from tmixcli.eval_plan import check_lengths, parse_ints, plan_cases
     from tmixcli.modelinfo import ModelLimits, model_limits
 
     assert model_limits() == ModelLimits(30, 8192)  # the default model's config, read without loading it
@@ -388,50 +258,6 @@ def test_tiny_facts_eval(tiny, tmp_path: Path) -> None:
     assert four == [r["text"] for r in res["records"] if r["method"] == "dense"]  # start = num_layers is dense
     assert m["trimix@4"]["kl"] < 1e-9 and passes(m, "trimix@4") and "trimix@1" in format_table(res)
     json.dumps(res)
-
-
-def test_calibrate_facts_step_up(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A start layer that fails on the facts moves up two layers; dense answers once for all of them."""
-    import tmixcli.facts as facts_mod
-    from tmixcli.calibrate import confirm_on_facts
-
-    (tmp_path / "a.txt").write_text("The budget is 12 kroner. " * 30)
-    fs = facts_mod.FactSet.from_dict({"facts": [{"doc": "a.txt", "question": "Budget?", "answer": "12"}]}, tmp_path)
-    monkeypatch.setattr(facts_mod, "passes", lambda summary, name: summary[name]["start_layer"] >= 3)
-    found, check = confirm_on_facts(tiny, fs, 1, progress=False, **SMALL)
-    assert found == 3 and list(check["methods"]) == ["dense", "trimix@1", "trimix@3"]
-    assert [r["method"] for r in check["records"]] == ["dense", "trimix@1", "trimix@3"]
-    monkeypatch.setattr(facts_mod, "passes", lambda summary, name: False)
-    assert confirm_on_facts(tiny, fs, 2, progress=False, **SMALL)[0] is None
-
-
-def test_calibration_lengths_and_short_profiles(tiny, tok) -> None:
-    """Too short to calibrate is refused; a profile calibrated under twice the triangle's span is neither saved nor
-    used; --cases 0 says the start layer is not verified; the status line names the calibration length."""
-    from tmixcli.calibrate import format_report, importance_profile, profile_label, save_profile
-    from tmixcli.errors import TmixError
-
-    with pytest.raises(TmixError, match="--length 84 is too short to calibrate.*give at least 85"):
-        run_calibrate(tiny, samples=1, length=84, cases=1, progress=False, **SMALL)
-    with pytest.raises(TmixError, match="--grad-length 80 is too short"):
-        run_calibrate(tiny, samples=1, length=400, grad_length=80, cases=1, progress=False, **SMALL)
-    with pytest.raises(TmixError, match="--length 5000: 5000 prompt tokens"):
-        run_calibrate(tiny, samples=1, length=5000, cases=1, progress=False, **SMALL)
-    short = run_calibrate(tiny, samples=1, length=150, cases=1, tolerance=1e9, progress=False, **SMALL)
-    assert "path" not in short and "needs --length 168" in short["not_saved"]
-    assert "profile not saved: at 150 tokens" in format_report(short)
-    assert load_profile(short["fingerprint"]) is None
-    save_profile(short)  # saved by an older tmix: not used either
-    assert load_profile(short["fingerprint"]) is None
-    skipped = run_calibrate(tiny, samples=1, length=400, cases=0, progress=False, **SMALL)
-    assert skipped["start_layer"] is None and not skipped["verified"]
-    assert "recommended start layer: not verified (eval skipped" in format_report(skipped)
-    assert profile_label({"settings": {"length": 6144}, "source": "shipped"}) == (
-        "calibrated profile at 6K tokens, shipped with tmix")
-    assert profile_label({"settings": {"length": 3000}}) == "calibrated profile at 3000 tokens"
-    cases = make_cases(tok, ["needle"], 1, 200)  # every prefix row within last_n: no middle region anywhere
-    prof = importance_profile(tiny, cases, 4, 64, 512, progress=False)
-    assert prof["importance"] == [0.0] * tiny.model.config.num_hidden_layers
 
 
 def test_facts_prompts_checked_before_any_prefill(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -60,7 +60,7 @@ def _profile_start(model: torch.nn.Module, tokenizer: Any) -> tuple[int, str] | 
     """The start layer of a `tmix calibrate` profile for this exact model and how to name it, if there is one."""
     if tokenizer is None:
         return None
-    from tmixcli.calibrate import load_profile, profile_label
+    from tmixcli.calib_profile import load_profile, profile_label
     from tmixcli.kvstore import model_fingerprint
 
     profile = load_profile(model_fingerprint(model, tokenizer))

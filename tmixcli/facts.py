@@ -139,7 +139,8 @@ def run_facts(lm, fs: FactSet, methods: list[AttentionConfig], max_new_tokens: i
     `reference` keeps dense's answers between calls: pass the same dict again and dense is not rerun."""
     from tmixcli import attention, generate, prompt
     from tmixcli.context import rewind
-    from tmixcli.evaluate import answer, kl, method_name
+    from tmixcli.eval_answer import answer, kl
+    from tmixcli.eval_plan import method_name
 
     model, tok = lm.model, lm.tokenizer
     stops = generate.stop_ids(tok, model)

@@ -33,7 +33,7 @@ def resolve_attention(lm: LoadedModel, s: Settings) -> tuple[AttentionConfig, st
         profile = _profile(lm)
         if profile is not None:
             start = int(profile["start_layer"])
-            from tmixcli.calibrate import profile_label
+            from tmixcli.calib_profile import profile_label
 
             source = profile_label(profile)
     base = AttentionConfig()
@@ -57,7 +57,7 @@ def _or(value: int | None, default: int) -> int:
 
 def _profile(lm: LoadedModel) -> dict | None:
     try:
-        from tmixcli.calibrate import load_profile
+        from tmixcli.calib_profile import load_profile
     except ImportError:
         return None
     return load_profile(kvstore.model_fingerprint(lm.model, lm.tokenizer))
