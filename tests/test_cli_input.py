@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 import bigdocs
-from runcli import run
+from runcli import TINY, run, tmix_subprocess
+from runcli import short_doc as short_doc  # the fixture (the alias tells ruff it is used)
 from tmixcli import fit, kvheader, markup, stdout, textcap
 from tmixcli.config import Settings
 from tmixcli.documents import load_documents
@@ -358,3 +359,19 @@ def test_a_full_stdout_for_the_answer_is_one_line_and_keeps_the_kv_file(tiny_dir
                            stderr=subprocess.PIPE, text=True, env=env, timeout=600)
     assert (r.returncode, r.stderr) == (1, "tmix: error: cannot write to stdout: No space left on device\n")
     assert len(list((tmp_path / "cache" / "kv").glob("*.safetensors"))) == 1
+
+
+@pytest.mark.parametrize("mode", ["stream", "json"])
+def test_closed_stdout_ends_quietly_and_keeps_the_kv_file(tiny_dir, short_doc, tmp_path, mode):
+    """`tmix ask doc q | head`: the reader gone before the answer is exit 141, no traceback, the KV file saved."""
+    argv = ["ask", short_doc, "a question?", "--model", tiny_dir, "--max-new-tokens", "40", *TINY]
+    proc = subprocess.Popen([sys.executable, "-m", "tmixcli", *argv, *(["--json"] if mode == "json" else [])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    proc.stdout.close()  # the pipe's reader is gone before the first byte
+    err = proc.communicate(timeout=600)[1]
+    assert proc.returncode == 141, err
+    assert "Traceback" not in err and "error" not in err and "Exception ignored" not in err, err
+    kv_files = list((Path(os.environ["TMIX_CACHE_DIR"]) / "kv").glob("*.safetensors"))
+    assert len(kv_files) == 1 and kv_files[0].stat().st_size > 0
+    again = tmix_subprocess(*argv, "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["cache_hit"], again.stderr

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_cli import DOCS, TINY, ask_json, run
+from runcli import DOCS, TINY, ask_json, run
 
 from tmixcli import docindex
 

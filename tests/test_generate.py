@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from runcli import TINY, ask_json, run
 from tmixcli.generate import repeated_tail
 
 HEAT = "The new heat pump will be used to heat the new children's corner. "  # 13 words
@@ -180,3 +181,33 @@ def test_interrupted_turn_leaves_the_cache_as_before(keep):
     assert all(layer.keys.shape[-2] == base for layer in ctx.cache.layers)
     again = answer.ask_ids(ctx, q_ids, s, keep=keep)
     assert again.new_tokens >= 3 and "".join(seen) == again.text[:len("".join(seen))]
+
+
+def test_looping_answer_is_cut_and_trimmed(capsys, monkeypatch, tmp_path, tiny_dir):
+    """An answer that loops stops after three copies of the loop; --json keeps one copy, streaming shows all."""
+    from transformers import AutoTokenizer
+
+    from tmixcli import generate
+
+    said = "The budget for the library renovation is four million kroner."  # 10 words
+    loop = AutoTokenizer.from_pretrained(tiny_dir)(" " + said, add_special_tokens=False).input_ids
+    closed = []
+
+    def looping(model, cache, suffix_ids, stops, max_new_tokens=256, *rest, on_first=None):
+        try:
+            on_first()
+            yield from (loop * 100)[:max_new_tokens]
+        finally:
+            closed.append(True)
+
+    monkeypatch.setattr(generate, "generate_ids", looping)
+    doc = tmp_path / "budget.txt"
+    doc.write_text("The budget is four million kroner.")
+    args = (str(doc), "Budget?", "--model", tiny_dir, "--max-new-tokens", "400", "--no-cache", *TINY)
+    full = ask_json(capsys, *args, "--no-stop-repeats")
+    cut = ask_json(capsys, *args)
+    assert full["stop_reason"] == "length" and full["new_tokens"] == 400
+    assert cut["stop_reason"] == "repeat" and 3 * len(loop) < cut["new_tokens"] < 4 * len(loop)
+    assert cut["answer"] == said and closed == [True, True]
+    code, out, err = run(capsys, "ask", *args)  # streamed: all three copies shown, then the status says why
+    assert code == 0 and out.strip().startswith(" ".join([said] * 3)) and "began to repeat itself" in err

@@ -146,7 +146,7 @@ def test_kv_written_during_gpu_prefill(tmp_path, monkeypatch, chunk, stage):
 def test_ask_on_gpu_writes_its_kv_file_during_the_prefill(capsys, tmp_path, tiny_dir, monkeypatch):
     """`tmix ask --device cuda`: a miss writes its KV file as the layers finish, the hit answers the same, and a grown
     document (its reused rows handed to the writer first) gives a file the next question hits."""
-    from test_cli import DOCS, TINY, ask_json
+    from runcli import DOCS, TINY, ask_json
 
     from tmixcli import kvfolder
 

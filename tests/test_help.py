@@ -1,5 +1,5 @@
-"""What `--help` and usage errors say: plain metavars for every argument and option (no typer type names), and a
-hint for a document whose name starts with '-'."""
+"""What `--help`, `--version` and usage errors say: plain metavars for every argument and option (no typer type names),
+and a hint for a document whose name starts with '-'."""
 
 from __future__ import annotations
 
@@ -55,3 +55,16 @@ def test_a_document_named_like_an_option_gets_a_hint(capsys, monkeypatch, tmp_pa
                    "(or put -- before it)\n"), err
     code, _, err = run(capsys, "ask", "notes.md", "Q?", "--bogus")
     assert code == 2 and err == "tmix: error: no such option: --bogus (see 'tmix ask --help')\n", err
+
+
+def test_version(capsys):
+    from tmixcli import __version__
+
+    code, out, err = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"tmix {__version__}" and not err
+
+
+@pytest.mark.parametrize("argv", [[], ["cache"]])
+def test_bare_command_prints_help(capsys, argv):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and "Usage: tmix" in out + err and "Traceback" not in err

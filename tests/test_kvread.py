@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli import DOCS, TINY, ask_json, run
+from runcli import DOCS, TINY, ask_json, run
 
 from tmixcli import context, kvheader, kvread
 

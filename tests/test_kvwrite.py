@@ -213,7 +213,7 @@ def test_abort_during_the_final_fsync_leaves_no_file(tmp_path: Path, monkeypatch
 @pytest.mark.parametrize("name", ["a" * 250 + ".safetensors", "b" * 230 + ".kv"])
 def test_too_long_output_name_is_refused_first(capsys, tmp_path: Path, tiny_dir: str, name: str) -> None:
     """`tmix prefill -o` with a name the file system (or the temp name) cannot hold: one line, exit 2, no prefill."""
-    from test_cli import DOCS, TINY, run
+    from runcli import DOCS, TINY, run
 
     code, _, err = run(capsys, "prefill", str(DOCS / "notes.txt"), "-o", str(tmp_path / name), "--model", tiny_dir,
                        *TINY)
@@ -233,7 +233,7 @@ def test_a_file_that_cannot_be_created_is_reported_by_wait(tmp_path: Path) -> No
 
 def test_ctrl_c_during_the_prefill_leaves_nothing(capsys, monkeypatch, tmp_path: Path, tiny_dir: str) -> None:
     """Ctrl-C while `ask` prefills (its KV file already half written): exit 130, one line, no file, no temp file."""
-    from test_cli import DOCS, TINY, run
+    from runcli import DOCS, TINY, run
 
     real = generate.prefill
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from test_cli import DOCS, TINY, ask_json, run
+from runcli import DOCS, TINY, ask_json, run
 from tiny import tiny_model
 
 from tmixcli import generate, kvread, kvstore, reuse

@@ -128,3 +128,49 @@ def test_a_fifo_swapped_in_for_the_output_after_the_checks_is_refused_by_the_ser
     assert (code, err) == (2, "tmix: error: -o out.kv exists and is a FIFO (named pipe), not a regular file; give "
                               "another name\n")
     assert fifo.is_fifo() and not list(tmp_path.glob(".out.kv.*"))  # left as it was, no temp file
+
+
+def test_inputs_only_this_process_can_open_are_process_bound(tmp_path):
+    from tmixcli.paths import process_bound
+
+    (tmp_path / "doc.txt").write_text("The ferry leaves at 07:45.")
+    os.mkfifo(tmp_path / "doc.fifo")
+    (tmp_path / "in").symlink_to("/dev/stdin")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("a")
+    os.mkfifo(tmp_path / "docs" / "b.fifo")  # skipped unopened when the folder is read, wherever that is
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "sock"))
+        bound = ["-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0", f"/proc/{os.getpid()}/fd/1", "/dev/null",
+                 str(tmp_path / "doc.fifo"), str(tmp_path / "in"), str(tmp_path / "sock")]
+        assert [p for p in bound if not process_bound(p)] == []
+    free = [str(tmp_path / "doc.txt"), str(tmp_path / "docs"), str(tmp_path / "missing.txt"), ""]
+    assert [p for p in free if process_bound(p)] == []
+    (tmp_path / "docs" / "c.txt").symlink_to("/dev/stdin")
+    assert process_bound(str(tmp_path / "docs"))
+
+
+def test_a_server_never_opens_a_fifo(tmp_path, monkeypatch):
+    """Refused when the request is taken (its client reads it), and when one takes a file's place after that check:
+    opened without waiting for a writer, and refused."""
+    from tmixcli.errors import TmixError
+    from tmixcli.inputs import read_input
+
+    fifo = tmp_path / "doc.fifo"
+    os.mkfifo(fifo)
+    for path in (str(fifo), "/dev/fd/0", "/dev/stdin", "-"):
+        with pytest.raises(serve.Refused):
+            serve.take_request(["doc.txt", path])
+    monkeypatch.setitem(serve.served, "key", "a request in hand")
+    said: list[str] = []
+
+    def read() -> None:
+        try:
+            read_input(str(fifo), None, lambda head, size: 1 << 20)
+        except TmixError as err:
+            said.append(str(err))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert said == [f"cannot read {fifo}: a FIFO (named pipe), not a regular file"]

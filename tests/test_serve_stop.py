@@ -5,17 +5,19 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from test_serve import TINY, _prepare, answer_once
+from served import TINY, _prepare, _start_server, tmix
 
 from tmixcli import serve_client
 from tmixcli.errors import TmixError
-from tmixcli.serverkey import server_key
+from tmixcli.serverkey import gpu_here, server_key
 
 SLOW = ("import sys, time; from tmixcli import checkpoints, cli; "  # 50 ms a step: an answer takes 10 s and more
         "checkpoints.between_steps.append(lambda: time.sleep(0.05)); cli.main(sys.argv[1:])")
@@ -154,6 +156,22 @@ def test_a_server_killed_mid_answer_is_named_in_one_line_with_exit_1(tmp_path: P
     assert again.returncode == 0 and "answered by tmix serve" not in again.stderr, again.stderr  # runs here
 
 
+def answer_once(path: Path, reply: bytes) -> threading.Thread:
+    """A one-request fake server on `path`: reads the request line, writes `reply`, closes."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def once() -> None:
+        with listener, listener.accept()[0] as conn:
+            conn.makefile("rb").readline()
+            conn.sendall(reply)
+
+    thread = threading.Thread(target=once)
+    thread.start()
+    return thread
+
+
 def test_serve_stop_waits_a_bounded_time_and_reaches_an_older_server(tmp_path: Path, monkeypatch) -> None:
     """A server that answers but does not end in time is named in one line, exit 1; a server of an older tmix (no
     stop socket) is asked on its main socket."""
@@ -186,3 +204,65 @@ def test_a_server_gone_mid_line_leaves_its_line_and_ours_apart(tmp_path: Path, m
     out, err = capsys.readouterr()
     assert out == "The ferry" and err == ("\ntmix: error: the tmix server (pid 4242) died during this run (killed or "
                                           "crashed); run the command again\n")
+
+
+def test_sigterm_stops_the_server_and_removes_its_socket(tmp_path):
+    env = _prepare(tmp_path)
+    slow = ("import sys, time; from tmixcli import checkpoints, cli; "  # 50 ms a step: busy for 10 s and more
+            "checkpoints.between_steps.append(lambda: time.sleep(0.05)); cli.main(sys.argv[1:])")
+    proc = subprocess.Popen([sys.executable, "-c", slow, "serve", "--model", "model", "--device", "cpu"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not list((tmp_path / "cache" / "serve").glob("*.sock")) and time.time() < deadline:
+            time.sleep(0.2)
+        busy = subprocess.Popen([sys.executable, "-m", "tmixcli", "ask", "doc.txt", "Who?", "--model", "model",
+                                 *TINY[:-1], "80", "--no-stop-repeats"], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines = [busy.stderr.readline()]
+        while lines[-1] and not lines[-1].startswith("tmix: cache "):  # the answer is under way
+            lines.append(busy.stderr.readline())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert busy.wait(timeout=60) == 130, "".join(lines)
+        rest = busy.stderr.read()
+        assert rest.strip().splitlines()[-1] == "tmix: interrupted (the tmix server was stopped)", rest
+        assert rest.count("interrupted (") == 1, rest  # said once
+        assert not list((tmp_path / "cache" / "serve").glob("*.sock")) and "stopped" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    local = tmix("ask", "doc.txt", "Who is the project manager?", "--model", "model", *TINY, env=env, cwd=tmp_path)
+    assert local.returncode == 0 and "answered by tmix serve" not in local.stderr  # no server: runs itself
+
+
+def test_serve_stop_ends_the_server_with_these_options(tmp_path):
+    proc, env = _start_server(tmp_path)
+    try:
+        opts = ("--model", "model", "--device", "cpu")
+        other = tmix("serve", "--stop", *opts, "--dtype", "bf16", env=env, cwd=tmp_path)  # other settings: no server
+        assert other.returncode == 2 and "no tmix server runs" in other.stderr and proc.poll() is None
+        same = ("--model", str(tmp_path / "model"), "--dtype", "fp32", "--compile", "auto",  # = cpu's auto and off
+                *(("--device", "cpu") if gpu_here() else ()))
+        done = tmix("serve", "--stop", *same, env=env, cwd=tmp_path)
+        assert done.returncode == 0 and f"stopped the tmix server (pid {proc.pid})" in done.stderr, done.stderr
+        assert proc.wait(timeout=60) == 0 and not list((tmp_path / "cache" / "serve").glob("*.sock"))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_server_that_ends_before_or_after_taking_the_request(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path))
+    key = server_key("some-model", "cpu", "auto", None, "off")
+    path = serve_client.socket_path(key)
+    path.parent.mkdir(parents=True)
+    refused = answer_once(path, b"")
+    assert serve_client.forward(["ask", "x", "q"], key) is None  # closed without a word: run locally
+    refused.join()
+    path.unlink()
+    taken = answer_once(path, serve_client.FRAME.pack(b"S", 4242))  # the pid of the server that took it
+    assert serve_client.forward(["ask", "x", "q"], key) == 1  # it had begun: no second run here
+    taken.join()
+    said = "the tmix server (pid 4242) died during this run (killed or crashed); run the command again"
+    assert capsys.readouterr().err == f"tmix: error: {said}\n"

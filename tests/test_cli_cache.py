@@ -1,0 +1,222 @@
+"""`tmix cache`: ls, info, rm and clear on KV files saved, damaged, being written or left over (tiny random models)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kvfiles import T, _aged, make_meta, prefill, prefix_ids, saved, tiny_model
+from kvfiles import tokenizer as tokenizer  # the fixture (the alias tells ruff it is used)
+from runcli import _err
+from tmixcli import kvfolder, kvstore
+from tmixcli.cli_cache import app
+from tmixcli.config import AttentionConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _two_files(tokenizer) -> list[str]:
+    model = tiny_model()
+    saved(model, tokenizer, prefix_ids(seed=1), doc_name="a.txt")
+    time.sleep(0.01)
+    saved(model, tokenizer, prefix_ids(seed=2), doc_name="b.pdf")
+    return [e["key"] for e in kvfolder.list_entries()]
+
+
+def test_list_entries_and_cli(tokenizer) -> None:
+    runner = CliRunner()
+    keys = _two_files(tokenizer)
+    (kvfolder.kv_dir() / ".leftover.safetensors.1.tmp").write_bytes(b"junk")
+    entries = kvfolder.list_entries()
+    assert {e["doc_name"] for e in entries} == {"a.txt", "b.pdf"}
+    assert all(e["n_tokens"] == T and e["model_id"] == "tiny" and e["error"] is None for e in entries)
+
+    out = runner.invoke(app, ["ls"])
+    assert out.exit_code == 0 and "a.txt" in out.stdout and "KiB" in out.stdout and "LAST USED" in out.stdout
+    listed = json.loads(runner.invoke(app, ["ls", "--json"]).stdout)
+    assert sorted(e["key"] for e in listed) == sorted(keys)
+
+    info = runner.invoke(app, ["info", keys[0][:10]])
+    assert info.exit_code == 0 and "model_fingerprint" in info.stdout and ": ok)" in info.stdout
+    facts = json.loads(runner.invoke(app, ["info", entries[0]["path"], "--json"]).stdout)
+    assert facts["size_matches"] and facts["metadata"]["n_tokens"] == str(T)
+
+    bad = runner.invoke(app, ["rm", "zzzz"])
+    assert bad.exit_code == 2 and _err(bad).count("\n") == 1
+    assert _err(bad).startswith("tmix: error: no KV file with key 'zzzz'")
+    assert runner.invoke(app, ["rm", ""]).exit_code == 2  # an empty key is refused (test_empty_key_matches_nothing)
+    gone = runner.invoke(app, ["rm", keys[0][:8]])
+    assert gone.exit_code == 0 and f"removed {keys[0]}" in gone.stdout
+    assert [e["key"] for e in kvfolder.list_entries()] == keys[1:]
+
+
+def test_cli_clear(tokenizer) -> None:
+    runner = CliRunner()
+    _two_files(tokenizer)
+    refused = runner.invoke(app, ["clear"], input="y\n")
+    assert refused.exit_code == 2 and "--yes" in _err(refused)
+    assert len(kvfolder.list_entries()) == 2
+    done = runner.invoke(app, ["clear", "--yes"])
+    assert done.exit_code == 0 and "removed 2 KV files" in done.stdout
+    assert kvfolder.list_entries() == []
+    assert "no KV files" in runner.invoke(app, ["ls"]).stdout
+
+
+def test_ls_tells_files_made_with_other_attention_apart(tokenizer) -> None:
+    """Files of one document made with other attention settings differ in ls's ATTENTION column (and --json)."""
+    model = tiny_model()  # 3 layers
+    ids = prefix_ids()
+    cache = prefill(model, ids)
+    for attn in (AttentionConfig(method="dense", start_layer=0), AttentionConfig(start_layer=1),
+                 AttentionConfig(start_layer=2, n_local=64), AttentionConfig(start_layer=3)):
+        key = kvstore.cache_key(kvstore.model_fingerprint(model, tokenizer), attn, ids)
+        kvstore.save_kv(kvfolder.kv_path_for(key), cache, ids, make_meta(model, tokenizer, attn))
+    (kvfolder.kv_dir() / "broken.safetensors").write_bytes(b"nope")
+    out = CliRunner().invoke(app, ["ls"])
+    assert out.exit_code == 0, out.output
+    head, *rows = out.stdout.splitlines()[:6]
+    assert head.split()[:4] == ["KEY", "DOCUMENT", "MODEL", "ATTENTION"]
+    column = {row.split()[0]: row[head.index("ATTENTION"):].split("  ")[0] for row in rows}
+    assert column.pop("broken") == "-"
+    assert sorted(column.values()) == ["dense", "tri@1 8/512/128", "tri@2 8/64/128", "tri@3 8/512/128 (dense)"], \
+        out.stdout
+    listed = json.loads(CliRunner().invoke(app, ["ls", "--json"]).stdout)
+    made = sorted((e["attention"]["method"], e["attention"]["start_layer"], e["attention"]["n_local"])
+                  for e in listed if e["attention"] is not None)
+    assert made == [("dense", 0, 512), ("trimix", 1, 512), ("trimix", 2, 64), ("trimix", 3, 512)]
+    assert [e["attention"] for e in listed if e["key"] == "broken"] == [None]
+
+
+def _default_sigint() -> None:
+    """In the child: Ctrl-C interrupts, even where this test runs with SIGINT ignored (a background job)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _clear_at_a_terminal(answer: bytes | None) -> tuple[int, str]:
+    """`tmix cache clear` with a terminal for stdin: `answer` typed at its prompt, or, for None, Ctrl-C (SIGINT)
+    there; (exit code, its output). The output goes to a pipe, so no line editor takes the terminal (and its
+    typeahead) over."""
+    import select
+
+    master, slave = os.openpty()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "tmixcli", "cache", "clear"], stdin=slave,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, preexec_fn=_default_sigint)
+    os.close(slave)
+    shown, deadline = b"", time.monotonic() + 60
+    while b"[y/N]" not in shown and time.monotonic() < deadline:
+        if select.select([proc.stdout], [], [], 1)[0]:
+            shown += os.read(proc.stdout.fileno(), 4096)
+    if answer is None:
+        proc.send_signal(signal.SIGINT)
+    else:
+        os.write(master, answer)
+    try:
+        shown += proc.communicate(timeout=60)[0]
+    finally:
+        proc.kill()
+        os.close(master)
+    return proc.returncode, shown.decode(errors="replace")
+
+
+@pytest.mark.parametrize("answer", [b"n\n", b"\n"])
+def test_clear_declined_at_the_prompt_removes_nothing_and_succeeds(answer: bytes) -> None:
+    """'n' or Enter (the default N) is a normal answer: "nothing removed", exit 0; not Ctrl-C's 130."""
+    paths = _aged({"old": 400, "new": 200})
+    code, shown = _clear_at_a_terminal(answer)
+    assert code == 0 and "Remove 2 KV files (600 B)? [y/N]" in shown and "nothing removed" in shown, shown
+    assert "aborted" not in shown and all(p.exists() for p in paths.values())
+
+
+def test_clear_at_the_prompt_yes_removes_and_ctrl_c_stays_130() -> None:
+    paths = _aged({"old": 400})
+    code, shown = _clear_at_a_terminal(None)
+    assert code == 130 and "tmix: interrupted" in shown and paths["old"].exists(), shown
+    code, shown = _clear_at_a_terminal(b"y\n")
+    assert code == 0 and "removed 1 KV file" in shown and not paths["old"].exists(), shown
+
+
+def test_invalid_file_listed_not_fatal() -> None:
+    (kvfolder.kv_dir() / "broken.safetensors").write_bytes(b"nope")
+    (entry,) = kvfolder.list_entries()
+    assert entry["key"] == "broken" and "not a safetensors" in entry["error"]
+    out = CliRunner().invoke(app, ["ls"])
+    assert out.exit_code == 0 and "(invalid:" in out.stdout
+
+
+def test_empty_key_matches_nothing(tokenizer) -> None:
+    """An empty or blank key is refused, not taken as the prefix of every key (it removed the only file)."""
+    runner = CliRunner()
+    saved(tiny_model(), tokenizer, prefix_ids(seed=1), doc_name="a.txt")
+    for argv in (["rm", ""], ["rm", "  "], ["info", ""], ["info", " "]):
+        out = runner.invoke(app, argv)
+        assert out.exit_code == 2 and _err(out).count("\n") == 1 and "is empty" in _err(out), (argv, _err(out))
+    assert len(kvfolder.list_entries()) == 1
+
+
+def test_cached_file_named_by_its_name_or_path(tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cache info` and `cache rm` take KEY.safetensors or its path as well as the key; a file elsewhere, or a
+    device, is refused in one line."""
+    runner = CliRunner()
+    keys = _two_files(tokenizer)
+    name = f"{keys[0]}.safetensors"
+    info = runner.invoke(app, ["info", name])
+    assert info.exit_code == 0 and f"path: {kvfolder.kv_dir() / name}" in info.stdout, _err(info)
+    elsewhere = tmp_path / "copy" / name
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes((kvfolder.kv_dir() / name).read_bytes())
+    for argv, says in ((["rm", str(elsewhere)], f"{elsewhere} is not in the cache folder"),
+                       (["rm", str(tmp_path / "x.safetensors")], "x.safetensors: no such file"),
+                       (["info", "/dev/null"], "/dev/null: a device, not a regular file"),
+                       (["rm", "nothing.safetensors"], "no KV file nothing.safetensors in")):
+        out = runner.invoke(app, argv)
+        assert out.exit_code == 2 and _err(out).count("\n") == 1 and says in _err(out), (argv, _err(out))
+    monkeypatch.chdir(kvfolder.kv_dir().parent)
+    gone = runner.invoke(app, ["rm", name, f"kv/{keys[1]}.safetensors"])
+    assert gone.exit_code == 0 and kvfolder.list_entries() == [] and elsewhere.is_file(), _err(gone)
+
+
+def test_ls_shows_temp_files_and_prune_removes_leftovers(tokenizer) -> None:
+    """A dead writer's temp file is a leftover (listed, pruned); a live writer's is listed as being written, kept."""
+    import subprocess
+    import sys
+
+    runner = CliRunner()
+    _two_files(tokenizer)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = kvfolder.kv_dir() / f".x.safetensors.{int(gone.stdout)}.0123abcd.tmp"
+    live = kvfolder.kv_dir() / f".y.safetensors.{os.getpid()}.89abcdef.tmp"
+    dead.write_bytes(b"0" * 3000)
+    live.write_bytes(b"0" * 5000)
+    with open(live, "rb"):  # what its writer, this process, has open
+        out = runner.invoke(app, ["ls"]).stdout
+        assert "1 leftover temp file of an interrupted save, 2.9 KiB: `tmix cache prune` removes it" in out, out
+        assert "1 KV file being written now, 4.9 KiB so far" in out
+        pruned = runner.invoke(app, ["prune"])
+        assert pruned.exit_code == 0 and "removed 1 leftover temp file (2.9 KiB)" in pruned.stdout
+        assert not dead.exists() and live.exists() and len(kvfolder.list_entries()) == 2
+        assert "leftover" not in runner.invoke(app, ["ls"]).stdout
+
+
+def test_info_of_a_truncated_file_shows_what_it_can(tokenizer) -> None:
+    """`cache info` on a KV file cut short prints its metadata and sizes, then the damage as its one error line."""
+    runner = CliRunner()
+    keys = _two_files(tokenizer)
+    path = kvfolder.kv_dir() / f"{keys[0]}.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+    out = runner.invoke(app, ["info", str(path)])
+    assert out.exit_code == 2 and "model_fingerprint" in out.stdout and "MISMATCH" in out.stdout
+    assert _err(out).count("\n") == 1 and "is truncated" in _err(out)
+    facts = json.loads(runner.invoke(app, ["info", str(path), "--json"]).stdout)
+    assert not facts["size_matches"] and "is truncated" in facts["damage"]
+    assert facts["metadata"]["n_tokens"] == str(T)
+    intact = json.loads(runner.invoke(app, ["info", keys[1], "--json"]).stdout)
+    assert intact["size_matches"] and intact["damage"] is None

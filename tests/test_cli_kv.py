@@ -1,0 +1,90 @@
+"""KV files named on the command line: `prefill -o` replaces only a KV file; `--kv` refuses what it cannot use."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from runcli import TINY, ask_json, run, tmix_subprocess
+from runcli import short_doc as short_doc  # the fixture (the alias tells ruff it is used)
+
+
+def test_bad_kv_file_no_traceback(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(os.urandom(4096))
+    res = tmix_subprocess("ask", "--kv", str(bad), "What?")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_prefill_output_never_clobbers_what_is_not_a_kv_file(capsys, monkeypatch, tiny_dir, short_doc, tmp_path):
+    """-o naming the input document or a device is refused before any work; a KV file is replaced; ~ expands."""
+    text = Path(short_doc).read_text()
+    args = ("--model", tiny_dir, *TINY)
+    for target, says in ((short_doc, "is not a tmix KV file"), ("/dev/null", "not a regular file")):
+        code, out, err = run(capsys, "prefill", short_doc, "-o", target, *args)
+        assert code == 2 and out == "" and says in err and err.strip().splitlines() == [err.strip()], err
+    assert Path(short_doc).read_text() == text
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for _ in range(2):  # the second run replaces the first run's KV file
+        code, out, err = run(capsys, "prefill", short_doc, "-o", "~/doc.kv", *args)
+        assert code == 0 and out.strip() == str(tmp_path / "doc.kv"), err
+    assert not Path("~").exists()
+
+
+def test_kv_file_refuses_options_it_cannot_honour(capsys, monkeypatch, tiny_dir, short_doc, tmp_path):
+    """--kv takes the system prompt and attention settings from the file; options that cannot apply to it are
+    refused in one line before the model loads, naming what the file was made with."""
+    kv = tmp_path / "terse.safetensors"
+    code, _, err = run(capsys, "prefill", short_doc, "-o", str(kv), "--system", "You are terse.", "--quiet",
+                       "--model", tiny_dir, *TINY)
+    assert code == 0, err
+    q = ("Who is the project manager?", "--model", tiny_dir, "--max-new-tokens", "8")
+    from_file = ask_json(capsys, "--kv", str(kv), *q)
+    from_doc = ask_json(capsys, short_doc, *q, *TINY, "--system", "You are terse.")
+    assert from_file["answer"] == from_doc["answer"] and from_file["attention"] == from_doc["attention"]
+    from tmixcli import cli_open
+
+    monkeypatch.setattr(cli_open, "load", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
+    refused = [(["--pages", "3-5"], "--pages cannot apply to --kv: a KV file holds exactly the text it was made from"),
+               (["--password", "x"], "--password cannot apply to --kv"), (["--truncate"], "--truncate cannot apply"),
+               (["--no-cache"], "--no-cache cannot apply to --kv"),
+               (["--n-local", "32"], "--n-local 32 cannot apply to this KV file: it was made with --n-local 16"),
+               (["--system", "Be verbose."], "made with the system prompt 'You are terse.', which is part of its "
+                                             "cached prefix, so --system 'Be verbose.' cannot apply")]
+    for extra, says in refused:
+        for command in (["ask", "--kv", str(kv), *q], ["chat", "--kv", str(kv), "--model", tiny_dir]):
+            code, out, err = run(capsys, *command, *extra)
+            assert code == 2 and out == "" and err.strip().splitlines() == [err.strip()], err
+            assert err.startswith("tmix: error: ") and says in err, err
+
+
+def _poison(path: Path) -> None:
+    """Overwrite a stretch in the middle of a KV file's tensor data with 0xff bytes (NaN in fp32)."""
+    with open(path, "r+b") as f:
+        f.seek(path.stat().st_size // 2)
+        f.write(b"\xff" * 4096)
+
+
+def test_damaged_kv_data_is_an_error_not_an_empty_answer(capsys, tiny_dir, short_doc, tmp_path):
+    """NaN in a KV file's tensors: one line and exit 2; a damaged cache file is removed so the next run prefills."""
+    argv = ("q?", "--model", tiny_dir, "--max-new-tokens", "4", *TINY)
+    kv = tmp_path / "short.kv"
+    assert run(capsys, "prefill", short_doc, "-o", str(kv), "-q", "--model", tiny_dir, *TINY)[0] == 0
+    _poison(kv)
+    code, out, err = run(capsys, "ask", "--kv", str(kv), *argv)
+    assert code == 2 and out == "" and err.strip().splitlines()[-1] == (
+        f"tmix: error: the model's output is not a number (NaN or inf): the KV file {kv} is damaged; make it again "
+        "with tmix prefill"), err
+    assert kv.exists()
+
+    assert run(capsys, "ask", short_doc, *argv)[0] == 0
+    (cached,) = (Path(os.environ["TMIX_CACHE_DIR"]) / "kv").glob("*.safetensors")
+    _poison(cached)
+    code, _, err = run(capsys, "ask", short_doc, *argv)
+    assert code == 2 and f"the cached KV file {cached.name} is damaged; removed it" in err, err
+    assert not cached.exists()
+    code, _, err = run(capsys, "ask", short_doc, *argv)
+    assert code == 0 and "cache miss" in err, err
