@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tmixcli import serve, serve_client
+from tmixcli.serverkey import server_key
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "sample_docs"
@@ -46,3 +50,19 @@ def _start_server(work: Path) -> tuple[subprocess.Popen, dict]:
         time.sleep(0.2)
     assert list(sock.glob("*.sock")), proc.stderr.read() if proc.poll() is not None else "no socket"
     return proc, env
+
+
+def client_of_a_test_server(argv: list[str], tiny_dir: str, tmp_path: Path, monkeypatch):
+    """Start `tmix argv` in tmp_path against a socket this test listens on (the test plays the server): its key,
+    the client process and the accepted connection."""
+    key = server_key(tiny_dir, "cpu", "auto", None, "off")
+    path = serve_client.socket_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    monkeypatch.chdir(tmp_path)  # the request leaves this process in "/"
+    with serve._listen(path) as listener:
+        client = subprocess.Popen([sys.executable, "-m", "tmixcli", *argv], cwd=tmp_path, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as at a terminal
+        listener.settimeout(60)
+        return key, client, listener.accept()[0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from served import DOCS, REPO, TINY, _prepare, _start_server, tmix
-from tmixcli import serve, serve_client
+from served import DOCS, TINY, _prepare, _start_server, tmix
+from tmixcli import serve_client
 from tmixcli.serverkey import gpu_here, server_key
 
 
@@ -247,19 +246,3 @@ def test_a_server_starting_with_these_options_is_seen_before_the_model_loads(tmp
     assert second.returncode == 2 and second.stderr.count("\n") == 1 and "already runs" in second.stderr
     assert not lock.with_suffix(".sock").exists()
 
-
-# for test_serve_gone.py and test_threads.py, which import it from here
-def _client_of_a_test_server(argv: list[str], tiny_dir: str, tmp_path: Path, monkeypatch):
-    """Start `tmix argv` in tmp_path against a socket this test listens on (the test plays the server): its key,
-    the client process and the accepted connection."""
-    key = server_key(tiny_dir, "cpu", "auto", None, "off")
-    path = serve_client.socket_path(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
-    monkeypatch.chdir(tmp_path)  # the request leaves this process in "/"
-    with serve._listen(path) as listener:
-        client = subprocess.Popen([sys.executable, "-m", "tmixcli", *argv], cwd=tmp_path, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as at a terminal
-        listener.settimeout(60)
-        return key, client, listener.accept()[0]

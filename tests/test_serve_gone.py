@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from served import DOCS, TINY
-from test_serve import _client_of_a_test_server
+from served import client_of_a_test_server
 from tmixcli import serve
 
 
@@ -38,7 +38,7 @@ def _served_until_gone(argv: list[str], reached: threading.Event, lm, tiny_dir: 
     hang-up until the server is free), with the client's exit 130 and the log's last words checked."""
     from tmixcli.resident import ResidentKV
 
-    key, proc, conn = _client_of_a_test_server(argv, tiny_dir, tmp_path, monkeypatch)
+    key, proc, conn = client_of_a_test_server(argv, tiny_dir, tmp_path, monkeypatch)
     if clients is not None:
         clients.append(proc)
     interrupted: list[float] = []
@@ -74,7 +74,7 @@ def test_a_client_interrupted_mid_answer_frees_the_server_at_once(mode, tiny_dir
     decoding = _slow_endless_answers(monkeypatch)
     (tmp_path / "doc.txt").write_text((DOCS / "notes.txt").read_text()[:400])  # not cached: a fresh prefill
     argv = ["ask", "doc.txt", "Who?", "--model", tiny_dir, *TINY[:-1], "300", "--no-stop-repeats", *mode]
-    key, client, conn = _client_of_a_test_server(argv, tiny_dir, tmp_path, monkeypatch)  # decode slowed down
+    key, client, conn = client_of_a_test_server(argv, tiny_dir, tmp_path, monkeypatch)  # decode slowed down
     interrupted: list[float] = []
     _interrupt_when(decoding, client, interrupted)
     logged: list[str] = []

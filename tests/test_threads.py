@@ -201,7 +201,7 @@ def test_chat_waiting_for_a_question_is_no_work(capsys, monkeypatch, tiny_dir, t
 
 
 def test_a_server_decides_per_request(monkeypatch, tiny_dir, tmp_path, two_cores):
-    from test_serve import _client_of_a_test_server
+    from served import client_of_a_test_server
 
     from tmixcli import generate
     from tmixcli.models import load_model
@@ -212,7 +212,7 @@ def test_a_server_decides_per_request(monkeypatch, tiny_dir, tmp_path, two_cores
     argv = ["ask", "doc.txt", "Who?", "--model", tiny_dir, *TINY]
 
     def request(*extra: str) -> tuple[str, list[str]]:
-        key, client, conn = _client_of_a_test_server(argv + list(extra), tiny_dir, tmp_path, monkeypatch)
+        key, client, conn = client_of_a_test_server(argv + list(extra), tiny_dir, tmp_path, monkeypatch)
         logged: list[str] = []
         with conn:
             serve._handle(conn, key, lm, logged.append, ResidentKV())
