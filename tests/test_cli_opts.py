@@ -122,7 +122,12 @@ def test_model_refused_before_the_load(capsys, ferry, tmp_path, monkeypatch):
     assert "no weight files (*.safetensors / *.bin)" in one_error(capsys, "ask", ferry, "Q", "--model", "m")
     for command in (["eval"], ["calibrate"]):
         assert one_error(capsys, *command, "--model", "m").endswith("no weight files (*.safetensors / *.bin)")
-    modelcheck.check_model("org/name")  # a hub id, resolved later from the local Hugging Face cache
+    snapshot = tmp_path / "hf" / "hub" / "models--org--name" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("abc")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    modelcheck.check_model("org/name")  # a hub id in the local Hugging Face cache, its files resolved by the load
 
 
 @pytest.mark.model

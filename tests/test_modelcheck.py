@@ -11,6 +11,7 @@ import pytest
 
 from runcli import run
 from tmixcli import cli_open, modelcheck, models
+from tmixcli.errors import TmixError
 
 # SmolLM2-135M's config.json as tmix converts it, less what transformers fills in itself
 LLAMA_CONFIG = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 49152,
@@ -136,9 +137,11 @@ def test_a_gguf_of_another_architecture_is_refused_before_the_conversion(capsys,
     assert "converting" not in capsys.readouterr().err
     Path("llama.gguf").write_bytes(_gguf((b"general.architecture", 8, _string(b"llama"))))
     modelcheck.check_gguf(Path("llama.gguf"))
-    Path("array.gguf").write_bytes(_gguf((b"tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, 0)),
+    tokens = struct.pack("<IQ", 8, 2) + _string(b"<s>") + _string(b"</s>")
+    Path("array.gguf").write_bytes(_gguf((b"tokenizer.ggml.tokens", 9, tokens),
                                          (b"general.architecture", 8, _string(b"phi3"))))
-    modelcheck.check_gguf(Path("array.gguf"))  # past an array the header is not read: the conversion judges it
+    with pytest.raises(TmixError, match="^array.gguf holds a 'phi3' model"):  # found past an array of strings
+        modelcheck.check_gguf(Path("array.gguf"))
 
 
 def test_a_hub_model_in_the_local_cache_is_judged_by_its_config(capsys, folder, tmp_path, monkeypatch):

@@ -80,3 +80,36 @@ def test_special_token_strings_in_user_text_stay_text(family):
     plain = prompt.prefix_ids(tok, "The fee is 40 euros.")
     assert plain == prompt._encode(tok, prompt.split_template(tok)[0] + prompt.DOC_INTRO + "The fee is 40 euros."
                                    + prompt.QUESTION_LEAD)  # text without such strings: one joint encoding, as before
+
+
+NO_SYSTEM = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('Only user and assistant roles "
+             "are supported!') }}{% else %}[INST] {{ m['content'] }} [/INST]{% endif %}{% endfor %}")
+
+
+def test_a_chat_template_that_refuses_the_prompt_is_one_line():
+    """Mistral-style templates raise on a system message: one TmixError naming what the template said (and that it
+    works without --system), not a jinja2 traceback; a template that does not parse is named as such."""
+    tok = tiny_tokenizer("llama")
+    tok.chat_template = NO_SYSTEM
+    assert prompt.build_prompt(tok, DOCS[0], "Who?").suffix_ids  # without a system prompt it renders
+    says = ("the model's chat template refused the prompt: Only user and assistant roles are supported! (it takes no "
+            "system prompt: leave out --system)")
+    for build in (lambda: prompt.build_prompt(tok, DOCS[0], "Who?", "Be brief."),
+                  lambda: prompt.followup_ids(tok, "Next?", "Be brief.")):
+        with pytest.raises(TmixError) as err:
+            build()
+        assert str(err.value) == says
+    tok.chat_template = "{{ raise_exception('no prompt fits me') }}"
+    with pytest.raises(TmixError, match=r"^the model's chat template refused the prompt: no prompt fits me$"):
+        prompt.build_prompt(tok, DOCS[0], "Who?", "Be brief.")
+    tok.chat_template = "{% for m in messages %}{{ m.content "
+    with pytest.raises(TmixError, match=r"^the model's chat template has a syntax error: unexpected end of template"):
+        prompt.build_prompt(tok, DOCS[0], "Who?")
+
+
+def test_a_tokenizer_without_a_chat_template_gets_a_plain_prompt_and_a_note():
+    tok = tiny_tokenizer("llama")
+    assert prompt.plain_notes(tok) == []
+    tok.chat_template = None
+    assert prompt.plain_notes(tok) == [prompt.PLAIN_NOTE]
+    assert tok.decode(prompt.build_prompt(tok, DOCS[0], "Who?").ids).endswith("Who?\n\nAnswer:")

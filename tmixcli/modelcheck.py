@@ -6,12 +6,13 @@ import itertools
 import json
 import os
 import stat
-import struct
 from pathlib import Path
 
 from tmixcli.errors import TmixError
+from tmixcli.ggufheader import EndsInHeader, read_header
 from tmixcli.modelinfo import converted_gguf_dir, model_folder, model_limits
 from tmixcli.paths import DEFAULT_MODEL, not_a_file, open_regular, read_regular
+from tmixcli.weightfiles import weights_problem
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
@@ -19,8 +20,6 @@ FAMILIES = ("llama", "mistral", "qwen2", "qwen3")  # the model types whose atten
 RUNS = "llama, mistral, qwen2 and qwen3 models"
 SIZES = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 OPTIONAL_SIZES = ("num_key_value_heads", "head_dim", "max_position_embeddings")
-GGUF_TYPE_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # scalar value types
-GGUF_STRING = 8
 
 
 def check_model(spec: str | None) -> None:
@@ -41,55 +40,61 @@ def check_model(spec: str | None) -> None:
         if spec.startswith(("/", ".", "~")) or spec.count("/") > 1:  # `org/name` is a hub id
             raise TmixError(f"model directory not found: {spec}")
         snapshot = model_folder(spec)
-        if snapshot is not None and (snapshot / "config.json").is_file():
+        if snapshot is None:  # not in the local Hugging Face cache: only a download can bring it
+            check_hub_reachable(spec)
+        elif (snapshot / "config.json").is_file():
             check_config(snapshot / "config.json", f"{spec} (in the Hugging Face cache) is not a usable model")
     else:
         check_folder(path, spec)
 
 
+def check_hub_reachable(model_id: str, timeout_s: float = 3.0) -> None:
+    """Fail at once, not after torch's import and a minute of retries, when a model missing from the local Hugging
+    Face cache cannot be fetched: HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set, or the hub does not answer."""
+    import socket
+    from urllib.parse import urlparse
+
+    hint = "pass a local model folder or .gguf file, or download it where there is network"
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE"):  # as huggingface_hub reads them
+            raise TmixError(f"model {model_id!r} is not in the local Hugging Face cache and {name} is set: {hint}")
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname or "", url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout_s).close()
+    except OSError:
+        raise TmixError(f"model {model_id!r} is not in the local Hugging Face cache and {url.hostname} cannot be "
+                        f"reached: {hint}") from None
+
+
 def check_gguf(path: Path) -> None:
-    """Refuse a file that does not start with the GGUF magic bytes, or that holds a model of an architecture tmix
-    cannot run, before a conversion is announced."""
+    """Refuse a file that does not start with the GGUF magic bytes, holds a model of an architecture tmix cannot run,
+    or ends before its header or its tensor data does, before a conversion is announced."""
     try:
         with os.fdopen(open_regular(str(path)), "rb") as f:
-            head = f.read(1 << 16)
+            size = os.fstat(f.fileno()).st_size
+            if f.read(4) != b"GGUF":
+                raise TmixError(f"{path.name} is not a GGUF model file (it does not start with the bytes 'GGUF')")
+            f.seek(0)
+            header = read_header(f, size)
+    except EndsInHeader:
+        raise TmixError(f"{path.name} is truncated: the file ends inside its GGUF header, after {size} bytes") from None
     except OSError as err:
         raise TmixError(f"cannot read {path}: {err.strerror or err}") from None
-    if head[:4] != b"GGUF":
-        raise TmixError(f"{path.name} is not a GGUF model file (it does not start with the bytes 'GGUF')")
-    arch = gguf_architecture(head)
+    arch = header.architecture
     if arch is not None and arch not in FAMILIES:
         raise TmixError(f"{path.name} holds a {arch!r} model (its general.architecture), which tmix cannot run: it "
                         f"runs {RUNS}")
-
-
-def gguf_architecture(head: bytes) -> str | None:
-    """general.architecture from the first bytes of a GGUF file (v2+), where it comes before any array; else None."""
-    try:
-        version, _, count = struct.unpack_from("<IQQ", head, 4)
-        offset = 24
-        for _ in range(min(count, 64) if version >= 2 else 0):
-            size, = struct.unpack_from("<Q", head, offset)
-            key = head[offset + 8:offset + 8 + size]
-            kind, = struct.unpack_from("<I", head, offset + 8 + size)
-            offset += 12 + size
-            if kind == GGUF_STRING:
-                size, = struct.unpack_from("<Q", head, offset)
-                value = head[offset + 8:offset + 8 + size]
-                if key == b"general.architecture":
-                    return value.decode("utf-8", "replace")
-                offset += 8 + size
-            elif kind in GGUF_TYPE_SIZES:
-                offset += GGUF_TYPE_SIZES[kind]
-            else:  # an array: the header's metadata is not walked further
-                return None
-    except struct.error:  # a header shorter than it says: the conversion names the damage
-        return None
-    return None
+    if header.data_end is not None and header.data_end > size:
+        raise TmixError(f"{path.name} is truncated: its tensors end at byte {header.data_end}, the file has {size}")
 
 
 def check_folder(path: Path, spec: str) -> None:
-    """A model folder needs a config.json tmix can run, tokenizer files and weights: say which is missing."""
+    """A model folder needs a config.json tmix can run, whole tokenizer files and weights: say which is missing or
+    damaged."""
+    if not path.is_dir():
+        raise TmixError(f"{spec} is {not_a_file(path) or 'a file'}, not a model folder (give a folder with a "
+                        "config.json, or a .gguf file)")
     special = _special_file(path)
     if special is not None:
         raise TmixError(f"{spec} is not a usable model folder: {special}")
@@ -100,6 +105,32 @@ def check_folder(path: Path, spec: str) -> None:
         raise TmixError(f"{spec} is not a usable model folder: no tokenizer files (tokenizer.json / tokenizer.model)")
     if not any(next(path.glob(pattern), None) is not None for pattern in WEIGHT_PATTERNS):
         raise TmixError(f"{spec} is not a usable model folder: no weight files (*.safetensors / *.bin)")
+    why = _tokenizer_problem(path) or weights_problem(path)
+    if why is not None:
+        raise TmixError(f"{spec} is not a usable model folder: {why}")
+
+
+def _tokenizer_problem(folder: Path) -> str | None:
+    """A tokenizer.json that is empty or cut short (its end read, not the whole file: it can be megabytes), or a
+    tokenizer_config.json that is not JSON: what a tokenizer load would stop on."""
+    try:
+        with os.fdopen(open_regular(str(folder / "tokenizer.json")), "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - 64))
+            tail = f.read().rstrip()
+    except OSError:  # none (another tokenizer file serves), or one the load names
+        tail = None
+    if tail is not None and not tail:
+        return "tokenizer.json is empty"
+    if tail is not None and not tail.endswith(b"}"):
+        return "tokenizer.json is truncated (its JSON ends before its closing brace)"
+    try:
+        json.loads(read_regular(folder / "tokenizer_config.json"))
+    except OSError:
+        return None
+    except ValueError as err:
+        return f"tokenizer_config.json cannot be read ({err})"
+    return None
 
 
 def _special_file(folder: Path) -> str | None:

@@ -43,7 +43,8 @@ def model_folder(spec: str | None) -> Path | None:
 def _hub_snapshot(repo_id: str) -> Path | None:
     """The local Hugging Face cache's snapshot of a hub id's main revision, if there is one (never the network)."""
     home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "huggingface"
-    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(home) / "hub").expanduser()
+    hub = Path(os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE") or Path(home) / "hub")
+    hub = hub.expanduser()
     repo = hub / ("models--" + repo_id.replace("/", "--"))
     try:
         commit = (repo / "refs" / "main").read_text().strip()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import json
 import os
 import re
 import shutil
+import struct
 import sys
 import tempfile
 import time
@@ -16,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from tmixcli import filetok
 from tmixcli.errors import TmixError
-from tmixcli.modelcheck import check_folder, check_gguf
+from tmixcli.modelcheck import check_folder, check_gguf, check_hub_reachable
 from tmixcli.modelinfo import converted_gguf_dir, model_context
-from tmixcli.paths import DEFAULT_MODEL, mkdir_error, models_dir
+from tmixcli.paths import DEFAULT_MODEL, mkdir_error, models_dir, read_regular
 from tmixcli.stdout import is_terminal
 from tmixcli.threads import configure_threads
 
@@ -137,7 +140,7 @@ def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
                 tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
                 model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
                                                              dtype=torch.float32)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:  # what a damaged GGUF raises
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, struct.error) as err:  # a damaged GGUF
             first = (str(err).splitlines() or [""])[0][:160]
             raise TmixError(f"cannot read {gguf.name} as a GGUF model ({type(err).__name__}: {first})") from None
         _save_plain(model, tmp)
@@ -200,11 +203,28 @@ def _resolve_source(spec: str | None, progress: bool) -> tuple[str, dict, str]:
     return spec, {}, spec
 
 
-def _load_failed(model_id: str, err: Exception | None) -> TmixError:
+def _load_failed(model_id: str, err: Exception | None, folder: Path | None = None) -> TmixError:
     why = (str(err).splitlines() or [""])[0]
     if "ignore_mismatched_sizes" in why:  # transformers points to a report that tmix keeps quiet
         why = "the tensor shapes in its weight files do not match its config.json's sizes"
+    elif isinstance(err, SafetensorError):  # damage the early check (weightfiles) did not see
+        why = f"a weight file is damaged (safetensors: {why})"
+    elif isinstance(err, json.JSONDecodeError) and folder is not None:
+        why = _broken_json(folder) or why
     return TmixError(f"could not load model {model_id!r}: {why}")
+
+
+def _broken_json(folder: Path) -> str | None:
+    """Which of a model folder's JSON files does not parse ("tokenizer.json cannot be read (...)"), if one does not."""
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                 "generation_config.json", "config.json"):
+        try:
+            json.loads(read_regular(folder / name))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as err:
+            return f"{name} cannot be read ({err})"
+    return None
 
 
 def _check_weights(model_id: str, config: object, info: dict) -> None:
@@ -219,23 +239,6 @@ def _check_weights(model_id: str, config: object, info: dict) -> None:
     if extra:
         raise TmixError(f"could not load model {model_id!r}: its weight files hold {len(extra)} tensors of layers past "
                         f"the {layers} its config.json has ({extra[0]}, ...); the two do not belong together")
-
-
-def _check_hub_reachable(model_id: str, timeout_s: float = 3.0) -> None:
-    """Fail at once, not after a minute of retries, when a model missing from the local HF cache cannot be fetched."""
-    import socket
-    from urllib.parse import urlparse
-
-    hint = "pass a local model folder or .gguf file, or download it where there is network"
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "false", "no", ""):
-        raise TmixError(f"model {model_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: {hint}")
-    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    try:
-        socket.create_connection((url.hostname or "", url.port or (443 if url.scheme == "https" else 80)),
-                                 timeout=timeout_s).close()
-    except OSError:
-        raise TmixError(f"model {model_id!r} is not in the local Hugging Face cache and {url.hostname} cannot be "
-                        f"reached: {hint}") from None
 
 
 def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto",
@@ -260,12 +263,13 @@ def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto
         extra = {}
     source, more, model_id = _resolve_source(spec or os.environ.get("TMIX_MODEL"), progress)
     extra.update(more)
+    folder = Path(source) if Path(source).exists() else None
     last_err: Exception | None = None
     for local_only in (True, False):
         if not local_only:
-            if Path(source).exists():  # a local folder: nothing to download
-                raise _load_failed(model_id, last_err)
-            _check_hub_reachable(model_id)
+            if folder is not None:  # a local folder: nothing to download
+                raise _load_failed(model_id, last_err, folder)
+            check_hub_reachable(model_id)
         try:
             tok = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
             model, info = AutoModelForCausalLM.from_pretrained(
@@ -274,10 +278,10 @@ def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto
             break
         except (OSError, ValueError) as err:
             last_err = err
-        except RuntimeError as err:  # a local file that does not fit: fetching it again would not help
-            raise _load_failed(model_id, err) from None
+        except (RuntimeError, SafetensorError) as err:  # a local file that does not fit: fetching it again won't help
+            raise _load_failed(model_id, err, folder) from None
     else:
-        raise _load_failed(model_id, last_err)
+        raise _load_failed(model_id, last_err, folder)
     _check_weights(model_id, model.config, info)
     if device_map is None:
         model.to(dev)

@@ -72,7 +72,7 @@ def open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | No
     records which KV file they led to; `announce` is told the prompt's tokens before the load or prefill."""
     ctx = _open_document(lm, doc, s, kv_out, resident, announce)
     if ident is not None and s.use_cache and kv_out is None and ctx.kv_path is not None:
-        notes = [n for n in ctx.notes if not n.startswith((_NOT_USED, SAME_TEXT))]  # about the documents only
+        notes = [n for n in ctx.notes if not n.startswith((_NOT_USED, SAME_TEXT, prompt.PLAIN_NOTE))]  # documents'
         docindex.remember(ident, _index_key(lm, ctx.attn, s), ctx.kv_path, doc.name, doc.sha256, notes)
     return ctx
 
@@ -97,7 +97,7 @@ def open_known(lm: LoadedModel, ident: str, s: Settings, resident: ResidentKV | 
     check_question(lm, n_tokens, s)
     attention.attach(lm.model, attn)
     ctx = Context(lm, attn, [], None, entry["doc_name"], s.system, start_layer_source=source,
-                  notes=[str(n) for n in entry["notes"]], doc_unread=True)
+                  notes=[*prompt.plain_notes(lm.tokenizer), *map(str, entry["notes"])], doc_unread=True)
     if announce is not None:
         announce(ctx, n_tokens)
     try:
@@ -119,7 +119,8 @@ def open_kv(lm: LoadedModel, path: Path, s: Settings, resident: ResidentKV | Non
     name = meta.get("doc_name", path.name)
     check_prefix(lm, stored_tokens(meta), name, s)
     check_question(lm, stored_tokens(meta), s)
-    ctx = Context(lm, attn, [], None, name, s.system, start_layer_source="KV file")
+    ctx = Context(lm, attn, [], None, name, s.system, start_layer_source="KV file",
+                  notes=prompt.plain_notes(lm.tokenizer))
     if announce is not None:
         announce(ctx, stored_tokens(meta))
     return load_into(ctx, path, s, None, resident)
@@ -139,7 +140,8 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
     check_question(lm, len(ids), s)
     attention.attach(lm.model, attn)
     fp = kvstore.model_fingerprint(lm.model, lm.tokenizer)
-    ctx = Context(lm, attn, ids, None, doc.name, s.system, start_layer_source=source, notes=[*doc.notes, *notes])
+    ctx = Context(lm, attn, ids, None, doc.name, s.system, start_layer_source=source,
+                  notes=[*prompt.plain_notes(lm.tokenizer), *doc.notes, *notes])
     path = kv_out or (_cache_path(ctx, s, kvstore.cache_key(fp, attn, ids)) if s.use_cache else None)
     if kv_out is None and path is not None and path.is_file():
         if announce is not None:

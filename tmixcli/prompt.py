@@ -13,6 +13,7 @@ LAYOUT_VERSION = "1"
 DOC_INTRO = "Read the document below, then answer the question that follows it.\n\n"
 QUESTION_LEAD = "\n\nQuestion:"
 QUESTION_MARK = "\x00TMIX-QUESTION\x00"
+PLAIN_NOTE = "the model has no chat template: the prompt is plain text (the document, the question, then 'Answer:')"
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,36 @@ class Prompt:
 def _render(tokenizer, user: str, system: str | None) -> str:
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return _chat(tokenizer, messages)
     sys_part = f"{system}\n\n" if system else ""
     return f"{sys_part}{user}\n\nAnswer:"  # base models without a chat template
+
+
+def _chat(tokenizer, messages: list[dict]) -> str:
+    """The model's chat template rendered with the generation prompt; a template that cannot be read, or raises on
+    these messages (a system message, say), is one TmixError line naming what it said."""
+    import jinja2
+
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except jinja2.TemplateSyntaxError as err:
+        raise TmixError(f"the model's chat template has a syntax error: {err.message} (line {err.lineno})") from None
+    except (jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError, AttributeError) as err:
+        why = str(err) or type(err).__name__
+    hint = ""
+    if messages[0]["role"] == "system":
+        try:
+            tokenizer.apply_chat_template(messages[1:], tokenize=False, add_generation_prompt=True)
+            hint = " (it takes no system prompt: leave out --system)"
+        except Exception:  # refused without the system message too: nothing to suggest
+            pass
+    raise TmixError(f"the model's chat template refused the prompt: {why}{hint}")
+
+
+def plain_notes(tokenizer) -> list[str]:
+    """The status note of a model without a chat template (a base model, whose answers to a plain prompt are often
+    poor), or none."""
+    return [] if getattr(tokenizer, "chat_template", None) else [PLAIN_NOTE]
 
 
 def _encode(tokenizer, text: str) -> list[int]:
@@ -104,7 +132,7 @@ def followup_ids(tokenizer, question: str, system: str | None = None) -> list[in
         {"role": "user", "content": marks[0]}, {"role": "assistant", "content": marks[1]},
         {"role": "user", "content": marks[2]}]
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = _chat(tokenizer, messages)
     else:
         text = f"{marks[0]}\n\nAnswer:{marks[1]}\n\nQuestion: {marks[2]}\n\nAnswer:"
     glue = text.split(marks[1], 1)[1].split(marks[2], 1)[0]
