@@ -17,10 +17,11 @@ from typer.testing import CliRunner
 
 from tmixcli import bench, bench_measure, bench_run
 from tmixcli.archs import ARCH_NAMES, arch_config, build_random_model, param_count
-from tmixcli.bench import bench_command, parse_lengths, parse_methods
+from tmixcli.bench import bench_command, parse_methods
 from tmixcli.bench_report import format_csv, format_markdown
 from tmixcli.bench_run import run_bench
 from tmixcli.errors import TmixError
+from tmixcli.listopts import parse_lengths
 
 HEADER_KEYS = {"date", "device", "device_name", "dtype", "torch", "transformers", "triton", "git_commit", "model",
                "start_layer", "n_local", "last_n", "memory"}
@@ -283,3 +284,91 @@ def test_unknown_arch_refused_before_a_word_about_building(capsys: pytest.Captur
     with pytest.raises(TmixError, match="unknown arch 'gpt2'"):
         run_bench(arch="gpt2", lengths=[64], log=said.append)
     assert said == []
+
+
+def test_threads_is_the_count_of_the_whole_run(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                                              tiny_dir: str) -> None:
+    """--threads N holds through the model's load, whatever TMIX_THREADS says; auto is decided once at the start."""
+    from runcli import run
+
+    from tmixcli.threads import CORES
+
+    args = ("bench", "--model", tiny_dir, "--lengths", "64", "--methods", "trimix", "--repeats", "1", "--warmup", "0",
+            "--no-warm", "--json")
+    monkeypatch.setenv("TMIX_THREADS", "2")
+    code, out, err = run(capsys, *args, "--threads", "1")
+    assert code == 0, err
+    assert json.loads(out)["header"]["cpu_threads"] == 1
+    assert json.loads(out)["header"]["device_name"].endswith(" 1 torch thread)")
+    monkeypatch.delenv("TMIX_THREADS")
+    code, out, err = run(capsys, *args, "--threads", "auto")
+    assert code == 0, err
+    assert json.loads(out)["header"]["cpu_threads"] == CORES
+
+
+def test_threads_refused_as_ask_refuses_them(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    _no_build(monkeypatch)
+    cpus = os.cpu_count()
+    args = ("bench", "--arch", "smollm2-135m", "--lengths", "1k")
+    for value in ("0", str(cpus + 1), "x"):
+        assert _one_error(capsys, *args, "--threads", value) == (
+            f"tmix: error: --threads must be 'auto' or a number from 1 to this machine's {cpus} CPUs, not '{value}'")
+    monkeypatch.setenv("TMIX_THREADS", str(cpus + 1))
+    for command in (args, ("eval",), ("calibrate",)):
+        assert _one_error(capsys, *command) == (
+            f"tmix: error: TMIX_THREADS must be 'auto' or a number from 1 to this machine's {cpus} CPUs, "
+            f"not '{cpus + 1}'"), command
+
+
+def test_a_length_where_every_layer_is_dense_says_so(tiny_model: LlamaForCausalLM) -> None:
+    """At n_init + n_local + last_n tokens or fewer the triangle leaves nothing out: trimix's speedup is noise."""
+    said: list[str] = []
+    result = run_bench(tiny_model, lengths=[40, 64], repeats=1, warmup=0, warm=False, n_local=32, last_n=8,
+                       start_layer=1, threads=1, log=said.append)
+    assert [(r["length"], r["method"], r["all_layers_dense"]) for r in result["rows"]] == [
+        (40, "dense", True), (40, "trimix", True), (64, "dense", True), (64, "trimix", False)]
+    assert ("bench: 40 tokens, trimix: the prompt's 40 tokens are within n_init + n_local + last_n = 48: every layer "
+            "is dense") in said
+    assert not [line for line in said if "64 tokens, trimix: the prompt" in line]
+    text = format_markdown(result)
+    row40, row64 = (next(line for line in text.splitlines() if line.startswith(f"| {n} | trimix |")) for n in (40, 64))
+    assert row40.endswith("| ok (every layer dense) |") and row64.endswith("| ok |")
+    assert text.endswith("every layer dense at 40 tokens (at most n_init + n_local + last_n = 48): the triangle "
+                         "leaves nothing out there, so trimix's speedup is noise")
+    rows = list(csv.DictReader(io.StringIO(format_csv(result))))
+    assert [r["all_layers_dense"] for r in rows] == ["True", "True", "True", "False"]
+    longer = run_bench(tiny_model, lengths=[64], repeats=1, warmup=0, warm=False, n_local=32, last_n=8,
+                       start_layer=1, threads=1)
+    assert "every layer dense" not in format_markdown(longer)
+
+
+def test_an_arch_too_large_for_the_cpu_refused_before_building(capsys: pytest.CaptureFixture,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parameter count of a built-in arch is known from its shape: one line, no 'building ...' first."""
+    _no_build(monkeypatch)
+    err = _one_error(capsys, "bench", "--arch", "llama-3.1-8b", "--lengths", "1k", "--device", "cpu")
+    assert err == ("tmix: error: llama-3.1-8b has 8.0B parameters: too large for a CPU benchmark (~30 GiB, hours per "
+                   "long prefill); use a GPU, or force it (--force)")
+    err = _one_error(capsys, "bench", "--arch", "qwen2.5-7b", "--lengths", "1k", "--device", "cpu", "--dtype", "bf16")
+    assert err.startswith("tmix: error: qwen2.5-7b has 7.6B parameters: too large for a CPU benchmark (~14 GiB")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--n-local", "0"], "--n-local must be at least 1, not 0"),
+    (["--n-init", "-1"], "--n-init must be at least 0, not -1"),
+    (["--last-n", "-3"], "--last-n must be at least 0, not -3"),
+    (["--start-layer", "-1"], "--start-layer must be at least 0, not -1"),
+    (["--lengths", "1k,,2k"], "--lengths has an empty item in '1k,,2k': remove the extra comma or give the missing "
+     "value"),
+    (["--lengths", "1k,"], "--lengths has an empty item in '1k,': remove the extra comma or give the missing value"),
+    (["--methods", "dense,,trimix"], "--methods has an empty item in 'dense,,trimix': remove the extra comma or give "
+     "the missing value"),
+])
+def test_option_errors_name_the_option_before_any_status_line(capsys: pytest.CaptureFixture,
+                                                              monkeypatch: pytest.MonkeyPatch, argv: list[str],
+                                                              message: str) -> None:
+    """The default model has a shipped profile, whose status line came before these errors."""
+    _no_build(monkeypatch)
+    assert _one_error(capsys, "bench", "--lengths", "1k", *argv) == f"tmix: error: {message}"

@@ -19,6 +19,15 @@ from tmixcli.tasks import make_cases
 SMALL = {"n_init": 4, "n_local": 64, "last_n": 16}
 
 
+@pytest.fixture()
+def solved(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every answer scores right: the random tiny model 'solves' the task densely, so its eval can verify a start
+    layer (a model that solves nothing leaves calibrate nothing to verify against)."""
+    import tmixcli.tasks as tasks
+
+    monkeypatch.setattr(tasks, "score", lambda text, answers: True)
+
+
 @pytest.mark.parametrize("lq", [300, 40])
 def test_calibration_attention_matches_triangle_and_dense(lq: int) -> None:
     torch.manual_seed(0)
@@ -71,7 +80,7 @@ def test_calibration_gradient_matches_finite_difference() -> None:
     assert abs(alpha.grad.item() - fd.item()) < 1e-3 * max(1.0, abs(fd.item()))
 
 
-def test_tiny_calibrate_and_profile(tiny) -> None:
+def test_tiny_calibrate_and_profile(tiny, solved) -> None:
     prof = run_calibrate(tiny, samples=1, length=400, cases=1, tasks=["needle"], tolerance=1e9, seed=0,
                          progress=False, **SMALL)
     n = tiny.model.config.num_hidden_layers
@@ -80,7 +89,7 @@ def test_tiny_calibrate_and_profile(tiny) -> None:
     assert prof["candidates"] == [1, 3]
     loaded = load_profile(prof["fingerprint"])
     assert loaded is not None and loaded["start_layer"] == prof["start_layer"]
-    assert loaded["params"] == SMALL and set(loaded) >= {"model_id", "importance", "eval", "created",
+    assert loaded["params"] == SMALL and set(loaded) >= {"model", "importance", "eval", "created",
                                                          "tmix_version"}
     assert tiny.model.config._attn_implementation == "tmix"
     assert load_profile("0" * 64) is None
@@ -141,7 +150,7 @@ def test_calibrate_facts_step_up(tiny, tmp_path: Path, monkeypatch: pytest.Monke
     assert confirm_on_facts(tiny, fs, 2, progress=False, **SMALL)[0] is None
 
 
-def test_calibration_lengths_and_short_profiles(tiny, tok) -> None:
+def test_calibration_lengths_and_short_profiles(tiny, tok, solved) -> None:
     """Too short to calibrate is refused; a profile calibrated under twice the triangle's span is neither saved nor
     used; --cases 0 says the start layer is not verified; the status line names the calibration length."""
     from tmixcli.calib_profile import profile_label, save_profile
@@ -170,3 +179,79 @@ def test_calibration_lengths_and_short_profiles(tiny, tok) -> None:
     cases = make_cases(tok, ["needle"], 1, 200)  # every prefix row within last_n: no middle region anywhere
     prof = importance_profile(tiny, cases, 4, 64, 512, progress=False)
     assert prof["importance"] == [0.0] * tiny.model.config.num_hidden_layers
+
+
+def test_nothing_verified_or_saved_when_dense_fails_every_case(tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Agreeing with a dense model that gets every case wrong measures nothing: no start layer, no profile."""
+    import tmixcli.tasks as tasks
+    from tmixcli.calib_report import format_report
+
+    monkeypatch.setattr(tasks, "score", lambda text, answers: False)
+    prof = run_calibrate(tiny, samples=1, length=400, cases=1, tasks=["needle"], tolerance=1e9, progress=False,
+                         **SMALL)
+    why = ("dense attention got 0 of 1 case right at 400 tokens: nothing to verify a start layer against (calibrate "
+           "on --tasks the model solves densely; see tmix eval)")
+    assert prof["no_signal"] == why and prof["start_layer"] is None and not prof["verified"]
+    assert "path" not in prof and load_profile(prof["fingerprint"]) is None
+    report = format_report(prof)
+    assert report.endswith(f"recommended start layer: none: {why}\nprofile not saved")
+    assert "verified" not in report.replace("nothing to verify", "")
+
+
+def test_a_saved_profile_says_what_it_overrides(tiny, solved, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Later runs take the saved start layer instead of the shipped (or default) one: the report says so, and how
+    to go back."""
+    import tmixcli.calib_profile as calib_profile
+    from tmixcli.calib_report import format_report
+
+    prof = run_calibrate(tiny, samples=1, length=400, cases=1, tasks=["needle"], tolerance=1e9, progress=False,
+                         **SMALL)
+    assert prof["without_profile"] == {"start_layer": 2, "source": "default"}  # half of 4 layers
+    how = "verified on 1 case" if prof["verified"] else "no candidate passed"
+    assert format_report(prof).endswith(
+        f"profile saved: {prof['path']}\nlater runs of this model (ask, prefill, chat, bench) use its start layer "
+        f"{prof['start_layer']} ({how}) instead of start layer 2 (default); delete the file to go back")
+    fp = prof["fingerprint"]
+    monkeypatch.setattr(calib_profile, "BUILTIN_DIR", tmp_path / "shipped")
+    (tmp_path / "shipped").mkdir()
+    (tmp_path / "shipped" / f"{fp[:24]}.json").write_text(json.dumps(
+        {"fingerprint": fp, "start_layer": 3, "settings": {"length": 6144}}))
+    assert calib_profile.without_saved(fp, "llama", 4) == {
+        "start_layer": 3, "source": "calibrated profile at 6K tokens, shipped with tmix"}
+
+
+def test_calibrate_json_names_and_status_line(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, tiny,
+                                              solved) -> None:
+    """`model` as ask --json names it, `created` to the second as the KV metadata; a saved profile is told on stderr."""
+    import re
+
+    import tmixcli.models as models
+    from runcli import run
+    from tmixcli.calib_report import override_line
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: tiny)
+    code, out, err = run(capsys, "calibrate", "--length", "400", "--samples", "1", "--cases", "1", "--tolerance",
+                         "1e9", "--n-init", "4", "--n-local", "64", "--last-n", "16", "--json")
+    assert code == 0, err
+    prof = json.loads(out)
+    assert prof["model"] == "tiny-llama" and "model_id" not in prof
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", prof["created"]), prof["created"]
+    assert err.splitlines()[-1] == f"calibrate: profile saved: {prof['path']}; {override_line(prof)}"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--n-local", "0"], "--n-local must be at least 1, not 0"),
+    (["--last-n", "-1"], "--last-n must be at least 0, not -1"),
+    (["--seed", "-5"], "--seed must be from 0 to 2**64-1 (18446744073709551615), not -5"),
+    (["--tasks", "needle,"], "--tasks has an empty item in 'needle,': remove the extra comma or give the missing "
+     "value"),
+])
+def test_calibrate_option_errors_name_the_option(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                                                 argv: list[str], message: str) -> None:
+    import tmixcli.models as models
+    from runcli import run
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
+    code, out, err = run(capsys, "calibrate", *argv)
+    assert (code, out, err) == (2, "", f"tmix: error: {message}\n")

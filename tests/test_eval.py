@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from tmixcli.config import AttentionConfig
 from tmixcli.eval_answer import _answered, answer_key
-from tmixcli.eval_plan import parse_lengths
 from tmixcli.eval_prefill import SharedPrefix, case_caches
 from tmixcli.eval_run import hopeless, run_eval
 from tmixcli.evaluate import eval_command, format_table
+from tmixcli.listopts import parse_lengths
 from tmixcli.paths import cache_dir
 from tmixcli.prompt import build_prompt
 from tmixcli.tasks import TASKS, make_cases, score
@@ -163,6 +163,7 @@ def test_eval_command_json(tiny, tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     res = json.loads(out.stdout)
     assert set(res["methods"]) == {"dense", "trimix@2"} and res["params"]["n_local"] == 64
+    assert res["model"] == "m" and "model_id" not in res  # named as ask --json names it
     assert res["methods"]["trimix@2"]["overall"]["n"] == 1  # a start layer given twice runs once
 
 
@@ -184,19 +185,20 @@ def test_eval_refuses_before_loading(tiny, tmp_path: Path, monkeypatch: pytest.M
     for extra, needle in [(["--start-layers", "4"], "outside the model's 4 layers"),
                           (["--start-layers", "-1"], "negative"), (["--lengths", "0"], "at least 1 token"),
                           (["--lengths", "4k", "--start-layers", "1"], "exceed the model's context (4096)"),
-                          (["--n-local", "0", "--start-layers", "1"], "n_local >= 1")]:
+                          (["--n-local", "0", "--start-layers", "1"], "--n-local must be at least 1, not 0")]:
         out = CliRunner().invoke(app, base + extra)
         assert isinstance(out.exception, TmixError) and needle in str(out.exception), (extra, out.exception)
 
 
 def test_eval_lengths_checked_before_any_prefill(tok) -> None:
     from tmixcli.errors import TmixError
-    from tmixcli.eval_plan import check_lengths, parse_ints, plan_cases
+    from tmixcli.eval_plan import check_lengths, plan_cases
+    from tmixcli.listopts import parse_ints
     from tmixcli.modelinfo import ModelLimits, model_limits
 
     assert model_limits() == ModelLimits(30, 8192)  # the default model's config, read without loading it
     assert model_limits("no/such/model") == model_limits("nobody/nothing-here") == ModelLimits()
-    assert parse_ints("9,15,9") == [9, 15]
+    assert parse_ints("9,15,9", "--start-layers") == [9, 15]
     with pytest.raises(TmixError, match="at least 1 token"):
         parse_lengths("2k,0")
     with pytest.raises(TmixError, match=r"9216 prompt tokens \+ 24 for the answer exceed the model's context \(8192\)"):
@@ -276,3 +278,37 @@ def test_facts_prompts_checked_before_any_prefill(tiny, tmp_path: Path, monkeypa
     monkeypatch.setattr(generate, "prefill", no_prefill)
     with pytest.raises(TmixError, match="b.txt: .* prompt tokens do not fit the model's 4096"):
         run_facts(tiny, fs, [], progress=False)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--n-local", "0"], "--n-local must be at least 1, not 0"),
+    (["--last-n", "-1"], "--last-n must be at least 0, not -1"),
+    (["--n-init", "-1"], "--n-init must be at least 0, not -1"),
+    (["--seed", "-1"], "--seed must be from 0 to 2**64-1 (18446744073709551615), not -1"),
+    (["--lengths", "1k,,2k"], "--lengths has an empty item in '1k,,2k': remove the extra comma or give the missing "
+     "value"),
+    (["--tasks", "needle,,vt"], "--tasks has an empty item in 'needle,,vt': remove the extra comma or give the "
+     "missing value"),
+    (["--start-layers", "9,,20"], "--start-layers has an empty item in '9,,20': remove the extra comma or give the "
+     "missing value"),
+    (["--start-layers", "9,x"], "--start-layers takes comma-separated integers, not '9,x'"),
+])
+def test_eval_option_errors_name_the_option(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                                            argv: list[str], message: str) -> None:
+    """One line naming the option, before the model loads; an empty item is a likely typo, not skipped."""
+    import tmixcli.models as models
+    from runcli import run
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
+    code, out, err = run(capsys, "eval", *argv)
+    assert (code, out, err) == (2, "", f"tmix: error: {message}\n")
+
+
+def test_list_items() -> None:
+    from tmixcli.errors import TmixError
+    from tmixcli.listopts import items
+
+    assert items(" a, b ,c", "--x") == ["a", "b", "c"] and items("", "--x") == items(" , ", "--x") == []
+    for text in ("a,,b", "a,", ",a", "a, ,b"):
+        with pytest.raises(TmixError, match=f"^--x has an empty item in {text!r}"):
+            items(text, "--x")

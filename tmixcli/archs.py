@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from tmixcli.errors import TmixError
@@ -75,6 +76,16 @@ def param_count(config: Any) -> int:
     return vocab * h + config.num_hidden_layers * layer + h + head
 
 
+def check_cpu_size(arch: str, bits: int) -> None:
+    """Refuse an arch above CPU_PARAM_LIMIT parameters for a CPU benchmark in `bits`-bit weights (counted from its
+    shape, without transformers: before a word about building it)."""
+    kind, spec = _SPECS[arch]
+    n = param_count(SimpleNamespace(model_type=kind, **spec))
+    if n > CPU_PARAM_LIMIT:
+        raise TmixError(f"{arch} has {n / 1e9:.1f}B parameters: too large for a CPU benchmark "
+                        f"(~{n * bits / 8 / 2**30:.0f} GiB, hours per long prefill); use a GPU, or force it (--force)")
+
+
 def build_random_model(arch: str, device: torch.device | str, dtype: torch.dtype,
                        force: bool = False) -> torch.nn.Module:
     """Random-weight model of `arch`, allocated and initialised directly on `device` in `dtype` (eval mode)."""
@@ -83,11 +94,8 @@ def build_random_model(arch: str, device: torch.device | str, dtype: torch.dtype
 
     config = arch_config(arch)
     device = torch.device(device)
-    n = param_count(config)
-    if device.type == "cpu" and n > CPU_PARAM_LIMIT and not force:
-        raise TmixError(f"{arch} has {n / 1e9:.1f}B parameters: too large for a CPU benchmark "
-                        f"(~{n * torch.finfo(dtype).bits / 8 / 2**30:.0f} GiB, hours per long prefill); "
-                        "use a GPU, or force it (--force)")
+    if device.type == "cpu" and not force:
+        check_cpu_size(arch, torch.finfo(dtype).bits)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
     return model.eval()

@@ -11,32 +11,18 @@ import typer
 
 from tmixcli.bench_report import format_csv, format_markdown, write_plot
 from tmixcli.bench_run import METHODS, check_fits, run_bench
+from tmixcli.cli_options import check_attention_numbers, check_threads
 from tmixcli.errors import TmixError
+from tmixcli.listopts import items, parse_lengths
 from tmixcli.plotfile import check_plot
 
 
 # ---------------------------------------------------------------- option parsing
 
 
-def parse_lengths(spec: str) -> list[int]:
-    """"4k,32k,128k" -> [4096, 32768, 131072] (k = 1024); plain numbers are token counts."""
-    out = []
-    for part in (p.strip().lower() for p in spec.split(",") if p.strip()):
-        try:
-            n = int(float(part[:-1]) * 1024) if part.endswith("k") else int(part)
-        except ValueError:
-            raise TmixError(f"bad length {part!r} in --lengths: use numbers like 2048 or 4k") from None
-        if n < 1:
-            raise TmixError(f"bad length {part!r} in --lengths: must be at least 1 token")
-        out.append(n)
-    if not out:
-        raise TmixError("--lengths is empty")
-    return out
-
-
 def parse_methods(spec: str) -> list[str]:
     """"dense,trimix" -> ["dense", "trimix"]; unknown names are refused."""
-    out = [m.strip() for m in spec.split(",") if m.strip()]
+    out = items(spec, "--methods")
     bad = [m for m in out if m not in METHODS]
     if bad or not out:
         raise TmixError(f"bad --methods {spec!r}: choose from {', '.join(METHODS)}")
@@ -69,12 +55,14 @@ def kernel_bench(arch: str, lengths: list[int], n_init: int, n_local: int, last_
 
 
 def _check_before_load(model: str | None, arch: str | None, lengths: list[int], methods: list[str],
-                       start_layer: int | None) -> None:
-    """Refuse a model, arch, start layer or lengths that cannot work before anything is loaded or built."""
-    from tmixcli.archs import arch_limits
+                       start_layer: int | None, device: str, dtype: str, force: bool) -> None:
+    """Refuse a model, arch, start layer or lengths that cannot work before anything is loaded or built; so is an
+    --arch too large for the CPU it would be built on (judged without torch)."""
+    from tmixcli.archs import arch_limits, check_cpu_size
     from tmixcli.envflags import check_switches
     from tmixcli.modelcheck import check_model
     from tmixcli.modelinfo import model_limits
+    from tmixcli.serverkey import gpu_here
 
     check_switches()
     if model is not None and arch is not None:
@@ -82,6 +70,8 @@ def _check_before_load(model: str | None, arch: str | None, lengths: list[int], 
     check_model(model)
     limits = arch_limits(arch) if arch is not None else model_limits(model)
     check_fits(lengths, methods, start_layer, limits, model)
+    if arch is not None and not force and (device == "cpu" or (device == "auto" and not gpu_here())):
+        check_cpu_size(arch, 16 if dtype in ("bf16", "fp16") else 32)
 
 
 def bench_command(
@@ -115,8 +105,10 @@ def bench_command(
         "...: the file's type is its extension).")] = None,
     no_warm: Annotated[bool, typer.Option("--no-warm", help="Skip the saved-KV follow-up timing.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Allow a >2B-parameter --arch on the CPU.")] = False,
-    threads: Annotated[int | None, typer.Option("--threads", metavar="N", help="torch CPU threads (default: torch's; "
-                                                "1 is steadier on a busy machine).")] = None,
+    threads: Annotated[str | None, typer.Option(
+        "--threads", metavar="auto|N", envvar="TMIX_THREADS", help="CPU threads for the whole run: a number (1 is "
+        "steadier on a busy machine), or auto (the default: the cores other tmix runs and other processes leave "
+        "free, decided once at the start).")] = None,
     compile: Annotated[str, typer.Option(
         "--compile", metavar="auto|on|off", help="torch.compile each layer's norms and MLP: auto "
         "(on CUDA), on or off.")] = "auto",
@@ -128,10 +120,12 @@ def bench_command(
     """Time to first token, dense vs TriangleMix, at several prompt lengths (random token ids)."""
     if as_json and as_csv:
         raise TmixError("give --json or --csv, not both")
+    check_attention_numbers(n_init, n_local, last_n, start_layer)
     if kernels:
         return kernel_bench(arch or "llama-3.1-8b", parse_lengths(lengths), n_init, n_local, last_n, as_json)
+    check_threads(threads)
     lens, method_list = parse_lengths(lengths), parse_methods(methods)
-    _check_before_load(model, arch, lens, method_list, start_layer)
+    _check_before_load(model, arch, lens, method_list, start_layer, device, dtype, force)
     plot = check_plot(plot)
     log = None if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     start = time.perf_counter()

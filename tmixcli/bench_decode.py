@@ -19,12 +19,12 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from tmixcli import attention, cpu_decode, generate
-from tmixcli.bench import parse_lengths
 from tmixcli.bench_measure import device_name, package_version, sync
 from tmixcli.bench_run import resolve_model
 from tmixcli.config import AttentionConfig, default_start_layer
 from tmixcli.graph_decode import GraphDecoder
 from tmixcli.kvcache import GrowingLayer
+from tmixcli.listopts import parse_lengths
 
 
 def decode_rate(model: torch.nn.Module, cache, n: int) -> float:

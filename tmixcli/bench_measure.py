@@ -54,7 +54,8 @@ def device_name(device: torch.device) -> str:
                 break
     except OSError:
         pass
-    return f"{name} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    n = torch.get_num_threads()
+    return f"{name} ({os.cpu_count()} cores, {n} torch thread{'' if n == 1 else 's'})"
 
 
 # ---------------------------------------------------------------- timing and memory

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tmixcli.bench_run import CSV_FIELDS
-from tmixcli.config import AttentionConfig, no_triangle_note
+from tmixcli.config import AttentionConfig, no_triangle_note, triangle_span
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -27,6 +27,22 @@ def _no_triangle(h: dict[str, Any]) -> str:
     """" (no layer of 30 uses the triangle: dense)" for a start layer at or past the model's last; else ""."""
     note = no_triangle_note(AttentionConfig(start_layer=h["start_layer"]), h["num_layers"])
     return "" if note is None else f" ({note})"
+
+
+def _status(r: dict[str, Any]) -> str:
+    """A row's status, "ok (every layer dense)" for a trimix row whose triangle left nothing out."""
+    return r["status"] + (" (every layer dense)" if r["method"] == "trimix" and r.get("all_layers_dense") else "")
+
+
+def _short_note(result: dict[str, Any]) -> list[str]:
+    """A line under the table naming the lengths at which every trimix layer was dense (a short prompt)."""
+    h = result["header"]
+    span = triangle_span(h["n_init"], h["n_local"], h["last_n"])
+    short = [_k(r["length"]) for r in result["rows"] if r["method"] == "trimix" and r["length"] <= span]
+    if not short:
+        return []
+    return ["", f"every layer dense at {', '.join(short)} tokens (at most n_init + n_local + last_n = {span}): the "
+            "triangle leaves nothing out there, so trimix's speedup is noise"]
 
 
 def format_markdown(result: dict[str, Any]) -> str:
@@ -53,8 +69,8 @@ def format_markdown(result: dict[str, Any]) -> str:
             _k(r["length"]), r["method"], _fmt(r["ttft_median_s"]), _fmt(r["ttft_min_s"]), _fmt(r["ttft_max_s"]),
             _fmt(r["tokens_per_s"], 0), _fmt(r["speedup_vs_dense"], 2) + ("x" if r["speedup_vs_dense"] else ""),
             _fmt(r["peak_mem_mib"], 0), _fmt(r["peak_extra_mib"], 0), _fmt(r["warm_ttft_s"]),
-            _fmt(r["kv_load_s"]), _fmt(r["kv_save_s"]), _fmt(r["kv_file_mib"], 1), r["status"]]) + " |")
-    return "\n".join(lines)
+            _fmt(r["kv_load_s"]), _fmt(r["kv_save_s"]), _fmt(r["kv_file_mib"], 1), _status(r)]) + " |")
+    return "\n".join(lines + _short_note(result))
 
 
 def format_csv(result: dict[str, Any]) -> str:

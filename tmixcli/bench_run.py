@@ -26,15 +26,16 @@ METHODS = ("dense", "trimix")
 MIB = 2**20
 CSV_FIELDS = ("length", "method", "status", "ttft_median_s", "ttft_min_s", "ttft_max_s", "tokens_per_s",
               "speedup_vs_dense", "peak_mem_mib", "peak_extra_mib", "warm_ttft_s", "kv_load_s", "kv_save_s",
-              "kv_file_mib", "first_token")
+              "kv_file_mib", "first_token", "all_layers_dense")
 
 
 # ---------------------------------------------------------------- model
 
 
 def resolve_model(model: Any, arch: str | None, device: str, dtype: str, force: bool,
-                  log: Callable[[str], None]) -> tuple[torch.nn.Module, str, Any]:
-    """(model in eval mode, label, tokenizer or None) from a module, a LoadedModel, a --model spec or an --arch."""
+                  log: Callable[[str], None], threads: str | None = None) -> tuple[torch.nn.Module, str, Any]:
+    """(model in eval mode, label, tokenizer or None) from a module, a LoadedModel, a --model spec or an --arch;
+    a --model loaded on the CPU gets `threads` (default: $TMIX_THREADS, else auto)."""
     import torch
 
     from tmixcli.models import LoadedModel, load_model, resolve_device, resolve_dtype
@@ -52,7 +53,7 @@ def resolve_model(model: Any, arch: str | None, device: str, dtype: str, force: 
         dev = resolve_device(device)
         log(f"bench: building {arch} with random weights on {dev}...")
         return build_random_model(arch, dev, resolve_dtype(dtype, dev), force=force), f"{arch} (random weights)", None
-    loaded = load_model(model, device=device, dtype=dtype, progress=True)
+    loaded = load_model(model, device=device, dtype=dtype, progress=True, threads=threads)
     return loaded.model, loaded.model_id, loaded.tokenizer
 
 
@@ -105,24 +106,23 @@ def run_bench(model: Any = None, *, arch: str | None = None, lengths: list[int] 
               methods: list[str] | tuple[str, ...] = METHODS, repeats: int = 3, warmup: int = 1,
               start_layer: int | None = None, n_init: int = 8, n_local: int = 512, last_n: int = 128,
               chunk_size: int | None = None, device: str = "auto", dtype: str = "auto", warm: bool = True,
-              seed: int = 0, force: bool = False, threads: int | None = None, compile: str = "auto",
+              seed: int = 0, force: bool = False, threads: int | str | None = None, compile: str = "auto",
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Benchmark TTFT per length and method; returns {"header": {...}, "rows": [...]} (times in seconds).
 
     `model` is a --model spec (None = the default model), a LoadedModel or a torch module; or give `arch`.
-    `threads` sets torch's CPU threads for the run (restored afterwards); `compile` (auto|on|off) fuses each
+    `threads` (N or "auto"; default $TMIX_THREADS, else auto) sets torch's CPU threads once for the whole run
+    (restored afterwards); `compile` (auto|on|off) fuses each
     layer's norms and MLP with torch.compile (auto: on CUDA), compiled during the warm-up rounds."""
     if repeats < 1 or warmup < 0:
         raise TmixError("need --repeats >= 1 and --warmup >= 0")
     if chunk_size is not None and chunk_size < 1:
         raise TmixError("--chunk-size must be at least 1")
-    if threads is not None and threads < 1:
-        raise TmixError("--threads must be at least 1")
     if compile not in ("auto", "on", "off"):
         raise TmixError(f"--compile takes auto, on or off, not {compile!r}")
     log = log or (lambda _msg: None)
-    with torch_threads(threads):
-        model, label, tokenizer = resolve_model(model, arch, device, dtype, force, log)
+    with torch_threads(threads) as count:
+        model, label, tokenizer = resolve_model(model, arch, device, dtype, force, log, threads=str(count))
         if start_layer is None and (found := _profile_start(model, tokenizer)) is not None:
             start_layer = found[0]
             log(f"bench: start layer {start_layer} from the {found[1]}")
@@ -155,16 +155,17 @@ def _compile(model: torch.nn.Module, choice: str, warmup: int, log: Callable[[st
 
 
 @contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with n torch CPU threads (None: $TMIX_THREADS or the auto probe), restoring the count."""
+def torch_threads(spec: int | str | None) -> Iterator[int]:
+    """Run the block with `spec` torch CPU threads (N or "auto"; None: $TMIX_THREADS, else auto), decided once; yields
+    the count and restores torch's afterwards."""
     import torch
 
     from tmixcli.threads import configure_threads
 
     saved = torch.get_num_threads()
-    configure_threads(None if n is None else str(n))
+    count = configure_threads(None if spec is None else str(spec))
     try:
-        yield
+        yield count
     finally:
         torch.set_num_threads(saved)
 
@@ -192,21 +193,26 @@ def _header(model: torch.nn.Module, label: str, attn: dict[str, Any], chunk_size
     }
 
 
-def _empty_row(length: int, method: str, status: str) -> dict[str, Any]:
+def _empty_row(length: int, method: str, status: str, dense: bool) -> dict[str, Any]:
     row: dict[str, Any] = {k: None for k in CSV_FIELDS}
-    row.update(length=length, method=method, status=status, ttft_samples_s=[])
+    row.update(length=length, method=method, status=status, ttft_samples_s=[], all_layers_dense=dense)
     return row
 
 
 def _bench_length(model: torch.nn.Module, label: str, length: int, attn: dict[str, Any],
                   opts: dict[str, Any]) -> list[dict[str, Any]]:
     """All repeats of one length, methods interleaved per repeat (dense, trimix, dense, trimix, ...)."""
+    from tmixcli.config import all_layers_dense, short_prompt_note
+
     ctx = getattr(model.config, "max_position_embeddings", None)
+    dense = {m: all_layers_dense(cfg, model.config.num_hidden_layers, length) for m, cfg in attn.items()}
     if ctx is not None and length > ctx:
         opts["log"](f"bench: {length} tokens exceeds the model's context ({ctx}): skipped")
-        return [_empty_row(length, m, f"exceeds context ({ctx})") for m in attn]
+        return [_empty_row(length, m, f"exceeds context ({ctx})", dense[m]) for m in attn]
+    if "trimix" in attn and (note := short_prompt_note(attn["trimix"], length)):
+        opts["log"](f"bench: {length} tokens, trimix: {note}")
     ids = random_ids(length, model.config.vocab_size, opts["seed"])
-    rows = {m: _empty_row(length, m, "ok") for m in attn}
+    rows = {m: _empty_row(length, m, "ok", dense[m]) for m in attn}
     rounds = opts["warmup"] + opts["repeats"]
     for r in range(rounds):
         for method, cfg in attn.items():

@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from tmixcli.config import triangle_span
+from tmixcli.config import default_start_layer, triangle_span
 from tmixcli.errors import TmixError
 
 
@@ -67,6 +67,15 @@ def keep_profile(profile: dict) -> None:
         profile["path"] = str(save_profile(profile))
     except TmixError as err:
         profile["save_error"] = str(err)
+
+
+def without_saved(fingerprint: str, model_type: str, num_layers: int) -> dict:
+    """The start layer runs of this model take once its saved profile is deleted, and where it comes from: the shipped
+    profile, else the default (the paper's start layer, else half the layers)."""
+    shipped = _read_profile(BUILTIN_DIR / f"{fingerprint[:24]}.json", fingerprint)
+    if shipped is not None:
+        return {"start_layer": shipped["start_layer"], "source": profile_label(dict(shipped, source="shipped"))}
+    return {"start_layer": default_start_layer(model_type, num_layers), "source": "default"}
 
 
 def check_profile_folder() -> None:

@@ -21,7 +21,10 @@ def format_report(profile: dict) -> str:
         for name, s in profile["facts"]["methods"].items():
             lines.append(f"facts {name:6s} {s['correct']}/{s['n']} (dense {s['dense_correct']}/{s['n']})")
     at = f" at {profile['settings']['length']} tokens" if "length" in profile["settings"] else ""
-    if profile["start_layer"] is None:
+    if "no_signal" in profile:
+        lines.append(f"recommended start layer: none: {profile['no_signal']}")
+        lines.append("profile not saved")
+    elif profile["start_layer"] is None:
         lines.append("recommended start layer: not verified (eval skipped with --cases 0; nothing saved)")
     elif profile["verified"]:
         lines.append(f"recommended start layer: {profile['start_layer']} (verified{at})")
@@ -30,12 +33,24 @@ def format_report(profile: dict) -> str:
                      "keeping every layer dense)")
     if "path" in profile:
         lines.append(f"profile saved: {profile['path']}")
+        lines.append(override_line(profile))
     elif "not_saved" in profile:
         lines.append(f"profile not saved: {profile['not_saved']}; use --start-layer {profile['start_layer']} for "
                      "prompts this short")
     elif "save_error" in profile:
         lines.append(f"profile not saved (use --start-layer {profile['start_layer']} instead)")
     return "\n".join(lines)
+
+
+def override_line(profile: dict) -> str:
+    """What a saved profile changes: later runs of the model take its start layer instead of the shipped or default
+    one, until its file is deleted."""
+    n = profile["eval"]["dense"]["n"]
+    how = f"verified on {n} case{'' if n == 1 else 's'}" if profile["verified"] else "no candidate passed"
+    before = profile["without_profile"]
+    return (f"later runs of this model (ask, prefill, chat, bench) use its start layer {profile['start_layer']} "
+            f"({how}) instead of start layer {before['start_layer']} ({before['source']}); delete the file to go "
+            "back")
 
 
 def plot_importance(importance: list[float], start: int | None, path: Path) -> None:

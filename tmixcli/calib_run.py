@@ -8,7 +8,7 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from tmixcli.calib_profile import keep_profile, short_note
+from tmixcli.calib_profile import keep_profile, short_note, without_saved
 from tmixcli.config import triangle_span
 from tmixcli.eval_plan import check_triangle_lengths, method_name, plan_cases, trimix_configs
 from tmixcli.eval_run import AGREEMENT, ANSWER_TOKENS, run_eval
@@ -120,16 +120,21 @@ def run_calibrate(lm: LoadedModel, samples: int = 4, length: int = 6144, cases: 
         evs.append(run_eval(lm, [length], cases, [cfg], tasks, seed, progress=progress, stop_early=True))
         if not evs[-1]["stopped_early"] and (start := recommend(evs[-1])) is not None:
             break  # candidates go lowest first: the first that passes is the recommendation
+        if not evs[-1]["stopped_early"] and no_signal(evs[-1], length) is not None:
+            break  # every candidate meets the same dense answers: none right, nothing to pass
     ev = _merge_evals(evs)
+    unverifiable = None if ev is None else no_signal(ev, length)
+    if unverifiable:
+        start = None
     fact_check = None
     if facts is not None and start is not None:
         start, fact_check = confirm_on_facts(lm, facts, start, n_init, n_local, last_n, progress)
-    profile = {"model_id": lm.model_id, "fingerprint": model_fingerprint(lm.model, lm.tokenizer),
-               "start_layer": None if ev is None else n_layers if start is None else start,
+    profile = {"model": lm.model_id, "fingerprint": model_fingerprint(lm.model, lm.tokenizer),
+               "start_layer": None if ev is None or unverifiable else n_layers if start is None else start,
                "verified": start is not None,
                "candidates": cands, "importance": prof["importance"], "grad": prof["grad"],
                "nll": prof["nll"], "eval": _eval_summary(ev), "eval_records": ev["records"] if ev else [],
-               "created": datetime.now(timezone.utc).isoformat(),
+               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "tmix_version": __version__, "params": {"n_init": n_init, "n_local": n_local, "last_n": last_n},
                "settings": {"samples": samples, "grad_length": grad_length, "length": length, "cases": cases,
                             "tasks": tasks, "tolerance": tolerance, "seed": seed,
@@ -137,12 +142,28 @@ def run_calibrate(lm: LoadedModel, samples: int = 4, length: int = 6144, cases: 
                "facts": fact_check,
                "timing": {"gradient_s": t_grad, "eval_s": ev["wall_s"] if ev else 0.0,
                           "total_s": time.perf_counter() - t0}}
-    if save and ev is not None:
+    if unverifiable:
+        profile["no_signal"] = unverifiable
+    elif save and ev is not None:
         if (why := short_note(length, n_init, n_local, last_n)) is not None:
             profile["not_saved"] = why
         else:
             keep_profile(profile)
+    if "path" in profile:
+        cfg = lm.model.config
+        profile["without_profile"] = without_saved(profile["fingerprint"], cfg.model_type, cfg.num_hidden_layers)
     return profile
+
+
+def no_signal(ev: dict, length: int) -> str | None:
+    """Why an eval cannot verify a start layer: dense attention answered none of its cases right (the model cannot do
+    the task, so agreeing with dense measures nothing); None when dense got some right."""
+    dense = ev["methods"]["dense"]["overall"]
+    if dense["correct"] > 0:
+        return None
+    n = dense["n"]
+    return (f"dense attention got 0 of {n} case{'' if n == 1 else 's'} right at {length} tokens: nothing to verify a "
+            "start layer against (calibrate on --tasks the model solves densely; see tmix eval)")
 
 
 def confirm_on_facts(lm: LoadedModel, facts: FactSet, start: int, n_init: int, n_local: int, last_n: int,

@@ -10,21 +10,24 @@ from typing import Annotated
 import typer
 
 from tmixcli.calib_profile import check_profile_folder, short_note
-from tmixcli.calib_report import format_report, plot_importance
+from tmixcli.calib_report import format_report, override_line, plot_importance
 from tmixcli.calib_run import GRAD_ANSWER_TOKENS, check_calibration_lengths, default_grad_length, run_calibrate
 from tmixcli.errors import TmixError
-from tmixcli.eval_plan import check_lengths, check_tasks, parse_length, trimix_configs
+from tmixcli.eval_plan import check_lengths, check_tasks, trimix_configs
 from tmixcli.eval_run import ANSWER_TOKENS
+from tmixcli.listopts import items, parse_length
 
 
 def _check_before_load(model: str | None, length: int, grad_length: int | None, cases: int, n_init: int,
                        n_local: int, last_n: int, quiet: bool) -> int:
     """Refuse settings, lengths and a profiles folder that cannot work, before the model loads; the gradient length."""
+    from tmixcli.cli_options import check_threads
     from tmixcli.envflags import check_switches
     from tmixcli.modelcheck import check_model
     from tmixcli.modelinfo import model_limits
 
     check_switches()
+    check_threads(None)
     check_model(model)
     trimix_configs([0], n_init, n_local, last_n, None)  # the triangle's settings
     grad_length = grad_length or default_grad_length(length, n_init, n_local, last_n)
@@ -77,15 +80,18 @@ def calibrate_command(
         "tmix eval --facts); it moves up two layers at a time until it does.")] = None,
 ) -> None:
     """Measure per-layer reliance on the middle attention region and save the best TriangleMix start layer."""
+    from tmixcli.cli_options import check_attention_numbers, check_seed
     from tmixcli.facts import FactSet
     from tmixcli.plotfile import check_plot
 
+    check_attention_numbers(n_init, n_local, last_n)
+    check_seed(seed)
     if not 0 <= tolerance < math.inf:  # also refuses nan
         raise TmixError(f"--tolerance must be a finite number, at least 0 (the summed importance the triangle "
                         f"layers may have), not {tolerance}")
     plot_path = check_plot(plot)
     fact_set = FactSet.from_file(facts) if facts is not None else None
-    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    task_list = items(tasks, "--tasks")
     check_tasks(task_list)
     n = parse_length(length, "--length")
     glen = parse_length(grad_length, "--grad-length") if grad_length is not None else None
@@ -96,6 +102,8 @@ def calibrate_command(
     profile = run_calibrate(lm, samples, n, cases, task_list, tolerance, n_init, n_local, last_n, seed,
                             progress=not quiet, grad_length=glen, facts=fact_set)
     typer.echo(json.dumps(profile, indent=2) if as_json else format_report(profile))
+    if as_json and not quiet and "path" in profile:  # the report says so; a script's user is told here
+        print(f"calibrate: profile saved: {profile['path']}; {override_line(profile)}", file=sys.stderr, flush=True)
     errors = []
     if plot_path is not None:
         try:

@@ -1,4 +1,5 @@
-"""Options shared by ask, prefill, chat and serve, and the checks of their values before torch is imported."""
+"""Options shared by ask, prefill, chat and serve, and the checks of their values before torch is imported (bench, eval
+and calibrate use the checks of seeds, threads and attention settings too)."""
 
 from __future__ import annotations
 
@@ -68,15 +69,26 @@ def settings(**kw) -> Settings:
     if kw.get("temperature", 0.0) == 0 and kw.get("top_p", 1.0) < 1:
         raise TmixError("--top-p applies only to sampling: give it with --temperature above 0 (0, the default, is "
                         "greedy decoding)")
-    if kw.get("seed") is not None and not 0 <= kw["seed"] <= MAX_SEED:
-        raise TmixError(f"--seed must be from 0 to 2**64-1 ({MAX_SEED}), not {kw['seed']}")
+    check_seed(kw.get("seed"))
     if kw.get("chunk_size") is not None and kw["chunk_size"] < 1:
         raise TmixError("--chunk-size must be at least 1")
-    for name, value, low in (("--n-init", "n_init", 0), ("--n-local", "n_local", 1), ("--last-n", "last_n", 0),
-                             ("--start-layer", "start_layer", 0)):
-        if kw.get(value) is not None and kw[value] < low:
-            raise TmixError(f"{name} must be at least {low}")
+    check_attention_numbers(kw.get("n_init"), kw.get("n_local"), kw.get("last_n"), kw.get("start_layer"))
     return Settings(**kw)
+
+
+def check_seed(seed: Optional[int]) -> None:
+    """Refuse a --seed outside 0..2**64-1 (None: not given)."""
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise TmixError(f"--seed must be from 0 to 2**64-1 ({MAX_SEED}), not {seed}")
+
+
+def check_attention_numbers(n_init: Optional[int], n_local: Optional[int], last_n: Optional[int],
+                            start_layer: Optional[int] = None) -> None:
+    """Refuse an attention option below its least value, naming it (None: not given)."""
+    for name, value, low in (("--n-init", n_init, 0), ("--n-local", n_local, 1), ("--last-n", last_n, 0),
+                             ("--start-layer", start_layer, 0)):
+        if value is not None and value < low:
+            raise TmixError(f"{name} must be at least {low}, not {value}")
 
 
 def check_model_options(device: str, dtype: str, device_map: Optional[str], threads: Optional[str],
@@ -95,6 +107,11 @@ def check_model_options(device: str, dtype: str, device_map: Optional[str], thre
         raise TmixError(f"--device-map takes only 'auto', not {device_map!r}")
     if compile not in ("auto", "on", "off"):
         raise TmixError(f"--compile takes auto, on or off, not {compile!r}")
+    check_threads(threads)
+
+
+def check_threads(threads: Optional[str]) -> None:
+    """Refuse a --threads (else TMIX_THREADS) that is neither auto nor 1 to the CPU count, naming where it came from."""
     spec = threads or os.environ.get("TMIX_THREADS") or "auto"
     if spec != "auto" and not (spec.isdigit() and 1 <= int(spec) <= (os.cpu_count() or 1)):
         name = "--threads" if given("--threads") else "TMIX_THREADS"

@@ -124,6 +124,6 @@ def run_eval(lm: LoadedModel, lengths: list[int], cases: int, methods: list[Atte
                 stopped = True
                 break
     params = {k: methods[0].to_dict()[k] for k in ("n_init", "n_local", "last_n")} if methods else {}
-    return {"model_id": lm.model_id, "lengths": lengths, "cases": cases, "tasks": tasks, "seed": seed,
+    return {"model": lm.model_id, "lengths": lengths, "cases": cases, "tasks": tasks, "seed": seed,
             "max_new_tokens": max_new_tokens, "params": params, "methods": summarize(records, lengths),
             "records": records, "stopped_early": stopped, "wall_s": time.perf_counter() - start}

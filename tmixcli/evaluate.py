@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from tmixcli.errors import TmixError
-from tmixcli.eval_plan import (check_lengths, check_tasks, check_triangle_lengths, parse_ints, parse_lengths,
-                               trimix_configs)
+from tmixcli.eval_plan import check_lengths, check_tasks, check_triangle_lengths, trimix_configs
 from tmixcli.eval_run import ANSWER_TOKENS, run_eval
+from tmixcli.listopts import items, parse_ints, parse_lengths
 
 
 def format_table(result: dict) -> str:
@@ -55,15 +55,19 @@ def eval_command(
         "answers (see sample_docs/questions.json); --lengths, --cases, --tasks and --seed are then unused.")] = None,
 ) -> None:
     """Compare TriangleMix start layers with dense attention on synthetic long-context tasks or real documents."""
+    from tmixcli.cli_options import check_attention_numbers, check_seed, check_threads
     from tmixcli.envflags import check_switches
     from tmixcli.modelcheck import check_model
     from tmixcli.modelinfo import model_limits
 
+    check_attention_numbers(n_init, n_local, last_n)
+    check_seed(seed)
     check_switches()
+    check_threads(None)
     lens = parse_lengths(lengths)
-    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    task_list = items(tasks, "--tasks")
     check_tasks(task_list)
-    starts = parse_ints(start_layers)
+    starts = parse_ints(start_layers, "--start-layers")
     if not starts:
         raise TmixError("--start-layers is empty: give the start layers to compare with dense, such as 10,15,20")
     fact_set = None

@@ -170,7 +170,7 @@ def run_facts(lm, fs: FactSet, methods: list[AttentionConfig], max_new_tokens: i
             if progress:
                 print(f"[{name}] {label}: {sum(r['correct'] for r in mine)}/{len(mine)} correct, "
                       f"{time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
-    return {"model_id": lm.model_id, "prompts": [" + ".join(p) for p in fs.prompts], "max_new_tokens": max_new_tokens,
+    return {"model": lm.model_id, "prompts": [" + ".join(p) for p in fs.prompts], "max_new_tokens": max_new_tokens,
             "methods": summarize(records), "records": records, "wall_s": time.perf_counter() - start}
 
 
