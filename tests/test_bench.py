@@ -294,7 +294,7 @@ def test_threads_is_the_count_of_the_whole_run(capsys: pytest.CaptureFixture, mo
     from tmixcli.threads import CORES
 
     args = ("bench", "--model", tiny_dir, "--lengths", "64", "--methods", "trimix", "--repeats", "1", "--warmup", "0",
-            "--no-warm", "--json")
+            "--no-warm", "--json", "--device", "cpu")
     monkeypatch.setenv("TMIX_THREADS", "2")
     code, out, err = run(capsys, *args, "--threads", "1")
     assert code == 0, err

@@ -115,8 +115,12 @@ def _value(at: _Bytes, kind: int) -> object:
 
 
 def _type_sizes() -> dict[int, tuple[int, int]]:
-    """Each ggml tensor type's (elements per block, bytes per block), from the gguf package transformers reads with."""
-    from gguf.constants import GGML_QUANT_SIZES
+    """Each ggml tensor type's (elements per block, bytes per block), from the gguf package transformers reads with;
+    none without it (where the conversion itself will say gguf is missing), so no tensor's end is known."""
+    try:
+        from gguf.constants import GGML_QUANT_SIZES
+    except ImportError:
+        return {}
 
     return {int(kind): sizes for kind, sizes in GGML_QUANT_SIZES.items()}
 

@@ -140,6 +140,8 @@ def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
                 tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
                 model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
                                                              dtype=torch.float32)
+        except ImportError as err:  # transformers reads a GGUF with the gguf package
+            raise TmixError(f"reading {gguf.name} needs the gguf package: pip install 'gguf>=0.10' ({err})") from None
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, struct.error) as err:  # a damaged GGUF
             first = (str(err).splitlines() or [""])[0][:160]
             raise TmixError(f"cannot read {gguf.name} as a GGUF model ({type(err).__name__}: {first})") from None
