@@ -121,3 +121,18 @@ def test_prefill_help_names_no_kv_and_no_streaming(capsys):
     assert "the KV file's" in " ".join(out.split()), out
     code, out, _ = run(capsys, "ask", "--help")
     assert "--kv file's values" in " ".join(out.split()), out
+
+
+def test_a_hit_prefilled_again_counts_as_a_prefill():
+    """A cache hit whose file was on course to read slower than its prefill, and was prefilled again instead: its time
+    is prefill_s (kv_load_s 0), and the TTFT line says prefill, not KV load."""
+    from tmixcli.answer import Answer
+    from tmixcli.cli_ask import ttft_said
+
+    ctx = SimpleNamespace(cache_hit=True, recomputed=1.5, prefill_s=0.8)
+    assert cli_open.timings_json(ctx) == {"prefill_s": 0.8, "kv_load_s": 0.0}
+    ans = Answer("Ingrid", 100, 2, 0.2, 5.0)
+    assert ttft_said(ans, ctx) == "TTFT 1.00 s (prefill 0.80 s + question 0.20 s)"
+    ctx.recomputed = None
+    assert cli_open.timings_json(ctx) == {"prefill_s": 0.0, "kv_load_s": 0.8}
+    assert ttft_said(ans, ctx) == "TTFT 1.00 s (KV load 0.80 s + question 0.20 s)"
