@@ -13,17 +13,18 @@ import typer
 
 from tmixcli import cli_open, early, stdout
 from tmixcli.cli_options import (AttnOpt, ChunkOpt, CompileOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, LastNOpt,
-                                 MaxNewOpt, ModelOpt, NInitOpt, NLocalOpt, NoCacheOpt, PagesOpt, PasswordOpt, QuietOpt,
-                                 RepeatOpt, SeedOpt, StartOpt, SystemOpt, TempOpt, ThreadsOpt, TopPOpt, TruncOpt,
-                                 check_model_options, settings)
+                                 MaxNewOpt, ModelOpt, NInitOpt, NLocalOpt, NoCacheOpt, PagesOpt, PasswordOpt,
+                                 PrefillAttnOpt, PrefillJsonOpt, QuietOpt, RepeatOpt, SeedOpt, StartOpt, SystemOpt,
+                                 TempOpt, ThreadsOpt, TopPOpt, TruncOpt, check_model_options, settings)
 from tmixcli.errors import TmixError
-from tmixcli.paths import check_output, names_own_file, not_a_file
+from tmixcli.kvfolder import count
+from tmixcli.paths import absolute, check_output, names_own_file, not_a_file
 
 if TYPE_CHECKING:
     from tmixcli.answer import Answer
     from tmixcli.context import Context
 
-NO_ANSWER = "the model gave no answer"
+NO_ANSWER = "the model gave no answer"  # it ended its turn at once
 
 
 @early.command
@@ -76,16 +77,18 @@ def ask(
         raise
     saved = cli_open.save_quietly(ctx)
     ttft = ctx.prefill_s + ans.ttft_s
+    empty = empty_note(ans)
     if as_json:
         print(json.dumps({
-            "answer": ans.text.strip(), "prompt_tokens": ans.prompt_tokens, "document_tokens": cli_open.doc_tokens(ctx),
-            "ttft_s": round(ttft, 4), "prefill_s": round(ctx.prefill_s, 4),
-            "decode_tokens_per_s": round(ans.decode_tokens_per_s, 2), "threads": threads_used(),
+            "answer": ans.text, "prompt_tokens": ans.prompt_tokens, "document_tokens": cli_open.doc_tokens(ctx),
+            "ttft_s": round(ttft, 4), **cli_open.timings_json(ctx),
+            "decode_tokens_per_s": round(ans.decode_tokens_per_s, 2) if ans.new_tokens > 1 else None,
+            "threads": threads_used(),
             "cache_hit": ctx.cache_hit,
             "kv_recomputed": ctx.recomputed is not None,
             "reused_tokens": ctx.reused_rows,
-            "kv_path": str(ctx.kv_path) if ctx.kv_path else None,
-            "notes": list(ctx.notes) + ([NO_ANSWER] if not ans.text.strip() else []),
+            "kv_path": absolute(ctx.kv_path) if ctx.kv_path else None,
+            "notes": list(ctx.notes) + ([empty] if empty else []),
             "kv_saved": ctx.kv_path is not None, "kv_notes": [*ctx.kv_notes, *saved],
             "model": ctx.lm.model_id,
             "attention": cli_open.attention_json(ctx), "new_tokens": ans.new_tokens,
@@ -93,10 +96,21 @@ def ask(
         return
     print(flush=True)
     cli_open.status(quiet, f"{ttft_said(ans, ctx)}, {tokens_said(ans)}" + ending(ans))
-    if not ans.text.strip():
-        cli_open.status(quiet, NO_ANSWER)
+    if empty:
+        cli_open.status(quiet, empty)
     for line in saved:
         cli_open.status(quiet, line)
+
+
+def empty_note(ans: Answer) -> str | None:
+    """The status line (and --json note) for an answer without visible text: none at all, or tokens that are only
+    whitespace (kept as generated) or print nothing; None for an answer with text."""
+    if ans.text.strip():
+        return None
+    if ans.new_tokens == 0:
+        return NO_ANSWER
+    what = "was only whitespace" if ans.text else "had no visible text"
+    return f"the model's answer {what} ({count(ans.new_tokens, 'token')})"
 
 
 def threads_used() -> int | None:
@@ -130,7 +144,8 @@ def ttft_said(ans: Answer, waited: Context | None = None) -> str:
     context the question had to wait for."""
     if waited is None:
         return f"TTFT {ans.ttft_s:.2f} s"
-    return (f"TTFT {waited.prefill_s + ans.ttft_s:.2f} s ({'KV load' if waited.cache_hit else 'prefill'} "
+    loaded = waited.cache_hit and waited.recomputed is None
+    return (f"TTFT {waited.prefill_s + ans.ttft_s:.2f} s ({'KV load' if loaded else 'prefill'} "
             f"{waited.prefill_s:.2f} s + question {ans.ttft_s:.2f} s)")
 
 
@@ -223,11 +238,11 @@ def prefill(
                                           help="Write the KV file here (default: cache)."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
-    attention: Optional[str] = AttnOpt, n_init: Optional[int] = NInitOpt, n_local: Optional[int] = NLocalOpt,
+    attention: Optional[str] = PrefillAttnOpt, n_init: Optional[int] = NInitOpt, n_local: Optional[int] = NLocalOpt,
     last_n: Optional[int] = LastNOpt,
     start_layer: Optional[int] = StartOpt, chunk_size: Optional[int] = ChunkOpt, compile: str = CompileOpt,
     system: Optional[str] = SystemOpt, pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
-    truncate: bool = TruncOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+    truncate: bool = TruncOpt, quiet: bool = QuietOpt, as_json: bool = PrefillJsonOpt,
 ) -> None:
     """Prefill a document (or several read together) and save its KV cache file; prints the path."""
     from tmixcli.documents import load_documents
@@ -277,13 +292,13 @@ def prefill(
         cli_open.status(quiet, line)
     size = ctx.kv_path.stat().st_size
     if as_json:
-        print(json.dumps({"kv_path": str(ctx.kv_path), "tokens": len(ctx.prefix_ids), "bytes": size,
-                          "prefill_s": round(ctx.prefill_s, 4), "threads": threads_used(), "cache_hit": ctx.cache_hit,
+        print(json.dumps({"kv_path": absolute(ctx.kv_path), "tokens": len(ctx.prefix_ids), "bytes": size,
+                          **cli_open.timings_json(ctx), "threads": threads_used(), "cache_hit": ctx.cache_hit,
                           "reused_tokens": ctx.reused_rows, "notes": list(ctx.notes),
                           "kv_notes": [*ctx.kv_notes, *saved], "model": ctx.lm.model_id,
                           "attention": cli_open.attention_json(ctx)}))
     else:
-        print(ctx.kv_path)
+        print(absolute(ctx.kv_path))
         cli_open.status(quiet, f"{len(ctx.prefix_ids)} tokens, {size / 2**20:.1f} MiB, "
                                f"{'loaded' if ctx.cache_hit else 'prefilled'} in {ctx.prefill_s:.2f} s")
 

@@ -12,13 +12,12 @@ from typing import Annotated, Any
 import typer
 
 from tmixcli import docindex, kvfolder, kvheader
-from tmixcli.config import AttentionConfig, no_triangle_note
+from tmixcli.cache_json import attention_of, info_json, listing_json
 from tmixcli.errors import TmixError
 from tmixcli.kvfolder import human_size
 from tmixcli.paths import not_a_file
 from tmixcli.stdout import is_terminal
 
-TRIANGLE_FIELDS = ("start_layer", "n_init", "n_local", "last_n")
 app = typer.Typer(help="List, inspect and remove saved KV cache files.", no_args_is_help=True)
 
 
@@ -45,75 +44,60 @@ def _short_time(iso: str | None) -> str:
 
 @app.command("ls")
 @cli_errors
-def ls(as_json: Annotated[bool, typer.Option("--json", help="Print the entries as JSON.")] = False) -> None:
+def ls(as_json: Annotated[bool, typer.Option("--json", help="Print the listing as one JSON object.")] = False) -> None:
     """List KV files, most recently used first."""
-    entries = kvfolder.list_entries()
-    labels = []
-    for e in entries:
-        e["attention"], label = _attention(e)
-        labels.append(label)
+    folder = kvfolder.listed_dir()  # an unusable folder or cap is an error before any output, with --json too
+    cap = kvfolder.cache_limit()
+    entries = kvfolder.list_entries(folder)
+    stale, active = kvfolder.temp_state(folder)
     if as_json:
-        typer.echo(json.dumps(entries, indent=2))
+        typer.echo(json.dumps(listing_json(folder, entries, cap, stale, active), indent=2))
         return
     if not entries:
-        typer.echo(f"no KV files in {kvfolder.kv_dir()}")
-        _echo_temp_files()
-        return
-    rows = [["KEY", "DOCUMENT", "MODEL", "ATTENTION", "TOKENS", "SIZE", "LAST USED"]]
-    for e, label in zip(entries, labels):
-        doc = e["doc_name"] or f"(invalid: {e['error']})"
-        rows.append([e["key"], doc, e["model_id"] or "-", label, str(e["n_tokens"] or "-"),
-                     human_size(e["size"]), _short_time(e["last_used"])])
-    typer.echo(_table(rows))
-    total = human_size(sum(e["size"] for e in entries))
-    typer.echo(f"{kvfolder.count(len(entries), 'file')}, {total} in {kvfolder.kv_dir()}; "
-               f"{_cap_text(kvfolder.cache_limit())}")
-    _echo_temp_files()
+        typer.echo(f"no KV files in {folder}")
+    else:
+        rows = [["KEY", "DOCUMENT", "MODEL", "ATTENTION", "TOKENS", "SIZE", "LAST USED"]]
+        for e in entries:
+            doc = e["doc_name"] or f"(invalid: {e['error']})"
+            rows.append([e["key"], doc, e["model_id"] or "-", attention_of(e["meta"])[1], str(e["n_tokens"] or "-"),
+                         human_size(e["size"]), _short_time(e["last_used"])])
+        typer.echo(_table(rows))
+        total = human_size(sum(e["size"] for e in entries))
+        typer.echo(f"{kvfolder.count(len(entries), 'file')}, {total} in {folder}; {_cap_text(cap)}")
+    _echo_leftovers(stale)
+    _echo_in_progress(active)
 
 
-def _attention(entry: dict) -> tuple[dict | None, str]:
-    """The attention settings a listed KV file was made with, and `ls`'s short form of them: "dense", or
-    "tri@15 8/512/128" (start layer, n_init/n_local/last_n), "(dense)" added where no layer reaches the start."""
-    try:
-        meta = kvheader.read_meta(Path(entry["path"])) if entry["error"] is None else {}
-    except TmixError:  # removed or replaced since it was listed
-        meta = {}
-    attn = {k.removeprefix("attn_"): int(v) if v.isdigit() else v for k, v in meta.items() if k.startswith("attn_")}
-    if attn.get("method") == "dense":
-        return attn, "dense"
-    known = attn.get("method") == "trimix" and all(isinstance(attn.get(k), int) for k in TRIANGLE_FIELDS)
-    if not known:  # an older or damaged file: its fields as they are, if any
-        return attn or None, "-"
-    start, n_init, n_local, last_n = (attn[k] for k in TRIANGLE_FIELDS)
-    layers = meta.get("num_layers", "")
-    past = layers.isdigit() and no_triangle_note(AttentionConfig(start_layer=start), int(layers)) is not None
-    return attn, f"tri@{start} {n_init}/{n_local}/{last_n}" + (" (dense)" if past else "")
-
-
-def _echo_temp_files() -> None:
-    """The temp files beside the KV files: a leftover takes disk space until `tmix cache prune` removes it."""
-    stale, active = kvfolder.temp_state()
+def _echo_leftovers(stale: list[tuple[Path, int]]) -> None:
+    """Leftover temp files of interrupted saves: they take disk space until `tmix cache prune` removes them."""
     size = human_size(sum(n for _, n in stale))
     if len(stale) == 1:
         typer.echo(f"1 leftover temp file of an interrupted save, {size}: `tmix cache prune` removes it")
     elif stale:
         typer.echo(f"{len(stale)} leftover temp files of interrupted saves, {size}: `tmix cache prune` removes them")
+
+
+def _echo_in_progress(active: list[tuple[Path, int]], tail: str = "") -> None:
+    """KV files being written now (never removed: their save lands once done); `tail` says what a removal did."""
     if active:
         written = human_size(sum(n for _, n in active))
-        typer.echo(f"{kvfolder.count(len(active), 'KV file')} being written now, {written} so far")
+        typer.echo(f"{kvfolder.count(len(active), 'KV file')} being written now, {written} so far{tail}")
 
 
 def _echo_removed(entry: dict) -> None:
     typer.echo(f"removed {entry['key']} ({entry['doc_name'] or '?'}, {human_size(entry['size'])})")
 
 
-def _remove_temp_files() -> list[tuple[Path, str]]:
+def _remove_temp_files(folder: Path) -> list[tuple[Path, str]]:
     """Remove leftover temp files (never a live writer's) and say how many went; (path, why) for those that could
     not be removed."""
-    gone, failed = kvfolder.remove_leftovers()
+    gone, failed = kvfolder.remove_leftovers(folder)
     if gone:
         typer.echo(f"removed {kvfolder.count(len(gone), 'leftover temp file')} ({human_size(sum(n for _, n in gone))})")
     return failed
+
+
+LEFT_ALONE = ": left alone"  # a save in progress is never removed, by prune or clear
 
 
 def _cap_text(limit: int | None, source: str = "TMIX_CACHE_MAX") -> str:
@@ -129,18 +113,20 @@ def prune(max_size: Annotated[str | None, typer.Option(
     """Remove leftovers of interrupted saves, then least recently used KV files until the cache fits its cap."""
     if max_size is not None and not max_size.strip():
         raise TmixError("--max-size is empty: give a size such as 5G, 0 (remove every KV file) or off (no cap)")
+    folder = kvfolder.listed_dir()
     limit = kvfolder.parse_size(max_size, "--max-size") if max_size is not None else kvfolder.cache_limit()
-    failed = _remove_temp_files()
-    removed, more = kvfolder.trim_cache(limit)
+    failed = _remove_temp_files(folder)
+    removed, more = kvfolder.trim_cache(limit, root=folder)
     failed += more
     for e in removed:
         _echo_removed(e)
-    docindex.forget_missing(kvfolder.kv_dir())
+    docindex.forget_missing(folder)
     if failed:
         raise TmixError(kvfolder.cannot_remove(failed))
-    total = sum(e["size"] for e in kvfolder.list_entries())
-    typer.echo(f"{human_size(total)} in {kvfolder.kv_dir()}; "
+    total = sum(e["size"] for e in kvfolder.list_entries(folder))
+    typer.echo(f"{human_size(total)} in {folder}; "
                f"{_cap_text(limit, 'TMIX_CACHE_MAX' if max_size is None else '--max-size')}")
+    _echo_in_progress(kvfolder.temp_state(folder)[1], LEFT_ALONE)
 
 
 def resolve_key(key: str) -> dict:
@@ -148,21 +134,21 @@ def resolve_key(key: str) -> dict:
     or several match, or the key is empty."""
     if not key.strip():
         raise TmixError(f"the key {key!r} is empty: give a key or a unique key prefix (see `tmix cache ls`)")
-    entries = kvfolder.list_entries()
+    folder = kvfolder.listed_dir()
+    entries = kvfolder.list_entries(folder)
     if key.endswith(kvfolder.SUFFIX):
-        return _cached_file(key, entries)
+        return _cached_file(key, entries, folder)
     matches = [e for e in entries if e["key"] == key] or [e for e in entries if e["key"].startswith(key)]
     if not matches:
-        raise TmixError(f"no KV file with key {key!r} in {kvfolder.kv_dir()} (see `tmix cache ls`)")
+        raise TmixError(f"no KV file with key {key!r} in {folder} (see `tmix cache ls`)")
     if len(matches) > 1:
         raise TmixError(f"key prefix {key!r} is ambiguous: matches {', '.join(e['key'] for e in matches)}")
     return matches[0]
 
 
-def _cached_file(name: str, entries: list[dict]) -> dict:
+def _cached_file(name: str, entries: list[dict], folder: Path) -> dict:
     """The entry of the cached KV file that `name` (KEY.safetensors, or a path to it) names."""
     path = Path(name).expanduser()
-    folder = kvfolder.kv_dir(create=False)
     if path.parent != Path(".") and _real(path.parent) != _real(folder):
         if not path.is_file():
             raise TmixError(f"{name}: {not_a_file(path)}")
@@ -193,7 +179,7 @@ def rm(keys: Annotated[list[str], typer.Argument(metavar="KEY...",
             _echo_removed(e)
         else:
             failed.append((Path(e["path"]), why))
-    docindex.forget_missing(kvfolder.kv_dir())
+    docindex.forget_missing(kvfolder.listed_dir())
     if failed:
         raise TmixError(kvfolder.cannot_remove(failed))
 
@@ -202,12 +188,14 @@ def rm(keys: Annotated[list[str], typer.Argument(metavar="KEY...",
 @cli_errors
 def clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False) -> None:
     """Remove all KV files (and leftovers of interrupted saves)."""
-    entries = kvfolder.list_entries()
-    stale = kvfolder.temp_state()[0]
+    folder = kvfolder.listed_dir()
+    entries = kvfolder.list_entries(folder)
+    stale = kvfolder.temp_state(folder)[0]
     total = sum(e["size"] for e in entries)
     if not entries and not stale:
-        docindex.forget_missing(kvfolder.kv_dir())  # files removed by hand leave index entries behind
-        typer.echo(f"no KV files in {kvfolder.kv_dir()}")
+        docindex.forget_missing(folder)  # files removed by hand leave index entries behind
+        typer.echo(f"no KV files in {folder}")
+        _echo_in_progress(kvfolder.temp_state(folder)[1], LEFT_ALONE)
         return
     if not yes:
         if not is_terminal(sys.stdin):  # None when fd 0 is closed
@@ -220,9 +208,10 @@ def clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for 
     gone = [e for e in entries if e["path"] not in kept]
     if gone:
         typer.echo(f"removed {kvfolder.count(len(gone), 'KV file')} ({human_size(sum(e['size'] for e in gone))}) from "
-                   f"{kvfolder.kv_dir()}")
-    failed += _remove_temp_files()
-    docindex.forget_missing(kvfolder.kv_dir())
+                   f"{folder}")
+    failed += _remove_temp_files(folder)
+    docindex.forget_missing(folder)
+    _echo_in_progress(kvfolder.temp_state(folder)[1], LEFT_ALONE)
     if failed:
         raise TmixError(kvfolder.cannot_remove(failed))
 
@@ -244,7 +233,7 @@ def info(target: Annotated[str, typer.Argument(metavar="PATH_OR_KEY",
             raise TmixError(f"{target}: {why}") from None
     facts = kvheader.inspect_kv(path)
     if as_json:
-        typer.echo(json.dumps(facts, indent=2))
+        typer.echo(json.dumps(info_json(facts), indent=2))
     else:
         typer.echo(_info_text(facts))
     if facts["damage"] is not None:  # what could be read is shown; the damage is the command's error

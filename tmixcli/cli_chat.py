@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from tmixcli import cli_open, cpushare, early, stdout
-from tmixcli.cli_ask import NO_ANSWER, ending, show, tokens_said, ttft_said
+from tmixcli.cli_ask import empty_note, ending, show, tokens_said, ttft_said
 from tmixcli.cli_options import (AttnOpt, ChunkOpt, CompileOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, LastNOpt,
                                  MaxNewOpt, ModelOpt, NInitOpt, NLocalOpt, NoCacheOpt, PagesOpt, PasswordOpt, QuietOpt,
                                  RepeatOpt, SeedOpt, StartOpt, SystemOpt, TempOpt, ThreadsOpt, TopPOpt, TruncOpt,
@@ -93,8 +93,8 @@ def chat(
         for note in cli_open.save_quietly(talk.ctx):
             cli_open.status(quiet, note)
         cli_open.status(quiet, f"{ttft_said(ans, waited)}, {tokens_said(ans)}" + ending(ans))
-        if not ans.text.strip():
-            cli_open.status(quiet, NO_ANSWER)
+        if empty := empty_note(ans):
+            cli_open.status(quiet, empty)
 
 
 def _follow_changes(watch: SourceWatch, talk: Conversation, reopen: Callable[[], Context],

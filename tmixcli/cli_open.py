@@ -138,12 +138,15 @@ def describe(ctx: Context, quiet: bool) -> None:
     for note in [*ctx.notes[ctx.notes_said or 0:], *ctx.kv_notes]:
         status(quiet, note)
     if ctx.cache_hit:
-        how = "kept in memory by tmix serve" if ctx.kept_in_memory else "loaded"
-        if ctx.recomputed is not None:
-            how = (f"prefilled again (reading the file was on course to take longer than the "
-                   f"{ctx.recomputed:.1f} s its prefill took) for")
+        if ctx.kept_in_memory:  # nothing was read: no time to tell
+            said = f"{ctx.kv_path}, kept in memory by tmix serve"
+        elif ctx.recomputed is not None:
+            said = (f"prefilled again (reading the file was on course to take longer than the {ctx.recomputed:.1f} s "
+                    f"its prefill took) for {ctx.kv_path} in {ctx.prefill_s:.2f} s")
+        else:
+            said = f"loaded {ctx.kv_path} in {ctx.prefill_s:.2f} s"
         unread = " (documents unchanged since: not read again)" if ctx.doc_unread else ""
-        status(quiet, f"cache hit: {how} {ctx.kv_path} in {ctx.prefill_s:.2f} s{unread}")
+        status(quiet, f"cache hit: {said}{unread}")
     else:
         where = f" ({ctx.unsaved or 'cache off'})"
         if ctx.kv_path:  # a fresh prefill's file is complete only once ctx.save() has run (after the first answer)
@@ -251,6 +254,14 @@ def attention_json(ctx: Context) -> dict:
 
     dense = all_layers_dense(ctx.attn, ctx.lm.model.config.num_hidden_layers, len(ctx.prefix_ids))
     return {**ctx.attn.to_dict(), "all_layers_dense": dense}
+
+
+def timings_json(ctx: Context) -> dict:
+    """--json's prefill_s, the time spent prefilling (a miss, or a hit whose file was slower to read than to prefill
+    again), and kv_load_s, the time a cache hit took to load its KV file; the one that did not happen is 0."""
+    loaded = ctx.cache_hit and ctx.recomputed is None
+    took = round(ctx.prefill_s, 4)
+    return {"prefill_s": 0.0 if loaded else took, "kv_load_s": took if loaded else 0.0}
 
 
 def save_quietly(ctx: Context) -> list[str]:

@@ -21,9 +21,10 @@ DeviceMapOpt = typer.Option(None, "--device-map", metavar="auto",
                             help="'auto': spread a model too big for one GPU over all GPUs.")
 DtypeOpt = typer.Option("auto", "--dtype", metavar="auto|bf16|fp16|fp32",
                         help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.")
+ATTN_HELP = "trimix (TriangleMix prefill; the default) or dense."
 AttnOpt = typer.Option(None, "--attention", metavar="trimix|dense",
-                       help="trimix (TriangleMix prefill; the default) or dense. "
-                       "Attention options left out take a --kv file's values.")
+                       help=f"{ATTN_HELP} Attention options left out take a --kv file's values.")
+PrefillAttnOpt = typer.Option(None, "--attention", metavar="trimix|dense", help=ATTN_HELP)  # prefill takes no --kv
 NInitOpt = typer.Option(None, "--n-init", metavar="N",
                         help="Sink tokens every query sees in triangle layers (default 8).")
 NLocalOpt = typer.Option(None, "--n-local", metavar="N", help="Local window of triangle layers (default 512).")
@@ -39,6 +40,8 @@ PasswordOpt = typer.Option(None, "--password", metavar="TEXT", help="Password of
 TruncOpt = typer.Option(False, "--truncate", help="Cut the end of a document that does not fit the context.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No status lines on stderr.")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object instead of streaming text.")
+PrefillJsonOpt = typer.Option(False, "--json", help="Print one JSON object instead of the KV file's path and status "
+                              "lines.")
 NoCacheOpt = typer.Option(False, "--no-cache", help="Neither read nor write a KV cache file.")
 MaxNewOpt = typer.Option(256, "--max-new-tokens", metavar="N", help="Answer length limit.")
 TempOpt = typer.Option(0.0, "--temperature", metavar="T", help="0 = greedy.")

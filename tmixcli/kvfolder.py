@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tmixcli.errors import TmixError
 from tmixcli.kvheader import as_int, read_meta
-from tmixcli.paths import cache_subdir
+from tmixcli.paths import cache_subdir, checked_subdir
 
 SUFFIX = ".safetensors"
 TMP_SUFFIX = ".tmp"
@@ -25,6 +25,12 @@ LEFTOVER_AFTER_S = 3600.0  # an unlocked temp file (older tmix) not written to f
 def kv_dir(create: bool = True) -> Path:
     """cache_dir()/kv, created on demand (create=False: only its path, for reading)."""
     return cache_subdir("kv", create)
+
+
+def listed_dir() -> Path:
+    """cache_dir()/kv for `tmix cache`, which only lists and removes: never created; TmixError when it, or the cache
+    folder, exists as a file or under one (a missing folder holds no KV files)."""
+    return checked_subdir("kv")
 
 
 def kv_path_for(key: str) -> Path:
@@ -95,14 +101,14 @@ def _entry(p: Path) -> dict | None:
     entry = {"key": p.name[: -len(SUFFIX)], "doc_name": None, "model_id": None, "n_tokens": None,
              "size": st.st_size, "created": None,
              "last_used": datetime.fromtimestamp(st.st_mtime, timezone.utc)
-             .isoformat(timespec="seconds"), "path": str(p), "error": None}
+             .isoformat(timespec="seconds"), "path": str(p), "error": None, "meta": {}}
     try:
         meta = read_meta(p)
     except TmixError as err:
         entry["error"] = str(err)
         return entry
     entry.update(doc_name=meta.get("doc_name"), model_id=meta.get("model_id"),
-                 n_tokens=as_int(meta.get("n_tokens", "-1")), created=meta.get("created"))
+                 n_tokens=as_int(meta.get("n_tokens", "-1")), created=meta.get("created"), meta=meta)
     return entry
 
 
@@ -127,8 +133,8 @@ DEFAULT_CACHE_MAX = "20G"
 
 
 def parse_size(text: str, what: str = "TMIX_CACHE_MAX") -> int | None:
-    """Bytes from "20G", "500M", "1.5T", "123456", "0"; None for "off", "none" or "" (no limit)."""
-    if text.strip().lower() in ("", "off", "none"):
+    """Bytes from "20G", "500M", "1.5T", "123456", "0"; None for "off" (no limit)."""
+    if text.strip().lower() == "off":
         return None
     match = _SIZE.fullmatch(text)
     if not match:
@@ -137,9 +143,11 @@ def parse_size(text: str, what: str = "TMIX_CACHE_MAX") -> int | None:
 
 
 def cache_limit() -> int | None:
-    """The KV cache's size cap in bytes from TMIX_CACHE_MAX (default 20G), or None for no cap: "off", or a plain
-    "0", which TMIX_CACHE_MAX has always read as no cap (`cache prune --max-size 0` means zero bytes)."""
-    text = os.environ.get("TMIX_CACHE_MAX", DEFAULT_CACHE_MAX)
+    """The KV cache's size cap in bytes from TMIX_CACHE_MAX (unset or empty: 20G, as `TMIX_CACHE_MAX=$CAP` with CAP
+    unset means), or None for no cap: "off", or a plain "0", which TMIX_CACHE_MAX has always read as no cap (`cache
+    prune --max-size 0` means zero bytes)."""
+    text = os.environ.get("TMIX_CACHE_MAX", "")
+    text = text if text.strip() else DEFAULT_CACHE_MAX
     return None if text.strip() == "0" else parse_size(text)
 
 

@@ -22,7 +22,7 @@ def cache_dir() -> Path:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise TmixError(f"cannot use the cache folder {root} (TMIX_CACHE_DIR): {mkdir_error(exc)}") from None
+        raise _unusable(root, mkdir_error(exc)) from None
     return root
 
 
@@ -35,8 +35,30 @@ def cache_subdir(name: str, create: bool = True) -> Path:
     try:
         d.mkdir(exist_ok=True)
     except OSError as exc:
-        raise TmixError(f"cannot use the cache folder {d}: {mkdir_error(exc)}") from None
+        raise _unusable(d, mkdir_error(exc)) from None
     return d
+
+
+def checked_subdir(name: str) -> Path:
+    """cache_root()/name for commands that only list or remove (nothing is created): a missing folder holds nothing,
+    but the cache folder or this one existing as a file, or under one, is cache_subdir's error."""
+    root = cache_root()
+    for folder in (root, root / name):
+        try:
+            mode = folder.stat().st_mode
+        except FileNotFoundError:
+            break
+        except OSError as exc:
+            raise _unusable(folder, mkdir_error(exc)) from None
+        if not stat.S_ISDIR(mode):
+            raise _unusable(folder, "it exists and is not a folder")
+    return root / name
+
+
+def _unusable(folder: Path, why: str) -> TmixError:
+    """The error for a cache folder that cannot be used; the cache root is named with the variable that sets it."""
+    where = f"{folder} (TMIX_CACHE_DIR)" if folder == cache_root() else str(folder)
+    return TmixError(f"cannot use the cache folder {where}: {why}")
 
 
 def mkdir_error(exc: OSError) -> str:
@@ -46,6 +68,11 @@ def mkdir_error(exc: OSError) -> str:
     if exc.errno == errno.ENOTDIR:
         return "a part of its path is a file, not a folder"
     return exc.strerror or str(exc)
+
+
+def absolute(path: Path | str) -> str:
+    """`path` made absolute against the current folder (links kept as named), for --json's kv_path."""
+    return str(Path(path).absolute())
 
 
 def not_a_file(path: Path) -> str | None:
