@@ -41,7 +41,7 @@ def test_list_entries_and_cli(tokenizer) -> None:
 
     out = runner.invoke(app, ["ls"])
     assert out.exit_code == 0 and "a.txt" in out.stdout and "KiB" in out.stdout and "LAST USED" in out.stdout
-    listed = json.loads(runner.invoke(app, ["ls", "--json"]).stdout)
+    listed = json.loads(runner.invoke(app, ["ls", "--json"]).stdout)["entries"]
     assert sorted(e["key"] for e in listed) == sorted(keys)
 
     info = runner.invoke(app, ["info", keys[0][:10]])
@@ -86,9 +86,11 @@ def test_ls_tells_files_made_with_other_attention_apart(tokenizer) -> None:
     assert head.split()[:4] == ["KEY", "DOCUMENT", "MODEL", "ATTENTION"]
     column = {row.split()[0]: row[head.index("ATTENTION"):].split("  ")[0] for row in rows}
     assert column.pop("broken") == "-"
-    assert sorted(column.values()) == ["dense", "tri@1 8/512/128", "tri@2 8/64/128", "tri@3 8/512/128 (dense)"], \
+    # T = 12 tokens, within n_init + n_local + last_n: every trimix file is dense in every layer (ls says so)
+    assert sorted(column.values()) == ["dense", "tri@1 8/512/128 (dense)", "tri@2 8/64/128 (dense)",
+                                       "tri@3 8/512/128 (dense)"], \
         out.stdout
-    listed = json.loads(CliRunner().invoke(app, ["ls", "--json"]).stdout)
+    listed = json.loads(CliRunner().invoke(app, ["ls", "--json"]).stdout)["entries"]
     made = sorted((e["attention"]["method"], e["attention"]["start_layer"], e["attention"]["n_local"])
                   for e in listed if e["attention"] is not None)
     assert made == [("dense", 0, 512), ("trimix", 1, 512), ("trimix", 2, 64), ("trimix", 3, 512)]

@@ -1,5 +1,5 @@
 """`ask --json` and `prefill --json` as scripts read them: a prefill's and a KV load's times apart, no rate for one
-token, an answer kept as generated (whitespace alone said as such), kv_path absolute; the served cache-hit line;
+token, an answer of whitespace alone said as such, kv_path absolute; the served cache-hit line;
 prefill's help."""
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ def test_a_kv_load_is_not_a_prefill_and_one_token_has_no_rate(capsys, monkeypatc
 
 
 def test_an_answer_without_visible_text_is_kept_and_said_as_it_is(capsys, monkeypatch, tiny_dir, doc):
-    """Whitespace alone is printed and kept in --json's answer as generated, and said as whitespace with its token
-    count (it was "" and "the model gave no answer"); tokens that print nothing, and no token at all, likewise."""
+    """Whitespace alone is printed as generated and said as whitespace with its token count (it was "the model gave
+    no answer"); --json's answer is stripped; tokens that print nothing, and no token at all, likewise."""
     args = ("ask", doc, QUESTION, "--model", tiny_dir, "--max-new-tokens", "16", "--no-cache", *TINY)
     newline = _ids(tiny_dir, "\n")
     assert len(newline) == 1
@@ -78,10 +78,10 @@ def test_an_answer_without_visible_text_is_kept_and_said_as_it_is(capsys, monkey
         code, out, err = run(capsys, *args)
         assert code == 0 and out == text + "\n" and err.splitlines()[-1] == f"tmix: {note}", (out, err)
         res = _json(capsys, *args)
-        assert res["answer"] == text and res["notes"] == [note] and res["new_tokens"] == len(ids), res
+        assert res["answer"] == text.strip() and res["notes"] == [note] and res["new_tokens"] == len(ids), res
     _answer_with(monkeypatch, _ids(tiny_dir, " Pier 3\n"))
     res = _json(capsys, *args)
-    assert res["answer"] == " Pier 3\n" and res["notes"] == [], res  # as streamed, its whitespace kept
+    assert res["answer"] == "Pier 3" and res["notes"] == [], res
 
 
 def test_kv_path_is_absolute_however_it_was_named(capsys, monkeypatch, tiny_dir, doc, tmp_path):

@@ -80,7 +80,7 @@ def ask(
     empty = empty_note(ans)
     if as_json:
         print(json.dumps({
-            "answer": ans.text, "prompt_tokens": ans.prompt_tokens, "document_tokens": cli_open.doc_tokens(ctx),
+            "answer": ans.text.strip(), "prompt_tokens": ans.prompt_tokens, "document_tokens": cli_open.doc_tokens(ctx),
             "ttft_s": round(ttft, 4), **cli_open.timings_json(ctx),
             "decode_tokens_per_s": round(ans.decode_tokens_per_s, 2) if ans.new_tokens > 1 else None,
             "threads": threads_used(),
