@@ -355,6 +355,23 @@ def test_an_arch_too_large_for_the_cpu_refused_before_building(capsys: pytest.Ca
     assert err.startswith("tmix: error: qwen2.5-7b has 7.6B parameters: too large for a CPU benchmark (~14 GiB")
 
 
+def test_a_forced_arch_larger_than_free_memory_refused_before_building(capsys: pytest.CaptureFixture,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """--force lifts the parameter limit, not the memory: a run the kernel would kill without a word is one line."""
+    from tmixcli import sysmem
+
+    _no_build(monkeypatch)
+    monkeypatch.setattr(sysmem, "available_bytes", lambda: 20 * 2**30)
+    err = _one_error(capsys, "bench", "--arch", "llama-3.1-8b", "--lengths", "1k", "--device", "cpu", "--force")
+    assert err == ("tmix: error: llama-3.1-8b needs ~30 GiB of memory for its 32-bit weights and 20.0 GiB is "
+                   "available: use a GPU, --dtype bf16, or free memory")
+    monkeypatch.setattr(sysmem, "available_bytes", lambda: 10 * 2**30)
+    err = _one_error(capsys, "bench", "--arch", "qwen2.5-7b", "--lengths", "1k", "--device", "cpu", "--force",
+                     "--dtype", "bf16")
+    assert err == ("tmix: error: qwen2.5-7b needs ~14 GiB of memory for its 16-bit weights and 10.0 GiB is "
+                   "available: use a GPU, or free memory")
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--n-local", "0"], "--n-local must be at least 1, not 0"),
     (["--n-init", "-1"], "--n-init must be at least 0, not -1"),

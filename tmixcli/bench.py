@@ -70,8 +70,8 @@ def _check_before_load(model: str | None, arch: str | None, lengths: list[int], 
     check_model(model)
     limits = arch_limits(arch) if arch is not None else model_limits(model)
     check_fits(lengths, methods, start_layer, limits, model)
-    if arch is not None and not force and (device == "cpu" or (device == "auto" and not gpu_here())):
-        check_cpu_size(arch, 16 if dtype in ("bf16", "fp16") else 32)
+    if arch is not None and (device == "cpu" or (device == "auto" and not gpu_here())):
+        check_cpu_size(arch, 16 if dtype in ("bf16", "fp16") else 32, force)
 
 
 def bench_command(
