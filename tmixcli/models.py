@@ -23,7 +23,8 @@ from safetensors import SafetensorError
 from tmixcli import filetok
 from tmixcli.errors import TmixError
 from tmixcli.modelcheck import check_folder, check_gguf, check_hub_reachable
-from tmixcli.modelinfo import converted_gguf_dir, model_context
+from tmixcli.memfit import auto_bf16_note, check_room
+from tmixcli.modelinfo import converted_gguf_dir, model_context, model_folder
 from tmixcli.paths import DEFAULT_MODEL, mkdir_error, models_dir, read_regular
 from tmixcli.stdout import is_terminal
 from tmixcli.threads import configure_threads
@@ -243,6 +244,20 @@ def _check_weights(model_id: str, config: object, info: dict) -> None:
                         f"the {layers} its config.json has ({extra[0]}, ...); the two do not belong together")
 
 
+def _fitting_dtype(model_id: str, folder: Path | None, dtype: str, dt: torch.dtype, dev: torch.device,
+                   progress: bool) -> torch.dtype:
+    """The dtype to load in (`--dtype auto` on the CPU: bf16 where fp32 weights would not fit the free memory), after
+    refusing weights that would not fit it at all."""
+    if dtype == "auto" and dev.type == "cpu":
+        note = auto_bf16_note(folder)
+        if note is not None:
+            dt = torch.bfloat16
+            if progress:
+                print(f"tmix: {note}", file=sys.stderr, flush=True)
+    check_room(model_id, folder, torch.finfo(dt).bits, dev.type, dev.index)
+    return dt
+
+
 def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto",
                progress: bool = True, device_map: str | None = None, threads: str | None = None) -> LoadedModel:
     """Load model + tokenizer; HF ids are tried offline first so a cached model needs no network.
@@ -266,6 +281,10 @@ def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto
     source, more, model_id = _resolve_source(spec or os.environ.get("TMIX_MODEL"), progress)
     extra.update(more)
     folder = Path(source) if Path(source).exists() else None
+    if device_map is None:
+        dt = _fitting_dtype(model_id, folder or model_folder(source), dtype, dt, dev, progress)
+        if dev.type == "cuda":
+            extra["device_map"] = dev  # straight onto the GPU: no copy of the weights in the machine's memory first
     last_err: Exception | None = None
     for local_only in (True, False):
         if not local_only:
