@@ -4,6 +4,7 @@ of a process the kernel kills without a word after a long load."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from tmixcli.errors import TmixError
@@ -13,6 +14,7 @@ from tmixcli.weightfiles import weight_elements
 
 CPU_MARGIN = 1.15  # the weights, and what tmix, torch and a prefill need beside them
 GPU_MARGIN = 1.05  # the weights, and the CUDA context's share not yet taken
+CONVERT_MARGIN = 1.6  # a GGUF conversion's peak beside its fp32 weights (SmolLM2-135M: 0.84 GB over 0.54 GB)
 
 
 def _free(device_type: str, index: int | None) -> int | None:
@@ -57,3 +59,28 @@ def check_room(model_id: str, folder: Path | None, bits: int, device_type: str, 
             "a smaller model, or free memory")
     raise TmixError(f"model {model_id!r} needs ~{human_size(int(need))} of memory for its {bits}-bit weights and "
                     f"{where} {human_size(free)} free: {hint}")
+
+
+def _count(n: int) -> str:
+    """8030261248 -> "8.0B", 134515008 -> "135M", 4096 -> "4096"."""
+    return f"{n / 1e9:.1f}B" if n >= 10**9 else f"{n / 1e6:.0f}M" if n >= 10**6 else str(n)
+
+
+def check_conversion(name: str, elements: int | None, folder: Path) -> None:
+    """Refuse converting the GGUF `name` (`elements` numbers) where its fp32 weights would not fit the free memory
+    while they are converted, or the free disk of the models `folder` once written."""
+    if elements is None:
+        return
+    need = elements * 4
+    free = available_bytes()
+    if free is not None and need * CONVERT_MARGIN > free:
+        raise TmixError(f"converting {name} needs ~{human_size(int(need * CONVERT_MARGIN))} of memory (its "
+                        f"{_count(elements)} weights in fp32) and the machine has {human_size(free)} free: convert "
+                        f"it on a larger machine, or use a smaller model")
+    try:
+        disk = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if need > disk:
+        raise TmixError(f"converting {name} writes ~{human_size(need)} of fp32 weights and {folder} has "
+                        f"{human_size(disk)} free: free disk space, or set TMIX_MODELS_DIR to a larger disk")

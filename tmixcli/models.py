@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from tmixcli import filetok
 from tmixcli.errors import TmixError
 from tmixcli.modelcheck import check_folder, check_gguf, check_hub_reachable
-from tmixcli.memfit import auto_bf16_note, check_room
+from tmixcli.memfit import auto_bf16_note, check_conversion, check_room
 from tmixcli.modelinfo import converted_gguf_dir, model_context, model_folder
 from tmixcli.paths import DEFAULT_MODEL, mkdir_error, models_dir, read_regular
 from tmixcli.stdout import is_terminal
@@ -129,13 +129,14 @@ def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
     """Dequantize a GGUF into a safetensors model dir; written to a temp dir then renamed (never half-written)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    check_gguf(gguf)
+    header = check_gguf(gguf)
     tmp = _convert_dir(target.parent)
-    if progress:
-        print(f"tmix: converting {gguf.name} to a safetensors model in {target} (once, ~40 s)...",
-              file=sys.stderr, flush=True)
     start = time.perf_counter()
     try:
+        check_conversion(gguf.name, header.elements, target.parent)
+        if progress:
+            print(f"tmix: converting {gguf.name} to a safetensors model in {target} (once, ~40 s)...",
+                  file=sys.stderr, flush=True)
         try:
             with _gguf_bar(progress and is_terminal(sys.stderr)):
                 tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -146,8 +147,11 @@ def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, struct.error) as err:  # a damaged GGUF
             first = (str(err).splitlines() or [""])[0][:160]
             raise TmixError(f"cannot read {gguf.name} as a GGUF model ({type(err).__name__}: {first})") from None
-        _save_plain(model, tmp)
-        tok.save_pretrained(tmp)
+        try:
+            _save_plain(model, tmp)
+            tok.save_pretrained(tmp)
+        except OSError as err:  # a disk that filled up meanwhile
+            raise TmixError(f"cannot write the converted model to {target.parent}: {err.strerror or err}") from None
         try:
             os.rename(tmp, target)
         except OSError:  # another process finished first: keep its copy
