@@ -134,3 +134,26 @@ def test_a_gguf_too_large_to_convert_is_refused_before_the_conversion(tmp_path: 
     with pytest.raises(TmixError, match=r"^converting m.gguf writes ~16.0 KiB of fp32 weights and .*models has "
                                         r"1000 B free: free disk space, or set TMIX_MODELS_DIR to a larger disk$"):
         models.convert_gguf(tmp_path / "m.gguf", tmp_path / "models" / "m", progress=True)
+
+
+def test_the_gpu_free_memory_is_judged_too(tiny_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index=None: (1000, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(TmixError, match=r"^model 'tiny' needs ~.* of memory for its 16-bit weights and the GPU has "
+                                        r"1000 B free: a smaller model, or --device cpu$"):
+        memfit.check_room("tiny", Path(tiny_dir), 16, "cuda", 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(TmixError, match="1000 B free: --device-map auto spreads it over the GPUs$"):
+        memfit.check_room("tiny", Path(tiny_dir), 16, "cuda", 0)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_a_gpu_load_goes_straight_to_the_gpu(tiny_dir: str) -> None:
+    import torch
+
+    lm = load_model(tiny_dir, "cuda", "auto", progress=False)
+    assert lm.dtype == torch.bfloat16 and lm.model.device.type == "cuda"
+    assert {p.device.type for p in lm.model.parameters()} == {"cuda"}
+    assert {b.device.type for b in lm.model.buffers()} <= {"cuda"}
