@@ -194,9 +194,10 @@ def test_the_default_gguf_cut_short_is_named(tmp_path):
 def test_a_gguf_the_conversion_cannot_parse_is_one_line(tmp_path, monkeypatch):
     """Where the early check is passed (damage it cannot see), the conversion's struct.error is one line too."""
     from tmixcli import modelcheck
+    from tmixcli.ggufheader import GgufHeader
 
-    monkeypatch.setattr(models, "check_gguf", lambda path: None)
-    monkeypatch.setattr(modelcheck, "check_gguf", lambda path: None)
+    monkeypatch.setattr(models, "check_gguf", lambda path: GgufHeader(None, None))
+    monkeypatch.setattr(modelcheck, "check_gguf", lambda path: GgufHeader(None, None))
     (tmp_path / "cut.gguf").write_bytes(_gguf_with_tensor()[:40])
     with pytest.raises(TmixError, match=r"^cannot read cut.gguf as a GGUF model \("):
         models.convert_gguf(tmp_path / "cut.gguf", tmp_path / "out", progress=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from tmixcli import early  # first: Ctrl-C while the rest imports exits 130 with one line
 
 import os
+import re
 import sys
 
 import typer
@@ -48,6 +49,18 @@ def _register_commands() -> None:
 
 _register_commands()
 early.imported()
+
+
+def _gpu_oom_line(err: Exception) -> str:
+    """One line for torch's CUDA out-of-memory error (its own message is a paragraph), after giving back what the
+    failed work held: a `tmix serve` carries on with the next request."""
+    import torch
+
+    torch.cuda.empty_cache()
+    asked = re.search(r"Tried to allocate ([\d.]+ \w+)", str(err))
+    what = f" (tried to allocate {asked[1]})" if asked else ""
+    return (f"tmix: error: the GPU ran out of memory{what}: a smaller --chunk-size, a shorter document (--truncate) "
+            f"or --device cpu needs less")
 
 
 def _usage_error_base() -> type[Exception]:
@@ -129,7 +142,14 @@ def _main(argv: list[str] | None) -> None:
         sys.exit(1)
     except BrokenPipeError:
         sys.exit(141)
+    except MemoryError:
+        print("tmix: error: out of memory: a shorter document (--truncate) or a smaller model needs less",
+              file=sys.stderr)
+        sys.exit(1)
     except Exception as err:
+        if type(err).__name__ == "OutOfMemoryError":  # torch's, on the GPU (torch is not imported here)
+            print(_gpu_oom_line(err), file=sys.stderr)
+            sys.exit(1)
         if not isinstance(err, _usage_error_base()):
             raise
         if type(err).__name__ == "NoArgsIsHelpError":  # bare `tmix` or `tmix cache`: the help text

@@ -20,11 +20,12 @@ class EndsInHeader(Exception):
 
 @dataclass(frozen=True)
 class GgufHeader:
-    """What the header says: general.architecture (None if absent) and the byte where the last tensor's data ends
-    (None for a tensor type not known here or a version not walked)."""
+    """What the header says: general.architecture (None if absent), the byte where the last tensor's data ends
+    (None for a tensor type not known here or a version not walked) and how many numbers the tensors hold."""
 
     architecture: str | None
     data_end: int | None
+    elements: int | None = None
 
 
 class _Bytes:
@@ -80,12 +81,13 @@ def read_header(f: BinaryIO, size: int) -> GgufHeader:
             meta[key] = value
     arch = _text(meta.get(b"general.architecture"))
     sizes = _type_sizes()
-    ends = [_tensor_end(at, sizes) for _ in range(tensors)]
+    walked = [_tensor_end(at, sizes) for _ in range(tensors)]
+    ends, elements = [end for end, _ in walked], sum(count for _, count in walked) or None
     if not ends or None in ends:
-        return GgufHeader(arch, None)
+        return GgufHeader(arch, None, elements)
     align = meta.get(b"general.alignment")
     align = align if isinstance(align, int) and align > 0 else DEFAULT_ALIGNMENT
-    return GgufHeader(arch, -(-at.at // align) * align + max(ends))
+    return GgufHeader(arch, -(-at.at // align) * align + max(ends), elements)
 
 
 _UNKNOWN = object()
@@ -125,19 +127,20 @@ def _type_sizes() -> dict[int, tuple[int, int]]:
     return {int(kind): sizes for kind, sizes in GGML_QUANT_SIZES.items()}
 
 
-def _tensor_end(at: _Bytes, sizes: dict[int, tuple[int, int]]) -> int | None:
-    """Where one tensor's data ends, counted from the start of the data; None for a type not known here."""
+def _tensor_end(at: _Bytes, sizes: dict[int, tuple[int, int]]) -> tuple[int | None, int]:
+    """Where one tensor's data ends, counted from the start of the data (None for a type not known here), and how
+    many numbers it holds."""
     at.string()
     dims, = at.unpack(U32)
     shape = at.unpack(struct.Struct(f"<{dims}Q"))
     kind, offset = at.unpack(struct.Struct("<IQ"))
-    if kind not in sizes:
-        return None
-    block, nbytes = sizes[kind]
     count = 1
     for n in shape:
         count *= n
-    return offset + count // block * nbytes
+    if kind not in sizes:
+        return None, count
+    block, nbytes = sizes[kind]
+    return offset + count // block * nbytes, count
 
 
 def _text(value: object) -> str | None:

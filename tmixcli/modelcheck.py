@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 
 from tmixcli.errors import TmixError
-from tmixcli.ggufheader import EndsInHeader, read_header
+from tmixcli.ggufheader import EndsInHeader, GgufHeader, read_header
 from tmixcli.modelinfo import converted_gguf_dir, model_folder, model_limits
 from tmixcli.paths import DEFAULT_MODEL, not_a_file, open_regular, read_regular
 from tmixcli.weightfiles import weights_problem
@@ -67,9 +67,9 @@ def check_hub_reachable(model_id: str, timeout_s: float = 3.0) -> None:
                         f"reached: {hint}") from None
 
 
-def check_gguf(path: Path) -> None:
+def check_gguf(path: Path) -> GgufHeader:
     """Refuse a file that does not start with the GGUF magic bytes, holds a model of an architecture tmix cannot run,
-    or ends before its header or its tensor data does, before a conversion is announced."""
+    or ends before its header or its tensor data does, before a conversion is announced; what its header says."""
     try:
         with os.fdopen(open_regular(str(path)), "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -87,6 +87,7 @@ def check_gguf(path: Path) -> None:
                         f"runs {RUNS}")
     if header.data_end is not None and header.data_end > size:
         raise TmixError(f"{path.name} is truncated: its tensors end at byte {header.data_end}, the file has {size}")
+    return header
 
 
 def check_folder(path: Path, spec: str) -> None:

@@ -23,7 +23,8 @@ from safetensors import SafetensorError
 from tmixcli import filetok
 from tmixcli.errors import TmixError
 from tmixcli.modelcheck import check_folder, check_gguf, check_hub_reachable
-from tmixcli.modelinfo import converted_gguf_dir, model_context
+from tmixcli.memfit import auto_bf16_note, check_conversion, check_room
+from tmixcli.modelinfo import converted_gguf_dir, model_context, model_folder
 from tmixcli.paths import DEFAULT_MODEL, mkdir_error, models_dir, read_regular
 from tmixcli.stdout import is_terminal
 from tmixcli.threads import configure_threads
@@ -128,13 +129,14 @@ def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
     """Dequantize a GGUF into a safetensors model dir; written to a temp dir then renamed (never half-written)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    check_gguf(gguf)
+    header = check_gguf(gguf)
     tmp = _convert_dir(target.parent)
-    if progress:
-        print(f"tmix: converting {gguf.name} to a safetensors model in {target} (once, ~40 s)...",
-              file=sys.stderr, flush=True)
     start = time.perf_counter()
     try:
+        check_conversion(gguf.name, header.elements, target.parent)
+        if progress:
+            print(f"tmix: converting {gguf.name} to a safetensors model in {target} (once, ~40 s)...",
+                  file=sys.stderr, flush=True)
         try:
             with _gguf_bar(progress and is_terminal(sys.stderr)):
                 tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -145,8 +147,11 @@ def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, struct.error) as err:  # a damaged GGUF
             first = (str(err).splitlines() or [""])[0][:160]
             raise TmixError(f"cannot read {gguf.name} as a GGUF model ({type(err).__name__}: {first})") from None
-        _save_plain(model, tmp)
-        tok.save_pretrained(tmp)
+        try:
+            _save_plain(model, tmp)
+            tok.save_pretrained(tmp)
+        except OSError as err:  # a disk that filled up meanwhile
+            raise TmixError(f"cannot write the converted model to {target.parent}: {err.strerror or err}") from None
         try:
             os.rename(tmp, target)
         except OSError:  # another process finished first: keep its copy
@@ -243,6 +248,20 @@ def _check_weights(model_id: str, config: object, info: dict) -> None:
                         f"the {layers} its config.json has ({extra[0]}, ...); the two do not belong together")
 
 
+def _fitting_dtype(model_id: str, folder: Path | None, dtype: str, dt: torch.dtype, dev: torch.device,
+                   progress: bool) -> torch.dtype:
+    """The dtype to load in (`--dtype auto` on the CPU: bf16 where fp32 weights would not fit the free memory), after
+    refusing weights that would not fit it at all."""
+    if dtype == "auto" and dev.type == "cpu":
+        note = auto_bf16_note(folder)
+        if note is not None:
+            dt = torch.bfloat16
+            if progress:
+                print(f"tmix: {note}", file=sys.stderr, flush=True)
+    check_room(model_id, folder, torch.finfo(dt).bits, dev.type, dev.index)
+    return dt
+
+
 def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto",
                progress: bool = True, device_map: str | None = None, threads: str | None = None) -> LoadedModel:
     """Load model + tokenizer; HF ids are tried offline first so a cached model needs no network.
@@ -266,6 +285,10 @@ def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto
     source, more, model_id = _resolve_source(spec or os.environ.get("TMIX_MODEL"), progress)
     extra.update(more)
     folder = Path(source) if Path(source).exists() else None
+    if device_map is None:
+        dt = _fitting_dtype(model_id, folder or model_folder(source), dtype, dt, dev, progress)
+        if dev.type == "cuda":
+            extra["device_map"] = dev  # straight onto the GPU: no copy of the weights in the machine's memory first
     last_err: Exception | None = None
     for local_only in (True, False):
         if not local_only:

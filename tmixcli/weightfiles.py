@@ -69,3 +69,31 @@ def file_problem(path: Path) -> str | None:
     if needed < size:
         return f"{name} is damaged ({size - needed} bytes follow its tensors' data)"
     return None
+
+
+def weight_elements(folder: Path) -> int | None:
+    """How many numbers the safetensors weights in `folder` hold (read from their headers), or None where there are
+    none or a header cannot be read: what a load costs in memory, whatever dtype they are stored in."""
+    if (folder / WHOLE).is_file():
+        files = [folder / WHOLE]
+    else:
+        try:
+            index = json.loads(read_regular(folder / INDEX))
+            files = [folder / name for name in sorted(set(index["weight_map"].values()))]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+    total = 0
+    for path in files:
+        try:
+            with os.fdopen(open_regular(str(path)), "rb") as f:
+                n = struct.unpack("<Q", f.read(8))[0]
+                header = json.loads(f.read(n)) if n <= MAX_HEADER_BYTES else None
+            for key, entry in header.items():
+                if key != "__metadata__":
+                    count = 1
+                    for dim in entry["shape"]:
+                        count *= int(dim)
+                    total += count
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error):
+            return None
+    return total or None
