@@ -177,7 +177,7 @@ def test_a_client_gone_before_the_prefill_or_the_answer_frees_the_server_at_once
     import bigdocs
     from runcli import run
 
-    from tmixcli import documents, generate, kvread, office, pdftext
+    from tmixcli import docx, documents, generate, kvread, pdftext
     from tmixcli.models import decoder_layers, load_model
 
     lm = load_model(tiny_dir, "cpu", "auto", progress=False)
@@ -194,7 +194,7 @@ def test_a_client_gone_before_the_prefill_or_the_answer_frees_the_server_at_once
         monkeypatch.chdir(tmp_path)
         assert run(capsys, "prefill", *docs, "--model", tiny_dir, *TINY[:-2], "-q")[0] == 0  # a cache hit
     owner, name = {"documents": (documents, "read_input"), "pdf pages": (pdftext, "_page_text"),
-                   "docx paragraphs": (office, "_docx_paragraph"), "kv file read": (kvread, "_pread"),
+                   "docx paragraphs": (docx._Reader, "paragraph"), "kv file read": (kvread, "_pread"),
                    "question": (generate, "extend")}[phase]
     client: list[subprocess.Popen] = []
     reached, calls = _stalled(monkeypatch, owner, name, client)

@@ -1,6 +1,6 @@
 """Text of markup documents (HTML, EPUB) and the choice of reader for ZIP-based ones, with the standard library.
 
-Each reader (here and in office.py) returns plain text with one paragraph per line (table rows become
+Each reader (here and in docx.py, odt.py, pptx.py) returns plain text with one paragraph per line (table rows become
 `a | b | c` lines, list items `- item`), as PDF text comes out: no blank lines between paragraphs, which the
 small default model reads markedly better (on the sample report it answers the revenue question right with
 single newlines and wrong, dense attention included, with blank lines). Any failure is a one-line TmixError
@@ -21,7 +21,9 @@ from urllib.parse import unquote
 from tmixcli.charsets import bom_codec, decoded, has_controls, utf16_codec, western
 from tmixcli.errors import TmixError
 from tmixcli.inputs import HEAD, Chunks, held_chunks
-from tmixcli.office import docx_text, odt_text, pptx_text
+from tmixcli.docx import docx_text
+from tmixcli.odt import odt_text
+from tmixcli.pptx import pptx_text
 from tmixcli.ziputil import Reach, join_blocks, member, open_zip, parse_xml
 
 _ODT_MIME = b"application/vnd.oasis.opendocument.text"

@@ -87,7 +87,24 @@ def children(zf: zipfile.ZipFile, name: str, label: str, parent: str) -> Iterato
         yield from _complete(top, parent, last=True)
 
 
-def _fed(parser: ElementTree.XMLParser, chunk: bytes | None, label: str) -> None:
+def leading(zf: zipfile.ZipFile, name: str, label: str, tag: str, stop: str) -> ElementTree.Element | None:
+    """The first element `tag` of member `name` that ends before an element `stop` starts (None: there is none),
+    parsed from the start of the member only as far as needed (the styles ahead of a long document's body)."""
+    parser = ElementTree.XMLPullParser(events=("start", "end"))
+    with _reading(name, label), zf.open(_info(zf, name, label)) as stream:
+        while chunk := stream.read(CHUNK):
+            checkpoints.check()
+            _fed(parser, chunk, label)
+            for event, element in parser.read_events():
+                if event == "start" and element.tag == stop:
+                    return None
+                if event == "end" and element.tag == tag:
+                    return element
+        _fed(parser, None, label)
+    return None
+
+
+def _fed(parser: ElementTree.XMLParser | ElementTree.XMLPullParser, chunk: bytes | None, label: str) -> None:
     """Feed `chunk` (None: the end of the document) to the parser."""
     try:
         if chunk is None:
@@ -114,6 +131,14 @@ def parse_xml(data: bytes, label: str) -> ElementTree.Element:
         return ElementTree.fromstring(data)
     except ElementTree.ParseError as exc:
         raise TmixError(f"{label} is damaged: invalid XML ({exc})") from None
+
+
+def whole_number(value: str | None, default: int) -> int:
+    """An XML attribute's whole number; `default` when it is missing or not a number (a damaged file reads on)."""
+    try:
+        return int(value or "")
+    except ValueError:
+        return default
 
 
 def join_blocks(blocks: list[str]) -> str:

@@ -1,0 +1,103 @@
+"""PowerPoint decks: charts and SmartArt read, footers and dates once, slide numbers left out, shapes saved twice
+read once, table cells on one line."""
+
+from __future__ import annotations
+
+from test_markup import PML, write, zip_bytes
+
+from tmixcli.documents import load_document
+
+RELS = "http://schemas.openxmlformats.org/package/2006/relationships"
+OFFICE_RELS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+C_NS = 'xmlns:c="http://schemas.openxmlformats.org/drawingml/2006/chart"'
+DGM_NS = 'xmlns:dgm="http://schemas.openxmlformats.org/drawingml/2006/diagram"'
+A_NS = 'xmlns:a="http://schemas.openxmlformats.org/drawingml/2006/main"'
+
+
+def _series(name: str, values: tuple[str, str]) -> str:
+    points = "".join(f'<c:pt idx="{i}"><c:v>{v}</c:v></c:pt>' for i, v in enumerate(values))
+    return (f'<c:ser><c:tx><c:strRef><c:strCache><c:pt idx="0"><c:v>{name}</c:v></c:pt></c:strCache></c:strRef>'
+            '</c:tx><c:cat><c:strRef><c:strCache><c:ptCount val="2"/><c:pt idx="0"><c:v>2022</c:v></c:pt>'
+            '<c:pt idx="1"><c:v>2023</c:v></c:pt></c:strCache></c:strRef></c:cat>'
+            f'<c:val><c:numRef><c:numCache>{points}</c:numCache></c:numRef></c:val></c:ser>')
+
+
+CHART = (f'<c:chartSpace {C_NS} {A_NS}><c:chart><c:title><c:tx><c:rich><a:p><a:r><a:t>Revenue by year</a:t></a:r>'
+         '<a:r><a:t> (EUR m)</a:t></a:r></a:p></c:rich></c:tx></c:title><c:plotArea><c:barChart>'
+         + _series("Revenue", ("41.2", "48.7")) + "</c:barChart><c:lineChart>" + _series("Costs", ("30.1", "33.0"))
+         + "</c:lineChart></c:plotArea></c:chart></c:chartSpace>")
+
+
+def _point(key: str, text: str = "", kind: str = "") -> str:
+    body = f"<dgm:t><a:bodyPr/><a:p><a:r><a:t>{text}</a:t></a:r></a:p></dgm:t>" if text else ""
+    return f'<dgm:pt modelId="{key}"{f" type={chr(34)}{kind}{chr(34)}" if kind else ""}>{body}</dgm:pt>'
+
+
+DIAGRAM = (f'<dgm:dataModel {DGM_NS} {A_NS}><dgm:ptLst>' + _point("0", kind="doc")
+           + _point("3", "Step 3: Publish report") + _point("1", "Step 1: Sign lease") + _point("9", "x", "pres")
+           + _point("2", "Step 2: Hire auditors") + _point("7", "", "sibTrans") + "</dgm:ptLst><dgm:cxnLst>"
+           + "".join(f'<dgm:cxn modelId="c{i}" srcId="0" destId="{i}" srcOrd="{i - 1}"/>' for i in (3, 1, 2))
+           + '<dgm:cxn modelId="c9" type="presOf" srcId="1" destId="9"/></dgm:cxnLst></dgm:dataModel>')
+
+
+def deck(tmp_path, *slides: tuple[str, dict[str, tuple[str, str]]], parts: dict[str, str] | None = None) -> str:
+    """The text of a deck of `slides`, each (its shapes, its relationships id -> (type, target)), with more parts."""
+    ids = "".join(f'<p:sldId id="{256 + i}" r:id="s{i}"/>' for i in range(len(slides)))
+    files = {"ppt/presentation.xml": f"<p:presentation {PML}><p:sldIdLst>{ids}</p:sldIdLst></p:presentation>",
+             "ppt/_rels/presentation.xml.rels": f'<Relationships xmlns="{RELS}">' + "".join(
+                 f'<Relationship Id="s{i}" Type="{OFFICE_RELS}/slide" Target="slides/slide{i}.xml"/>'
+                 for i in range(len(slides))) + "</Relationships>"}
+    for i, (shapes, rels) in enumerate(slides):
+        files[f"ppt/slides/slide{i}.xml"] = f"<p:sld {PML}><p:cSld><p:spTree>{shapes}</p:spTree></p:cSld></p:sld>"
+        files[f"ppt/slides/_rels/slide{i}.xml.rels"] = f'<Relationships xmlns="{RELS}">' + "".join(
+            f'<Relationship Id="{rid}" Type="{OFFICE_RELS}/{kind}" Target="{target}"/>'
+            for rid, (kind, target) in rels.items()) + "</Relationships>"
+    files.update(parts or {})
+    return load_document(write(tmp_path, "deck.pptx", zip_bytes(files))).text
+
+
+def shape(*paras: str, ph: str | None = None) -> str:
+    nv = f'<p:nvSpPr><p:nvPr><p:ph type="{ph}"/></p:nvPr></p:nvSpPr>' if ph else ""
+    return (f"<p:sp>{nv}<p:txBody>" + "".join(f"<a:p><a:r><a:t>{x}</a:t></a:r></a:p>" for x in paras)
+            + "</p:txBody></p:sp>")
+
+
+def test_smartart_and_chart_text_is_read_where_the_frame_sits(tmp_path):
+    frames = ('<p:graphicFrame><a:graphic><a:graphicData><dgm:relIds ' + DGM_NS + ' r:dm="rId2" r:lo="rId3"/>'
+              '</a:graphicData></a:graphic></p:graphicFrame><p:graphicFrame><a:graphic><a:graphicData><c:chart '
+              + C_NS + ' r:id="rId6"/></a:graphicData></a:graphic></p:graphicFrame>'
+              '<p:graphicFrame><a:graphic><a:graphicData><c:chart ' + C_NS + ' r:id="rId404"/></a:graphicData>'
+              '</a:graphic></p:graphicFrame>')
+    rels = {"rId2": ("diagramData", "../diagrams/data1.xml"), "rId6": ("chart", "../charts/chart1.xml"),
+            "rId404": ("chart", "../charts/missing.xml")}
+    text = deck(tmp_path, (shape("Plan 2024", ph="title"), {}),
+                (shape("Next steps", ph="title") + frames + shape("After the chart."), rels),
+                parts={"ppt/diagrams/data1.xml": DIAGRAM, "ppt/charts/chart1.xml": CHART})
+    assert text == ("Slide 1\nPlan 2024\nSlide 2\nNext steps\nStep 1: Sign lease\nStep 2: Hire auditors\n"
+                    "Step 3: Publish report\nChart: Revenue by year (EUR m)\n| Revenue | Costs\n2022 | 41.2 | 30.1\n"
+                    "2023 | 48.7 | 33.0\nAfter the chart.")
+
+
+def test_footer_and_date_once_slide_numbers_left_out(tmp_path):
+    def slide(n: int, title: str) -> tuple[str, dict]:
+        date = '<a:fld id="{1}" type="datetime1"><a:t>14/05/2024</a:t></a:fld>'
+        return (shape(title, ph="title") + shape("Orion Holdings - Strictly confidential", ph="ftr")
+                + f'<p:sp><p:nvSpPr><p:nvPr><p:ph type="dt"/></p:nvPr></p:nvSpPr><p:txBody><a:p>{date}</a:p>'
+                  f'</p:txBody></p:sp>' + shape(str(n), ph="sldNum"), {})
+
+    text = deck(tmp_path, slide(1, "Results"), slide(2, "Costs"),
+                (shape("Outlook", ph="title") + shape("New footer", ph="ftr"), {}))
+    assert text == ("Slide 1\nResults\nOrion Holdings - Strictly confidential\n14/05/2024\nSlide 2\nCosts\n"
+                    "Slide 3\nOutlook\nNew footer")
+
+
+def test_a_shape_saved_twice_is_read_once_and_table_cells_stay_on_their_row(tmp_path):
+    twice = ('<mc:AlternateContent xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006">'
+             f'<mc:Choice Requires="p14">{shape("Once")}</mc:Choice><mc:Fallback>{shape("Once")}</mc:Fallback>'
+             "</mc:AlternateContent>")
+    table = ('<p:graphicFrame><a:graphic><a:graphicData><a:tbl><a:tr><a:tc><a:txBody><a:p/></a:txBody></a:tc>'
+             '<a:tc><a:txBody><a:p><a:r><a:t>2023</a:t></a:r></a:p></a:txBody></a:tc></a:tr><a:tr><a:tc><a:txBody>'
+             '<a:p><a:r><a:t>Marie Roux</a:t></a:r><a:br/><a:r><a:t>(acting)</a:t></a:r></a:p><a:p><a:r>'
+             '<a:t>Lyon</a:t></a:r></a:p></a:txBody></a:tc><a:tc><a:txBody><a:p><a:r><a:t>12</a:t></a:r></a:p>'
+             '</a:txBody></a:tc></a:tr></a:tbl></a:graphicData></a:graphic></p:graphicFrame>')
+    assert deck(tmp_path, (twice + table, {})) == "Slide 1\nOnce\n| 2023\nMarie Roux (acting) Lyon | 12"

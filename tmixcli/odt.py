@@ -1,0 +1,143 @@
+"""Text of OpenDocument text files (.odt) as a word processor shows them, with the standard library only."""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterable
+from xml.etree import ElementTree
+
+from tmixcli.errors import TmixError
+from tmixcli.odtlists import TEXT, ListCount, ListStyles
+from tmixcli.tablerow import MAX_SPAN, cell_text, row_line
+from tmixcli.ziputil import Reach, children, join_blocks, leading, member, parse_xml, whole_number
+
+_TABLE = "{urn:oasis:names:tc:opendocument:xmlns:table:1.0}"
+_OFFICE = "{urn:oasis:names:tc:opendocument:xmlns:office:1.0}"
+_STYLE = "{urn:oasis:names:tc:opendocument:xmlns:style:1.0}"
+_DRAW = "{urn:oasis:names:tc:opendocument:xmlns:drawing:1.0}"
+_SVG = "{urn:oasis:names:tc:opendocument:xmlns:svg-compatible:1.0}"
+_SKIPPED = {f"{TEXT}tracked-changes", f"{TEXT}change", f"{TEXT}change-start", f"{TEXT}change-end",
+            f"{TEXT}bookmark", f"{TEXT}soft-page-break", f"{_OFFICE}annotation", f"{_OFFICE}annotation-end",
+            f"{_SVG}title", f"{_SVG}desc"}  # change marks, comments, a shape's title and description: not text
+_CELLS = (f"{_TABLE}table-cell", f"{_TABLE}covered-table-cell")
+MAX_SPACES = 1000  # most spaces one ODF `text:s` element gives
+
+
+def odt_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None) -> str:
+    """Text of an OpenDocument text file: headings, paragraphs, list items (`1. item`, `- item`), table rows as
+    `a | b`, text boxes on lines of their own; page headers once before it and footers once after it; footnotes as
+    [n] markers and a `Notes:` list. Deleted tracked changes and comments are left out. Read paragraph by paragraph
+    until `reach` says the text is surely past what the model could use."""
+    reach = reach or Reach()
+    styles = parse_xml(member(zf, "styles.xml", label), label) if "styles.xml" in zf.namelist() else None
+    automatic = leading(zf, "content.xml", label, f"{_OFFICE}automatic-styles", f"{_OFFICE}body")
+    reader = _Reader(ListCount(ListStyles(automatic, styles)))
+    try:
+        blocks = reader.running(styles, "header")
+        for child in children(zf, "content.xml", label, f"{_OFFICE}body/{_OFFICE}text"):
+            reader.blocks([child], blocks)
+            if reach.past(blocks):
+                return join_blocks(blocks)
+        blocks += reader.running(styles, "footer")
+    except ValueError as exc:  # a bad attribute value (_space_count)
+        raise TmixError(f"{label} is damaged: {exc}") from None
+    if reader.notes:
+        blocks += ["Notes:"] + [f"[{i}] {note}" for i, note in enumerate(reader.notes, 1)]
+    return join_blocks(blocks)
+
+
+class _Reader:
+    """Reads the text of one OpenDocument file, keeping what runs through it: its notes and its list numbers."""
+
+    def __init__(self, lists: ListCount) -> None:
+        self.lists = lists
+        self.notes: list[str] = []
+
+    def running(self, styles: ElementTree.Element | None, kind: str) -> list[str]:
+        """The text of the page headers or footers (`kind`) of styles.xml's master pages, each different one once
+        (first-page and left-page ones included; those switched off left out)."""
+        texts: list[str] = []
+        for page in [] if styles is None else styles.iter(f"{_STYLE}master-page"):
+            for part in page:
+                if part.tag.startswith(f"{_STYLE}{kind}") and part.get(f"{_STYLE}display") != "false":
+                    inner: list[str] = []
+                    self.blocks(part, inner)
+                    text = join_blocks(inner)
+                    if text and text not in texts:
+                        texts.append(text)
+        return texts
+
+    def blocks(self, elements: Iterable[ElementTree.Element], out: list[str], marker: str = "",
+               depth: int = 0, style: str = "") -> None:
+        """Append the text blocks of `elements` (an element's children): a paragraph, heading or table row per
+        block; `marker` goes before the first paragraph (a list item's), inside lists `depth` deep of `style`."""
+        for child in elements:
+            if child.tag in (f"{TEXT}p", f"{TEXT}h"):
+                boxes: list[str] = []
+                text = self.inline(child, boxes).strip()
+                out.append(marker + text if text else "")
+                out += boxes
+                marker = ""
+            elif child.tag == f"{_TABLE}table-row":
+                out.append(self.row(child))
+            elif child.tag == f"{TEXT}list":
+                self.list(child, out, depth + 1, child.get(f"{TEXT}style-name") or style)
+            elif child.tag not in _SKIPPED:
+                self.blocks(child, out, marker, depth, style)
+
+    def list(self, lst: ElementTree.Element, out: list[str], depth: int, style: str) -> None:
+        """Append the items of a list, each with its marker."""
+        number = self.lists.opened(lst, style, depth)
+        for item in lst:
+            if item.tag == f"{TEXT}list-item":
+                marker, number = self.lists.marker(item, style, depth, number)
+                self.blocks(item, out, marker, depth, style)
+            else:  # a list header (no number) or the list's title
+                self.blocks(item, out, "", depth, style)
+
+    def row(self, row: ElementTree.Element) -> str:
+        """A table row as `a | b`: cells repeated as often as they say, a cell covered by a merged one empty."""
+        cells = []
+        for cell in row:
+            if cell.tag in _CELLS:
+                inner: list[str] = []
+                self.blocks(cell, inner)
+                repeat = min(max(whole_number(cell.get(f"{_TABLE}number-columns-repeated"), 1), 1), MAX_SPAN)
+                cells += [cell_text(inner)] * repeat
+        return row_line(cells)
+
+    def inline(self, element: ElementTree.Element, boxes: list[str]) -> str:
+        """A paragraph's text: spans and links, `text:s` space runs, tabs, line breaks, footnote markers; the
+        paragraphs of its text boxes and shapes go to `boxes`."""
+        parts = [element.text or ""]
+        for child in element:
+            if child.tag == f"{TEXT}s":
+                parts.append(" " * _space_count(child.get(f"{TEXT}c")))
+            elif child.tag == f"{TEXT}tab":
+                parts.append("\t")
+            elif child.tag == f"{TEXT}line-break":
+                parts.append("\n")
+            elif child.tag == f"{TEXT}note":
+                body = child.find(f"{TEXT}note-body")
+                inner: list[str] = []
+                if body is not None:
+                    self.blocks(body, inner)
+                self.notes.append(" ".join(b for b in inner if b))
+                parts.append(f"[{len(self.notes)}]")
+            elif child.tag.startswith(_DRAW):
+                self.blocks(child, boxes)
+            elif child.tag not in _SKIPPED:
+                parts.append(self.inline(child, boxes))
+            parts.append(child.tail or "")
+        return "".join(parts)
+
+
+def _space_count(value: str | None) -> int:
+    """How many spaces a `text:s` element stands for: 1 by default, at most MAX_SPACES (a huge count would
+    exhaust memory); ValueError when it is not a number."""
+    if not value:
+        return 1
+    number = value.strip().lstrip("0") or "0"
+    if not (number.isascii() and number.isdigit()):
+        raise ValueError(f"text:s has a space count that is not a number ({value[:20]!r})")
+    return MAX_SPACES if len(number) > 4 else min(int(number), MAX_SPACES)

@@ -1,0 +1,96 @@
+"""Text of PowerPoint decks (.pptx) slide by slide, with the standard library only."""
+
+from __future__ import annotations
+
+import zipfile
+from xml.etree import ElementTree
+
+from tmixcli.charts import graphic_lines
+from tmixcli.ooxml import A, P, R, relationships, walk
+from tmixcli.tablerow import cell_text, row_line
+from tmixcli.ziputil import Reach, join_blocks, member, parse_xml
+
+_RUNNING = ("ftr", "dt")  # footer and date placeholders: the same text on every slide, kept once
+
+
+def pptx_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None) -> str:
+    """Text of a PowerPoint deck in slide order, each slide under a `Slide n` line: its text boxes' paragraphs,
+    tables as `a | b` rows, charts and SmartArt diagrams, then its speaker notes. Hidden slides are left out, slide
+    numbers too, and a footer or date is kept on the first slide that shows it. Read slide by slide until `reach`
+    says the text is surely past what the model could use."""
+    reach = reach or Reach()
+    pres = parse_xml(member(zf, "ppt/presentation.xml", label), label)
+    targets = {rid: target for rid, target, _ in relationships(zf, "ppt/presentation.xml", label)}
+    blocks: list[str] = []
+    running: set[str] = set()
+    number = 0
+    for sld in pres.iter(f"{P}sldId"):
+        path = targets.get(sld.get(f"{R}id", ""))
+        if path is None:
+            continue
+        slide = parse_xml(member(zf, path, label), label)
+        number += 1
+        if slide.get("show") == "0":
+            continue
+        rels = relationships(zf, path, label)
+        blocks.append(f"Slide {number}")
+        blocks += _slide_blocks(slide, running, {rid: target for rid, target, _ in rels}, zf, label)
+        notes = [target for _, target, kind in rels if kind.endswith("/notesSlide")]
+        if notes:
+            text = " ".join(b for b in _notes_blocks(parse_xml(member(zf, notes[0], label), label)) if b)
+            blocks.append(f"Speaker notes: {text}" if text else "")
+        if reach.past(blocks):
+            break
+    return join_blocks(blocks)
+
+
+def _slide_blocks(root: ElementTree.Element, running: set[str], targets: dict[str, str], zf: zipfile.ZipFile,
+                  label: str) -> list[str]:
+    """Paragraph lines, table rows and chart and diagram lines of one slide; footers and dates already in
+    `running` (which gets this slide's) and slide numbers are left out."""
+    blocks = []
+    for shape in walk(root):
+        if shape.tag == f"{P}sp":
+            kind = _placeholder(shape)
+            lines = _shape_lines(shape)
+            if kind == "sldNum" or kind in _RUNNING and "\n".join(lines) in running:
+                continue
+            if kind in _RUNNING:
+                running.add("\n".join(lines))
+            blocks += lines
+        elif shape.tag == f"{A}tbl":
+            for row in shape.findall(f"{A}tr"):
+                blocks.append(row_line([cell_text([_paragraph(p) for p in cell.iter(f"{A}p")])
+                                        for cell in row.findall(f"{A}tc")]))
+        elif shape.tag == f"{A}graphicData":
+            blocks += graphic_lines(shape, targets, zf, label)
+    return [b for b in blocks if b.strip(" |")]
+
+
+def _notes_blocks(root: ElementTree.Element) -> list[str]:
+    """The body text of a notes page (no slide image, slide number or other placeholder)."""
+    return [line for shape in walk(root) if shape.tag == f"{P}sp" and _placeholder(shape) == "body"
+            for line in _shape_lines(shape)]
+
+
+def _placeholder(shape: ElementTree.Element) -> str | None:
+    """The placeholder type of a shape ("body" when it names none; None: no placeholder)."""
+    ph = shape.find(f".//{P}ph")
+    return None if ph is None else ph.get("type", "body")
+
+
+def _shape_lines(shape: ElementTree.Element) -> list[str]:
+    """The paragraphs of a shape's text body."""
+    body = shape.find(f"{P}txBody")
+    return [] if body is None else [_paragraph(p) for p in body.findall(f"{A}p")]
+
+
+def _paragraph(p: ElementTree.Element) -> str:
+    """One DrawingML paragraph: its runs (a:t) and line breaks."""
+    parts = []
+    for node in p.iter():
+        if node.tag == f"{A}t":
+            parts.append(node.text or "")
+        elif node.tag == f"{A}br":
+            parts.append("\n")
+    return "".join(parts).strip()
