@@ -94,7 +94,8 @@ def png_bytes(width: int = 40, height: int = 30) -> bytes:
 
 def with_fields(data: bytes, fields: list[dict]) -> bytes:
     """Re-save a PDF with filled AcroForm widgets on its pages: each field a dict with page, name, value, rect
-    (x0, y0, x1, y1 in points) and optional kind (/Tx, /Ch, /Btn), flags (/Ff), tooltip (/TU) and state (/AS)."""
+    (x0, y0, x1, y1 in points) and optional kind (/Tx, /Ch, /Btn), flags (/Ff), tooltip (/TU), state (/AS) and
+    flag (the annotation's /F)."""
     from pypdf.generic import ArrayObject, DictionaryObject, FloatObject, NameObject, NumberObject, TextStringObject
 
     writer = PdfWriter(clone_from=PdfReader(io.BytesIO(data)))
@@ -113,6 +114,8 @@ def with_fields(data: bytes, fields: list[dict]) -> bytes:
             widget[NameObject("/TU")] = TextStringObject(spec["tooltip"])
         if "state" in spec:
             widget[NameObject("/AS")] = NameObject(spec["state"])
+        if "flag" in spec:
+            widget[NameObject("/F")] = NumberObject(spec["flag"])
         ref = writer._add_object(widget)
         page = writer.pages[spec.get("page", 0)]
         page.setdefault(NameObject("/Annots"), ArrayObject()).append(ref)

@@ -25,7 +25,8 @@ def test_text_fields_beside_their_labels(tmp_path):
               dict(name="amount", value="12,500", rect=(150, _y(50) - 5, 330, _y(50) + 12)),
               dict(name="currency", value="EUR", rect=(400, _y(50) - 5, 480, _y(50) + 12)),
               dict(name="ref", value="A-77", tooltip="Reference number", rect=(150, _y(120), 300, _y(120) + 15)),
-              dict(name="empty", value="", rect=(150, _y(60), 300, _y(60) + 15))]
+              dict(name="empty", value="", rect=(150, _y(60), 300, _y(60) + 15)),
+              dict(name="secret", value="hidden value", flag=2, rect=(150, _y(70), 300, _y(70) + 15))]
     text = load_document(write(tmp_path, "form.pdf", with_fields(form, fields))).text
     assert text == ("Application form\nApplicant name: Greta Lindqvist\nDate of birth: 1984-02-29\n"
                     "Requested amount: 12,500 Currency: EUR\nReference number: A-77")

@@ -138,3 +138,18 @@ def test_a_turned_watermark_leaves_the_header_to_be_found(tmp_path):
         pdf.text(20, 30, f"Quarter {n} sales rose by {n * 3} percent.")
     text = load_document(write(tmp_path, "draft.pdf", bytes(pdf.output()))).text
     assert text.count("Orion Holdings") == 1 and "Page 2" not in text and text.count("DRAFT") == 4, text
+
+
+def test_a_footer_split_into_pieces_at_one_height(tmp_path):
+    """A footer whose left and right parts are drawn apart in the page's stream (one part, the body, then the
+    other) is one row: its page number is a running line though the left part differs on each page."""
+    days = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
+    for first in (True, False):
+        pages = []
+        for n, day in enumerate(days, 1):
+            left, number = (-10, f"Minutes of {day}", 9), (-10, f"Page {n} of 5", 9, 170)
+            pages.append([number, (25, f"The board met on {day}."), left] if first else
+                         [left, (25, f"The board met on {day}."), number])
+        text = load_document(write(tmp_path, "split.pdf", placed_pdf(pages))).text
+        assert text.count("Page 1 of 5") == 1 and "Page 3 of 5" not in text, text
+        assert all(f"Minutes of {day}" in text for day in days)

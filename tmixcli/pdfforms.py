@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from pypdf import PageObject
 
 _PUSHBUTTON, _RADIO = 1 << 16, 1 << 15  # field flags (/Ff) of a button field
+_HIDDEN = 2 | 32  # annotation flags (/F) of a widget no viewer shows: Hidden, NoView
 
 
 def place_fields(page: PageObject, lines: PageLines) -> None:
@@ -38,7 +39,7 @@ def _widgets(page: PageObject) -> list[tuple[tuple[float, float, float, float], 
     for ref in annots:
         try:
             widget = ref.get_object()
-            if widget.get("/Subtype") != "/Widget":
+            if widget.get("/Subtype") != "/Widget" or int(widget.get("/F", 0)) & _HIDDEN:
                 continue
             field = _field(widget)
             value = _value(widget, field)

@@ -46,6 +46,7 @@ class PageLines:
     images: bool
 
     def text(self) -> str:
+        """The page's text as pypdf extracted it."""
         return "\n".join(line.text for line in self.lines)
 
 

@@ -13,7 +13,8 @@ from tmixcli.pdflines import PageLines, Piece
 
 BAND = 0.2  # a running line sits within this fraction of the page's height from its top or bottom edge,
 PLACE = 0.02  # within this fraction of it from where the same line sits on the other pages,
-EDGE = 2  # among the outermost lines of its edge: the second only where the first is a running line too
+EDGE = 2  # among the outermost rows of its edge: the second only where the first is all running lines
+_LEVEL = 0.005  # lines this close in height (fraction of the page's) are one row
 LONGEST = 120  # characters a running line has at most
 RUNNING_ROOM = 2 * EDGE * (LONGEST + 1)  # characters running lines may take from a page's text
 _COUNTER_WORDS = 12  # words a running line with a page number has at most
@@ -40,9 +41,10 @@ def running_lines(pages: Sequence[PageLines], numbers: Sequence[int]) -> list[di
         found: dict[Key, list[tuple[int, int, Key]]] = defaultdict(list)
         for p, page in enumerate(pages):
             for side, rows in edges[p].items():
-                if len(rows) > rank and all(i in running[p] for i in rows[:rank]):
-                    for key, once in _keys(page, rows[rank], numbers[p], side, shapes[p]):
-                        found[key].append((p, rows[rank], once))
+                if len(rows) > rank and all(i in running[p] for row in rows[:rank] for i in row):
+                    for i in rows[rank]:
+                        for key, once in _keys(page, i, numbers[p], side, shapes[p]):
+                            found[key].append((p, i, once))
         for key in sorted(found, key=lambda k: k[0] != "="):  # exact repeats first
             where = _same_place([w for w in found[key] if w[1] not in running[w[0]]], pages)
             if _enough([numbers[p] for p, _, _ in where], numbers) and _furniture(key, where, pages, shapes, numbers):
@@ -85,19 +87,27 @@ def _shape(page: PageLines) -> tuple[float, float | None]:
     return body, statistics.median(steps) if len(steps) >= 2 else None
 
 
-def _edges(page: PageLines) -> dict[str, list[int]]:
-    """The indexes of a placed page's outermost lines at its top and bottom edge (outermost first), each within
-    BAND of its edge and not longer than LONGEST; none for a page whose lines have no positions."""
+def _edges(page: PageLines) -> dict[str, list[list[int]]]:
+    """The indexes of a placed page's lines at its top and bottom edge, as rows of lines at one height, outermost
+    first: EDGE rows at most, each within BAND of its edge, its lines not longer than LONGEST."""
     if not page.placed:
         return {}
-    rows = sorted((line.top, i) for i, line in enumerate(page.lines) if line.top is not None and line.text.strip())
-    out = {}
+    rows: list[list[tuple[float, int]]] = []
+    for where, i in sorted((line.top, i) for i, line in enumerate(page.lines)
+                           if line.top is not None and line.text.strip()):
+        if rows and where - rows[-1][0][0] <= _LEVEL:
+            rows[-1].append((where, i))
+        else:
+            rows.append([(where, i)])
+    out: dict[str, list[list[int]]] = {}
     for side, ends in (("top", rows[:EDGE]), ("bottom", rows[::-1][:EDGE])):
         out[side] = []
-        for where, i in ends:
-            if (where > BAND if side == "top" else where < 1 - BAND) or len(page.lines[i].text) > LONGEST:
+        for row in ends:
+            where = row[0][0]
+            if (where > BAND if side == "top" else where < 1 - BAND) or any(
+                    len(page.lines[i].text) > LONGEST for _, i in row):
                 break
-            out[side].append(i)
+            out[side].append([i for _, i in row])
     return out
 
 
@@ -217,10 +227,12 @@ def _counter_form(marked: str) -> str | None:
 
 
 def _decor(text: str) -> bool:
+    """Whether `text` is only the dashes, brackets and bars set around a page number."""
     return all(c in _DECOR for c in text)
 
 
 def _has_word(text: str) -> bool:
+    """Whether `text` has a letter or digit."""
     return any(c.isalnum() for c in text)
 
 
