@@ -313,11 +313,3 @@ def test_pdf_page_numbers_dropped_headings_kept(tmp_path, line, furniture):
     for n, place in enumerate(_PLACES, 1):
         assert f"Visit {n} goes to {place}." in text
         assert (line.format(n=n) in text.split("\n")) == (n == 1 or not furniture), text
-
-
-def test_pdf_only_the_page_number_itself_is_dropped(tmp_path):
-    """Bare page numbers are kept once; a bare figure at a page's edge that is not that page's number stays."""
-    pages = [f"{n}\nRow {n} of the table.\n{42 if n == 4 else n}" for n in range(1, 6)]
-    text = load_document(write(tmp_path, "table.pdf", make_pdf(pages))).text
-    lines = text.split("\n")
-    assert lines.count("42") == 1 and lines.count("1") == 1 and not {"2", "3", "5"} & set(lines)

@@ -248,9 +248,9 @@ def joined_text(named_texts: Sequence[tuple[str, str]]) -> str:
 def _pdf_document(name: str, label: str, raw: bytes, digest: str, spec: str | None, password: str | None,
                   budget: Budget) -> Document:
     """A PDF's Document; its pages are read only until their text is surely past the model's cap."""
-    text, n_pages, stopped = pdf_text(raw, label, spec, password, functools.partial(_past_cap, budget=budget))
-    doc = Document(name=name, text=text, sha256=digest, pages=n_pages)
-    return doc if stopped is None else _read_in_part(doc, label, budget, stopped)
+    got = pdf_text(raw, label, spec, password, functools.partial(_past_cap, budget=budget))
+    doc = Document(name=name, text=got.text, sha256=digest, pages=got.pages, notes=got.notes)
+    return doc if got.stopped is None else _read_in_part(doc, label, budget, got.stopped)
 
 
 def _read_in_part(doc: Document, label: str, budget: Budget, page: int | None = None) -> Document:
@@ -261,7 +261,7 @@ def _read_in_part(doc: Document, label: str, budget: Budget, page: int | None = 
         raise TmixError(textcap.too_much(f"{label} has at least {len(doc.text)} characters of text{where}",
                                          budget.cap, pdf=page is not None))
     read = f"{label} only up to page {page}" if page else f"only the beginning of {label}"
-    return replace(doc, partial=True, notes=(f"read {read}: the most the model could use",))
+    return replace(doc, partial=True, notes=(*doc.notes, f"read {read}: the most the model could use"))
 
 
 

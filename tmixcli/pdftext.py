@@ -4,15 +4,19 @@ or complaint turned into one line."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import warnings
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from tmixcli import checkpoints
 from tmixcli.errors import TmixError
-from tmixcli.pdfpages import RUNNING_ROOM, clean_page_text, drop_running_lines, join_pages, select_pages
+from tmixcli.pdfforms import place_fields
+from tmixcli.pdflines import PageLines, page_lines
+from tmixcli.pdfpages import clean_pages, join_pages, select_pages
+from tmixcli.pdfrunning import RUNNING_ROOM, furniture_only, keep_once, running_lines
 
 if TYPE_CHECKING:
     from pypdf import PdfReader
@@ -28,40 +32,75 @@ def is_pdf(raw: bytes) -> bool:
     return raw[:1024].lstrip()[:5] == PDF_MAGIC or (PDF_MAGIC in raw[:4096] and b"%%EOF" in raw[-8192:])
 
 
+class PdfText(NamedTuple):
+    """A PDF's text as read: the text, the pages read, the page it stopped at (`enough`; else None) and the notes
+    for status lines (pages without text)."""
+
+    text: str
+    pages: int
+    stopped: int | None
+    notes: tuple[str, ...]
+
+
 def pdf_text(raw: bytes, label: str, spec: str | None, password: str | None,
-             enough: Callable[[int], bool] | None = None) -> tuple[str, int, int | None]:
-    """Extract cleaned text of the selected pages, joined with short page markers; returns (text, pages read, the
-    page number it stopped at once `enough` says the text's characters are surely past the model's cap, else
-    None)."""
+             enough: Callable[[int], bool] | None = None) -> PdfText:
+    """Extract the cleaned text of the selected pages, running headers and footers kept once, form values placed,
+    joined with short page markers; reading stops once `enough` says its characters are surely past the model's
+    cap."""
     with _quiet_pypdf() as problems:
         reader = _open_pdf(raw, label, password)
         n_pages = _pdf_call(lambda: len(reader.pages), label)
         if n_pages == 0:
             raise TmixError(f"{label} is empty: the PDF has no pages")
         indexes = select_pages(spec, n_pages, label)
-        texts: list[str] = []
+        pages: list[PageLines] = []
         total, stopped = 0, None
         for index in indexes:
             checkpoints.check()
-            texts.append(_page_text(reader, index, label))
-            total += len(texts[-1]) - RUNNING_ROOM
-            if enough is not None and enough(total) and len(texts) < len(indexes):
+            pages.append(_pdf_call(functools.partial(_page_text, reader, index), label))
+            total += len(pages[-1].text()) - RUNNING_ROOM
+            if enough is not None and enough(total) and len(pages) < len(indexes):
                 stopped = index + 1
                 break
-        indexes = indexes[:len(texts)]
-        texts = drop_running_lines(texts, indexes)
+        indexes = indexes[:len(pages)]
+        running = running_lines(pages, indexes)
+    texts = clean_pages(["\n".join(kept) for kept in keep_once(pages, running)])
+    subject = label if spec is None else f"{label} (pages {spec})"
     if not any(texts) and problems:
         raise TmixError(f"{label} is a corrupt or damaged PDF: no text could be read "
                         f"({' '.join(problems[0].split())[:100]})")
     if not any(texts):
-        subject = label if spec is None else f"{label} (pages {spec})"
         raise TmixError(f"{subject} has no text layer (looks scanned); run OCR first, e.g. ocrmypdf")
-    return join_pages(indexes, texts), len(indexes), stopped
+    bare = {index for index, page, found in zip(indexes, pages, running) if furniture_only(page, found)}
+    if len(bare) == len(pages):
+        line = next(text for text in texts if text).split("\n")[0]
+        raise TmixError(f"{subject} has no text layer but a line repeated on its pages ({line[:60]!r}): looks "
+                        "scanned; run OCR first, e.g. ocrmypdf")
+    scans = [index for index, page in zip(indexes, pages) if index in bare and page.images]
+    notes = (_scanned_note(label, scans),) if scans else ()
+    return PdfText(join_pages(indexes, texts), len(indexes), stopped, notes)
 
 
-def _page_text(reader: PdfReader, index: int, label: str) -> str:
-    """The cleaned text of one page ("" when it has none)."""
-    return clean_page_text(_pdf_call(lambda: reader.pages[index].extract_text() or "", label))
+def _page_text(reader: PdfReader, index: int) -> PageLines:
+    """A page's text: its lines, where they sit, and its form values placed on them."""
+    page = reader.pages[index]
+    lines = page_lines(page)
+    place_fields(page, lines)
+    return lines
+
+
+def _scanned_note(label: str, indexes: list[int]) -> str:
+    """The status line for pages that show images but have no text: "pages 2-5 of x.pdf have no text ..."."""
+    spans: list[list[int]] = []
+    for index in indexes:
+        if spans and spans[-1][1] == index:
+            spans[-1][1] = index + 1
+        else:
+            spans.append([index + 1, index + 1])
+    shown = [str(a) if a == b else f"{a}-{b}" for a, b in spans[:8]] + (["..."] if len(spans) > 8 else [])
+    which = f"page {shown[0]}" if len(indexes) == 1 else f"pages {', '.join(shown)}"
+    return (f"{which} of {label} {'has' if len(indexes) == 1 else 'have'} no text, only images (scanned?): "
+            "not read; run OCR first to read them, e.g. ocrmypdf")
 
 
 def _open_pdf(raw: bytes, label: str, password: str | None) -> PdfReader:
