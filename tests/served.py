@@ -35,15 +35,16 @@ def _prepare(work: Path) -> dict:
     return env
 
 
-def _serve(work: Path, env: dict) -> subprocess.Popen:
+def _serve(work: Path, env: dict, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "tmixcli", "serve", "--model", "model", "--device", "cpu"],
-                            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def _start_server(work: Path) -> tuple[subprocess.Popen, dict]:
-    """Save a tiny random Llama under `work` and start `tmix serve` of it there, in its own cache folder."""
+def _start_server(work: Path, server_env: dict | None = None, **kw) -> tuple[subprocess.Popen, dict]:
+    """Save a tiny random Llama under `work` and start `tmix serve` of it there, in its own cache folder; the
+    environment its clients use. `server_env`: variables for the server alone (a locale); `kw`: for Popen."""
     env = _prepare(work)
-    proc = _serve(work, env)
+    proc = _serve(work, {**env, **(server_env or {})}, **kw)
     sock = work / "cache" / "serve"
     deadline = time.time() + 120
     while not list(sock.glob("*.sock")) and time.time() < deadline and proc.poll() is None:

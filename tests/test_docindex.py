@@ -128,3 +128,54 @@ def test_a_fifo_in_place_of_an_index_file_is_never_waited_on(tmp_path, monkeypat
     if thread.is_alive():  # let the stuck open see a writer come and go, so the thread ends
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
     assert done == [None, "x.txt", 1] and not fifo.exists()
+
+
+def test_files_whose_stat_tells_no_change_are_never_indexed(tmp_path):
+    """/proc and /sys files keep size 0 (or 4096) and the mtime of boot while their contents change; a file of size 0
+    cannot be told by its stat either: such documents are always read, as stdin is."""
+    assert docindex.identity(["/proc/uptime"], None, None) is None
+    assert docindex.identity(["/proc/self/status"], None, None) is None
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert docindex.identity([str(empty)], None, None) is None
+    doc = tmp_path / "a.txt"
+    doc.write_text("The budget is four million kroner.")
+    assert docindex.identity([str(doc)], None, None) is not None
+    assert docindex.identity([str(doc), "/proc/uptime"], None, None) is None
+    assert not docindex.stat_tells_changes(os.stat("/proc/uptime"))
+    sysfs = [p for p in Path("/sys/kernel").glob("*") if p.is_file()] if os.path.isdir("/sys/kernel") else []
+    assert all(not docindex.stat_tells_changes(p.stat()) for p in sysfs)  # 4096 bytes, whatever a file holds
+
+
+def _uptime_moves() -> None:
+    """Wait until /proc/uptime reads otherwise than now (it counts hundredths of a second)."""
+    import time
+
+    first = Path("/proc/uptime").read_text()
+    deadline = time.monotonic() + 30
+    while Path("/proc/uptime").read_text() == first and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_chat_sees_a_proc_file_change_by_its_contents():
+    """`chat`'s check before each question: stat alone missed a /proc file's new contents."""
+    watch = docindex.SourceWatch(["/proc/uptime"])
+    _uptime_moves()
+    assert watch.poll() == [("uptime", None)]
+
+
+def test_a_proc_document_is_read_again_by_the_next_question(capsys, monkeypatch, tiny_dir):
+    """`tmix ask /proc/uptime Q` twice: the second run said "documents unchanged since: not read again" and answered
+    from the first run's uptime."""
+    from runcli import _count_calls
+
+    from tmixcli import documents
+
+    args = ("/proc/uptime", "What is the first number?", "--model", tiny_dir, "--max-new-tokens", "2", *TINY)
+    code, _, err = run(capsys, "ask", *args)
+    assert code == 0, err
+    _uptime_moves()
+    reads = _count_calls(monkeypatch, documents, "load_documents")
+    code, _, err = run(capsys, "ask", *args)
+    assert code == 0 and "not read again" not in err, err
+    assert reads

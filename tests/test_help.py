@@ -52,7 +52,7 @@ def test_a_document_named_like_an_option_gets_a_hint(capsys, monkeypatch, tmp_pa
     code, out, err = run(capsys, "ask", "-dash.md", "Who is the project lead?")
     assert code == 2 and out == ""
     assert err == ("tmix: error: no such option: -d; a file whose name starts with '-' must be written ./-dash.md "
-                   "(or put -- before it)\n"), err
+                   "(or put -- before it, after all the options)\n"), err
     code, _, err = run(capsys, "ask", "notes.md", "Q?", "--bogus")
     assert code == 2 and err == "tmix: error: no such option: --bogus (see 'tmix ask --help')\n", err
 

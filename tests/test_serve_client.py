@@ -11,7 +11,10 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tmixcli import serve, serve_client, serve_stream
+from tmixcli.errors import TmixError
 from tmixcli.serverkey import server_key
 
 
@@ -43,7 +46,8 @@ def test_a_client_the_server_did_not_take_runs_locally(tmp_path, monkeypatch, ca
     gone.mkdir()
     monkeypatch.chdir(gone)
     gone.rmdir()
-    assert serve_client.forward(["ask", "x", "q"], key) is None  # our own folder deleted: run locally
+    with pytest.raises(TmixError, match="the current folder no longer exists"):  # not a local run: torch dies there
+        serve_client.forward(["ask", "x", "q"], key)
     monkeypatch.chdir(tmp_path)
     result: list = []
     queued = threading.Thread(target=lambda: result.append(serve_client.forward(["ask", "x", "q"], key)))

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from tmixcli import cli_ask, cli_cache, cli_chat, cli_help, cli_options, cli_serve, cli_text, stdout
+from tmixcli import cli_ask, cli_cache, cli_chat, cli_help, cli_options, cli_serve, cli_text, stdout, terminate
 from tmixcli.errors import TmixError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode=None,
@@ -77,9 +77,20 @@ def _usage_line(err: Exception) -> str:
     named = [a for a in cli_options.ARGV if option and a.startswith(option) and os.path.exists(a)]
     if named:
         return (f"tmix: error: {msg}; a file whose name starts with '-' must be written ./{named[0]} (or put -- "
-                "before it)")
+                "before it, after all the options)")
     ctx = getattr(err, "ctx", None)
     return f"tmix: error: {msg}" + (f" (see '{ctx.command_path} --help')" if ctx is not None else "")
+
+
+_MODEL_COMMANDS = {"ask", "prefill", "chat", "serve", "bench", "eval", "calibrate"}  # they load torch
+
+
+def _check_folder(args: list[str]) -> None:
+    """A command that loads a model, run from a deleted current folder: one error line at once (early.working_folder)
+    instead of torch's crash; `text`, `cache` and --help still run there."""
+    name = next((a for a in args if not a.startswith("-")), None)
+    if name in _MODEL_COMMANDS and "--help" not in args:
+        early.working_folder()
 
 
 def _abort_writers() -> None:
@@ -118,8 +129,12 @@ def _main(argv: list[str] | None) -> None:
         cli_options.ARGV[:] = sys.argv[1:] if argv is None else list(argv)
         command = typer.main.get_command(app)
         cli_help.plain_arguments(command)
+        _check_folder(cli_options.ARGV)
+        misplaced = cli_help.option_after_dashes(command, cli_options.ARGV)
+        if misplaced is not None:
+            raise TmixError(misplaced)
         try:
-            with stdout.guarded():
+            with terminate.handled(), stdout.guarded():
                 code = command.main(args=argv, prog_name="tmix", standalone_mode=False)
         finally:
             _abort_writers()
@@ -135,6 +150,9 @@ def _main(argv: list[str] | None) -> None:
     except KeyboardInterrupt:
         _say_interrupted()
         sys.exit(130)
+    except terminate.Terminated as err:  # SIGTERM, SIGHUP: cleaned up as after Ctrl-C (_abort_writers)
+        print(f"{stdout.interrupt_lead()}{err.line()}", file=sys.stderr)
+        sys.exit(err.code)
     except stdout.OutputClosed as err:
         if err.why is None:  # the reader of our output left: end quietly, as on SIGPIPE
             sys.exit(141)

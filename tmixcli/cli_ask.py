@@ -57,7 +57,7 @@ def ask(
                  progress=not quiet, question=question)
     cli_open.check_cache_cap(s, kv)
     cli_open.maybe_forward(args[:-1] + ([str(kv)] if kv is not None else []), model, device, dtype, device_map,
-                           compile, quiet)
+                           compile, quiet, (question, system, password))
     ctx = cli_open.open_context(args[:-1] if kv is None else None, kv, s, pages, password, quiet, model, device,
                                 dtype, device_map, threads, compile)
     cli_open.describe(ctx, quiet)
@@ -265,7 +265,7 @@ def prefill(
             if why != "no such file":  # gone meanwhile: nothing is overwritten
                 raise TmixError(f"-o {output} exists and is {why}; give another name") from None
     cli_open.check_cache_cap(s, output)
-    cli_open.maybe_forward(files, model, device, dtype, device_map, compile, quiet)
+    cli_open.maybe_forward(files, model, device, dtype, device_map, compile, quiet, (system, password))
     if output is None:
         ctx = cli_open.open_context(files, None, s, pages, password, quiet, model, device, dtype, device_map, threads,
                                     compile)

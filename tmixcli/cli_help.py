@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 
@@ -28,3 +31,28 @@ def plain_arguments(command: TyperCommand | TyperGroup) -> None:
             param.__class__ = PlainArgument
     for sub in getattr(command, "commands", {}).values():
         plain_arguments(sub)
+
+
+def option_after_dashes(group: TyperGroup, args: Sequence[str]) -> str | None:
+    """Why an argument after `--` that spells an option of its command is refused (`tmix ask -- -dash.md Q --json`:
+    --json would be taken as the question, Q as a missing file), unless a file has that name; None for none."""
+    if "--" not in args:
+        return None
+    command, name = group, []
+    for arg in args[:args.index("--")]:
+        sub = getattr(command, "commands", {}).get(arg) if not arg.startswith("-") else None
+        if sub is None:
+            if hasattr(command, "commands"):
+                continue
+            break
+        command = sub
+        name.append(arg)
+    options = [opt for p in command.params if p.param_type_name == "option" for opt in p.opts + p.secondary_opts]
+    for arg in args[args.index("--") + 1:]:
+        if any(arg == opt or (opt.startswith("--") and arg.startswith(opt + "=")) for opt in options) and \
+                not os.path.lexists(arg):
+            usage = " ".join(PlainArgument._usage_display_name(p) for p in command.params
+                             if p.param_type_name == "argument")
+            return (f"{arg} comes after --, where it is read as {usage}, not as an option: put the options before "
+                    f"-- (tmix {' '.join(name)} [OPTIONS] -- {usage})")
+    return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -75,9 +75,10 @@ def _follow_threads(lm: LoadedModel, threads: Optional[str], served: bool = Fals
 
 
 def maybe_forward(sources: list[str], model: Optional[str], device: str, dtype: str, device_map: Optional[str],
-                  compile: str, quiet: bool) -> None:
+                  compile: str, quiet: bool, texts: Sequence[Optional[str]] = ()) -> None:
     """Hand this run to a `tmix serve` holding the same model, if one runs (stdin, FIFOs, devices and /dev/fd/N stay
-    local: paths.process_bound): exits with its code.
+    local: paths.process_bound): exits with its code. `texts`: the arguments that are text, not paths (the question,
+    --system, --password), which a server in another locale must not read as file names.
 
     Inside the server, this is where a request is taken (or, reading such an input, handed back to run locally)."""
     from tmixcli import serve, serve_client
@@ -89,7 +90,7 @@ def maybe_forward(sources: list[str], model: Optional[str], device: str, dtype: 
         return
     if any(process_bound(p) for p in sources):
         return
-    code = serve_client.forward(ARGV, server_key(model, device, dtype, device_map, compile), quiet)
+    code = serve_client.forward(ARGV, server_key(model, device, dtype, device_map, compile), quiet, texts)
     if code is not None:
         raise SystemExit(code)  # the server already said all there is to say (e.g. 'interrupted'): nothing more
 

@@ -4,6 +4,7 @@ Reading a 250-page PDF and tokenizing it takes seconds on every question, while 
 a fraction of that. An entry is keyed by the files' identities (path, size, mtime, ctime, inode: any edit changes
 ctime) and the reading options, then by everything else that shapes the prefix (model, attention, template,
 --truncate's room); it is only a pointer: the KV file is still checked against the model and settings when loaded.
+Files whose stat tells no change (/proc, /sys, a size of 0) are always read; `chat` hashes their contents.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from tmixcli import __version__
 from tmixcli.errors import TmixError
 from tmixcli.kvfolder import remove_file
-from tmixcli.paths import cache_subdir, read_regular
+from tmixcli.paths import cache_subdir, open_regular, read_regular
 
 INDEX_VERSION = "1"
 
@@ -30,14 +31,19 @@ def identity(paths: Sequence[str], pages: str | None, password: str | None) -> s
         return None
     try:
         files = file_stats(paths)
-    except (OSError, TmixError):
+    except (OSError, TmixError, _StatTellsNothing):
         return None
     return _digest([INDEX_VERSION, __version__, files, pages])
 
 
-def file_stats(paths: Sequence[str]) -> list[list]:
+class _StatTellsNothing(Exception):
+    """A document whose stat cannot tell whether it changed (stat_tells_changes): only its bytes can."""
+
+
+def file_stats(paths: Sequence[str], contents: bool = False) -> list[list]:
     """[path, size, mtime, ctime, inode, device] of each file the paths stand for (a folder: the files in it), from
-    stat alone; raises OSError or TmixError when one cannot be listed or stat'ed."""
+    stat alone; raises OSError or TmixError when one cannot be listed or stat'ed. A file whose stat tells no change
+    raises _StatTellsNothing, or with `contents` gives [path, its bytes' sha256]."""
     from tmixcli.folders import folder_files
 
     files: list[list] = []
@@ -45,12 +51,54 @@ def file_stats(paths: Sequence[str]) -> list[list]:
         path = Path(p)
         for f in folder_files(path) if path.is_dir() else [path]:
             st = f.stat()
-            files.append([str(f.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev])
+            if stat_tells_changes(st):
+                files.append([str(f.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev])
+            elif contents:
+                files.append([str(f.resolve()), _content_digest(f)])
+            else:
+                raise _StatTellsNothing(str(f))
     return files
 
 
+_PSEUDO_FS = frozenset({"proc", "sysfs", "debugfs", "tracefs", "securityfs", "configfs", "cgroup", "cgroup2", "pstore",
+                        "efivarfs", "bpf", "fusectl", "binfmt_misc", "selinuxfs", "rpc_pipefs", "nsfs"})
+_fs_types: dict[int, str | None] = {}  # device number -> file system type, from /proc/self/mountinfo
+
+
+def stat_tells_changes(st: os.stat_result) -> bool:
+    """Whether a file's size, times and inode move when its contents change: not on /proc, /sys and the like (size 0
+    or 4096, a fixed mtime, contents made as they are read), nor for a file of size 0 (reading an empty one costs
+    nothing; one that is not empty reads what it holds now)."""
+    return st.st_size > 0 and _fs_type(st.st_dev) not in _PSEUDO_FS
+
+
+def _fs_type(dev: int) -> str | None:
+    """The type of the file system mounted with device number `dev` ("proc", "ext4", ...); None where not told."""
+    if dev not in _fs_types:
+        try:
+            with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    fields = line.split()  # id parent major:minor root mountpoint options ... - type source ...
+                    major, minor = fields[2].split(":")
+                    _fs_types[os.makedev(int(major), int(minor))] = fields[fields.index("-") + 1]
+        except (OSError, ValueError, IndexError):
+            pass
+        _fs_types.setdefault(dev, None)
+    return _fs_types[dev]
+
+
+def _content_digest(path: Path) -> str:
+    """The sha256 of a file's bytes, read without waiting on a FIFO or device put in its place (OSError)."""
+    digest = hashlib.sha256()
+    with os.fdopen(open_regular(str(path)), "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 class SourceWatch:
-    """Tells from stat alone (size, times, inode; nothing is read) when documents change on disk (`tmix chat`)."""
+    """Tells from stat alone (size, times, inode; nothing is read) when documents change on disk (`tmix chat`); a
+    file whose stat tells no change (/proc, /sys) by its bytes."""
 
     def __init__(self, paths: Sequence[str]) -> None:
         self.paths = list(paths)
@@ -70,7 +118,7 @@ class SourceWatch:
 def _state(path: str) -> list | str:
     """The stat identity of a document (a folder: of its files), or why it cannot be had."""
     try:
-        return file_stats([path])
+        return file_stats([path], contents=True)
     except OSError as err:
         return err.strerror or str(err)
     except TmixError as err:
@@ -115,9 +163,11 @@ def remember(ident: str, key: str, kv_path: Path, doc_name: str, doc_sha256: str
         with os.fdopen(fd, "w") as f:
             json.dump(entries, f)
         os.replace(tmp, path)
-    except OSError:
+    except BaseException as err:  # also Ctrl-C or SIGTERM (tmixcli/terminate.py): no temp file stays
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+        if not isinstance(err, OSError):
+            raise
 
 
 def forget_missing(kv_folder: Path) -> int:

@@ -1,6 +1,7 @@
 """Ctrl-C while tmix starts (its imports: typer at start-up, torch later): exit 130 with one line at once, not a
 traceback, nor a KeyboardInterrupt that numpy or transformers turn into a RecursionError or swallow (nothing to clean
-up yet). The `tmix` script starts here (main), so the handler is in place before the rest of tmix is even read."""
+up yet). The `tmix` script starts here (main), so the handler is in place before the rest of tmix is even read.
+Also what a run checks before anything else: that its current folder still exists (working_folder)."""
 
 import os
 import sys
@@ -35,12 +36,14 @@ class quick_exit:  # a context manager named like contextlib's, which is not imp
 
 
 def _unraisable(info: object, _previous=sys.unraisablehook) -> None:
-    """Ctrl-C in a finalizer (a __del__, a weakref callback): Python prints a traceback and drops the
-    KeyboardInterrupt, so the whole answer would run; keep quiet and let the next checkpoint raise it."""
-    if isinstance(getattr(info, "exc_value", None), KeyboardInterrupt):
-        from tmixcli import checkpoints
+    """Ctrl-C (or SIGTERM, tmixcli/terminate.py) in a finalizer (a __del__, a weakref callback): Python prints a
+    traceback and drops the KeyboardInterrupt, so the whole answer would run; keep quiet and let the next checkpoint
+    raise it."""
+    from tmixcli import checkpoints, terminate
 
-        checkpoints.dropped[0] = True
+    exc = getattr(info, "exc_value", None)
+    if isinstance(exc, (KeyboardInterrupt, terminate.Terminated)):
+        checkpoints.dropped[0] = exc
         return
     _previous(info)
 
@@ -76,6 +79,23 @@ def command(fn):
         done()
         return fn(*args, **kwargs)
     return body
+
+
+def working_folder() -> bytes:
+    """The current folder, as the file system names it; one error line (TmixError) when it was deleted under the
+    shell: torch's MKL would die loading there ("Cannot load libtorch_cpu.so", exit 2), and no relative path names
+    anything there."""
+    try:
+        return os.getcwdb()
+    except FileNotFoundError:
+        from tmixcli.errors import TmixError
+
+        try:
+            where = os.readlink("/proc/self/cwd").removesuffix(" (deleted)")
+        except OSError:
+            where = os.environ.get("PWD", "")
+        raise TmixError(f"the current folder no longer exists{f' ({where})' if where else ''}: cd to another "
+                        "one") from None
 
 
 def main() -> None:

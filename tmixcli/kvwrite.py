@@ -15,6 +15,7 @@ import errno
 import fcntl
 import os
 import queue
+import re
 import shutil
 import threading
 import uuid
@@ -26,7 +27,7 @@ import torch
 
 from tmixcli import kvstore
 from tmixcli.errors import TmixError
-from tmixcli.kvfolder import LOCKED_TMP_SUFFIX, human_size, room_hint
+from tmixcli.kvfolder import LOCKED_TMP_SUFFIX, human_size, remove_file, room_hint, temp_is_stale
 
 ROOM = 1024  # header bytes reserved for metadata known only after the prefill (prefill_s, prefill_device)
 STAGE_BYTES = 256 << 20  # pinned buffer GPU rows are copied through (pageable copies ran at ~1 GB/s): a 128K
@@ -68,6 +69,16 @@ def _locked_temp(path: Path) -> tuple[Path, int]:
             raise
         os.close(fd)
     raise OSError(errno.EAGAIN, "every new temp file was removed at once")
+
+
+def _drop_leftovers(path: Path) -> None:
+    """Remove temp files of earlier writes of `path` that no writer holds locked (one killed by kill -9): beside a
+    `prefill -o` target no cache trim would ever find them."""
+    own = re.compile(rf"\.{re.escape(path.name)}\.\d+\.[0-9a-f]{{8}}{re.escape(LOCKED_TMP_SUFFIX)}")
+    with contextlib.suppress(OSError):
+        for p in path.parent.iterdir():
+            if own.fullmatch(p.name) and temp_is_stale(p):
+                remove_file(p)
 
 
 def planned_size(n_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype, n_tokens: int) -> int:
@@ -232,6 +243,7 @@ class KVWriter:
                     os.replace(self.tmp, self.path)
                     renamed = True
                     fsync_dir(self.path.parent)
+                    _drop_leftovers(self.path)
                     break
                 else:
                     break

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tmixcli.errors import TmixError
 from tmixcli.paths import process_bound
-from tmixcli.serve_client import FRAME, socket_path, stop_path
+from tmixcli.serve_client import FRAME, from_raw, socket_path, stop_path
 from tmixcli.serve_stream import Client, ClientGone, Stream
 
 _REQUEST_WAIT = 5.0  # seconds a client has to send its request line once connected
@@ -41,12 +41,29 @@ class Refused(Exception):
     """A request the server hands back untouched (it reads stdin): the client runs it itself."""
 
 
+def _read_otherwise(req: dict, argv: list[str], cwd: str, env: dict[str, str]) -> bool:
+    """Whether a path of the request (an argument that is not text, the working folder, a TMIX_* variable) names other
+    bytes here than in its client (other locales): served, it would name no file, or be shown otherwise than a local
+    run shows it, so its client runs the request itself. A request of an older tmix (no `raw`) is taken as sent;
+    ValueError for a malformed one."""
+    raw = req.get("raw")
+    if raw is None:
+        return False
+    try:
+        text = set(raw["text"])
+        pairs = [(a, b) for i, (a, b) in enumerate(zip(argv, raw["argv"], strict=True)) if i not in text]
+        pairs += [(cwd, raw["cwd"])] + [(v, raw["env"][k]) for k, v in env.items()]
+        return any(from_raw(b) != a for a, b in pairs)
+    except (KeyError, TypeError, AttributeError, UnicodeError) as exc:
+        raise ValueError(f"malformed request: {exc!r}") from None
+
+
 @contextlib.contextmanager
-def _request_scope(cwd: str, env: dict) -> Iterator[None]:
+def _request_scope(cwd: str, env: dict[str, str]) -> Iterator[None]:
     """The client's working folder and TMIX_* variables for one request; the server's own folder is never needed."""
     ours = {k: v for k, v in os.environ.items() if k.startswith("TMIX_")}
     os.chdir(cwd)
-    _set_tmix_env({str(k): str(v) for k, v in env.items() if str(k).startswith("TMIX_")})
+    _set_tmix_env({k: v for k, v in env.items() if k.startswith("TMIX_")})
     try:
         yield
     finally:
@@ -112,15 +129,19 @@ def _handle(conn: socket.socket, key: str, lm, log, resident=None) -> None:
         log("stop requested")
         return
     argv, start = [str(a) for a in req.get("argv", [])], time.perf_counter()
+    cwd, env = str(req.get("cwd", "/")), {str(k): str(v) for k, v in dict(req.get("env") or {}).items()}
     if argv[:1] not in (["ask"], ["prefill"]):
         log(f"request refused: {' '.join(argv[:1]) or 'nothing'}")
+        return
+    if _read_otherwise(req, argv, cwd, env):  # closed without a word: the client runs it itself
+        log(f"request refused: {argv[0]} whose file names this server's locale reads otherwise (its client runs it)")
         return
     client, code = Client(conn, stopping), 1
     tty = req.get("tty") if isinstance(req.get("tty"), dict) else {}
     out, err = Stream(client, b"O", tty.get("stdout") is True), Stream(client, b"E", tty.get("stderr") is True)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-                _request_scope(str(req.get("cwd", "/")), dict(req.get("env") or {})):
+                _request_scope(cwd, env):
             served.update(key=key, lm=lm, resident=resident, conn=conn)
             code = _run(argv, client, log)
         client.send(FRAME.pack(b"X", code))
@@ -180,8 +201,8 @@ def claim(key: str) -> Iterator[Path]:
 
 
 def run_server(lm, key: str, path: Path, quiet: bool = False) -> None:
-    """Serve requests on `path` (claim(key) held) one at a time until Ctrl-C, SIGTERM or `tmix serve --stop`; the
-    sockets go on exit."""
+    """Serve requests on `path` (claim(key) held) one at a time until Ctrl-C, SIGTERM, SIGHUP or `tmix serve --stop`;
+    the sockets go on exit."""
     def log(msg: str) -> None:  # while a request runs, sys.stderr is its client's
         if not quiet:
             print(f"tmix serve: {msg}", file=sys.stderr, flush=True)
@@ -197,7 +218,9 @@ def run_server(lm, key: str, path: Path, quiet: bool = False) -> None:
     resident = ResidentKV()  # the last KV file a request loaded: a follow-up question skips the load
     sock = _listen(path)
     os.chdir("/")  # requests run in their client's folder; ours may be deleted while we serve
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stops = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN
+                                               else [])  # a closed terminal, unless started under nohup
+    previous = {sig: signal.signal(sig, _stop) for sig in stops}
     stopper = None
     from tmixcli.threads import described
 
@@ -295,7 +318,7 @@ def _listen(path: Path) -> socket.socket:
 
 
 def _stop(*_) -> None:
-    """Ctrl-C, SIGTERM or `tmix serve --stop`: the request in hand ends "interrupted", then the server."""
+    """Ctrl-C, SIGTERM, SIGHUP or `tmix serve --stop`: the request in hand ends "interrupted", then the server."""
     _stopping.append(1)
     if not _closing:
         raise KeyboardInterrupt

@@ -11,15 +11,17 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import select
 import socket
 import struct
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from tmixcli.early import working_folder
 from tmixcli.envflags import switch
 from tmixcli.errors import TmixError
 from tmixcli.paths import cache_dir
@@ -55,9 +57,10 @@ def _connect(path: Path) -> socket.socket | None:
     return sock
 
 
-def forward(argv: list[str], key: str, quiet: bool = False) -> int | None:
+def forward(argv: list[str], key: str, quiet: bool = False, texts: Sequence[str | None] = ()) -> int | None:
     """Run `tmix argv` on the server for `key`: its output goes to ours; returns its exit code (None: run locally).
-    Unless `quiet`, a server busy with another request is said in one status line while this one waits."""
+    Unless `quiet`, a server busy with another request is said in one status line while this one waits. `texts`: the
+    values of argv that are text, not paths (the question, --system, --password)."""
     serve = sys.modules.get("tmixcli.serve")  # imported only where a server runs (not by a client)
     if not switch("TMIX_SERVE") or (serve is not None and serve.served):
         return None
@@ -65,10 +68,7 @@ def forward(argv: list[str], key: str, quiet: bool = False) -> int | None:
         path = socket_path(key)
     except TmixError:  # no cache folder, so no server listening in it
         return None
-    try:
-        request = _request(argv)
-    except OSError:  # our working folder is gone: the local run says what it makes of that
-        return None
+    request = _request(argv, texts)  # a deleted working folder: one error line, not a local run (torch dies there)
     sock = _connect(path)
     if sock is None:
         return None
@@ -80,14 +80,42 @@ def _say_busy() -> None:
     print("tmix: waiting for the tmix server: busy with another request", file=sys.stderr, flush=True)
 
 
-def _request(argv: list[str]) -> bytes:
-    """The request line: arguments, working folder and the TMIX_* variables, the cache folder made absolute."""
+def _request(argv: list[str], texts: Sequence[str | None] = ()) -> bytes:
+    """The request line: arguments, working folder and the TMIX_* variables, the cache folder made absolute. `raw`
+    has them as the bytes this process got them as (each byte one character), so that a server in another locale
+    names the same files; its `text` lists the arguments that are text (`texts`), which it takes as read here."""
+    cwd = working_folder()
     env = {k: v for k, v in os.environ.items() if k.startswith("TMIX_") and k != "TMIX_SERVE"}
     env["TMIX_CACHE_DIR"] = str(cache_dir().absolute())
     tty = {"stdout": is_terminal(sys.stdout), "stderr": is_terminal(sys.stderr)}  # progress bars show as they would
-    return json.dumps({"argv": argv, "cwd": os.getcwd(), "env": env, "tty": tty}).encode() + b"\n"
+    raw = {"argv": [_raw(a) for a in argv], "cwd": _raw(cwd), "env": {k: _raw(v) for k, v in env.items()},
+           "text": [i for i, a in enumerate(argv) if _is_text(a, texts)]}
+    return json.dumps({"argv": argv, "cwd": os.fsdecode(cwd), "env": env, "tty": tty, "raw": raw}).encode() + b"\n"
 
 
+def _raw(value: str | bytes) -> str:
+    """A path's bytes, one character each (JSON carries them whatever the locales)."""
+    return os.fsencode(value).decode("latin-1")
+
+
+def _is_text(arg: str, texts: Sequence[str | None]) -> bool:
+    """Whether the argument `arg` is (or, as --opt=VALUE, holds) one of the text values."""
+    return any(t is not None and (arg == t or (arg.startswith("--") and arg.endswith("=" + t))) for t in texts)
+
+
+def from_raw(raw: str) -> str:
+    """A path sent by _raw, as this process names it."""
+    return os.fsdecode(raw.encode("latin-1"))
+
+
+_ESCAPED = re.compile("[\udc80-\udcff]+")  # undecodable bytes, as surrogateescape holds them
+
+
+def frame_text(data: bytes) -> str:
+    """A stdout or stderr frame's text: UTF-8, but for bytes of a file name the server could not decode, which it
+    sends as they are: those are read as this process reads file names."""
+    text = data.decode("utf-8", "surrogateescape")
+    return _ESCAPED.sub(lambda m: os.fsdecode(bytes(ord(c) - 0xDC00 for c in m[0])), text)
 
 def _frames(sock: socket.socket, request: bytes,
             on_wait: Callable[[], None] | None = None) -> Iterator[tuple[bytes, int, bytes]]:
@@ -116,7 +144,7 @@ def _relay(sock: socket.socket, request: bytes, on_wait: Callable[[], None] | No
             return n
         if kind in (b"O", b"E"):
             out = sys.stdout if kind == b"O" else sys.stderr
-            out.write(data.decode("utf-8", "replace"))
+            out.write(frame_text(data))
             out.flush()
             cut = not data.endswith(b"\n") if data else cut  # the last line written is unfinished
     if not started:  # stopping, refusing, or gone before it began: nothing ran, so run it here

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from tmixcli.serve_client import FRAME
+from tmixcli.stdout import STAND_IN
 
 _PIECE = 2048  # characters a frame at most: its <= 8 KiB go into the socket whole or not at all, so a stop signal
 # that ends a blocked send never leaves half a frame there (the kernel queues such a write as one piece)
@@ -102,7 +103,7 @@ class Stream:
 
     def write(self, text: str) -> int:
         for start in range(0, len(text) or 1, _PIECE):  # an empty write still finds a client gone
-            data = text[start:start + _PIECE].encode("utf-8", "replace")
+            data = text[start:start + _PIECE].encode("utf-8", STAND_IN)  # a file name's raw bytes as such
             self.client.send(FRAME.pack(self.kind, len(data)) + data)
         return len(text)
 

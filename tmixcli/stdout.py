@@ -4,11 +4,12 @@ encode every character (PYTHONIOENCODING=ascii) write a stand-in for it instead 
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
@@ -121,14 +122,40 @@ def _point_at_devnull(stream) -> None:
         os.close(null)
 
 
+STAND_IN = "tmix-stdout"  # the error handler answers are written with (also by `tmix serve` to its clients)
+_ESCAPE = "tmix-stderr"  # status lines' error handler
+_TOLERANT = {"replace", "backslashreplace", "xmlcharrefreplace", "namereplace", "ignore", STAND_IN, _ESCAPE}
+# error handlers that never raise on a character the stream's encoding lacks
+
+
+def _stand_in(mark: Callable[[str], str]) -> Callable[[UnicodeEncodeError], tuple[str | bytes, int]]:
+    """An encoding error handler: the bytes a file name was read from (surrogateescape's lone surrogates) go out as
+    they were; any other character its encoding lacks becomes `mark(char)`."""
+    def handler(err: UnicodeEncodeError) -> tuple[str | bytes, int]:
+        text, end = err.object, err.start
+        if "\udc80" <= text[end] <= "\udcff":
+            while end < err.end and "\udc80" <= text[end] <= "\udcff":
+                end += 1
+            return bytes(ord(c) - 0xDC00 for c in text[err.start:end]), end
+        while end < err.end and not "\udc80" <= text[end] <= "\udcff":
+            end += 1
+        return "".join(mark(c) for c in text[err.start:end]), end
+    return handler
+
+
+codecs.register_error(STAND_IN, _stand_in(lambda c: "?"))
+codecs.register_error(_ESCAPE, _stand_in(lambda c: c.encode("ascii", "backslashreplace").decode("ascii")))
+
+
 def tolerant_streams() -> None:
     """Characters stdout or stderr cannot encode come out as "?" (answers) or a backslash escape (status lines), not as
-    a UnicodeEncodeError in the middle of an answer."""
-    for stream, errors in ((sys.stdout, "replace"), (sys.stderr, "backslashreplace")):
-        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+    a UnicodeEncodeError in the middle of an answer, whatever error handler the stream had: "strict"
+    (PYTHONIOENCODING=ascii), "surrogateescape" (the C locale without UTF-8 mode), ..."""
+    for stream, errors in ((sys.stdout, STAND_IN), (sys.stderr, _ESCAPE)):
+        if getattr(stream, "errors", None) not in _TOLERANT and hasattr(stream, "reconfigure"):
             try:
                 stream.reconfigure(errors=errors)
-            except (ValueError, OSError):  # a closed or odd stream: left as it is
+            except (ValueError, OSError, LookupError):  # a closed or odd stream: left as it is
                 pass
 
 
