@@ -11,7 +11,7 @@ import typer
 
 from tmixcli.bench_report import format_csv, format_markdown, write_plot
 from tmixcli.bench_run import METHODS, check_fits, run_bench
-from tmixcli.cli_options import MODEL_HELP, check_attention_numbers, check_threads, given
+from tmixcli.cli_options import MODEL_HELP, check_attention_numbers, check_threads
 from tmixcli.errors import TmixError
 from tmixcli.listopts import items, parse_lengths
 from tmixcli.plotfile import check_plot
@@ -75,6 +75,7 @@ def _check_before_load(model: str | None, arch: str | None, lengths: list[int], 
 
 
 def bench_command(
+    ctx: typer.Context,
     model: Annotated[str | None, typer.Option("--model", metavar="MODEL", envvar="TMIX_MODEL",
                                               help=f"{MODEL_HELP} --arch overrides TMIX_MODEL.")] = None,
     arch: Annotated[str | None, typer.Option(
@@ -120,7 +121,7 @@ def bench_command(
     """Time to first token, dense vs TriangleMix, at several prompt lengths (random token ids)."""
     if as_json and as_csv:
         raise TmixError("give --json or --csv, not both")
-    if arch is not None and not given("--model"):  # an exported TMIX_MODEL gives way to --arch
+    if arch is not None and ctx.get_parameter_source("model").name == "ENVIRONMENT":  # TMIX_MODEL gives way to --arch
         model = None
     check_attention_numbers(n_init, n_local, last_n, start_layer)
     if kernels:
