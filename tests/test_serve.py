@@ -18,11 +18,10 @@ from tmixcli.serverkey import gpu_here, server_key
 
 
 def _socket_of(work: Path, env: dict) -> Path:
-    """The socket path of the server of `work`'s tiny model."""
-    key = server_key(str(work / "model"), "cpu", "auto", None, "off")
+    """The socket path of the server of `work`'s tiny model (its cache folder is part of the key)."""
     os.environ["TMIX_CACHE_DIR"] = env["TMIX_CACHE_DIR"]
     try:
-        return serve_client.socket_path(key)
+        return serve_client.socket_path(server_key(str(work / "model"), "cpu", "auto", None, "off"))
     finally:
         del os.environ["TMIX_CACHE_DIR"]
 

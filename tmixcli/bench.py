@@ -11,7 +11,7 @@ import typer
 
 from tmixcli.bench_report import format_csv, format_markdown, write_plot
 from tmixcli.bench_run import METHODS, check_fits, run_bench
-from tmixcli.cli_options import check_attention_numbers, check_threads
+from tmixcli.cli_options import MODEL_HELP, check_attention_numbers, check_threads
 from tmixcli.errors import TmixError
 from tmixcli.listopts import items, parse_lengths
 from tmixcli.plotfile import check_plot
@@ -75,8 +75,9 @@ def _check_before_load(model: str | None, arch: str | None, lengths: list[int], 
 
 
 def bench_command(
-    model: Annotated[str | None, typer.Option("--model", metavar="MODEL", help="Model: HF id, local dir or .gguf "
-                                              "(default: the embedded SmolLM2-135M-Instruct).")] = None,
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option("--model", metavar="MODEL", envvar="TMIX_MODEL",
+                                              help=f"{MODEL_HELP} --arch overrides TMIX_MODEL.")] = None,
     arch: Annotated[str | None, typer.Option(
         "--arch", metavar="ARCH", help="Built-in architecture with random weights: "
         "llama-3.1-8b, qwen2.5-7b or smollm2-135m.")] = None,
@@ -120,6 +121,8 @@ def bench_command(
     """Time to first token, dense vs TriangleMix, at several prompt lengths (random token ids)."""
     if as_json and as_csv:
         raise TmixError("give --json or --csv, not both")
+    if arch is not None and ctx.get_parameter_source("model").name == "ENVIRONMENT":  # TMIX_MODEL gives way to --arch
+        model = None
     check_attention_numbers(n_init, n_local, last_n, start_layer)
     if kernels:
         return kernel_bench(arch or "llama-3.1-8b", parse_lengths(lengths), n_init, n_local, last_n, as_json)

@@ -12,6 +12,7 @@ import typer
 from tmixcli.calib_profile import check_profile_folder, short_note
 from tmixcli.calib_report import format_report, override_line, plot_importance
 from tmixcli.calib_run import GRAD_ANSWER_TOKENS, check_calibration_lengths, default_grad_length, run_calibrate
+from tmixcli.cli_options import MODEL_HELP
 from tmixcli.errors import TmixError
 from tmixcli.eval_plan import check_lengths, check_tasks, trimix_configs
 from tmixcli.eval_run import ANSWER_TOKENS
@@ -47,7 +48,7 @@ def _check_before_load(model: str | None, length: int, grad_length: int | None, 
 
 def calibrate_command(
     model: Annotated[str | None, typer.Option(
-        "--model", metavar="MODEL", help="HF id, local dir or .gguf (default SmolLM2).")] = None,
+        "--model", metavar="MODEL", envvar="TMIX_MODEL", help=MODEL_HELP)] = None,
     samples: Annotated[int, typer.Option(
         "--samples", metavar="N", min=1, help="Samples for the gradient profile.")] = 4,
     length: Annotated[str, typer.Option(

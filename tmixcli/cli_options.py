@@ -11,12 +11,16 @@ import typer
 from tmixcli.config import Settings
 from tmixcli.errors import TmixError
 
-ModelOpt = typer.Option(None, "--model", metavar="MODEL", envvar="TMIX_MODEL",
-                        help="HF model id, local model dir or .gguf file (default: embedded SmolLM2-135M-Instruct).")
+MODEL_HELP = "HF model id, local model dir or .gguf file (default: embedded SmolLM2-135M-Instruct)."
+ModelOpt = typer.Option(None, "--model", metavar="MODEL", envvar="TMIX_MODEL", help=MODEL_HELP)
 DeviceOpt = typer.Option("auto", "--device", metavar="auto|cpu|cuda", help="auto, cpu or cuda.")
 ThreadsOpt = typer.Option(None, "--threads", metavar="auto|N", envvar="TMIX_THREADS",
                           help="CPU threads: a number, or auto (the cores other tmix runs and other processes "
                           "leave free). A run answered by `tmix serve` without one uses the server's.")
+ServeThreadsOpt = typer.Option(None, "--threads", metavar="auto|N", envvar="TMIX_THREADS",
+                               help="CPU threads for each request: a number, or auto (the cores other tmix runs and "
+                               "other processes leave free, decided per request). A request with its own --threads "
+                               "or TMIX_THREADS uses that.")
 DeviceMapOpt = typer.Option(None, "--device-map", metavar="auto",
                             help="'auto': spread a model too big for one GPU over all GPUs.")
 DtypeOpt = typer.Option("auto", "--dtype", metavar="auto|bf16|fp16|fp32",
@@ -114,9 +118,10 @@ def check_model_options(device: str, dtype: str, device_map: Optional[str], thre
 
 
 def check_threads(threads: Optional[str]) -> None:
-    """Refuse a --threads (else TMIX_THREADS) that is neither auto nor 1 to the CPU count, naming where it came from."""
+    """Refuse a --threads (else TMIX_THREADS) that is neither auto (any case) nor 1 to the CPU count, naming where it
+    came from."""
     spec = threads or os.environ.get("TMIX_THREADS") or "auto"
-    if spec != "auto" and not (spec.isdigit() and 1 <= int(spec) <= (os.cpu_count() or 1)):
+    if spec.lower() != "auto" and not (spec.isdigit() and 1 <= int(spec) <= (os.cpu_count() or 1)):
         name = "--threads" if given("--threads") else "TMIX_THREADS"
         raise TmixError(f"{name} must be 'auto' or a number from 1 to this machine's {os.cpu_count()} CPUs, "
                         f"not {spec!r}")

@@ -7,14 +7,14 @@ from typing import Optional
 import typer
 
 from tmixcli import cli_open, early
-from tmixcli.cli_options import (CompileOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, ModelOpt, QuietOpt, ThreadsOpt,
-                                 check_model_options)
+from tmixcli.cli_options import (CompileOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, ModelOpt, QuietOpt,
+                                 ServeThreadsOpt, check_model_options)
 
 
 @early.command
 def serve(
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
-    device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt, compile: str = CompileOpt,
+    device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ServeThreadsOpt, compile: str = CompileOpt,
     quiet: bool = QuietOpt,
     stop: bool = typer.Option(False, "--stop", help="Stop the server started with these model options instead."),
 ) -> None:

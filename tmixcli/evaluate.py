@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from tmixcli.cli_options import MODEL_HELP
 from tmixcli.errors import TmixError
 from tmixcli.eval_plan import check_lengths, check_tasks, check_triangle_lengths, trimix_configs
 from tmixcli.eval_run import ANSWER_TOKENS, run_eval
@@ -31,7 +32,7 @@ def format_table(result: dict) -> str:
 
 def eval_command(
     model: Annotated[str | None, typer.Option(
-        "--model", metavar="MODEL", help="HF id, local dir or .gguf (default SmolLM2).")] = None,
+        "--model", metavar="MODEL", envvar="TMIX_MODEL", help=MODEL_HELP)] = None,
     lengths: Annotated[str, typer.Option(
         "--lengths", metavar="LENGTHS", help="Prompt lengths in tokens, e.g. 2k,6k.")] = "2k,6k",
     cases: Annotated[int, typer.Option("--cases", metavar="N", min=1, help="Cases per length.")] = 10,

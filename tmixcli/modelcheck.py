@@ -8,6 +8,7 @@ import os
 import stat
 from pathlib import Path
 
+from tmixcli.cli_options import given
 from tmixcli.errors import TmixError
 from tmixcli.ggufheader import EndsInHeader, GgufHeader, read_header
 from tmixcli.modelinfo import converted_gguf_dir, model_folder, model_limits
@@ -27,25 +28,32 @@ def check_model(spec: str | None) -> None:
     a hub id is checked only where the local Hugging Face cache holds its config.json."""
     if not spec or spec == DEFAULT_MODEL:
         return
+    named = spec + from_env(spec)
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise TmixError(f"model file not found: {spec}")
+            raise TmixError(f"model file not found: {named}")
         converted = converted_gguf_dir(path) / "config.json"
         if converted.is_file():  # converted before: its config.json says what it holds
-            check_config(converted, f"{spec} (converted to {converted.parent}) is not a usable model")
+            check_config(converted, f"{named} (converted to {converted.parent}) is not a usable model")
         else:
-            check_gguf(path)
+            check_gguf(path, from_env(spec))
     elif not path.exists():
         if spec.startswith(("/", ".", "~")) or spec.count("/") > 1:  # `org/name` is a hub id
-            raise TmixError(f"model directory not found: {spec}")
+            raise TmixError(f"model directory not found: {named}")
         snapshot = model_folder(spec)
         if snapshot is None:  # not in the local Hugging Face cache: only a download can bring it
             check_hub_reachable(spec)
         elif (snapshot / "config.json").is_file():
-            check_config(snapshot / "config.json", f"{spec} (in the Hugging Face cache) is not a usable model")
+            check_config(snapshot / "config.json", f"{named} (in the Hugging Face cache) is not a usable model")
     else:
-        check_folder(path, spec)
+        check_folder(path, named)
+
+
+def from_env(spec: str | None) -> str:
+    """' (TMIX_MODEL)' where the model `spec` came from that variable, not from --model, for the errors that name it
+    (a stale export is hard to spot otherwise); else ''."""
+    return " (TMIX_MODEL)" if spec and spec == os.environ.get("TMIX_MODEL") and not given("--model") else ""
 
 
 def check_hub_reachable(model_id: str, timeout_s: float = 3.0) -> None:
@@ -55,38 +63,41 @@ def check_hub_reachable(model_id: str, timeout_s: float = 3.0) -> None:
     from urllib.parse import urlparse
 
     hint = "pass a local model folder or .gguf file, or download it where there is network"
+    shown = repr(model_id) + from_env(model_id)
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE"):  # as huggingface_hub reads them
-            raise TmixError(f"model {model_id!r} is not in the local Hugging Face cache and {name} is set: {hint}")
+            raise TmixError(f"model {shown} is not in the local Hugging Face cache and {name} is set: {hint}")
     url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     try:
         socket.create_connection((url.hostname or "", url.port or (443 if url.scheme == "https" else 80)),
                                  timeout=timeout_s).close()
     except OSError:
-        raise TmixError(f"model {model_id!r} is not in the local Hugging Face cache and {url.hostname} cannot be "
+        raise TmixError(f"model {shown} is not in the local Hugging Face cache and {url.hostname} cannot be "
                         f"reached: {hint}") from None
 
 
-def check_gguf(path: Path) -> GgufHeader:
+def check_gguf(path: Path, note: str = "") -> GgufHeader:
     """Refuse a file that does not start with the GGUF magic bytes, holds a model of an architecture tmix cannot run,
-    or ends before its header or its tensor data does, before a conversion is announced; what its header says."""
+    or ends before its header or its tensor data does, before a conversion is announced; what its header says.
+    `note` follows the file's name in the error (from_env)."""
+    name = path.name + note
     try:
         with os.fdopen(open_regular(str(path)), "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if f.read(4) != b"GGUF":
-                raise TmixError(f"{path.name} is not a GGUF model file (it does not start with the bytes 'GGUF')")
+                raise TmixError(f"{name} is not a GGUF model file (it does not start with the bytes 'GGUF')")
             f.seek(0)
             header = read_header(f, size)
     except EndsInHeader:
-        raise TmixError(f"{path.name} is truncated: the file ends inside its GGUF header, after {size} bytes") from None
+        raise TmixError(f"{name} is truncated: the file ends inside its GGUF header, after {size} bytes") from None
     except OSError as err:
-        raise TmixError(f"cannot read {path}: {err.strerror or err}") from None
+        raise TmixError(f"cannot read {path}{note}: {err.strerror or err}") from None
     arch = header.architecture
     if arch is not None and arch not in FAMILIES:
-        raise TmixError(f"{path.name} holds a {arch!r} model (its general.architecture), which tmix cannot run: it "
+        raise TmixError(f"{name} holds a {arch!r} model (its general.architecture), which tmix cannot run: it "
                         f"runs {RUNS}")
     if header.data_end is not None and header.data_end > size:
-        raise TmixError(f"{path.name} is truncated: its tensors end at byte {header.data_end}, the file has {size}")
+        raise TmixError(f"{name} is truncated: its tensors end at byte {header.data_end}, the file has {size}")
     return header
 
 

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 
 from tmixcli import filetok
 from tmixcli.errors import TmixError
-from tmixcli.modelcheck import check_folder, check_gguf, check_hub_reachable
+from tmixcli.modelcheck import check_folder, check_gguf, check_hub_reachable, from_env
 from tmixcli.memfit import auto_bf16_note, check_conversion, check_room
 from tmixcli.modelinfo import converted_gguf_dir, model_context, model_folder
 from tmixcli.paths import DEFAULT_MODEL, mkdir_error, models_dir, read_regular
@@ -165,13 +165,24 @@ def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
 
 
 def _convert_dir(folder: Path) -> Path:
-    """A new temp folder in `folder` (made first) for a conversion; TmixError naming the folder where it cannot be."""
+    """A new temp folder in `folder` (made first) for a conversion, with the mode a plain mkdir gives (mkdtemp's 0700
+    would keep a shared TMIX_MODELS_DIR's model from everyone else); TmixError naming the folder where it cannot be."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=".convert-", dir=folder))
+        tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=folder))
     except OSError as err:
         named = " (TMIX_MODELS_DIR)" if os.environ.get("TMIX_MODELS_DIR") else ""
         raise TmixError(f"cannot use the models folder {folder}{named}: {mkdir_error(err)}") from None
+    with suppress(OSError):  # a disk without modes (FAT): its folders are readable anyway
+        tmp.chmod(0o777 & ~_umask())
+    return tmp
+
+
+def _umask() -> int:
+    """This process's umask (read by setting it, then setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _save_plain(model: torch.nn.Module, out: Path) -> None:
@@ -197,15 +208,15 @@ def _resolve_source(spec: str | None, progress: bool) -> tuple[str, dict, str]:
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise TmixError(f"model file not found: {spec}")
+            raise TmixError(f"model file not found: {spec}{from_env(spec)}")
         converted = converted_gguf_dir(path)
         if not (converted / "config.json").is_file():
             convert_gguf(path.resolve(), converted, progress)
         return str(converted), {}, path.name
     if not path.exists() and (spec.startswith(("/", ".", "~")) or spec.count("/") > 1):
-        raise TmixError(f"model directory not found: {spec}")
+        raise TmixError(f"model directory not found: {spec}{from_env(spec)}")
     if path.exists():
-        check_folder(path, spec)
+        check_folder(path, spec + from_env(spec))
         return str(path), {}, path.resolve().name
     return spec, {}, spec
 

@@ -56,8 +56,11 @@ def checked_subdir(name: str) -> Path:
 
 
 def _unusable(folder: Path, why: str) -> TmixError:
-    """The error for a cache folder that cannot be used; the cache root is named with the variable that sets it."""
-    where = f"{folder} (TMIX_CACHE_DIR)" if folder == cache_root() else str(folder)
+    """The error for a cache folder that cannot be used; the cache root is named with TMIX_CACHE_DIR where that
+    variable chose it, else with a word on moving it."""
+    where = str(folder)
+    if folder == cache_root():
+        where += " (TMIX_CACHE_DIR)" if os.environ.get("TMIX_CACHE_DIR") else " (set TMIX_CACHE_DIR to use another)"
     return TmixError(f"cannot use the cache folder {where}: {why}")
 
 

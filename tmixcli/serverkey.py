@@ -16,14 +16,15 @@ import re
 from pathlib import Path
 
 from tmixcli.errors import TmixError
-from tmixcli.paths import DEFAULT_MODEL, models_dir
+from tmixcli.paths import DEFAULT_MODEL, cache_root, models_dir
 
 _GPU_NODES = ("/dev/nvidia[0-9]*", "/dev/dxg", "/dev/kfd")  # NVIDIA, WSL2, ROCm: no GPU is usable without one
 
 
 def server_key(model: str | None, device: str, dtype: str, device_map: str | None, compile: str,
                cuda: bool | None = None) -> str:
-    """What a server must match: the model, device, dtype, device map and compilation these options resolve to.
+    """What a server must match: the model, device, dtype, device map and compilation these options resolve to, and
+    the cache folder (its socket's name: a long cache path puts every socket in one temp folder, serve_client).
 
     `cuda`: whether `--device auto` means CUDA here (None: judged by gpu_here, as a client does)."""
     dev = _device(device, cuda)
@@ -35,6 +36,7 @@ def server_key(model: str | None, device: str, dtype: str, device_map: str | Non
         "dtype": ("bf16" if gpu else "fp32") if dtype == "auto" else dtype,
         "device_map": device_map or "",
         "compile": compile == "on" or (compile == "auto" and gpu),
+        "cache": _real(cache_root()),
     }, sort_keys=True)
 
 
@@ -58,6 +60,14 @@ def _model(spec: str | None) -> list[str]:
     if real is None:
         return ["id", spec]
     return ["default"] if real == _default_dir() else ["path", str(real)]
+
+
+def _real(path: Path) -> str:
+    """`path` by its real absolute path (links resolved), as far as it exists."""
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):  # a symlink loop: named as written
+        return str(path.absolute())
 
 
 def _default_dir() -> Path | None:

@@ -29,7 +29,7 @@ def configure_threads(spec: str | None = None) -> int:
     libgomp's threads spin while they wait for one another: two of them on two CPUs, one CPU busy with another
     process, made a prefill 5x and decoding 15x slower than one thread (docs/usage.md, CPU threads)."""
     name = "--threads" if spec else "TMIX_THREADS"
-    spec = spec or os.environ.get("TMIX_THREADS") or "auto"
+    spec = _spec(spec) or "auto"
     if spec == "auto":
         n = _auto()
     else:
@@ -41,6 +41,12 @@ def configure_threads(spec: str | None = None) -> int:
             raise TmixError(f"{name} must be at least 1")
     torch.set_num_threads(n)
     return n
+
+
+def _spec(spec: str | None) -> str | None:
+    """`spec`, else $TMIX_THREADS (None where neither gives one), with auto written in any case as 'auto'."""
+    spec = spec or os.environ.get("TMIX_THREADS") or None
+    return "auto" if spec is not None and spec.lower() == "auto" else spec
 
 
 def _auto() -> int:
@@ -58,7 +64,7 @@ def follow(spec: str | None, served: bool = False) -> None:
     """Keep torch's threads at `spec` (N, or auto's count) while this command computes on the CPU: decided as its work
     begins and every second after, at the checkpoints. A served request's own --threads / TMIX_THREADS wins over the
     server's (`served`)."""
-    spec = spec or os.environ.get("TMIX_THREADS")
+    spec = _spec(spec)
     if not served:
         _plan["own"] = spec or "auto"
     _plan["spec"] = spec or _plan["own"]
