@@ -172,3 +172,20 @@ def test_a_sigterm_that_lands_in_a_finalizer_still_ends_the_run(tmp_path, tiny_d
                           preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
     assert done.returncode == 143 and done.stdout.strip() == "", done.stderr
     assert done.stderr.rstrip().endswith("tmix: terminated (SIGTERM)") and "Exception ignored" not in done.stderr
+
+
+@pytest.mark.parametrize("stop,line", [("int", "tmix: interrupted"), ("term", "tmix: terminated (SIGTERM)")])
+def test_the_last_line_stands_on_its_own_after_a_status_line_cut_in_two(capsys: pytest.CaptureFixture,
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        stop: str, line: str) -> None:
+    """print() writes a status line's text and its line break apart; a stop between the two (a served request whose
+    server is stopped) used to glue the last line onto it."""
+    from tmixcli import cli, terminate
+
+    def cut(*args, **kw):
+        sys.stderr.write("tmix: 1 of 2 CPU threads: busy")
+        raise KeyboardInterrupt if stop == "int" else terminate.Terminated(signal.SIGTERM)
+    monkeypatch.setattr("tmixcli.documents.load_documents", cut)
+    with pytest.raises(SystemExit):
+        cli.main(["text", "x.txt"])
+    assert capsys.readouterr().err == f"tmix: 1 of 2 CPU threads: busy\n{line}\n"

@@ -112,7 +112,7 @@ def _say_interrupted() -> None:
     """'tmix: interrupted', saying why when it is the `tmix serve` answering this run that was stopped."""
     serve = sys.modules.get("tmixcli.serve")
     why = " (the tmix server was stopped)" if serve is not None and serve.served and serve.stopping() else ""
-    print(f"{stdout.interrupt_lead()}tmix: interrupted{why}", file=sys.stderr)
+    print(f"{stdout.interrupt_lead() or stdout.last_line_lead()}tmix: interrupted{why}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -151,7 +151,7 @@ def _main(argv: list[str] | None) -> None:
         _say_interrupted()
         sys.exit(130)
     except terminate.Terminated as err:  # SIGTERM, SIGHUP: cleaned up as after Ctrl-C (_abort_writers)
-        print(f"{stdout.interrupt_lead()}{err.line()}", file=sys.stderr)
+        print(f"{stdout.interrupt_lead() or stdout.last_line_lead()}{err.line()}", file=sys.stderr)
         sys.exit(err.code)
     except stdout.OutputClosed as err:
         if err.why is None:  # the reader of our output left: end quietly, as on SIGPIPE

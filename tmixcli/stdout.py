@@ -91,9 +91,11 @@ class _Dropping:
     they never cost the answer on stdout."""
 
     def __init__(self, stream) -> None:
-        self._stream = stream
+        self._stream, self.mid_line = stream, False
 
     def write(self, text: str) -> int:
+        if text:  # print() writes a line's text and its break apart: a stop may come in between
+            self.mid_line = not text.endswith("\n")
         with contextlib.suppress(AttributeError, OSError, ValueError):
             self._stream.write(text)
         return len(text)
@@ -183,6 +185,12 @@ def end_line() -> None:
             sys.stdout.write("\n")
             sys.stdout.flush()
     _line.cut = "ended" if ended else "clean"
+
+
+def last_line_lead() -> str:
+    """A line break where stderr's last status line was left without one (a stop between print's two writes), so
+    that the last line tmix says stands on its own."""
+    return "\n" if getattr(sys.stderr, "mid_line", False) else ""
 
 
 def interrupt_lead() -> str:
