@@ -235,6 +235,7 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
         raise TmixError(textcap.too_much(f"{doc.name} have {len(doc.text)} characters of text together", cap))
     return replace(doc, notes=doc.notes + tuple(skipped))
 
+
 def _same_content(docs: Sequence[Document]) -> list[str]:
     """A note for each document whose bytes are those of one before it (a copy in a folder): both are read."""
     first: dict[str, str] = {}
