@@ -18,7 +18,7 @@ import pytest
 import bigdocs
 from runcli import TINY, run, tmix_subprocess
 from runcli import short_doc as short_doc  # the fixture (the alias tells ruff it is used)
-from tmixcli import fit, kvheader, markup, stdout, textcap
+from tmixcli import fit, htmltext, kvheader, stdout, textcap
 from tmixcli.config import Settings
 from tmixcli.documents import load_documents
 from tmixcli.textcap import TextCap, files_cap
@@ -146,13 +146,14 @@ def test_truncate_keeps_the_same_tokens_of_a_document_read_only_in_part(capsys, 
     by --truncate to the same tokens as when its whole text was extracted."""
     from tmixcli.models import load_model
 
-    monkeypatch.setattr(markup, "HTML_CHUNK", 1 << 16)  # a page of 800 KB stands for a bigger one
+    monkeypatch.setattr(htmltext, "HTML_CHUNK", 1 << 16)  # a page of 800 KB stands for a bigger one
     cap = files_cap(tiny_dir)
     path = bigdocs.write(tmp_path / f"long.{kind}", bigdocs.paragraphs(40 * cap.chars // 100))
     lm = load_model(tiny_dir, "cpu", "fp32", progress=False)
     want_ids, want_notes = _old_fit(monkeypatch, lm, load_documents([str(path)]))
     doc = load_documents([str(path)], budget=textcap.Budget(True, lambda: cap))
-    assert doc.partial and doc.notes == (f"read only the beginning of {path}: the most the model could use",)
+    assert doc.partial and doc.notes == (
+        f"read only the beginning of {path}, already more than the model's context could hold",)
     ids, notes = fit.fit_document(lm, doc, Settings(truncate=True))
     assert ids == want_ids and notes == [want_notes[0].split(" of ")[0] + " of more than 1024 document tokens"]
     code, out, err = run(capsys, "ask", str(path), "What is the budget?", "--truncate", "--model", tiny_dir,

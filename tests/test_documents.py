@@ -10,6 +10,7 @@ import os
 import re
 import runpy
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,27 @@ def test_text_file_bom_crlf_and_trailing_spaces(tmp_path):
     assert doc.pages is None
     assert doc.text == "# Title\n\nBody  line with  two spaces."
     assert doc.sha256 == hashlib.sha256(raw).hexdigest()
+
+
+def test_tsv_rows_keep_their_empty_last_fields(tmp_path):
+    """QA22 F19: trailing tabs are empty fields, not white space to strip; spaces ending a line still go."""
+    raw = b"\tQ1\tQ2\tQ3\nBob\t5\t\t\nAnn\t\t7\t9  \n\t\t\n\n\n\nEnd \t \n"
+    assert load_document(write(tmp_path, "t.tsv", raw)).text == "\tQ1\tQ2\tQ3\nBob\t5\t\t\nAnn\t\t7\t9\n\nEnd \t"
+
+
+def test_invisible_characters_are_removed_in_every_format(tmp_path):
+    """QA22 F17: soft hyphens, zero-width spaces and joiners, word joiners and BOMs inside text, in a text file and a
+    Word document as in HTML: each would split a word into byte tokens."""
+    word = "Haft\u00adpflicht\u200bver\u200csiche\u200drung\u2060\ufeff"
+    assert load_document(write(tmp_path, "w.md", f"Die {word} kostet.".encode())).text == \
+        "Die Haftpflichtversicherung kostet."
+    body = (f'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>'
+            f"<w:p><w:r><w:t>Die {word} kostet.</w:t></w:r></w:p></w:body></w:document>")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("[Content_Types].xml", "<Types/>")
+        zf.writestr("word/document.xml", body)
+    assert load_document(write(tmp_path, "w.docx", buf.getvalue())).text == "Die Haftpflichtversicherung kostet."
 
 
 def test_stdin_text_and_pdf(three_pages):
@@ -201,7 +223,8 @@ def test_folder_reads_its_files_in_name_order(tmp_path, three_pages):
     doc = load_documents([str(folder)])
     assert [p.name for p in doc.parts] == ["agenda.pdf", "meeting2.txt", "meeting10.txt"]
     assert doc.text.index("Second meeting") < doc.text.index("Tenth meeting") and "never" not in doc.text
-    assert len(doc.notes) == 1 and doc.notes[0].startswith("skipped logo.png: ") and "PNG image" in doc.notes[0]
+    assert len(doc.notes) == 2 and doc.notes[0].startswith("skipped logo.png: ") and "PNG image" in doc.notes[0]
+    assert doc.notes[1] == f"left out a subfolder of {folder} (only the files directly inside a folder are read): old"
     extra = write(tmp_path, "extra.txt", b"Extra.\n")
     mixed = load_documents([extra, str(folder)])
     assert [p.name for p in mixed.parts] == ["extra.txt", "agenda.pdf", "meeting2.txt", "meeting10.txt"]

@@ -17,7 +17,7 @@ import pytest
 from fpdf import FPDF
 
 import bigdocs
-from tmixcli import documents, inputs, markup, textcap
+from tmixcli import documents, htmlcodec, htmltext, inputs, textcap
 from tmixcli.documents import load_document, load_documents
 from tmixcli.errors import TmixError
 from tmixcli.inputs import CHUNK, file_chunks, whole_lines
@@ -210,7 +210,8 @@ def test_long_pdf_is_read_only_until_its_text_is_past_the_cap(tmp_path, monkeypa
         load_document(str(path), budget=budget(cap=small))
     doc = load_document(str(path), budget=budget(truncate=True, cap=small))
     assert doc.partial and doc.pages < 12 and doc.text.startswith("Page 1 text.")
-    assert doc.notes[0].startswith(f"read {path} only up to page {doc.pages}:")
+    assert doc.notes[0] == (f"read {path} only up to page {doc.pages}, "
+                           "already more than the model's context could hold")
     whole = load_document(str(path))
     assert whole.pages == 12 and not whole.partial
 
@@ -248,7 +249,7 @@ def test_long_office_epub_and_html_documents_are_read_only_until_their_text_is_p
     by what was read, or with --truncate cut exactly where the whole text would have been."""
     monkeypatch.setattr(documents, "SMALL", 0)  # 2000 paragraphs stand for a book
     monkeypatch.setattr(inputs, "SMALL", 0)  # an HTML file past its first chunk is read again in chunks
-    monkeypatch.setattr(markup, "HTML_CHUNK", 4096)
+    monkeypatch.setattr(htmltext, "HTML_CHUNK", 4096)
     path = bigdocs.write(tmp_path / f"long.{kind}", bigdocs.paragraphs(2000))
     small = TextCap(10, 10)  # 100 characters; stops once past 100 + MARGIN + TAIL + 2
     whole = load_document(str(path))
@@ -258,7 +259,8 @@ def test_long_office_epub_and_html_documents_are_read_only_until_their_text_is_p
     read = int(str(info.value).split(" has at least ")[1].split()[0])
     assert read < len(whole.text) / 4, (read, len(whole.text))
     doc = load_document(str(path), budget=budget(truncate=True, cap=small))
-    assert doc.partial and doc.notes == (f"read only the beginning of {path}: the most the model could use",)
+    assert doc.partial and doc.notes == (
+        f"read only the beginning of {path}, already more than the model's context could hold",)
     assert doc.text[:-textcap.TAIL] == textcap.cut(whole.text, small)[:-textcap.TAIL]
 
 
@@ -346,7 +348,7 @@ def test_html_on_stdin_past_the_container_cap_is_refused(monkeypatch):
 def test_an_html_file_read_in_chunks_is_decoded_by_all_its_bytes(tmp_path, monkeypatch):
     """A byte that is not UTF-8 at the end of a page read in chunks makes all of it Windows-1252, as when held."""
     monkeypatch.setattr(inputs, "SMALL", 0)
-    monkeypatch.setattr(markup, "HTML_CHUNK", 4096)
+    monkeypatch.setattr(htmltext, "HTML_CHUNK", 4096)
     path = bigdocs.write(tmp_path / "page.html", bigdocs.paragraphs(3000))
     path.write_bytes(path.read_bytes().replace(b"</body>", b"<p>Caf\xe9 \x93menu\x94</p></body>"))
     doc = load_document(str(path))
@@ -366,14 +368,14 @@ def test_a_file_that_shrinks_while_it_is_read_in_chunks_is_one_line(tmp_path):
 def test_the_last_main_tag_is_found_in_any_pieces(page, where):
     """Where a page's last <main> tag starts, found piece by piece as the page is decoded: wherever it is cut."""
     for cut in range(len(page) + 1):
-        assert markup._last_main([page[:cut], "", page[cut:]]) == where, cut
+        assert htmlcodec.last_main([page[:cut], "", page[cut:]]) == where, cut
 
 
 def test_html_read_in_part_waits_for_a_main_element_further_on(tmp_path, monkeypatch):
     """The text before a page's <main> is left out of its text, so reading does not stop on it."""
     monkeypatch.setattr(documents, "SMALL", 0)
     monkeypatch.setattr(inputs, "SMALL", 0)
-    monkeypatch.setattr(markup, "HTML_CHUNK", 4096)
+    monkeypatch.setattr(htmltext, "HTML_CHUNK", 4096)
     menu = "".join(f"<p>Menu {p}</p>" for p in bigdocs.paragraphs(500))
     body = "".join(f"<p>{p}</p>" for p in bigdocs.paragraphs(500))
     path = tmp_path / "page.html"

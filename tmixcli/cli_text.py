@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from tmixcli import early
-from tmixcli.cli_open import status
-from tmixcli.cli_options import PagesOpt, PasswordOpt, QuietOpt
+from tmixcli.cli_open import read_budget, status
+from tmixcli.cli_options import ModelOpt, PagesOpt, PasswordOpt, QuietOpt
+from tmixcli.config import Settings
+from tmixcli.errors import TmixError
+
+if TYPE_CHECKING:
+    from tmixcli.documents import Document
 
 _PIECE = 1 << 16  # characters written at a time (see text)
+TextTruncOpt = typer.Option(False, "--truncate", help="Print only what `prefill --truncate` keeps of documents that "
+                            "do not fit the model's context (its tokenizer is read from its files).")
 
 
 @early.command
@@ -19,16 +26,39 @@ def text(
     files: list[str] = typer.Argument(..., metavar="FILE...",
                                       help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; a folder; "
                                       "- for stdin)."),
-    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt, quiet: bool = QuietOpt,
+    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt, truncate: bool = TextTruncOpt,
+    model: Optional[str] = ModelOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Print the text tmix reads from documents, as the model gets it (several under their headings); no model."""
     from tmixcli.documents import load_documents
 
-    doc = load_documents(files, pages=pages, password=password)
-    for note in doc.notes:
+    s = Settings(truncate=truncate)
+    if truncate:
+        from tmixcli.modelcheck import check_model
+
+        check_model(model)
+    doc = load_documents(files, pages=pages, password=password, budget=read_budget(model, s) if truncate else None)
+    out, notes = _cut(doc, model, s) if truncate else (doc.text, [])
+    for note in (*doc.notes, *notes):
         status(quiet, note)
-    out = doc.text if doc.text.endswith("\n") else doc.text + "\n"
+    out = out if out.endswith("\n") else out + "\n"
     for start in range(0, len(out), _PIECE):  # one huge write cut short by a reader that left
         # raises nothing (exit 0, text lost); a next piece does: exit 141
         sys.stdout.write(out[start:start + _PIECE])
     sys.stdout.flush()
+
+
+def _cut(doc: Document, model: Optional[str], s: Settings) -> tuple[str, list[str]]:
+    """The text `prefill --truncate` keeps of `doc`, and its notes, with the model's tokenizer read from its files
+    (filetok): only where a run that loaded the model has found them to give the loaded tokenizer's tokens."""
+    from tmixcli import filetok
+    from tmixcli.fit import fitted_text
+
+    lm = filetok.files_model(model)
+    try:
+        if lm is not None:
+            return fitted_text(lm, doc, s)
+    except filetok.Unrendered:
+        pass
+    raise TmixError("--truncate needs the model's tokenizer files checked by a run that loaded the model (none has, "
+                    "or its chat template needs the load); run tmix prefill --truncate with it once")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -13,10 +14,11 @@ from typing import BinaryIO
 from tmixcli import checkpoints, textcap
 from tmixcli.charsets import BOMS, utf16_codec
 from tmixcli.errors import TmixError
-from tmixcli.folders import folder_files, is_folder, refuse_twice, skipped_list
+from tmixcli.folders import distinct_names, folder_files, is_folder, refuse_twice, skipped_list, subfolder_note
 from tmixcli.inputs import (HEAD, SMALL, Chunks, Input, file_chunks, held_chunks, read_input, sha256, spool_chunks,
                             whole_lines)
-from tmixcli.markup import looks_html, page_text, zip_document_text
+from tmixcli.htmltext import looks_html, page_text
+from tmixcli.markup import zip_document_text
 from tmixcli.paths import names_stdin, not_a_file
 from tmixcli.pdftext import PDF_MAGIC, is_pdf, pdf_text, reason
 from tmixcli.textcap import Budget
@@ -25,6 +27,7 @@ from tmixcli.tidy import nonempty, tidy
 from tmixcli.ziputil import Reach
 
 _ZIP_MAGIC = b"PK\x03\x04"
+_PAGE_MARK = re.compile(r"^--- page (\d+) ---$", re.MULTILINE)  # pdfpages.join_pages's marker before a page
 
 
 @dataclass(frozen=True)
@@ -200,11 +203,13 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
     refuse_twice([(f, p, p in members) for p in paths if p != "-" for f in members.get(p, [Path(p)])
                    if p not in members or f.is_file()])  # a folder's broken links and FIFOs are skipped, not compared
     docs: list[Document] = []
+    sources: list[str] = []  # each document's path as given, or as its folder and its name
     skipped: list[str] = []
     pdfs = 0  # PDFs skipped in a folder (a wrong --password, a damaged file): --password was tried on them
     for p in paths:
         if p not in members:
             docs.append(load_document(p, password=password, stdin=stdin, budget=budget, among=True))
+            sources.append(p)
             continue
         before, reasons = len(docs), len(skipped)
         for f in members[p]:
@@ -213,19 +218,33 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
                 if why is not None:
                     raise TmixError(f"{f}: {why}")
                 docs.append(load_document(str(f), password=password, budget=budget, among=True))
+                sources.append(str(f))
             except TmixError as err:
                 skipped.append(f"skipped {f.name}: {str(err).removeprefix(str(f)).lstrip(' :')}")
                 pdfs += f.suffix.lower() == ".pdf"
         if len(docs) == before:
             raise TmixError(f"no document tmix can read in {p}{skipped_list(skipped[reasons:])}")
+        skipped += filter(None, [subfolder_note(p)])
     if password is not None and not pdfs and all(d.pages is None for d in docs):
         raise TmixError("--password only applies to PDF files, and none of the documents is a PDF")
+    docs = [replace(d, name=name) for d, name in zip(docs, distinct_names(sources, [d.name for d in docs]))]
+    skipped += _same_content(docs)
     doc = docs[0] if len(docs) == 1 else combine(docs)
     cap = budget.cap if len(doc.text) > SMALL and not budget.truncate else None
     if cap is not None and len(doc.text) > cap.chars:
         raise TmixError(textcap.too_much(f"{doc.name} have {len(doc.text)} characters of text together", cap))
     return replace(doc, notes=doc.notes + tuple(skipped))
 
+
+def _same_content(docs: Sequence[Document]) -> list[str]:
+    """A note for each document whose bytes are those of one before it (a copy in a folder): both are read."""
+    first: dict[str, str] = {}
+    notes = []
+    for d in docs:
+        if d.sha256 in first:
+            notes.append(f"{d.name} has the same content as {first[d.sha256]} (both are read)")
+        first.setdefault(d.sha256, d.name)
+    return notes
 
 
 def combine(docs: Sequence[Document]) -> Document:
@@ -261,8 +280,26 @@ def _read_in_part(doc: Document, label: str, budget: Budget, page: int | None = 
         raise TmixError(textcap.too_much(f"{label} has at least {len(doc.text)} characters of text{where}",
                                          budget.cap, pdf=page is not None))
     read = f"{label} only up to page {page}" if page else f"only the beginning of {label}"
-    return replace(doc, partial=True, notes=(*doc.notes, f"read {read}: the most the model could use"))
+    return replace(doc, partial=True, notes=(*doc.notes, f"read {read}, already more than the model's context could "
+                                             "hold"))
 
+
+def cut_place(doc: Document, kept: str) -> str:
+    """Where --truncate cut a PDF whose text kept is `kept` (its beginning): "pages 1-20 of 40, page 20 in part";
+    "" for another document."""
+    if doc.pages is None:
+        return ""
+    pages = [(m.start(), m.end(), int(m[1])) for m in _PAGE_MARK.finditer(kept)]  # each page's marker, number
+    if not kept.startswith("--- page "):
+        pages.insert(0, (0, 0, 1))  # page 1 has no marker
+    while len(pages) > 1 and not kept[pages[-1][1]:].strip():  # a marker with none of its page's text after it
+        kept = kept[:pages.pop()[0]]
+    first, last = pages[0][2], pages[-1][2]
+    rest = doc.text[len(kept):].lstrip()
+    in_part = not doc.text.startswith(kept) or bool(rest) and not rest.startswith("--- page ")
+    whole = f"the {doc.pages} pages read" if doc.partial or first != 1 else str(doc.pages)
+    where = f"page {first}" if first == last else f"pages {first}-{last}"
+    return f"{where} of {whole}" + ("" if not in_part else " in part" if first == last else f", page {last} in part")
 
 
 def _past_cap(chars: int, budget: Budget) -> bool:

@@ -18,7 +18,7 @@ from pathlib import Path
 from tmixcli.modelinfo import model_folder
 from tmixcli.paths import models_dir, read_regular
 
-VERSION = "1"  # of this reading: a new one checks every model's files again
+VERSION = "2"  # of this reading: a new one checks every model's files again (2: decode checked too)
 SPECIAL = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 KEYED = ("config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
          "added_tokens.json", "tokenizer.model", "vocab.json", "merges.txt")  # what a tokenizer load may read
@@ -62,6 +62,10 @@ class FileTokenizer:
         split = self.split_special_tokens if split_special_tokens is None else split_special_tokens
         self.backend.encode_special_tokens = split
         return {"input_ids": self.backend.encode(text, add_special_tokens=add_special_tokens).ids}
+
+    def decode(self, ids: list[int]) -> str:
+        """The text of token ids, special tokens kept, as transformers decodes them where remember checked it."""
+        return self.backend.decode(ids, skip_special_tokens=False)
 
     @property
     def added_tokens_decoder(self) -> dict:
@@ -190,6 +194,7 @@ def remember(lm: object, source: str) -> None:
                 and mine.all_special_tokens == list(theirs.all_special_tokens)
                 and mine.split_special_tokens == bool(theirs.split_special_tokens)
                 and mine.chat_template == theirs.chat_template and _context(files) == model_context(lm.model)
+                and mine.decode(ids := mine(probe, add_special_tokens=False)["input_ids"]) == theirs.decode(ids)
                 and all(prompt.split_template(mine, system) == prompt.split_template(theirs, system)
                         and prompt.prefix_ids(mine, probe, system) == prompt.prefix_ids(theirs, probe, system)
                         and prompt.question_ids(mine, probe, system) == prompt.question_ids(theirs, probe, system)

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from tmixcli import prompt, textcap
 from tmixcli.config import Settings
-from tmixcli.documents import Document, joined_text, within_cap
+from tmixcli.documents import Document, cut_place, joined_text, within_cap
 from tmixcli.errors import TmixError
 
 QUESTION_ROOM = 64  # question tokens kept where the question is not known yet (prefill, chat); --truncate's least
@@ -51,13 +51,25 @@ def fit_document(lm: Sizing, doc: Document, s: Settings) -> tuple[list[int], lis
     --truncate cuts to leave question_room + max(ANSWER_ROOM, --max-new-tokens) tokens, so `prefill` and `ask`
     with any shorter --max-new-tokens cut a document alike and share its KV file. Several documents are cut to a
     fair share each: the short ones stay whole, the long ones lose their ends."""
+    _, ids, notes = _fitted(lm, doc, s)
+    return ids, notes
+
+
+def fitted_text(lm: Sizing, doc: Document, s: Settings) -> tuple[str, list[str]]:
+    """The documents' text as the prompt holds it (fit_document: with --truncate, cut) and the notes on the cut."""
+    text, _, notes = _fitted(lm, doc, s)
+    return text, notes
+
+
+def _fitted(lm: Sizing, doc: Document, s: Settings) -> tuple[str, list[int], list[str]]:
+    """fit_document's text, prefix ids and notes."""
     tok, limit = lm.tokenizer, context_limit(lm)
     doc, ids = _whole(lm, doc, s)
     question = question_room(lm, s)
     room = question + _answer_room(s)
     need = len(ids) + room
     if need <= limit:
-        return ids, []
+        return doc.text, ids, []
     fixed = _refuse_unfit(lm, doc, len(ids), s)
     parts = doc.parts or (doc,)
     part_ids = [tok(p.text, add_special_tokens=False)["input_ids"] for p in parts]
@@ -72,12 +84,21 @@ def fit_document(lm: Sizing, doc: Document, s: Settings) -> tuple[list[int], lis
             budget -= 16
             continue
         if not doc.parts:  # counted as the status line counts document tokens: the prompt's less the template's
-            return ids, [f"truncated {doc.name}: kept its first {len(ids) - fixed} of "
-                         f"{f'more than {limit}' if doc.partial else whole} document tokens"]
-        return ids, [f"truncated {p.name}: kept its first {c} of {f'more than {limit}' if p.partial else len(i)} "
-                     "tokens" for p, i, c in zip(parts, part_ids, caps) if c < len(i)]
+            return text, ids, [_cut_note(doc, texts[0], len(ids) - fixed, whole, limit, "document tokens")]
+        return text, ids, [_cut_note(p, t, c, len(i), limit, "tokens")
+                           for p, t, i, c in zip(parts, texts, part_ids, caps) if c < len(i)]
     raise TmixError(f"{doc.name} cannot be cut to fit: the model's {limit}-token context leaves it "
                     f"{limit - fixed - room} tokens after {_taken(lm, s, fixed, question, room)}")
+
+
+def _cut_note(doc: Document, kept: str, n_kept: int, n_whole: int, limit: int, unit: str) -> str:
+    """The note on a document --truncate cut: the tokens kept, and where it was cut (the pages kept of a PDF, else the
+    share kept): "truncated long.pdf: kept its first 7823 of 15114 document tokens: pages 1-20 of 40, page 20 in
+    part"."""
+    place = cut_place(doc, kept)
+    share = f": {place}" if place else "" if doc.partial else f" ({100 * n_kept // max(1, n_whole)}%)"
+    return (f"truncated {doc.name}: kept its first {n_kept} of {f'more than {limit}' if doc.partial else n_whole} "
+            f"{unit}{share}")
 
 
 def check_fit(lm: Sizing, doc: Document, s: Settings) -> None:

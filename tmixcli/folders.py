@@ -1,13 +1,15 @@
-"""Folders given as documents: the files directly inside one in natural name order, the note on those skipped, and a
-file given twice refused."""
+"""Folders given as documents: the files directly inside one in natural name order, the notes on those skipped and
+on its subfolders, a file given twice refused, and headings that tell same-named files apart."""
 
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from tmixcli.errors import TmixError
+from tmixcli.paths import names_stdin
 
 _DIGIT_SPLIT = re.compile(r"(\d+)")
 MAX_FOLDER_FILES = 200
@@ -21,6 +23,42 @@ def skipped_list(skipped: Sequence[str]) -> str:
     shown = len(skipped) if len(skipped) <= LISTED_SKIPS + 1 else LISTED_SKIPS
     more = f" | and {len(skipped) - shown} more" if shown < len(skipped) else ""
     return " (skipped " + " | ".join(s.removeprefix("skipped ") for s in skipped[:shown]) + more + ")"
+
+
+def subfolder_note(folder: str) -> str | None:
+    """The note on the subfolders of a folder given as documents, which are not read (hidden ones aside): "left out
+    2 subfolders of years (...): 2023, 2024"; None without any."""
+    try:
+        found = sorted((f for f in Path(folder).iterdir() if not f.name.startswith(".") and f.is_dir()), key=_natural)
+    except OSError:
+        return None
+    if not found:
+        return None
+    names = ", ".join(f.name for f in found[:LISTED_SKIPS]) + (
+        f" and {len(found) - LISTED_SKIPS} more" if len(found) > LISTED_SKIPS else "")
+    count = f"{len(found)} subfolders" if len(found) > 1 else "a subfolder"
+    return f"left out {count} of {folder} (only the files directly inside a folder are read): {names}"
+
+
+def distinct_names(paths: Sequence[str], names: Sequence[str]) -> list[str]:
+    """Each document's name for its heading: its file name (`names`), or where several share one, the shortest end
+    of their paths as given that tells them apart (q1/budget.txt, q2/budget.txt)."""
+    out = list(names)
+    shared: dict[str, list[int]] = defaultdict(list)
+    for i, name in enumerate(names):
+        shared[name].append(i)
+    for group in (g for g in shared.values() if len(g) > 1):
+        stdin = [names_stdin(paths[i]) for i in group]  # stdin keeps its name "stdin"
+        parts = [(names[i],) if read else PurePath(paths[i]).parts for i, read in zip(group, stdin)]
+        for k in range(2, max(map(len, parts)) + 1):
+            tried = [str(PurePath(*p[-k:])) for p in parts]
+            if len(set(tried)) == len(tried):
+                break
+        else:  # as given, they still read alike
+            tried = [names[i] if read else str(_resolved(Path(paths[i]))) for i, read in zip(group, stdin)]
+        for i, name in zip(group, tried):
+            out[i] = name
+    return out
 
 
 def refuse_twice(files: Sequence[tuple[Path, str, bool]]) -> None:
