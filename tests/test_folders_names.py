@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 from docfiles import write
 from runcli import run
@@ -71,3 +72,42 @@ def test_copies_in_a_folder_are_said(tmp_path):
     doc = load_documents([str(fold)])
     assert doc.notes == ("notes.md has the same content as notes-copy.md (both are read)",)
     assert doc.text.count("Same text.") == 2
+
+
+def test_names_the_locale_cannot_decode_or_with_line_breaks_are_readable_text(tmp_path, monkeypatch, capsys,
+                                                                               tiny_dir):
+    """QA23 F1/F11: a Latin-1 file name (bytes UTF-8 cannot decode) crashed the tokenizer through its heading; a line
+    break in a name broke the heading and the status lines."""
+    import json
+
+    from runcli import TINY
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path / "cache"))
+    latin = os.fsdecode(b"bericht_\xfc.txt")
+    (tmp_path / latin).write_text("The project manager is Zoe Muller.\n")
+    (tmp_path / "a\nb.txt").write_text("The budget is 5 euros.\n")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / latin).write_text("The site is Bern.\n")
+    doc = load_documents([latin, "a\nb.txt"])
+    assert doc.text.startswith("Document 1 of 2: bericht_\ufffd.txt\n\nThe project manager")
+    assert "Document 2 of 2: a b.txt\n" in doc.text and doc.name == "bericht_\ufffd.txt + a b.txt"
+    assert load_documents(["in", "a\nb.txt"]).text.startswith("Document 1 of 2: bericht_\ufffd.txt\n")
+    code, out, err = run(capsys, "ask", latin, "a\nb.txt", "Who is the project manager?", "--model", tiny_dir,
+                         "--device", "cpu", "--max-new-tokens", "4", *TINY)
+    assert code == 0 and "Traceback" not in err, err
+    code, out, _ = run(capsys, "cache", "ls", "--json")
+    assert code == 0 and json.loads(out)["entries"][0]["doc_name"] == "bericht_\ufffd.txt + a b.txt"
+
+
+def test_a_process_substitution_is_named_by_its_path():
+    """QA23 F11: `<(cmd)` is /dev/fd/63, whose file name "63" said nothing in the heading."""
+    from tmixcli.paths import document_name
+
+    read, write_end = os.pipe()
+    try:
+        assert document_name(f"/dev/fd/{read}") == f"/dev/fd/{read}"
+        assert document_name("/tmp/x/report.txt") == "report.txt"
+    finally:
+        os.close(read)
+        os.close(write_end)

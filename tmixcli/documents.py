@@ -19,7 +19,7 @@ from tmixcli.inputs import (HEAD, SMALL, Chunks, Input, file_chunks, held_chunks
                             whole_lines)
 from tmixcli.htmltext import looks_html, page_text
 from tmixcli.markup import zip_document_text
-from tmixcli.paths import names_stdin, not_a_file
+from tmixcli.paths import names_stdin, not_a_file, readable_name
 from tmixcli.pdftext import PDF_MAGIC, is_pdf, pdf_text, reason
 from tmixcli.textcap import Budget
 from tmixcli.textfile import refuse_binary, text_file
@@ -227,7 +227,8 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
         skipped += filter(None, [subfolder_note(p)])
     if password is not None and not pdfs and all(d.pages is None for d in docs):
         raise TmixError("--password only applies to PDF files, and none of the documents is a PDF")
-    docs = [replace(d, name=name) for d, name in zip(docs, distinct_names(sources, [d.name for d in docs]))]
+    names = distinct_names(sources, [d.name for d in docs])
+    docs = [replace(d, name=readable_name(name)) for d, name in zip(docs, names)]
     skipped += _same_content(docs)
     doc = docs[0] if len(docs) == 1 else combine(docs)
     cap = budget.cap if len(doc.text) > SMALL and not budget.truncate else None

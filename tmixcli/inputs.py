@@ -17,7 +17,7 @@ from typing import BinaryIO
 from tmixcli import checkpoints
 from tmixcli.charsets import bare_utf16_codec, utf16_codec
 from tmixcli.errors import TmixError
-from tmixcli.paths import names_stdin, not_a_file, open_regular
+from tmixcli.paths import document_name, names_stdin, not_a_file, open_regular
 from tmixcli.textcap import size
 
 CHUNK = 1 << 20
@@ -85,7 +85,7 @@ def read_input(path: str, stdin: BinaryIO | None, limit: Callable[[bytes, int | 
         raise TmixError(f"cannot read {path}: permission denied") from None
     except OSError as exc:
         raise TmixError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return replace(got, name=Path(path).name, label=path, size=got.size if known is None else known)
+    return replace(got, name=document_name(path), label=path, size=got.size if known is None else known)
 
 
 def _open(path: str) -> BinaryIO:

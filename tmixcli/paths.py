@@ -11,6 +11,9 @@ from pathlib import Path
 from tmixcli.errors import TmixError
 
 
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
 def cache_root() -> Path:
     """Where the cache root is ($TMIX_CACHE_DIR, ~ expanded); nothing is created."""
     return Path(os.environ.get("TMIX_CACHE_DIR") or Path.home() / ".cache" / "tmix").expanduser()
@@ -210,3 +213,16 @@ def check_output(path: Path | str | None, option: str) -> Path | None:
         raise TmixError(f"{option}: the file name is too long ({len(os.fsencode(path.name))} bytes; at most {room} "
                         "here, its temp file needs the rest)")
     return path
+
+
+def readable_name(name: str) -> str:
+    """A file name as text the model and JSON can take: bytes the locale could not decode (lone surrogates) become
+    U+FFFD, as `tmix text` shows them, and line breaks or other control characters a space each."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if _SURROGATE.search(name) else name
+    return "".join(c if c.isprintable() else " " for c in text) if not text.isprintable() else text
+
+
+def document_name(path: str) -> str:
+    """The name a document is given: its file name, or the whole path for a process's own file (`<(cmd)` gives
+    /dev/fd/63, whose file name "63" says nothing)."""
+    return path if names_own_file(path) else Path(path).name
