@@ -358,18 +358,18 @@ def test_an_arch_too_large_for_the_cpu_refused_before_building(capsys: pytest.Ca
 def test_a_forced_arch_larger_than_free_memory_refused_before_building(capsys: pytest.CaptureFixture,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """--force lifts the parameter limit, not the memory: a run the kernel would kill without a word is one line."""
-    from tmixcli import sysmem
+    from tmixcli import memfit
 
     _no_build(monkeypatch)
-    monkeypatch.setattr(sysmem, "available_bytes", lambda: 20 * 2**30)
+    monkeypatch.setattr(memfit, "available_bytes", lambda: 20 * 2**30)
     err = _one_error(capsys, "bench", "--arch", "llama-3.1-8b", "--lengths", "1k", "--device", "cpu", "--force")
-    assert err == ("tmix: error: llama-3.1-8b needs ~30 GiB of memory for its 32-bit weights and 20.0 GiB is "
-                   "available: use a GPU, --dtype bf16, or free memory")
-    monkeypatch.setattr(sysmem, "available_bytes", lambda: 10 * 2**30)
+    assert err == ("tmix: error: llama-3.1-8b needs ~29.9 GiB of memory for its 32-bit weights and the machine has "
+                   "20.0 GiB free: --dtype bf16 halves it")
+    monkeypatch.setattr(memfit, "available_bytes", lambda: 10 * 2**30)
     err = _one_error(capsys, "bench", "--arch", "qwen2.5-7b", "--lengths", "1k", "--device", "cpu", "--force",
                      "--dtype", "bf16")
-    assert err == ("tmix: error: qwen2.5-7b needs ~14 GiB of memory for its 16-bit weights and 10.0 GiB is "
-                   "available: use a GPU, or free memory")
+    assert err == ("tmix: error: qwen2.5-7b needs ~14.2 GiB of memory for its 16-bit weights and the machine has "
+                   "10.0 GiB free: a smaller model, or free memory")
 
 
 @pytest.mark.parametrize("argv,message", [

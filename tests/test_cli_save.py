@@ -20,6 +20,7 @@ from runcli import DOCS, TINY, _count_calls, ask_json, one_error, run, tmix_subp
 from runcli import short_doc as short_doc  # the fixture (the alias tells ruff it is used)
 from tmixcli import generate, kvfolder, kvwrite
 from tmixcli.cli import main
+from tmixcli.sizes import human_size
 
 QUESTION = "Who is the project manager?"
 
@@ -128,8 +129,8 @@ def test_disk_full_hint_suggests_cache_clear_only_when_it_frees_enough(monkeypat
     assert kvfolder.room_hint(inside, freed) == "free space or run `tmix cache clear`"
     assert kvfolder.room_hint(inside) == "free space or run `tmix cache clear`"  # missing bytes unknown
     hint = kvfolder.room_hint(inside, freed + 1)
-    assert hint == (f"free {kvfolder.human_size(freed + 1)} more in {inside.parent} (`tmix cache clear` would free "
-                    f"only {kvfolder.human_size(freed)})"), hint
+    assert hint == (f"free {human_size(freed + 1)} more in {inside.parent} (`tmix cache clear` would free "
+                    f"only {human_size(freed)})"), hint
     hint = kvfolder.room_hint(tmp_path / "x.kv", 10 << 20)
     assert hint.startswith("free 10.0 MiB more in ") and hint.endswith(", or write the file to another disk with -o")
     assert "the KV cache is on the same disk" in kvfolder.room_hint(tmp_path / "x.kv", 1)

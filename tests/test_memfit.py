@@ -11,7 +11,7 @@ from runcli import short_doc as short_doc  # the fixture (the alias tells ruff i
 
 from tmixcli import memfit
 from tmixcli.errors import TmixError
-from tmixcli.kvfolder import human_size
+from tmixcli.sizes import human_size
 from tmixcli.models import load_model
 from tmixcli.weightfiles import weight_elements
 

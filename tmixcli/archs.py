@@ -13,7 +13,6 @@ if TYPE_CHECKING:
 
 # Models above this many parameters are refused on the CPU unless forced (hours per prefill, 30+ GB RAM).
 CPU_PARAM_LIMIT = 2_000_000_000
-WORK_MARGIN = 1.15  # weights plus what a short prefill needs beside them
 
 _LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
                 "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
@@ -79,21 +78,16 @@ def param_count(config: Any) -> int:
 
 def check_cpu_size(arch: str, bits: int, force: bool = False) -> None:
     """Refuse an arch above CPU_PARAM_LIMIT parameters for a CPU benchmark in `bits`-bit weights (counted from its
-    shape, without transformers: before a word about building it); forced, refuse it only when its weights alone
-    would not fit the memory left, where the kernel would kill the run without a word."""
-    from tmixcli.sysmem import available_bytes
+    shape, without transformers: before a word about building it); forced, refuse it only when its weights would not
+    fit the free memory, where the kernel would kill the run without a word."""
+    from tmixcli.memfit import check_numbers
 
     kind, spec = _SPECS[arch]
     n = param_count(SimpleNamespace(model_type=kind, **spec))
-    size = n * bits / 8
     if n > CPU_PARAM_LIMIT and not force:
         raise TmixError(f"{arch} has {n / 1e9:.1f}B parameters: too large for a CPU benchmark "
-                        f"(~{size / 2**30:.0f} GiB, hours per long prefill); use a GPU, or force it (--force)")
-    free = available_bytes()
-    if free is not None and size * WORK_MARGIN > free:
-        smaller = ", --dtype bf16" if bits > 16 else ""
-        raise TmixError(f"{arch} needs ~{size / 2**30:.0f} GiB of memory for its {bits}-bit weights and "
-                        f"{free / 2**30:.1f} GiB is available: use a GPU{smaller}, or free memory")
+                        f"(~{n * bits / 8 / 2**30:.0f} GiB, hours per long prefill); use a GPU, or force it (--force)")
+    check_numbers(arch, n, bits, "cpu")
 
 
 def build_random_model(arch: str, device: torch.device | str, dtype: torch.dtype,

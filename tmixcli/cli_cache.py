@@ -14,7 +14,7 @@ import typer
 from tmixcli import docindex, kvfolder, kvheader
 from tmixcli.cache_json import attention_of, info_json, listing_json
 from tmixcli.errors import TmixError
-from tmixcli.kvfolder import human_size
+from tmixcli.sizes import human_size
 from tmixcli.paths import not_a_file
 from tmixcli.stdout import is_terminal
 

@@ -276,7 +276,7 @@ def save_quietly(ctx: Context) -> list[str]:
         return [f"KV file not saved: {err}"]
     if not saving or ctx.kv_path is None:
         return lines
-    from tmixcli.kvfolder import human_size
+    from tmixcli.sizes import human_size
 
     try:
         size = f" ({human_size(ctx.kv_path.stat().st_size)})"

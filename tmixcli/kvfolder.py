@@ -15,6 +15,7 @@ from pathlib import Path
 from tmixcli.errors import TmixError
 from tmixcli.kvheader import as_int, read_meta
 from tmixcli.paths import cache_subdir, checked_subdir
+from tmixcli.sizes import human_size
 
 SUFFIX = ".safetensors"
 TMP_SUFFIX = ".tmp"
@@ -115,17 +116,6 @@ def _entry(p: Path) -> dict | None:
 def count(n: int, thing: str) -> str:
     """"1 KV file", "2 KV files": a count for the cache's lines."""
     return f"{n} {thing}" + ("" if n == 1 else "s")
-
-
-def human_size(n: int) -> str:
-    """1536 -> "1.5 KiB"."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
 
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", re.IGNORECASE)

@@ -27,7 +27,8 @@ import torch
 
 from tmixcli import kvstore
 from tmixcli.errors import TmixError
-from tmixcli.kvfolder import LOCKED_TMP_SUFFIX, human_size, remove_file, room_hint, temp_is_stale
+from tmixcli.kvfolder import LOCKED_TMP_SUFFIX, remove_file, room_hint, temp_is_stale
+from tmixcli.sizes import human_size
 
 ROOM = 1024  # header bytes reserved for metadata known only after the prefill (prefill_s, prefill_device)
 STAGE_BYTES = 256 << 20  # pinned buffer GPU rows are copied through (pageable copies ran at ~1 GB/s): a 128K

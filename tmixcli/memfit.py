@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from tmixcli.errors import TmixError
-from tmixcli.kvfolder import human_size
+from tmixcli.sizes import human_size
 from tmixcli.sysmem import available_bytes
 from tmixcli.weightfiles import weight_elements
 
@@ -47,18 +47,22 @@ def _gpu_hint() -> str:
 def check_room(model_id: str, folder: Path | None, bits: int, device_type: str, index: int | None = None) -> None:
     """Refuse a model whose `bits`-bit weights would not fit the free memory of the CPU or GPU they load into."""
     n = weight_elements(folder) if folder is not None else None
-    free = _free(device_type, index) if n is not None else None
-    if n is None or free is None:
-        return
+    if n is not None:
+        check_numbers(f"model {model_id!r}", n, bits, device_type, index)
+
+
+def check_numbers(label: str, n: int, bits: int, device_type: str, index: int | None = None) -> None:
+    """Refuse `n` weights of `bits` bits that would not fit the free memory of the CPU or GPU (`label` names them)."""
+    free = _free(device_type, index)
     need = n * bits / 8
-    if need * (GPU_MARGIN if device_type == "cuda" else CPU_MARGIN) <= free:
+    if free is None or need * (GPU_MARGIN if device_type == "cuda" else CPU_MARGIN) <= free:
         return
     where = "the GPU has" if device_type == "cuda" else "the machine has"
     halved = bits > 16 and need / 2 * CPU_MARGIN <= free
     hint = (_gpu_hint() if device_type == "cuda" else "--dtype bf16 halves it" if halved else
             "a smaller model, or free memory")
-    raise TmixError(f"model {model_id!r} needs ~{human_size(int(need))} of memory for its {bits}-bit weights and "
-                    f"{where} {human_size(free)} free: {hint}")
+    raise TmixError(f"{label} needs ~{human_size(int(need))} of memory for its {bits}-bit weights and {where} "
+                    f"{human_size(free)} free: {hint}")
 
 
 def _count(n: int) -> str:
