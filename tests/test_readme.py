@@ -11,7 +11,7 @@ from tmixcli.cli import app
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 COMMANDS = ("ask", "prefill", "chat", "serve", "text")
-ELSEWHERE = {"--kv", "--keep-history", "--output", "-o", "--stop", "--stop-repeats"}  # one command's own
+ELSEWHERE = {"--kv", "--keep-history", "--output", "-o", "--stop", "--stop-repeats", "--question"}  # one command's own
 
 
 def option_names(command: str) -> set[str]:

@@ -84,3 +84,31 @@ def test_text_truncate_prints_what_prefill_keeps(capsys, tmp_path, monkeypatch, 
     assert "Page 1 of the annual review" in out and "Page 12 of" not in out
     code, whole, _ = run(capsys, "text", str(short), long_pdf)
     assert code == 0 and "Page 12 of" in whole  # without --truncate: all of it
+
+
+def test_text_truncate_sizes_the_cut_as_ask_does(capsys, tmp_path, monkeypatch, tiny_dir, long_pdf):
+    """`text --truncate` with ask's --question, --system and --max-new-tokens keeps what `ask --truncate` keeps (a long
+    question, a system prompt and a long answer all leave the document less room); without --truncate they are
+    refused in one line."""
+    from transformers import AutoTokenizer
+
+    question = "Which warehouse shipped pallets on time, and in which city of the annual review was it? " * 4
+    sizing = ("--system", "Answer in one short sentence, citing the page.", "--max-new-tokens", "300")
+    code, out, err = run(capsys, "ask", long_pdf, question, "--model", tiny_dir, *TINY, "--truncate", *sizing,
+                         "--json", "--no-cache")
+    assert code == 0, err
+    asked = json.loads(out)
+    code, plain, err = run(capsys, "text", long_pdf, "--model", tiny_dir, "--truncate")
+    assert code == 0, err
+    code, out, err = run(capsys, "text", long_pdf, "--model", tiny_dir, "--truncate", "--question", question, *sizing)
+    assert code == 0 and err == "".join(f"tmix: {n}\n" for n in asked["notes"]), err
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    s = Settings(truncate=True, question=question, system=sizing[1], max_new_tokens=300)
+    text, _ = fitted_text(SimpleNamespace(tokenizer=tok, context=1024), load_documents([long_pdf]), s)
+    assert out == text + "\n" and len(prompt.prefix_ids(tok, text, s.system)) == asked["prompt_tokens"] - len(
+        prompt.question_ids(tok, question, s.system))
+    assert len(out) < len(plain)  # the long question, system prompt and answer room cut more
+    for extra in (("--question", "Which city?"), ("--system", "Be brief."), ("--max-new-tokens", "300")):
+        code, out, err = run(capsys, "text", long_pdf, *extra)
+        assert (code, out) == (2, "") and err == (f"tmix: error: {extra[0]} only changes what --truncate keeps: give "
+                                                  "it with --truncate\n")

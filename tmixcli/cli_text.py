@@ -9,7 +9,7 @@ import typer
 
 from tmixcli import early
 from tmixcli.cli_open import read_budget, status
-from tmixcli.cli_options import ModelOpt, PagesOpt, PasswordOpt, QuietOpt
+from tmixcli.cli_options import ModelOpt, PagesOpt, PasswordOpt, QuietOpt, settings
 from tmixcli.config import Settings
 from tmixcli.errors import TmixError
 
@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 _PIECE = 1 << 16  # characters written at a time (see text)
 TextTruncOpt = typer.Option(False, "--truncate", help="Print only what `prefill --truncate` keeps of documents that "
                             "do not fit the model's context (its tokenizer is read from its files).")
+QuestionOpt = typer.Option(None, "--question", metavar="TEXT", help="With --truncate: print what `ask --truncate` "
+                           "keeps for this question (a long one leaves the document less room).")
+TextSystemOpt = typer.Option(None, "--system", metavar="TEXT", help="With --truncate: the system prompt `ask` is "
+                             "given.")
+TextMaxNewOpt = typer.Option(256, "--max-new-tokens", metavar="N", help="With --truncate: the answer room `ask` is "
+                             "given (over 256 leaves the document less room).")
 
 
 @early.command
@@ -27,12 +33,13 @@ def text(
                                       help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; a folder; "
                                       "- for stdin)."),
     pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt, truncate: bool = TextTruncOpt,
-    model: Optional[str] = ModelOpt, quiet: bool = QuietOpt,
+    model: Optional[str] = ModelOpt, quiet: bool = QuietOpt, question: Optional[str] = QuestionOpt,
+    system: Optional[str] = TextSystemOpt, max_new_tokens: int = TextMaxNewOpt,
 ) -> None:
     """Print the text tmix reads from documents, as the model gets it (several under their headings); no model."""
     from tmixcli.documents import load_documents
 
-    s = Settings(truncate=truncate)
+    s = _settings(truncate, question, system, max_new_tokens)
     if truncate:
         from tmixcli.modelcheck import check_model
 
@@ -46,6 +53,18 @@ def text(
         # raises nothing (exit 0, text lost); a next piece does: exit 141
         sys.stdout.write(out[start:start + _PIECE])
     sys.stdout.flush()
+
+
+def _settings(truncate: bool, question: Optional[str], system: Optional[str], max_new_tokens: int) -> Settings:
+    """The Settings that size --truncate's cut as `ask` would; the options that only size it are refused without it."""
+    from tmixcli.cli_options import given
+
+    for flag, value in (("--question", question), ("--system", system)):
+        if value is not None and not truncate:
+            raise TmixError(f"{flag} only changes what --truncate keeps: give it with --truncate")
+    if given("--max-new-tokens") and not truncate:
+        raise TmixError("--max-new-tokens only changes what --truncate keeps: give it with --truncate")
+    return settings(method=None, truncate=truncate, question=question, system=system, max_new_tokens=max_new_tokens)
 
 
 def _cut(doc: Document, model: Optional[str], s: Settings) -> tuple[str, list[str]]:
