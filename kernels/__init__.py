@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 
 from tmix_kernels.blockwise import triangle_attention_blockwise
-from tmix_kernels.reference import triangle_mask, triangle_reference
 
 
 def _triton_fn():
@@ -35,4 +34,4 @@ def triangle_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_init
     return triangle_attention_blockwise(q, k, v, n_init, n_local, last_n, total_len, scale)
 
 
-__all__ = ["triangle_attention", "triangle_attention_blockwise", "triangle_mask", "triangle_reference"]
+__all__ = ["triangle_attention"]

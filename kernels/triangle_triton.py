@@ -25,7 +25,7 @@ last_compiled: dict = {}  # the last launched main kernel (bench reads n_regs / 
 def _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
                 Kd, Vd, kv_row0, offs_d, pos, lo, hi, kv_hi, qk_scale, n_init, n_local,
                 MASK: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr, WS: tl.constexpr):
+                BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr):
     """Online softmax over keys [lo, hi). MASK: 0 none, 1 triangle band (keys j <= p only, so kv_hi is implied),
     2 causal with keys >= kv_hi dropped.
 
@@ -34,7 +34,7 @@ def _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_v
     """
     offs_n = tl.arange(0, BLOCK_N)
     d_ok = offs_d < HEAD_DIM
-    for start in tl.range(lo, hi, BLOCK_N, warp_specialize=WS):
+    for start in tl.range(lo, hi, BLOCK_N):
         start = tl.multiple_of(start, BLOCK_N)
         kn = start + offs_n
         k_ptrs = k_base + kn[None, :] * stride_kn + offs_d[:, None] * stride_kd  # kT: [BLOCK_D, BLOCK_N]
@@ -89,7 +89,7 @@ def _triangle_fwd(Q, K, V, Kd, Vd, Kd2, Vd2, Out, OPart, LsePart,
                   n_init, n_local, qk_scale, G, HKV, NCHUNK,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SINK_N: tl.constexpr, GP: tl.constexpr,
                   HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
-                  SPLIT_LOOPS: tl.constexpr, USE_TMA: tl.constexpr, WS: tl.constexpr,
+                  SPLIT_LOOPS: tl.constexpr, USE_TMA: tl.constexpr,
                   EDGE_N: tl.constexpr):
     """Programs [0, n_split_progs) do split-K last rows, the rest do band tiles (rows [q0, band_end))."""
     P: tl.constexpr = BLOCK_M // GP
@@ -130,10 +130,10 @@ def _triangle_fwd(Q, K, V, Kd, Vd, Kd2, Vd2, Out, OPart, LsePart,
         full_end = tl.maximum(ks, tl.minimum(ke, (row0 + 1) // BLOCK_N * BLOCK_N))
         acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
                                     stride_vd, Kd, Vd, kv_row0, offs_d, pos, ks, full_end, ke, qk_scale, n_init,
-                                    n_local, 0, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA, WS)
+                                    n_local, 0, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA)
         acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
                                     stride_vd, Kd, Vd, kv_row0, offs_d, pos, full_end, ke, ke, qk_scale, n_init,
-                                    n_local, 2, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA, False)
+                                    n_local, 2, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA)
         has = l_i > 0.0
         lse = tl.where(has, m_i + tl.math.log2(tl.where(has, l_i, 1.0)), float("-inf"))
         o = acc / tl.where(has, l_i, 1.0)[:, None]
@@ -149,7 +149,7 @@ def _triangle_fwd(Q, K, V, Kd, Vd, Kd2, Vd2, Out, OPart, LsePart,
         # sinks: with n_init := sink_hi and n_local := 0 the mask keeps exactly the keys [0, sink_hi)
         acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
                                     stride_vd, Kd, Vd, kv_row0, offs_d, pos, 0, sink_hi, sink_hi, qk_scale, sink_hi,
-                                    0, 1, SINK_N, HEAD_DIM, BLOCK_D, DOT_PREC, False, False)
+                                    0, 1, SINK_N, HEAD_DIM, BLOCK_D, DOT_PREC, False)
         # EDGE_N < BLOCK_N: an EDGE_N-key head piece [lo, lo_b) and tail piece [main_hi, hi) around the
         # BLOCK_N-aligned main range [lo_b, main_hi), so that at most EDGE_N - 1 keys are wasted per side
         lo_b = tl.minimum((lo + BLOCK_N - 1) // BLOCK_N * BLOCK_N, hi)
@@ -157,7 +157,7 @@ def _triangle_fwd(Q, K, V, Kd, Vd, Kd2, Vd2, Out, OPart, LsePart,
         if EDGE_N < BLOCK_N:
             acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
                                         stride_vd, Kd2, Vd2, kv_row0, offs_d, pos, lo, lo_b, hi, qk_scale, n_init,
-                                        n_local, 1, EDGE_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA, False)
+                                        n_local, 1, EDGE_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA)
         if SPLIT_LOOPS:  # masked left edge, unmasked middle, masked diagonal
             full_lo = (tl.maximum(p_last - n_local + 1, lo_b) + BLOCK_N - 1) // BLOCK_N * BLOCK_N
             mid_lo = tl.minimum(full_lo, main_hi)
@@ -167,17 +167,17 @@ def _triangle_fwd(Q, K, V, Kd, Vd, Kd2, Vd2, Out, OPart, LsePart,
             mid_hi = main_hi
         acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
                                     stride_vd, Kd, Vd, kv_row0, offs_d, pos, lo_b, mid_lo, hi, qk_scale, n_init,
-                                    n_local, 1, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA, False)
+                                    n_local, 1, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA)
         acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
                                     stride_vd, Kd, Vd, kv_row0, offs_d, pos, mid_lo, mid_hi, hi, qk_scale, n_init,
-                                    n_local, 0, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA, WS)
+                                    n_local, 0, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA)
         acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
                                     stride_vd, Kd, Vd, kv_row0, offs_d, pos, mid_hi, main_hi, hi, qk_scale, n_init,
-                                    n_local, 1, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA, False)
+                                    n_local, 1, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA)
         if EDGE_N < BLOCK_N:
             acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
                                         stride_vd, Kd2, Vd2, kv_row0, offs_d, pos, main_hi, hi, hi, qk_scale,
-                                        n_init, n_local, 1, EDGE_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA, False)
+                                        n_init, n_local, 1, EDGE_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA)
         o = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
         o_ptrs = Out + b * stride_ob + (pos - q0)[:, None] * stride_om + h[:, None] * stride_oh \
             + offs_d[None, :] * stride_od
@@ -231,17 +231,6 @@ def _tma_ok(k: torch.Tensor, v: torch.Tensor) -> bool:
     hkv, s = k.shape[1], k.shape[2]
     return all(t.stride(3) == 1 and t.stride(1) == s * t.stride(2) and t.stride(0) == hkv * t.stride(1)
                and t.data_ptr() % 16 == 0 and (t.stride(2) * t.element_size()) % 16 == 0 for t in (k, v))
-
-
-def _gluon_ok(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_init: int) -> bool:
-    """Whether the Gluon band kernel (kernels/triangle_gluon.py) takes these inputs (never under the interpreter)."""
-    if _interpreting() or not q.is_cuda:
-        return False
-    try:
-        from tmix_kernels.triangle_gluon import supported
-    except ImportError:
-        return False
-    return supported(q, k, v, n_init)
 
 
 def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_init: int, n_local: int, last_n: int,
@@ -323,23 +312,15 @@ def triangle_attention_triton(
         kd2 = TensorDescriptor(k, [rows, d], [k.stride(2), 1], [edge_n, block_d])
         vd2 = TensorDescriptor(v, [rows, d], [v.stride(2), 1], [edge_n, block_d])
     sc = d**-0.5 if scale is None else scale
-    # gluon=True: the band rows go to the Gluon async-wgmma kernel (Hopper, D 64/128), this launch keeps the
-    # split-K last rows only; unsupported inputs silently stay on the Triton band path
-    use_gluon = bool(cfg.get("gluon")) and _gluon_ok(q, k, v, n_init)
-    grid = (n_split_progs + (0 if use_gluon else n_band_tiles * b * hkv * n_chunk),)
-    if use_gluon and n_band_tiles:
-        from tmix_kernels.triangle_gluon import triangle_band_gluon
-
-        gcfg = {a[len("gluon_"):]: c for a, c in cfg.items() if a.startswith("gluon_")}
-        last_compiled["fwd"] = triangle_band_gluon(q, k, v, out, band_end, n_init, n_local, sc, gcfg)
+    grid = (n_split_progs + n_band_tiles * b * hkv * n_chunk,)
     if grid[0]:
-        last_compiled["fwd" if not use_gluon else "split"] = _triangle_fwd[grid](
+        last_compiled["fwd"] = _triangle_fwd[grid](
             q, k, v, kd, vd, kd2, vd2, out, o_part, lse_part, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
             s, q0, band_end, max(n_band_tiles, 1), max(n_last_tiles, 1), n_splits, split_len, n_split_progs,
             n_init, n_local, sc * LOG2E, g, hkv, n_chunk,
             BLOCK_M=block_m, BLOCK_N=block_n, SINK_N=sink_n,
             GP=gp, HEAD_DIM=d, BLOCK_D=block_d, DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
-            SPLIT_LOOPS=cfg["split_loops"], USE_TMA=use_tma, WS=bool(cfg.get("ws")), EDGE_N=edge_n,
+            SPLIT_LOOPS=cfg["split_loops"], USE_TMA=use_tma, EDGE_N=edge_n,
             num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"], **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {}),
         )

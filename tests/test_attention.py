@@ -10,7 +10,7 @@ import torch
 from tiny import FAMILIES, tiny_model
 from transformers import AttentionInterface, DynamicCache
 
-from tmix_kernels import triangle_reference
+from tmix_kernels.reference import triangle_reference
 from tmixcli import attention, generate
 from tmixcli.config import AttentionConfig
 

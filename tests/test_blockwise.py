@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tmix_kernels import triangle_attention, triangle_attention_blockwise, triangle_mask, triangle_reference
+from tmix_kernels import triangle_attention
+from tmix_kernels.blockwise import triangle_attention_blockwise
+from tmix_kernels.reference import triangle_mask, triangle_reference
 
 CASES = [  # (S, Lq, H, Hkv, D, n_init, n_local, last_n, total_len)
     (37, 37, 4, 4, 64, 3, 8, 5, None),        # odd L, GQA 1

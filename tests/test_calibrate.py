@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tmix_kernels import triangle_attention_blockwise
+from tmix_kernels.blockwise import triangle_attention_blockwise
 from tmixcli.attention import dense_attention
 from tmixcli.calib_attention import fast_middle_scaled_attention, middle_scaled_attention
 from tmixcli.calib_profile import load_profile, profile_path
