@@ -42,7 +42,7 @@ def _widgets(page: PageObject) -> list[tuple[tuple[float, float, float, float], 
             if widget.get("/Subtype") != "/Widget" or int(widget.get("/F", 0)) & _HIDDEN:
                 continue
             field = _field(widget)
-            value = _value(widget, field)
+            value = _value(field)
             if value:
                 x0, y0, x1, y1 = (float(v) for v in widget["/Rect"])
                 out.append(((min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), value, _name(field)))
@@ -69,7 +69,7 @@ def _field(widget: Any) -> dict[str, Any]:
     return field
 
 
-def _value(widget: Any, field: dict[str, Any]) -> str:
+def _value(field: dict[str, Any]) -> str:
     """The text a viewer shows for a field: its value, "[x]"/"[ ]" for a check box, "(x)"/"( )" for a radio
     button; "" for an empty field, a push button or a signature."""
     kind, flags = field.get("/FT"), int(field.get("/Ff", 0) or 0)
