@@ -196,8 +196,8 @@ def test_opendocument_formulas_and_charts_are_read_other_objects_said(tmp_path):
     doc = load_document(write(tmp_path, "d.odt", zip_bytes(files)))
     assert doc.text == ("Break-even: Q=F/(p-v) units.\n\u2211_(i=1)^n a_i+sqrt(2)+x^(n+1)\nSales:\n"
                         "Chart: Revenue by year\n| Revenue\n2022 | 41.2")
-    assert doc.notes == (f"left out 3 embedded objects of {tmp_path / 'd.odt'} that tmix cannot read: 2 objects, "
-                         "1 OLE object",)
+    assert doc.notes == (f"left out 3 embedded objects of {tmp_path / 'd.odt'} that tmix cannot read: 1 drawing, "
+                         "1 OLE object, 1 object",)
 
 
 def test_an_embedded_file_that_is_damaged_is_left_out_not_the_document(tmp_path):

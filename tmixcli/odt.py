@@ -156,7 +156,8 @@ class _Reader:
         if content is not None and content.tag == f"{MATHML}math":
             return [mathml_text(content)]
         body = None if content is None else content.find(f"{_OFFICE}body")
-        for part in [] if body is None else body:
+        parts = [] if body is None else list(body)
+        for part in parts:
             if part.tag == f"{_OFFICE}chart":
                 title = part.find(f"{_CHART}chart/{_CHART}title")
                 name = "" if title is None else " ".join(" ".join(title.itertext()).split())
@@ -168,7 +169,8 @@ class _Reader:
                 inner: list[str] = []
                 self.blocks(part, inner)
                 return inner
-        self.embeds.left.add("object", "OLE object" if obj.tag == f"{_DRAW}object-ole" else "object")
+        what = parts[0].tag.rpartition("}")[2] if parts else "object"  # "drawing", "presentation", ...
+        self.embeds.left.add("object", "OLE object" if obj.tag == f"{_DRAW}object-ole" else what)
         return []
 
     def content(self, obj: ElementTree.Element) -> ElementTree.Element | None:
