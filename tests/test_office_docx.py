@@ -160,3 +160,50 @@ def test_charts_and_diagrams_in_a_word_document_are_read(tmp_path):
                 {"rId7": ("chart", "charts/chart1.xml"), "rId8": ("diagramData", "diagrams/data1.xml")})
     assert text == ("Figures:\nChart: Revenue by year (EUR m)\n| Revenue | Costs\n2022 | 41.2 | 30.1\n"
                     "2023 | 48.7 | 33.0\nStep 1: Sign lease\nStep 2: Hire auditors\nStep 3: Publish report")
+
+
+HIDING = ('<w:styles NS><w:style w:type="paragraph" w:default="1" w:styleId="Normal"><w:pPr><w:rPr><w:vanish/>'
+          '</w:rPr></w:pPr></w:style>'  # hides only the paragraph mark: its text shows
+          '<w:style w:type="paragraph" w:styleId="Secret"><w:rPr><w:vanish/></w:rPr></w:style>'
+          '<w:style w:type="paragraph" w:styleId="SecretNote"><w:basedOn w:val="Secret"/></w:style>'
+          '<w:style w:type="paragraph" w:styleId="Public"><w:basedOn w:val="Secret"/><w:rPr><w:vanish w:val="0"/>'
+          '</w:rPr></w:style><w:style w:type="paragraph" w:styleId="Loop"><w:basedOn w:val="Loop"/></w:style>'
+          '<w:style w:type="character" w:styleId="HiddenChar"><w:rPr><w:vanish/></w:rPr></w:style>'
+          '<w:style w:type="character" w:styleId="Secret"><w:rPr><w:b/></w:rPr></w:style></w:styles>')
+
+
+def run(text: str, props: str = "") -> str:
+    return f'<w:r><w:rPr>{props}</w:rPr><w:t xml:space="preserve">{text}</w:t></w:r>'
+
+
+def styled(style: str, *runs: str) -> str:
+    return f'<w:p><w:pPr><w:pStyle w:val="{style}"/></w:pPr>{"".join(runs)}</w:p>'
+
+
+def test_text_hidden_through_its_style_is_left_out(tmp_path):
+    hidden_char = '<w:rStyle w:val="HiddenChar"/>'
+    body = (p("Visible intro.") + styled("Secret", run("Hidden by its style."))
+            + styled("SecretNote", '<w:hyperlink r:id="x">' + run("Hidden through basedOn.") + "</w:hyperlink>")
+            + styled("Public", run("Shown: its style turns hiding off.")) + styled("Loop", run("Loop shown."))
+            + styled("Missing", run("Unknown style shown."))
+            + "<w:p>" + run("Total: ") + run("(draft) ", hidden_char) + run("42.", '<w:rStyle w:val="Secret"/>')
+            + "</w:p>" + styled("Secret", run("Shown anyway.", '<w:vanish w:val="0"/>'), run(" gone"))
+            + styled("Secret", run("Toggled back.", hidden_char)))
+    assert read(tmp_path, body, {"word/styles.xml": HIDING}) == (
+        "Visible intro.\nShown: its style turns hiding off.\nLoop shown.\nUnknown style shown.\nTotal: 42.\n"
+        "Shown anyway.\nToggled back.")
+    assert read(tmp_path, styled("Secret", run("No styles part."))) == "No styles part."
+
+
+def test_symbol_font_characters_are_read_as_the_characters_they_show(tmp_path):
+    def sym(font: str, char: str) -> str:
+        return f'<w:r><w:sym w:font="{font}" w:char="{char}"/></w:r>'
+
+    body = ('<w:p><w:r><w:t xml:space="preserve">Pore size 5 </w:t></w:r>' + sym("Symbol", "F06D")
+            + '<w:r><w:t xml:space="preserve">m, T </w:t></w:r>' + sym("Symbol", "F0B3") + sym("Symbol", "0020")
+            + '<w:r><w:t xml:space="preserve">40 </w:t></w:r>' + sym("Symbol", "F0B0") + "<w:r><w:t>C; </w:t></w:r>"
+            + sym("Symbol", "F057") + sym("Symbol", "F0E6") + "</w:p>"
+            + "<w:p>" + sym("Wingdings", "F0FE") + '<w:r><w:t xml:space="preserve"> Yes </w:t></w:r>'
+            + sym("Wingdings", "F0A8") + '<w:r><w:t xml:space="preserve"> No </w:t></w:r>' + sym("Wingdings", "F04A")
+            + sym("Arial", "2013") + sym("Arial", "F020") + sym("Symbol", "zz") + "</w:p>")
+    assert read(tmp_path, body) == "Pore size 5 \u03bcm, T \u2265 40 \u00b0C; \u03a9\n\u2611 Yes \u25fb No \u2013"

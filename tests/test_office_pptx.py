@@ -101,3 +101,15 @@ def test_a_shape_saved_twice_is_read_once_and_table_cells_stay_on_their_row(tmp_
              '<a:t>Lyon</a:t></a:r></a:p></a:txBody></a:tc><a:tc><a:txBody><a:p><a:r><a:t>12</a:t></a:r></a:p>'
              '</a:txBody></a:tc></a:tr></a:tbl></a:graphicData></a:graphic></p:graphicFrame>')
     assert deck(tmp_path, (twice + table, {})) == "Slide 1\nOnce\n| 2023\nMarie Roux (acting) Lyon | 12"
+
+
+def test_shapes_hidden_on_a_slide_are_left_out(tmp_path):
+    def named(inner: str, hidden: str = "") -> str:
+        return (f'<p:sp><p:nvSpPr><p:cNvPr id="2" name="Box"{f" hidden={chr(34)}{hidden}{chr(34)}" if hidden else ""}/>'
+                f"</p:nvSpPr><p:txBody><a:p><a:r><a:t>{inner}</a:t></a:r></a:p></p:txBody></p:sp>")
+
+    group = ('<p:grpSp><p:nvGrpSpPr><p:cNvPr id="5" name="Group" hidden="1"/></p:nvGrpSpPr>'
+             + named("In a hidden group") + "</p:grpSp>")
+    text = deck(tmp_path, (named("Shown") + named("Draft: hidden", "1") + named("Hidden too", "true")
+                           + named("Not hidden", "0") + group, {}))
+    assert text == "Slide 1\nShown\nNot hidden"

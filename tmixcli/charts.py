@@ -1,5 +1,6 @@
 """Text of the charts and SmartArt diagrams in Word and PowerPoint files, which live in parts of their own: a chart's
-title and its cached data as `a | b` rows, a diagram's node texts in the diagram's order."""
+title and its cached data as `a | b` rows (classic charts and Office 2016 ones: waterfall, treemap, histogram, ...), a
+diagram's node texts in the diagram's order."""
 
 from __future__ import annotations
 
@@ -7,25 +8,35 @@ import zipfile
 from collections import defaultdict
 from xml.etree import ElementTree
 
-from tmixcli.ooxml import A, C, DGM, R
+from tmixcli.leftout import LeftOut
+from tmixcli.ooxml import A, C, CX, DGM, R
 from tmixcli.tablerow import row_line
 from tmixcli.ziputil import member, parse_xml
 
 _HIDDEN_POINTS = {"pres", "parTrans", "sibTrans"}  # diagram points that only lay out or connect the nodes
+_VALUES = ("val", "size", "y")  # the cx:numDim types that hold an Office 2016 chart's values
 
 
-def graphic_lines(data: ElementTree.Element, targets: dict[str, str], zf: zipfile.ZipFile, label: str) -> list[str]:
+def graphic_lines(data: ElementTree.Element, targets: dict[str, str], zf: zipfile.ZipFile, label: str,
+                  left: LeftOut | None = None) -> list[str]:
     """The lines of the charts and diagrams that `data` (an a:graphicData, or an element holding them) refers to;
-    `targets` maps the relationship ids of the part holding it to part paths. A missing part gives nothing."""
+    `targets` maps the relationship ids of the part holding it to part paths. A chart or diagram whose part is
+    missing or holds nothing to read gives no line and is counted in `left`."""
     lines: list[str] = []
-    for chart in data.iter(f"{C}chart"):
-        part = targets.get(chart.get(f"{R}id", ""))
-        if part in zf.namelist():
-            lines += chart_lines(parse_xml(member(zf, part, label), label))
+    left = left or LeftOut()
+    for tag, read in ((f"{C}chart", chart_lines), (f"{CX}chart", chartex_lines)):
+        for chart in data.iter(tag):
+            part = targets.get(chart.get(f"{R}id", ""))
+            found = read(parse_xml(member(zf, part, label), label)) if part in zf.namelist() else None
+            if found is None:
+                left.add("chart")
+            lines += found or []
     for ids in data.iter(f"{DGM}relIds"):
         part = targets.get(ids.get(f"{R}dm", ""))
         if part in zf.namelist():
             lines += diagram_lines(parse_xml(member(zf, part, label), label))
+        else:
+            left.add("diagram")
     return lines
 
 
@@ -47,6 +58,46 @@ def chart_lines(space: ElementTree.Element) -> list[str]:
     lines.append(row_line(["", *names]))
     lines += [row_line([categories.get(i, str(i + 1)), *(points.get(i, "") for points in values)]) for i in rows]
     return lines
+
+
+def chartex_lines(space: ElementTree.Element) -> list[str] | None:
+    """An Office 2016 chart part (cx:chartSpace) as chart_lines gives a classic one: "Chart: title", then a heading
+    row of series names and a row per category (a treemap's levels joined, the top one first); None when it holds
+    neither a title nor data."""
+    title = space.find(f"{CX}chart/{CX}title")
+    name = "" if title is None else _text(title) or " ".join(title.findtext(f".//{CX}v", "").split())
+    data = {block.get("id", ""): block for block in space.iter(f"{CX}data")}
+    names, values, categories = [], [], {}
+    for number, ser in enumerate(space.iter(f"{CX}series"), 1):
+        ref = ser.find(f"{CX}dataId")
+        block = None if ref is None else data.get(ref.get("val", ""))
+        if block is None or ser.get("layoutId") == "paretoLine":  # a Pareto chart's line is computed, not data
+            continue
+        names.append(" ".join(ser.findtext(f"{CX}tx/{CX}txData/{CX}v", "").split()) or f"Series {number}")
+        dims = [dim for dim in block.findall(f"{CX}numDim") if dim.get("type") in _VALUES]
+        values.append(_levels(dims[0]) if dims else {})
+        categories = categories or _levels(block.find(f"{CX}strDim[@type='cat']"))
+    if not name and not any(values) and not categories:
+        return None
+    lines = [f"Chart: {name}" if name else "Chart:"]
+    rows = sorted(categories or {i for points in values for i in points})
+    if rows:
+        lines.append(row_line(["", *names]))
+        lines += [row_line([categories.get(i, str(i + 1)), *(points.get(i, "") for points in values)]) for i in rows]
+    return lines
+
+
+def _levels(dim: ElementTree.Element | None) -> dict[int, str]:
+    """The points of an Office 2016 chart's data dimension by index, its levels (the innermost first in the file)
+    joined by spaces with the outermost first."""
+    points: dict[int, list[str]] = defaultdict(list)
+    for level in [] if dim is None else dim.findall(f"{CX}lvl"):
+        for pt in level.findall(f"{CX}pt"):
+            try:
+                points[int(pt.get("idx", ""))].append(" ".join((pt.text or "").split()))
+            except ValueError:
+                continue
+    return {i: " ".join(filter(None, reversed(texts))) for i, texts in points.items()}
 
 
 def _title(title: ElementTree.Element) -> str:

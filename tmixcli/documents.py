@@ -173,14 +173,18 @@ def _parse(name: str, label: str, raw: bytes, pages: str | None, password: str |
         raise TmixError(f"--password only applies to PDF files, and {label} is not a PDF")
     digest = sha256(chunks) if chunks else hashlib.sha256(raw).hexdigest()
     reach = Reach(functools.partial(_past_cap, budget=budget))
+    notes: tuple[str, ...] = ()
     if raw.startswith(_ZIP_MAGIC):
-        text = nonempty(tidy(zip_document_text(raw, label, reach)), label)
+        text, notes = zip_document_text(raw, label, reach)
+        if notes and not tidy(text):
+            raise TmixError(f"{label} has no text tmix can read ({'; '.join(notes)})")
+        text = nonempty(tidy(text), label)
     elif looks_html(raw, label):
         text = nonempty(tidy(page_text(chunks or held_chunks(raw), label, reach)), label)
     else:
         text, note = text_file(raw, label)
         return Document(name=name, text=text, sha256=digest, pages=None, notes=(note,) if note else ())
-    doc = Document(name=name, text=text, sha256=digest, pages=None)
+    doc = Document(name=name, text=text, sha256=digest, pages=None, notes=notes)
     return _read_in_part(doc, label, budget) if reach.stopped else doc
 
 

@@ -7,26 +7,30 @@ from collections.abc import Iterable, Iterator
 from xml.etree import ElementTree
 
 from tmixcli.charts import graphic_lines
+from tmixcli.docxhidden import Hidden
 from tmixcli.docxlists import Numbering
+from tmixcli.docxsymbols import symbol_text
+from tmixcli.embeds import Embeds
 from tmixcli.omml import math_text
-from tmixcli.ooxml import A, M, MC, W, branch, relationships
+from tmixcli.ooxml import VML_O, A, M, MC, R, W, branch, relationships
 from tmixcli.tablerow import MAX_SPAN, cell_text, row_line
 from tmixcli.ziputil import Reach, children, join_blocks, member, parse_xml, whole_number
 
 _REMOVED = {f"{W}del", f"{W}moveFrom", f"{W}delText", f"{W}instrText", f"{W}delInstrText", f"{W}rPr", f"{W}pPr",
             f"{W}rt"}  # deleted or moved-away text, field codes, properties, ruby guide text: not shown as text
 _WRAPPERS = {f"{W}sdt", f"{W}sdtContent", f"{W}customXml", f"{W}smartTag"}  # hold rows or cells of a table
-_OFF = ("0", "false", "off")
+_OBJECTS = {f"{VML_O}OLEObject", f"{W}objectEmbed", f"{W}objectLink"}  # the file of an OLE object (w:object)
 
 
-def docx_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None) -> str:
+def docx_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None, embeds: Embeds | None = None) -> str:
     """Body text of a Word document in reading order: paragraphs (list items with their "1. " or "- "), tables
-    (rows as `a | b`), text boxes, equations, charts and diagrams; page headers once before it and footers once
-    after it; footnotes and endnotes as [n] markers where they are cited and a `Notes:` list at the end. Deleted,
-    moved-away and hidden text and comments are left out. Read paragraph by paragraph until `reach` says the text is
-    surely past what the model could use."""
+    (rows as `a | b`), text boxes, equations, charts, diagrams and the embedded files `embeds` reads; page headers
+    once before it and footers once after it; footnotes and endnotes as [n] markers where they are cited and a
+    `Notes:` list at the end. Deleted, moved-away and hidden text and comments are left out; so are the charts and
+    embedded files that cannot be read, counted in `embeds`. Read paragraph by paragraph until `reach` says the text
+    is surely past what the model could use."""
     reach = reach or Reach()
-    reader = _Reader(zf, label)
+    reader = _Reader(zf, label, embeds or Embeds())
     blocks = reader.running("header")
     for child in children(zf, "word/document.xml", label, f"{W}body"):
         reader.blocks([child], blocks)
@@ -41,12 +45,14 @@ def docx_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None) -> st
 
 class _Reader:
     """Reads the parts of one Word document, keeping what runs through them: the note numbers cited, the list
-    counts, the relationships of the part being read (where its charts are)."""
+    counts, the relationships of the part being read (where its charts and embedded files are)."""
 
-    def __init__(self, zf: zipfile.ZipFile, label: str) -> None:
-        self.zf, self.label = zf, label
+    def __init__(self, zf: zipfile.ZipFile, label: str, embeds: Embeds) -> None:
+        self.zf, self.label, self.embeds = zf, label, embeds
         self.cited: dict[tuple[str, str], int] = {}  # (footnote|endnote, id) -> the number shown, in citation order
-        self.numbering = Numbering(zf, label)
+        styles = parse_xml(member(zf, "word/styles.xml", label), label) if "word/styles.xml" in zf.namelist() else None
+        self.numbering = Numbering(styles, zf, label)
+        self.hidden = Hidden(styles)
         self.rels = relationships(zf, "word/document.xml", label)
         self.targets = {rid: target for rid, target, _ in self.rels}
 
@@ -84,6 +90,8 @@ class _Reader:
                 self.paragraph(child, out)
             elif child.tag == f"{W}tbl":
                 out.append(self.table(child))
+            elif child.tag == f"{W}altChunk":  # a file Word shows as part of the text (an HTML page, a .docx)
+                out += self.embeds.imported(self.zf, self.targets.get(child.get(f"{R}id", "")), self.label)
             elif child.tag == f"{MC}AlternateContent":
                 chosen = branch(child)
                 if chosen is not None:
@@ -95,17 +103,18 @@ class _Reader:
         """Append a paragraph (after its list marker, if it is a list item with text), then the paragraphs of the
         text boxes and the lines of the charts in it, each on its own line."""
         boxes: list[str] = []
-        text = self.inline(p, boxes).strip()
+        text = self.inline(p, boxes, self.hidden.paragraph(p)).strip()
         out.append(self.numbering.marker(p) + text if text else "")
         out += boxes
 
-    def inline(self, element: ElementTree.Element, boxes: list[str]) -> str:
-        """The text of a paragraph's content: runs, tabs, line breaks, [n] note markers, equations as linear text;
-        text boxes, charts and diagrams go to `boxes`."""
+    def inline(self, element: ElementTree.Element, boxes: list[str], styled: bool) -> str:
+        """The text of a paragraph's content: runs (but hidden ones; `styled`: the paragraph's styles hide them),
+        tabs, line breaks, symbols, [n] note markers, equations as linear text; text boxes, charts, diagrams and
+        embedded files go to `boxes`."""
         parts = []
         for node in element:
             tag = node.tag
-            if tag in _REMOVED or tag == f"{W}r" and _hidden(node):
+            if tag in _REMOVED or tag == f"{W}r" and self.hidden.run(node, styled):
                 continue
             if tag == f"{W}t":
                 parts.append(node.text or "")
@@ -115,6 +124,8 @@ class _Reader:
                 parts.append("\n")
             elif tag == f"{W}noBreakHyphen":
                 parts.append("-")
+            elif tag == f"{W}sym":
+                parts.append(symbol_text(node))
             elif tag in (f"{W}footnoteReference", f"{W}endnoteReference"):
                 ref = (tag[len(W):-len("Reference")], node.get(f"{W}id", ""))
                 parts.append(f"[{self.cited.setdefault(ref, len(self.cited) + 1)}]")
@@ -124,11 +135,16 @@ class _Reader:
                 self.blocks(node, boxes)
             elif tag == f"{MC}AlternateContent":
                 chosen = branch(node)
-                parts.append("" if chosen is None else self.inline(chosen, boxes))
+                parts.append("" if chosen is None else self.inline(chosen, boxes, styled))
+            elif tag in _OBJECTS:
+                linked = tag == f"{W}objectLink" or node.get("Type") == "Link"
+                part = None if linked else self.targets.get(node.get(f"{R}id", ""))
+                program = node.get("ProgID") or node.get(f"{W}progId") or node.get("progId", "")
+                boxes += self.embeds.object(self.zf, part, program, self.label)
             else:
                 if tag == f"{A}graphicData":
-                    boxes += graphic_lines(node, self.targets, self.zf, self.label)
-                parts.append(self.inline(node, boxes))
+                    boxes += graphic_lines(node, self.targets, self.zf, self.label, self.embeds.left)
+                parts.append(self.inline(node, boxes, styled))
         return "".join(parts)
 
     def table(self, tbl: ElementTree.Element) -> str:
@@ -158,9 +174,3 @@ def _within(element: ElementTree.Element, tag: str) -> Iterator[ElementTree.Elem
         elif child.tag in _WRAPPERS:
             yield from _within(child, tag)
 
-
-def _hidden(run: ElementTree.Element) -> bool:
-    """Whether a run is hidden text (w:vanish), which Word does not show or print."""
-    props = run.find(f"{W}rPr")
-    vanish = None if props is None else props.find(f"{W}vanish")
-    return vanish is not None and vanish.get(f"{W}val", "true") not in _OFF

@@ -28,9 +28,10 @@ class _Level:
 
 
 class Numbering:
-    """The list numbering of one Word document; `marker` is asked of each paragraph in reading order."""
+    """The list numbering of one Word document (its parsed word/styles.xml, if any, and its numbering part);
+    `marker` is asked of each paragraph in reading order."""
 
-    def __init__(self, zf: zipfile.ZipFile, label: str) -> None:
+    def __init__(self, styles: ElementTree.Element | None, zf: zipfile.ZipFile, label: str) -> None:
         self._levels: dict[str, dict[int, _Level]] = {}  # abstractNumId -> level -> how it is numbered
         self._nums: dict[str, tuple[str, dict[int, int]]] = {}  # numId -> (abstractNumId, restarts by level)
         self._styles: dict[str, tuple[ElementTree.Element | None, str]] = {}  # styleId -> (its numPr, basedOn)
@@ -38,11 +39,10 @@ class Numbering:
         self._started: set[str] = set()  # the numIds used so far
         if "word/numbering.xml" in zf.namelist():
             self._read_numbering(parse_xml(member(zf, "word/numbering.xml", label), label))
-        if "word/styles.xml" in zf.namelist():
-            for style in parse_xml(member(zf, "word/styles.xml", label), label).iter(f"{W}style"):
-                based = style.find(f"{W}basedOn")
-                self._styles[style.get(f"{W}styleId", "")] = (style.find(f"{W}pPr/{W}numPr"),
-                                                               "" if based is None else based.get(f"{W}val", ""))
+        for style in [] if styles is None else styles.iter(f"{W}style"):
+            based = style.find(f"{W}basedOn")
+            self._styles[style.get(f"{W}styleId", "")] = (style.find(f"{W}pPr/{W}numPr"),
+                                                           "" if based is None else based.get(f"{W}val", ""))
         self._listed = self._styles_with_lists()
 
     def _read_numbering(self, root: ElementTree.Element) -> None:

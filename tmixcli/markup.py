@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import zipfile
 from posixpath import dirname, join, normpath
+from typing import NamedTuple
 from urllib.parse import unquote
 
 from tmixcli.errors import TmixError
 from tmixcli.docx import docx_text
+from tmixcli.embeds import Embeds
 from tmixcli.htmlcodec import decode_html
 from tmixcli.htmltext import html_text
 from tmixcli.odt import odt_text
@@ -31,27 +33,38 @@ _ZIP_FORMATS = (  # suffix, content type declared in [Content_Types].xml or mime
 FORMATS = "PDF, .docx, .odt, .pptx, .epub, HTML or UTF-8 text"  # what tmix reads, for error messages
 
 
-def zip_document_text(raw: bytes, label: str, reach: Reach | None = None) -> str:
+class ZipText(NamedTuple):
+    """A ZIP-based document's text and the notes for status lines (the charts and embedded files left out)."""
+
+    text: str
+    notes: tuple[str, ...]
+
+
+def zip_document_text(raw: bytes, label: str, reach: Reach | None = None) -> ZipText:
     """Text of a ZIP-based document: .docx, .odt, .pptx or .epub; other archives are refused by what they hold.
-    Read only until `reach` says the text is surely past what the model could use."""
+    Read only until `reach` says the text is surely past what the model could use; an embedded Word, PowerPoint or
+    OpenDocument file is read where it sits, as far as a reach of its own allows."""
+    reach = reach or Reach()
+    embeds = Embeds(lambda data, name: _zip_text(data, name, Reach(reach.enough), embeds))
     try:
-        return _zip_text(raw, label, reach or Reach())
+        text = _zip_text(raw, label, reach, embeds)
     except RecursionError:  # the readers recurse into nested elements; thousands of levels only a broken file has
         raise TmixError(f"{label} is damaged: its XML is nested too deeply to read") from None
+    return ZipText(text, embeds.left.notes(label))
 
 
-def _zip_text(raw: bytes, label: str, reach: Reach) -> str:
-    """zip_document_text without the guard against too deep nesting."""
+def _zip_text(raw: bytes, label: str, reach: Reach, embeds: Embeds) -> str:
+    """zip_document_text's text, without the guard against too deep nesting."""
     with open_zip(raw, label) as zf:
         names = set(zf.namelist())
         if "word/document.xml" in names:
-            return docx_text(zf, label, reach)
+            return docx_text(zf, label, reach, embeds)
         if "META-INF/container.xml" in names:
             return epub_text(zf, label, reach)
         if "content.xml" in names and "mimetype" in names and member(zf, "mimetype", label).strip() == _ODT_MIME:
-            return odt_text(zf, label, reach)
+            return odt_text(zf, label, reach, embeds)
         if "ppt/presentation.xml" in names:
-            return pptx_text(zf, label, reach)
+            return pptx_text(zf, label, reach, embeds)
         kind = ("an Excel workbook (.xlsx)" if "xl/workbook.xml" in names else
                 "an OpenDocument spreadsheet or presentation" if "content.xml" in names else None)
         if kind is None:

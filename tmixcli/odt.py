@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Iterable
+from posixpath import normpath
 from xml.etree import ElementTree
 
+from tmixcli.embeds import Embeds
 from tmixcli.errors import TmixError
+from tmixcli.mathml import MATHML, mathml_text
 from tmixcli.odtlists import TEXT, ListCount, ListStyles
 from tmixcli.tablerow import MAX_SPAN, cell_text, row_line
 from tmixcli.ziputil import Reach, children, join_blocks, leading, member, parse_xml, whole_number
@@ -16,6 +19,8 @@ _OFFICE = "{urn:oasis:names:tc:opendocument:xmlns:office:1.0}"
 _STYLE = "{urn:oasis:names:tc:opendocument:xmlns:style:1.0}"
 _DRAW = "{urn:oasis:names:tc:opendocument:xmlns:drawing:1.0}"
 _SVG = "{urn:oasis:names:tc:opendocument:xmlns:svg-compatible:1.0}"
+_CHART = "{urn:oasis:names:tc:opendocument:xmlns:chart:1.0}"
+_XLINK = "{http://www.w3.org/1999/xlink}"
 _SKIPPED = {f"{TEXT}tracked-changes", f"{TEXT}change", f"{TEXT}change-start", f"{TEXT}change-end",
             f"{TEXT}bookmark", f"{TEXT}soft-page-break", f"{_OFFICE}annotation", f"{_OFFICE}annotation-end",
             f"{_SVG}title", f"{_SVG}desc"}  # change marks, comments, a shape's title and description: not text
@@ -23,15 +28,16 @@ _CELLS = (f"{_TABLE}table-cell", f"{_TABLE}covered-table-cell")
 MAX_SPACES = 1000  # most spaces one ODF `text:s` element gives
 
 
-def odt_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None) -> str:
+def odt_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None, embeds: Embeds | None = None) -> str:
     """Text of an OpenDocument text file: headings, paragraphs, list items (`1. item`, `- item`), table rows as
-    `a | b`, text boxes on lines of their own; page headers once before it and footers once after it; footnotes as
-    [n] markers and a `Notes:` list. Deleted tracked changes and comments are left out. Read paragraph by paragraph
-    until `reach` says the text is surely past what the model could use."""
+    `a | b`, text boxes on lines of their own, formulas as linear text, charts as Word's and PowerPoint's are; page
+    headers once before it and footers once after it; footnotes as [n] markers and a `Notes:` list. Deleted tracked
+    changes and comments are left out; so are other embedded objects, counted in `embeds`. Read paragraph by
+    paragraph until `reach` says the text is surely past what the model could use."""
     reach = reach or Reach()
     styles = parse_xml(member(zf, "styles.xml", label), label) if "styles.xml" in zf.namelist() else None
     automatic = leading(zf, "content.xml", label, f"{_OFFICE}automatic-styles", f"{_OFFICE}body")
-    reader = _Reader(ListCount(ListStyles(automatic, styles)))
+    reader = _Reader(ListCount(ListStyles(automatic, styles)), zf, label, embeds or Embeds())
     try:
         blocks = reader.running(styles, "header")
         for child in children(zf, "content.xml", label, f"{_OFFICE}body/{_OFFICE}text"):
@@ -49,8 +55,8 @@ def odt_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None) -> str
 class _Reader:
     """Reads the text of one OpenDocument file, keeping what runs through it: its notes and its list numbers."""
 
-    def __init__(self, lists: ListCount) -> None:
-        self.lists = lists
+    def __init__(self, lists: ListCount, zf: zipfile.ZipFile, label: str, embeds: Embeds) -> None:
+        self.lists, self.zf, self.label, self.embeds = lists, zf, label, embeds
         self.notes: list[str] = []
 
     def running(self, styles: ElementTree.Element | None, kind: str) -> list[str]:
@@ -82,6 +88,8 @@ class _Reader:
                 out.append(self.row(child))
             elif child.tag == f"{TEXT}list":
                 self.list(child, out, depth + 1, child.get(f"{TEXT}style-name") or style)
+            elif child.tag in (f"{_DRAW}object", f"{_DRAW}object-ole"):
+                out += self.object(child)
             elif child.tag not in _SKIPPED:
                 self.blocks(child, out, marker, depth, style)
 
@@ -124,12 +132,55 @@ class _Reader:
                     self.blocks(body, inner)
                 self.notes.append(" ".join(b for b in inner if b))
                 parts.append(f"[{len(self.notes)}]")
+            elif child.tag == f"{_DRAW}frame" and (formula := self.formula(child)) is not None:
+                parts.append(formula)
             elif child.tag.startswith(_DRAW):
                 self.blocks(child, boxes)
             elif child.tag not in _SKIPPED:
                 parts.append(self.inline(child, boxes))
             parts.append(child.tail or "")
         return "".join(parts)
+
+    def formula(self, frame: ElementTree.Element) -> str | None:
+        """The linear text of the formula a frame shows (None: it shows none)."""
+        for obj in frame.findall(f"{_DRAW}object"):
+            content = self.content(obj)
+            if content is not None and content.tag == f"{MATHML}math":
+                return mathml_text(content)
+        return None
+
+    def object(self, obj: ElementTree.Element) -> list[str]:
+        """The lines of an embedded object: a chart's title and its data rows (the table it keeps), a formula, a
+        text or spreadsheet's blocks; any other (an OLE object, a drawing) is counted as left out."""
+        content = None if obj.tag == f"{_DRAW}object-ole" else self.content(obj)
+        if content is not None and content.tag == f"{MATHML}math":
+            return [mathml_text(content)]
+        body = None if content is None else content.find(f"{_OFFICE}body")
+        parts = [] if body is None else list(body)
+        for part in parts:
+            if part.tag == f"{_OFFICE}chart":
+                title = part.find(f"{_CHART}chart/{_CHART}title")
+                name = "" if title is None else " ".join(" ".join(title.itertext()).split())
+                lines = [f"Chart: {name}" if name else "Chart:"]
+                for table in part.iter(f"{_TABLE}table"):
+                    self.blocks(table, lines)
+                return lines
+            if part.tag in (f"{_OFFICE}text", f"{_OFFICE}spreadsheet"):
+                inner: list[str] = []
+                self.blocks(part, inner)
+                return inner
+        what = parts[0].tag.rpartition("}")[2] if parts else "object"  # "drawing", "presentation", ...
+        self.embeds.left.add("object", "OLE object" if obj.tag == f"{_DRAW}object-ole" else what)
+        return []
+
+    def content(self, obj: ElementTree.Element) -> ElementTree.Element | None:
+        """The content of a draw:object: written inside it (a flat file), else its sub-document's content.xml
+        ("Object 1/content.xml"); None where it has none."""
+        inside = next(iter(obj), None)
+        if inside is not None:
+            return inside
+        part = normpath(obj.get(f"{_XLINK}href", "").removeprefix("./")).strip("/") + "/content.xml"
+        return parse_xml(member(self.zf, part, self.label), self.label) if part in self.zf.namelist() else None
 
 
 def _space_count(value: str | None) -> int:

@@ -20,9 +20,9 @@ def math_text(element: ElementTree.Element) -> str:
     if tag == "oMathPara":
         return "\n".join(math_text(e) for e in element.iter(f"{M}oMath"))
     if tag == "f":
-        return f"{_group(_part(element, 'num'))}/{_group(_part(element, 'den'))}"
+        return f"{group(_part(element, 'num'))}/{group(_part(element, 'den'))}"
     if tag in ("sSup", "sSub", "sSubSup", "sPre"):
-        scripts = "".join(f"{mark}{_group(_part(element, name))}" for name, mark in (("sub", "_"), ("sup", "^"))
+        scripts = "".join(f"{mark}{group(_part(element, name))}" for name, mark in (("sub", "_"), ("sup", "^"))
                           if element.find(f"{M}{name}") is not None)
         return scripts + _part(element, "e") if tag == "sPre" else _part(element, "e") + scripts
     if tag == "rad":
@@ -32,14 +32,14 @@ def math_text(element: ElementTree.Element) -> str:
         return _delimited(element)
     if tag == "nary":
         sign = _property(element, "chr", "\u222b")
-        scripts = "".join(f"{mark}{_group(_part(element, name))}" for name, mark in (("sub", "_"), ("sup", "^"))
+        scripts = "".join(f"{mark}{group(_part(element, name))}" for name, mark in (("sub", "_"), ("sup", "^"))
                           if _part(element, name))
         return f"{sign}{scripts} {_part(element, 'e')}"
     if tag == "func":
         name, argument = _part(element, "fName"), _part(element, "e")
         return name + (argument if argument.startswith("(") else f" {argument}")
     if tag in ("limLow", "limUpp"):
-        return f"{_part(element, 'e')}{'_' if tag == 'limLow' else '^'}{_group(_part(element, 'lim'))}"
+        return f"{_part(element, 'e')}{'_' if tag == 'limLow' else '^'}{group(_part(element, 'lim'))}"
     if tag == "eqArr":
         return "; ".join(math_text(e) for e in element.findall(f"{M}e"))
     if tag == "m":
@@ -75,7 +75,7 @@ def _delimited(element: ElementTree.Element) -> str:
     return begin + separator.join(math_text(e) for e in element.findall(f"{M}e")) + end
 
 
-def _group(text: str) -> str:
+def group(text: str) -> str:
     """`text` in parentheses where a fraction or a script would otherwise read wrong ("p-v" as "(p-v)")."""
     if len(text) <= 1 or text.isdigit() or text.isalpha() and len(text) <= 3 or _enclosed(text):
         return text

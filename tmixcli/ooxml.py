@@ -15,9 +15,11 @@ A = "{http://schemas.openxmlformats.org/drawingml/2006/main}"
 P = "{http://schemas.openxmlformats.org/presentationml/2006/main}"
 R = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
 C = "{http://schemas.openxmlformats.org/drawingml/2006/chart}"
+CX = "{http://schemas.microsoft.com/office/drawing/2014/chartex}"  # Office 2016 charts (waterfall, treemap, ...)
 DGM = "{http://schemas.openxmlformats.org/drawingml/2006/diagram}"
 M = "{http://schemas.openxmlformats.org/officeDocument/2006/math}"
 MC = "{http://schemas.openxmlformats.org/markup-compatibility/2006}"
+VML_O = "{urn:schemas-microsoft-com:office:office}"  # VML's Office extensions: o:OLEObject
 _REL = "{http://schemas.openxmlformats.org/package/2006/relationships}"
 
 
@@ -40,7 +42,7 @@ def branch(alternate: ElementTree.Element) -> ElementTree.Element | None:
 
 def walk(element: ElementTree.Element) -> Iterator[ElementTree.Element]:
     """`element` and its descendants in document order, as Element.iter gives them, but only one branch of each
-    mc:AlternateContent (the text of a shape saved twice is read once)."""
+    mc:AlternateContent (the text of a shape saved twice is read once) and none of a shape hidden on its slide."""
     pending = [element]
     while pending:
         node = pending.pop()
@@ -48,5 +50,8 @@ def walk(element: ElementTree.Element) -> Iterator[ElementTree.Element]:
             node = branch(node)
             if node is None:
                 continue
+        names = node.find(f"*/{P}cNvPr")  # a shape's name and settings
+        if names is not None and names.get("hidden") in ("1", "true"):  # PowerPoint neither shows nor prints it
+            continue
         yield node
         pending.extend(reversed(node))

@@ -6,6 +6,7 @@ import zipfile
 from xml.etree import ElementTree
 
 from tmixcli.charts import graphic_lines
+from tmixcli.embeds import Embeds
 from tmixcli.ooxml import A, P, R, relationships, walk
 from tmixcli.tablerow import cell_text, row_line
 from tmixcli.ziputil import Reach, join_blocks, member, parse_xml
@@ -13,12 +14,13 @@ from tmixcli.ziputil import Reach, join_blocks, member, parse_xml
 _RUNNING = ("ftr", "dt")  # footer and date placeholders: the same text on every slide, kept once
 
 
-def pptx_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None) -> str:
+def pptx_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None, embeds: Embeds | None = None) -> str:
     """Text of a PowerPoint deck in slide order, each slide under a `Slide n` line: its text boxes' paragraphs,
-    tables as `a | b` rows, charts and SmartArt diagrams, then its speaker notes. Hidden slides are left out, slide
-    numbers too, and a footer or date is kept on the first slide that shows it. Read slide by slide until `reach`
+    tables as `a | b` rows, charts, SmartArt diagrams and the embedded files `embeds` reads, then its speaker
+    notes. Hidden slides are left out, slide numbers too, and a footer or date is kept on the first slide that shows
+    it; charts and embedded files that cannot be read are counted in `embeds`. Read slide by slide until `reach`
     says the text is surely past what the model could use."""
-    reach = reach or Reach()
+    reach, embeds = reach or Reach(), embeds or Embeds()
     pres = parse_xml(member(zf, "ppt/presentation.xml", label), label)
     targets = {rid: target for rid, target, _ in relationships(zf, "ppt/presentation.xml", label)}
     blocks: list[str] = []
@@ -34,20 +36,22 @@ def pptx_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None) -> st
             continue
         rels = relationships(zf, path, label)
         blocks.append(f"Slide {number}")
-        blocks += _slide_blocks(slide, running, {rid: target for rid, target, _ in rels}, zf, label)
+        embeds.left.where = f"slide {number}"
+        blocks += _slide_blocks(slide, running, {rid: target for rid, target, _ in rels}, zf, label, embeds)
         notes = [target for _, target, kind in rels if kind.endswith("/notesSlide")]
         if notes:
             text = " ".join(b for b in _notes_blocks(parse_xml(member(zf, notes[0], label), label)) if b)
             blocks.append(f"Speaker notes: {text}" if text else "")
         if reach.past(blocks):
             break
+    embeds.left.where = ""
     return join_blocks(blocks)
 
 
 def _slide_blocks(root: ElementTree.Element, running: set[str], targets: dict[str, str], zf: zipfile.ZipFile,
-                  label: str) -> list[str]:
-    """Paragraph lines, table rows and chart and diagram lines of one slide; footers and dates already in
-    `running` (which gets this slide's) and slide numbers are left out."""
+                  label: str, embeds: Embeds) -> list[str]:
+    """Paragraph lines, table rows, chart and diagram lines and embedded files' lines of one slide; footers and
+    dates already in `running` (which gets this slide's) and slide numbers are left out."""
     blocks = []
     for shape in walk(root):
         if shape.tag == f"{P}sp":
@@ -63,7 +67,10 @@ def _slide_blocks(root: ElementTree.Element, running: set[str], targets: dict[st
                 blocks.append(row_line([cell_text([_paragraph(p) for p in cell.iter(f"{A}p")])
                                         for cell in row.findall(f"{A}tc")]))
         elif shape.tag == f"{A}graphicData":
-            blocks += graphic_lines(shape, targets, zf, label)
+            blocks += graphic_lines(shape, targets, zf, label, embeds.left)
+        elif shape.tag == f"{P}oleObj":
+            part = None if shape.find(f"{P}link") is not None else targets.get(shape.get(f"{R}id", ""))
+            blocks += embeds.object(zf, part, shape.get("progId", ""), label)
     return [b for b in blocks if b.strip(" |")]
 
 
