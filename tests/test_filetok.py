@@ -180,3 +180,38 @@ def test_too_long_a_document_is_refused_before_torch_loads(tmp_path, tiny_dir, o
         line = res.stderr.splitlines()[0]
         assert line.startswith(("tmix: error: big.txt needs ", "tmix: error: --max-new-tokens 2000 is too large")), line
         assert seconds < 60, seconds  # no torch: ~1 s, against ~10 s with it (a loose bound on a loaded machine)
+
+
+def test_files_the_check_cannot_take_mark_nothing_quietly(tmp_path, own_marks, monkeypatch):
+    """A damaged tokenizer.json, a config without a context length, a template that refuses a system message and a
+    models folder that cannot be written: the load goes on, nothing is marked."""
+    from transformers import AutoTokenizer
+
+    folder, lm = family_dir(tmp_path, "llama")
+    for name, damaged in (("tokenizer.json", "{not json"), ("config.json", json.dumps({"model_type": "llama"}))):
+        good = (folder / name).read_text()
+        (folder / name).write_text(damaged)
+        filetok.remember(lm, str(folder))
+        (folder / name).write_text(good)
+        assert filetok.files_model(str(folder)) is None, name
+    monkeypatch.setenv("TMIX_MODELS_DIR", str(folder / "config.json" / "models"))  # under a file: cannot be made
+    filetok.remember(lm, str(folder))
+    monkeypatch.setenv("TMIX_MODELS_DIR", str(tmp_path / "models"))
+    assert filetok.files_model(str(folder)) is None
+    tokenizer = tiny_tokenizer("llama")
+    tokenizer.chat_template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system role') }}"
+                               "{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    tokenizer.save_pretrained(folder)
+    filetok.remember(loaded(folder, AutoTokenizer.from_pretrained(folder), 1024), str(folder))
+    assert filetok.files_model(str(folder)) is None
+
+
+def test_a_bug_in_the_check_is_not_hidden(tmp_path, own_marks, monkeypatch):
+    folder, lm = family_dir(tmp_path, "llama")
+
+    def bug(*_):
+        raise TypeError("a bug in the comparison")
+
+    monkeypatch.setattr(prompt, "split_template", bug)
+    with pytest.raises(TypeError, match="a bug in the comparison"):
+        filetok.remember(lm, str(folder))

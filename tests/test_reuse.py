@@ -122,3 +122,20 @@ def test_serve_reuses_the_cache_it_holds(capsys, tmp_path, tiny_dir, monkeypatch
     fresh = ask_json(capsys, *args)
     assert fresh["reused_tokens"] == 0 and fresh["answer"] == grown["answer"]
     assert fresh["prompt_tokens"] == grown["prompt_tokens"]
+
+
+def test_a_damaged_file_is_only_not_reused_but_a_bug_reading_one_is_not_hidden(tmp_path, monkeypatch):
+    from tmixcli import kvfolder, kvheader
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    monkeypatch.setattr(kvfolder, "list_entries", lambda folder: [{"path": str(bad), "error": None, "n_tokens": 999}])
+    assert reuse.best_file(_tokens(999, seed=1), {}, AttentionConfig()) is None
+
+    def bug(path):
+        raise TypeError("a bug in the reader")
+
+    monkeypatch.setattr(kvheader, "read_meta", lambda path: {})
+    monkeypatch.setattr(kvheader, "read_prefix_ids", bug)
+    with pytest.raises(TypeError, match="a bug in the reader"):
+        reuse.best_file(_tokens(999, seed=1), {}, AttentionConfig())

@@ -22,9 +22,12 @@ from tmixcli import attention, cpu_decode, generate
 from tmixcli.bench_measure import device_name, package_version, sync
 from tmixcli.bench_run import resolve_model
 from tmixcli.config import AttentionConfig, default_start_layer
+from tmixcli.errors import TmixError
 from tmixcli.graph_decode import GraphDecoder
 from tmixcli.kvcache import GrowingLayer
 from tmixcli.listopts import parse_lengths
+from tmixcli.paths import check_output
+from tmixcli.plotfile import write_whole
 
 
 def decode_rate(model: torch.nn.Module, cache, n: int) -> float:
@@ -110,6 +113,7 @@ def run(model: torch.nn.Module, lengths: list[int], tokens: int, repeats: int, l
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command line: bad input (a length, the --json path, the model) is one "tmix: error:" line, no traceback."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default=None, help="llama-3.1-8b, qwen2.5-7b or smollm2-135m (random weights)")
     ap.add_argument("--model", default=None, help="HF id, model dir or .gguf (default: the embedded model)")
@@ -118,23 +122,32 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3, help="rounds, the two cache kinds alternating")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
-    ap.add_argument("--json", default=None, help="also write the result here")
+    ap.add_argument("--json", default=None, help="also write the result here (whole or not at all)")
     a = ap.parse_args(argv)
+    try:
+        _bench(a, " ".join(argv if argv is not None else sys.argv[1:]))
+    except TmixError as err:
+        ap.exit(err.code, f"tmix: error: {err}\n")
+
+
+def _bench(a: argparse.Namespace, args: str) -> None:
+    """Check the options, then load, measure, print the result and write it to --json."""
+    lengths, out = parse_lengths(a.lengths), check_output(a.json, "--json")
+    if a.tokens < 1 or a.repeats < 1:
+        raise TmixError("need --tokens >= 1 and --repeats >= 1")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     model, label, _ = resolve_model(a.model, a.arch, a.device, a.dtype, False, log)
     with torch.inference_mode():
-        rows = run(model, parse_lengths(a.lengths), a.tokens, a.repeats, log)
-    result = {"tool": "python -m tmixcli.bench_decode " + " ".join(argv if argv is not None else sys.argv[1:]),
+        rows = run(model, lengths, a.tokens, a.repeats, log)
+    result = {"tool": f"python -m tmixcli.bench_decode {args}",
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": label,
               "device_name": device_name(model.device), "dtype": str(model.dtype).removeprefix("torch."),
               "torch": package_version("torch"), "transformers": package_version("transformers"),
               "cpu_threads": torch.get_num_threads(), "rows": rows}
     text = json.dumps(result, indent=2)
     print(text)
-    if a.json:
-        with open(a.json, "w") as f:
-            f.write(text + "\n")
-
+    if out is not None:
+        write_whole(out, lambda tmp: tmp.write_text(text + "\n"), "--json")
 
 if __name__ == "__main__":
     main()

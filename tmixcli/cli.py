@@ -10,7 +10,8 @@ import sys
 
 import typer
 
-from tmixcli import cli_ask, cli_cache, cli_chat, cli_help, cli_options, cli_serve, cli_text, stdout, terminate
+from tmixcli import bench, calibrate, cli_ask, cli_cache, cli_chat, cli_help, cli_options, cli_serve, cli_text, \
+    evaluate, stdout, terminate
 from tmixcli.errors import TmixError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode=None,
@@ -33,18 +34,13 @@ def _main_options(version: bool = typer.Option(False, "--version", callback=_pri
 
 
 def _register_commands() -> None:
-    """The subcommands, each from its own module; bench, eval and calibrate only where their modules import."""
+    """The subcommands, each from its own module (a module that fails to import is an error, not a missing command)."""
     for command in (cli_ask.ask, cli_ask.prefill, cli_text.text, cli_chat.chat, cli_serve.serve):
         app.command()(command)
     app.add_typer(cli_cache.app, name="cache", help="List, inspect and remove cached KV files.")
-    for module, name, attr in (("bench", "bench", "bench_command"), ("evaluate", "eval", "eval_command"),
-                               ("calibrate", "calibrate", "calibrate_command")):
-        try:
-            mod = __import__(f"tmixcli.{module}", fromlist=[attr])
-        except ImportError:
-            continue
-        if hasattr(mod, attr):
-            app.command(name)(early.command(getattr(mod, attr)))
+    for name, command in (("bench", bench.bench_command), ("eval", evaluate.eval_command),
+                          ("calibrate", calibrate.calibrate_command)):
+        app.command(name)(early.command(command))
 
 
 _register_commands()

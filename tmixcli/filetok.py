@@ -6,6 +6,7 @@ tokenizer pipeline, special tokens and rendered template. Other models are fitte
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -180,6 +181,7 @@ def remember(lm: object, source: str) -> None:
     """After a model load from `source` (a folder or hub id): where its files read here give the same tokenizer,
     special tokens, rendered template and context as the load, mark them so, and later runs use files_model."""
     from tmixcli import prompt
+    from tmixcli.errors import TmixError
     from tmixcli.modelinfo import model_context
 
     folder = model_folder(source)
@@ -187,22 +189,33 @@ def remember(lm: object, source: str) -> None:
         files = _files(folder) if folder is not None else None
         if files is None or _marker(_key(files)).is_file():
             return
-        mine, theirs = FileTokenizer(files), lm.tokenizer
-        probe = " ".join([PROBE_TEXT, *theirs.all_special_tokens])
+        context = _context(files)
+    except (OSError, KeyError, TypeError, ValueError, TmixError, importlib.metadata.PackageNotFoundError):
+        return  # no files this reading takes (no tokenizer.json, no context length) or no models folder here
+    try:
+        mine = FileTokenizer(files)
+    except Exception:  # noqa: BLE001 - tokenizers raises plain Exceptions on files it cannot take: nothing marked
+        return
+    theirs = lm.tokenizer
+    if getattr(theirs, "backend_tokenizer", None) is None or context != model_context(lm.model):
+        return  # a load without a `tokenizers` pipeline, or another context: nothing to compare with
+    probe = " ".join([PROBE_TEXT, *theirs.all_special_tokens])
+    try:
         same = (_same_pipeline(mine.backend.to_str(), theirs.backend_tokenizer.to_str())
                 and mine.special_tokens_map == dict(theirs.special_tokens_map)
                 and mine.all_special_tokens == list(theirs.all_special_tokens)
                 and mine.split_special_tokens == bool(theirs.split_special_tokens)
-                and mine.chat_template == theirs.chat_template and _context(files) == model_context(lm.model)
+                and mine.chat_template == theirs.chat_template
                 and mine.decode(ids := mine(probe, add_special_tokens=False)["input_ids"]) == theirs.decode(ids)
                 and all(prompt.split_template(mine, system) == prompt.split_template(theirs, system)
                         and prompt.prefix_ids(mine, probe, system) == prompt.prefix_ids(theirs, probe, system)
                         and prompt.question_ids(mine, probe, system) == prompt.question_ids(theirs, probe, system)
                         for system in (None, PROBE_SYSTEM)))
-        if same:
-            _marker(_key(files), create=True).write_text(json.dumps({"folder": str(folder)}))
-    except Exception:  # the check is optional: files it cannot take (or a folder it cannot write) mark nothing
+    except (TmixError, Unrendered):  # a template that refuses the probe (a system message), or renders only there
         return
+    if same:
+        with contextlib.suppress(OSError):  # a models folder this user cannot write: nothing marked
+            _marker(_key(files), create=True).write_text(json.dumps({"folder": str(folder)}))
 
 
 def _same_pipeline(mine: str, theirs: str) -> bool:

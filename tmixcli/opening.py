@@ -56,10 +56,9 @@ def _or(value: int | None, default: int) -> int:
 
 
 def _profile(lm: LoadedModel) -> dict | None:
-    try:
-        from tmixcli.calib_profile import load_profile
-    except ImportError:
-        return None
+    """The calibration profile saved or shipped for this very model, if there is one."""
+    from tmixcli.calib_profile import load_profile
+
     return load_profile(kvstore.model_fingerprint(lm.model, lm.tokenizer))
 
 

@@ -1,11 +1,12 @@
 """--plot files: the type (the name's extension, one matplotlib writes) checked before any work, and the figure
-written whole or not at all."""
+written whole or not at all, as other output files of the measuring tools are (write_whole)."""
 
 from __future__ import annotations
 
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,16 @@ def check_plot(path: Path | str | None, option: str = "--plot") -> Path | None:
 
 
 def save_figure(fig: Any, path: Path, option: str = "--plot") -> None:
-    """Write a matplotlib Figure in the type of `path`'s extension through a temp file beside it, then rename."""
+    """Write a matplotlib Figure in the type of `path`'s extension, whole or not at all (write_whole)."""
+    write_whole(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:].lower(), dpi=120), option)
+
+
+def write_whole(path: Path, write: Callable[[Path], None], option: str) -> None:
+    """Write `path` by `write`-ing a temp file beside it, then renaming it: whole or not at all; TmixError naming
+    `option` when it cannot be written."""
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"  # made with the umask's mode
     try:
-        fig.savefig(tmp, format=path.suffix[1:].lower(), dpi=120)
+        write(tmp)
         os.replace(tmp, path)
     except (OSError, RuntimeError, ValueError) as err:
         msg = err.strerror if isinstance(err, OSError) and err.strerror else (str(err).splitlines() or [""])[0]

@@ -54,7 +54,7 @@ def best_file(ids: Sequence[int], expected: dict[str, str], attn: AttentionConfi
             if any(meta.get(k) != v for k, v in expected.items()):
                 continue
             stored = kvheader.read_prefix_ids(path)
-        except Exception:  # noqa: BLE001 - a file that cannot be read is only not reused
+        except (TmixError, OSError):  # a damaged or unreadable file is only not reused
             continue
         rows = usable_rows(shared_len(stored, ids), len(stored), len(ids), attn)
         if rows >= MIN_ROWS and (best is None or rows > best[1]):

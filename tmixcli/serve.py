@@ -25,11 +25,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 from tmixcli.errors import TmixError
 from tmixcli.paths import process_bound
 from tmixcli.serve_client import FRAME, from_raw, socket_path, stop_path
+from tmixcli.serve_errors import log_path, report
 from tmixcli.serve_stream import Client, ClientGone, Stream
+from tmixcli.stdout import end_line
 
 _REQUEST_WAIT = 5.0  # seconds a client has to send its request line once connected
 served: dict = {}  # while a server runs a request: {"key": ..., "lm": LoadedModel, "resident": ResidentKV}
@@ -118,8 +121,9 @@ def _read_request(conn: socket.socket) -> dict | None:
     return req
 
 
-def _handle(conn: socket.socket, key: str, lm, log, resident=None) -> None:
-    """Read one request from `conn` and run it (or stop, or refuse it); logs how it ended."""
+def _handle(conn: socket.socket, key: str, lm, log, resident=None, trace_log: Path | None = None) -> None:
+    """Read one request from `conn` and run it (or stop, or refuse it); logs how it ended. `trace_log`: where the
+    traceback of an internal error goes, besides the server's stderr (serve_errors)."""
     req = _read_request(conn)
     if req is None:  # a liveness probe, not a request
         return
@@ -136,14 +140,14 @@ def _handle(conn: socket.socket, key: str, lm, log, resident=None) -> None:
     if _read_otherwise(req, argv, cwd, env):  # closed without a word: the client runs it itself
         log(f"request refused: {argv[0]} whose file names this server's locale reads otherwise (its client runs it)")
         return
-    client, code = Client(conn, stopping), 1
+    client, code, server_err = Client(conn, stopping), 1, sys.stderr  # during the request, sys.stderr is the client's
     tty = req.get("tty") if isinstance(req.get("tty"), dict) else {}
     out, err = Stream(client, b"O", tty.get("stdout") is True), Stream(client, b"E", tty.get("stderr") is True)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
                 _request_scope(cwd, env):
             served.update(key=key, lm=lm, resident=resident, conn=conn)
-            code = _run(argv, client, log)
+            code = _run(argv, client, server_err, trace_log)
         client.send(FRAME.pack(b"X", code))
     except Refused:  # closed without a word: the client runs it itself
         log(f"request refused: {argv[0]} of stdin, a FIFO, a device or the like (its client runs it)")
@@ -159,9 +163,10 @@ def _handle(conn: socket.socket, key: str, lm, log, resident=None) -> None:
     log(f"{' '.join(argv[:1])}: exit {code} in {time.perf_counter() - start:.2f} s" + (f" ({used})" if used else ""))
 
 
-def _run(argv: list[str], client: Client, log) -> int:
+def _run(argv: list[str], client: Client, server_err: TextIO, trace_log: Path | None) -> int:
     """cli.main(argv) as a process of its own runs it, stopped at the next checkpoint if the client hangs up (then
-    exactly as a local Ctrl-C: a prefill's KV file is saved once the answer began); its exit code."""
+    exactly as a local Ctrl-C: a prefill's KV file is saved once the answer began); its exit code. An internal error
+    is one line to the client, its traceback kept on `server_err` and in `trace_log`, and exit 1."""
     from tmixcli import checkpoints, cli
 
     checkpoints.between_steps.append(client.check)
@@ -172,8 +177,10 @@ def _run(argv: list[str], client: Client, log) -> int:
         return exc.code if isinstance(exc.code, int) else 1
     except Refused:
         raise
-    except Exception as exc:  # noqa: BLE001 - one failed request must not take the server down
-        log(f"request failed: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a bug in one request must not take the server down
+        line = report(exc, argv[0], server_err, trace_log)  # kept first: the client may be gone
+        end_line()  # the line stands on its own, after an answer cut mid-line
+        print(line, file=sys.stderr, flush=True)
         return 1
     finally:
         checkpoints.between_steps.remove(client.check)
@@ -233,7 +240,7 @@ def run_server(lm, key: str, path: Path, quiet: bool = False) -> None:
             conn, _ = sock.accept()
             with conn:
                 try:
-                    _handle(conn, key, lm, log, resident)
+                    _handle(conn, key, lm, log, resident, log_path(path))
                 except (OSError, ValueError) as exc:  # a malformed request or a client gone: the next one
                     log(f"request dropped: {exc}")
     except KeyboardInterrupt:
