@@ -107,4 +107,3 @@ def kept_pages(text: str, kept: str) -> tuple[int, int, bool]:
         kept = kept[:pages.pop()[0]]
     rest = text[len(kept):].lstrip()
     return pages[0][2], pages[-1][2], not text.startswith(kept) or bool(rest) and not rest.startswith(_MARK)
-
