@@ -62,6 +62,8 @@ def test_a_fresh_kv_file_is_said_to_be_saving_until_it_is_saved(capsys, tiny_dir
     path.unlink()
     code, out, err = run(capsys, "prefill", doc, *args[:2], *TINY)
     assert code == 0 and out.strip() == str(path) and "prefilled in " in err and f", KV file {path}\n" in err, err
+    size = human_size(path.stat().st_size)  # as the saved line says it (was "0.1 MiB" here)
+    assert re.search(rf"^tmix: \d+ tokens, {re.escape(size)}, prefilled in [\d.]+ s$", err, re.M), err
     assert "saving" not in err and "KV file saved" not in err
     res = ask_json(capsys, doc, QUESTION, *args, "--no-cache")
     assert not res["kv_saved"] and res["kv_path"] is None and res["kv_notes"] == []

@@ -243,6 +243,19 @@ def test_facts_file_checked_and_matching() -> None:
     assert not matches("in 1186", ("86",)) and matches("Sick leave was 3.9 percent.", ("3.9 percent",))
 
 
+def test_both_scorers_read_an_answer_alike() -> None:
+    """One normalisation for tasks.score and facts.matches (they had drifted: facts took no plain space as a
+    thousands separator, tasks did but left the answers as written and spacing as it came)."""
+    from tmixcli.facts import matches
+
+    for text, answer in [("It is 1 234 567.", "1234567"), ("Revenue: 4\u00a0200 kroner", "4200"),
+                         ("It is 1234567", "1,234,567"), ("It is 1\u202f234\u202f567", "1 234 567")]:
+        assert score(text, [answer]) and matches(text, (answer,)), (text, answer)
+    assert matches("In 2023 340 units were sold", ("340",)) and matches("Q2 340 units", ("340",))  # two numbers
+    assert score("The number is\n1,234,567.", ["1234567"]) and matches("Project\n  Forest", ("project forest",))
+    assert not matches("It is 12345,678", ("12345678",))  # not written in threes: no thousands separator
+
+
 def test_tiny_facts_eval(tiny, tmp_path: Path) -> None:
     from tmixcli.facts import FactSet, format_table, passes, run_facts
 

@@ -21,6 +21,7 @@ from tmixcli import documents, htmlcodec, htmltext, inputs, textcap
 from tmixcli.documents import load_document, load_documents
 from tmixcli.errors import TmixError
 from tmixcli.inputs import CHUNK, file_chunks, whole_lines
+from tmixcli.sizes import human_size
 from tmixcli.textcap import Budget, TextCap, files_cap
 
 CAP = TextCap(context=8192, longest=81)  # the default model's: 663552 characters, read as at most 2.5 MiB of text
@@ -140,7 +141,7 @@ def test_big_file_is_refused_before_it_is_read(tmp_path):
             f.write(LINE * ((1 << 20) // len(LINE)))  # ~50 MB of text
     err, peak, seconds = measured(lambda: load_document(str(path), budget=budget()))
     assert isinstance(err, TmixError), err
-    assert str(err).startswith(f"{path} is {textcap.size(path.stat().st_size)}, more than the model's 8192-token "
+    assert str(err).startswith(f"{path} is {human_size(path.stat().st_size)}, more than the model's 8192-token "
                                "context can hold"), err
     assert peak < 3 * CHUNK and seconds < 5  # only its first bytes were read
 

@@ -17,7 +17,7 @@ import torch
 from transformers import DynamicCache
 from typer.testing import CliRunner
 
-from tmixcli import kvfolder, kvheader, kvread, kvstore, kvwrite
+from tmixcli import kvfolder, kvheader, kvread, kvstore, kvwrite, paths
 from tmixcli.cli_cache import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,3 +172,15 @@ def test_a_reader_that_removes_a_new_file_before_it_is_locked_costs_nothing(monk
     path = kvfolder.kv_path_for("k")
     kvstore.save_kv(path, _small_cache(), list(range(8)), META)
     assert len(raced[0]) == 1 and kvfolder.temp_files() == [] and kvread.load_kv(path)[1] == list(range(8))
+
+
+def test_the_temp_name_is_made_read_and_given_room_in_one_place(monkeypatch):
+    """kvfolder.temp_name's name is what kvwrite's clean-up matches, what the pid is read from, and fits the room
+    check_output leaves for it (the largest pid Linux gives)."""
+    monkeypatch.setattr(os, "getpid", lambda: 4194304)
+    target = Path("/cache/kv/report.kv.safetensors")
+    temp = kvfolder.temp_name(target)
+    assert temp.parent == target.parent and temp.name.startswith(".report.kv.safetensors.4194304.")
+    assert kvfolder.temp_of(target, temp) and not kvfolder.temp_of(Path("/cache/kv/report.kv"), temp)
+    assert kvfolder._pid_of(temp) == 4194304 and kvfolder._pid_of(Path(".a.safetensors.17.0123abcd.tmp")) == 17
+    assert len(temp.name) - len(target.name) <= paths.TEMP_NAME_EXTRA

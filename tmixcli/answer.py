@@ -9,7 +9,7 @@ from tmixcli import generate, kvfolder, prompt
 from tmixcli.config import Settings
 from tmixcli.context import Context, now, rewind
 from tmixcli.errors import TmixError
-from tmixcli.fit import context_limit, question_too_long
+from tmixcli.fit import context_limit, question_fits, question_too_long
 from tmixcli.models import LoadedModel
 
 
@@ -35,7 +35,7 @@ def ask_ids(ctx: Context, q_ids: list[int], s: Settings, on_text: Callable[[str]
     """Run question ids on top of the cache and stream the answer; rewinds the cache unless `keep`."""
     lm = ctx.lm
     base = ctx.cache.get_seq_length()
-    if base + len(q_ids) + 1 > context_limit(lm):
+    if not question_fits(lm, base, len(q_ids)):
         before = "document prompt" if base == len(ctx.prefix_ids) else "document prompt and conversation"
         raise TmixError(question_too_long(lm, base, len(q_ids), s, before))
     budget = min(s.max_new_tokens, context_limit(lm) - base - len(q_ids))

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from tmixcli.errors import TmixError
-from tmixcli.modelinfo import ModelLimits
+from tmixcli.modelinfo import ModelLimits, config_limits
 
 if TYPE_CHECKING:
     import torch
@@ -43,8 +43,7 @@ def arch_limits(arch: str) -> ModelLimits:
     """Layers and context of a built-in arch (no transformers); TmixError naming the known ones otherwise."""
     if arch not in _SPECS:
         raise TmixError(f"unknown arch {arch!r}: known archs are {', '.join(ARCH_NAMES)}")
-    spec = _SPECS[arch][1]
-    return ModelLimits(spec["num_hidden_layers"], spec["max_position_embeddings"])
+    return config_limits(_SPECS[arch][1])
 
 
 def arch_config(arch: str) -> Any:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tmixcli.errors import TmixError
+from tmixcli.sizes import count
 
 if TYPE_CHECKING:
     import torch
@@ -55,7 +56,7 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     n = torch.get_num_threads()
-    return f"{name} ({os.cpu_count()} cores, {n} torch thread{'' if n == 1 else 's'})"
+    return f"{name} ({os.cpu_count()} cores, {count(n, 'torch thread')})"
 
 
 # ---------------------------------------------------------------- timing and memory

@@ -9,6 +9,7 @@ from typing import Any
 
 from tmixcli.bench_run import CSV_FIELDS
 from tmixcli.config import AttentionConfig, no_triangle_note, triangle_span
+from tmixcli.sizes import kilo
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -17,10 +18,6 @@ def _fmt(v: Any, digits: int = 3) -> str:
     if isinstance(v, float):
         return f"{v:.{digits}f}"
     return str(v)
-
-
-def _k(n: int) -> str:
-    return f"{n // 1024}K" if n % 1024 == 0 else str(n)
 
 
 def _no_triangle(h: dict[str, Any]) -> str:
@@ -38,7 +35,7 @@ def _short_note(result: dict[str, Any]) -> list[str]:
     """A line under the table naming the lengths at which every trimix layer was dense (a short prompt)."""
     h = result["header"]
     span = triangle_span(h["n_init"], h["n_local"], h["last_n"])
-    short = [_k(r["length"]) for r in result["rows"] if r["method"] == "trimix" and r["length"] <= span]
+    short = [kilo(r["length"]) for r in result["rows"] if r["method"] == "trimix" and r["length"] <= span]
     if not short:
         return []
     return ["", f"every layer dense at {', '.join(short)} tokens (at most n_init + n_local + last_n = {span}): the "
@@ -66,7 +63,7 @@ def format_markdown(result: dict[str, Any]) -> str:
     ]
     for r in result["rows"]:
         lines.append("| " + " | ".join([
-            _k(r["length"]), r["method"], _fmt(r["ttft_median_s"]), _fmt(r["ttft_min_s"]), _fmt(r["ttft_max_s"]),
+            kilo(r["length"]), r["method"], _fmt(r["ttft_median_s"]), _fmt(r["ttft_min_s"]), _fmt(r["ttft_max_s"]),
             _fmt(r["tokens_per_s"], 0), _fmt(r["speedup_vs_dense"], 2) + ("x" if r["speedup_vs_dense"] else ""),
             _fmt(r["peak_mem_mib"], 0), _fmt(r["peak_extra_mib"], 0), _fmt(r["warm_ttft_s"]),
             _fmt(r["kv_load_s"]), _fmt(r["kv_save_s"]), _fmt(r["kv_file_mib"], 1), _status(r)]) + " |")
@@ -106,7 +103,7 @@ def write_plot(result: dict[str, Any], path: Path) -> None:
                     color=bars[0].get_color(), label=f"{method} (warm: KV file + question)")
     lengths = sorted({r["length"] for r in result["rows"]})
     ax.set_xscale("log", base=2)
-    ax.set_xticks(lengths, [_k(n) for n in lengths])
+    ax.set_xticks(lengths, [kilo(n) for n in lengths])
     ax.set_yscale("log")
     ax.set_xlabel("prompt length (tokens)")
     ax.set_ylabel("time to first token (s)")

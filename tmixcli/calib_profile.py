@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tmixcli.config import default_start_layer, triangle_span
 from tmixcli.errors import TmixError
+from tmixcli.sizes import kilo
 
 
 def min_save_length(n_init: int, n_local: int, last_n: int) -> int:
@@ -29,8 +30,7 @@ def short_note(length: int, n_init: int, n_local: int, last_n: int) -> str | Non
 def profile_label(profile: dict) -> str:
     """How the status line names a profile: "calibrated profile at 6K tokens, shipped with tmix"."""
     length = (profile.get("settings") or {}).get("length")
-    at = f" at {length // 1024}K tokens" if isinstance(length, int) and length % 1024 == 0 else (
-        f" at {length} tokens" if isinstance(length, int) else "")
+    at = f" at {kilo(length)} tokens" if isinstance(length, int) else ""
     return f"calibrated profile{at}" + (", shipped with tmix" if profile.get("source") == "shipped" else "")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tmixcli.sizes import count
+
 
 def format_report(profile: dict) -> str:
     """Per-layer importance bars, the eval rows and the recommendation."""
@@ -46,7 +48,7 @@ def override_line(profile: dict) -> str:
     """What a saved profile changes: later runs of the model take its start layer instead of the shipped or default
     one, until its file is deleted."""
     n = profile["eval"]["dense"]["n"]
-    how = f"verified on {n} case{'' if n == 1 else 's'}" if profile["verified"] else "no candidate passed"
+    how = f"verified on {count(n, 'case')}" if profile["verified"] else "no candidate passed"
     before = profile["without_profile"]
     return (f"later runs of this model (ask, prefill, chat, bench) use its start layer {profile['start_layer']} "
             f"({how}) instead of start layer {before['start_layer']} ({before['source']}); delete the file to go "

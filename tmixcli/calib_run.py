@@ -12,6 +12,7 @@ from tmixcli.calib_profile import keep_profile, short_note, without_saved
 from tmixcli.config import triangle_span
 from tmixcli.eval_plan import check_triangle_lengths, method_name, plan_cases, trimix_configs
 from tmixcli.eval_run import AGREEMENT, ANSWER_TOKENS, run_eval
+from tmixcli.sizes import count
 
 if TYPE_CHECKING:
     from tmixcli.facts import FactSet
@@ -162,7 +163,7 @@ def no_signal(ev: dict, length: int) -> str | None:
     if dense["correct"] > 0:
         return None
     n = dense["n"]
-    return (f"dense attention got 0 of {n} case{'' if n == 1 else 's'} right at {length} tokens: nothing to verify a "
+    return (f"dense attention got 0 of {count(n, 'case')} right at {length} tokens: nothing to verify a "
             "start layer against (calibrate on --tasks the model solves densely; see tmix eval)")
 
 

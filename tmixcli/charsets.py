@@ -11,9 +11,10 @@ from collections.abc import Iterable, Iterator
 
 from tmixcli.misread import Tally
 
-_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-32 first: its LE mark starts alike
-BOMS = tuple(bom for bom, _ in _BOMS)
+# Each byte-order mark, its codec and the bytes of its code unit; UTF-32 first: its LE mark starts as UTF-16's does.
+BOM_CODECS = ((codecs.BOM_UTF32_LE, "utf-32-le", 4), (codecs.BOM_UTF32_BE, "utf-32-be", 4),
+              (codecs.BOM_UTF16_LE, "utf-16-le", 2), (codecs.BOM_UTF16_BE, "utf-16-be", 2))
+BOMS = tuple(bom for bom, _, _ in BOM_CODECS)
 _CONTROLS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f\ufffe\uffff]")  # not in text (tab, newlines and form feed are)
 _C0 = re.compile(r"[\x00-\x08\x0b\x0e-\x1f]")  # C0 controls but tab, newlines and form feed
 _TEXT_BYTES = bytes([9, 10, 12, 13, *range(32, 127), *range(128, 256)])  # bytes of (Latin) text: not NUL or control
@@ -143,8 +144,9 @@ def has_controls(text: str) -> bool:
 
 
 def bom_codec(raw: bytes) -> str | None:
-    """"utf-32" or "utf-16" for bytes that start with its byte-order mark; None without one."""
-    return next((codec for bom, codec in _BOMS if raw.startswith(bom)), None)
+    """"utf-32" or "utf-16" (which read the mark and drop it) for bytes that start with its byte-order mark; None
+    without one."""
+    return next((codec[:6] for bom, codec, _ in BOM_CODECS if raw.startswith(bom)), None)
 
 
 def bom_text(raw: bytes) -> str | None:

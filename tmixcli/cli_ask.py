@@ -17,8 +17,9 @@ from tmixcli.cli_options import (AttnOpt, ChunkOpt, CompileOpt, DeviceMapOpt, De
                                  PrefillAttnOpt, PrefillJsonOpt, QuietOpt, RepeatOpt, SeedOpt, StartOpt, SystemOpt,
                                  TempOpt, ThreadsOpt, TopPOpt, TruncOpt, check_model_options, settings)
 from tmixcli.errors import TmixError
-from tmixcli.kvfolder import count
+from tmixcli.formats import DOC_SUFFIXES, FILES_HELP
 from tmixcli.paths import absolute, check_output, names_own_file, not_a_file
+from tmixcli.sizes import count, human_size
 
 if TYPE_CHECKING:
     from tmixcli.answer import Answer
@@ -30,8 +31,7 @@ NO_ANSWER = "the model gave no answer"  # it ended its turn at once
 @early.command
 def ask(
     args: list[str] = typer.Argument(..., metavar="FILE... QUESTION",
-                                     help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; a folder; - for "
-                                     "stdin), then the question; with --kv only the question."),
+                                     help=f"{FILES_HELP}, then the question; with --kv only the question."),
     kv: Optional[Path] = typer.Option(None, "--kv", metavar="PATH", help="Answer from this KV cache file alone."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ThreadsOpt,
@@ -153,7 +153,7 @@ def tokens_said(ans: Answer) -> str:
     """The answer's length for the status line, with the decode rate only where there is one (two tokens or more)."""
     if ans.new_tokens > 1:
         return f"{ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s"
-    return f"{ans.new_tokens} token" + ("" if ans.new_tokens == 1 else "s")
+    return count(ans.new_tokens, "token")
 
 
 def ending(ans: Answer) -> str:
@@ -218,13 +218,9 @@ def _names_a_folder(text: str) -> bool:
         return False
 
 
-_DOC_SUFFIXES = {".pdf", ".docx", ".doc", ".odt", ".pptx", ".epub", ".html", ".htm", ".xhtml", ".txt", ".text", ".md",
-                 ".markdown", ".rst", ".tex", ".log"}
-
-
 def _missing_document(text: str) -> bool:
     """True when `text` reads as a document's file name (one word with a document suffix) that does not exist."""
-    if any(c.isspace() for c in text) or Path(text).suffix.lower() not in _DOC_SUFFIXES:
+    if any(c.isspace() for c in text) or Path(text).suffix.lower() not in DOC_SUFFIXES:
         return False
     return not _names_a_file(text)
 
@@ -232,8 +228,7 @@ def _missing_document(text: str) -> bool:
 @early.command
 def prefill(
     files: list[str] = typer.Argument(..., metavar="FILE...",
-                                      help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; a folder; "
-                                      "- for stdin)."),
+                                      help=f"{FILES_HELP}."),
     output: Optional[str] = typer.Option(None, "-o", "--output", metavar="PATH",
                                           help="Write the KV file here (default: cache)."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
@@ -299,6 +294,6 @@ def prefill(
                           "attention": cli_open.attention_json(ctx)}))
     else:
         print(absolute(ctx.kv_path))
-        cli_open.status(quiet, f"{len(ctx.prefix_ids)} tokens, {size / 2**20:.1f} MiB, "
+        cli_open.status(quiet, f"{len(ctx.prefix_ids)} tokens, {human_size(size)}, "
                                f"{'loaded' if ctx.cache_hit else 'prefilled'} in {ctx.prefill_s:.2f} s")
 

@@ -14,8 +14,8 @@ import typer
 from tmixcli import docindex, kvfolder, kvheader
 from tmixcli.cache_json import attention_of, info_json, listing_json
 from tmixcli.errors import TmixError
-from tmixcli.sizes import human_size
 from tmixcli.paths import not_a_file
+from tmixcli.sizes import count, human_size
 from tmixcli.stdout import is_terminal
 
 app = typer.Typer(help="List, inspect and remove saved KV cache files.", no_args_is_help=True)
@@ -63,7 +63,7 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="Print the listing a
                          human_size(e["size"]), _short_time(e["last_used"])])
         typer.echo(_table(rows))
         total = human_size(sum(e["size"] for e in entries))
-        typer.echo(f"{kvfolder.count(len(entries), 'file')}, {total} in {folder}; {_cap_text(cap)}")
+        typer.echo(f"{count(len(entries), 'file')}, {total} in {folder}; {_cap_text(cap)}")
     _echo_leftovers(stale)
     _echo_in_progress(active)
 
@@ -81,7 +81,7 @@ def _echo_in_progress(active: list[tuple[Path, int]], tail: str = "") -> None:
     """KV files being written now (never removed: their save lands once done); `tail` says what a removal did."""
     if active:
         written = human_size(sum(n for _, n in active))
-        typer.echo(f"{kvfolder.count(len(active), 'KV file')} being written now, {written} so far{tail}")
+        typer.echo(f"{count(len(active), 'KV file')} being written now, {written} so far{tail}")
 
 
 def _echo_removed(entry: dict) -> None:
@@ -93,7 +93,7 @@ def _remove_temp_files(folder: Path) -> list[tuple[Path, str]]:
     not be removed."""
     gone, failed = kvfolder.remove_leftovers(folder)
     if gone:
-        typer.echo(f"removed {kvfolder.count(len(gone), 'leftover temp file')} ({human_size(sum(n for _, n in gone))})")
+        typer.echo(f"removed {count(len(gone), 'leftover temp file')} ({human_size(sum(n for _, n in gone))})")
     return failed
 
 
@@ -200,14 +200,14 @@ def clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for 
     if not yes:
         if not is_terminal(sys.stdin):  # None when fd 0 is closed
             raise TmixError("`tmix cache clear` needs --yes when stdin is not a terminal")
-        if not typer.confirm(f"Remove {kvfolder.count(len(entries), 'KV file')} ({human_size(total)})?"):
+        if not typer.confirm(f"Remove {count(len(entries), 'KV file')} ({human_size(total)})?"):
             typer.echo("nothing removed")  # a normal answer; Ctrl-C at the prompt still ends with exit 130
             return
     failed = kvfolder.remove_files([Path(e["path"]) for e in entries])
     kept = {str(p) for p, _ in failed}
     gone = [e for e in entries if e["path"] not in kept]
     if gone:
-        typer.echo(f"removed {kvfolder.count(len(gone), 'KV file')} ({human_size(sum(e['size'] for e in gone))}) from "
+        typer.echo(f"removed {count(len(gone), 'KV file')} ({human_size(sum(e['size'] for e in gone))}) from "
                    f"{folder}")
     failed += _remove_temp_files(folder)
     docindex.forget_missing(folder)

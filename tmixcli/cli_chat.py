@@ -17,6 +17,7 @@ from tmixcli.cli_options import (AttnOpt, ChunkOpt, CompileOpt, DeviceMapOpt, De
                                  RepeatOpt, SeedOpt, StartOpt, SystemOpt, TempOpt, ThreadsOpt, TopPOpt, TruncOpt,
                                  settings)
 from tmixcli.errors import TmixError
+from tmixcli.formats import LISTED
 from tmixcli.paths import names_stdin
 
 if TYPE_CHECKING:
@@ -27,8 +28,8 @@ if TYPE_CHECKING:
 
 @early.command
 def chat(
-    files: Optional[list[str]] = typer.Argument(None, metavar="FILE...", help="Document(s) (.pdf, .docx, .odt, "
-                                                ".pptx, .epub, .html, text; a folder); or use --kv."),
+    files: Optional[list[str]] = typer.Argument(None, metavar="FILE...", help=f"Document(s) ({LISTED}; a folder); "
+                                                "or use --kv."),
     kv: Optional[Path] = typer.Option(None, "--kv", metavar="PATH", help="Chat against this KV cache file."),
     keep_history: bool = typer.Option(False, "--keep-history", help="Carry the conversation on between questions."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,

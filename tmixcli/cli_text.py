@@ -12,6 +12,7 @@ from tmixcli.cli_open import read_budget, status
 from tmixcli.cli_options import ModelOpt, PagesOpt, PasswordOpt, QuietOpt, settings
 from tmixcli.config import Settings
 from tmixcli.errors import TmixError
+from tmixcli.formats import FILES_HELP
 
 if TYPE_CHECKING:
     from tmixcli.documents import Document
@@ -30,8 +31,7 @@ TextMaxNewOpt = typer.Option(256, "--max-new-tokens", metavar="N", help="With --
 @early.command
 def text(
     files: list[str] = typer.Argument(..., metavar="FILE...",
-                                      help="Document(s) (.pdf, .docx, .odt, .pptx, .epub, .html, text; a folder; "
-                                      "- for stdin)."),
+                                      help=f"{FILES_HELP}."),
     pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt, truncate: bool = TextTruncOpt,
     model: Optional[str] = ModelOpt, quiet: bool = QuietOpt, question: Optional[str] = QuestionOpt,
     system: Optional[str] = TextSystemOpt, max_new_tokens: int = TextMaxNewOpt,

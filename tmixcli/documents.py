@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,15 +19,16 @@ from tmixcli.inputs import (HEAD, SMALL, Chunks, Input, file_chunks, held_chunks
                             whole_lines)
 from tmixcli.htmltext import looks_html, page_text
 from tmixcli.markup import zip_document_text
-from tmixcli.paths import names_stdin, not_a_file, readable_name
-from tmixcli.pdftext import PDF_MAGIC, is_pdf, pdf_text, reason
+from tmixcli.paths import names_stdin, not_a_file, open_regular, readable_name
+from tmixcli.pdfpages import kept_pages
+from tmixcli.pdftext import PDF_END, is_pdf, named_pdf, pdf_text, reason
+from tmixcli.sizes import human_size
 from tmixcli.textcap import Budget
 from tmixcli.textfile import refuse_binary, text_file
 from tmixcli.tidy import nonempty, tidy
 from tmixcli.ziputil import Reach
 
 _ZIP_MAGIC = b"PK\x03\x04"
-_PAGE_MARK = re.compile(r"^--- page (\d+) ---$", re.MULTILINE)  # pdfpages.join_pages's marker before a page
 
 
 @dataclass(frozen=True)
@@ -64,77 +65,93 @@ def load_document(path: str, pages: str | None = None, password: str | None = No
 
 def _read(path: str, got: Input, pages: str | None, password: str | None, budget: Budget, among: bool) -> Document:
     """The Document of what read_input got: its bytes whole, its head with the rest read again in chunks (an HTML
-    page), or (--truncate) its first lines; any reader's failure is a one-line TmixError."""
-    chunks = _html_chunks(path, got)
+    page), or (--truncate) its first lines; any reader's failure is a one-line TmixError. Only an input read whole
+    can be a PDF (one past its limit was refused)."""
+    end = _end(path, got.size) if got.more else b""
+    chunks = _html_chunks(path, got, end)
     cut = got.more and chunks is None
-    raw = _cut_input(got, budget) if cut else got.raw
+    raw = _cut_input(got, budget, end) if cut else got.raw
     try:
-        doc = _parse(got.name, got.label, raw, pages, password, budget, among, chunks)
+        doc = _parse(got.name, got.label, raw, not got.more and is_pdf(raw), pages, password, budget, among, chunks)
     except TmixError:
         raise
     except Exception as exc:  # noqa: BLE001 - a reader's unforeseen failure on odd input: still one line, named
         raise TmixError(f"{got.label} could not be read ({reason(exc)})") from None
     if cut:
         whole = f"{got.amount()} in all" if got.size else "it went on"
-        doc = replace(doc, partial=True, notes=(*doc.notes, f"read only the first {textcap.size(len(raw))} of "
+        doc = replace(doc, partial=True, notes=(*doc.notes, f"read only the first {human_size(len(raw))} of "
                                                 f"{got.label} ({whole}) for --truncate"))
     return doc
 
 
 def _raw_limit(label: str, budget: Budget, head: bytes, size: int | None) -> int:
     """Bytes read at most: a text's reach in the model's context, or a fixed cap for PDF, ZIP-based and HTML documents
-    (their size says little about their text), of which an HTML file's head alone is held (_html_file); a file known
+    (their size says little about their text), of which an HTML file's head alone is held (_html_page); a file known
     to be bigger is refused unread, unless --truncate."""
-    container = _container(head, label)
+    end = _end(label, size)
+    container = _container(head, label, end)
     cap = None if container else budget.cap
     most = textcap.MAX_CONTAINER_BYTES if container else cap.text_bytes if cap else textcap.FALLBACK_TEXT_BYTES
     if size is not None and size > most and (container or not budget.truncate):
-        _refuse_input(Input("", label, head, True, size), budget)
-    return HEAD if _html_file(head, label, size) else most
+        _refuse_input(Input("", label, head, True, size), budget, container)
+    return HEAD if size is not None and _html_page(head, label, end) else most
 
 
-def _html_chunks(path: str, got: Input) -> Chunks | None:
-    """All the bytes of an HTML page of which only the head is held, read again in chunks: from its file (_html_file)
-    or from the temp file a stream was copied to (_html_page); else None."""
+def _end(path: str, size: int | None) -> bytes:
+    """The last bytes of a file of which only the first are held, where is_pdf looks for a PDF's end; b"" for stdin
+    and other streams, whose end is not known yet."""
+    if size is None or path == "-":
+        return b""
+    try:
+        fd = open_regular(path)
+    except OSError:
+        return b""
+    try:
+        return os.pread(fd, PDF_END, max(0, size - PDF_END))
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
+def _html_chunks(path: str, got: Input, end: bytes) -> Chunks | None:
+    """All the bytes of an HTML page of which only the head is held, read again in chunks: from its file or from the
+    temp file a stream was copied to (_html_page); else None."""
     if got.spool is not None and got.size is not None:
         return spool_chunks(got.spool, got.size)
-    if got.more and got.size is not None and _html_file(got.raw, got.label, got.size):
+    if got.more and got.size is not None and _html_page(got.raw, got.label, end):
         return file_chunks(path, got.size)
     return None
 
 
-def _html_file(head: bytes, label: str, size: int | None) -> bool:
-    """Whether an input that starts with `head` is an HTML page in a file (its size known), which is read again in
-    chunks, to hash and to parse it, rather than held whole."""
-    return size is not None and _html_page(head, label)
+def _html_page(head: bytes, label: str, end: bytes = b"") -> bool:
+    """Whether an input that starts with `head` (and ends with `end`, where known) is an HTML page, not a PDF or
+    ZIP-based document that names one. A file's is read again in chunks, to hash and to parse it, rather than held
+    whole; a stream's is copied to a temp file (inputs.read_capped) to be read so too."""
+    return not head.startswith(_ZIP_MAGIC) and not is_pdf(head, end) and looks_html(head, label)
 
 
-def _html_page(head: bytes, label: str) -> bool:
-    """Whether an input that starts with `head` is an HTML page (not a PDF or ZIP-based document that names one); a
-    stream's is copied to a temp file (inputs.read_capped) to be read in chunks as a file's is."""
-    return not head.startswith(_ZIP_MAGIC) and PDF_MAGIC not in head and looks_html(head, label)
+def _container(head: bytes, label: str, end: bytes) -> bool:
+    """Whether an input that starts with `head` (and ends with `end`, where known) is a PDF, a ZIP-based document or
+    an HTML page, read up to MAX_CONTAINER_BYTES whatever the model's cap."""
+    return is_pdf(head, end) or head.startswith(_ZIP_MAGIC) or looks_html(head, label)
 
 
-def _container(head: bytes, label: str) -> bool:
-    """Whether an input's first bytes are a PDF's, a ZIP-based document's or an HTML page's, read up to
-    MAX_CONTAINER_BYTES whatever the model's cap."""
-    return PDF_MAGIC in head or head.startswith(_ZIP_MAGIC) or looks_html(head, label)
-
-
-def _cut_input(got: Input, budget: Budget) -> bytes:
+def _cut_input(got: Input, budget: Budget, end: bytes) -> bytes:
     """The bytes kept of an input that went on past its limit: the whole lines of a text with --truncate."""
-    if _container(got.raw[:HEAD], got.label) or not budget.truncate:
-        _refuse_input(got, budget)
+    container = _container(got.raw[:HEAD], got.label, end)
+    if container or not budget.truncate:
+        _refuse_input(got, budget, container)
     return whole_lines(got.raw)
 
 
-def _refuse_input(got: Input, budget: Budget) -> None:
-    """The one-line error for an input past its limit: binary data, a PDF, ZIP-based or HTML document too big to
-    read, or a text longer than the model's context could hold."""
+def _refuse_input(got: Input, budget: Budget, container: bool) -> None:
+    """The one-line error for an input past its limit: binary data, a PDF, ZIP-based or HTML document (`container`)
+    too big to read, or a text longer than the model's context could hold."""
     head = got.raw[:HEAD]
-    if _container(head, got.label):
+    if container:
         raise TmixError(f"{got.label} is {got.amount()}: tmix reads PDF, ZIP-based and HTML documents of up to "
-                        f"{textcap.size(textcap.MAX_CONTAINER_BYTES)}")
+                        f"{human_size(textcap.MAX_CONTAINER_BYTES)}")
     if not head.startswith(BOMS) and utf16_codec(head) is None:  # UTF-16/32 text has NUL bytes
         refuse_binary(got.raw, got.label)
     raise TmixError(textcap.too_much(f"{got.label} is {got.amount()}", budget.cap))
@@ -161,11 +178,11 @@ def cut_document(doc: Document, cap: textcap.TextCap) -> Document:
     return doc if text == doc.text else replace(doc, text=text, partial=True)
 
 
-def _parse(name: str, label: str, raw: bytes, pages: str | None, password: str | None,
+def _parse(name: str, label: str, raw: bytes, pdf: bool, pages: str | None, password: str | None,
            budget: Budget, among: bool = False, chunks: Chunks | None = None) -> Document:
-    """The Document in `raw`, read by the reader its format needs; `chunks` gives all the bytes of an HTML file of
-    which `raw` holds only the head."""
-    if is_pdf(raw):
+    """The Document in `raw` (a PDF's where `pdf`), read by the reader its format needs; `chunks` gives all the bytes
+    of an HTML file of which `raw` holds only the head."""
+    if pdf:
         return _pdf_document(name, label, raw, hashlib.sha256(raw).hexdigest(), pages, password, budget)
     if pages is not None:
         raise TmixError(f"--pages only applies to PDF files, and {label} is not a PDF")
@@ -225,7 +242,7 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
                 sources.append(str(f))
             except TmixError as err:
                 skipped.append(f"skipped {f.name}: {str(err).removeprefix(str(f)).lstrip(' :')}")
-                pdfs += f.suffix.lower() == ".pdf"
+                pdfs += named_pdf(f.name)
         if len(docs) == before:
             raise TmixError(f"no document tmix can read in {p}{skipped_list(skipped[reasons:])}")
         skipped += filter(None, [subfolder_note(p)])
@@ -294,14 +311,7 @@ def cut_place(doc: Document, kept: str) -> str:
     "" for another document."""
     if doc.pages is None:
         return ""
-    pages = [(m.start(), m.end(), int(m[1])) for m in _PAGE_MARK.finditer(kept)]  # each page's marker, number
-    if not kept.startswith("--- page "):
-        pages.insert(0, (0, 0, 1))  # page 1 has no marker
-    while len(pages) > 1 and not kept[pages[-1][1]:].strip():  # a marker with none of its page's text after it
-        kept = kept[:pages.pop()[0]]
-    first, last = pages[0][2], pages[-1][2]
-    rest = doc.text[len(kept):].lstrip()
-    in_part = not doc.text.startswith(kept) or bool(rest) and not rest.startswith("--- page ")
+    first, last, in_part = kept_pages(doc.text, kept)
     whole = f"the {doc.pages} pages read" if doc.partial or first != 1 else str(doc.pages)
     where = f"page {first}" if first == last else f"pages {first}-{last}"
     return f"{where} of {whole}" + ("" if not in_part else " in part" if first == last else f", page {last} in part")

@@ -1,5 +1,5 @@
 """An eval case's greedy answer on a prefilled cache and how it is compared: its answer key (agreement: the same
-numbers / variable names as dense's), the same text, and the first token's KL."""
+numbers / variable names as dense's), the same text, the first token's KL, and answers as the scorers read them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,14 @@ if TYPE_CHECKING:
 
 
 KEY = re.compile(r"\d[\d,]{2,}\d|\d{3,}|\b[A-Z]{5}\b")  # an answer: a number of 3+ digits or a variable name
+_GROUPED = re.compile(r"(?<![\w.,])\d{1,3}(?:[, ]\d{3})+(?!\d)")  # a number in threes: "1,234,567", "12 345"
+
+
+def normalised(text: str) -> str:
+    """An answer as the scorers (tasks.score, facts.matches) compare it: lower case, each run of whitespace one space
+    (a space of any kind), and a number written in groups of three by its digits alone: "1,234", "1 234" and
+    "1\u202f234" all read "1234", while "2023 340" stays two numbers."""
+    return _GROUPED.sub(lambda m: m[0].replace(",", "").replace(" ", ""), " ".join(text.lower().split()))
 
 
 def _answered(text: str) -> bool:

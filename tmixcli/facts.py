@@ -16,6 +16,7 @@ from typing import Any
 
 from tmixcli.config import AttentionConfig
 from tmixcli.errors import TmixError
+from tmixcli.eval_answer import normalised
 
 
 @dataclass(frozen=True)
@@ -66,14 +67,11 @@ class FactSet:
         return cls(root, tuple(tuple(p) for p in prompts), tuple(facts), label)
 
 
-def _norm(text: str) -> str:
-    return " ".join(re.sub(r"(?<=\d)[,\u202f](?=\d{3}\b)", "", text).lower().split())
-
-
 def matches(text: str, accept: tuple[str, ...]) -> bool:
-    """Any accepted string appears as whole words (case-insensitive, thousands separators ignored)."""
-    t = _norm(text)
-    return any(re.search(rf"(?<!\w){re.escape(_norm(a))}(?!\w)", t) for a in accept)
+    """Any accepted string appears as whole words (eval_answer.normalised: case, spacing and thousands separators
+    aside)."""
+    t = normalised(text)
+    return any(re.search(rf"(?<!\w){re.escape(normalised(a))}(?!\w)", t) for a in accept)
 
 
 _MARK = re.compile(r"(?<=\S)[.!?]+[\"')\]\u2019\u201d]*(?=\s)")  # "48.7" is no end: a space must follow

@@ -11,12 +11,11 @@ import functools
 import hashlib
 import importlib.metadata
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from tmixcli.modelinfo import model_folder
+from tmixcli.modelinfo import config_limits, model_folder
 from tmixcli.paths import models_dir, read_regular
 
 VERSION = "2"  # of this reading: a new one checks every model's files again (2: decode checked too)
@@ -148,8 +147,8 @@ def _key(files: dict[str, bytes]) -> str:
 
 def _context(files: dict[str, bytes]) -> int:
     """The context from config.json, as the loaded model's config has it (fit.context_limit)."""
-    value = json.loads(files["config.json"])["max_position_embeddings"]
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    value = config_limits(json.loads(files["config.json"])).context
+    if value is None:
         raise ValueError("no context length")
     return value
 
@@ -165,7 +164,7 @@ def _marker(key: str, create: bool = False) -> Path:
 def files_model(spec: str | None) -> FileModel | None:
     """The --model value's tokenizer and context from its files, where a model load has checked them (remember);
     None otherwise (not on disk, not checked, changed since, or not readable here)."""
-    folder = model_folder(spec or os.environ.get("TMIX_MODEL"))
+    folder = model_folder(spec)
     if folder is None:
         return None
     try:

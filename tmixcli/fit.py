@@ -45,6 +45,11 @@ def _answer_room(s: Settings) -> int:
     return max(ANSWER_ROOM, s.max_new_tokens) if s.truncate else s.max_new_tokens
 
 
+def reserved_room(lm: Sizing, s: Settings) -> int:
+    """The tokens a document prompt leaves for the question and the answer (what a --truncate cut leaves)."""
+    return question_room(lm, s) + _answer_room(s)
+
+
 def fit_document(lm: Sizing, doc: Document, s: Settings) -> tuple[list[int], list[str]]:
     """Prefix ids of the document; refuse (or with --truncate cut the end) when it does not fit the context.
 
@@ -220,13 +225,18 @@ def check_question(lm: Sizing, n_prefix: int, s: Settings) -> None:
         return
     n_question = len(prompt.question_ids(lm.tokenizer, s.question, s.system))
     limit = context_limit(lm)
-    if n_prefix + n_question + 1 > limit:
+    if not question_fits(lm, n_prefix, n_question):
         raise TmixError(question_too_long(lm, n_prefix, n_question, s))
     if n_prefix + n_question + s.max_new_tokens > limit:
         raise TmixError(f"the question and its answer do not fit: {n_question} question + {s.max_new_tokens} answer "
                         f"tokens after the {n_prefix}-token document prompt exceed the model's {limit}-token "
                         f"context; shorten the question to {limit - n_prefix - s.max_new_tokens} tokens or less, "
                         f"or use --max-new-tokens {limit - n_prefix - n_question} or less")
+
+
+def question_fits(lm: Sizing, n_before: int, n_question: int) -> bool:
+    """Whether a question after `n_before` prompt tokens leaves the context room for at least one answer token."""
+    return n_before + n_question + 1 <= context_limit(lm)
 
 
 def question_too_long(lm: Sizing, base: int, n_question: int, s: Settings,

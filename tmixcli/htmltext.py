@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
 from tmixcli.charsets import decoded
+from tmixcli.formats import HTML_SUFFIXES
 from tmixcli.htmlcodec import html_codec, last_main
 from tmixcli.inputs import Chunks
 from tmixcli.listnumbers import number_label
@@ -33,12 +34,11 @@ _MOST_ROWS = 1000  # a rowspan counts for at most this many rows
 HTML_CHUNK = 1 << 20  # characters of HTML parsed at a time
 _HIDING_STYLE = re.compile(r"(?:^|;)\s*(?:display\s*:\s*none|visibility\s*:\s*(?:hidden|collapse))\s*"
                            r"(?:!\s*important\s*)?(?:;|$)", re.IGNORECASE)  # an inline style a browser hides
-_HTML_SUFFIXES = (".html", ".htm", ".xhtml")
 
 
 def looks_html(raw: bytes, label: str) -> bool:
     """HTML by file suffix, or (stdin, odd names) by a leading doctype / <html> tag."""
-    if label.lower().endswith(_HTML_SUFFIXES):
+    if label.lower().endswith(HTML_SUFFIXES):
         return True
     head = raw[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     return head.startswith((b"<!doctype html", b"<html")) or (head.startswith(b"<?xml") and b"<html" in head)

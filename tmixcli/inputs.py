@@ -3,7 +3,6 @@ huge file costs no more memory or time than the limit."""
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import os
 import stat
@@ -15,17 +14,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 from tmixcli import checkpoints
-from tmixcli.charsets import bare_utf16_codec, utf16_codec
+from tmixcli.charsets import BOM_CODECS, bare_utf16_codec, utf16_codec
 from tmixcli.errors import TmixError
 from tmixcli.paths import document_name, names_stdin, not_a_file, open_regular
-from tmixcli.textcap import size
+from tmixcli.sizes import human_size
 
 CHUNK = 1 << 20
 SMALL = 1 << 18  # bytes read before the limit is asked for (which may look up the model's files)
 HEAD = 4096  # the first bytes, which tell the limit the input's kind
 Chunks = Callable[[], Iterator[bytes]]  # an input's bytes from the start, a piece at a time, anew at each call
-_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le", 4), (codecs.BOM_UTF32_BE, "utf-32-be", 4),
-         (codecs.BOM_UTF16_LE, "utf-16-le", 2), (codecs.BOM_UTF16_BE, "utf-16-be", 2))
 
 
 @dataclass(frozen=True)
@@ -44,8 +41,8 @@ class Input:
     def amount(self) -> str:
         """How big the input is, for messages: "48.0 MiB", or "over 2.5 MiB" for a stream read only so far."""
         if self.size is not None and self.size >= len(self.raw):
-            return size(self.size)
-        return f"over {size(max(self.seen, len(self.raw)))}"
+            return human_size(self.size)
+        return f"over {human_size(max(self.seen, len(self.raw)))}"
 
     def close(self) -> None:
         """Drop the temp file of a spooled stream (its bytes were in no other place)."""
@@ -200,7 +197,7 @@ def spool_chunks(spool: BinaryIO, size: int) -> Chunks:
 def whole_lines(raw: bytes) -> bytes:
     """The text bytes of an input read only so far, up to its last line break, so no character is cut in two."""
     utf16 = utf16_codec(raw) or bare_utf16_codec(raw)  # UTF-16 without a byte-order mark, as textfile reads it
-    for bom, codec, unit in (*_BOMS, (b"", utf16, 2)) if utf16 else _BOMS:
+    for bom, codec, unit in (*BOM_CODECS, (b"", utf16, 2)) if utf16 else BOM_CODECS:
         if raw.startswith(bom):
             newline = "\n".encode(codec)
             at = raw.rfind(newline)

@@ -8,6 +8,7 @@ import os
 import re
 import stat
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +22,7 @@ SUFFIX = ".safetensors"
 TMP_SUFFIX = ".tmp"
 LOCKED_TMP_SUFFIX = ".lk.tmp"  # a temp file whose writer holds a lock on it (flock) while it writes
 LEFTOVER_AFTER_S = 3600.0  # an unlocked temp file (older tmix) not written to for this long is a leftover
+_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}(?P<suffix>(?:\.lk)?\.tmp)")  # temp_name's, or older
 
 
 def kv_dir(create: bool = True) -> Path:
@@ -113,11 +115,6 @@ def _entry(p: Path) -> dict | None:
     return entry
 
 
-def count(n: int, thing: str) -> str:
-    """"1 KV file", "2 KV files": a count for the cache's lines."""
-    return f"{n} {thing}" + ("" if n == 1 else "s")
-
-
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", re.IGNORECASE)
 DEFAULT_CACHE_MAX = "20G"
 
@@ -198,6 +195,18 @@ def temp_files(root: Path | None = None) -> list[Path]:
     return [p for p in root.iterdir() if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)]
 
 
+def temp_name(path: Path) -> Path:
+    """A new temp file's path beside `path`, which is written first, then renamed to it: ".<name>.<pid>.<8
+    hex>.lk.tmp" (an older tmix's end in .tmp alone, without the writer's lock)."""
+    return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{LOCKED_TMP_SUFFIX}"
+
+
+def temp_of(path: Path, temp: Path) -> bool:
+    """Whether `temp` is a temp file temp_name gave for `path`."""
+    m = _TEMP.fullmatch(temp.name)
+    return m is not None and m["name"] == path.name and m["suffix"] == LOCKED_TMP_SUFFIX
+
+
 def temp_is_stale(path: Path, quiet_s: float = 60.0) -> bool:
     """True for a temp file no save will finish (see _stale): a leftover of a writer that died."""
     with _lock_tested(path) as (held, probe):
@@ -257,12 +266,9 @@ def _stale(path: Path, held: bool | None, probe: int | None, quiet_s: float = 60
 
 
 def _pid_of(path: Path) -> int | None:
-    """The writer's pid in a temp file's name ".<name>.<pid>.<8 hex>[.lk].tmp", if there is one."""
-    parts = path.name[: -len(LOCKED_TMP_SUFFIX if path.name.endswith(LOCKED_TMP_SUFFIX) else TMP_SUFFIX)].split(".")
-    try:
-        return int(parts[-2])
-    except (IndexError, ValueError):
-        return None
+    """The writer's pid in a temp file's name (temp_name), if it has one."""
+    m = _TEMP.fullmatch(path.name)
+    return int(m["pid"]) if m is not None else None
 
 
 def _alive(pid: int) -> bool:

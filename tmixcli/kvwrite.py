@@ -15,10 +15,8 @@ import errno
 import fcntl
 import os
 import queue
-import re
 import shutil
 import threading
-import uuid
 import weakref
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ import torch
 
 from tmixcli import kvstore
 from tmixcli.errors import TmixError
-from tmixcli.kvfolder import LOCKED_TMP_SUFFIX, remove_file, room_hint, temp_is_stale
+from tmixcli.kvfolder import remove_file, room_hint, temp_is_stale, temp_name, temp_of
 from tmixcli.sizes import human_size
 
 ROOM = 1024  # header bytes reserved for metadata known only after the prefill (prefill_s, prefill_device)
@@ -54,7 +52,7 @@ def _locked_temp(path: Path) -> tuple[Path, int]:
     included: readers (`tmix cache`, the cap) tell a live writer's file from a leftover by that lock, whatever became
     of the pid in its name. A name a reader removed before it was locked (found unlocked) is given up for another."""
     for _ in range(8):
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{LOCKED_TMP_SUFFIX}"
+        tmp = temp_name(path)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             _lock(fd)
@@ -75,10 +73,9 @@ def _locked_temp(path: Path) -> tuple[Path, int]:
 def _drop_leftovers(path: Path) -> None:
     """Remove temp files of earlier writes of `path` that no writer holds locked (one killed by kill -9): beside a
     `prefill -o` target no cache trim would ever find them."""
-    own = re.compile(rf"\.{re.escape(path.name)}\.\d+\.[0-9a-f]{{8}}{re.escape(LOCKED_TMP_SUFFIX)}")
     with contextlib.suppress(OSError):
         for p in path.parent.iterdir():
-            if own.fullmatch(p.name) and temp_is_stale(p):
+            if temp_of(path, p) and temp_is_stale(p):
                 remove_file(p)
 
 

@@ -17,6 +17,7 @@ from urllib.parse import unquote
 from tmixcli.errors import TmixError
 from tmixcli.docx import docx_text
 from tmixcli.embeds import Embeds
+from tmixcli.formats import FORMATS
 from tmixcli.htmlcodec import decode_html
 from tmixcli.htmltext import html_text
 from tmixcli.odt import odt_text
@@ -30,7 +31,6 @@ _ZIP_FORMATS = (  # suffix, content type declared in [Content_Types].xml or mime
     (".odt", _ODT_MIME, ("OpenDocument text (.odt)", "content.xml")),
     (".epub", b"application/epub+zip", ("EPUB book (.epub)", "META-INF/container.xml")),
 )
-FORMATS = "PDF, .docx, .odt, .pptx, .epub, HTML or UTF-8 text"  # what tmix reads, for error messages
 
 
 class ZipText(NamedTuple):

@@ -11,8 +11,8 @@ from pathlib import Path
 from tmixcli.cli_options import given
 from tmixcli.errors import TmixError
 from tmixcli.ggufheader import EndsInHeader, GgufHeader, read_header
-from tmixcli.modelinfo import converted_gguf_dir, model_folder, model_limits
-from tmixcli.paths import DEFAULT_MODEL, not_a_file, open_regular, read_regular
+from tmixcli.modelinfo import converted_gguf_dir, model_folder, model_limits, model_ref
+from tmixcli.paths import not_a_file, open_regular, read_regular
 from tmixcli.weightfiles import weights_problem
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
@@ -26,28 +26,26 @@ OPTIONAL_SIZES = ("num_key_value_heads", "head_dim", "max_position_embeddings")
 def check_model(spec: str | None) -> None:
     """Refuse a missing model path, a folder transformers cannot load or tmix cannot run, or a .gguf that is not one;
     a hub id is checked only where the local Hugging Face cache holds its config.json."""
-    if not spec or spec == DEFAULT_MODEL:
+    ref = model_ref(spec)
+    if ref.kind == "default":
         return
     named = spec + from_env(spec)
-    path = Path(spec).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise TmixError(f"model file not found: {named}")
-        converted = converted_gguf_dir(path) / "config.json"
+    if ref.kind == "missing":
+        raise TmixError(ref.not_found(named))
+    if ref.kind == "gguf":
+        converted = converted_gguf_dir(ref.path) / "config.json"
         if converted.is_file():  # converted before: its config.json says what it holds
             check_config(converted, f"{named} (converted to {converted.parent}) is not a usable model")
         else:
-            check_gguf(path, from_env(spec))
-    elif not path.exists():
-        if spec.startswith(("/", ".", "~")) or spec.count("/") > 1:  # `org/name` is a hub id
-            raise TmixError(f"model directory not found: {named}")
+            check_gguf(ref.path, from_env(spec))
+    elif ref.kind == "hub":
         snapshot = model_folder(spec)
         if snapshot is None:  # not in the local Hugging Face cache: only a download can bring it
             check_hub_reachable(spec)
         elif (snapshot / "config.json").is_file():
             check_config(snapshot / "config.json", f"{named} (in the Hugging Face cache) is not a usable model")
     else:
-        check_folder(path, named)
+        check_folder(ref.path, named)
 
 
 def from_env(spec: str | None) -> str:

@@ -1,5 +1,5 @@
-"""A model's depth and context from its config.json, read without torch where the model is already on disk, so
-arguments that do not fit it are refused before the slow imports and the load."""
+"""What a --model value names, and the model's depth and context from its config.json, read without torch where
+the model is already on disk, so arguments that do not fit it are refused before the slow imports and the load."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from tmixcli.errors import TmixError
 from tmixcli.paths import DEFAULT_MODEL, converted_gguf_name, models_dir, read_regular
@@ -25,19 +26,51 @@ def converted_gguf_dir(path: Path) -> Path:
     return models_dir() / converted_gguf_name(path)
 
 
+class ModelRef(NamedTuple):
+    """What a --model value names (model_ref): `kind` "default" (the embedded model), "gguf" (a .gguf file), "folder"
+    (another path that exists), "missing" (a path that does not) or "hub" (a Hugging Face id); `path`: the path, ~
+    expanded (None for the default and a hub id)."""
+
+    kind: str
+    path: Path | None
+
+    def not_found(self, named: str) -> str:
+        """The error for a "missing" path, `named` as the user gave it."""
+        return f"model {'file' if self.path.suffix == '.gguf' else 'directory'} not found: {named}"
+
+
+def model_ref(spec: str | None) -> ModelRef:
+    """What a --model value names: nothing or DEFAULT_MODEL is the default, a .gguf name a GGUF file, a path that exists
+    a folder, a name that looks like a path (/, ., ~ first, or two slashes) a missing one, else a hub id ("org/name").
+    A path that cannot even be looked up (an unknown ~user, a name too long) does not exist."""
+    if not spec or spec == DEFAULT_MODEL:
+        return ModelRef("default", None)
+    path = Path(spec)
+    try:
+        path = path.expanduser()
+        found = path.is_file() if path.suffix == ".gguf" else path.exists()
+    except (OSError, RuntimeError):
+        found = False
+    if found:
+        return ModelRef("gguf" if path.suffix == ".gguf" else "folder", path)
+    if path.suffix == ".gguf" or spec.startswith(("/", ".", "~")) or spec.count("/") > 1:
+        return ModelRef("missing", path)
+    return ModelRef("hub", None)
+
+
 def model_folder(spec: str | None) -> Path | None:
     """Where the files of the model `--model` names are, as models.load_model finds them (None: not on disk yet)."""
+    ref = model_ref(spec)
     try:
-        if not spec or spec == DEFAULT_MODEL:
+        if ref.kind == "default":
             return models_dir() / DEFAULT_MODEL
-        path = Path(spec).expanduser()
-        if path.suffix == ".gguf":
-            return converted_gguf_dir(path) if path.is_file() else None
-        if path.is_dir():
-            return path
+        if ref.kind == "gguf":
+            return converted_gguf_dir(ref.path)
+        if ref.kind == "folder":
+            return ref.path if ref.path.is_dir() else None
     except (OSError, RuntimeError, TmixError):
         return None
-    return _hub_snapshot(spec)
+    return _hub_snapshot(spec) if ref.kind == "hub" else None
 
 
 def _hub_snapshot(repo_id: str) -> Path | None:
@@ -55,17 +88,23 @@ def _hub_snapshot(repo_id: str) -> Path | None:
 
 
 def model_limits(spec: str | None = None) -> ModelLimits:
-    """Layers and context of `spec` (default: $TMIX_MODEL, else the embedded model) from its config.json on disk."""
+    """Layers and context of the model `--model` names (None: the embedded one) from its config.json on disk."""
     try:
-        folder = model_folder(spec or os.environ.get("TMIX_MODEL"))
+        folder = model_folder(spec)
         data = json.loads(read_regular(folder / "config.json")) if folder is not None else {}
     except (OSError, ValueError):
         return ModelLimits()
-    if not isinstance(data, dict):
+    return config_limits(data)
+
+
+def config_limits(config: object) -> ModelLimits:
+    """Layers and context a parsed config.json gives (a multimodal model's in its text_config): positive whole
+    numbers, else None. The one reading of these sizes before a load (model_limits, textcap, filetok)."""
+    if not isinstance(config, dict):
         return ModelLimits()
-    if "num_hidden_layers" not in data and isinstance(data.get("text_config"), dict):
-        data = data["text_config"]
-    return ModelLimits(_positive(data.get("num_hidden_layers")), _positive(data.get("max_position_embeddings")))
+    if "num_hidden_layers" not in config and isinstance(config.get("text_config"), dict):
+        config = config["text_config"]
+    return ModelLimits(_positive(config.get("num_hidden_layers")), _positive(config.get("max_position_embeddings")))
 
 
 def _positive(value: object) -> int | None:

@@ -24,7 +24,7 @@ from tmixcli import filetok
 from tmixcli.errors import TmixError
 from tmixcli.modelcheck import check_folder, check_gguf, check_hub_reachable, from_env
 from tmixcli.memfit import auto_bf16_note, check_conversion, check_room
-from tmixcli.modelinfo import converted_gguf_dir, model_context, model_folder
+from tmixcli.modelinfo import converted_gguf_dir, model_context, model_folder, model_ref
 from tmixcli.paths import DEFAULT_MODEL, mkdir_error, models_dir, read_regular
 from tmixcli.stdout import is_terminal
 from tmixcli.threads import configure_threads
@@ -201,24 +201,23 @@ def _save_plain(model: torch.nn.Module, out: Path) -> None:
               metadata={"format": "pt"})
 
 
-def _resolve_source(spec: str | None, progress: bool) -> tuple[str, dict, str]:
-    """Map a --model value to (path or id, extra from_pretrained kwargs, stable model id)."""
-    if not spec or spec == DEFAULT_MODEL:
-        return str(default_model_dir(progress)), {}, DEFAULT_MODEL
-    path = Path(spec).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise TmixError(f"model file not found: {spec}{from_env(spec)}")
-        converted = converted_gguf_dir(path)
+def _resolve_source(spec: str | None, progress: bool) -> tuple[str, Path | None, str]:
+    """Map a --model value to (path or id, its local folder (None: a hub id), stable model id)."""
+    ref = model_ref(spec)
+    if ref.kind == "default":
+        folder = default_model_dir(progress)
+        return str(folder), folder, DEFAULT_MODEL
+    if ref.kind == "missing":
+        raise TmixError(ref.not_found(spec + from_env(spec)))
+    if ref.kind == "gguf":
+        converted = converted_gguf_dir(ref.path)
         if not (converted / "config.json").is_file():
-            convert_gguf(path.resolve(), converted, progress)
-        return str(converted), {}, path.name
-    if not path.exists() and (spec.startswith(("/", ".", "~")) or spec.count("/") > 1):
-        raise TmixError(f"model directory not found: {spec}{from_env(spec)}")
-    if path.exists():
-        check_folder(path, spec + from_env(spec))
-        return str(path), {}, path.resolve().name
-    return spec, {}, spec
+            convert_gguf(ref.path.resolve(), converted, progress)
+        return str(converted), converted, ref.path.name
+    if ref.kind == "folder":
+        check_folder(ref.path, spec + from_env(spec))
+        return str(ref.path), ref.path, ref.path.resolve().name
+    return spec, None, spec
 
 
 def _load_failed(model_id: str, err: Exception | None, folder: Path | None = None) -> TmixError:
@@ -293,9 +292,7 @@ def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto
         extra = {"device_map": "auto"}
     else:
         extra = {}
-    source, more, model_id = _resolve_source(spec or os.environ.get("TMIX_MODEL"), progress)
-    extra.update(more)
-    folder = Path(source) if Path(source).exists() else None
+    source, folder, model_id = _resolve_source(spec, progress)
     if device_map is None:
         dt = _fitting_dtype(model_id, folder or model_folder(source), dtype, dt, dev, progress)
         if dev.type == "cuda":

@@ -13,10 +13,11 @@ from tmixcli.config import AttentionConfig, Settings, default_start_layer
 from tmixcli.context import SAME_TEXT, Context, device_name, expected_meta, load_into, now, rewind, stored_tokens
 from tmixcli.documents import Document
 from tmixcli.errors import TmixError
-from tmixcli.fit import ANSWER_ROOM, check_prefix, check_question, context_limit, fit_document, question_room
+from tmixcli.fit import check_prefix, check_question, fit_document, reserved_room
 from tmixcli.kvcache import HEADROOM
 from tmixcli.models import LoadedModel, layer_devices
 from tmixcli.resident import ResidentKV
+from tmixcli.sizes import count, human_size
 
 _NOT_USED = "cache file "  # starts the note of a KV file that failed its checks
 Announce = Callable[[Context, int], None]  # told the prompt's token count before a KV file is read or a prefill runs
@@ -91,8 +92,11 @@ def open_known(lm: LoadedModel, ident: str, s: Settings, resident: ResidentKV | 
         n_tokens = stored_tokens(kvheader.read_checked_meta(path))
     except TmixError:
         return None
-    if not s.truncate and n_tokens + question_room(lm, s) + s.max_new_tokens > context_limit(lm):
-        return None  # read it again, so the usual "does not fit" error names the numbers
+    if not s.truncate:
+        try:
+            check_prefix(lm, n_tokens, entry["doc_name"], s)
+        except TmixError:
+            return None  # read them again, so the usual "does not fit" error names the numbers
     check_question(lm, n_tokens, s)
     attention.attach(lm.model, attn)
     ctx = Context(lm, attn, [], None, entry["doc_name"], s.system, start_layer_source=source,
@@ -126,7 +130,8 @@ def open_kv(lm: LoadedModel, path: Path, s: Settings, resident: ResidentKV | Non
 
 
 def _index_key(lm: LoadedModel, attn: AttentionConfig, s: Settings) -> str:
-    room = question_room(lm, s) + max(ANSWER_ROOM, s.max_new_tokens) if s.truncate else None
+    """The document index's key for these settings; with --truncate, also the room its cut left (fit_document)."""
+    room = reserved_room(lm, s) if s.truncate else None
     return docindex.settings_key(kvstore.model_fingerprint(lm.model, lm.tokenizer), attn.to_dict(),
                                  prompt.template_hash(lm.tokenizer, s.system), room)
 
@@ -154,8 +159,8 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
                               doc_sha256=doc.sha256, template_hash=prompt.template_hash(lm.tokenizer, s.system),
                               n_tokens=len(ids), system=s.system or "")
     if save and cap is not None and _planned_bytes(lm, len(ids)) > cap:
-        over = (f"its {kvfolder.human_size(_planned_bytes(lm, len(ids)))} exceed the cache cap TMIX_CACHE_MAX "
-                f"({kvfolder.human_size(cap)})")
+        over = (f"its {human_size(_planned_bytes(lm, len(ids)))} exceed the cache cap TMIX_CACHE_MAX "
+                f"({human_size(cap)})")
         _unsaved(ctx, s, over, f"KV file not saved: {over}; raise the cap or write the file elsewhere with -o",
                  "over the cache cap")
         save = False
@@ -302,8 +307,8 @@ def _saver(path: Path, cache: object, ids: list[int], meta: dict, limit: int | N
         if limit is not None and size > limit:
             if writer is not None:
                 writer.abort()
-            return [f"KV file not saved: its {kvfolder.human_size(size)} exceed the cache cap TMIX_CACHE_MAX "
-                    f"({kvfolder.human_size(limit)})"]
+            return [f"KV file not saved: its {human_size(size)} exceed the cache cap TMIX_CACHE_MAX "
+                    f"({human_size(limit)})"]
         if writer is not None and writer.usable:
             writer.wait()
         else:
@@ -314,7 +319,7 @@ def _saver(path: Path, cache: object, ids: list[int], meta: dict, limit: int | N
         lines = [f"{kvfolder.cannot_remove(failed)}; the cache stays over TMIX_CACHE_MAX"] if failed else []
         if not gone:
             return lines
-        freed = kvfolder.human_size(sum(e["size"] for e in gone))
-        removed = kvfolder.count(len(gone), "least recently used KV file")
-        return [f"removed {removed} ({freed}) to stay under TMIX_CACHE_MAX ({kvfolder.human_size(limit)})", *lines]
+        freed = human_size(sum(e["size"] for e in gone))
+        removed = count(len(gone), "least recently used KV file")
+        return [f"removed {removed} ({freed}) to stay under TMIX_CACHE_MAX ({human_size(limit)})", *lines]
     return save

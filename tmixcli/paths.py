@@ -186,7 +186,7 @@ def converted_gguf_name(gguf: Path) -> str:
     return f"gguf-{gguf.stem}-{gguf.stat().st_size}"
 
 
-TEMP_NAME_EXTRA = 32  # a file is written as ".<name>.<pid>.<8 hex>.lk.tmp" (or ".tmp") first, then renamed
+TEMP_NAME_EXTRA = 32  # bytes kvfolder.temp_name adds to a file name: its temp file, renamed to it once written
 
 
 def check_output(path: Path | str | None, option: str) -> Path | None:

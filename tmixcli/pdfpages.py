@@ -11,6 +11,8 @@ from tmixcli.tidy import LIGATURES, tidy
 _SOFT_HYPHEN_BREAK = re.compile(r"\u00ad[ \t]*\n?[ \t]*")
 _SPACE_RUN = re.compile(r"[ \t\u00a0]+")
 _PAGE_SPEC = re.compile(r"(\d+)(?:\s*-\s*(\d*))?|-\s*(\d+)")  # N, N-M, N- (to the end), -M (from page 1)
+_MARK = "--- page "  # starts the line join_pages puts before a page: "--- page 7 ---"
+_MARKS = re.compile(rf"^{_MARK}(\d+) ---$", re.MULTILINE)
 
 
 def parse_pages(spec: str, n_pages: int) -> list[int]:
@@ -90,7 +92,18 @@ def join_pages(indexes: list[int], texts: list[str]) -> str:
     parts = []
     for index, text in zip(indexes, texts):
         if index > 0:
-            parts.append(f"--- page {index + 1} ---")
+            parts.append(f"{_MARK}{index + 1} ---")
         parts.append(text)
     return "\n\n".join(part for part in parts if part)
 
+
+def kept_pages(text: str, kept: str) -> tuple[int, int, bool]:
+    """The first and last page of a PDF's joined text (join_pages) that its beginning `kept` holds, and whether it
+    holds the last one only in part (a marker with none of its page's text after it holds no page)."""
+    pages = [(m.start(), m.end(), int(m[1])) for m in _MARKS.finditer(kept)]  # each page's marker, number
+    if not kept.startswith(_MARK):
+        pages.insert(0, (0, 0, 1))  # page 1 has no marker
+    while len(pages) > 1 and not kept[pages[-1][1]:].strip():
+        kept = kept[:pages.pop()[0]]
+    rest = text[len(kept):].lstrip()
+    return pages[0][2], pages[-1][2], not text.startswith(kept) or bool(rest) and not rest.startswith(_MARK)

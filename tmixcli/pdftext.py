@@ -24,12 +24,20 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 PDF_MAGIC = b"%PDF-"
+PDF_END = 8192  # a PDF's last bytes, which hold its end-of-file marker
 
 
-def is_pdf(raw: bytes) -> bool:
+def is_pdf(raw: bytes, end: bytes | None = None) -> bool:
     """A PDF by its %PDF- header: at the start, or after up to about 4 KB of junk (which readers skip) in a file
-    that also ends like a PDF (so a text that mentions "%PDF-" stays text)."""
-    return raw[:1024].lstrip()[:5] == PDF_MAGIC or (PDF_MAGIC in raw[:4096] and b"%%EOF" in raw[-8192:])
+    that also ends like a PDF (so a text that mentions "%PDF-" stays text). `end`: the input's last bytes where
+    `raw` holds only its first ones (b"" where they are not known: then only a header at the start tells)."""
+    last = raw if end is None else end
+    return raw[:1024].lstrip()[:5] == PDF_MAGIC or (PDF_MAGIC in raw[:4096] and b"%%EOF" in last[-PDF_END:])
+
+
+def named_pdf(name: str) -> bool:
+    """Whether a file's name says it is a PDF (.pdf, any case), whatever its bytes are."""
+    return name.lower().endswith(".pdf")
 
 
 class PdfText(NamedTuple):
@@ -107,7 +115,7 @@ def _open_pdf(raw: bytes, label: str, password: str | None) -> PdfReader:
     """Open a PDF with pypdf and decrypt it if needed (empty password first, then `password`)."""
     from pypdf import PdfReader
 
-    if b"%%EOF" not in raw[-8192:]:
+    if b"%%EOF" not in raw[-PDF_END:]:
         raise TmixError(f"{label} is a corrupt or truncated PDF (no end-of-file marker)")
     reader = _pdf_call(lambda: PdfReader(io.BytesIO(raw)), label)
     if _pdf_call(lambda: reader.is_encrypted, label):

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from tmixcli.errors import TmixError
+from tmixcli.modelinfo import model_ref
 from tmixcli.paths import DEFAULT_MODEL, cache_root, models_dir
 
 _GPU_NODES = ("/dev/nvidia[0-9]*", "/dev/dxg", "/dev/kfd")  # NVIDIA, WSL2, ROCm: no GPU is usable without one
@@ -49,13 +50,13 @@ def _device(device: str, cuda: bool | None) -> str:
 
 def _model(spec: str | None) -> list[str]:
     """One spelling per model: the default (named, left out, or its converted folder), a file or folder by its real
-    absolute path, else a hub id as given (models._resolve_source reads --model in this order)."""
-    if not spec or spec == DEFAULT_MODEL:
+    absolute path, else a hub id as given (what modelinfo.model_ref says it names)."""
+    ref = model_ref(spec)
+    if ref.kind == "default":
         return ["default"]
     try:
-        path = Path(spec).expanduser()
-        real = path.resolve() if path.exists() else None
-    except (OSError, RuntimeError):  # an unknown ~user, a symlink loop: not a path tmix could load either
+        real = ref.path.resolve() if ref.kind in ("gguf", "folder") else None
+    except (OSError, RuntimeError):  # a symlink loop: not a path tmix could load either
         real = None
     if real is None:
         return ["id", spec]

@@ -7,9 +7,9 @@ The haystack holds no digits and no upper-case runs, so each answer number appea
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import asdict, dataclass
 
+from tmixcli.eval_answer import normalised
 from tmixcli.prompt import build_prompt
 
 TASKS = ("needle", "multikey", "multivalue", "vt")
@@ -206,11 +206,8 @@ def make_cases(tokenizer, tasks: list[str] | tuple[str, ...], n: int, length: in
     return cases
 
 
-def _norm(text: str) -> str:
-    return re.sub(r"(?<=\d)[,\u202f ](?=\d{3}\b)", "", text).lower()
-
-
 def score(text: str, answers: list[str]) -> bool:
-    """Exact match: every answer appears in the generated text (case-insensitive, thousands separators ignored)."""
-    t = _norm(text)
-    return all(a.lower() in t for a in answers)
+    """Exact match: every answer appears in the generated text (eval_answer.normalised: case, spacing and thousands
+    separators aside)."""
+    t = normalised(text)
+    return all(normalised(a) in t for a in answers)

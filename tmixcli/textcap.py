@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from tmixcli.modelinfo import model_folder
+from tmixcli.modelinfo import config_limits, model_folder
 from tmixcli.paths import read_regular
 
 FALLBACK_TEXT_BYTES = 64 << 20  # bytes of text read when the model's cap is not known yet (its files not on disk)
@@ -75,26 +74,18 @@ def too_much(subject: str, cap: TextCap | None, pdf: bool = False) -> str:
             f"{cap.context} tokens of up to {cap.longest}); {hint}")
 
 
-def size(n: int) -> str:
-    """A byte count for messages: 512 bytes, 40 KiB, 2.5 MiB."""
-    if n < 1024:
-        return f"{n} bytes"
-    return f"{n / 1024:.0f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MiB"
-
-
 def files_cap(spec: str | None) -> TextCap | None:
     """The cap of a --model value from its config.json and tokenizer.json alone (no torch): None when they are not
     on disk yet (a model not converted or downloaded) or do not say."""
-    folder = model_folder(spec or os.environ.get("TMIX_MODEL"))
+    folder = model_folder(spec)
     if folder is None:
         return None
     try:
-        config = json.loads(read_regular(folder / "config.json"))
-        context = int(config["max_position_embeddings"])
+        context = config_limits(json.loads(read_regular(folder / "config.json"))).context
         data = json.loads(read_regular(folder / "tokenizer.json"))
         vocab = data["model"]["vocab"]
         words = list(vocab) if isinstance(vocab, dict) else [str(piece[0]) for piece in vocab]
         words += [str(t.get("content", "")) for t in data.get("added_tokens") or []]
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
-    return cap_of(context, words) if context > 0 and words else None
+    return cap_of(context, words) if context is not None and words else None

@@ -6,8 +6,9 @@ from __future__ import annotations
 from tmixcli.charsets import (bare_utf16_codec, bom_text, central_codec, mixed_text, utf16_codec, utf16_text,
                               western_text)
 from tmixcli.errors import TmixError
-from tmixcli.markup import FORMATS
+from tmixcli.formats import FORMATS
 from tmixcli.misread import ICONV
+from tmixcli.pdftext import named_pdf
 from tmixcli.tidy import nonempty, tidy
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -43,7 +44,7 @@ def _decoded(raw: bytes, label: str) -> tuple[str, str | None]:
     if utf16 is not None:
         return utf16[0], _unmarked(label, utf16[1])
     refuse_binary(raw, label)
-    if label.lower().endswith(".pdf"):
+    if named_pdf(label):
         raise TmixError(f"{label} is not a valid PDF (no %PDF- header); it may be corrupt")
     try:
         return raw.decode("utf-8-sig"), None

@@ -12,6 +12,7 @@ import torch
 
 from tmixcli import checkpoints, cpushare
 from tmixcli.errors import TmixError
+from tmixcli.sizes import count
 
 CORES = torch.get_num_threads()  # torch's own count, before tmix sets one: the CPUs this process may use, or
 # OMP_NUM_THREADS
@@ -117,7 +118,7 @@ def said() -> str:
     if not counts:
         return ""
     low, high = min(counts), max(counts)
-    return f"{low} thread" if high == 1 else f"{low}-{high} threads" if low < high else f"{high} threads"
+    return count(high, "thread") if low == high else f"{low}-{high} threads"
 
 
 def described() -> str:
