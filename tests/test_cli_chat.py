@@ -183,3 +183,39 @@ def test_dropped_turns_leave_the_state_of_a_conversation_that_began_later(tiny_d
     generate.extend(lm.model, fresh.cache, history)
     expected = answer.ask_ids(fresh, prompt.followup_ids(tok, q), s)
     assert a == expected.ids and a
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, "error"])
+def test_chat_reads_again_after_an_interrupted_or_failed_reread(capsys, monkeypatch, tiny_dir, tmp_path, failure):
+    """Ctrl-C (or an error) while an edited document was read again left the chat on the old version for good: the
+    next questions found no change and were answered from the old text. The change now stands until a re-read ends."""
+    from tmixcli import generate
+    from tmixcli.errors import TmixError
+
+    doc = tmp_path / "minutes.txt"
+    text = (DOCS / "notes.txt").read_text()[:1000]
+    grown = text + "\nThe new site manager is Ola Nordmann.\n"
+    doc.write_text(text)
+    real, calls = generate.prefill, []
+
+    def second_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the prefill of the edited version
+            raise KeyboardInterrupt if failure is KeyboardInterrupt else TmixError("the disk went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generate, "prefill", second_fails)
+    q = "Who is the site manager?"
+    monkeypatch.setattr(sys, "stdin", _Questions((None, q), (lambda: doc.write_text(grown), q), (None, q), (None, q)))
+    args = ("--model", tiny_dir, "--max-new-tokens", "8", *TINY)
+    code, out, err = run(capsys, "chat", str(doc), *args)
+    assert code == 0 and err.count("TTFT") == 4 and "Traceback" not in err, err
+    assert err.count("tmix: minutes.txt changed; reading it again") == 2, err
+    said = "interrupted" if failure is KeyboardInterrupt else "(the disk went away)"
+    assert said in err and "answering from the version already read (the next question tries again)" in err
+    doc.write_text(text)
+    old = ask_json(capsys, str(doc), q, *args)
+    doc.write_text(grown)
+    new = ask_json(capsys, str(doc), q, *args)
+    assert new["cache_hit"]  # the chat's re-read saved the new version's KV file
+    assert _squeezed(out) == _squeezed(old["answer"] * 2 + new["answer"] * 2)

@@ -179,3 +179,27 @@ def test_a_proc_document_is_read_again_by_the_next_question(capsys, monkeypatch,
     code, _, err = run(capsys, "ask", *args)
     assert code == 0 and "not read again" not in err, err
     assert reads
+
+
+def test_a_kv_file_copied_under_another_key_is_not_served(capsys, tiny_dir, tmp_path):
+    """The index pointed at a KV file whose contents a user had replaced by another document's (a backup restored
+    under the wrong name): a warm ask answered from the other document, "not read again". Its stored prefix is now
+    checked against the key it is filed under, and the document is read."""
+    import shutil
+
+    from tmixcli import kvheader
+
+    docs = [tmp_path / "sw1.txt", tmp_path / "sw2.txt"]
+    docs[0].write_text("The vault code is 1357. " * 10)
+    docs[1].write_text("The vault code is 8642. " * 10)
+    opts = ("--model", tiny_dir, *TINY)
+    paths = []
+    for doc in docs:
+        code, out, err = run(capsys, "prefill", str(doc), "--quiet", *opts)
+        assert code == 0, err
+        paths.append(Path(out.strip()))
+    own = kvheader.read_prefix_ids(paths[0])
+    shutil.copyfile(paths[1], paths[0])
+    code, _, err = run(capsys, "ask", str(docs[0]), "What is the vault code?", "--max-new-tokens", "4", *opts)
+    assert code == 0 and "not read again" not in err and "same text as sw2.txt" not in err, err
+    assert kvheader.read_prefix_ids(paths[0]) == own  # the document was read and its KV file written again

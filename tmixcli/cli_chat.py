@@ -101,8 +101,9 @@ def chat(
 def _follow_changes(watch: SourceWatch, talk: Conversation, reopen: Callable[[], Context],
                     quiet: bool) -> Context | None:
     """Before a chat question: read the documents again when they changed on disk, or say that one can no longer be
-    read; either way the chat goes on (from the version already read when the new one cannot be had). Returns the
-    new version's context, whose prefill (or KV load) the question waited for; None when there is none."""
+    read; either way the chat goes on (from the version already read when the new one cannot be had; a re-read that
+    failed or was interrupted is tried again before the next question). Returns the new version's context, whose
+    prefill (or KV load) the question waited for; None when there is none."""
     changed = watch.poll()
     lost = [f"{name} can no longer be read ({why})" for name, why in changed if why is not None]
     if lost:
@@ -114,15 +115,16 @@ def _follow_changes(watch: SourceWatch, talk: Conversation, reopen: Callable[[],
     cli_open.status(quiet, f"{names} changed; reading {'it' if len(changed) == 1 else 'them'} again")
     for note in cli_open.save_quietly(talk.ctx):  # the old version's KV file: the new prefill takes its unchanged rows
         cli_open.status(quiet, note)
+    old = "answering from the version already read (the next question tries again)"
     try:
         ctx = reopen()
     except TmixError as err:
-        cli_open.warn(f"cannot read {names} again ({err}); answering from the version already read")
+        cli_open.warn(f"cannot read {names} again ({err}); {old}")
         return None
     except KeyboardInterrupt:  # said also under --quiet, as warn() does
-        cli_open.status_after_interrupt(False, f"reading {names} again was interrupted; answering from the version "
-                                               "already read")
+        cli_open.status_after_interrupt(False, f"reading {names} again was interrupted; {old}")
         return None
+    watch.accept()  # only now: the version read is the new one
     cli_open.describe(ctx, quiet)
     if talk.turns:
         cli_open.status(quiet, "the conversation starts over on the new version")

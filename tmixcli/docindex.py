@@ -4,7 +4,9 @@ Reading a 250-page PDF and tokenizing it takes seconds on every question, while 
 a fraction of that. An entry is keyed by the files' identities (path, size, mtime, ctime, inode: any edit changes
 ctime) and the reading options, then by everything else that shapes the prefix (model, attention, template,
 --truncate's room); it is only a pointer: the KV file is still checked against the model and settings when loaded.
-Files whose stat tells no change (/proc, /sys, a size of 0) are always read; `chat` hashes their contents.
+Files whose stat tells no change (/proc, /sys, a size of 0) are always read; `chat` hashes their contents. A stat
+taken within seconds of a change may stay the same through the next edit on coarse clocks (git's "racy clean"):
+what it recorded is trusted only while the files' bytes are still the ones read.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,19 +24,41 @@ from tmixcli.errors import TmixError
 from tmixcli.kvfolder import remove_file
 from tmixcli.paths import cache_subdir, open_regular, read_regular
 
-INDEX_VERSION = "1"
+INDEX_VERSION = "2"  # 2: entries recorded from a racy stat are marked (1 trusted them all)
+RACY_NS = 3 * 10**9  # FAT keeps mtime in 2 s steps, and the kernel stamps files from a clock a tick behind
 
 
-def identity(paths: Sequence[str], pages: str | None, password: str | None) -> str | None:
+class Identity(str):
+    """identity()'s digest, which also knows its files and whether their stat was taken too soon after a change to
+    stand for their bytes alone (`racy`: then what it leads to is checked against their bytes)."""
+
+    files: tuple[str, ...]
+    racy: bool
+
+    def __new__(cls, digest: str, files: Sequence[str] = (), racy: bool = False) -> Identity:
+        ident = super().__new__(cls, digest)
+        ident.files, ident.racy = tuple(files), racy
+        return ident
+
+
+def identity(paths: Sequence[str], pages: str | None, password: str | None) -> Identity | None:
     """Digest of the documents' file identities and reading options; None when those cannot stand for the text
     (stdin, a password, an empty path, a path that does not stat): such runs always read their documents."""
     if password is not None or not paths or "-" in paths or "" in paths:
         return None
+    taken = time.time_ns()  # before the stats: an edit after this moment is stamped no earlier than RACY_NS before it
     try:
         files = file_stats(paths)
     except (OSError, TmixError, _StatTellsNothing):
         return None
-    return _digest([INDEX_VERSION, __version__, files, pages])
+    return Identity(_digest([INDEX_VERSION, __version__, files, pages]), [f[0] for f in files],
+                    any(_racy(f, taken) for f in files))
+
+
+def _racy(row: list, taken: int) -> bool:
+    """Whether a file_stats row, stat'ed at `taken` (ns) or later, could stay the same through an edit made after it:
+    its mtime or ctime is not safely older than that moment on a file system with coarse timestamps."""
+    return len(row) == 6 and max(row[2], row[3]) >= taken - RACY_NS
 
 
 class _StatTellsNothing(Exception):
@@ -98,31 +123,69 @@ def _content_digest(path: Path) -> str:
 
 class SourceWatch:
     """Tells from stat alone (size, times, inode; nothing is read) when documents change on disk (`tmix chat`); a
-    file whose stat tells no change (/proc, /sys) by its bytes."""
+    file whose stat tells no change (/proc, /sys), or one stat'ed within seconds of a change (racy), by its bytes."""
 
     def __init__(self, paths: Sequence[str]) -> None:
         self.paths = list(paths)
-        self.seen = {p: _state(p) for p in self.paths}
+        self.seen = {p: _state(p) for p in self.paths}  # the versions read (taken before the reading)
+        self._new: dict[str, list] = {}  # versions found by the last poll, not yet read (accept)
 
     def poll(self) -> list[tuple[str, str | None]]:
-        """(name, None) for each document changed since the last poll, (name, why) for one that cannot be read."""
+        """(name, None) for each document changed since the version read, (name, why) for one that cannot be read
+        (said once). A change is told again by each poll until accept() says the new version was read."""
         changed = []
+        self._new = {}
         for p in self.paths:
             now = _state(p)
-            if now != self.seen[p]:
-                changed.append((Path(p).name, now if isinstance(now, str) else None))
+            if _same(self.seen[p], now):
+                self.seen[p] = now  # a racy state its bytes confirmed may be old enough now for stat alone
+            elif isinstance(now, str):
+                changed.append((Path(p).name, now))
                 self.seen[p] = now
+            else:
+                changed.append((Path(p).name, None))
+                self._new[p] = now
         return changed
+
+    def accept(self) -> None:
+        """The documents changed at the last poll were read again: later polls compare with those versions."""
+        self.seen.update(self._new)
+        self._new = {}
 
 
 def _state(path: str) -> list | str:
-    """The stat identity of a document (a folder: of its files), or why it cannot be had."""
+    """The stat identity of a document's files (a folder's: each), with the sha256 of the bytes of each stat'ed too
+    soon after a change to stand for them alone; or why it cannot be had."""
+    taken = time.time_ns()
     try:
-        return file_stats([path], contents=True)
+        return [[*f, _content_digest(Path(f[0]))] if _racy(f, taken) else f for f in file_stats([path], contents=True)]
     except OSError as err:
         return err.strerror or str(err)
     except TmixError as err:
         return str(err)
+
+
+def _same(old: list | str, new: list | str) -> bool:
+    """Whether two states tell the same version of a document: the same stats, and where the old one was racy, the
+    same bytes (read now unless the new state holds their digest)."""
+    if isinstance(old, str) or isinstance(new, str) or len(old) != len(new):
+        return old == new
+    for was, now in zip(old, new):
+        if was[:6] != now[:6]:
+            return False
+        if len(was) == 7 and was[6] != (now[6] if len(now) == 7 else _files_digest([now[0]])):
+            return False
+    return True
+
+
+def _files_digest(files: Sequence[str]) -> str | None:
+    """Document.sha256 of these files' bytes (documents.py: of the one file's bytes, or of the files' digests joined
+    for several); None when one cannot be read."""
+    try:
+        digests = [_content_digest(Path(f)) for f in files]
+    except OSError:
+        return None
+    return digests[0] if len(digests) == 1 else hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
 def settings_key(fingerprint: str, attn: dict, template_hash: str, truncate_room: int | None) -> str:
@@ -136,18 +199,29 @@ def known(ident: str | None) -> bool:
 
 
 def lookup(ident: str, key: str) -> dict | None:
-    """The entry {kv, doc_name, doc_sha256, notes} recorded for these documents and settings, if any."""
+    """The entry {kv, doc_name, doc_sha256, notes} recorded for these documents and settings, if any; one recorded
+    from a racy stat only while the files' bytes are those read then (doc_sha256), and from then on by stat alone
+    once this stat is not racy."""
     try:
-        entry = _read(_path(ident)).get(key)
+        entries = _read(_path(ident))
+        entry = entries.get(key)
     except (OSError, ValueError, AttributeError):
         return None
     fields = ("kv", "doc_name", "doc_sha256", "notes")
-    return entry if isinstance(entry, dict) and all(f in entry for f in fields) else None
+    if not isinstance(entry, dict) or not all(f in entry for f in fields):
+        return None
+    if entry.get("racy"):
+        if not isinstance(ident, Identity) or _files_digest(ident.files) != entry["doc_sha256"]:
+            return None
+        if not ident.racy:
+            entry = {f: entry[f] for f in fields}
+            _write(_path(ident), {**entries, key: entry})
+    return entry
 
 
 def remember(ident: str, key: str, kv_path: Path, doc_name: str, doc_sha256: str, notes: Sequence[str]) -> None:
     """Record that these documents and settings lead to `kv_path` (atomically; a failure, such as a cache folder
-    that cannot be written, only costs speed)."""
+    that cannot be written, only costs speed). A racy identity's entry is marked, for lookup to check the bytes."""
     try:
         path = _path(ident, create=True)
     except TmixError:
@@ -157,6 +231,13 @@ def remember(ident: str, key: str, kv_path: Path, doc_name: str, doc_sha256: str
     except (OSError, ValueError):
         entries = {}
     entries[key] = {"kv": kv_path.name, "doc_name": doc_name, "doc_sha256": doc_sha256, "notes": list(notes)}
+    if isinstance(ident, Identity) and ident.racy:
+        entries[key]["racy"] = True
+    _write(path, entries)
+
+
+def _write(path: Path, entries: dict) -> None:
+    """Replace an index file atomically; one that cannot be written is left as it was."""
     tmp: str | None = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".tmp", dir=path.parent)

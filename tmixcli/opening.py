@@ -90,6 +90,9 @@ def open_known(lm: LoadedModel, ident: str, s: Settings, resident: ResidentKV | 
         return None
     try:
         n_tokens = stored_tokens(kvheader.read_checked_meta(path))
+        fp = kvstore.model_fingerprint(lm.model, lm.tokenizer)
+        if kvstore.cache_key(fp, attn, kvheader.read_prefix_ids(path)) != path.stem:
+            return None  # not the prefix its name addresses (a KV file copied under another key): read the documents
     except TmixError:
         return None
     if not s.truncate:
