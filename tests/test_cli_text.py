@@ -29,7 +29,7 @@ def test_several_documents_under_their_headings_as_in_the_prompt(capsys, tmp_pat
     code, out, err = run(capsys, "text", *paths)
     assert (code, err) == (0, "")
     assert out == load_documents(paths).text + "\n"
-    assert out == "Document 1 of 2: a.txt\n\nfirst text\n\nDocument 2 of 2: b.md\n\nsecond text\n"
+    assert out == "Document 1: a.txt\n\nfirst text\n\nDocument 2: b.md\n\nsecond text\n"
 
 
 def test_stdin(capsys, monkeypatch):

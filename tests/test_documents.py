@@ -184,12 +184,14 @@ def test_several_documents_read_as_one(tmp_path, three_pages):
     doc = load_documents([txt, pdf, "-"], password="s", stdin=io.BytesIO(b"From stdin."))
     parts = [load_document(txt), load_document(pdf, password="s")]
     assert doc.name == "notes.txt + locked.pdf + stdin" and doc.pages == 3 and len(doc.parts) == 3
-    assert doc.text.startswith("Document 1 of 3: notes.txt\n\nBudget: 12 kroner.\n\nDocument 2 of 3: locked.pdf")
-    assert doc.text.index("Bravo page two") < doc.text.index("Document 3 of 3: stdin\n\nFrom stdin.")
+    assert doc.text.startswith("Document 1: notes.txt\n\nBudget: 12 kroner.\n\nDocument 2: locked.pdf")
+    assert doc.text.index("Bravo page two") < doc.text.index("Document 3: stdin\n\nFrom stdin.")
     assert [p.sha256 for p in doc.parts[:2]] == [p.sha256 for p in parts]
     swapped = load_documents([pdf, txt], password="s")
     assert swapped.sha256 not in (doc.sha256, *(p.sha256 for p in parts))
     assert load_documents([txt]) == parts[0]  # one document is read exactly as before
+    two = load_documents([txt, pdf], password="s")  # the headings do not name the count: one more only appends
+    assert doc.text.startswith(two.text + "\n\nDocument 3: stdin\n\n")
 
 
 @pytest.mark.parametrize("paths,kwargs,needle", [

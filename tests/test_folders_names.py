@@ -27,8 +27,8 @@ def test_same_named_files_get_the_shortest_distinguishing_path(tmp_path, monkeyp
     for args in (["2023/budget.txt", "2024/budget.txt", "notes.txt"], ["2023", "2024", "notes.txt"]):
         doc = load_documents(args)
         assert doc.name == "2023/budget.txt + 2024/budget.txt + notes.txt"
-        assert doc.text.startswith("Document 1 of 3: 2023/budget.txt\n\nBudget 2023: 4 million.\n\n"
-                                   "Document 2 of 3: 2024/budget.txt\n\nBudget 2024")
+        assert doc.text.startswith("Document 1: 2023/budget.txt\n\nBudget 2023: 4 million.\n\n"
+                                   "Document 2: 2024/budget.txt\n\nBudget 2024")
     absolute = load_documents([str(tmp_path / "2023" / "budget.txt"), str(tmp_path / "2024" / "budget.txt")])
     assert [p.name for p in absolute.parts] == ["2023/budget.txt", "2024/budget.txt"]
 
@@ -90,9 +90,9 @@ def test_names_the_locale_cannot_decode_or_with_line_breaks_are_readable_text(tm
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / latin).write_text("The site is Bern.\n")
     doc = load_documents([latin, "a\nb.txt"])
-    assert doc.text.startswith("Document 1 of 2: bericht_\ufffd.txt\n\nThe project manager")
-    assert "Document 2 of 2: a b.txt\n" in doc.text and doc.name == "bericht_\ufffd.txt + a b.txt"
-    assert load_documents(["in", "a\nb.txt"]).text.startswith("Document 1 of 2: bericht_\ufffd.txt\n")
+    assert doc.text.startswith("Document 1: bericht_\ufffd.txt\n\nThe project manager")
+    assert "Document 2: a b.txt\n" in doc.text and doc.name == "bericht_\ufffd.txt + a b.txt"
+    assert load_documents(["in", "a\nb.txt"]).text.startswith("Document 1: bericht_\ufffd.txt\n")
     code, out, err = run(capsys, "ask", latin, "a\nb.txt", "Who is the project manager?", "--model", tiny_dir,
                          "--device", "cpu", "--max-new-tokens", "4", *TINY)
     assert code == 0 and "Traceback" not in err, err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -139,3 +140,53 @@ def test_a_damaged_file_is_only_not_reused_but_a_bug_reading_one_is_not_hidden(t
     monkeypatch.setattr(kvheader, "read_prefix_ids", bug)
     with pytest.raises(TypeError, match="a bug in the reader"):
         reuse.best_file(_tokens(999, seed=1), {}, AttentionConfig())
+
+
+def _three_docs(folder) -> list[str]:
+    """Three short documents cut from the sample notes (a+b+c ~470 tiny-tokenizer tokens, a+b over MIN_ROWS)."""
+    text = (DOCS / "notes.txt").read_text()
+    folder.mkdir()
+    paths = []
+    for name, (start, end) in zip(("a.txt", "b.txt", "c.txt"), ((0, 260), (260, 520), (520, 720))):
+        (folder / name).write_text(text[start:end])
+        paths.append(str(folder / name))
+    return paths
+
+
+def test_one_more_document_reuses_the_earlier_documents_rows(capsys, tmp_path, tiny_dir, monkeypatch):
+    """QA24 F4: a+b, then a+b+c, prefills only c (the headings do not name the count): all rows of the a+b file but
+    its last_n (8), which a triangle prefill runs seeing every key; the result equals a one-pass prefill. Dropping c
+    again reuses the a+b+c file's rows."""
+    a, b, c = _three_docs(tmp_path / "docs")
+    opts = ("--model", tiny_dir, *TINY)
+    question = ("Who is the project manager?", "--max-new-tokens", "12")
+    code, out, err = run(capsys, "prefill", a, b, *opts, "--json")
+    assert code == 0, err
+    two = json.loads(out)
+    code, out, err = run(capsys, "ask", a, b, c, *question, *opts, "--json")
+    assert code == 0, err
+    grown = json.loads(out)
+    assert not grown["cache_hit"] and grown["reused_tokens"] == two["tokens"] - 8
+    monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path / "fresh-cache"))  # nothing to reuse: one-shot prefill
+    fresh = ask_json(capsys, a, b, c, *question, *opts)
+    assert fresh["reused_tokens"] == 0 and fresh["answer"] == grown["answer"]
+    assert fresh["prompt_tokens"] == grown["prompt_tokens"]
+    assert _max_diff(kvread.load_kv(Path(fresh["kv_path"]))[0], kvread.load_kv(Path(grown["kv_path"]))[0]) < 1e-5
+    code, _, err = run(capsys, "ask", a, b, *question, *opts)  # c dropped: the a+b+c file's rows but a+b's last_n
+    assert code == 0 and f"(the first {two['tokens'] - 8} tokens taken from {Path(fresh['kv_path']).name}, " in err
+
+
+def test_a_folder_gaining_a_last_file_reuses_the_rows_of_the_others(capsys, tmp_path, tiny_dir):
+    """A folder's files are read in name order: one that sorts last only adds rows after the others'."""
+    folder = tmp_path / "docs"
+    *_, c = _three_docs(folder)
+    last = Path(c).rename(tmp_path / "c.txt")
+    opts = ("--model", tiny_dir, *TINY)
+    code, out, err = run(capsys, "prefill", str(folder), *opts, "--json")
+    assert code == 0, err
+    two = json.loads(out)
+    last.rename(folder / "c.txt")
+    code, out, err = run(capsys, "prefill", str(folder), *opts, "--json")
+    assert code == 0, err
+    grown = json.loads(out)
+    assert grown["kv_path"] != two["kv_path"] and grown["reused_tokens"] == two["tokens"] - 8

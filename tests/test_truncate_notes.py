@@ -80,7 +80,7 @@ def test_text_truncate_prints_what_prefill_keeps(capsys, tmp_path, monkeypatch, 
                               Settings(truncate=True))
     assert out == (text if text.endswith("\n") else text + "\n") and notes == pre["notes"]
     assert len(prompt.prefix_ids(tok, text)) == pre["tokens"]
-    assert out.startswith("Document 1 of 2: short.txt\n\nThe project manager is Tomas Brekke.\n\nDocument 2 of 2")
+    assert out.startswith("Document 1: short.txt\n\nThe project manager is Tomas Brekke.\n\nDocument 2: ")
     assert "Page 1 of the annual review" in out and "Page 12 of" not in out
     code, whole, _ = run(capsys, "text", str(short), long_pdf)
     assert code == 0 and "Page 12 of" in whole  # without --truncate: all of it

@@ -24,7 +24,7 @@ from tmixcli.errors import TmixError
 from tmixcli.kvfolder import remove_file
 from tmixcli.paths import cache_subdir, open_regular, read_regular
 
-INDEX_VERSION = "2"  # 2: entries recorded from a racy stat are marked (1 trusted them all)
+INDEX_VERSION = "3"  # 3: headings "Document i: name" (2 led to files headed "i of n"; racy entries marked since 2)
 RACY_NS = 3 * 10**9  # FAT keeps mtime in 2 s steps, and the kernel stamps files from a clock a tick behind
 
 

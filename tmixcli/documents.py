@@ -270,7 +270,7 @@ def _same_content(docs: Sequence[Document]) -> list[str]:
 
 
 def combine(docs: Sequence[Document]) -> Document:
-    """Several documents as one: each under a "Document i of n: name" heading, in the order given."""
+    """Several documents as one: each under a "Document i: name" heading, in the order given."""
     digest = hashlib.sha256("\n".join(d.sha256 for d in docs).encode()).hexdigest()
     pdf_pages = [d.pages for d in docs if d.pages is not None]
     return Document(name=" + ".join(d.name for d in docs), text=joined_text([(d.name, d.text) for d in docs]),
@@ -279,11 +279,9 @@ def combine(docs: Sequence[Document]) -> Document:
 
 
 def joined_text(named_texts: Sequence[tuple[str, str]]) -> str:
-    """The text the model reads for several documents."""
-    n = len(named_texts)
-    return "\n\n".join(f"Document {i} of {n}: {name}\n\n{text.strip()}"
-                        for i, (name, text) in enumerate(named_texts, 1))
-
+    """The text the model reads for several documents. A heading does not name how many follow, so one more document
+    at the end leaves the earlier ones' tokens as they were: their KV rows are reused (reuse.py)."""
+    return "\n\n".join(f"Document {i}: {name}\n\n{text.strip()}" for i, (name, text) in enumerate(named_texts, 1))
 
 
 def _pdf_document(name: str, label: str, raw: bytes, digest: str, spec: str | None, password: str | None,
