@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from tmixcli import kvfolder, kvstore
+from tmixcli import kvfolder, kvstore, kvwrite
 from tmixcli.config import AttentionConfig
 
 VOCAB = 128
@@ -70,7 +70,7 @@ def saved(model, tokenizer, ids: list[int] | None = None, **over) -> tuple[Path,
     attn = AttentionConfig(start_layer=1)
     key = kvstore.cache_key(kvstore.model_fingerprint(model, tokenizer), attn, ids)
     path = kvfolder.kv_path_for(key)
-    kvstore.save_kv(path, cache, ids, make_meta(model, tokenizer, attn, len(ids), **over))
+    kvwrite.save_kv(path, cache, ids, make_meta(model, tokenizer, attn, len(ids), **over))
     return path, cache, ids
 
 

@@ -79,7 +79,7 @@ def test_library_run(tiny_result: dict) -> None:
 
 
 def test_kv_file_written_during_the_timed_prefill(tiny_model: LlamaForCausalLM, tmp_path: Path) -> None:
-    from tmixcli import kvread, kvstore
+    from tmixcli import kvread, kvwrite
     from tmixcli.generate import prefill
 
     ids = list(range(3, 150))
@@ -89,7 +89,7 @@ def test_kv_file_written_during_the_timed_prefill(tiny_model: LlamaForCausalLM, 
     cache, ids_back, meta = kvread.load_kv(path, "cpu")
     assert ids_back == ids and meta["model"] == "tiny"
     ref, _ = prefill(tiny_model, ids, chunk_size=40)
-    for got, want in zip(kvstore.cache_tensors(cache), kvstore.cache_tensors(ref)):
+    for got, want in zip(kvwrite.cache_tensors(cache), kvwrite.cache_tensors(ref)):
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     assert not list(tmp_path.glob(".*"))  # no temp file left
 

@@ -13,7 +13,7 @@ import torch
 from transformers import DynamicCache
 
 from runcli import run
-from tmixcli import kvfolder, kvstore
+from tmixcli import kvfolder, kvstore, kvwrite
 from tmixcli.config import AttentionConfig
 from tmixcli.errors import TmixError
 
@@ -29,7 +29,7 @@ def _kv_file(key: str, tokens: int, attn: AttentionConfig = SPAN) -> Path:
     meta = kvstore.build_meta(model_id="tiny", fingerprint="f" * 64, dtype=torch.float32, attn=attn,
                               doc_name=f"{key}.txt", doc_sha256="ab" * 32, template_hash="t", n_tokens=tokens)
     path = kvfolder.kv_path_for(key)
-    kvstore.save_kv(path, cache, list(range(tokens)), meta)
+    kvwrite.save_kv(path, cache, list(range(tokens)), meta)
     return path
 
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from kvfiles import T, _aged, make_meta, prefill, prefix_ids, saved, tiny_model
 from kvfiles import tokenizer as tokenizer  # the fixture (the alias tells ruff it is used)
 from runcli import _err
-from tmixcli import kvfolder, kvstore
+from tmixcli import kvfolder, kvstore, kvwrite
 from tmixcli.cli_cache import app
 from tmixcli.config import AttentionConfig
 
@@ -78,7 +78,7 @@ def test_ls_tells_files_made_with_other_attention_apart(tokenizer) -> None:
     for attn in (AttentionConfig(method="dense", start_layer=0), AttentionConfig(start_layer=1),
                  AttentionConfig(start_layer=2, n_local=64), AttentionConfig(start_layer=3)):
         key = kvstore.cache_key(kvstore.model_fingerprint(model, tokenizer), attn, ids)
-        kvstore.save_kv(kvfolder.kv_path_for(key), cache, ids, make_meta(model, tokenizer, attn))
+        kvwrite.save_kv(kvfolder.kv_path_for(key), cache, ids, make_meta(model, tokenizer, attn))
     (kvfolder.kv_dir() / "broken.safetensors").write_bytes(b"nope")
     out = CliRunner().invoke(app, ["ls"])
     assert out.exit_code == 0, out.output

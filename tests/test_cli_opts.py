@@ -66,17 +66,6 @@ def test_a_bad_tmix_threads_is_named_as_the_variable(capsys, ferry, monkeypatch)
         assert one_error(capsys, "ask", ferry, "Q", *flag).startswith("tmix: error: --threads must be 'auto'")
 
 
-def test_configure_threads_names_the_variable_it_read(monkeypatch):
-    from tmixcli.errors import TmixError
-    from tmixcli.threads import configure_threads
-
-    monkeypatch.setenv("TMIX_THREADS", "0")
-    with pytest.raises(TmixError, match="^TMIX_THREADS must be at least 1$"):
-        configure_threads()
-    with pytest.raises(TmixError, match="^--threads must be a number or 'auto', not 'x'$"):
-        configure_threads("x")
-
-
 def test_a_document_over_the_context_hints_only_what_can_help(capsys, tiny_dir, tmp_path):
     """A shorter answer is suggested only where one would let the whole document fit (tiny model: 1024 tokens)."""
     import re
@@ -303,3 +292,16 @@ def test_a_models_folder_that_cannot_be_made_is_one_line(capsys, monkeypatch, tm
     with pytest.raises(TmixError, match="^cannot use the models folder .*tmix-cache/models: it exists and is not a"):
         convert_gguf(gguf, models_dir() / "m")
     assert "converting" not in capsys.readouterr().err
+
+
+def test_bench_eval_and_calibrate_refuse_a_bad_device_or_dtype_before_the_load(capsys, tiny_dir, monkeypatch):
+    """Every command that loads a model runs one pre-load check (cli_options.check_model_options): bench, eval and
+    calibrate told a mistyped --device or --dtype only after torch's import, by the loader's copy of the rule."""
+    from tmixcli import models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded the model for a run it refuses"))
+    for command in (["bench", "--lengths", "256", "--no-warm"], ["eval", "--lengths", "256", "--start-layers", "1"],
+                    ["calibrate", "--length", "256", "--grad-length", "256", "--cases", "0"]):
+        for extra, says in ((["--device", "gpu"], "unknown device 'gpu': use auto, cpu or cuda"),
+                            (["--dtype", "f16"], "unknown dtype 'f16': use auto, bf16, fp16 or fp32")):
+            assert one_error(capsys, *command, "--model", tiny_dir, *extra) == f"tmix: error: {says}", command

@@ -101,7 +101,7 @@ def test_kv_round_trip_to_gpu(tmp_path, monkeypatch, stage):
     meta = kvstore.build_meta(model_id="tiny", fingerprint="f", dtype=torch.bfloat16, attn=attn, doc_name="d",
                               doc_sha256="0", template_hash="t", n_tokens=len(ids))
     path = tmp_path / "kv.safetensors"
-    kvstore.save_kv(path, cache, ids, meta)
+    kvwrite.save_kv(path, cache, ids, meta)
     loaded, stored, _ = kvread.load_kv(path, "cuda")
     assert stored == ids
     for a, b in zip(cache.layers, loaded.layers):
@@ -202,7 +202,7 @@ def test_a_prefill_told_to_stop_stops_the_gpu_within_a_few_layers():
 
 def test_prefill_from_reused_rows_matches_one_shot_gpu(tmp_path):
     """A grown prompt prefilled from an older KV file's first rows (reuse.py) matches its one-shot prefill."""
-    from tmixcli import attention, generate, kvread, kvstore, reuse
+    from tmixcli import attention, generate, kvread, kvstore, kvwrite, reuse
     from tmixcli.config import AttentionConfig
 
     model = _model(4)
@@ -214,7 +214,7 @@ def test_prefill_from_reused_rows_matches_one_shot_gpu(tmp_path):
     meta = kvstore.build_meta(model_id="tiny", fingerprint="f", dtype=torch.bfloat16, attn=attn, doc_name="d",
                               doc_sha256="0", template_hash="t", n_tokens=len(old))
     path = tmp_path / "kv.safetensors"
-    kvstore.save_kv(path, cache, old, meta)
+    kvwrite.save_kv(path, cache, old, meta)
     found = reuse.best_file(new, {"model_fingerprint": "f"}, attn, folder=tmp_path)
     assert found == (path, 2900)
     base, _, _ = kvread.load_kv(path, "cuda", rows=2900, headroom=len(new) - 2900)
@@ -249,12 +249,12 @@ def test_device_map_over_two_gpus_matches_one_gpu(tmp_path):
     assert torch.nn.functional.cosine_similarity(outs[0], outs[1], dim=0) > 0.999
 
     # the split model's KV file loads back with each layer's tensors on that layer's GPU
-    from tmixcli import kvread, kvstore
+    from tmixcli import kvread, kvwrite
     from tmixcli.models import layer_devices
 
     cache, _ = generate.prefill(split, ids, chunk_size=1024)
     path = tmp_path / "split.kv.safetensors"
-    kvstore.save_kv(path, cache, ids, {})
+    kvwrite.save_kv(path, cache, ids, {})
     devices = layer_devices(split)
     assert {d.index for d in devices} == {0, 1}
     loaded, _, _ = kvread.load_kv(path, devices)

@@ -72,7 +72,7 @@ def test_save_of_views(tmp_path: Path) -> None:
     buf = torch.randn(2, 1, 3, 50, 8)  # buf: [L, 1, Hkv, capacity, D]
     layers = [SimpleNamespace(keys=buf[i, :, :, :37], values=buf[1 - i, :, :, :37]) for i in range(2)]
     path = tmp_path / "kv.safetensors"
-    kvstore.save_kv(path, SimpleNamespace(layers=layers), list(range(37)), {"doc_name": "d"})
+    kvwrite.save_kv(path, SimpleNamespace(layers=layers), list(range(37)), {"doc_name": "d"})
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:  # the header's reserved room is plain safetensors padding
@@ -121,7 +121,7 @@ def test_file_size_and_dtype_preserved(dtype: torch.dtype, nbytes: int, tokenize
     layers, heads, head_dim = 3, 2, 16
     assert path.stat().st_size == layers * 2 * heads * T * head_dim * nbytes + T * 8 + 8 + header_len
     loaded, _, meta = kvread.load_kv(path)
-    assert meta["dtype"] == kvstore.dtype_name(dtype)
+    assert meta["dtype"] == kvheader.dtype_name(dtype)
     for a, b in zip(loaded.layers, cache.layers):
         assert a.keys.dtype == dtype and torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
     facts = kvheader.inspect_kv(path)
@@ -213,13 +213,13 @@ def test_refuses_shape_mismatch(tokenizer) -> None:
     for i in range(3):
         cache.update(torch.randn(1, 2, T, 8), torch.randn(1, 2, T, 8), i)  # head_dim 8, model has 16
     path = kvfolder.kv_path_for("forged")
-    kvstore.save_kv(path, cache, prefix_ids(), make_meta(model, tokenizer))
+    kvwrite.save_kv(path, cache, prefix_ids(), make_meta(model, tokenizer))
     with pytest.raises(TmixError, match=r"head_dim=8, the model has kv_heads=2 head_dim=16"):
         _check(model, tokenizer, path)
     two_layers = DynamicCache()
     for i in range(2):
         two_layers.update(torch.randn(1, 2, T, 16), torch.randn(1, 2, T, 16), i)
-    kvstore.save_kv(path, two_layers, prefix_ids(), make_meta(model, tokenizer))
+    kvwrite.save_kv(path, two_layers, prefix_ids(), make_meta(model, tokenizer))
     with pytest.raises(TmixError, match=r"KV file has 2 layers, the model has 3"):
         _check(model, tokenizer, path)
 
@@ -238,7 +238,7 @@ def test_refuses_token_count_and_prefix_mismatch(tokenizer) -> None:
     with pytest.raises(TmixError, match=rf"stored {T} tokens, prompt prefix {T + 1}"):
         kvstore.check_prefix(ids, ids + [7])
     with pytest.raises(TmixError, match=r"cached tokens but"):
-        kvstore.save_kv(path, loaded, ids[:-1], meta)
+        kvwrite.save_kv(path, loaded, ids[:-1], meta)
 
 
 class _Evil:
@@ -305,7 +305,7 @@ SAVER = textwrap.dedent("""
     import sys, time, torch
     from transformers import DynamicCache
     import os
-    from tmixcli import kvfolder, kvheader, kvread, kvstore, kvwrite
+    from tmixcli import kvheader, kvwrite
     path, delay = sys.argv[1], float(sys.argv[2])
     def slow(fd, data, offset):
         os.pwrite(fd, data, offset)
@@ -317,7 +317,7 @@ SAVER = textwrap.dedent("""
     for i in range(4):
         cache.update(torch.randn(1, 2, 256, 64), torch.randn(1, 2, 256, 64), i)
     meta = {"tmix_format": kvheader.FORMAT_VERSION, "doc_name": "d", "model_id": "m", "dtype": "fp32"}
-    kvstore.save_kv(kvstore.Path(path), cache, list(range(256)), meta)
+    kvwrite.save_kv(path, cache, list(range(256)), meta)
     print("done", flush=True)
 """)
 

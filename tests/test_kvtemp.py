@@ -17,14 +17,14 @@ import torch
 from transformers import DynamicCache
 from typer.testing import CliRunner
 
-from tmixcli import kvfolder, kvheader, kvread, kvstore, kvwrite, paths
+from tmixcli import kvfolder, kvheader, kvread, kvwrite, paths
 from tmixcli.cli_cache import app
 
 REPO = Path(__file__).resolve().parents[1]
 SAVER = textwrap.dedent("""
     import os, sys, time, torch
     from transformers import DynamicCache
-    from tmixcli import kvheader, kvstore, kvwrite
+    from tmixcli import kvheader, kvwrite
     def slow(fd, data, offset):
         os.pwrite(fd, data, offset)
         print("writing", flush=True)
@@ -34,7 +34,7 @@ SAVER = textwrap.dedent("""
     for i in range(2):
         cache.update(torch.zeros(1, 2, 64, 16), torch.zeros(1, 2, 64, 16), i)
     meta = {"tmix_format": kvheader.FORMAT_VERSION, "doc_name": "d", "model_id": "m", "dtype": "fp32"}
-    kvstore.save_kv(kvstore.Path(sys.argv[1]), cache, list(range(64)), meta)
+    kvwrite.save_kv(sys.argv[1], cache, list(range(64)), meta)
 """)
 
 
@@ -127,7 +127,7 @@ def test_an_older_tmix_temp_file_is_judged_by_its_pid_and_its_age() -> None:
 
 def test_the_cap_removes_leftovers_but_never_a_live_writers_file() -> None:
     folder = kvfolder.kv_dir()
-    kvstore.save_kv(kvfolder.kv_path_for("kept"), _small_cache(), list(range(8)), META)
+    kvwrite.save_kv(kvfolder.kv_path_for("kept"), _small_cache(), list(range(8)), META)
     leftover = folder / f".x.safetensors.{os.getpid()}.0123abcd.lk.tmp"  # our own pid, but no lock: a leftover
     held = folder / f".y.safetensors.{os.getpid()}.4567abcd.lk.tmp"
     leftover.write_bytes(b"0" * 10)
@@ -154,7 +154,7 @@ def test_the_writer_holds_its_lock_until_the_file_has_its_name(monkeypatch: pyte
 
     monkeypatch.setattr(kvwrite.os, "replace", checked)
     path = kvfolder.kv_path_for("k")
-    kvstore.save_kv(path, _small_cache(), list(range(8)), META)
+    kvwrite.save_kv(path, _small_cache(), list(range(8)), META)
     assert seen == [True] and kvfolder.temp_files() == [] and kvread.load_kv(path)[1] == list(range(8))
 
 
@@ -170,7 +170,7 @@ def test_a_reader_that_removes_a_new_file_before_it_is_locked_costs_nothing(monk
 
     monkeypatch.setattr(kvwrite, "_lock", late)
     path = kvfolder.kv_path_for("k")
-    kvstore.save_kv(path, _small_cache(), list(range(8)), META)
+    kvwrite.save_kv(path, _small_cache(), list(range(8)), META)
     assert len(raced[0]) == 1 and kvfolder.temp_files() == [] and kvread.load_kv(path)[1] == list(range(8))
 
 

@@ -69,7 +69,7 @@ def test_streamed_file_equals_a_whole_save(tmp_path: Path, chunk) -> None:
     cache, _ = generate.prefill(model, prefix, chunk_size=chunk, on_rows=on_rows)
     w.finish({"prefill_s": "1.250"})
     assert w.wait() == (tmp_path / "streamed.safetensors").stat().st_size
-    kvstore.save_kv(tmp_path / "whole.safetensors", cache, prefix, META)
+    kvwrite.save_kv(tmp_path / "whole.safetensors", cache, prefix, META)
     same_file(tmp_path / "streamed.safetensors", tmp_path / "whole.safetensors")
     assert kvheader.read_meta(tmp_path / "streamed.safetensors")["prefill_s"] == "1.250"
     n_chunks = -(-T // (chunk or T))
@@ -112,7 +112,7 @@ def test_reused_rows_then_the_rest(tmp_path: Path) -> None:
     cache, _ = generate.prefill(model, prefix, cache=base, chunk_size=10, on_rows=w.rows)
     w.finish()
     w.wait()
-    kvstore.save_kv(tmp_path / "whole.safetensors", cache, prefix, META)
+    kvwrite.save_kv(tmp_path / "whole.safetensors", cache, prefix, META)
     same_file(tmp_path / "kv.safetensors", tmp_path / "whole.safetensors")
 
 

@@ -10,7 +10,7 @@ import torch
 from runcli import DOCS, TINY, ask_json, run
 from tiny import tiny_model
 
-from tmixcli import generate, kvread, kvstore, reuse
+from tmixcli import generate, kvread, kvstore, kvwrite, reuse
 from tmixcli.attention import attach
 from tmixcli.config import AttentionConfig
 
@@ -25,7 +25,7 @@ def _continued(model, old: list[int], new: list[int], rows: int, tmp_path, attn)
     """Prefill `old`, save it, load its first `rows` rows and prefill `new` from there."""
     cache, _ = generate.prefill(model, old)
     path = tmp_path / "old.safetensors"
-    kvstore.save_kv(path, cache, old, kvstore.build_meta(model_id="tiny", fingerprint="f", dtype=model.dtype,
+    kvwrite.save_kv(path, cache, old, kvstore.build_meta(model_id="tiny", fingerprint="f", dtype=model.dtype,
                                                          attn=attn, doc_name="old", doc_sha256="0",
                                                          template_hash="t", n_tokens=len(old)))
     base, ids, _ = kvread.load_kv(path, rows=rows, headroom=len(new) - rows)
@@ -98,12 +98,13 @@ def test_grown_document_prefills_only_its_new_end(capsys, tmp_path, tiny_dir, mo
 
 def test_serve_reuses_the_cache_it_holds(capsys, tmp_path, tiny_dir, monkeypatch):
     """Inside `tmix serve`, a grown document starts from the cache held in memory: no KV file is read."""
-    from tmixcli import serve
+    from tmixcli import serving
     from tmixcli.models import load_model
     from tmixcli.resident import ResidentKV
 
     lm = load_model(tiny_dir, device="cpu")
-    monkeypatch.setattr(serve, "served", {"key": "test", "lm": lm, "resident": ResidentKV()})
+    for key, value in {"key": "test", "lm": lm, "resident": ResidentKV()}.items():
+        monkeypatch.setitem(serving.served, key, value)
     doc = tmp_path / "notes.txt"
     text = (DOCS / "notes.txt").read_text()
     doc.write_text(text[:900])
@@ -118,7 +119,7 @@ def test_serve_reuses_the_cache_it_holds(capsys, tmp_path, tiny_dir, monkeypatch
         doc.write_text(text[:1000] + " Grown again.")  # grown again: from the cache the last run left in memory
         grown = ask_json(capsys, *args)
     assert not grown["cache_hit"] and 256 <= grown["reused_tokens"] < grown["prompt_tokens"] - 8
-    monkeypatch.setattr(serve, "served", {})
+    serving.served.clear()
     monkeypatch.setenv("TMIX_CACHE_DIR", str(tmp_path / "fresh-cache"))  # one-shot prefill of the same text
     fresh = ask_json(capsys, *args)
     assert fresh["reused_tokens"] == 0 and fresh["answer"] == grown["answer"]

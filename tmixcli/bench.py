@@ -11,7 +11,8 @@ import typer
 
 from tmixcli.bench_report import format_csv, format_markdown, write_plot
 from tmixcli.bench_run import METHODS, check_fits, run_bench
-from tmixcli.cli_options import MODEL_HELP, check_attention_numbers, check_threads
+from tmixcli.cli_options import MODEL_HELP, check_attention_numbers, check_model_options, env_options
+from tmixcli.config import AttentionConfig
 from tmixcli.errors import TmixError
 from tmixcli.listopts import items, parse_lengths
 from tmixcli.plotfile import check_plot
@@ -55,19 +56,17 @@ def kernel_bench(arch: str, lengths: list[int], n_init: int, n_local: int, last_
 
 
 def _check_before_load(model: str | None, arch: str | None, lengths: list[int], methods: list[str],
-                       start_layer: int | None, device: str, dtype: str, force: bool) -> None:
-    """Refuse a model, arch, start layer or lengths that cannot work before anything is loaded or built; so is an
-    --arch too large for the CPU it would be built on (judged without torch)."""
+                       start_layer: int | None, device: str, dtype: str, force: bool, threads: str | None,
+                       compile: str, env: frozenset[str]) -> None:
+    """Refuse a model, arch, model option, start layer or lengths that cannot work before anything is loaded or built;
+    so is an --arch too large for the CPU it would be built on (judged without torch)."""
     from tmixcli.archs import arch_limits, check_cpu_size
-    from tmixcli.envflags import check_switches
-    from tmixcli.modelcheck import check_model
     from tmixcli.modelinfo import model_limits
     from tmixcli.serverkey import gpu_here
 
-    check_switches()
     if model is not None and arch is not None:
         raise TmixError("give either --model or --arch, not both")
-    check_model(model)
+    check_model_options(device, dtype, None, threads, compile, model, env)
     limits = arch_limits(arch) if arch is not None else model_limits(model)
     check_fits(lengths, methods, start_layer, limits, model)
     if arch is not None and (device == "cpu" or (device == "auto" and not gpu_here())):
@@ -75,7 +74,7 @@ def _check_before_load(model: str | None, arch: str | None, lengths: list[int], 
 
 
 def bench_command(
-    ctx: typer.Context,
+    command: typer.Context,
     model: Annotated[str | None, typer.Option("--model", metavar="MODEL", envvar="TMIX_MODEL",
                                               help=f"{MODEL_HELP} --arch overrides TMIX_MODEL.")] = None,
     arch: Annotated[str | None, typer.Option(
@@ -91,9 +90,10 @@ def bench_command(
         "--start-layer", metavar="N", help="First TriangleMix layer (default: a "
         "calibrated profile of the model, else its paper value, "
         "else half).")] = None,
-    n_init: Annotated[int, typer.Option("--n-init", metavar="N", help="Sink tokens.")] = 8,
-    n_local: Annotated[int, typer.Option("--n-local", metavar="N", help="Local window.")] = 512,
-    last_n: Annotated[int, typer.Option("--last-n", metavar="N", help="Last queries that see everything.")] = 128,
+    n_init: Annotated[int, typer.Option("--n-init", metavar="N", help="Sink tokens.")] = AttentionConfig.n_init,
+    n_local: Annotated[int, typer.Option("--n-local", metavar="N", help="Local window.")] = AttentionConfig.n_local,
+    last_n: Annotated[int, typer.Option(
+        "--last-n", metavar="N", help="Last queries that see everything.")] = AttentionConfig.last_n,
     chunk_size: Annotated[int | None, typer.Option(
         "--chunk-size", metavar="N", help="Prefill in chunks of N tokens.")] = None,
     device: Annotated[str, typer.Option("--device", metavar="auto|cpu|cuda", help="auto, cpu or cuda.")] = "auto",
@@ -121,14 +121,14 @@ def bench_command(
     """Time to first token, dense vs TriangleMix, at several prompt lengths (random token ids)."""
     if as_json and as_csv:
         raise TmixError("give --json or --csv, not both")
-    if arch is not None and ctx.get_parameter_source("model").name == "ENVIRONMENT":  # TMIX_MODEL gives way to --arch
+    env = env_options(command)
+    if arch is not None and "model" in env:  # TMIX_MODEL gives way to --arch
         model = None
     check_attention_numbers(n_init, n_local, last_n, start_layer)
     if kernels:
         return kernel_bench(arch or "llama-3.1-8b", parse_lengths(lengths), n_init, n_local, last_n, as_json)
-    check_threads(threads)
     lens, method_list = parse_lengths(lengths), parse_methods(methods)
-    _check_before_load(model, arch, lens, method_list, start_layer, device, dtype, force)
+    _check_before_load(model, arch, lens, method_list, start_layer, device, dtype, force, threads, compile, env)
     plot = check_plot(plot)
     log = None if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     start = time.perf_counter()

@@ -180,7 +180,7 @@ def measure_ttft(model: torch.nn.Module, ids: list[int], chunk_size: int | None 
             if writer.usable:  # else (a sliding-window layer, another dtype) the finished cache is saved whole
                 res["kv_bytes"] = writer.wait()
             else:
-                res["kv_bytes"] = kvstore.save_kv(kv_path, cache, ids, meta or {})
+                res["kv_bytes"] = kvwrite.save_kv(kv_path, cache, ids, meta or {})
             res["kv_save"] = time.perf_counter() - start
         except TmixError as err:
             res["kv_error"] = str(err)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tmixcli.bench_measure import (device_name, git_commit, guarded, measure_ttft, measure_warm, memory_kind,
                                    package_version, random_ids)
-from tmixcli.config import no_triangle_note
+from tmixcli.config import AttentionConfig, no_triangle_note
 from tmixcli.errors import TmixError
 from tmixcli.modelinfo import ModelLimits
 
@@ -88,7 +88,7 @@ def loaded_limits(model: torch.nn.Module) -> ModelLimits:
 
 def _attn_configs(model: torch.nn.Module, methods: list[str], start_layer: int | None, n_init: int,
                   n_local: int, last_n: int) -> dict[str, Any]:
-    from tmixcli.config import AttentionConfig, default_start_layer
+    from tmixcli.config import default_start_layer
 
     cfg = model.config
     start = default_start_layer(cfg.model_type, cfg.num_hidden_layers) if start_layer is None else start_layer
@@ -104,7 +104,8 @@ def _attn_configs(model: torch.nn.Module, methods: list[str], start_layer: int |
 
 def run_bench(model: Any = None, *, arch: str | None = None, lengths: list[int] | tuple[int, ...] = (2048,),
               methods: list[str] | tuple[str, ...] = METHODS, repeats: int = 3, warmup: int = 1,
-              start_layer: int | None = None, n_init: int = 8, n_local: int = 512, last_n: int = 128,
+              start_layer: int | None = None, n_init: int = AttentionConfig.n_init,
+              n_local: int = AttentionConfig.n_local, last_n: int = AttentionConfig.last_n,
               chunk_size: int | None = None, device: str = "auto", dtype: str = "auto", warm: bool = True,
               seed: int = 0, force: bool = False, threads: int | str | None = None, compile: str = "auto",
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -174,7 +175,7 @@ def _header(model: torch.nn.Module, label: str, attn: dict[str, Any], chunk_size
             repeats: int, warmup: int, seed: int) -> dict[str, Any]:
     import torch
 
-    from tmixcli.kvstore import dtype_name
+    from tmixcli.kvheader import dtype_name
 
     cfg = model.config
     first = next(iter(attn.values()))

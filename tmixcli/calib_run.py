@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from tmixcli.calib_profile import keep_profile, short_note, without_saved
-from tmixcli.config import triangle_span
+from tmixcli.config import AttentionConfig, triangle_span
 from tmixcli.eval_plan import check_triangle_lengths, method_name, plan_cases, trimix_configs
 from tmixcli.eval_run import AGREEMENT, ANSWER_TOKENS, run_eval
 from tmixcli.sizes import count
@@ -85,9 +85,10 @@ def _log(enabled: bool, msg: str) -> None:
 
 
 def run_calibrate(lm: LoadedModel, samples: int = 4, length: int = 6144, cases: int = 20,
-                  tasks: list[str] | None = None, tolerance: float = 0.05, n_init: int = 8, n_local: int = 512,
-                  last_n: int = 128, seed: int = 0, save: bool = True, progress: bool = True,
-                  grad_length: int | None = None, facts: FactSet | None = None) -> dict:
+                  tasks: list[str] | None = None, tolerance: float = 0.05, n_init: int = AttentionConfig.n_init,
+                  n_local: int = AttentionConfig.n_local, last_n: int = AttentionConfig.last_n, seed: int = 0,
+                  save: bool = True, progress: bool = True, grad_length: int | None = None,
+                  facts: FactSet | None = None) -> dict:
     """Importance profile -> candidate start layers -> eval against dense -> recommended start layer (+ saved).
 
     Gradient samples are `grad_length` tokens (default: `default_grad_length`). Every length is checked before

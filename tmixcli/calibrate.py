@@ -12,7 +12,8 @@ import typer
 from tmixcli.calib_profile import check_profile_folder, short_note
 from tmixcli.calib_report import format_report, override_line, plot_importance
 from tmixcli.calib_run import GRAD_ANSWER_TOKENS, check_calibration_lengths, default_grad_length, run_calibrate
-from tmixcli.cli_options import MODEL_HELP
+from tmixcli.cli_options import MODEL_HELP, env_options
+from tmixcli.config import AttentionConfig
 from tmixcli.errors import TmixError
 from tmixcli.eval_plan import check_lengths, check_tasks, trimix_configs
 from tmixcli.eval_run import ANSWER_TOKENS
@@ -20,16 +21,12 @@ from tmixcli.listopts import items, parse_length
 
 
 def _check_before_load(model: str | None, length: int, grad_length: int | None, cases: int, n_init: int,
-                       n_local: int, last_n: int, quiet: bool) -> int:
+                       n_local: int, last_n: int, quiet: bool, device: str, dtype: str, env: frozenset[str]) -> int:
     """Refuse settings, lengths and a profiles folder that cannot work, before the model loads; the gradient length."""
-    from tmixcli.cli_options import check_threads
-    from tmixcli.envflags import check_switches
-    from tmixcli.modelcheck import check_model
+    from tmixcli.cli_options import check_model_options
     from tmixcli.modelinfo import model_limits
 
-    check_switches()
-    check_threads(None)
-    check_model(model)
+    check_model_options(device, dtype, None, None, "off", model, env)
     trimix_configs([0], n_init, n_local, last_n, None)  # the triangle's settings
     grad_length = grad_length or default_grad_length(length, n_init, n_local, last_n)
     check_calibration_lengths(length, grad_length, n_init, n_local, last_n)
@@ -47,6 +44,7 @@ def _check_before_load(model: str | None, length: int, grad_length: int | None, 
 
 
 def calibrate_command(
+    command: typer.Context,
     model: Annotated[str | None, typer.Option(
         "--model", metavar="MODEL", envvar="TMIX_MODEL", help=MODEL_HELP)] = None,
     samples: Annotated[int, typer.Option(
@@ -64,9 +62,10 @@ def calibrate_command(
     tolerance: Annotated[float, typer.Option(
         "--tolerance", metavar="X", help="Max summed importance of triangle layers "
         "(a finite number, at least 0).")] = 0.05,
-    n_init: Annotated[int, typer.Option("--n-init", metavar="N", help="Sink tokens.")] = 8,
-    n_local: Annotated[int, typer.Option("--n-local", metavar="N", help="Local window.")] = 512,
-    last_n: Annotated[int, typer.Option("--last-n", metavar="N", help="Last prefix rows that attend densely.")] = 128,
+    n_init: Annotated[int, typer.Option("--n-init", metavar="N", help="Sink tokens.")] = AttentionConfig.n_init,
+    n_local: Annotated[int, typer.Option("--n-local", metavar="N", help="Local window.")] = AttentionConfig.n_local,
+    last_n: Annotated[int, typer.Option(
+        "--last-n", metavar="N", help="Last prefix rows that attend densely.")] = AttentionConfig.last_n,
     seed: Annotated[int, typer.Option("--seed", metavar="N", help="Task generation seed.")] = 0,
     plot: Annotated[str | None, typer.Option(
         "--plot", metavar="FILE", help="Write a bar chart of the importance (.png, .svg, "
@@ -96,7 +95,8 @@ def calibrate_command(
     check_tasks(task_list)
     n = parse_length(length, "--length")
     glen = parse_length(grad_length, "--grad-length") if grad_length is not None else None
-    glen = _check_before_load(model, n, glen, cases, n_init, n_local, last_n, quiet)
+    glen = _check_before_load(model, n, glen, cases, n_init, n_local, last_n, quiet, device, dtype,
+                              env_options(command))
     from tmixcli.models import load_model  # torch: seconds
 
     lm = load_model(model, device=device, dtype=dtype, progress=not quiet)

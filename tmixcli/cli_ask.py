@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from tmixcli import cli_open, early, stdout
+from tmixcli import cli_open, early, serving, stdout
 from tmixcli.cli_options import (AttnOpt, ChunkOpt, CompileOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, LastNOpt,
                                  MaxNewOpt, ModelOpt, NInitOpt, NLocalOpt, NoCacheOpt, PagesOpt, PasswordOpt,
                                  PrefillAttnOpt, PrefillJsonOpt, QuietOpt, RepeatOpt, SeedOpt, StartOpt, SystemOpt,
-                                 TempOpt, ThreadsOpt, TopPOpt, TruncOpt, check_model_options, settings)
+                                 TempOpt, ThreadsOpt, TopPOpt, TruncOpt, check_model_options, env_options, settings)
 from tmixcli.errors import TmixError
 from tmixcli.formats import DOC_SUFFIXES, FILES_HELP
 from tmixcli.paths import absolute, check_output, names_own_file, not_a_file
@@ -30,6 +30,7 @@ NO_ANSWER = "the model gave no answer"  # it ended its turn at once
 
 @early.command
 def ask(
+    command: typer.Context,
     args: list[str] = typer.Argument(..., metavar="FILE... QUESTION",
                                      help=f"{FILES_HELP}, then the question; with --kv only the question."),
     kv: Optional[Path] = typer.Option(None, "--kv", metavar="PATH", help="Answer from this KV cache file alone."),
@@ -59,7 +60,7 @@ def ask(
     cli_open.maybe_forward(args[:-1] + ([str(kv)] if kv is not None else []), model, device, dtype, device_map,
                            compile, quiet, (question, system, password))
     ctx = cli_open.open_context(args[:-1] if kv is None else None, kv, s, pages, password, quiet, model, device,
-                                dtype, device_map, threads, compile)
+                                dtype, device_map, threads, compile, env=env_options(command))
     cli_open.describe(ctx, quiet)
     from tmixcli import answer
 
@@ -227,6 +228,7 @@ def _missing_document(text: str) -> bool:
 
 @early.command
 def prefill(
+    command: typer.Context,
     files: list[str] = typer.Argument(..., metavar="FILE...",
                                       help=f"{FILES_HELP}."),
     output: Optional[str] = typer.Option(None, "-o", "--output", metavar="PATH",
@@ -263,19 +265,20 @@ def prefill(
     cli_open.maybe_forward(files, model, device, dtype, device_map, compile, quiet, (system, password))
     if output is None:
         ctx = cli_open.open_context(files, None, s, pages, password, quiet, model, device, dtype, device_map, threads,
-                                    compile)
+                                    compile, env=env_options(command))
     else:
         from tmixcli.modelcheck import check_start_layer
 
-        check_model_options(device, dtype, device_map, threads, compile, model)
+        check_model_options(device, dtype, device_map, threads, compile, model, env_options(command))
         check_start_layer(model, s.method, s.start_layer)
         doc = load_documents(files, pages=pages, password=password, budget=cli_open.read_budget(model, s))
-        check_early(model, doc, s)
+        if not serving.served:  # a server's model is loaded: the document is checked against it
+            check_early(model, doc, s)
         with early.quick_exit():
-            from tmixcli import opening, serve
+            from tmixcli import opening
 
         lm = cli_open.load(model, device, dtype, quiet, device_map, threads, compile)
-        ctx = opening.open_document(lm, doc, s, kv_out=output, resident=serve.served.get("resident"),
+        ctx = opening.open_document(lm, doc, s, kv_out=output, resident=serving.served.get("resident"),
                                     announce=cli_open.announcer(quiet))
     saved = ctx.save()
     if ctx.kv_path is None and saved:

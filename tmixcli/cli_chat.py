@@ -15,7 +15,7 @@ from tmixcli.cli_ask import empty_note, ending, show, tokens_said, ttft_said
 from tmixcli.cli_options import (AttnOpt, ChunkOpt, CompileOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, LastNOpt,
                                  MaxNewOpt, ModelOpt, NInitOpt, NLocalOpt, NoCacheOpt, PagesOpt, PasswordOpt, QuietOpt,
                                  RepeatOpt, SeedOpt, StartOpt, SystemOpt, TempOpt, ThreadsOpt, TopPOpt, TruncOpt,
-                                 settings)
+                                 env_options, settings)
 from tmixcli.errors import TmixError
 from tmixcli.formats import LISTED
 from tmixcli.paths import names_stdin
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 @early.command
 def chat(
+    command: typer.Context,
     files: Optional[list[str]] = typer.Argument(None, metavar="FILE...", help=f"Document(s) ({LISTED}; a folder); "
                                                 "or use --kv."),
     kv: Optional[Path] = typer.Option(None, "--kv", metavar="PATH", help="Chat against this KV cache file."),
@@ -57,15 +58,16 @@ def chat(
 
     cli_open.check_cache_cap(s, kv)
     watch = SourceWatch(files or [])  # before the documents are read: an edit made meanwhile is seen at once
+    env = env_options(command)
     ctx = cli_open.open_context(files, kv, s, pages, password, quiet, model, device, dtype, device_map, threads,
-                                compile)
+                                compile, env=env)
     cli_open.describe(ctx, quiet)
     from tmixcli.conversation import Conversation
 
     interactive = _interactive()
     talk = Conversation(ctx, s, keep_history, lambda msg: cli_open.status(quiet, msg))
     reopen = functools.partial(cli_open.open_context, files, kv, s, pages, password, quiet, model, device, dtype,
-                               device_map, threads, compile, lm=ctx.lm)
+                               device_map, threads, compile, lm=ctx.lm, env=env)
     refused = False
     while True:
         cpushare.release()  # waiting for a question is no work: other tmix runs get the cores meanwhile

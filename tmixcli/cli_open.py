@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from tmixcli import early, stdout
+from tmixcli import early, serving, stdout
 from tmixcli.cli_options import ARGV, check_model_options
 from tmixcli.config import Settings
 from tmixcli.errors import TmixError
@@ -44,12 +44,10 @@ def status_after_interrupt(quiet: bool, msg: str) -> None:
 def load(model: Optional[str], device: str, dtype: str, quiet: bool, device_map: Optional[str] = None,
          threads: Optional[str] = None, compile: str = "off") -> LoadedModel:
     """The model, loaded (and compiled if asked), or the one a `tmix serve` answering this run holds."""
-    from tmixcli import serve
-
-    if serve.served:  # inside `tmix serve`: the client found the server by these very options
+    if serving.served:  # inside `tmix serve`: the client found the server by these very options
         status(quiet, f"answered by tmix serve (pid {os.getpid()}): model already loaded")
-        _follow_threads(serve.served["lm"], threads, served=True)
-        return serve.served["lm"]
+        _follow_threads(serving.served["lm"], threads, served=True)
+        return serving.served["lm"]
     with early.quick_exit():
         from tmixcli.fuse import compile_blocks, resolve_compile
         from tmixcli.models import load_model, resolve_device
@@ -81,11 +79,13 @@ def maybe_forward(sources: list[str], model: Optional[str], device: str, dtype: 
     --system, --password), which a server in another locale must not read as file names.
 
     Inside the server, this is where a request is taken (or, reading such an input, handed back to run locally)."""
-    from tmixcli import serve, serve_client
+    from tmixcli import serve_client
     from tmixcli.paths import process_bound
     from tmixcli.serverkey import server_key
 
-    if serve.served:
+    if serving.served:
+        from tmixcli import serve
+
         serve.take_request(sources)
         return
     if any(process_bound(p) for p in sources):
@@ -167,12 +167,13 @@ def describe(ctx: Context, quiet: bool) -> None:
 def open_context(sources: Optional[list[str]], kv: Optional[Path], s: Settings, pages: Optional[str],
                  password: Optional[str], quiet: bool, model: Optional[str], device: str, dtype: str,
                  device_map: Optional[str] = None, threads: Optional[str] = None, compile: str = "off",
-                 lm: Optional[LoadedModel] = None) -> Context:
-    """The documents' (or the KV file's) context: bad input is refused before the model loads."""
+                 lm: Optional[LoadedModel] = None, env: frozenset[str] = frozenset()) -> Context:
+    """The documents' (or the KV file's) context: bad input is refused before the model loads. `env`: the options
+    that came from their environment variable (cli_options.env_options)."""
     from tmixcli.documents import load_documents
     from tmixcli.fit import check_early
 
-    check_model_options(device, dtype, device_map, threads, compile, model)
+    check_model_options(device, dtype, device_map, threads, compile, model, env)
     if kv is not None:
         why = "stdin is closed" if sys.stdin is None and names_stdin(str(kv)) else not_a_file(kv)
         if why is not None:
@@ -194,14 +195,14 @@ def open_context(sources: Optional[list[str]], kv: Optional[Path], s: Settings, 
         # documents no run has recorded are read first, so bad input fails before torch is imported
         doc = None if docindex.known(ident) else load_documents(sources, pages=pages, password=password,
                                                                  budget=budget)
-        if doc is not None and lm is None:  # a document that cannot fit is refused before torch, where it can be
-            check_early(model, doc, s)
+        if doc is not None and lm is None and not serving.served:  # a document that cannot fit is refused before
+            check_early(model, doc, s)  # torch, where it can be (a server's loaded model checks it at once)
     with early.quick_exit():
-        from tmixcli import opening, serve
+        from tmixcli import opening
 
     if lm is None:
         lm = load(model, device, dtype, quiet, device_map, threads, compile)
-    resident = serve.served.get("resident")  # inside `tmix serve`: the last KV file it loaded, kept in memory
+    resident = serving.served.get("resident")  # inside `tmix serve`: the last KV file it loaded, kept in memory
     announce = announcer(quiet)
     if kv is not None:
         return opening.open_kv(lm, kv, s, resident, announce)

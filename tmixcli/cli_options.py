@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from tmixcli.config import Settings
+from tmixcli.config import ATTENTION_MINIMUMS, AttentionConfig, Settings
 from tmixcli.errors import TmixError
 
 MODEL_HELP = "HF model id, local model dir or .gguf file (default: embedded SmolLM2-135M-Instruct)."
@@ -30,10 +30,11 @@ AttnOpt = typer.Option(None, "--attention", metavar="trimix|dense",
                        help=f"{ATTN_HELP} Attention options left out take a --kv file's values.")
 PrefillAttnOpt = typer.Option(None, "--attention", metavar="trimix|dense", help=ATTN_HELP)  # prefill takes no --kv
 NInitOpt = typer.Option(None, "--n-init", metavar="N",
-                        help="Sink tokens every query sees in triangle layers (default 8).")
-NLocalOpt = typer.Option(None, "--n-local", metavar="N", help="Local window of triangle layers (default 512).")
+                        help=f"Sink tokens every query sees in triangle layers (default {AttentionConfig.n_init}).")
+NLocalOpt = typer.Option(None, "--n-local", metavar="N",
+                         help=f"Local window of triangle layers (default {AttentionConfig.n_local}).")
 LastNOpt = typer.Option(None, "--last-n", metavar="N",
-                        help="Last queries of the prefill that see every token (default 128).")
+                        help=f"Last queries of the prefill that see every token (default {AttentionConfig.last_n}).")
 StartOpt = typer.Option(None, "--start-layer", metavar="N",
                         help="First triangle layer (default: calibrated profile, else the paper's, else half).")
 ChunkOpt = typer.Option(None, "--chunk-size", metavar="N",
@@ -60,7 +61,7 @@ CompileOpt = typer.Option("off", "--compile", metavar="off|on|auto",
 
 
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's largest seed
-ARGV: list[str] = []  # this run's arguments, for handing them to a `tmix serve`
+ARGV: list[str] = []  # this run's arguments as tmix's main got them: handed to a `tmix serve`, named in usage errors
 
 
 def settings(**kw) -> Settings:
@@ -91,21 +92,40 @@ def check_seed(seed: Optional[int]) -> None:
 
 def check_attention_numbers(n_init: Optional[int], n_local: Optional[int], last_n: Optional[int],
                             start_layer: Optional[int] = None) -> None:
-    """Refuse an attention option below its least value, naming it (None: not given)."""
-    for name, value, low in (("--n-init", n_init, 0), ("--n-local", n_local, 1), ("--last-n", last_n, 0),
-                             ("--start-layer", start_layer, 0)):
+    """Refuse an attention option below its least value (config.ATTENTION_MINIMUMS), naming it (None: not given)."""
+    for name, value in (("n_init", n_init), ("n_local", n_local), ("last_n", last_n), ("start_layer", start_layer)):
+        low = ATTENTION_MINIMUMS[name]
         if value is not None and value < low:
-            raise TmixError(f"{name} must be at least {low}, not {value}")
+            raise TmixError(f"--{name.replace('_', '-')} must be at least {low}, not {value}")
+
+
+def env_options(ctx: typer.Context) -> frozenset[str]:
+    """The command's options that took their value from their environment variable (TMIX_MODEL, TMIX_THREADS), not
+    from its command line: click's parameter source, which holds however the app is invoked (tmix's main, CliRunner)."""
+    return frozenset(name for name in ctx.params if _source(ctx, name) == "ENVIRONMENT")
+
+
+def on_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether the command's option `name` (its parameter's name) was given on its command line, not left at its
+    default: click's parameter source, as env_options."""
+    return _source(ctx, name) == "COMMANDLINE"
+
+
+def _source(ctx: typer.Context, name: str) -> str:
+    """Where the command's parameter `name` took its value: "COMMANDLINE", "ENVIRONMENT", "DEFAULT", ..."""
+    source = ctx.get_parameter_source(name)
+    return source.name if source is not None else "DEFAULT"
 
 
 def check_model_options(device: str, dtype: str, device_map: Optional[str], threads: Optional[str],
-                         compile: str, model: Optional[str] = None) -> None:
-    """Refuse a mistyped model option or TMIX_* switch before torch is imported (seconds) or a document is read."""
+                        compile: str, model: Optional[str] = None, env: frozenset[str] = frozenset()) -> None:
+    """Refuse a mistyped model option or TMIX_* switch before torch is imported (seconds) or a document is read: what
+    every command that loads a model checks first. `env`: the options that came from their variable (env_options)."""
     from tmixcli.envflags import check_switches
     from tmixcli.modelcheck import check_model
 
     check_switches()
-    check_model(model)
+    check_model(model, env="model" in env)
     if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
         raise TmixError(f"unknown device {device!r}: use auto, cpu or cuda")
     if dtype not in ("auto", "bf16", "fp16", "fp32"):
@@ -114,19 +134,14 @@ def check_model_options(device: str, dtype: str, device_map: Optional[str], thre
         raise TmixError(f"--device-map takes only 'auto', not {device_map!r}")
     if compile not in ("auto", "on", "off"):
         raise TmixError(f"--compile takes auto, on or off, not {compile!r}")
-    check_threads(threads)
+    check_threads(threads, env="threads" in env)
 
 
-def check_threads(threads: Optional[str]) -> None:
+def check_threads(threads: Optional[str], env: bool = False) -> None:
     """Refuse a --threads (else TMIX_THREADS) that is neither auto (any case) nor 1 to the CPU count, naming where it
-    came from."""
+    came from (`env`: the --threads value is TMIX_THREADS's); the one rule for a thread count (threads.py obeys it)."""
     spec = threads or os.environ.get("TMIX_THREADS") or "auto"
     if spec.lower() != "auto" and not (spec.isdigit() and 1 <= int(spec) <= (os.cpu_count() or 1)):
-        name = "--threads" if given("--threads") else "TMIX_THREADS"
+        name = "--threads" if threads and not env else "TMIX_THREADS"
         raise TmixError(f"{name} must be 'auto' or a number from 1 to this machine's {os.cpu_count()} CPUs, "
                         f"not {spec!r}")
-
-
-def given(flag: str) -> bool:
-    """Whether this run's arguments name `flag` (else an option's value came from its environment variable)."""
-    return any(arg == flag or arg.startswith(flag + "=") for arg in ARGV)

@@ -8,12 +8,12 @@ import typer
 
 from tmixcli import cli_open, early
 from tmixcli.cli_options import (CompileOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, ModelOpt, QuietOpt,
-                                 ServeThreadsOpt, check_model_options)
+                                 ServeThreadsOpt, check_model_options, env_options)
 
 
 @early.command
 def serve(
-    model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
+    command: typer.Context, model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ServeThreadsOpt, compile: str = CompileOpt,
     quiet: bool = QuietOpt,
     stop: bool = typer.Option(False, "--stop", help="Stop the server started with these model options instead."),
@@ -23,7 +23,7 @@ def serve(
     from tmixcli import serve_client
     from tmixcli.serverkey import gpu_here, server_key
 
-    check_model_options(device, dtype, device_map, threads, compile, model)
+    check_model_options(device, dtype, device_map, threads, compile, model, env_options(command))
     if stop:  # found as `ask` finds it
         pid = serve_client.stop_server(server_key(model, device, dtype, device_map, compile))
         cli_open.status(quiet, f"stopped the tmix server (pid {pid})")

@@ -9,7 +9,7 @@ import typer
 
 from tmixcli import early
 from tmixcli.cli_open import read_budget, status
-from tmixcli.cli_options import ModelOpt, PagesOpt, PasswordOpt, QuietOpt, settings
+from tmixcli.cli_options import ModelOpt, PagesOpt, PasswordOpt, QuietOpt, env_options, on_command_line, settings
 from tmixcli.config import Settings
 from tmixcli.errors import TmixError
 from tmixcli.formats import FILES_HELP
@@ -30,6 +30,7 @@ TextMaxNewOpt = typer.Option(256, "--max-new-tokens", metavar="N", help="With --
 
 @early.command
 def text(
+    command: typer.Context,
     files: list[str] = typer.Argument(..., metavar="FILE...",
                                       help=f"{FILES_HELP}."),
     pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt, truncate: bool = TextTruncOpt,
@@ -39,11 +40,11 @@ def text(
     """Print the text tmix reads from documents, as the model gets it (several under their headings); no model."""
     from tmixcli.documents import load_documents
 
-    s = _settings(truncate, question, system, max_new_tokens)
+    s = _settings(truncate, question, system, max_new_tokens, on_command_line(command, "max_new_tokens"))
     if truncate:
         from tmixcli.modelcheck import check_model
 
-        check_model(model)
+        check_model(model, env="model" in env_options(command))
     doc = load_documents(files, pages=pages, password=password, budget=read_budget(model, s) if truncate else None)
     out, notes = _cut(doc, model, s) if truncate else (doc.text, [])
     for note in (*doc.notes, *notes):
@@ -55,14 +56,14 @@ def text(
     sys.stdout.flush()
 
 
-def _settings(truncate: bool, question: Optional[str], system: Optional[str], max_new_tokens: int) -> Settings:
-    """The Settings that size --truncate's cut as `ask` would; the options that only size it are refused without it."""
-    from tmixcli.cli_options import given
-
+def _settings(truncate: bool, question: Optional[str], system: Optional[str], max_new_tokens: int,
+              max_given: bool) -> Settings:
+    """The Settings that size --truncate's cut as `ask` would; the options that only size it are refused without it
+    (`max_given`: --max-new-tokens was on the command line)."""
     for flag, value in (("--question", question), ("--system", system)):
         if value is not None and not truncate:
             raise TmixError(f"{flag} only changes what --truncate keeps: give it with --truncate")
-    if given("--max-new-tokens") and not truncate:
+    if max_given and not truncate:
         raise TmixError("--max-new-tokens only changes what --truncate keeps: give it with --truncate")
     return settings(method=None, truncate=truncate, question=question, system=system, max_new_tokens=max_new_tokens)
 

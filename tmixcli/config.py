@@ -7,6 +7,7 @@ from typing import Any
 
 # Paper's start layers (TriangleMix, 2025): Llama-3.1-8B 16 of 32, Qwen2.5-7B 20 of 28; otherwise half.
 KNOWN_START_LAYERS = {("llama", 32): 16, ("qwen2", 28): 20}
+ATTENTION_MINIMUMS = {"n_init": 0, "n_local": 1, "last_n": 0, "start_layer": 0}  # each setting's least value
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,8 @@ class AttentionConfig:
     def __post_init__(self) -> None:
         if self.method not in ("trimix", "dense"):
             raise ValueError(f"attention method must be 'trimix' or 'dense', not {self.method!r}")
-        if self.n_init < 0 or self.n_local < 1 or self.last_n < 0 or self.start_layer < 0:
-            raise ValueError("need n_init >= 0, n_local >= 1, last_n >= 0, start_layer >= 0")
+        if any(getattr(self, name) < low for name, low in ATTENTION_MINIMUMS.items()):
+            raise ValueError("need " + ", ".join(f"{name} >= {low}" for name, low in ATTENTION_MINIMUMS.items()))
 
     def is_triangle(self, layer_idx: int) -> bool:
         return self.method == "trimix" and layer_idx >= self.start_layer

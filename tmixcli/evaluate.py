@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from tmixcli.cli_options import MODEL_HELP
+from tmixcli.cli_options import MODEL_HELP, env_options
+from tmixcli.config import AttentionConfig
 from tmixcli.errors import TmixError
 from tmixcli.eval_plan import check_lengths, check_tasks, check_triangle_lengths, trimix_configs
 from tmixcli.eval_run import ANSWER_TOKENS, run_eval
@@ -31,6 +32,7 @@ def format_table(result: dict) -> str:
 
 
 def eval_command(
+    command: typer.Context,
     model: Annotated[str | None, typer.Option(
         "--model", metavar="MODEL", envvar="TMIX_MODEL", help=MODEL_HELP)] = None,
     lengths: Annotated[str, typer.Option(
@@ -40,9 +42,10 @@ def eval_command(
         "--tasks", metavar="TASKS", help="Tasks: needle,multikey,multivalue,vt.")] = "needle,multikey",
     start_layers: Annotated[str, typer.Option(
         "--start-layers", metavar="LAYERS", help="Trimix start layers vs dense.")] = "10,15,20",
-    n_init: Annotated[int, typer.Option("--n-init", metavar="N", help="Sink tokens.")] = 8,
-    n_local: Annotated[int, typer.Option("--n-local", metavar="N", help="Local window.")] = 512,
-    last_n: Annotated[int, typer.Option("--last-n", metavar="N", help="Last prefix rows that attend densely.")] = 128,
+    n_init: Annotated[int, typer.Option("--n-init", metavar="N", help="Sink tokens.")] = AttentionConfig.n_init,
+    n_local: Annotated[int, typer.Option("--n-local", metavar="N", help="Local window.")] = AttentionConfig.n_local,
+    last_n: Annotated[int, typer.Option(
+        "--last-n", metavar="N", help="Last prefix rows that attend densely.")] = AttentionConfig.last_n,
     seed: Annotated[int, typer.Option("--seed", metavar="N", help="Task generation seed.")] = 0,
     max_new_tokens: Annotated[int | None, typer.Option(
         "--max-new-tokens", metavar="N", min=1, help="Answer length cap (default 24; 32 with --facts).")] = None,
@@ -56,15 +59,12 @@ def eval_command(
         "answers (see sample_docs/questions.json); --lengths, --cases, --tasks and --seed are then unused.")] = None,
 ) -> None:
     """Compare TriangleMix start layers with dense attention on synthetic long-context tasks or real documents."""
-    from tmixcli.cli_options import check_attention_numbers, check_seed, check_threads
-    from tmixcli.envflags import check_switches
-    from tmixcli.modelcheck import check_model
+    from tmixcli.cli_options import check_attention_numbers, check_model_options, check_seed
     from tmixcli.modelinfo import model_limits
 
     check_attention_numbers(n_init, n_local, last_n)
     check_seed(seed)
-    check_switches()
-    check_threads(None)
+    check_model_options(device, dtype, None, None, "off", model, env_options(command))
     lens = parse_lengths(lengths)
     task_list = items(tasks, "--tasks")
     check_tasks(task_list)
@@ -76,7 +76,6 @@ def eval_command(
         from tmixcli.facts import FactSet
 
         fact_set = FactSet.from_file(facts)  # a bad file fails before the model loads
-    check_model(model)
     limits = model_limits(model)  # from the config on disk: refuse what cannot fit before loading the model
     trimix_configs(starts, n_init, n_local, last_n, limits.layers)
     if fact_set is None:

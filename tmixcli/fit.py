@@ -118,10 +118,10 @@ def check_fit(lm: Sizing, doc: Document, s: Settings) -> None:
 
 def check_early(spec: str | None, doc: Document, s: Settings) -> None:
     """check_fit before the model loads, from its files where filetok can read them: the same error in ~0.5 s, not
-    after torch's import and the load (else, and inside `tmix serve`, whose model is loaded, the check waits)."""
-    from tmixcli import filetok, serve
+    after torch's import and the load (else the check waits for the loaded model, as a `tmix serve`'s callers do)."""
+    from tmixcli import filetok
 
-    lm = None if serve.served else filetok.files_model(spec)
+    lm = filetok.files_model(spec)
     if lm is None:
         return
     try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
-from tmixcli import checkpoints
+from tmixcli import checkpoints, serving
 from tmixcli.charsets import BOM_CODECS, bare_utf16_codec, utf16_codec
 from tmixcli.errors import TmixError
 from tmixcli.paths import document_name, names_stdin, not_a_file, open_regular
@@ -88,9 +88,7 @@ def read_input(path: str, stdin: BinaryIO | None, limit: Callable[[bytes, int | 
 def _open(path: str) -> BinaryIO:
     """`path` opened for reading; inside `tmix serve` only a regular file, refused without waiting on a FIFO or device
     (its client reads those itself: cli_open.maybe_forward)."""
-    from tmixcli import serve
-
-    return os.fdopen(open_regular(path), "rb") if serve.served else open(path, "rb")
+    return os.fdopen(open_regular(path), "rb") if serving.served else open(path, "rb")
 
 
 def file_chunks(path: str, size: int) -> Chunks:

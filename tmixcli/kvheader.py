@@ -1,5 +1,5 @@
-"""The KV file format on disk: the safetensors framing, header and metadata validated by tmix itself (no torch),
-and the prefix ids read; the tensors are read by kvread.load_kv."""
+"""The KV file format on disk: the header a file is written with (planned here), its safetensors framing, header and
+metadata validated by tmix itself (no torch), and the prefix ids read; the tensors are read by kvread.load_kv."""
 
 from __future__ import annotations
 
@@ -9,19 +9,61 @@ import math
 import os
 import struct
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import tmixcli
+from tmixcli import stheader
 from tmixcli.errors import TmixError
 from tmixcli.paths import open_regular
+from tmixcli.stheader import FramingError
 
 FORMAT_VERSION = "1"
-MAX_HEADER_BYTES = 100 * 1024 * 1024
 # safetensors dtype -> (torch dtype name, item size); by name so that `tmix cache` never imports torch
 ST_DTYPES: dict[str, tuple[str, int]] = {
     "F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2),
     "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1), "U8": ("uint8", 1),
     "BOOL": ("bool", 1), "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1),
 }
+ST_NAMES = {f"torch.{name}": st for st, (name, _) in ST_DTYPES.items()}
+DTYPE_NAMES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16",
+               "torch.float8_e4m3fn": "fp8_e4m3", "torch.float8_e5m2": "fp8_e5m2", "torch.float64": "fp64"}
+
+if TYPE_CHECKING:
+    import torch
+
+
+def dtype_name(dtype: torch.dtype | str) -> str:
+    """torch.bfloat16 -> "bf16"; strings pass through."""
+    return dtype if isinstance(dtype, str) else DTYPE_NAMES.get(str(dtype), str(dtype).removeprefix("torch."))
+
+
+def full_meta(meta: dict[str, str], n_tokens: int, n_layers: int, kv_heads: int, head_dim: int,
+              dtype: torch.dtype) -> dict[str, str]:
+    """`meta` plus the fields every KV file has (format, shape, dtype, version); all strings, or TmixError."""
+    full = {**meta, "tmix_format": FORMAT_VERSION, "n_tokens": str(n_tokens), "num_layers": str(n_layers),
+            "kv_heads": str(kv_heads), "head_dim": str(head_dim)}
+    full.setdefault("dtype", dtype_name(dtype))
+    full.setdefault("tmix_version", tmixcli.__version__)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in full.items()):
+        raise TmixError("KV metadata must map strings to strings")
+    return full
+
+
+def plan_header(entries: list[tuple[str, torch.dtype, list[int]]], meta: dict[str, str],
+                size: int | None = None) -> bytes:
+    """The safetensors header (length prefix + JSON padded with spaces to 8 bytes, or to exactly `size` bytes in
+    all) for tensors (name, dtype, shape) stored back to back in this order."""
+    header: dict[str, Any] = {"__metadata__": meta}
+    offset = 0
+    for name, dtype, shape in entries:
+        nbytes = math.prod(shape) * ST_DTYPES[ST_NAMES[str(dtype)]][1]
+        header[name] = {"dtype": ST_NAMES[str(dtype)], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    pad = -len(raw) % 8 if size is None else size - 8 - len(raw)
+    if pad < 0:
+        raise TmixError(f"KV metadata too long for its header ({len(raw)} bytes, room for {size - 8})")
+    return struct.pack("<Q", len(raw) + pad) + raw + b" " * pad
 
 
 def read_header(path: Path, check_data: bool = True) -> tuple[dict[str, Any], int, int]:
@@ -30,21 +72,14 @@ def read_header(path: Path, check_data: bool = True) -> tuple[dict[str, Any], in
     path = Path(path)
     with os.fdopen(_open(path), "rb") as f:
         try:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(9)
-            n = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
-            if len(head) < 9 or head[8:9] != b"{":
-                raise TmixError(f"{path} is not a safetensors KV file{_kind_hint(head)}")
-            if n > MAX_HEADER_BYTES:
-                raise TmixError(f"{path}: safetensors header length {n} exceeds the 100 MB limit "
-                                "(corrupt or malicious file)")
-            if n > size - 8:
-                raise TmixError(f"{path} is truncated: header needs {n} bytes, file has {size - 8}")
-            f.seek(8)
-            raw = f.read(n)
+            header, n, size = stheader.read_header(f)
+        except FramingError as err:
+            raise TmixError(_framing_error(path, err)) from None
         except OSError as err:
             raise TmixError(f"cannot read KV file {path}: {err.strerror or err}") from None
-    header = _parse_header(path, raw)
+    meta = header.get("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise TmixError(f"{path}: corrupt KV file (metadata must map strings to strings)")
     if check_data:
         _check_tensors(path, header, size - 8 - n)
     return header, n, size
@@ -65,23 +100,19 @@ def _open(path: Path) -> int:
         raise TmixError(f"cannot read KV file {path}: {err.strerror or err}") from None
 
 
-def _kind_hint(head: bytes) -> str:
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        return " (it looks like a PyTorch/pickle file; tmix never unpickles)"
-    return ""
-
-
-def _parse_header(path: Path, raw: bytes) -> dict[str, Any]:
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise TmixError(f"{path} is not a safetensors KV file (header is not valid JSON)") from None
-    if not isinstance(header, dict):
-        raise TmixError(f"{path} is not a safetensors KV file (header is not a JSON object)")
-    meta = header.get("__metadata__", {})
-    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise TmixError(f"{path}: corrupt KV file (metadata must map strings to strings)")
-    return header
+def _framing_error(path: Path, err: FramingError) -> str:
+    """What is wrong with a KV file whose safetensors framing stheader refused."""
+    if err.kind == "too_long":
+        return f"{path}: safetensors header length {err.n} exceeds the 100 MB limit (corrupt or malicious file)"
+    if err.kind == "truncated":
+        return f"{path} is truncated: header needs {err.n} bytes, file has {err.size - 8}"
+    if err.kind == "not_json":
+        return f"{path} is not a safetensors KV file (header is not valid JSON)"
+    if err.kind == "not_object":
+        return f"{path} is not a safetensors KV file (header is not a JSON object)"
+    pickle = err.head.startswith(b"PK\x03\x04") or err.head[:1] == b"\x80"
+    return f"{path} is not a safetensors KV file" + (
+        " (it looks like a PyTorch/pickle file; tmix never unpickles)" if pickle else "")
 
 
 def _check_tensors(path: Path, header: dict[str, Any], data_len: int) -> None:

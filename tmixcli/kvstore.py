@@ -1,23 +1,20 @@
 """KV cache files: one safetensors file per prefilled prefix. Here: what names a file (model fingerprint, cache
-key), its metadata and the settings it fixes, and the checks that it fits a run; the file format is read in kvheader,
-the tensors in kvread, written in kvwrite; the cache folder is kvfolder."""
+key), its metadata and the settings it fixes, and the checks that it fits a run; the file format is read and its
+header planned in kvheader, the tensors read in kvread, written in kvwrite; the cache folder is kvfolder."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
-import math
-import struct
 from dataclasses import replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import tmixcli
 from tmixcli.config import AttentionConfig, Settings
 from tmixcli.errors import TmixError
-from tmixcli.kvheader import FORMAT_VERSION, ST_DTYPES
+from tmixcli.kvheader import FORMAT_VERSION, dtype_name
 
 if TYPE_CHECKING:
     import torch
@@ -29,9 +26,6 @@ CHECKED_FIELDS = ("tmix_format", "dtype", "model_fingerprint",
 VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "tmix_attention", "dtype", "torch_dtype",
                         "_commit_hash", "attn_implementation", "use_cache", "output_attentions",
                         "output_hidden_states", "return_dict"}
-ST_NAMES = {f"torch.{name}": st for st, (name, _) in ST_DTYPES.items()}
-DTYPE_NAMES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16",
-               "torch.float8_e4m3fn": "fp8_e4m3", "torch.float8_e5m2": "fp8_e5m2", "torch.float64": "fp64"}
 SLIDING_MSG = "sliding-window attention is not supported by the KV cache yet"
 
 
@@ -115,15 +109,10 @@ def cache_key(fingerprint: str, attn: AttentionConfig, prefix_ids: list[int]) ->
     return h.hexdigest()[:24]
 
 
-def dtype_name(dtype: torch.dtype | str) -> str:
-    """torch.bfloat16 -> "bf16"; strings pass through."""
-    return dtype if isinstance(dtype, str) else DTYPE_NAMES.get(str(dtype), str(dtype).removeprefix("torch."))
-
-
 def build_meta(*, model_id: str, fingerprint: str, dtype: torch.dtype | str, attn: AttentionConfig,
                doc_name: str, doc_sha256: str, template_hash: str, n_tokens: int,
                system: str | None = None) -> dict[str, str]:
-    """The metadata of a KV file; save_kv adds num_layers, kv_heads and head_dim from the tensors. `system`: the
+    """The metadata of a KV file; kvwrite.save_kv adds num_layers, kv_heads and head_dim from the tensors. `system`: the
     system prompt of the prefix ("" for none), recorded so that a run from the file alone can take it."""
     meta = {
         "tmix_format": FORMAT_VERSION, "tmix_version": tmixcli.__version__, "format": "pt",
@@ -199,71 +188,6 @@ def refuse_sliding(config: Any) -> None:
     if uses_sliding_window(config):
         name = getattr(config, "model_type", "this model")
         raise TmixError(f"{name}: {SLIDING_MSG}")
-
-
-# ---------------------------------------------------------------- save
-
-
-def cache_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(keys, values) per layer, each [1, Hkv, T, D]; refuses sliding or mismatched layers."""
-    layers = getattr(cache, "layers", None)
-    if not layers:
-        raise TmixError("cannot save an empty KV cache")
-    out = []
-    for i, layer in enumerate(layers):
-        if getattr(layer, "is_sliding", False) or "Sliding" in type(layer).__name__:
-            raise TmixError(f"layer {i}: {SLIDING_MSG}")
-        k, v = layer.keys, layer.values
-        if k is None or v is None or k.dim() != 4 or k.shape != v.shape or k.dtype != v.dtype:
-            raise TmixError(f"cannot save KV cache: layer {i} has no [B, Hkv, T, D] keys/values")
-        if k.shape[0] != 1:
-            raise TmixError(f"cannot save KV cache: batch size {k.shape[0]}, only 1 is supported")
-        out.append((k, v))
-    shape0, dtype0 = out[0][0].shape, out[0][0].dtype
-    if any(k.shape != shape0 or k.dtype != dtype0 for k, _ in out):
-        raise TmixError("cannot save KV cache: layers differ in shape or dtype")
-    return out
-
-
-def plan_header(entries: list[tuple[str, torch.dtype, list[int]]], meta: dict[str, str],
-                size: int | None = None) -> bytes:
-    """The safetensors header (length prefix + JSON padded with spaces to 8 bytes, or to exactly `size` bytes in
-    all) for tensors (name, dtype, shape) stored back to back in this order."""
-    header: dict[str, Any] = {"__metadata__": meta}
-    offset = 0
-    for name, dtype, shape in entries:
-        nbytes = math.prod(shape) * ST_DTYPES[ST_NAMES[str(dtype)]][1]
-        header[name] = {"dtype": ST_NAMES[str(dtype)], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    pad = -len(raw) % 8 if size is None else size - 8 - len(raw)
-    if pad < 0:
-        raise TmixError(f"KV metadata too long for its header ({len(raw)} bytes, room for {size - 8})")
-    return struct.pack("<Q", len(raw) + pad) + raw + b" " * pad
-
-
-def full_meta(meta: dict[str, str], n_tokens: int, n_layers: int, kv_heads: int, head_dim: int,
-              dtype: torch.dtype) -> dict[str, str]:
-    """`meta` plus the fields every KV file has (format, shape, dtype, version); all strings, or TmixError."""
-    full = {**meta, "tmix_format": FORMAT_VERSION, "n_tokens": str(n_tokens), "num_layers": str(n_layers),
-            "kv_heads": str(kv_heads), "head_dim": str(head_dim)}
-    full.setdefault("dtype", dtype_name(dtype))
-    full.setdefault("tmix_version", tmixcli.__version__)
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in full.items()):
-        raise TmixError("KV metadata must map strings to strings")
-    return full
-
-
-def cache_bytes(cache: Any) -> int:
-    """Bytes of a cache's K/V tensors: about the size of its KV file."""
-    return sum(t.numel() * t.element_size() for pair in cache_tensors(cache) for t in pair)
-
-
-def save_kv(path: Path, cache: Any, prefix_ids: list[int], meta: dict[str, str]) -> int:
-    """Write cache + prefix ids + meta atomically (temp file, fsync, rename); returns bytes written."""
-    from tmixcli import kvwrite
-
-    return kvwrite.save_kv(Path(path), cache, prefix_ids, meta)
 
 
 # ---------------------------------------------------------------- check

@@ -1,6 +1,6 @@
 """Write a KV file in the background, layer by layer, while the prefill is still computing the later layers.
 
-`KVWriter` plans the whole file (kvstore's safetensors layout) from the cache's shape before any row exists, so
+`KVWriter` plans the whole file (kvheader's safetensors layout) from the cache's shape before any row exists, so
 each layer's rows go to disk as soon as the prefill has made them: GPU rows through a pinned buffer on a side
 stream (the prefill's stream never waits), CPU rows straight from the cache. The header, whose metadata holds the
 prefill's own time, is written last into room reserved for it; then fsync and rename, so the file appears whole
@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
-from tmixcli import kvstore
 from tmixcli.errors import TmixError
 from tmixcli.kvfolder import remove_file, room_hint, temp_is_stale, temp_name, temp_of
+from tmixcli.kvheader import full_meta, plan_header
+from tmixcli.kvstore import SLIDING_MSG
 from tmixcli.sizes import human_size
 
 ROOM = 1024  # header bytes reserved for metadata known only after the prefill (prefill_s, prefill_device)
@@ -87,12 +88,12 @@ def planned_size(n_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype
 def _layout(n_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype, n_tokens: int,
             meta: dict[str, str]) -> tuple[dict[str, str], list, int]:
     """A file's full metadata, its tensor entries in file order and its header length (ROOM included)."""
-    full = kvstore.full_meta(meta, n_tokens, n_layers, kv_heads, head_dim, dtype)
+    full = full_meta(meta, n_tokens, n_layers, kv_heads, head_dim, dtype)
     entries = [("prefix_ids", torch.int64, [n_tokens])]
     for i in range(n_layers):
         for kind in ("keys", "values"):
             entries.append((f"layers.{i}.{kind}", dtype, [1, kv_heads, n_tokens, head_dim]))
-    return full, entries, len(kvstore.plan_header(entries, full)) + ROOM
+    return full, entries, len(plan_header(entries, full)) + ROOM
 
 
 def file_size(n_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype, n_tokens: int,
@@ -127,7 +128,7 @@ class KVWriter:
 
     The main thread calls `rows`, `finish`, `wait` and `abort`; a daemon thread does all the copying and writing.
     A hand-over that does not fit the plan (another shape or dtype, rows out of order) makes the writer give up
-    quietly (`usable` False, temp file gone): the caller then saves the finished cache with kvstore.save_kv."""
+    quietly (`usable` False, temp file gone): the caller then saves the finished cache with save_kv."""
 
     def __init__(self, path: Path, n_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype,
                  prefix_ids: list[int], meta: dict[str, str]) -> None:
@@ -233,7 +234,7 @@ class KVWriter:
                 elif item[0] == "rows":
                     self._put_rows(*item[1:], stage)
                 elif item[0] == "finish":
-                    header = kvstore.plan_header(self._entries, self.meta, size=self._header_len)
+                    header = plan_header(self._entries, self.meta, size=self._header_len)
                     _pwrite(self._fd, header, 0)
                     os.fsync(self._fd)
                     if self._stop.is_set():  # aborted during the fsync: no file, as the caller was told
@@ -326,13 +327,39 @@ class KVWriter:
         self.written += data.nbytes
 
 
-def save_kv(path: Path, cache: Any, prefix_ids: list[int], meta: dict[str, str]) -> int:
+def cache_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(keys, values) per layer, each [1, Hkv, T, D]; refuses sliding or mismatched layers."""
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        raise TmixError("cannot save an empty KV cache")
+    out = []
+    for i, layer in enumerate(layers):
+        if getattr(layer, "is_sliding", False) or "Sliding" in type(layer).__name__:
+            raise TmixError(f"layer {i}: {SLIDING_MSG}")
+        k, v = layer.keys, layer.values
+        if k is None or v is None or k.dim() != 4 or k.shape != v.shape or k.dtype != v.dtype:
+            raise TmixError(f"cannot save KV cache: layer {i} has no [B, Hkv, T, D] keys/values")
+        if k.shape[0] != 1:
+            raise TmixError(f"cannot save KV cache: batch size {k.shape[0]}, only 1 is supported")
+        out.append((k, v))
+    shape0, dtype0 = out[0][0].shape, out[0][0].dtype
+    if any(k.shape != shape0 or k.dtype != dtype0 for k, _ in out):
+        raise TmixError("cannot save KV cache: layers differ in shape or dtype")
+    return out
+
+
+def cache_bytes(cache: Any) -> int:
+    """Bytes of a cache's K/V tensors: about the size of its KV file."""
+    return sum(t.numel() * t.element_size() for pair in cache_tensors(cache) for t in pair)
+
+
+def save_kv(path: Path | str, cache: Any, prefix_ids: list[int], meta: dict[str, str]) -> int:
     """Write a finished cache + prefix ids + meta atomically (temp file, fsync, rename); returns bytes written."""
-    layers = kvstore.cache_tensors(cache)
+    layers = cache_tensors(cache)
     k0 = layers[0][0]  # keys: [1, Hkv, T, D]
     if k0.shape[2] != len(prefix_ids):
         raise TmixError(f"cannot save KV cache: {k0.shape[2]} cached tokens but {len(prefix_ids)} prefix ids")
-    writer = KVWriter(path, len(layers), k0.shape[1], k0.shape[3], k0.dtype, prefix_ids, meta)
+    writer = KVWriter(Path(path), len(layers), k0.shape[1], k0.shape[3], k0.dtype, prefix_ids, meta)
     for i, (k, v) in enumerate(layers):
         writer.rows(i, k, v, 0)
     writer.finish()

@@ -8,7 +8,6 @@ import os
 import stat
 from pathlib import Path
 
-from tmixcli.cli_options import given
 from tmixcli.errors import TmixError
 from tmixcli.ggufheader import EndsInHeader, GgufHeader, read_header
 from tmixcli.modelinfo import converted_gguf_dir, model_folder, model_limits, model_ref
@@ -23,13 +22,14 @@ SIZES = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", 
 OPTIONAL_SIZES = ("num_key_value_heads", "head_dim", "max_position_embeddings")
 
 
-def check_model(spec: str | None) -> None:
+def check_model(spec: str | None, env: bool = False) -> None:
     """Refuse a missing model path, a folder transformers cannot load or tmix cannot run, or a .gguf that is not one;
-    a hub id is checked only where the local Hugging Face cache holds its config.json."""
+    a hub id is checked only where the local Hugging Face cache holds its config.json. `env`: `spec` came from
+    TMIX_MODEL, which the errors then name."""
     ref = model_ref(spec)
     if ref.kind == "default":
         return
-    named = spec + from_env(spec)
+    named = spec + from_env(spec, env)
     if ref.kind == "missing":
         raise TmixError(ref.not_found(named))
     if ref.kind == "gguf":
@@ -37,31 +37,33 @@ def check_model(spec: str | None) -> None:
         if converted.is_file():  # converted before: its config.json says what it holds
             check_config(converted, f"{named} (converted to {converted.parent}) is not a usable model")
         else:
-            check_gguf(ref.path, from_env(spec))
+            check_gguf(ref.path, from_env(spec, env))
     elif ref.kind == "hub":
         snapshot = model_folder(spec)
         if snapshot is None:  # not in the local Hugging Face cache: only a download can bring it
-            check_hub_reachable(spec)
+            check_hub_reachable(spec, env=env)
         elif (snapshot / "config.json").is_file():
             check_config(snapshot / "config.json", f"{named} (in the Hugging Face cache) is not a usable model")
     else:
         check_folder(ref.path, named)
 
 
-def from_env(spec: str | None) -> str:
-    """' (TMIX_MODEL)' where the model `spec` came from that variable, not from --model, for the errors that name it
-    (a stale export is hard to spot otherwise); else ''."""
-    return " (TMIX_MODEL)" if spec and spec == os.environ.get("TMIX_MODEL") and not given("--model") else ""
+def from_env(spec: str | None, env: bool = False) -> str:
+    """' (TMIX_MODEL)' after a model `spec` that came from that variable, not from --model (`env`, which the command
+    knows from its option's source: cli_options.env_options), for the errors that name it (a stale export is hard to
+    spot otherwise); else ''."""
+    return " (TMIX_MODEL)" if spec and env else ""
 
 
-def check_hub_reachable(model_id: str, timeout_s: float = 3.0) -> None:
+def check_hub_reachable(model_id: str, timeout_s: float = 3.0, env: bool = False) -> None:
     """Fail at once, not after torch's import and a minute of retries, when a model missing from the local Hugging
-    Face cache cannot be fetched: HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set, or the hub does not answer."""
+    Face cache cannot be fetched: HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set, or the hub does not answer.
+    `env`: `model_id` came from TMIX_MODEL (from_env)."""
     import socket
     from urllib.parse import urlparse
 
     hint = "pass a local model folder or .gguf file, or download it where there is network"
-    shown = repr(model_id) + from_env(model_id)
+    shown = repr(model_id) + from_env(model_id, env)
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE"):  # as huggingface_hub reads them
             raise TmixError(f"model {shown} is not in the local Hugging Face cache and {name} is set: {hint}")

@@ -306,7 +306,7 @@ def _saver(path: Path, cache: object, ids: list[int], meta: dict, limit: int | N
     as that file's state (`resident`) while it holds only the prefix."""
     def save() -> list[str]:
         prefix = _prefix_rows(cache, len(ids))  # chat --keep-history may have grown the cache past the prefix
-        size = kvstore.cache_bytes(prefix)
+        size = kvwrite.cache_bytes(prefix)
         if limit is not None and size > limit:
             if writer is not None:
                 writer.abort()
@@ -315,7 +315,7 @@ def _saver(path: Path, cache: object, ids: list[int], meta: dict, limit: int | N
         if writer is not None and writer.usable:
             writer.wait()
         else:
-            kvstore.save_kv(path, prefix, ids, meta)
+            kvwrite.save_kv(path, prefix, ids, meta)
         if resident is not None and cache.get_seq_length() == len(ids):
             resident.put(path, cache, ids, kvheader.read_meta(path))
         gone, failed = kvfolder.trim_cache(limit, keep=path)

@@ -32,10 +32,10 @@ from tmixcli.paths import process_bound
 from tmixcli.serve_client import FRAME, from_raw, socket_path, stop_path
 from tmixcli.serve_errors import log_path, report
 from tmixcli.serve_stream import Client, ClientGone, Stream
+from tmixcli.serving import served
 from tmixcli.stdout import end_line
 
 _REQUEST_WAIT = 5.0  # seconds a client has to send its request line once connected
-served: dict = {}  # while a server runs a request: {"key": ..., "lm": LoadedModel, "resident": ResidentKV}
 _stopping: list[int] = []  # set by Ctrl-C / SIGTERM / `tmix serve --stop`: the request in hand ends, then the server
 _closing: list[int] = []  # set once the server is ending: a stop signal then ends nothing more
 

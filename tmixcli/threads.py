@@ -11,7 +11,6 @@ import time
 import torch
 
 from tmixcli import checkpoints, cpushare
-from tmixcli.errors import TmixError
 from tmixcli.sizes import count
 
 CORES = torch.get_num_threads()  # torch's own count, before tmix sets one: the CPUs this process may use, or
@@ -25,21 +24,13 @@ cpushare.others_busy()  # the first look at the CPUs' load: auto's first decisio
 
 
 def configure_threads(spec: str | None = None) -> int:
-    """Set torch's CPU threads from `spec` (N, or "auto"; default $TMIX_THREADS, else auto); returns the count.
+    """Set torch's CPU threads from `spec` (N, or "auto"; default $TMIX_THREADS, else auto), a value the command
+    checked before torch was imported (cli_options.check_threads); returns the count.
 
     libgomp's threads spin while they wait for one another: two of them on two CPUs, one CPU busy with another
     process, made a prefill 5x and decoding 15x slower than one thread (docs/usage.md, CPU threads)."""
-    name = "--threads" if spec else "TMIX_THREADS"
     spec = _spec(spec) or "auto"
-    if spec == "auto":
-        n = _auto()
-    else:
-        try:
-            n = int(spec)
-        except ValueError:
-            raise TmixError(f"{name} must be a number or 'auto', not {spec!r}") from None
-        if n < 1:
-            raise TmixError(f"{name} must be at least 1")
+    n = _auto() if spec == "auto" else int(spec)
     torch.set_num_threads(n)
     return n
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from pathlib import Path
 
-from tmixcli.kvheader import MAX_HEADER_BYTES
+from tmixcli import stheader
 from tmixcli.paths import open_regular, read_regular
+from tmixcli.stheader import FramingError
 
 WHOLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
@@ -18,18 +18,11 @@ INDEX = "model.safetensors.index.json"
 def weights_problem(folder: Path) -> str | None:
     """What is wrong with the safetensors weights transformers would load from `folder` (model.safetensors, else the
     shards its index names): "model.safetensors is truncated (...)"; None where they look whole or are not there."""
-    if (folder / WHOLE).is_file():
-        return file_problem(folder / WHOLE)
-    if not (folder / INDEX).is_file():
-        return None
     try:
-        index = json.loads(read_regular(folder / INDEX))
-        shards = sorted(set(index["weight_map"].values()))
-    except (OSError, ValueError) as err:
-        return f"{INDEX} cannot be read ({err})"
-    except (KeyError, TypeError, AttributeError):
-        return f"{INDEX} has no weight_map of tensor names to files"
-    for name in shards:
+        names = _weight_files(folder)
+    except ValueError as err:
+        return str(err)
+    for name in names:
         if not isinstance(name, str) or not (folder / name).is_file():
             return f"{name} is missing ({INDEX} names it)"
         why = file_problem(folder / name)
@@ -38,28 +31,49 @@ def weights_problem(folder: Path) -> str | None:
     return None
 
 
+def _weight_files(folder: Path) -> list:
+    """The names of the safetensors files transformers would load from `folder`: model.safetensors, else the shards
+    its index names (sorted; not checked to be names of files), else none; ValueError saying what is wrong with an
+    index that cannot tell."""
+    if (folder / WHOLE).is_file():
+        return [WHOLE]
+    if not (folder / INDEX).is_file():
+        return []
+    try:
+        index = json.loads(read_regular(folder / INDEX))
+        return sorted(set(index["weight_map"].values()))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{INDEX} cannot be read ({err})") from None
+    except (KeyError, TypeError, AttributeError):
+        raise ValueError(f"{INDEX} has no weight_map of tensor names to files") from None
+
+
+def _header(path: Path) -> tuple[dict, int, int]:
+    """The safetensors header of the file at `path` (stheader.read_header), opened without waiting on what is no
+    regular file."""
+    with os.fdopen(open_regular(str(path)), "rb") as f:
+        return stheader.read_header(f)
+
+
 def file_problem(path: Path) -> str | None:
     """What is wrong with one safetensors file's framing ("... is truncated (its header says N bytes, the file has
     M)"), or None."""
     name = path.name
     try:
-        with os.fdopen(open_regular(str(path)), "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(9)
-            n = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
-            if size == 0:
-                return f"{name} is empty"
-            if len(head) < 9 or head[8:9] != b"{" or n > MAX_HEADER_BYTES:
-                return f"{name} is not a safetensors file (it does not start with a header length and a JSON header)"
-            if 8 + n > size:
-                return f"{name} is truncated (its header alone needs {8 + n} bytes, the file has {size})"
-            raw = head[8:] + f.read(n - 1)
+        header, n, size = _header(path)
+    except FramingError as err:
+        if err.size == 0:
+            return f"{name} is empty"
+        if err.kind in ("not_safetensors", "too_long"):
+            return f"{name} is not a safetensors file (it does not start with a header length and a JSON header)"
+        if err.kind == "truncated":
+            return f"{name} is truncated (its header alone needs {8 + err.n} bytes, the file has {err.size})"
+        return f"{name} is damaged (its header is not a safetensors JSON header)"
     except OSError as err:
         return f"cannot read {name}: {err.strerror or err}"
     try:
-        header = json.loads(raw)
         ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+    except (KeyError, TypeError, IndexError):
         return f"{name} is damaged (its header is not a safetensors JSON header)"
     if not all(isinstance(end, int) and end >= 0 for end in ends):
         return f"{name} is damaged (its header holds a bad data offset)"
@@ -74,26 +88,20 @@ def file_problem(path: Path) -> str | None:
 def weight_elements(folder: Path) -> int | None:
     """How many numbers the safetensors weights in `folder` hold (read from their headers), or None where there are
     none or a header cannot be read: what a load costs in memory, whatever dtype they are stored in."""
-    if (folder / WHOLE).is_file():
-        files = [folder / WHOLE]
-    else:
-        try:
-            index = json.loads(read_regular(folder / INDEX))
-            files = [folder / name for name in sorted(set(index["weight_map"].values()))]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return None
+    try:
+        names = _weight_files(folder)
+    except ValueError:
+        return None
     total = 0
-    for path in files:
+    for name in names:
         try:
-            with os.fdopen(open_regular(str(path)), "rb") as f:
-                n = struct.unpack("<Q", f.read(8))[0]
-                header = json.loads(f.read(n)) if n <= MAX_HEADER_BYTES else None
+            header = _header(folder / name)[0]
             for key, entry in header.items():
                 if key != "__metadata__":
                     count = 1
                     for dim in entry["shape"]:
                         count *= int(dim)
                     total += count
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
     return total or None

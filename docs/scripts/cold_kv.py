@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from tmixcli import archs, attention, context, generate, kvfolder, kvread, kvstore
+from tmixcli import archs, attention, context, generate, kvfolder, kvread, kvstore, kvwrite
 from tmixcli.config import AttentionConfig, Settings
 from tmixcli.models import LoadedModel
 
@@ -50,7 +50,7 @@ def main() -> None:
     meta["prefill_s"] = f"{prefill_s:.3f}"
     path = kvfolder.kv_dir() / "cold-probe.safetensors"
     t = _clock()
-    kvstore.save_kv(path, cache, ids, meta)
+    kvwrite.save_kv(path, cache, ids, meta)
     save_s = _clock() - t
     del cache
     torch.cuda.empty_cache()

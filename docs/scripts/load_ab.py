@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import torch
 
-from tmixcli import kvread, kvstore
+from tmixcli import kvread, kvwrite
 
 TOKENS = 131072
 
@@ -46,7 +46,7 @@ def main() -> None:
                               values=torch.randn(1, 8, TOKENS, 128, device="cuda", dtype=torch.bfloat16))
               for _ in range(32)]  # keys/values: [1, Hkv, T, D]
     path = "/root/ab.safetensors"
-    kvstore.save_kv(path, SimpleNamespace(layers=layers), list(range(TOKENS)), {"probe": "load_ab"})
+    kvwrite.save_kv(path, SimpleNamespace(layers=layers), list(range(TOKENS)), {"probe": "load_ab"})
     del layers
     torch.cuda.empty_cache()
     rows: dict = {"old_cold": [], "new_cold": [], "old_warm": [], "new_warm": []}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from tmixcli import attention, context, generate, kvread, kvstore, reuse
+from tmixcli import attention, context, generate, kvread, kvstore, kvwrite, reuse
 from tmixcli.archs import build_random_model
 from tmixcli.config import AttentionConfig
 
@@ -39,7 +39,7 @@ def main() -> None:
     meta = kvstore.build_meta(model_id="llama-3.1-8b (random)", fingerprint="f", dtype=torch.bfloat16, attn=attn,
                               doc_name="old", doc_sha256="0", template_hash="t", n_tokens=n_old)
     path = work / "old.safetensors"
-    kvstore.save_kv(path, cache, old, meta)
+    kvwrite.save_kv(path, cache, old, meta)
     del cache
     torch.cuda.empty_cache()
     rows_out = []

@@ -73,7 +73,7 @@ def one_round(model, ids: list[int], path: Path, attn: AttentionConfig, variant:
     if writer:
         writer.wait()
     else:
-        kvstore.save_kv(path, cache, ids, meta)
+        kvwrite.save_kv(path, cache, ids, meta)
     t3 = _clock(dev)
     sys.setswitchinterval(switch)
     size = path.stat().st_size
