@@ -18,7 +18,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from kvfiles import T, make_meta, prefix_ids, saved, tiny_config, tiny_model
+from kvfiles import T, make_meta, prefill, prefix_ids, saved, tiny_config, tiny_model
 from kvfiles import tokenizer as tokenizer  # the fixture (the alias tells ruff it is used)
 from tmixcli import kvfolder, kvheader, kvread, kvstore, kvwrite
 from tmixcli.config import AttentionConfig
@@ -347,3 +347,15 @@ def test_concurrent_saves_same_key() -> None:
     cache, ids, meta = kvread.load_kv(path)
     assert ids == list(range(256)) and cache.get_seq_length() == 256 and meta["num_layers"] == "4"
     assert kvfolder.temp_files() == [] and [e["key"] for e in kvfolder.list_entries()] == ["same"]
+
+
+def test_an_older_file_with_attn_dense_backend_is_accepted(tokenizer) -> None:
+    """Files made before 2026-11-24 hold attn_dense_backend ("sdpa" whatever ran): it is ignored, not compared, and
+    new files no longer write it (review 24 R15)."""
+    model = tiny_model()
+    ids = prefix_ids()
+    meta = make_meta(model, tokenizer)
+    assert "attn_dense_backend" not in meta and "dense_backend" not in AttentionConfig().to_dict()
+    path = kvfolder.kv_path_for("old")
+    kvwrite.save_kv(path, prefill(model, ids), ids, {**meta, "attn_dense_backend": "sdpa"})
+    _check(model, tokenizer, path)

@@ -19,7 +19,6 @@ class AttentionConfig:
     n_local: int = 512
     last_n: int = 128
     start_layer: int = 0
-    dense_backend: str = "sdpa"
 
     def __post_init__(self) -> None:
         if self.method not in ("trimix", "dense"):

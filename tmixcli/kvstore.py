@@ -19,7 +19,7 @@ from tmixcli.kvheader import FORMAT_VERSION, dtype_name
 if TYPE_CHECKING:
     import torch
 
-ATTN_FIELDS = ("method", "n_init", "n_local", "last_n", "start_layer", "dense_backend")
+ATTN_FIELDS = ("method", "n_init", "n_local", "last_n", "start_layer")
 # Fields check_kv compares against the current run, in the order they are reported.
 CHECKED_FIELDS = ("tmix_format", "dtype", "model_fingerprint",
                   *(f"attn_{f}" for f in ATTN_FIELDS), "template_hash", "doc_sha256")
