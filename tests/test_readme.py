@@ -46,3 +46,12 @@ def test_readme_option_groups_name_the_commands_that_take_them():
         listed |= flags
     every = set().union(*(option_names(c) for c in COMMANDS))
     assert every - listed == ELSEWHERE
+
+
+def test_readme_layout_names_every_module():
+    """Every tmixcli module is named in the README's "Repository layout" (it went stale twice without this check)."""
+    section = README[README.index("- `tmixcli/`"):README.index("- `kernels/`")]
+    words = set(re.findall(r"[a-z_0-9]+", section))
+    folder = Path(__file__).resolve().parents[1] / "tmixcli"
+    modules = {p.stem for p in folder.glob("*.py")} - {"__init__", "__main__"}
+    assert sorted(modules - words) == []
