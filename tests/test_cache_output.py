@@ -16,6 +16,7 @@ from runcli import run
 from tmixcli import kvfolder, kvstore, kvwrite
 from tmixcli.config import AttentionConfig
 from tmixcli.errors import TmixError
+from tmixcli.sizes import human_size
 
 TWENTY_G = 20 * 2**30
 SPAN = AttentionConfig(n_local=16, last_n=8, start_layer=1)  # dense up to 8 + 16 + 8 = 32 tokens
@@ -146,12 +147,41 @@ def test_prune_and_clear_say_that_a_save_in_progress_is_left_alone(capsys):
     with _held("busy", 2048) as held:
         code, out, _ = run(capsys, "cache", "prune", "--max-size", "0")
         assert code == 0 and "removed old" in out, out
-        assert out.endswith("\n1 KV file being written now, 2.0 KiB so far: left alone\n"), out
+        assert out.endswith("\n1 KV file being written now, 2.0 KiB when done: left alone\n"), out
         _kv_file("again", 40)
         code, out, _ = run(capsys, "cache", "clear", "--yes")
         assert code == 0 and "removed 1 KV file" in out, out
-        assert out.endswith("\n1 KV file being written now, 2.0 KiB so far: left alone\n"), out
+        assert out.endswith("\n1 KV file being written now, 2.0 KiB when done: left alone\n"), out
         code, out, _ = run(capsys, "cache", "clear", "--yes")  # nothing else to remove
-        assert out == f"no KV files in {kvfolder.kv_dir()}\n1 KV file being written now, 2.0 KiB so far: left alone\n"
+        left = "1 KV file being written now, 2.0 KiB when done: left alone"
+        assert out == f"no KV files in {kvfolder.kv_dir()}\n{left}\n"
         assert Path(held.name).exists()
     assert "being written" not in run(capsys, "cache", "prune")[1]
+
+
+def test_a_save_in_progress_is_told_by_its_size_when_done():
+    """The writer sizes its temp file first: `ls` said "126.5 MiB so far" from the first second of a prefill. It
+    now says that size is the file's when done, and the finished file has it."""
+    from typer.testing import CliRunner
+
+    from tmixcli import kvwrite
+    from tmixcli.cli_cache import app
+
+    tokens = 64
+    meta = kvstore.build_meta(model_id="tiny", fingerprint="f" * 64, dtype=torch.float32, attn=SPAN,
+                              doc_name="busy.txt", doc_sha256="ab" * 32, template_hash="t", n_tokens=tokens)
+    writer = kvwrite.KVWriter(kvfolder.kv_path_for("busy"), 2, 2, 16, torch.float32, list(range(tokens)), meta)
+    try:
+        rows = torch.zeros(1, 2, 8, 16)
+        writer.rows(0, rows, rows, 0)  # 8 of 64 rows of one of 2 layers
+        listed = CliRunner().invoke(app, ["ls"])  # in this process, which holds the writer's lock (no abort_all)
+        out = listed.stdout
+        assert listed.exit_code == 0 and f"1 KV file being written now, {human_size(writer.size)} when done\n" in out
+        assert "so far" not in out
+        for layer in range(2):
+            rest = torch.zeros(1, 2, tokens - 8 if layer == 0 else tokens, 16)
+            writer.rows(layer, rest, rest, 8 if layer == 0 else 0)
+        writer.finish()
+        assert writer.wait() > 0 and kvfolder.kv_path_for("busy").stat().st_size == writer.size
+    finally:
+        writer.abort()

@@ -83,7 +83,7 @@ def test_ls_tells_files_made_with_other_attention_apart(tokenizer) -> None:
     out = CliRunner().invoke(app, ["ls"])
     assert out.exit_code == 0, out.output
     head, *rows = out.stdout.splitlines()[:6]
-    assert head.split()[:4] == ["KEY", "DOCUMENT", "MODEL", "ATTENTION"]
+    assert head.split()[:5] == ["KEY", "DOCUMENT", "VERSION", "MODEL", "ATTENTION"]
     column = {row.split()[0]: row[head.index("ATTENTION"):].split("  ")[0] for row in rows}
     assert column.pop("broken") == "-"
     # T = 12 tokens, within n_init + n_local + last_n: every trimix file is dense in every layer (ls says so)
@@ -201,7 +201,7 @@ def test_ls_shows_temp_files_and_prune_removes_leftovers(tokenizer) -> None:
     with open(live, "rb"):  # what its writer, this process, has open
         out = runner.invoke(app, ["ls"]).stdout
         assert "1 leftover temp file of an interrupted save, 2.9 KiB: `tmix cache prune` removes it" in out, out
-        assert "1 KV file being written now, 4.9 KiB so far" in out
+        assert "1 KV file being written now, 4.9 KiB when done" in out
         pruned = runner.invoke(app, ["prune"])
         assert pruned.exit_code == 0 and "removed 1 leftover temp file (2.9 KiB)" in pruned.stdout
         assert not dead.exists() and live.exists() and len(kvfolder.list_entries()) == 2

@@ -88,3 +88,30 @@ def test_damaged_kv_data_is_an_error_not_an_empty_answer(capsys, tiny_dir, short
     assert not cached.exists()
     code, _, err = run(capsys, "ask", short_doc, *argv)
     assert code == 0 and "cache miss" in err, err
+
+
+def test_a_cached_file_refused_by_ask_is_prefilled_again_without_advice_to_do_so(capsys, tiny_dir, short_doc):
+    """A cached file made with other attention settings: `ask` said "not used (...; re-run tmix prefill); prefilling
+    again", advice for what it was already doing. The facts stay, the advice goes; `--kv` users keep it."""
+    from tmixcli import kvheader, kvstore
+    from tmixcli.errors import TmixError
+
+    args = ("--model", tiny_dir, *TINY)
+    code, out, err = run(capsys, "prefill", short_doc, "--quiet", *args)
+    assert code == 0, err
+    cached = Path(out.strip())
+    code, out, err = run(capsys, "prefill", short_doc, "--quiet", *args, "--n-local", "32")
+    assert code == 0, err
+    cached.write_bytes(Path(out.strip()).read_bytes())  # another file under this one's key
+    code, _, err = run(capsys, "ask", short_doc, "What is this about?", "--max-new-tokens", "2", *args)
+    note = f"cache file {cached.name} not used (KV file was made with attention n_local=32, now 16); prefilling again"
+    assert code == 0 and note in err and "re-run" not in err, err
+    for message in (kvstore._mismatch("attn_n_local", "32", "16"), kvstore._mismatch("template_hash", "a", "b"),
+                    kvstore._mismatch("model_fingerprint", "a", "b"), kvstore._mismatch("dtype", "fp32", "bf16")):
+        assert "re-run tmix prefill" in message and "re-run" not in kvstore.refusal_facts(message), message
+    with pytest.raises(TmixError) as prefix:
+        kvstore.check_prefix([1, 2, 3], [1, 2, 4])
+    with pytest.raises(TmixError) as version:
+        kvheader.check_version(cached, {"tmix_format": "0"})
+    for err in (prefix.value, version.value):  # what --kv says, with its advice; what ask says, without
+        assert str(err).endswith("; re-run tmix prefill") and "re-run" not in kvstore.refusal_facts(str(err))

@@ -48,9 +48,11 @@ def file_json(path: Path | str, size: int, meta: dict[str, str]) -> dict[str, An
 
 
 def entry_json(entry: dict) -> dict[str, Any]:
-    """One `ls --json` entry of a kvfolder.list_entries() dict: its key, the file's facts, last use and error."""
+    """One `ls --json` entry of a kvfolder.list_entries() dict: its key, the file's facts, the documents' paths and
+    which version of them it holds (where `ls` found them in the document index), last use and error."""
     return {"key": entry["key"], **file_json(entry["path"], entry["size"], entry["meta"]),
-            "last_used": entry["last_used"], "error": entry["error"]}
+            "doc_paths": entry.get("doc_paths"), "version": entry.get("version"), "last_used": entry["last_used"],
+            "error": entry["error"]}
 
 
 def listing_json(folder: Path, entries: list[dict], cap: int | None, stale: list[tuple[Path, int]],

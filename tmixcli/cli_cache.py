@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +16,7 @@ import typer
 from tmixcli import docindex, kvfolder, kvheader
 from tmixcli.cache_json import attention_of, info_json, listing_json
 from tmixcli.errors import TmixError
-from tmixcli.paths import not_a_file
+from tmixcli.paths import not_a_file, readable_name
 from tmixcli.sizes import count, human_size
 from tmixcli.stdout import is_terminal
 
@@ -38,17 +40,51 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
-def _short_time(iso: str | None) -> str:
-    return (iso or "-").replace("T", " ")[:16]
+def _local_time(iso: str | None) -> str:
+    """A listing's UTC time (ISO) as the local time, to the minute."""
+    try:
+        return datetime.fromisoformat(iso or "").astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return iso or "-"
+
+
+def _with_versions(entries: list[dict]) -> list[dict]:
+    """Each entry with the documents the index recorded its KV file for: "doc_paths" (absolute; None where not
+    known) and "version": "current" where they are unchanged since, "old" where they changed or are gone, None."""
+    recorded = docindex.recorded()
+    for e in entries:
+        found = recorded.get(Path(e["path"]).name, [])
+        current = [r for r in found if r.current]
+        e["doc_paths"] = list((current or found)[0].paths) if found else None
+        e["version"] = ("current" if current else "old") if found else None
+    return entries
+
+
+def _shown(path: str) -> str:
+    """A document's path as `ls` shows it: from the current folder where under it, else from ~ where under home."""
+    for base, label in ((Path.cwd, "."), (Path.home, "~")):
+        try:
+            rel = Path(path).relative_to(os.path.realpath(base()))
+        except (ValueError, OSError, RuntimeError):  # elsewhere, or a current folder removed, or no home
+            continue
+        return readable_name(str(rel) if label == "." else f"~/{rel}".removesuffix("/."))
+    return readable_name(path)
+
+
+def _document(entry: dict) -> str:
+    if entry["doc_paths"]:
+        return " + ".join(map(_shown, entry["doc_paths"]))
+    return entry["doc_name"] or f"(invalid: {entry['error']})"
 
 
 @app.command("ls")
 @cli_errors
 def ls(as_json: Annotated[bool, typer.Option("--json", help="Print the listing as one JSON object.")] = False) -> None:
-    """List KV files, most recently used first."""
+    """List KV files, most recently used first, with the document each was made from and whether it is that
+    document's current version."""
     folder = kvfolder.listed_dir()  # an unusable folder or cap is an error before any output, with --json too
     cap = kvfolder.cache_limit()
-    entries = kvfolder.list_entries(folder)
+    entries = _with_versions(kvfolder.list_entries(folder))
     stale, active = kvfolder.temp_state(folder)
     if as_json:
         typer.echo(json.dumps(listing_json(folder, entries, cap, stale, active), indent=2))
@@ -56,11 +92,10 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="Print the listing a
     if not entries:
         typer.echo(f"no KV files in {folder}")
     else:
-        rows = [["KEY", "DOCUMENT", "MODEL", "ATTENTION", "TOKENS", "SIZE", "LAST USED"]]
+        rows = [["KEY", "DOCUMENT", "VERSION", "MODEL", "ATTENTION", "TOKENS", "SIZE", "LAST USED (local time)"]]
         for e in entries:
-            doc = e["doc_name"] or f"(invalid: {e['error']})"
-            rows.append([e["key"], doc, e["model_id"] or "-", attention_of(e["meta"])[1], str(e["n_tokens"] or "-"),
-                         human_size(e["size"]), _short_time(e["last_used"])])
+            rows.append([e["key"], _document(e), e["version"] or "-", e["model_id"] or "-", attention_of(e["meta"])[1],
+                         str(e["n_tokens"] or "-"), human_size(e["size"]), _local_time(e["last_used"])])
         typer.echo(_table(rows))
         total = human_size(sum(e["size"] for e in entries))
         typer.echo(f"{count(len(entries), 'file')}, {total} in {folder}; {_cap_text(cap)}")
@@ -80,8 +115,8 @@ def _echo_leftovers(stale: list[tuple[Path, int]]) -> None:
 def _echo_in_progress(active: list[tuple[Path, int]], tail: str = "") -> None:
     """KV files being written now (never removed: their save lands once done); `tail` says what a removal did."""
     if active:
-        written = human_size(sum(n for _, n in active))
-        typer.echo(f"{count(len(active), 'KV file')} being written now, {written} so far{tail}")
+        size = human_size(sum(n for _, n in active))  # a writer sizes its temp file first: what it will hold
+        typer.echo(f"{count(len(active), 'KV file')} being written now, {size} when done{tail}")
 
 
 def _echo_removed(entry: dict) -> None:
@@ -166,12 +201,36 @@ def _real(folder: Path) -> Path:
         return folder.absolute()
 
 
+def document_entries(paths: list[str]) -> list[dict]:
+    """The entries of the KV files the index recorded for each document (a file or folder as given to `ask`, or a
+    file of such a folder), every version; TmixError for a path with none, or an empty one."""
+    folder = kvfolder.listed_dir()
+    by_name = {Path(e["path"]).name: e for e in kvfolder.list_entries(folder)}
+    recorded = docindex.recorded()
+    found = []
+    for path in paths:
+        if not path.strip():
+            raise TmixError(f"the document path {path!r} is empty: give the path of a document tmix has read")
+        real = os.path.realpath(path)
+        mine = [by_name[kv] for kv, docs in recorded.items()
+                if kv in by_name and any(real in r.paths or real in r.files for r in docs)]
+        if not mine:
+            raise TmixError(f"no KV file of {path} in {folder}: tmix knows the KV files of the documents it read "
+                            "from that path (see `tmix cache ls`)")
+        found += mine
+    return found
+
+
 @app.command("rm")
 @cli_errors
-def rm(keys: Annotated[list[str], typer.Argument(metavar="KEY...",
-                                                  help="Keys, unique key prefixes or KV file names.")]) -> None:
-    """Remove KV files by key (a unique key prefix, or the file's name or path in the cache folder)."""
-    targets = [resolve_key(k) for k in keys]
+def rm(keys: Annotated[list[str], typer.Argument(
+        metavar="KEY...", help="Keys, unique key prefixes or KV file names; with --doc, documents' paths.")],
+       doc: Annotated[bool, typer.Option("--doc", help="The arguments are documents (files or folders, as given to "
+                                         "ask): remove every KV file made from each, of any version, model or "
+                                         "settings.")] = False) -> None:
+    """Remove KV files by key (a unique key prefix, or the file's name or path in the cache folder), or with --doc
+    those of documents."""
+    targets = document_entries(keys) if doc else [resolve_key(k) for k in keys]
     failed = []
     for e in {e["path"]: e for e in targets}.values():
         why = kvfolder.remove_file(Path(e["path"]))

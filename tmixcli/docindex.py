@@ -6,11 +6,13 @@ ctime) and the reading options, then by everything else that shapes the prefix (
 --truncate's room); it is only a pointer: the KV file is still checked against the model and settings when loaded.
 Files whose stat tells no change (/proc, /sys, a size of 0) are always read; `chat` hashes their contents. A stat
 taken within seconds of a change may stay the same through the next edit on coarse clocks (git's "racy clean"):
-what it recorded is trusted only while the files' bytes are still the ones read.
+what it recorded is trusted only while the files' bytes are still the ones read. An entry also names the documents'
+paths and stats, so that `tmix cache` can tell whose KV file it is and whether it holds their current version.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -18,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from tmixcli import __version__
 from tmixcli.errors import TmixError
@@ -30,14 +33,18 @@ RACY_NS = 3 * 10**9  # FAT keeps mtime in 2 s steps, and the kernel stamps files
 
 class Identity(str):
     """identity()'s digest, which also knows its files and whether their stat was taken too soon after a change to
-    stand for their bytes alone (`racy`: then what it leads to is checked against their bytes)."""
+    stand for their bytes alone (`racy`: then what it leads to is checked against their bytes), and for `tmix cache`
+    the documents' paths as given (made absolute) and the files' stat rows."""
 
     files: tuple[str, ...]
     racy: bool
+    paths: tuple[str, ...]
+    stats: list[list]
 
-    def __new__(cls, digest: str, files: Sequence[str] = (), racy: bool = False) -> Identity:
+    def __new__(cls, digest: str, files: Sequence[str] = (), racy: bool = False, paths: Sequence[str] = (),
+                stats: Sequence[list] = ()) -> Identity:
         ident = super().__new__(cls, digest)
-        ident.files, ident.racy = tuple(files), racy
+        ident.files, ident.racy, ident.paths, ident.stats = tuple(files), racy, tuple(paths), list(stats)
         return ident
 
 
@@ -52,7 +59,7 @@ def identity(paths: Sequence[str], pages: str | None, password: str | None) -> I
     except (OSError, TmixError, _StatTellsNothing):
         return None
     return Identity(_digest([INDEX_VERSION, __version__, files, pages]), [f[0] for f in files],
-                    any(_racy(f, taken) for f in files))
+                    any(_racy(f, taken) for f in files), [os.path.realpath(p) for p in paths], files)
 
 
 def _racy(row: list, taken: int) -> bool:
@@ -214,7 +221,7 @@ def lookup(ident: str, key: str) -> dict | None:
         if not isinstance(ident, Identity) or _files_digest(ident.files) != entry["doc_sha256"]:
             return None
         if not ident.racy:
-            entry = {f: entry[f] for f in fields}
+            entry = {f: v for f, v in entry.items() if f != "racy"}
             _write(_path(ident), {**entries, key: entry})
     return entry
 
@@ -231,8 +238,10 @@ def remember(ident: str, key: str, kv_path: Path, doc_name: str, doc_sha256: str
     except (OSError, ValueError):
         entries = {}
     entries[key] = {"kv": kv_path.name, "doc_name": doc_name, "doc_sha256": doc_sha256, "notes": list(notes)}
-    if isinstance(ident, Identity) and ident.racy:
-        entries[key]["racy"] = True
+    if isinstance(ident, Identity):
+        entries[key].update(paths=list(ident.paths), stats=ident.stats)  # for `tmix cache`: whose file, which version
+        if ident.racy:
+            entries[key]["racy"] = True
     _write(path, entries)
 
 
@@ -263,6 +272,55 @@ def forget_missing(kv_folder: Path) -> int:
         if not alive and remove_file(path) is None:  # one that cannot be removed points nowhere: harmless
             gone += 1
     return gone
+
+
+class Recorded(NamedTuple):
+    """Documents an index entry was recorded for: their paths as given (absolute), their files, and whether they are
+    unchanged since (then its KV file is of their current version)."""
+
+    paths: tuple[str, ...]
+    files: tuple[str, ...]
+    current: bool
+
+
+def recorded() -> dict[str, list[Recorded]]:
+    """The documents each KV file (by name) was recorded for, most recently recorded first; entries of a tmix that
+    did not record paths are left out. Current: the same files, of the same stat (not racy) or the same bytes."""
+    found: dict[str, list[Recorded]] = {}
+    stats_of, digest_of = functools.cache(_stats_of), functools.cache(_files_digest)  # once per set of documents
+    for path in sorted(index_dir().glob("*.json"), key=_mtime, reverse=True):
+        try:
+            entries = _read(path)
+        except (OSError, ValueError):
+            continue
+        for entry in entries.values():
+            try:
+                kv, stats, sha = entry["kv"], entry["stats"], entry["doc_sha256"]
+                paths, files = tuple(map(str, entry["paths"])), tuple(str(row[0]) for row in stats)
+            except (KeyError, TypeError, IndexError):
+                continue
+            now = stats_of(paths)
+            current = now is not None and [row[0] for row in now] == list(files)
+            if current and (now != stats or entry.get("racy")):  # touched, copied back, or racy: the bytes tell
+                current = digest_of(files) == sha
+            found.setdefault(str(kv), []).append(Recorded(paths, files, current))
+    return found
+
+
+def _mtime(path: Path) -> float:
+    """When an index file was last written (0 when it cannot be told), to list the latest entries first."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _stats_of(paths: Sequence[str]) -> list | None:
+    """file_stats of these paths now; None when one is gone or cannot tell a change."""
+    try:
+        return file_stats(paths)
+    except (OSError, TmixError, _StatTellsNothing):
+        return None
 
 
 def index_dir(create: bool = False) -> Path:

@@ -207,18 +207,27 @@ def check_fields(meta: dict[str, str], expected: dict[str, str]) -> None:
             raise TmixError(_mismatch(field, meta.get(field), expected[field]))
 
 
+PREFILL_AGAIN = "; re-run tmix prefill"  # ends a refusal (kvheader.check_version's too): advice for --kv users
+TEMPLATE_ADVICE = "; use the system prompt it was made with, or re-run tmix prefill"
+
+
+def refusal_facts(message: str) -> str:
+    """A refused KV file's message without the advice for its user, for a run that prefills again by itself."""
+    return message.removesuffix(TEMPLATE_ADVICE).removesuffix(PREFILL_AGAIN)
+
+
 def _mismatch(field: str, old: str | None, new: str) -> str:
     if field.startswith("attn_"):
-        return f"KV file was made with attention {field[5:]}={old}, now {new}; re-run tmix prefill"
+        return f"KV file was made with attention {field[5:]}={old}, now {new}{PREFILL_AGAIN}"
     if field == "model_fingerprint":
         return (f"KV file was made for a different model (fingerprint {str(old)[:12]}, "
-                f"now {new[:12]}); re-run tmix prefill")
+                f"now {new[:12]}){PREFILL_AGAIN}")
     if field == "template_hash":
         return (f"KV file was made with another prompt template (hash {old}, now {new}), such as another "
-                f"--system; use the system prompt it was made with, or re-run tmix prefill")
+                f"--system{TEMPLATE_ADVICE}")
     if field == "doc_sha256":
         return f"KV file was made from another document (sha256 {str(old)[:12]}, now {new[:12]})"
-    return f"KV file was made with {field} {old}, now {new}; re-run tmix prefill"
+    return f"KV file was made with {field} {old}, now {new}{PREFILL_AGAIN}"
 
 
 def model_kv_dims(config: Any) -> tuple[int, int, int]:
@@ -255,4 +264,4 @@ def check_prefix(stored: list[int], expected: list[int]) -> None:
         return
     first = next((i for i, (a, b) in enumerate(zip(stored, expected)) if a != b), min(len(stored), len(expected)))
     raise TmixError(f"KV file prefix differs from this prompt at token {first} "
-                    f"(stored {len(stored)} tokens, prompt prefix {len(expected)}); re-run tmix prefill")
+                    f"(stored {len(stored)} tokens, prompt prefix {len(expected)}){PREFILL_AGAIN}")

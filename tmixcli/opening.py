@@ -156,7 +156,8 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
         try:
             return load_into(ctx, path, s, ids, resident)
         except TmixError as err:
-            ctx.notes.append(f"{_NOT_USED}{path.name} not used ({err}); prefilling again")
+            why = kvstore.refusal_facts(str(err))  # no advice to re-run tmix prefill: that is done here
+            ctx.notes.append(f"{_NOT_USED}{path.name} not used ({why}); prefilling again")
     save = path is not None
     meta = kvstore.build_meta(model_id=lm.model_id, fingerprint=fp, dtype=lm.dtype, attn=attn, doc_name=doc.name,
                               doc_sha256=doc.sha256, template_hash=prompt.template_hash(lm.tokenizer, s.system),
