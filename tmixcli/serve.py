@@ -31,7 +31,7 @@ from tmixcli.errors import TmixError
 from tmixcli.paths import process_bound
 from tmixcli.serve_client import FRAME, from_raw, socket_path, stop_path
 from tmixcli.serve_errors import log_path, report
-from tmixcli.serve_stream import Client, ClientGone, Stream
+from tmixcli.serve_stream import Client, ClientGone, Stream, hung_up
 from tmixcli.stdout import end_line
 
 _REQUEST_WAIT = 5.0  # seconds a client has to send its request line once connected
@@ -42,6 +42,10 @@ _closing: list[int] = []  # set once the server is ending: a stop signal then en
 
 class Refused(Exception):
     """A request the server hands back untouched (it reads stdin): the client runs it itself."""
+
+
+class LeftBeforeStart(Exception):
+    """The client of a request left (killed while it waited for a busy server) before anything of it ran."""
 
 
 def _read_otherwise(req: dict, argv: list[str], cwd: str, env: dict[str, str]) -> bool:
@@ -91,7 +95,7 @@ def take_request(sources: list[str]) -> None:
         if conn is not None:
             conn.sendall(FRAME.pack(b"S", os.getpid()))  # the pid: a client can name the server if it dies
     except OSError:
-        raise BrokenPipeError("the client is gone") from None
+        raise LeftBeforeStart from None
 
 
 def stopping() -> bool:
@@ -140,6 +144,10 @@ def _handle(conn: socket.socket, key: str, lm, log, resident=None, trace_log: Pa
     if _read_otherwise(req, argv, cwd, env):  # closed without a word: the client runs it itself
         log(f"request refused: {argv[0]} whose file names this server's locale reads otherwise (its client runs it)")
         return
+    left = f"request dropped before it ran: its client ({argv[0]}) hung up while waiting"
+    if hung_up(conn):  # killed while queued behind another request
+        log(left)
+        return
     client, code, server_err = Client(conn, stopping), 1, sys.stderr  # during the request, sys.stderr is the client's
     tty = req.get("tty") if isinstance(req.get("tty"), dict) else {}
     out, err = Stream(client, b"O", tty.get("stdout") is True), Stream(client, b"E", tty.get("stderr") is True)
@@ -151,6 +159,9 @@ def _handle(conn: socket.socket, key: str, lm, log, resident=None, trace_log: Pa
         client.send(FRAME.pack(b"X", code))
     except Refused:  # closed without a word: the client runs it itself
         log(f"request refused: {argv[0]} of stdin, a FIFO, a device or the like (its client runs it)")
+        return
+    except LeftBeforeStart:
+        log(left)
         return
     except ClientGone:  # found gone by the request's last words or its exit code
         pass
@@ -175,7 +186,7 @@ def _run(argv: list[str], client: Client, server_err: TextIO, trace_log: Path | 
         return 0
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
-    except Refused:
+    except (Refused, LeftBeforeStart):
         raise
     except Exception as exc:  # noqa: BLE001 - a bug in one request must not take the server down
         line = report(exc, argv[0], server_err, trace_log)  # kept first: the client may be gone
