@@ -216,3 +216,44 @@ def test_a_client_gone_before_the_prefill_or_the_answer_frees_the_server_at_once
     files = list(kv.iterdir()) if kv.exists() else []  # a prefill's KV file is saved once its answer began
     assert [f.suffix for f in files] == [".safetensors"] * (phase in ("kv file read", "question")), files
     assert serve.served == {} and generate.between_steps == []
+
+
+DROPPED = "request dropped before it ran: its client (ask) hung up while waiting"
+
+
+def test_a_client_killed_while_it_waited_is_logged_as_a_request_that_never_ran(tiny_dir, tmp_path, monkeypatch):
+    from tmixcli.models import load_model
+    from tmixcli.resident import ResidentKV
+
+    (tmp_path / "doc.txt").write_text((DOCS / "notes.txt").read_text()[:400])
+    argv = ["ask", "doc.txt", "Who?", "--model", tiny_dir, *TINY]
+    key, client, conn = client_of_a_test_server(argv, tiny_dir, tmp_path, monkeypatch)  # taken, not answered
+    assert client.stderr.readline() == "tmix: waiting for the tmix server: busy with another request\n"
+    client.kill()  # kill -9 while queued
+    assert client.wait(timeout=60) == -signal.SIGKILL
+    logged: list[str] = []
+    with conn:
+        serve._handle(conn, key, load_model(tiny_dir, "cpu", "auto", progress=False), logged.append, ResidentKV())
+    assert logged == [DROPPED]  # no "the client hung up", no "exit 141"
+    assert not (Path(os.environ["TMIX_CACHE_DIR"]) / "kv").exists()  # nothing of it ran
+
+
+def test_a_client_gone_just_before_its_request_is_taken_is_logged_so_too(tiny_dir, tmp_path, monkeypatch):
+    import json
+    import socket
+
+    from tmixcli.models import load_model
+
+    monkeypatch.chdir(tmp_path)  # the request leaves this process in "/"
+    (tmp_path / "doc.txt").write_text((DOCS / "notes.txt").read_text()[:400])
+    argv = ["ask", "doc.txt", "Who?", "--model", tiny_dir, *TINY]
+    ours, theirs = socket.socketpair()
+    env = {k: v for k, v in os.environ.items() if k.startswith("TMIX_")}
+    theirs.sendall(json.dumps({"argv": argv, "cwd": str(tmp_path), "env": env}).encode() + b"\n")
+    theirs.close()
+    monkeypatch.setattr(serve, "hung_up", lambda conn: False)  # it leaves after that check, before the request starts
+    logged: list[str] = []
+    with ours:
+        serve._handle(ours, "key", load_model(tiny_dir, "cpu", "auto", progress=False), logged.append)
+    assert logged == [DROPPED]
+    assert serve.served == {}

@@ -35,9 +35,9 @@ def serve(
         mine = "cuda" if cuda else "cpu"
         cli_open.warn(f"--device auto is {mine} here, which clients cannot tell without torch: "
                       f"ask with --device {mine}")
-    with server.claim(key) as path:  # a second server with these settings is refused before its model loads
+    with server.claim(key) as place:  # a second server with these settings is refused before its model loads
         lm = cli_open.load(model, device, dtype, quiet, device_map, threads, compile)
-        server.run_server(lm, key, path, quiet)
+        server.run_server(lm, key, place, quiet)
 
 
 def _cuda_available() -> bool:

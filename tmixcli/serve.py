@@ -9,7 +9,8 @@ stops a local run (the prefill's KV file is still saved), or earlier at the next
 a decoder layer of the prefill or of the question, 50 ms of a KV file read, a document, input chunk, page or
 paragraph read; no KV file is left). The last KV file a request prefilled or loaded stays in memory
 (tmixcli/resident.py), so a follow-up question skips its load. `tmix serve --stop` reaches a second socket that a
-thread answers even mid-request, and ends the server as SIGTERM does.
+thread answers even mid-request, and ends the server as SIGTERM does. A server whose socket or lock file is taken
+from it (its cache folder deleted or moved) stops by itself (tmixcli/serve_place.py).
 """
 
 from __future__ import annotations
@@ -31,17 +32,23 @@ from tmixcli.errors import TmixError
 from tmixcli.paths import process_bound
 from tmixcli.serve_client import FRAME, from_raw, socket_path, stop_path
 from tmixcli.serve_errors import log_path, report
-from tmixcli.serve_stream import Client, ClientGone, Stream
+from tmixcli.serve_place import Place
+from tmixcli.serve_stream import Client, ClientGone, Stream, hung_up
 from tmixcli.serving import served
 from tmixcli.stdout import end_line
 
 _REQUEST_WAIT = 5.0  # seconds a client has to send its request line once connected
+_CHECK_EVERY = 2.0  # seconds between checks, while idle, that clients still find this server (serve_place)
 _stopping: list[int] = []  # set by Ctrl-C / SIGTERM / `tmix serve --stop`: the request in hand ends, then the server
 _closing: list[int] = []  # set once the server is ending: a stop signal then ends nothing more
 
 
 class Refused(Exception):
     """A request the server hands back untouched (it reads stdin): the client runs it itself."""
+
+
+class LeftBeforeStart(Exception):
+    """The client of a request left (killed while it waited for a busy server) before anything of it ran."""
 
 
 def _read_otherwise(req: dict, argv: list[str], cwd: str, env: dict[str, str]) -> bool:
@@ -91,7 +98,7 @@ def take_request(sources: list[str]) -> None:
         if conn is not None:
             conn.sendall(FRAME.pack(b"S", os.getpid()))  # the pid: a client can name the server if it dies
     except OSError:
-        raise BrokenPipeError("the client is gone") from None
+        raise LeftBeforeStart from None
 
 
 def stopping() -> bool:
@@ -140,6 +147,10 @@ def _handle(conn: socket.socket, key: str, lm, log, resident=None, trace_log: Pa
     if _read_otherwise(req, argv, cwd, env):  # closed without a word: the client runs it itself
         log(f"request refused: {argv[0]} whose file names this server's locale reads otherwise (its client runs it)")
         return
+    left = f"request dropped before it ran: its client ({argv[0]}) hung up while waiting"
+    if hung_up(conn):  # killed while queued behind another request
+        log(left)
+        return
     client, code, server_err = Client(conn, stopping), 1, sys.stderr  # during the request, sys.stderr is the client's
     tty = req.get("tty") if isinstance(req.get("tty"), dict) else {}
     out, err = Stream(client, b"O", tty.get("stdout") is True), Stream(client, b"E", tty.get("stderr") is True)
@@ -151,6 +162,9 @@ def _handle(conn: socket.socket, key: str, lm, log, resident=None, trace_log: Pa
         client.send(FRAME.pack(b"X", code))
     except Refused:  # closed without a word: the client runs it itself
         log(f"request refused: {argv[0]} of stdin, a FIFO, a device or the like (its client runs it)")
+        return
+    except LeftBeforeStart:
+        log(left)
         return
     except ClientGone:  # found gone by the request's last words or its exit code
         pass
@@ -175,7 +189,7 @@ def _run(argv: list[str], client: Client, server_err: TextIO, trace_log: Path | 
         return 0
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
-    except Refused:
+    except (Refused, LeftBeforeStart):
         raise
     except Exception as exc:  # noqa: BLE001 - a bug in one request must not take the server down
         line = report(exc, argv[0], server_err, trace_log)  # kept first: the client may be gone
@@ -188,8 +202,9 @@ def _run(argv: list[str], client: Client, server_err: TextIO, trace_log: Path | 
 
 
 @contextlib.contextmanager
-def claim(key: str) -> Iterator[Path]:
-    """Hold the lock file beside the socket for `key` (yields the socket path): one server per key, decided at once."""
+def claim(key: str) -> Iterator[Place]:
+    """Hold the lock file beside the socket for `key` (yields where the server is found): one server per key, decided
+    at once."""
     path = socket_path(key).absolute()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,14 +217,14 @@ def claim(key: str) -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise TmixError(f"a tmix server with these options already runs (socket {path})") from None
-        yield path
+        yield Place(path, fd)
     finally:
         os.close(fd)
 
 
-def run_server(lm, key: str, path: Path, quiet: bool = False) -> None:
-    """Serve requests on `path` (claim(key) held) one at a time until Ctrl-C, SIGTERM, SIGHUP or `tmix serve --stop`;
-    the sockets go on exit."""
+def run_server(lm, key: str, place: Place, quiet: bool = False) -> None:
+    """Serve requests on `place` (claim(key)) one at a time until Ctrl-C, SIGTERM, SIGHUP, `tmix serve --stop` or
+    its socket or lock file taken from it (then one line, also under -q); the sockets still its own go on exit."""
     def log(msg: str) -> None:  # while a request runs, sys.stderr is its client's
         if not quiet:
             print(f"tmix serve: {msg}", file=sys.stderr, flush=True)
@@ -223,7 +238,8 @@ def run_server(lm, key: str, path: Path, quiet: bool = False) -> None:
     from tmixcli.resident import ResidentKV
 
     resident = ResidentKV()  # the last KV file a request loaded: a follow-up question skips the load
-    sock = _listen(path)
+    path = place.sock
+    sock = _listen(path, place)
     os.chdir("/")  # requests run in their client's folder; ours may be deleted while we serve
     stops = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN
                                                else [])  # a closed terminal, unless started under nohup
@@ -235,9 +251,18 @@ def run_server(lm, key: str, path: Path, quiet: bool = False) -> None:
     log(f"{lm.model_id} on {lm.device.type}{cpu}, socket {path}; `tmix ask`/`tmix prefill` whose --model, "
         "--device, --dtype, --device-map and --compile mean the same use it; Ctrl-C stops")
     try:
-        stopper = _StopListener(stop_path(path), note)
+        stopper = _StopListener(stop_path(path), note, place)
+        sock.settimeout(_CHECK_EVERY)  # idle, the accept wakes this often to check `place`
         while not _stopping:
-            conn, _ = sock.accept()
+            lost = place.lost()
+            if lost is not None:
+                with contextlib.suppress(OSError, ValueError):  # a closed stderr: it stops all the same
+                    print(f"tmix serve: {lost}: stopping", file=server_err, flush=True)
+                break
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
             with conn:
                 try:
                     _handle(conn, key, lm, log, resident, log_path(path))
@@ -251,7 +276,7 @@ def run_server(lm, key: str, path: Path, quiet: bool = False) -> None:
             stopper.close()
         _restore(previous)
         sock.close()
-        path.unlink(missing_ok=True)
+        place.remove()
         _stopping.clear()
         _closing.clear()
         log("stopped")
@@ -261,9 +286,9 @@ class _StopListener:
     """The socket `tmix serve --stop` reaches, answered by a thread of its own: a stop ends the request in hand as
     SIGTERM does (the thread sends the main thread that signal), not only the wait for the next request."""
 
-    def __init__(self, path: Path, note: Callable[[str], None]) -> None:
+    def __init__(self, path: Path, note: Callable[[str], None], place: Place) -> None:
         self.path, self.note, self.lock = path, note, threading.Lock()
-        self.sock = _listen(path)
+        self.sock = _listen(path, place)
         self.thread = threading.Thread(target=self._serve, name="tmix-serve-stop", daemon=True)
         self.thread.start()
 
@@ -288,13 +313,12 @@ class _StopListener:
 
     def close(self) -> None:
         """Once _closing is set: a stop being signalled has been sent when the lock is had, and none follows; then the
-        socket goes."""
+        socket closes (Place.remove removes its file)."""
         with self.lock:
             pass
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes the thread's accept
         self.sock.close()
-        self.path.unlink(missing_ok=True)
 
 
 def _restore(previous: dict) -> None:
@@ -311,12 +335,15 @@ def _restore(previous: dict) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
-def _listen(path: Path) -> socket.socket:
-    """A socket listening on `path`; a stale socket file of a server that died is replaced (we hold the lock)."""
+def _listen(path: Path, place: Place | None = None) -> socket.socket:
+    """A socket listening on `path`, noted in `place` as its own; a stale socket file of a server that died is
+    replaced (we hold the lock)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         path.unlink(missing_ok=True)
         sock.bind(str(path))
+        if place is not None:
+            place.bound(path)
         sock.listen(8)
     except OSError as exc:
         sock.close()

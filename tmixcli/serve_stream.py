@@ -26,7 +26,7 @@ class ClientGone(KeyboardInterrupt):
     """The client of the request in hand hung up (its Ctrl-C): the request stops as a local run's Ctrl-C stops it."""
 
 
-def _hung_up(conn: socket.socket) -> bool:
+def hung_up(conn: socket.socket) -> bool:
     """Whether the client has closed its end (EOF or a reset), found without waiting and without taking any data."""
     try:
         return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
@@ -76,7 +76,7 @@ class Client:
 
     def check(self) -> None:
         """At a checkpoint: ClientGone once the client has hung up (--json sends nothing until the end)."""
-        self.gone = self.gone or _hung_up(self.conn)
+        self.gone = self.gone or hung_up(self.conn)
         self._tell()
 
     def _tell(self) -> None:
