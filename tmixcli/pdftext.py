@@ -15,6 +15,7 @@ from tmixcli import checkpoints
 from tmixcli.errors import TmixError
 from tmixcli.pdfforms import place_fields
 from tmixcli.pdflines import PageLines, page_lines
+from tmixcli.pdftables import mark_tables
 from tmixcli.pdfpages import clean_pages, join_pages, select_pages
 from tmixcli.pdfrunning import RUNNING_ROOM, furniture_only, keep_once, running_lines
 
@@ -53,8 +54,8 @@ class PdfText(NamedTuple):
 def pdf_text(raw: bytes, label: str, spec: str | None, password: str | None,
              enough: Callable[[int], bool] | None = None) -> PdfText:
     """Extract the cleaned text of the selected pages, running headers and footers kept once, form values placed,
-    joined with short page markers; reading stops once `enough` says its characters are surely past the model's
-    cap."""
+    table rows as `a | b` lines, joined with short page markers; reading stops once `enough` says its characters are
+    surely past the model's cap."""
     with _quiet_pypdf() as problems:
         reader = _open_pdf(raw, label, password)
         n_pages = _pdf_call(lambda: len(reader.pages), label)
@@ -72,6 +73,8 @@ def pdf_text(raw: bytes, label: str, spec: str | None, password: str | None,
                 break
         indexes = indexes[:len(pages)]
         running = running_lines(pages, indexes)
+        for page in pages:  # after the running lines are found by their text as drawn
+            mark_tables(page)
     texts = clean_pages(["\n".join(kept) for kept in keep_once(pages, running)])
     subject = label if spec is None else f"{label} (pages {spec})"
     if not any(texts) and problems:
