@@ -11,6 +11,7 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Confi
 
 from tmixcli import kvfolder, kvstore, kvwrite
 from tmixcli.config import AttentionConfig
+from tmixcli.kvcache import cache_kw
 
 VOCAB = 128
 T = 12
@@ -47,7 +48,9 @@ def tokenizer():
 
 def prefill(model, ids: list[int]) -> DynamicCache:
     with torch.no_grad():
-        return model(torch.tensor([ids]), use_cache=True).past_key_values
+        cache = DynamicCache(config=model.config)
+        model(torch.tensor([ids]), **cache_kw(model, cache), use_cache=True)
+        return cache
 
 
 def prefix_ids(n: int = T, seed: int = 1) -> list[int]:

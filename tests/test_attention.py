@@ -13,6 +13,7 @@ from transformers import AttentionInterface, DynamicCache
 from tmix_kernels.reference import triangle_reference
 from tmixcli import attention, generate
 from tmixcli.config import AttentionConfig
+from tmixcli.kvcache import cache_kw
 
 N_LAYERS = 4
 SMALL = dict(n_init=2, n_local=8, last_n=5)
@@ -73,7 +74,7 @@ def test_suffix_on_cache_matches_one_pass(family, method):
     torch.testing.assert_close(last, _one_pass_reference(model, ids[:, :t], attn, t)[-1], atol=1e-4, rtol=1e-4)
     attention.attach(model, attn)
     with torch.no_grad():
-        got = model(input_ids=ids[:, t:], past_key_values=cache, use_cache=True).logits[0]
+        got = model(input_ids=ids[:, t:], **cache_kw(model, cache), use_cache=True).logits[0]
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 

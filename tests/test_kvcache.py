@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from transformers import DynamicCache
@@ -17,7 +19,7 @@ def plain_run(model, ids: list[int], steps: list[list[int]]) -> list[torch.Tenso
     """Reference: transformers' own DynamicCache, the prefix then each step appended."""
     with torch.inference_mode():
         cache = DynamicCache(config=model.config)
-        model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True)
+        model(input_ids=torch.tensor([ids]), **kvcache.cache_kw(model, cache), use_cache=True)
         return [generate.extend(model, cache, s) for s in steps]
 
 
@@ -75,3 +77,16 @@ def test_grad_mode_falls_back_to_concatenation():
     keys, _ = layer.update(k[:, :, :1], k[:, :, :1])
     keys.sum().backward()
     assert k.grad is not None and keys.shape[2] == 6
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
+def test_prefill_and_extend_pass_the_cache_without_deprecation_warnings(family):
+    """transformers 5.24 renamed forward's `past_key_values` to `cache` and warns on every call with the old name:
+    tmix passes whichever name the installed version takes (a warning would reach the user's stderr)."""
+    model = tiny_model(family)
+    attention.attach(model, AttentionConfig(start_layer=1, n_init=2, n_local=4, last_n=2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cache, _ = generate.prefill(model, list(range(3, 40)))
+        generate.extend(model, cache, [5, 6])
+    assert cache.get_seq_length() == 39

@@ -23,6 +23,7 @@ from kvfiles import tokenizer as tokenizer  # the fixture (the alias tells ruff 
 from tmixcli import kvfolder, kvheader, kvread, kvstore, kvwrite
 from tmixcli.config import AttentionConfig
 from tmixcli.errors import TmixError
+from tmixcli.kvcache import cache_kw
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +46,7 @@ def rewrite_header(path: Path, edit) -> None:
 
 def logits(model, ids: list[int], cache=None) -> torch.Tensor:
     with torch.no_grad():
-        return model(torch.tensor([ids]), past_key_values=cache, use_cache=cache is not None).logits
+        return model(torch.tensor([ids]), **cache_kw(model, cache), use_cache=cache is not None).logits
 
 
 # ---------------------------------------------------------------- round trip and size

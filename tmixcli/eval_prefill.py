@@ -42,6 +42,7 @@ def run_layers(model: torch.nn.Module, cfg: AttentionConfig, start: int, prior: 
     from transformers import DynamicCache
 
     from tmixcli.attention import attach
+    from tmixcli.kvcache import cache_kw
 
     attach(model, cfg)
     cache = DynamicCache(config=model.config)
@@ -57,7 +58,7 @@ def run_layers(model: torch.nn.Module, cfg: AttentionConfig, start: int, prior: 
         with torch.inference_mode():
             feed = ({"input_ids": torch.tensor([ids], device=model.device)} if hidden is None
                     else {"inputs_embeds": hidden})
-            model(**feed, past_key_values=cache, use_cache=True, logits_to_keep=1, tmix_total_len=total)
+            model(**feed, **cache_kw(model, cache), use_cache=True, logits_to_keep=1, tmix_total_len=total)
     finally:
         inner.layers = layers
         for h in handles:

@@ -16,7 +16,7 @@ from tmixcli import cpu_decode, graph_decode
 from tmixcli.checkpoints import between_steps
 from tmixcli.checkpoints import check as _check_between_steps
 from tmixcli.errors import TmixError
-from tmixcli.kvcache import growing_cache
+from tmixcli.kvcache import cache_kw, growing_cache
 from tmixcli.models import decoder_layers
 from tmixcli.stdout import is_terminal
 
@@ -176,7 +176,7 @@ def prefill(model: torch.nn.Module, prefix_ids: list[int], chunk_size: int | Non
         for start in range(done, total, step):
             _check_between_steps()
             span[:] = [start, min(start + step, total)]
-            out = model(input_ids=ids[:, start:start + step], past_key_values=cache, use_cache=True,
+            out = model(input_ids=ids[:, start:start + step], **cache_kw(model, cache), use_cache=True,
                         logits_to_keep=1, tmix_total_len=total)
     return cache, out.logits[0, -1].float()
 
@@ -185,7 +185,7 @@ def prefill(model: torch.nn.Module, prefix_ids: list[int], chunk_size: int | Non
 def extend(model: torch.nn.Module, cache: DynamicCache, ids: list[int]) -> torch.Tensor:
     """Append tokens to the cache with dense attention; returns the last position's logits [V] in fp32."""
     x = torch.tensor([ids], device=model.device)
-    out = model(input_ids=x, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    out = model(input_ids=x, **cache_kw(model, cache), use_cache=True, logits_to_keep=1)
     return out.logits[0, -1].float()
 
 

@@ -13,7 +13,7 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from tmixcli.envflags import switch
-from tmixcli.kvcache import GrowingLayer
+from tmixcli.kvcache import GrowingLayer, cache_kw
 
 MIN_TOKENS = 8  # below this many decode steps the capture (~2 eager steps) does not pay
 
@@ -69,7 +69,7 @@ class GraphDecoder:
                 raise
 
     def _forward(self) -> torch.Tensor:
-        out = self.model(input_ids=self.tok, position_ids=self.pos.view(1, 1), past_key_values=self.cache,
+        out = self.model(input_ids=self.tok, position_ids=self.pos.view(1, 1), **cache_kw(self.model, self.cache),
                          use_cache=True, logits_to_keep=1, tmix_decode_pos=self.pos)
         return out.logits  # logits: [1, 1, V]
 

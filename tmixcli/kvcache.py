@@ -7,6 +7,9 @@ copy costs as much as the attention itself. GrowingLayer writes new tokens into 
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
@@ -101,3 +104,15 @@ def growing_cache(config, expected: int = 0) -> DynamicCache:
     cache.layers = [GrowingLayer(expected) if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
 
+
+
+def cache_kw(model: torch.nn.Module, cache: DynamicCache | None) -> dict[str, DynamicCache | None]:
+    """The forward keyword that passes `cache` to `model`: `cache` since transformers 5.24, `past_key_values` before
+    (which 5.24 still takes, with a FutureWarning on every call)."""
+    return {_cache_name(type(model)): cache}
+
+
+@functools.cache
+def _cache_name(cls: type) -> str:
+    """Which of the two names `cls.forward` takes."""
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
