@@ -20,7 +20,6 @@ from tmixcli.inputs import (HEAD, SMALL, Chunks, Input, file_chunks, held_chunks
 from tmixcli.htmltext import looks_html, page_text
 from tmixcli.markup import zip_document_text
 from tmixcli.paths import names_stdin, not_a_file, open_regular, readable_name
-from tmixcli.pdfpages import kept_pages
 from tmixcli.pdftext import PDF_END, is_pdf, named_pdf, pdf_text, reason
 from tmixcli.sizes import human_size
 from tmixcli.textcap import Budget
@@ -302,17 +301,6 @@ def _read_in_part(doc: Document, label: str, budget: Budget, page: int | None = 
     read = f"{label} only up to page {page}" if page else f"only the beginning of {label}"
     return replace(doc, partial=True, notes=(*doc.notes, f"read {read}, already more than the model's context could "
                                              "hold"))
-
-
-def cut_place(doc: Document, kept: str) -> str:
-    """Where --truncate cut a PDF whose text kept is `kept` (its beginning): "pages 1-20 of 40, page 20 in part";
-    "" for another document."""
-    if doc.pages is None:
-        return ""
-    first, last, in_part = kept_pages(doc.text, kept)
-    whole = f"the {doc.pages} pages read" if doc.partial or first != 1 else str(doc.pages)
-    where = f"page {first}" if first == last else f"pages {first}-{last}"
-    return f"{where} of {whole}" + ("" if not in_part else " in part" if first == last else f", page {last} in part")
 
 
 def _past_cap(chars: int, budget: Budget) -> bool:
