@@ -12,11 +12,11 @@ from typing import BinaryIO
 
 from tmixcli import checkpoints, textcap
 from tmixcli.errors import TmixError
-from tmixcli.folders import distinct_names, folder_files, is_folder, refuse_twice, skipped_list, subfolder_note
+from tmixcli.folders import distinct_names, folder_files, is_folder, read_folder, refuse_twice
 from tmixcli.htmltext import looks_html, page_text
 from tmixcli.inputs import SMALL, Chunks, Input, file_chunks, held_chunks, read_input, sha256, spool_chunks
 from tmixcli.markup import zip_document_text
-from tmixcli.paths import names_stdin, not_a_file, readable_name
+from tmixcli.paths import names_stdin, readable_name
 from tmixcli.pdftext import is_pdf, named_pdf, pdf_text, reason
 from tmixcli.sizes import human_size
 from tmixcli.textcap import Budget
@@ -158,25 +158,17 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
     sources: list[str] = []  # each document's path as given, or as its folder and its name
     skipped: list[str] = []
     pdfs = 0  # PDFs skipped in a folder (a wrong --password, a damaged file): --password was tried on them
+    read = functools.partial(load_document, password=password, budget=budget, among=True)
     for p in paths:
         if p not in members:
-            docs.append(load_document(p, password=password, stdin=stdin, budget=budget, among=True))
+            docs.append(read(p, stdin=stdin))
             sources.append(p)
             continue
-        before, reasons = len(docs), len(skipped)
-        for f in members[p]:
-            try:
-                why = not_a_file(f)  # a FIFO or a link to a device would block or never end: not read at all
-                if why is not None:
-                    raise TmixError(f"{f}: {why}")
-                docs.append(load_document(str(f), password=password, budget=budget, among=True))
-                sources.append(str(f))
-            except TmixError as err:
-                skipped.append(f"skipped {f.name}: {str(err).removeprefix(str(f)).lstrip(' :')}")
-                pdfs += named_pdf(f.name)
-        if len(docs) == before:
-            raise TmixError(f"no document tmix can read in {p}{skipped_list(skipped[reasons:])}")
-        skipped += filter(None, [subfolder_note(p)])
+        got, notes, refused = read_folder(p, members[p], read)
+        sources += [f for f, _ in got]
+        docs += [d for _, d in got]
+        skipped += notes
+        pdfs += sum(named_pdf(f.name) for f in refused)
     if password is not None and not pdfs and all(d.pages is None for d in docs):
         raise TmixError("--password only applies to PDF files, and none of the documents is a PDF")
     names = distinct_names(sources, [d.name for d in docs])
