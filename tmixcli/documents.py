@@ -1,5 +1,6 @@
-"""Turn input files (PDF, Word .docx, EPUB, HTML, UTF-8 text, or stdin) into one Document of clean text for the
-model, reading no more of each than the model could use."""
+"""Documents as the model reads them: each input (a file or stdin, in any format tmix reads) parsed by its format's
+reader into a Document of clean text, several inputs and folders joined as one under "Document i: name" headings, and
+a text past what the model could use refused or (--truncate) cut; how many bytes are read is textcap's."""
 
 from __future__ import annotations
 
