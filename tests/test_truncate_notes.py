@@ -12,27 +12,24 @@ from runcli import DOCS, TINY, run
 
 from tmixcli import prompt
 from tmixcli.config import Settings
-from tmixcli.documents import Document, cut_place, load_documents
+from tmixcli.documents import load_documents
 from tmixcli.fit import fitted_text
+from tmixcli.pdfpages import cut_place
 
 PAGE = "Page {n} of the annual review. " + "The warehouse in Gdansk shipped pallets on time again. " * 12
 
 
-def doc(text: str, pages: int | None = 5, partial: bool = False) -> Document:
-    return Document(name="d.pdf", text=text, sha256="", pages=pages, partial=partial)
-
-
 def test_cut_place_names_the_pages_kept():
     whole = "one\n\n--- page 2 ---\n\ntwo\n\n--- page 3 ---\n\nthree\n\n--- page 5 ---\n\nfive"
-    assert cut_place(doc(whole), "one\n\n--- page 2 ---\n\ntw") == "pages 1-2 of 5, page 2 in part"
-    assert cut_place(doc(whole), "one\n\n--- page 2 ---\n\ntwo") == "pages 1-2 of 5"
-    assert cut_place(doc(whole), "one\n\n--- page 2 ---\n\n") == "page 1 of 5"  # a marker alone is no page kept
-    assert cut_place(doc(whole), "o") == "page 1 of 5 in part"
-    assert cut_place(doc(whole, partial=True), "one\n\n--- page 2 ---\n\ntw") == \
+    assert cut_place(whole, "one\n\n--- page 2 ---\n\ntw", 5, False) == "pages 1-2 of 5, page 2 in part"
+    assert cut_place(whole, "one\n\n--- page 2 ---\n\ntwo", 5, False) == "pages 1-2 of 5"
+    assert cut_place(whole, "one\n\n--- page 2 ---\n\n", 5, False) == "page 1 of 5"  # a marker alone is no page kept
+    assert cut_place(whole, "o", 5, False) == "page 1 of 5 in part"
+    assert cut_place(whole, "one\n\n--- page 2 ---\n\ntw", 5, True) == \
         "pages 1-2 of the 5 pages read, page 2 in part"
     selected = "--- page 3 ---\n\nthree\n\n--- page 4 ---\n\nfour"  # --pages 3-4
-    assert cut_place(doc(selected, pages=2), selected[:-2]) == "pages 3-4 of the 2 pages read, page 4 in part"
-    assert cut_place(doc("plain text", pages=None), "plain") == ""
+    assert cut_place(selected, selected[:-2], 2, False) == "pages 3-4 of the 2 pages read, page 4 in part"
+    assert cut_place("plain text", "plain", None, False) == ""
 
 
 @pytest.fixture()

@@ -94,8 +94,6 @@ def run_calibrate(lm: LoadedModel, samples: int = 4, length: int = 6144, cases: 
     Gradient samples are `grad_length` tokens (default: `default_grad_length`). Every length is checked before
     any work. With `facts` (real documents), the recommendation must also pass there, else it moves up until one
     does. A profile calibrated under `min_save_length` tokens is not saved."""
-    from tmixcli import __version__
-    from tmixcli.kvstore import model_fingerprint
     from tmixcli.modelinfo import model_context
 
     tasks = tasks or ["needle"]
@@ -113,37 +111,16 @@ def run_calibrate(lm: LoadedModel, samples: int = 4, length: int = 6144, cases: 
     t0 = time.perf_counter()
     prof = importance_profile(lm, samples_cases, n_init, n_local, last_n, progress)
     t_grad = time.perf_counter() - t0
-    n_layers = lm.model.config.num_hidden_layers
     cands = pick_candidates(prof["importance"], tolerance)
     _log(progress, f"calibrate: gradients in {t_grad:.0f} s; candidate start layers {cands}")
-    evs: list[dict] = []
-    start = None
-    for cfg in trimix_configs(cands, n_init, n_local, last_n, n_layers) if cases > 0 else []:
-        evs.append(run_eval(lm, [length], cases, [cfg], tasks, seed, progress=progress, stop_early=True))
-        if not evs[-1]["stopped_early"] and (start := recommend(evs[-1])) is not None:
-            break  # candidates go lowest first: the first that passes is the recommendation
-        if not evs[-1]["stopped_early"] and no_signal(evs[-1], length) is not None:
-            break  # every candidate meets the same dense answers: none right, nothing to pass
-    ev = _merge_evals(evs)
-    unverifiable = None if ev is None else no_signal(ev, length)
-    if unverifiable:
-        start = None
+    ev, start, unverifiable = _search(lm, cands, length, cases, tasks, seed, n_init, n_local, last_n, progress)
     fact_check = None
     if facts is not None and start is not None:
         start, fact_check = confirm_on_facts(lm, facts, start, n_init, n_local, last_n, progress)
-    profile = {"model": lm.model_id, "fingerprint": model_fingerprint(lm.model, lm.tokenizer),
-               "start_layer": None if ev is None or unverifiable else n_layers if start is None else start,
-               "verified": start is not None,
-               "candidates": cands, "importance": prof["importance"], "grad": prof["grad"],
-               "nll": prof["nll"], "eval": _eval_summary(ev), "eval_records": ev["records"] if ev else [],
-               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "tmix_version": __version__, "params": {"n_init": n_init, "n_local": n_local, "last_n": last_n},
-               "settings": {"samples": samples, "grad_length": grad_length, "length": length, "cases": cases,
-                            "tasks": tasks, "tolerance": tolerance, "seed": seed,
-                            "facts": str(facts.source) if facts is not None else None},
-               "facts": fact_check,
-               "timing": {"gradient_s": t_grad, "eval_s": ev["wall_s"] if ev else 0.0,
-                          "total_s": time.perf_counter() - t0}}
+    settings = {"samples": samples, "grad_length": grad_length, "length": length, "cases": cases, "tasks": tasks,
+                "tolerance": tolerance, "seed": seed, "facts": str(facts.source) if facts is not None else None}
+    profile = _profile_record(lm, prof, cands, ev, start, unverifiable, fact_check, settings,
+                              {"n_init": n_init, "n_local": n_local, "last_n": last_n}, t0, t_grad)
     if unverifiable:
         profile["no_signal"] = unverifiable
     elif save and ev is not None:
@@ -155,6 +132,53 @@ def run_calibrate(lm: LoadedModel, samples: int = 4, length: int = 6144, cases: 
         cfg = lm.model.config
         profile["without_profile"] = without_saved(profile["fingerprint"], cfg.model_type, cfg.num_hidden_layers)
     return profile
+
+
+def _search(lm: LoadedModel, cands: list[int], length: int, cases: int, tasks: list[str], seed: int, n_init: int,
+            n_local: int, last_n: int, progress: bool) -> tuple[dict | None, int | None, str | None]:
+    """Evaluate the candidates lowest first against dense, up to the first that passes: the merged eval (None when
+    nothing ran), that start layer (None when none passed or nothing can be verified) and `no_signal`'s reason."""
+    n_layers = lm.model.config.num_hidden_layers
+    evs: list[dict] = []
+    start = None
+    for cfg in trimix_configs(cands, n_init, n_local, last_n, n_layers) if cases > 0 else []:
+        evs.append(run_eval(lm, [length], cases, [cfg], tasks, seed, progress=progress, stop_early=True))
+        if not evs[-1]["stopped_early"] and (start := recommend(evs[-1])) is not None:
+            break  # candidates go lowest first: the first that passes is the recommendation
+        if not evs[-1]["stopped_early"] and no_signal(evs[-1], length) is not None:
+            break  # every candidate meets the same dense answers: none right, nothing to pass
+    ev = _merge_evals(evs)
+    unverifiable = None if ev is None else no_signal(ev, length)
+    return ev, None if unverifiable else start, unverifiable
+
+
+def _profile_record(lm: LoadedModel, prof: dict, cands: list[int], ev: dict | None, start: int | None,
+                    unverifiable: str | None, fact_check: dict | None, settings: dict, params: dict, t0: float,
+                    t_grad: float) -> dict:
+    """The profile as saved and reported: model, start layer, gradients, eval, settings and timing (from `t0`)."""
+    from tmixcli import __version__
+    from tmixcli.kvstore import model_fingerprint
+
+    n_layers = lm.model.config.num_hidden_layers
+    return {"model": lm.model_id, "fingerprint": model_fingerprint(lm.model, lm.tokenizer),
+            "start_layer": _start_layer(ev, unverifiable, start, n_layers),
+            "verified": start is not None,
+            "candidates": cands, "importance": prof["importance"], "grad": prof["grad"],
+            "nll": prof["nll"], "eval": _eval_summary(ev), "eval_records": ev["records"] if ev else [],
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "tmix_version": __version__, "params": params, "settings": settings, "facts": fact_check,
+            "timing": {"gradient_s": t_grad, "eval_s": ev["wall_s"] if ev else 0.0,
+                       "total_s": time.perf_counter() - t0}}
+
+
+def _start_layer(ev: dict | None, unverifiable: str | None, start: int | None, n_layers: int) -> int | None:
+    """The profile's start layer: None when nothing was evaluated or nothing can be verified; `n_layers` (triangle in
+    no layer) when no candidate passed; else the recommended `start`."""
+    if ev is None or unverifiable:
+        return None
+    if start is None:
+        return n_layers
+    return start
 
 
 def no_signal(ev: dict, length: int) -> str | None:

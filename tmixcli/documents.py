@@ -1,34 +1,29 @@
-"""Turn input files (PDF, Word .docx, EPUB, HTML, UTF-8 text, or stdin) into one Document of clean text for the
-model, reading no more of each than the model could use."""
+"""Documents as the model reads them: each input (a file or stdin, in any format tmix reads) parsed by its format's
+reader into a Document of clean text, several inputs and folders joined as one under "Document i: name" headings, and
+a text past what the model could use refused or (--truncate) cut; how many bytes are read is textcap's."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
 from tmixcli import checkpoints, textcap
-from tmixcli.charsets import BOMS, utf16_codec
 from tmixcli.errors import TmixError
-from tmixcli.folders import distinct_names, folder_files, is_folder, refuse_twice, skipped_list, subfolder_note
-from tmixcli.inputs import (HEAD, SMALL, Chunks, Input, file_chunks, held_chunks, read_input, sha256, spool_chunks,
-                            whole_lines)
+from tmixcli.folders import distinct_names, folder_files, is_folder, read_folder, refuse_twice
 from tmixcli.htmltext import looks_html, page_text
+from tmixcli.inputs import SMALL, Chunks, Input, file_chunks, held_chunks, read_input, sha256, spool_chunks
 from tmixcli.markup import zip_document_text
-from tmixcli.paths import names_stdin, not_a_file, open_regular, readable_name
-from tmixcli.pdfpages import kept_pages
-from tmixcli.pdftext import PDF_END, is_pdf, named_pdf, pdf_text, reason
+from tmixcli.paths import names_stdin, readable_name
+from tmixcli.pdftext import is_pdf, named_pdf, pdf_text, reason
 from tmixcli.sizes import human_size
 from tmixcli.textcap import Budget
-from tmixcli.textfile import refuse_binary, text_file
+from tmixcli.textfile import text_file
 from tmixcli.tidy import nonempty, tidy
-from tmixcli.ziputil import Reach
-
-_ZIP_MAGIC = b"PK\x03\x04"
+from tmixcli.ziputil import ZIP_MAGIC, Reach
 
 
 @dataclass(frozen=True)
@@ -53,8 +48,8 @@ def load_document(path: str, pages: str | None = None, password: str | None = No
     for a document that is not a PDF is refused, unless it is read `among` others."""
     checkpoints.check()
     budget = budget or Budget()
-    got = read_input(path, stdin, functools.partial(_raw_limit, path, budget),
-                     functools.partial(_html_page, label=path))
+    got = read_input(path, stdin, functools.partial(textcap.raw_limit, path, budget),
+                     functools.partial(textcap.html_page, label=path))
     try:
         doc = _read(path, got, pages, password, budget, among)
     finally:
@@ -67,10 +62,10 @@ def _read(path: str, got: Input, pages: str | None, password: str | None, budget
     """The Document of what read_input got: its bytes whole, its head with the rest read again in chunks (an HTML
     page), or (--truncate) its first lines; any reader's failure is a one-line TmixError. Only an input read whole
     can be a PDF (one past its limit was refused)."""
-    end = _end(path, got.size) if got.more else b""
+    end = textcap.input_end(path, got.size) if got.more else b""
     chunks = _html_chunks(path, got, end)
     cut = got.more and chunks is None
-    raw = _cut_input(got, budget, end) if cut else got.raw
+    raw = textcap.cut_input(got, budget, end) if cut else got.raw
     try:
         doc = _parse(got.name, got.label, raw, not got.more and is_pdf(raw), pages, password, budget, among, chunks)
     except TmixError:
@@ -84,77 +79,14 @@ def _read(path: str, got: Input, pages: str | None, password: str | None, budget
     return doc
 
 
-def _raw_limit(label: str, budget: Budget, head: bytes, size: int | None) -> int:
-    """Bytes read at most: a text's reach in the model's context, or a fixed cap for PDF, ZIP-based and HTML documents
-    (their size says little about their text), of which an HTML file's head alone is held (_html_page); a file known
-    to be bigger is refused unread, unless --truncate."""
-    end = _end(label, size)
-    container = _container(head, label, end)
-    cap = None if container else budget.cap
-    most = textcap.MAX_CONTAINER_BYTES if container else cap.text_bytes if cap else textcap.FALLBACK_TEXT_BYTES
-    if size is not None and size > most and (container or not budget.truncate):
-        _refuse_input(Input("", label, head, True, size), budget, container)
-    return HEAD if size is not None and _html_page(head, label, end) else most
-
-
-def _end(path: str, size: int | None) -> bytes:
-    """The last bytes of a file of which only the first are held, where is_pdf looks for a PDF's end; b"" for stdin
-    and other streams, whose end is not known yet."""
-    if size is None or path == "-":
-        return b""
-    try:
-        fd = open_regular(path)
-    except OSError:
-        return b""
-    try:
-        return os.pread(fd, PDF_END, max(0, size - PDF_END))
-    except OSError:
-        return b""
-    finally:
-        os.close(fd)
-
-
 def _html_chunks(path: str, got: Input, end: bytes) -> Chunks | None:
     """All the bytes of an HTML page of which only the head is held, read again in chunks: from its file or from the
-    temp file a stream was copied to (_html_page); else None."""
+    temp file a stream was copied to (textcap.html_page); else None."""
     if got.spool is not None and got.size is not None:
         return spool_chunks(got.spool, got.size)
-    if got.more and got.size is not None and _html_page(got.raw, got.label, end):
+    if got.more and got.size is not None and textcap.html_page(got.raw, got.label, end):
         return file_chunks(path, got.size)
     return None
-
-
-def _html_page(head: bytes, label: str, end: bytes = b"") -> bool:
-    """Whether an input that starts with `head` (and ends with `end`, where known) is an HTML page, not a PDF or
-    ZIP-based document that names one. A file's is read again in chunks, to hash and to parse it, rather than held
-    whole; a stream's is copied to a temp file (inputs.read_capped) to be read so too."""
-    return not head.startswith(_ZIP_MAGIC) and not is_pdf(head, end) and looks_html(head, label)
-
-
-def _container(head: bytes, label: str, end: bytes) -> bool:
-    """Whether an input that starts with `head` (and ends with `end`, where known) is a PDF, a ZIP-based document or
-    an HTML page, read up to MAX_CONTAINER_BYTES whatever the model's cap."""
-    return is_pdf(head, end) or head.startswith(_ZIP_MAGIC) or looks_html(head, label)
-
-
-def _cut_input(got: Input, budget: Budget, end: bytes) -> bytes:
-    """The bytes kept of an input that went on past its limit: the whole lines of a text with --truncate."""
-    container = _container(got.raw[:HEAD], got.label, end)
-    if container or not budget.truncate:
-        _refuse_input(got, budget, container)
-    return whole_lines(got.raw)
-
-
-def _refuse_input(got: Input, budget: Budget, container: bool) -> None:
-    """The one-line error for an input past its limit: binary data, a PDF, ZIP-based or HTML document (`container`)
-    too big to read, or a text longer than the model's context could hold."""
-    head = got.raw[:HEAD]
-    if container:
-        raise TmixError(f"{got.label} is {got.amount()}: tmix reads PDF, ZIP-based and HTML documents of up to "
-                        f"{human_size(textcap.MAX_CONTAINER_BYTES)}")
-    if not head.startswith(BOMS) and utf16_codec(head) is None:  # UTF-16/32 text has NUL bytes
-        refuse_binary(got.raw, got.label)
-    raise TmixError(textcap.too_much(f"{got.label} is {got.amount()}", budget.cap))
 
 
 def within_cap(doc: Document, cap: textcap.TextCap | None, truncate: bool, label: str | None = None) -> Document:
@@ -191,7 +123,7 @@ def _parse(name: str, label: str, raw: bytes, pdf: bool, pages: str | None, pass
     digest = sha256(chunks) if chunks else hashlib.sha256(raw).hexdigest()
     reach = Reach(functools.partial(_past_cap, budget=budget))
     notes: tuple[str, ...] = ()
-    if raw.startswith(_ZIP_MAGIC):
+    if raw.startswith(ZIP_MAGIC):
         text, notes = zip_document_text(raw, label, reach)
         if notes and not tidy(text):
             raise TmixError(f"{label} has no text tmix can read ({'; '.join(notes)})")
@@ -227,25 +159,17 @@ def load_documents(paths: Sequence[str], pages: str | None = None, password: str
     sources: list[str] = []  # each document's path as given, or as its folder and its name
     skipped: list[str] = []
     pdfs = 0  # PDFs skipped in a folder (a wrong --password, a damaged file): --password was tried on them
+    read = functools.partial(load_document, password=password, budget=budget, among=True)
     for p in paths:
         if p not in members:
-            docs.append(load_document(p, password=password, stdin=stdin, budget=budget, among=True))
+            docs.append(read(p, stdin=stdin))
             sources.append(p)
             continue
-        before, reasons = len(docs), len(skipped)
-        for f in members[p]:
-            try:
-                why = not_a_file(f)  # a FIFO or a link to a device would block or never end: not read at all
-                if why is not None:
-                    raise TmixError(f"{f}: {why}")
-                docs.append(load_document(str(f), password=password, budget=budget, among=True))
-                sources.append(str(f))
-            except TmixError as err:
-                skipped.append(f"skipped {f.name}: {str(err).removeprefix(str(f)).lstrip(' :')}")
-                pdfs += named_pdf(f.name)
-        if len(docs) == before:
-            raise TmixError(f"no document tmix can read in {p}{skipped_list(skipped[reasons:])}")
-        skipped += filter(None, [subfolder_note(p)])
+        got, notes, refused = read_folder(p, members[p], read)
+        sources += [f for f, _ in got]
+        docs += [d for _, d in got]
+        skipped += notes
+        pdfs += sum(named_pdf(f.name) for f in refused)
     if password is not None and not pdfs and all(d.pages is None for d in docs):
         raise TmixError("--password only applies to PDF files, and none of the documents is a PDF")
     names = distinct_names(sources, [d.name for d in docs])
@@ -302,17 +226,6 @@ def _read_in_part(doc: Document, label: str, budget: Budget, page: int | None = 
     read = f"{label} only up to page {page}" if page else f"only the beginning of {label}"
     return replace(doc, partial=True, notes=(*doc.notes, f"read {read}, already more than the model's context could "
                                              "hold"))
-
-
-def cut_place(doc: Document, kept: str) -> str:
-    """Where --truncate cut a PDF whose text kept is `kept` (its beginning): "pages 1-20 of 40, page 20 in part";
-    "" for another document."""
-    if doc.pages is None:
-        return ""
-    first, last, in_part = kept_pages(doc.text, kept)
-    whole = f"the {doc.pages} pages read" if doc.partial or first != 1 else str(doc.pages)
-    where = f"page {first}" if first == last else f"pages {first}-{last}"
-    return f"{where} of {whole}" + ("" if not in_part else " in part" if first == last else f", page {last} in part")
 
 
 def _past_cap(chars: int, budget: Budget) -> bool:

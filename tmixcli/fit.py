@@ -8,8 +8,9 @@ from typing import Protocol
 
 from tmixcli import prompt, textcap
 from tmixcli.config import Settings
-from tmixcli.documents import Document, cut_place, joined_text, within_cap
+from tmixcli.documents import Document, joined_text, within_cap
 from tmixcli.errors import TmixError
+from tmixcli.pdfpages import cut_place
 
 QUESTION_ROOM = 64  # question tokens kept where the question is not known yet (prefill, chat); --truncate's least
 ANSWER_ROOM = Settings.max_new_tokens  # answer tokens --truncate leaves at least, whatever --max-new-tokens says
@@ -100,7 +101,7 @@ def _cut_note(doc: Document, kept: str, n_kept: int, n_whole: int, limit: int, u
     """The note on a document --truncate cut: the tokens kept, and where it was cut (the pages kept of a PDF, else the
     share kept): "truncated long.pdf: kept its first 7823 of 15114 document tokens: pages 1-20 of 40, page 20 in
     part"."""
-    place = cut_place(doc, kept)
+    place = cut_place(doc.text, kept, doc.pages, doc.partial)
     share = f": {place}" if place else "" if doc.partial else f" ({100 * n_kept // max(1, n_whole)}%)"
     return (f"truncated {doc.name}: kept its first {n_kept} of {f'more than {limit}' if doc.partial else n_whole} "
             f"{unit}{share}")

@@ -1,19 +1,46 @@
-"""Folders given as documents: the files directly inside one in natural name order, the notes on those skipped and
-on its subfolders, a file given twice refused, and headings that tell same-named files apart."""
+"""Folders given as documents: the files directly inside one in natural name order, each read or skipped with a
+note (as its subfolders are), a file given twice refused, and headings that tell same-named files apart."""
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath
+from typing import TypeVar
 
 from tmixcli.errors import TmixError
-from tmixcli.paths import names_stdin
+from tmixcli.paths import names_stdin, not_a_file
 
 _DIGIT_SPLIT = re.compile(r"(\d+)")
 MAX_FOLDER_FILES = 200
 LISTED_SKIPS = 6  # skipped files named in a folder's error, the rest counted
+T = TypeVar("T")
+
+
+def read_folder(folder: str, files: Sequence[Path],
+                read: Callable[[str], T]) -> tuple[list[tuple[str, T]], list[str], list[Path]]:
+    """Each of `folder`'s `files` (folder_files) read by `read`: (its path, what `read` gave) for each read, the notes
+    on those skipped (neither a file nor readable: a one-line TmixError) and on its subfolders, and the files skipped;
+    a folder of which no file can be read is a one-line TmixError naming why."""
+    got: list[tuple[str, T]] = []
+    notes: list[str] = []
+    skipped: list[Path] = []
+    for f in files:
+        try:
+            why = not_a_file(f)  # a FIFO or a link to a device would block or never end: not read at all
+            if why is not None:
+                raise TmixError(f"{f}: {why}")
+            got.append((str(f), read(str(f))))
+        except TmixError as err:
+            notes.append(f"skipped {f.name}: {str(err).removeprefix(str(f)).lstrip(' :')}")
+            skipped.append(f)
+    if not got:
+        raise TmixError(f"no document tmix can read in {folder}{skipped_list(notes)}")
+    note = subfolder_note(folder)
+    if note is not None:
+        notes.append(note)
+    return got, notes, skipped
 
 
 def skipped_list(skipped: Sequence[str]) -> str:

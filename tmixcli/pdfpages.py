@@ -1,4 +1,5 @@
-"""The pages of a PDF's text: the --pages spec, each page's clean-up and the page markers they are joined with."""
+"""The pages of a PDF's text: the --pages spec, each page's clean-up, the page markers they are joined with and the
+pages a --truncate cut kept."""
 
 from __future__ import annotations
 
@@ -107,3 +108,14 @@ def kept_pages(text: str, kept: str) -> tuple[int, int, bool]:
         kept = kept[:pages.pop()[0]]
     rest = text[len(kept):].lstrip()
     return pages[0][2], pages[-1][2], not text.startswith(kept) or bool(rest) and not rest.startswith(_MARK)
+
+
+def cut_place(text: str, kept: str, pages: int | None, partial: bool) -> str:
+    """Where --truncate cut a PDF's joined `text` (of `pages` pages, `partial` when read only in part) to its beginning
+    `kept`: "pages 1-20 of 40, page 20 in part"; "" for another document (`pages` None)."""
+    if pages is None:
+        return ""
+    first, last, in_part = kept_pages(text, kept)
+    whole = f"the {pages} pages read" if partial or first != 1 else str(pages)
+    where = f"page {first}" if first == last else f"pages {first}-{last}"
+    return f"{where} of {whole}" + ("" if not in_part else " in part" if first == last else f", page {last} in part")

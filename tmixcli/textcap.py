@@ -1,15 +1,25 @@
 """How much text a model could use: its context times its longest token in characters (no token covers more), so
-a longer text needs more tokens than the context holds and is refused, or cut, without being tokenized."""
+a longer text needs more tokens than the context holds and is refused, or cut, without being tokenized; and how many
+bytes of an input are read for it, by the input's kind (raw_limit)."""
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from tmixcli.charsets import BOMS, utf16_codec
+from tmixcli.errors import TmixError
+from tmixcli.htmltext import looks_html
+from tmixcli.inputs import HEAD, Input, whole_lines
 from tmixcli.modelinfo import config_limits, model_folder
-from tmixcli.paths import read_regular
+from tmixcli.paths import open_regular, read_regular
+from tmixcli.pdftext import PDF_END, is_pdf
+from tmixcli.sizes import human_size
+from tmixcli.textfile import refuse_binary
+from tmixcli.ziputil import ZIP_MAGIC
 
 FALLBACK_TEXT_BYTES = 64 << 20  # bytes of text read when the model's cap is not known yet (its files not on disk)
 MAX_CONTAINER_BYTES = 512 << 20  # bytes of a PDF, ZIP-based or HTML document (its markup is not text)
@@ -89,3 +99,66 @@ def files_cap(spec: str | None) -> TextCap | None:
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
     return cap_of(context, words) if context is not None and words else None
+
+
+def raw_limit(label: str, budget: Budget, head: bytes, size: int | None) -> int:
+    """Bytes read at most: a text's reach in the model's context, or a fixed cap for PDF, ZIP-based and HTML documents
+    (their size says little about their text), of which an HTML file's head alone is held (html_page); a file known
+    to be bigger is refused unread, unless --truncate."""
+    end = input_end(label, size)
+    container = _container(head, label, end)
+    cap = None if container else budget.cap
+    most = MAX_CONTAINER_BYTES if container else cap.text_bytes if cap else FALLBACK_TEXT_BYTES
+    if size is not None and size > most and (container or not budget.truncate):
+        _refuse_input(Input("", label, head, True, size), budget, container)
+    return HEAD if size is not None and html_page(head, label, end) else most
+
+
+def input_end(path: str, size: int | None) -> bytes:
+    """The last bytes of a file of which only the first are held, where is_pdf looks for a PDF's end; b"" for stdin
+    and other streams, whose end is not known yet."""
+    if size is None or path == "-":
+        return b""
+    try:
+        fd = open_regular(path)
+    except OSError:
+        return b""
+    try:
+        return os.pread(fd, PDF_END, max(0, size - PDF_END))
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
+def html_page(head: bytes, label: str, end: bytes = b"") -> bool:
+    """Whether an input that starts with `head` (and ends with `end`, where known) is an HTML page, not a PDF or
+    ZIP-based document that names one. A file's is read again in chunks, to hash and to parse it, rather than held
+    whole; a stream's is copied to a temp file (inputs.read_capped) to be read so too."""
+    return not head.startswith(ZIP_MAGIC) and not is_pdf(head, end) and looks_html(head, label)
+
+
+def _container(head: bytes, label: str, end: bytes) -> bool:
+    """Whether an input that starts with `head` (and ends with `end`, where known) is a PDF, a ZIP-based document or
+    an HTML page, read up to MAX_CONTAINER_BYTES whatever the model's cap."""
+    return is_pdf(head, end) or head.startswith(ZIP_MAGIC) or looks_html(head, label)
+
+
+def cut_input(got: Input, budget: Budget, end: bytes) -> bytes:
+    """The bytes kept of an input that went on past its limit: the whole lines of a text with --truncate."""
+    container = _container(got.raw[:HEAD], got.label, end)
+    if container or not budget.truncate:
+        _refuse_input(got, budget, container)
+    return whole_lines(got.raw)
+
+
+def _refuse_input(got: Input, budget: Budget, container: bool) -> None:
+    """The one-line error for an input past its limit: binary data, a PDF, ZIP-based or HTML document (`container`)
+    too big to read, or a text longer than the model's context could hold."""
+    head = got.raw[:HEAD]
+    if container:
+        raise TmixError(f"{got.label} is {got.amount()}: tmix reads PDF, ZIP-based and HTML documents of up to "
+                        f"{human_size(MAX_CONTAINER_BYTES)}")
+    if not head.startswith(BOMS) and utf16_codec(head) is None:  # UTF-16/32 text has NUL bytes
+        refuse_binary(got.raw, got.label)
+    raise TmixError(too_much(f"{got.label} is {got.amount()}", budget.cap))

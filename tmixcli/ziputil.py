@@ -12,6 +12,7 @@ from xml.etree import ElementTree
 from tmixcli import checkpoints
 from tmixcli.errors import TmixError
 
+ZIP_MAGIC = b"PK\x03\x04"  # the first bytes of a ZIP file (its first member's header)
 MAX_MEMBER = 256 * 1024 * 1024  # bytes of one uncompressed ZIP member (guards against zip bombs)
 CHUNK = 1 << 20  # bytes of a member decompressed and parsed at a time
 
