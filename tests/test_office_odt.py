@@ -1,5 +1,5 @@
-"""OpenDocument text as a word processor shows it: comments left out, text boxes on lines of their own, list
-numbers from the list styles, table rows one line each, page headers and footers once."""
+"""OpenDocument text as a word processor shows it: comments and hidden text left out, text boxes on lines of their
+own, list numbers from the list styles, table rows one line each, page headers and footers once."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from tmixcli.documents import load_document
 
 NS = (f'{ODF} xmlns:style="urn:oasis:names:tc:opendocument:xmlns:style:1.0" '
       'xmlns:draw="urn:oasis:names:tc:opendocument:xmlns:drawing:1.0" '
-      'xmlns:svg="urn:oasis:names:tc:opendocument:xmlns:svg-compatible:1.0" xmlns:dc="http://purl.org/dc/elements/1.1/"')
+      'xmlns:svg="urn:oasis:names:tc:opendocument:xmlns:svg-compatible:1.0" xmlns:dc="http://purl.org/dc/elements/1.1/"'
+      ' xmlns:fo="urn:oasis:names:tc:opendocument:xmlns:xsl-fo-compatible:1.0"')
 
 
 def read(tmp_path, body: str, automatic: str = "", styles: str = "") -> str:
@@ -100,3 +101,93 @@ def test_bad_numbers_in_list_and_table_attributes_read_on(tmp_path):
             'table:number-columns-repeated="x"><text:p>a</text:p></table:table-cell><table:table-cell '
             'table:number-columns-repeated="99999999999999999999"/></table:table-row></table:table>')
     assert read(tmp_path, body, automatic=NUMBERED) == "1. first\na" + " | " * 63 + " |"  # at most 64 columns a cell
+
+
+HIDING_STYLES = ('<office:styles><style:default-style style:family="paragraph"><style:text-properties '
+                 'fo:font-size="12pt"/></style:default-style>'
+                 '<style:style style:name="Secret" style:family="paragraph"><style:text-properties '
+                 'text:display="none"/></style:style><style:style style:name="Secret_20_Note" style:family="paragraph" '
+                 'style:parent-style-name="Secret"/><style:style style:name="Public" style:family="paragraph" '
+                 'style:parent-style-name="Secret"><style:text-properties text:display="true"/></style:style>'
+                 '<style:style style:name="Loop" style:family="paragraph" style:parent-style-name="Loop"/>'
+                 '<style:style style:name="Hidden_20_Char" style:family="text"><style:text-properties '
+                 'text:display="none"/></style:style><style:style style:name="Shown_20_Char" style:family="text">'
+                 '<style:text-properties text:display="true"/></style:style>'
+                 '<style:style style:name="Conditional" style:family="text"><style:text-properties '
+                 'text:display="condition" text:condition="none"/></style:style></office:styles>')
+HIDING_AUTOMATIC = ('<style:style style:name="P1" style:family="paragraph" style:parent-style-name="Secret_20_Note"/>'
+                    '<style:style style:name="T1" style:family="text"><style:text-properties text:display="none"/>'
+                    '</style:style><style:style style:name="T2" style:family="text" '
+                    'style:parent-style-name="Hidden_20_Char"><style:text-properties fo:font-weight="bold"/>'
+                    '</style:style>')
+
+
+def styled(style: str, *inner: str) -> str:
+    return f'<text:p text:style-name="{style}">{"".join(inner)}</text:p>'
+
+
+def span(style: str, text: str) -> str:
+    return f'<text:span text:style-name="{style}">{text}</text:span>'
+
+
+def test_text_hidden_through_its_style_is_left_out(tmp_path):
+    note = ('<text:note><text:note-citation>1</text:note-citation><text:note-body><text:p>Hidden note.</text:p>'
+            '</text:note-body></text:note>')
+    body = ("<text:p>Visible intro.</text:p>" + styled("Secret", "Hidden by its style.")
+            + styled("P1", '<text:a>Hidden through two parent styles.</text:a>')
+            + '<text:h text:style-name="Secret_20_Note">Hidden heading</text:h>'
+            + styled("Public", "Shown: its style shows text again.") + styled("Loop", "Loop shown.")
+            + styled("Missing", "Unknown style shown.")
+            + "<text:p>Total: " + span("T1", "(draft) ") + span("T2", "(inherited) ") + "42" + span("T1", note)
+            + span("T1", '<draw:frame><draw:text-box><text:p>Hidden box.</text:p></draw:text-box></draw:frame>')
+            + ".</text:p>"
+            + styled("Secret", "gone ", span("Shown_20_Char", "Shown again"), " gone",
+                     span("Hidden_20_Char", "still gone"))
+            + "<text:p>" + span("T1", "outer " + span("Shown_20_Char", "inner shown") + " outer") + "</text:p>"
+            + "<text:p>" + span("Conditional", "Condition is not read.") + "</text:p>")
+    assert read(tmp_path, body, automatic=HIDING_AUTOMATIC, styles=HIDING_STYLES) == (
+        "Visible intro.\nShown: its style shows text again.\nLoop shown.\nUnknown style shown.\nTotal: 42.\n"
+        "Shown again\ninner shown\nCondition is not read.")
+    assert read(tmp_path, styled("Secret", "No styles part.")) == "No styles part."
+
+
+def test_a_default_paragraph_style_that_hides_text_hides_unstyled_paragraphs(tmp_path):
+    hiding = ('<office:styles><style:default-style style:family="paragraph"><style:text-properties '
+              'text:display="none"/></style:default-style><style:style style:name="Shown" style:family="paragraph">'
+              '<style:text-properties text:display="true"/></style:style></office:styles>')
+    body = "<text:p>Hidden by default.</text:p>" + styled("Shown", "Shown by its style.")
+    assert read(tmp_path, body, styles=hiding) == "Shown by its style."
+
+
+def test_hidden_fields_and_sections_are_left_out(tmp_path):
+    body = ('<text:p>Price: <text:hidden-text text:condition="ooow:Draft == 1" text:string-value="(draft price)" '
+            'text:is-hidden="true">(draft price)</text:hidden-text>12 EUR<text:hidden-text text:condition='
+            '"ooow:Draft == 0" text:string-value=" net" text:is-hidden="false"> net</text:hidden-text>.</text:p>'
+            '<text:p>Internal only.<text:span><text:hidden-paragraph text:condition="ooow:Public == 1" '
+            'text:is-hidden="true"/></text:span><text:note><text:note-body><text:p>Hidden note.</text:p>'
+            '</text:note-body></text:note></text:p>'
+            '<text:p>Kept.<text:hidden-paragraph text:condition="ooow:Public == 0" text:is-hidden="false"/></text:p>'
+            '<text:section text:name="S1" text:display="none"><text:p>Hidden section.</text:p></text:section>'
+            '<text:section text:name="S2" text:display="condition" text:condition="ooow:Public == 1" '
+            'text:is-hidden="true"><text:p>Hidden by its condition.</text:p></text:section>'
+            '<text:section text:name="S3" text:display="condition" text:condition="ooow:Public == 0">'
+            '<text:p>Condition false: shown.</text:p></text:section>'
+            '<text:section text:name="S4" text:display="condition"><text:p>No condition: hidden.</text:p>'
+            '</text:section><text:section text:name="S5" text:display="true"><text:list><text:list-item>'
+            '<text:p>Shown section.</text:p></text:list-item></text:list></text:section>')
+    assert read(tmp_path, body) == "Price: 12 EUR net.\nKept.\nCondition false: shown.\n- Shown section."
+
+
+def test_headers_and_footers_hide_text_as_the_automatic_styles_of_styles_xml_say(tmp_path):
+    styles = ('<office:automatic-styles><style:style style:name="MT1" style:family="text"><style:text-properties '
+              'text:display="none"/></style:style><style:style style:name="MP1" style:family="paragraph">'
+              '<style:text-properties text:display="none"/></style:style></office:automatic-styles>'
+              '<office:master-styles>'
+              '<style:master-page style:name="Standard"><style:header><text:p>CONFIDENTIAL'
+              '<text:span text:style-name="MT1"> (draft 3)</text:span></text:p></style:header>'
+              '<style:footer><text:p text:style-name="MP1">Hidden footer</text:p></style:footer>'
+              '</style:master-page></office:master-styles>')
+    automatic = ('<style:style style:name="MT1" style:family="text"><style:text-properties text:display="true"/>'
+                 '</style:style>')
+    body = '<text:p>Body <text:span text:style-name="MT1">shown</text:span>.</text:p>'
+    assert read(tmp_path, body, automatic=automatic, styles=styles) == "CONFIDENTIAL\nBody shown."

@@ -10,6 +10,7 @@ from xml.etree import ElementTree
 from tmixcli.embeds import Embeds
 from tmixcli.errors import TmixError
 from tmixcli.mathml import MATHML, mathml_text
+from tmixcli.odthidden import Hidden, hidden_field, hidden_paragraph, hidden_section
 from tmixcli.odtlists import TEXT, ListCount, ListStyles
 from tmixcli.tablerow import MAX_SPAN, cell_text, row_line
 from tmixcli.ziputil import Reach, children, join_blocks, leading, member, parse_xml, whole_number
@@ -25,6 +26,7 @@ _SKIPPED = {f"{TEXT}tracked-changes", f"{TEXT}change", f"{TEXT}change-start", f"
             f"{TEXT}bookmark", f"{TEXT}soft-page-break", f"{_OFFICE}annotation", f"{_OFFICE}annotation-end",
             f"{_SVG}title", f"{_SVG}desc"}  # change marks, comments, a shape's title and description: not text
 _CELLS = (f"{_TABLE}table-cell", f"{_TABLE}covered-table-cell")
+_MARKS = (f"{TEXT}s", f"{TEXT}tab", f"{TEXT}line-break", f"{TEXT}note")  # inline elements that are not text holders
 MAX_SPACES = 1000  # most spaces one ODF `text:s` element gives
 
 
@@ -32,12 +34,13 @@ def odt_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None, embeds
     """Text of an OpenDocument text file: headings, paragraphs, list items (`1. item`, `- item`), table rows as
     `a | b`, text boxes on lines of their own, formulas as linear text, charts as Word's and PowerPoint's are; page
     headers once before it and footers once after it; footnotes as [n] markers and a `Notes:` list. Deleted tracked
-    changes and comments are left out; so are other embedded objects, counted in `embeds`. Read paragraph by
-    paragraph until `reach` says the text is surely past what the model could use."""
+    changes, comments and hidden text are left out; so are other embedded objects, counted in `embeds`. Read
+    paragraph by paragraph until `reach` says the text is surely past what the model could use."""
     reach = reach or Reach()
     styles = parse_xml(member(zf, "styles.xml", label), label) if "styles.xml" in zf.namelist() else None
     automatic = leading(zf, "content.xml", label, f"{_OFFICE}automatic-styles", f"{_OFFICE}body")
-    reader = _Reader(ListCount(ListStyles(automatic, styles)), zf, label, embeds or Embeds())
+    reader = _Reader(ListCount(ListStyles(automatic, styles)), Hidden(automatic, styles), zf, label,
+                     embeds or Embeds())
     try:
         blocks = reader.running(styles, "header")
         for child in children(zf, "content.xml", label, f"{_OFFICE}body/{_OFFICE}text"):
@@ -53,16 +56,20 @@ def odt_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None, embeds
 
 
 class _Reader:
-    """Reads the text of one OpenDocument file, keeping what runs through it: its notes and its list numbers."""
+    """Reads the text of one OpenDocument file, keeping what runs through it: its notes and its list numbers;
+    `hidden` says which text of its body is hidden."""
 
-    def __init__(self, lists: ListCount, zf: zipfile.ZipFile, label: str, embeds: Embeds) -> None:
-        self.lists, self.zf, self.label, self.embeds = lists, zf, label, embeds
+    def __init__(self, lists: ListCount, hidden: Hidden, zf: zipfile.ZipFile, label: str, embeds: Embeds) -> None:
+        self.lists, self.hidden, self.zf, self.label, self.embeds = lists, hidden, zf, label, embeds
         self.notes: list[str] = []
 
     def running(self, styles: ElementTree.Element | None, kind: str) -> list[str]:
         """The text of the page headers or footers (`kind`) of styles.xml's master pages, each different one once
-        (first-page and left-page ones included; those switched off left out)."""
+        (first-page and left-page ones included; those switched off left out), hidden text as styles.xml's
+        automatic styles say."""
         texts: list[str] = []
+        body = self.hidden
+        self.hidden = Hidden(None if styles is None else styles.find(f"{_OFFICE}automatic-styles"), styles)
         for page in [] if styles is None else styles.iter(f"{_STYLE}master-page"):
             for part in page:
                 if part.tag.startswith(f"{_STYLE}{kind}") and part.get(f"{_STYLE}display") != "false":
@@ -71,16 +78,19 @@ class _Reader:
                     text = join_blocks(inner)
                     if text and text not in texts:
                         texts.append(text)
+        self.hidden = body
         return texts
 
     def blocks(self, elements: Iterable[ElementTree.Element], out: list[str], marker: str = "",
                depth: int = 0, style: str = "") -> None:
         """Append the text blocks of `elements` (an element's children): a paragraph, heading or table row per
-        block; `marker` goes before the first paragraph (a list item's), inside lists `depth` deep of `style`."""
+        block, hidden paragraphs and sections left out; `marker` goes before the first paragraph (a list item's),
+        inside lists `depth` deep of `style`."""
         for child in elements:
             if child.tag in (f"{TEXT}p", f"{TEXT}h"):
                 boxes: list[str] = []
-                text = self.inline(child, boxes).strip()
+                hidden = self.hidden.paragraph(child)
+                text = "" if hidden_paragraph(child) else self.inline(child, boxes, hidden).strip()
                 out.append(marker + text if text else "")
                 out += boxes
                 marker = ""
@@ -90,7 +100,7 @@ class _Reader:
                 self.list(child, out, depth + 1, child.get(f"{TEXT}style-name") or style)
             elif child.tag in (f"{_DRAW}object", f"{_DRAW}object-ole"):
                 out += self.object(child)
-            elif child.tag not in _SKIPPED:
+            elif child.tag not in _SKIPPED and not (child.tag == f"{TEXT}section" and hidden_section(child)):
                 self.blocks(child, out, marker, depth, style)
 
     def list(self, lst: ElementTree.Element, out: list[str], depth: int, style: str) -> None:
@@ -114,32 +124,40 @@ class _Reader:
                 cells += [cell_text(inner)] * repeat
         return row_line(cells)
 
-    def inline(self, element: ElementTree.Element, boxes: list[str]) -> str:
+    def inline(self, element: ElementTree.Element, boxes: list[str], hidden: bool = False) -> str:
         """A paragraph's text: spans and links, `text:s` space runs, tabs, line breaks, footnote markers; the
-        paragraphs of its text boxes and shapes go to `boxes`."""
-        parts = [element.text or ""]
+        paragraphs of its text boxes and shapes go to `boxes`. Text its styles hide (`hidden`: the enclosing
+        element's do) is left out, with its notes and boxes."""
+        parts = [] if hidden else [element.text or ""]
         for child in element:
-            if child.tag == f"{TEXT}s":
-                parts.append(" " * _space_count(child.get(f"{TEXT}c")))
-            elif child.tag == f"{TEXT}tab":
-                parts.append("\t")
-            elif child.tag == f"{TEXT}line-break":
-                parts.append("\n")
-            elif child.tag == f"{TEXT}note":
-                body = child.find(f"{TEXT}note-body")
-                inner: list[str] = []
-                if body is not None:
-                    self.blocks(body, inner)
-                self.notes.append(" ".join(b for b in inner if b))
-                parts.append(f"[{len(self.notes)}]")
-            elif child.tag == f"{_DRAW}frame" and (formula := self.formula(child)) is not None:
-                parts.append(formula)
-            elif child.tag.startswith(_DRAW):
-                self.blocks(child, boxes)
-            elif child.tag not in _SKIPPED:
-                parts.append(self.inline(child, boxes))
-            parts.append(child.tail or "")
+            if child.tag in _MARKS or child.tag.startswith(_DRAW):
+                parts.append("" if hidden else self.mark(child, boxes))
+            elif child.tag not in _SKIPPED and not hidden_field(child):
+                parts.append(self.inline(child, boxes, self.hidden.text(child, hidden)))
+            parts.append("" if hidden else child.tail or "")
         return "".join(parts)
+
+    def mark(self, child: ElementTree.Element, boxes: list[str]) -> str:
+        """The text of an inline element that holds no text of its own: spaces, a tab, a line break, a footnote's
+        [n] marker (its note kept for the `Notes:` list), a formula; a text box or shape's paragraphs go to
+        `boxes`."""
+        if child.tag == f"{TEXT}s":
+            return " " * _space_count(child.get(f"{TEXT}c"))
+        if child.tag == f"{TEXT}tab":
+            return "\t"
+        if child.tag == f"{TEXT}line-break":
+            return "\n"
+        if child.tag == f"{TEXT}note":
+            body = child.find(f"{TEXT}note-body")
+            inner: list[str] = []
+            if body is not None:
+                self.blocks(body, inner)
+            self.notes.append(" ".join(b for b in inner if b))
+            return f"[{len(self.notes)}]"
+        if child.tag == f"{_DRAW}frame" and (formula := self.formula(child)) is not None:
+            return formula
+        self.blocks(child, boxes)
+        return ""
 
     def formula(self, frame: ElementTree.Element) -> str | None:
         """The linear text of the formula a frame shows (None: it shows none)."""
