@@ -12,11 +12,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tmixcli.config import AttentionConfig
 from tmixcli.errors import TmixError
 from tmixcli.eval_answer import normalised
+
+if TYPE_CHECKING:
+    from tmixcli.models import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ def first_sentence(text: str) -> str:
     return text if end is None else text[:end]
 
 
-def prompt_ids(lm, fs: FactSet, max_new_tokens: int) -> dict[str, tuple[tuple[str, ...], list[int]]]:
+def prompt_ids(lm: LoadedModel, fs: FactSet, max_new_tokens: int) -> dict[str, tuple[tuple[str, ...], list[int]]]:
     """Each prompt's name -> (its documents, prefix ids), every one checked to fit the context before any prefill."""
     from tmixcli import prompt
     from tmixcli.documents import load_documents
@@ -130,7 +133,7 @@ def prompt_ids(lm, fs: FactSet, max_new_tokens: int) -> dict[str, tuple[tuple[st
     return out
 
 
-def run_facts(lm, fs: FactSet, methods: list[AttentionConfig], max_new_tokens: int = 32,
+def run_facts(lm: LoadedModel, fs: FactSet, methods: list[AttentionConfig], max_new_tokens: int = 32,
               progress: bool = True, reference: dict | None = None) -> dict:
     """Dense and every trimix config on every (prompt, fact); each prompt is prefilled once per method.
 

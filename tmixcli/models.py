@@ -26,6 +26,7 @@ from tmixcli.modelcheck import check_folder, check_gguf, check_hub_reachable, fr
 from tmixcli.memfit import auto_bf16_note, check_conversion, check_room
 from tmixcli.modelinfo import converted_gguf_dir, model_context, model_folder, model_ref
 from tmixcli.paths import DEFAULT_MODEL, mkdir_error, models_dir, read_regular
+from tmixcli.prompt import Tokenizer
 from tmixcli.stdout import is_terminal
 from tmixcli.threads import configure_threads
 
@@ -39,7 +40,7 @@ class LoadedModel:
     """A causal LM ready for tmix: model (eval mode), tokenizer, a stable id, device and dtype."""
 
     model: torch.nn.Module
-    tokenizer: object
+    tokenizer: Tokenizer
     model_id: str
     device: torch.device
     dtype: torch.dtype
