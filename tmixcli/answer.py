@@ -16,6 +16,9 @@ from tmixcli.prompt import Tokenizer
 
 @dataclass
 class Answer:
+    """One answer and what --json and the status lines report of it: its text, tokens, time to first token, decode
+    speed and why it ended."""
+
     text: str
     prompt_tokens: int
     new_tokens: int

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Fact:
+    """A question about one document and the answers that count as correct."""
+
     doc: str
     question: str
     accept: tuple[str, ...]  # any one of these in the answer counts as correct
@@ -31,6 +33,8 @@ class Fact:
 
 @dataclass(frozen=True)
 class FactSet:
+    """A facts file, checked: the prompts (each a list of documents read together) and the facts asked on them."""
+
     root: Path  # documents are named relative to the facts file
     prompts: tuple[tuple[str, ...], ...]
     facts: tuple[Fact, ...]
@@ -50,6 +54,7 @@ class FactSet:
 
     @classmethod
     def from_dict(cls, data: Any, root: Path, label: str = "facts") -> FactSet:
+        """Check parsed facts (`label` names them in errors); without "prompts", each document is a prompt alone."""
         if not isinstance(data, dict) or not isinstance(data.get("facts"), list) or not data["facts"]:
             raise TmixError(f"{label}: expected an object with a non-empty \"facts\" list")
         facts = []
@@ -194,6 +199,7 @@ def passes(summary: dict, name: str) -> bool:
 
 
 def format_table(result: dict) -> str:
+    """run_facts' result as a plain text table, one row per method (dense's comparisons shown as "-")."""
     rows = [["method", "correct", "kept of dense's", "same text", "KL(first)"]]
     for name, s in result["methods"].items():
         dense = name == "dense"
