@@ -68,6 +68,7 @@ BAD = [
     (["ask", "sample_docs/notes.txt", "q?", "--bogus"], "no such option"),
     (["nosuch"], "no such command"),
     (["cache", "rm"], "missing argument"),
+    (["cache", "rm", "--doc"], "--doc needs the paths of documents"),  # not "missing argument 'KEY...'"
     (["ask", "sample_docs/notes.txt", "sample_docs/report.md"], "is a file name; put the question last"),
     (["ask", "sample_docs/notes.txt", "minutes.docx"], "no such document: minutes.docx"),
     (["ask", "sample_docs/notes.txt", "sample_docs/report.md", "q?", "--pages", "1"], "--pages applies"),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 from tmixcli import docindex, kvfolder, kvheader
 from tmixcli.cache_json import attention_of, info_json, listing_json
@@ -205,7 +206,20 @@ def document_entries(paths: list[str]) -> list[dict]:
     return found
 
 
-@app.command("rm")
+class _RmCommand(TyperCommand):
+    """`tmix cache rm`, whose bare --doc is told that it needs documents' paths, not that KEY... is missing."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except typer.BadParameter as err:  # click's MissingParameter is one
+            if type(err).__name__ == "MissingParameter" and ctx.params.get("doc"):
+                raise TmixError("--doc needs the paths of documents: tmix cache rm --doc FILE... removes the KV files "
+                                "made from them") from None
+            raise
+
+
+@app.command("rm", cls=_RmCommand)
 def rm(keys: Annotated[list[str], typer.Argument(
         metavar="KEY...", help="Keys, unique key prefixes or KV file names; with --doc, documents' paths.")],
        doc: Annotated[bool, typer.Option("--doc", help="The arguments are documents (files or folders, as given to "
