@@ -54,10 +54,6 @@ def tmix_subprocess(*argv: str, stdin: str | None = None) -> subprocess.Complete
                           env=os.environ.copy(), timeout=600)
 
 
-def _err(result) -> str:
-    return result.stderr
-
-
 def _count_calls(monkeypatch, module, name: str) -> list:
     """Record each call of module.name (still made) in the list returned."""
     calls: list = []

@@ -44,13 +44,20 @@ def _start_server(work: Path, server_env: dict | None = None, **kw) -> tuple[sub
     """Save a tiny random Llama under `work` and start `tmix serve` of it there, in its own cache folder; the
     environment its clients use. `server_env`: variables for the server alone (a locale); `kw`: for Popen."""
     env = _prepare(work)
-    proc = _serve(work, {**env, **(server_env or {})}, **kw)
+    return wait_for_socket(work, _serve(work, {**env, **(server_env or {})}, **kw)), env
+
+
+def wait_for_socket(work: Path, proc: subprocess.Popen) -> subprocess.Popen:
+    """`proc`, a `tmix serve` in `work`, once its socket is up; a server that ended first, or never made it within
+    120 s, is killed (never left running) and fails the test with its stderr."""
     sock = work / "cache" / "serve"
     deadline = time.time() + 120
     while not list(sock.glob("*.sock")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    assert list(sock.glob("*.sock")), proc.stderr.read() if proc.poll() is not None else "no socket"
-    return proc, env
+    if not list(sock.glob("*.sock")):
+        proc.kill()
+        raise AssertionError(f"no socket from tmix serve: {proc.communicate(timeout=60)[1]}")
+    return proc
 
 
 def client_of_a_test_server(argv: list[str], tiny_dir: str, tmp_path: Path, monkeypatch):

@@ -9,13 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from kvfiles import _aged
-from runcli import DOCS, TINY, _err, ask_json, run
+from runcli import DOCS, TINY, ask_json, run
 from runcli import short_doc as short_doc  # the fixture (the alias tells ruff it is used)
 from tmixcli import kvfolder
-from tmixcli.cli_cache import app
 from tmixcli.errors import TmixError
 
 
@@ -111,23 +109,22 @@ def test_trim_cache_evicts_least_recently_used() -> None:
     assert [e["key"] for e in kvfolder.list_entries()] == ["mid"]  # the kept file stays even over the cap
 
 
-def test_cli_prune_and_ls_total(monkeypatch: pytest.MonkeyPatch) -> None:
-    runner = CliRunner()
+def test_cli_prune_and_ls_total(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     _aged({"old": 3000, "mid": 2000, "new": 1000})
     monkeypatch.setenv("TMIX_CACHE_MAX", "4K")
-    out = runner.invoke(app, ["ls"])
-    assert out.exit_code == 0 and "3 files, 5.9 KiB" in out.stdout and "cap 4.0 KiB" in out.stdout
-    out = runner.invoke(app, ["prune"])
-    assert out.exit_code == 0 and "removed old" in out.stdout and "2.9 KiB in" in out.stdout
-    out = runner.invoke(app, ["prune", "--max-size", "1500"])
-    assert "removed mid" in out.stdout and [e["key"] for e in kvfolder.list_entries()] == ["new"]
-    bad = runner.invoke(app, ["prune", "--max-size", "huge"])
-    assert bad.exit_code == 2 and "--max-size must be a size" in _err(bad)
+    code, out, _ = run(capsys, "cache", "ls")
+    assert code == 0 and "3 files, 5.9 KiB" in out and "cap 4.0 KiB" in out
+    code, out, _ = run(capsys, "cache", "prune")
+    assert code == 0 and "removed old" in out and "2.9 KiB in" in out
+    out = run(capsys, "cache", "prune", "--max-size", "1500")[1]
+    assert "removed mid" in out and [e["key"] for e in kvfolder.list_entries()] == ["new"]
+    code, _, err = run(capsys, "cache", "prune", "--max-size", "huge")
+    assert code == 2 and "--max-size must be a size" in err
     monkeypatch.setenv("TMIX_CACHE_MAX", "0")  # no cap, as it always read
-    out = runner.invoke(app, ["prune"])
-    assert out.exit_code == 0 and "no size cap" in out.stdout and len(kvfolder.list_entries()) == 1
-    out = runner.invoke(app, ["prune", "--max-size", "0"])  # zero bytes, as 0M is
-    assert out.exit_code == 0 and "removed new" in out.stdout and "cap 0 B (--max-size" in out.stdout
+    code, out, _ = run(capsys, "cache", "prune")
+    assert code == 0 and "no size cap" in out and len(kvfolder.list_entries()) == 1
+    code, out, _ = run(capsys, "cache", "prune", "--max-size", "0")  # zero bytes, as 0M is
+    assert code == 0 and "removed new" in out and "cap 0 B (--max-size" in out
     assert kvfolder.list_entries() == []
 
 
@@ -155,20 +152,18 @@ def test_trim_cache_skips_a_file_it_cannot_remove(monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.mark.parametrize("argv", [["rm", "old", "new"], ["prune", "--max-size", "1"], ["clear", "--yes"]])
-def test_cache_commands_on_a_read_only_cache_one_line(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> None:
+def test_cache_commands_on_a_read_only_cache_one_line(monkeypatch: pytest.MonkeyPatch, argv: list[str],
+                                                      capsys) -> None:
     """rm, prune and clear remove what they can, then name the rest in one error line: no traceback."""
-    runner = CliRunner()
     paths = _aged({"old": 400, "mid": 300, "new": 200})
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (kvfolder.kv_dir() / f".x.safetensors.{int(gone.stdout)}.0123abcd.tmp").write_bytes(b"0" * 10)
     _read_only(monkeypatch)
-    out = runner.invoke(app, argv)
-    err = _err(out)
-    assert out.exit_code == 2 and err.count("\n") == 1 and err.startswith("tmix: error: cannot remove "), err
+    code, _, err = run(capsys, "cache", *argv)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("tmix: error: cannot remove "), err
     assert "Read-only file system" in err and all(p.exists() for p in paths.values())
     _read_only(monkeypatch, {"old.safetensors"})
-    out = runner.invoke(app, argv)
-    err = _err(out)
-    assert out.exit_code == 2 and err == f"tmix: error: cannot remove {paths['old']}: Read-only file system\n", err
-    assert "removed new" in out.stdout or "removed 2 KV files" in out.stdout
+    code, out, err = run(capsys, "cache", *argv)
+    assert code == 2 and err == f"tmix: error: cannot remove {paths['old']}: Read-only file system\n", err
+    assert "removed new" in out or "removed 2 KV files" in out
     assert [e["key"] for e in kvfolder.list_entries()] == (["mid", "old"] if argv[0] == "rm" else ["old"])

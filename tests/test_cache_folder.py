@@ -9,13 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from kvfiles import _aged
-from runcli import ROOT, TINY, _count_calls, _err, ask_json, one_error, run
+from runcli import ROOT, TINY, _count_calls, ask_json, one_error, run
 from runcli import short_doc as short_doc  # the fixture (the alias tells ruff it is used)
 from tmixcli import kvfolder
-from tmixcli.cli_cache import app
 from tmixcli.config import AttentionConfig
 from tmixcli.errors import TmixError
 
@@ -132,7 +130,8 @@ def test_calibrate_on_a_profiles_folder_that_cannot_be_written(capsys, monkeypat
     assert [p.name for p in folder.iterdir()] == [old.name]
 
 
-def test_unreadable_cache_folder_is_one_line_and_offers_nothing_to_reuse(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreadable_cache_folder_is_one_line_and_offers_nothing_to_reuse(monkeypatch: pytest.MonkeyPatch,
+                                                                          capsys) -> None:
     from tmixcli import reuse
 
     _aged({"old": 400})
@@ -143,8 +142,7 @@ def test_unreadable_cache_folder_is_one_line_and_offers_nothing_to_reuse(monkeyp
     with pytest.raises(TmixError, match="cannot read the cache folder .*: Permission denied"):
         kvfolder.list_entries()
     assert reuse.best_file(list(range(300)), {}, AttentionConfig()) is None
-    out = CliRunner().invoke(app, ["ls"])
-    assert out.exit_code == 2 and _err(out).count("\n") == 1 and "cannot read the cache folder" in _err(out)
+    assert "cannot read the cache folder" in one_error(capsys, "cache", "ls")
 
 
 def test_cache_folder_that_is_a_file_is_said_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,13 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from kvfiles import T, _aged, make_meta, prefill, prefix_ids, saved, tiny_model
 from kvfiles import tokenizer as tokenizer  # the fixture (the alias tells ruff it is used)
-from runcli import _err
+from runcli import run
 from tmixcli import kvfolder, kvstore, kvwrite
-from tmixcli.cli_cache import app
 from tmixcli.config import AttentionConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,46 +29,49 @@ def _two_files(tokenizer) -> list[str]:
     return [e["key"] for e in kvfolder.list_entries()]
 
 
-def test_list_entries_and_cli(tokenizer) -> None:
-    runner = CliRunner()
+def tmix_cache(capsys, *argv: str) -> tuple[int, str, str]:
+    """`tmix cache argv` in-process: (exit code, stdout, stderr)."""
+    return run(capsys, "cache", *argv)
+
+
+def test_list_entries_and_cli(tokenizer, capsys) -> None:
     keys = _two_files(tokenizer)
     (kvfolder.kv_dir() / ".leftover.safetensors.1.tmp").write_bytes(b"junk")
     entries = kvfolder.list_entries()
     assert {e["doc_name"] for e in entries} == {"a.txt", "b.pdf"}
     assert all(e["n_tokens"] == T and e["model_id"] == "tiny" and e["error"] is None for e in entries)
 
-    out = runner.invoke(app, ["ls"])
-    assert out.exit_code == 0 and "a.txt" in out.stdout and "KiB" in out.stdout and "LAST USED" in out.stdout
-    listed = json.loads(runner.invoke(app, ["ls", "--json"]).stdout)["entries"]
+    code, out, _ = tmix_cache(capsys, "ls")
+    assert code == 0 and "a.txt" in out and "KiB" in out and "LAST USED" in out
+    listed = json.loads(tmix_cache(capsys, "ls", "--json")[1])["entries"]
     assert sorted(e["key"] for e in listed) == sorted(keys)
 
-    info = runner.invoke(app, ["info", keys[0][:10]])
-    assert info.exit_code == 0 and "model_fingerprint" in info.stdout and ": ok)" in info.stdout
-    facts = json.loads(runner.invoke(app, ["info", entries[0]["path"], "--json"]).stdout)
+    code, out, _ = tmix_cache(capsys, "info", keys[0][:10])
+    assert code == 0 and "model_fingerprint" in out and ": ok)" in out
+    facts = json.loads(tmix_cache(capsys, "info", entries[0]["path"], "--json")[1])
     assert facts["size_matches"] and facts["metadata"]["n_tokens"] == str(T)
 
-    bad = runner.invoke(app, ["rm", "zzzz"])
-    assert bad.exit_code == 2 and _err(bad).count("\n") == 1
-    assert _err(bad).startswith("tmix: error: no KV file with key 'zzzz'")
-    assert runner.invoke(app, ["rm", ""]).exit_code == 2  # an empty key is refused (test_empty_key_matches_nothing)
-    gone = runner.invoke(app, ["rm", keys[0][:8]])
-    assert gone.exit_code == 0 and f"removed {keys[0]}" in gone.stdout
+    code, _, err = tmix_cache(capsys, "rm", "zzzz")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("tmix: error: no KV file with key 'zzzz'")
+    assert tmix_cache(capsys, "rm", "")[0] == 2  # an empty key is refused (test_empty_key_matches_nothing)
+    code, out, _ = tmix_cache(capsys, "rm", keys[0][:8])
+    assert code == 0 and f"removed {keys[0]}" in out
     assert [e["key"] for e in kvfolder.list_entries()] == keys[1:]
 
 
-def test_cli_clear(tokenizer) -> None:
-    runner = CliRunner()
+def test_cli_clear(tokenizer, capsys) -> None:
     _two_files(tokenizer)
-    refused = runner.invoke(app, ["clear"], input="y\n")
-    assert refused.exit_code == 2 and "--yes" in _err(refused)
+    code, _, err = tmix_cache(capsys, "clear")  # stdin is no terminal here (pytest's)
+    assert code == 2 and "--yes" in err
     assert len(kvfolder.list_entries()) == 2
-    done = runner.invoke(app, ["clear", "--yes"])
-    assert done.exit_code == 0 and "removed 2 KV files" in done.stdout
+    code, out, _ = tmix_cache(capsys, "clear", "--yes")
+    assert code == 0 and "removed 2 KV files" in out
     assert kvfolder.list_entries() == []
-    assert "no KV files" in runner.invoke(app, ["ls"]).stdout
+    assert "no KV files" in tmix_cache(capsys, "ls")[1]
 
 
-def test_ls_tells_files_made_with_other_attention_apart(tokenizer) -> None:
+def test_ls_tells_files_made_with_other_attention_apart(tokenizer, capsys) -> None:
     """Files of one document made with other attention settings differ in ls's ATTENTION column (and --json)."""
     model = tiny_model()  # 3 layers
     ids = prefix_ids()
@@ -80,17 +81,16 @@ def test_ls_tells_files_made_with_other_attention_apart(tokenizer) -> None:
         key = kvstore.cache_key(kvstore.model_fingerprint(model, tokenizer), attn, ids)
         kvwrite.save_kv(kvfolder.kv_path_for(key), cache, ids, make_meta(model, tokenizer, attn))
     (kvfolder.kv_dir() / "broken.safetensors").write_bytes(b"nope")
-    out = CliRunner().invoke(app, ["ls"])
-    assert out.exit_code == 0, out.output
-    head, *rows = out.stdout.splitlines()[:6]
+    code, out, err = tmix_cache(capsys, "ls")
+    assert code == 0, err
+    head, *rows = out.splitlines()[:6]
     assert head.split()[:5] == ["KEY", "DOCUMENT", "VERSION", "MODEL", "ATTENTION"]
     column = {row.split()[0]: row[head.index("ATTENTION"):].split("  ")[0] for row in rows}
     assert column.pop("broken") == "-"
     # T = 12 tokens, within n_init + n_local + last_n: every trimix file is dense in every layer (ls says so)
     assert sorted(column.values()) == ["dense", "tri@1 8/512/128 (dense)", "tri@2 8/64/128 (dense)",
-                                       "tri@3 8/512/128 (dense)"], \
-        out.stdout
-    listed = json.loads(CliRunner().invoke(app, ["ls", "--json"]).stdout)["entries"]
+                                       "tri@3 8/512/128 (dense)"], out
+    listed = json.loads(tmix_cache(capsys, "ls", "--json")[1])["entries"]
     made = sorted((e["attention"]["method"], e["attention"]["start_layer"], e["attention"]["n_local"])
                   for e in listed if e["attention"] is not None)
     assert made == [("dense", 0, 512), ("trimix", 1, 512), ("trimix", 2, 64), ("trimix", 3, 512)]
@@ -146,32 +146,31 @@ def test_clear_at_the_prompt_yes_removes_and_ctrl_c_stays_130() -> None:
     assert code == 0 and "removed 1 KV file" in shown and not paths["old"].exists(), shown
 
 
-def test_invalid_file_listed_not_fatal() -> None:
+def test_invalid_file_listed_not_fatal(capsys) -> None:
     (kvfolder.kv_dir() / "broken.safetensors").write_bytes(b"nope")
     (entry,) = kvfolder.list_entries()
     assert entry["key"] == "broken" and "not a safetensors" in entry["error"]
-    out = CliRunner().invoke(app, ["ls"])
-    assert out.exit_code == 0 and "(invalid:" in out.stdout
+    code, out, _ = tmix_cache(capsys, "ls")
+    assert code == 0 and "(invalid:" in out
 
 
-def test_empty_key_matches_nothing(tokenizer) -> None:
+def test_empty_key_matches_nothing(tokenizer, capsys) -> None:
     """An empty or blank key is refused, not taken as the prefix of every key (it removed the only file)."""
-    runner = CliRunner()
     saved(tiny_model(), tokenizer, prefix_ids(seed=1), doc_name="a.txt")
     for argv in (["rm", ""], ["rm", "  "], ["info", ""], ["info", " "]):
-        out = runner.invoke(app, argv)
-        assert out.exit_code == 2 and _err(out).count("\n") == 1 and "is empty" in _err(out), (argv, _err(out))
+        code, _, err = tmix_cache(capsys, *argv)
+        assert code == 2 and err.count("\n") == 1 and "is empty" in err, (argv, err)
     assert len(kvfolder.list_entries()) == 1
 
 
-def test_cached_file_named_by_its_name_or_path(tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cached_file_named_by_its_name_or_path(tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys) -> None:
     """`cache info` and `cache rm` take KEY.safetensors or its path as well as the key; a file elsewhere, or a
     device, is refused in one line."""
-    runner = CliRunner()
     keys = _two_files(tokenizer)
     name = f"{keys[0]}.safetensors"
-    info = runner.invoke(app, ["info", name])
-    assert info.exit_code == 0 and f"path: {kvfolder.kv_dir() / name}" in info.stdout, _err(info)
+    code, out, err = tmix_cache(capsys, "info", name)
+    assert code == 0 and f"path: {kvfolder.kv_dir() / name}" in out, err
     elsewhere = tmp_path / "copy" / name
     elsewhere.parent.mkdir()
     elsewhere.write_bytes((kvfolder.kv_dir() / name).read_bytes())
@@ -179,19 +178,15 @@ def test_cached_file_named_by_its_name_or_path(tokenizer, tmp_path: Path, monkey
                        (["rm", str(tmp_path / "x.safetensors")], "x.safetensors: no such file"),
                        (["info", "/dev/null"], "/dev/null: a device, not a regular file"),
                        (["rm", "nothing.safetensors"], "no KV file nothing.safetensors in")):
-        out = runner.invoke(app, argv)
-        assert out.exit_code == 2 and _err(out).count("\n") == 1 and says in _err(out), (argv, _err(out))
+        code, _, err = tmix_cache(capsys, *argv)
+        assert code == 2 and err.count("\n") == 1 and says in err, (argv, err)
     monkeypatch.chdir(kvfolder.kv_dir().parent)
-    gone = runner.invoke(app, ["rm", name, f"kv/{keys[1]}.safetensors"])
-    assert gone.exit_code == 0 and kvfolder.list_entries() == [] and elsewhere.is_file(), _err(gone)
+    code, _, err = tmix_cache(capsys, "rm", name, f"kv/{keys[1]}.safetensors")
+    assert code == 0 and kvfolder.list_entries() == [] and elsewhere.is_file(), err
 
 
-def test_ls_shows_temp_files_and_prune_removes_leftovers(tokenizer) -> None:
+def test_ls_shows_temp_files_and_prune_removes_leftovers(tokenizer, capsys) -> None:
     """A dead writer's temp file is a leftover (listed, pruned); a live writer's is listed as being written, kept."""
-    import subprocess
-    import sys
-
-    runner = CliRunner()
     _two_files(tokenizer)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = kvfolder.kv_dir() / f".x.safetensors.{int(gone.stdout)}.0123abcd.tmp"
@@ -199,26 +194,25 @@ def test_ls_shows_temp_files_and_prune_removes_leftovers(tokenizer) -> None:
     dead.write_bytes(b"0" * 3000)
     live.write_bytes(b"0" * 5000)
     with open(live, "rb"):  # what its writer, this process, has open
-        out = runner.invoke(app, ["ls"]).stdout
+        out = tmix_cache(capsys, "ls")[1]
         assert "1 leftover temp file of an interrupted save, 2.9 KiB: `tmix cache prune` removes it" in out, out
         assert "1 KV file being written now, 4.9 KiB when done" in out
-        pruned = runner.invoke(app, ["prune"])
-        assert pruned.exit_code == 0 and "removed 1 leftover temp file (2.9 KiB)" in pruned.stdout
+        code, out, _ = tmix_cache(capsys, "prune")
+        assert code == 0 and "removed 1 leftover temp file (2.9 KiB)" in out
         assert not dead.exists() and live.exists() and len(kvfolder.list_entries()) == 2
-        assert "leftover" not in runner.invoke(app, ["ls"]).stdout
+        assert "leftover" not in tmix_cache(capsys, "ls")[1]
 
 
-def test_info_of_a_truncated_file_shows_what_it_can(tokenizer) -> None:
+def test_info_of_a_truncated_file_shows_what_it_can(tokenizer, capsys) -> None:
     """`cache info` on a KV file cut short prints its metadata and sizes, then the damage as its one error line."""
-    runner = CliRunner()
     keys = _two_files(tokenizer)
     path = kvfolder.kv_dir() / f"{keys[0]}.safetensors"
     path.write_bytes(path.read_bytes()[:-100])
-    out = runner.invoke(app, ["info", str(path)])
-    assert out.exit_code == 2 and "model_fingerprint" in out.stdout and "MISMATCH" in out.stdout
-    assert _err(out).count("\n") == 1 and "is truncated" in _err(out)
-    facts = json.loads(runner.invoke(app, ["info", str(path), "--json"]).stdout)
+    code, out, err = tmix_cache(capsys, "info", str(path))
+    assert code == 2 and "model_fingerprint" in out and "MISMATCH" in out
+    assert err.count("\n") == 1 and "is truncated" in err
+    facts = json.loads(tmix_cache(capsys, "info", str(path), "--json")[1])
     assert not facts["size_matches"] and "is truncated" in facts["damage"]
     assert facts["metadata"]["n_tokens"] == str(T)
-    intact = json.loads(runner.invoke(app, ["info", keys[1], "--json"]).stdout)
+    intact = json.loads(tmix_cache(capsys, "info", keys[1], "--json")[1])
     assert intact["size_matches"] and intact["damage"] is None

@@ -68,6 +68,7 @@ BAD = [
     (["ask", "sample_docs/notes.txt", "q?", "--bogus"], "no such option"),
     (["nosuch"], "no such command"),
     (["cache", "rm"], "missing argument"),
+    (["cache", "rm", "--doc"], "--doc needs the paths of documents"),  # not "missing argument 'KEY...'"
     (["ask", "sample_docs/notes.txt", "sample_docs/report.md"], "is a file name; put the question last"),
     (["ask", "sample_docs/notes.txt", "minutes.docx"], "no such document: minutes.docx"),
     (["ask", "sample_docs/notes.txt", "sample_docs/report.md", "q?", "--pages", "1"], "--pages applies"),
@@ -94,7 +95,7 @@ def test_damaged_gguf_model_one_line(capsys, tmp_path):
     bad.write_bytes(b"GGUF" + bytes(range(256)) * 8)
     code, out, err = run(capsys, "ask", str(DOCS / "notes.txt"), "q?", "--model", str(bad), "--quiet")
     assert code == 2 and "cannot read model.gguf as a GGUF model" in err and err.strip().splitlines() == [err.strip()]
-    from tmixcli.models import models_dir
+    from tmixcli.paths import models_dir
 
     assert not list(models_dir().glob("gguf-model-*"))  # no half-made conversion
 

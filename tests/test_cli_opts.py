@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from runcli import run
@@ -305,3 +307,19 @@ def test_bench_eval_and_calibrate_refuse_a_bad_device_or_dtype_before_the_load(c
         for extra, says in ((["--device", "gpu"], "unknown device 'gpu': use auto, cpu or cuda"),
                             (["--dtype", "f16"], "unknown dtype 'f16': use auto, bf16, fp16 or fp32")):
             assert one_error(capsys, *command, "--model", tiny_dir, *extra) == f"tmix: error: {says}", command
+
+
+def test_the_loader_refuses_what_the_command_line_refuses():
+    """models.resolve_device/resolve_dtype and load_model apply the command line's rule (modelcheck.check_placement)
+    for callers that skip it: "cuda:x" was passed on to torch, whose error is no TmixError line."""
+    import torch
+
+    from tmixcli.errors import TmixError
+    from tmixcli.models import load_model, resolve_device, resolve_dtype
+
+    for call, says in ((lambda: resolve_device("cuda:x"), "unknown device 'cuda:x': use auto, cpu or cuda"),
+                       (lambda: resolve_dtype("f16", torch.device("cpu")), "unknown dtype 'f16': use auto, bf16"),
+                       (lambda: load_model(device="cpu", device_map="balanced"), "--device-map takes only 'auto'")):
+        with pytest.raises(TmixError, match=f"^{re.escape(says)}"):
+            call()
+    assert resolve_device("cpu") == torch.device("cpu") and resolve_dtype("fp16", torch.device("cpu")) == torch.float16

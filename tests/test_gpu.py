@@ -169,7 +169,7 @@ def test_ask_on_gpu_writes_its_kv_file_during_the_prefill(capsys, tmp_path, tiny
 def test_a_prefill_told_to_stop_stops_the_gpu_within_a_few_layers():
     """The host queues a GPU prefill far ahead of the GPU; generate.stoppable_layers keeps it two layers ahead, so a
     check that raises (a `tmix serve` client gone) also ends the GPU's work, not only the queueing of it."""
-    from tmixcli import generate
+    from tmixcli import checkpoints, generate
     from tmixcli.models import decoder_layers
 
     model = _model(layers=32)
@@ -187,14 +187,14 @@ def test_a_prefill_told_to_stop_stops_the_gpu_within_a_few_layers():
             told.append(time.perf_counter())
             raise KeyboardInterrupt
 
-    generate.between_steps.append(check)
+    checkpoints.between_steps.append(check)  # what generate's checks run
     try:
         with pytest.raises(KeyboardInterrupt):
             generate.prefill(model, [i % 500 + 1 for i in range(4096)])  # one shot: no sync between layers
         torch.cuda.synchronize()
         after = time.perf_counter() - told[0]
     finally:
-        generate.between_steps.remove(check)
+        checkpoints.between_steps.remove(check)
         for h in hooks:
             h.remove()
     assert after < 0.4, f"the GPU worked on for {after:.2f} s"

@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import DynamicCache
-from typer.testing import CliRunner
 
+from runcli import run
 from tmixcli import kvfolder, kvheader, kvread, kvwrite, paths
-from tmixcli.cli_cache import app
 
 REPO = Path(__file__).resolve().parents[1]
 SAVER = textwrap.dedent("""
@@ -57,10 +56,11 @@ def _dead_pid() -> int:
                               text=True, check=True).stdout)
 
 
-def _cache(*argv: str) -> str:
-    result = CliRunner().invoke(app, list(argv))
-    assert result.exit_code == 0, result.output
-    return result.stdout
+def _cache(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """The output of `tmix cache argv`, run in-process (exit 0)."""
+    code, out, err = run(capsys, "cache", *argv)
+    assert code == 0, err
+    return out
 
 
 def _small_cache() -> DynamicCache:
@@ -73,7 +73,7 @@ def _small_cache() -> DynamicCache:
 META = {"tmix_format": kvheader.FORMAT_VERSION, "doc_name": "d", "model_id": "m", "dtype": "fp32"}
 
 
-def test_a_leftover_whose_pid_is_reused_goes_and_a_live_writers_file_stays(tmp_path: Path) -> None:
+def test_a_leftover_whose_pid_is_reused_goes_and_a_live_writers_file_stays(capsys) -> None:
     """The QA case: a leftover renamed to pid 1 (alive) is still a leftover; a file a live process holds locked is
     being written, even with a dead pid in its name; prune and clear --yes take the one, never the other."""
     writer = _writing("live")
@@ -89,18 +89,18 @@ def test_a_leftover_whose_pid_is_reused_goes_and_a_live_writers_file_stays(tmp_p
         held.write_bytes(b"0" * 100)
         with open(held, "rb") as f:
             fcntl.flock(f, fcntl.LOCK_EX)  # a live writer, whatever the pid in its name says
-            out = _cache("ls")
+            out = _cache(capsys, "ls")
             assert "2 leftover temp files of interrupted saves" in out and "2 KV files being written now" in out, out
-            assert "removed 2 leftover temp files" in _cache("prune", "--max-size", "10G")
+            assert "removed 2 leftover temp files" in _cache(capsys, "prune", "--max-size", "10G")
             assert not leftover.exists() and not reused.exists() and live.exists() and held.exists()
-            assert "removed" not in _cache("clear", "--yes") and live.exists() and held.exists()
-            out = _cache("ls")
+            assert "removed" not in _cache(capsys, "clear", "--yes") and live.exists() and held.exists()
+            out = _cache(capsys, "ls")
             assert "leftover temp" not in out and "2 KV files being written now" in out, out
         assert kvfolder.temp_is_stale(held) and not kvfolder.temp_is_stale(live)  # its lock let go: a leftover
-        out = _cache("ls")
+        out = _cache(capsys, "ls")
         assert "1 leftover temp file of an interrupted save, 100 B: `tmix cache prune` removes it" in out, out
         assert "1 KV file being written now, " in out, out
-        assert "removed 1 leftover temp file (100 B)" in _cache("clear", "--yes") and live.exists()
+        assert "removed 1 leftover temp file (100 B)" in _cache(capsys, "clear", "--yes") and live.exists()
     finally:
         writer.kill()
         writer.wait(timeout=30)
@@ -152,7 +152,7 @@ def test_the_writer_holds_its_lock_until_the_file_has_its_name(monkeypatch: pyte
                 seen.append(True)
         replace(src, dst)
 
-    monkeypatch.setattr(kvwrite.os, "replace", checked)
+    monkeypatch.setattr(os, "replace", checked)  # kvwrite calls os.replace
     path = kvfolder.kv_path_for("k")
     kvwrite.save_kv(path, _small_cache(), list(range(8)), META)
     assert seen == [True] and kvfolder.temp_files() == [] and kvread.load_kv(path)[1] == list(range(8))

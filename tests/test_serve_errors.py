@@ -10,7 +10,7 @@ from pathlib import Path
 
 from served import TINY, _prepare, client_of_a_test_server, tmix
 
-from tmixcli import serve
+from tmixcli import checkpoints, serve, serving
 
 BUGGY = ("import os, sys\nfrom tmixcli import cli, generate\nreal = generate.choose\n"
          "def choose(*args, **kw):\n"
@@ -82,4 +82,4 @@ def test_an_answer_cut_by_a_bug_ends_its_line_and_the_next_request_is_served(tin
         else:
             assert client.returncode == 0 and "answered by tmix serve" in err, err
             assert logged[-1].startswith("ask: exit 0 in ")
-    assert serve.served == {} and generate.between_steps == []
+    assert serving.served == {} and checkpoints.between_steps == []

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tmixcli import cli_ask, cli_open, kvread, serve, serve_client
+from tmixcli import cli_ask, cli_open, kvread, serve, serve_client, serving
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT_S = 20  # far more than a refusal takes; a reader waiting on the FIFO for a writer never ends by itself
@@ -161,7 +161,7 @@ def test_a_server_never_opens_a_fifo(tmp_path, monkeypatch):
     for path in (str(fifo), "/dev/fd/0", "/dev/stdin", "-"):
         with pytest.raises(serve.Refused):
             serve.take_request(["doc.txt", path])
-    monkeypatch.setitem(serve.served, "key", "a request in hand")
+    monkeypatch.setitem(serving.served, "key", "a request in hand")  # what inputs reads
     said: list[str] = []
 
     def read() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from runcli import run
-from tmixcli import cli_chat, cpushare, serve, threads
+from tmixcli import checkpoints, cli_chat, cpushare, serve, serving, threads
 
 MEASURED = cpushare.others_busy  # the real measure: conftest gives other tests a quiet machine
 REPO = Path(__file__).resolve().parents[1]
@@ -203,7 +203,6 @@ def test_chat_waiting_for_a_question_is_no_work(capsys, monkeypatch, tiny_dir, t
 def test_a_server_decides_per_request(monkeypatch, tiny_dir, tmp_path, two_cores):
     from served import client_of_a_test_server
 
-    from tmixcli import generate
     from tmixcli.models import load_model
     from tmixcli.resident import ResidentKV
 
@@ -233,4 +232,4 @@ def test_a_server_decides_per_request(monkeypatch, tiny_dir, tmp_path, two_cores
     err, logged = request("--threads", "1")  # a request's own count wins over the server's auto
     assert logged[-1].endswith(" s (1 thread)") and "CPU threads" not in err, (logged, err)
     assert request()[1][-1].endswith(" s (2 threads)")  # and applies to that request only
-    assert serve.served == {} and generate.between_steps == [] and not cpushare.working()
+    assert serving.served == {} and checkpoints.between_steps == [] and not cpushare.working()

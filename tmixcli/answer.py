@@ -11,10 +11,14 @@ from tmixcli.context import Context, now, rewind
 from tmixcli.errors import TmixError
 from tmixcli.fit import context_limit, question_fits, question_too_long
 from tmixcli.models import LoadedModel
+from tmixcli.prompt import Tokenizer
 
 
 @dataclass
 class Answer:
+    """One answer and what --json and the status lines report of it: its text, tokens, time to first token, decode
+    speed and why it ended."""
+
     text: str
     prompt_tokens: int
     new_tokens: int
@@ -104,7 +108,7 @@ def _close_turn(lm: LoadedModel, cache: object, answer_start: int, kept: list[in
         generate.extend(lm.model, cache, kept[have - answer_start:])
 
 
-def _tokens_for(tokenizer, ids: list[int], chars: int) -> list[int]:
+def _tokens_for(tokenizer: Tokenizer, ids: list[int], chars: int) -> list[int]:
     """The shortest prefix of `ids` whose text reaches `chars` characters."""
     lo, hi = 0, len(ids)
     while lo < hi:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 from tmixcli import docindex, kvfolder, kvheader
 from tmixcli.cache_json import attention_of, info_json, listing_json
@@ -21,18 +20,6 @@ from tmixcli.sizes import count, human_size
 from tmixcli.stdout import is_terminal
 
 app = typer.Typer(help="List, inspect and remove saved KV cache files.", no_args_is_help=True)
-
-
-def cli_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a TmixError into `tmix: error: <msg>` on stderr and exit with its code."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except TmixError as err:
-            typer.echo(f"tmix: error: {err}", err=True)
-            raise typer.Exit(err.code) from None
-    return wrapper
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -78,7 +65,6 @@ def _document(entry: dict) -> str:
 
 
 @app.command("ls")
-@cli_errors
 def ls(as_json: Annotated[bool, typer.Option("--json", help="Print the listing as one JSON object.")] = False) -> None:
     """List KV files, most recently used first, with the document each was made from and whether it is that
     document's current version."""
@@ -140,7 +126,6 @@ def _cap_text(limit: int | None, source: str = "TMIX_CACHE_MAX") -> str:
 
 
 @app.command("prune")
-@cli_errors
 def prune(max_size: Annotated[str | None, typer.Option(
         "--max-size", metavar="SIZE", help="Cap to apply now, e.g. 5G; 0 removes "
         "every KV file (default: TMIX_CACHE_MAX, else 20G).")] = None,
@@ -221,8 +206,20 @@ def document_entries(paths: list[str]) -> list[dict]:
     return found
 
 
-@app.command("rm")
-@cli_errors
+class _RmCommand(TyperCommand):
+    """`tmix cache rm`, whose bare --doc is told that it needs documents' paths, not that KEY... is missing."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except typer.BadParameter as err:  # click's MissingParameter is one
+            if type(err).__name__ == "MissingParameter" and ctx.params.get("doc"):
+                raise TmixError("--doc needs the paths of documents: tmix cache rm --doc FILE... removes the KV files "
+                                "made from them") from None
+            raise
+
+
+@app.command("rm", cls=_RmCommand)
 def rm(keys: Annotated[list[str], typer.Argument(
         metavar="KEY...", help="Keys, unique key prefixes or KV file names; with --doc, documents' paths.")],
        doc: Annotated[bool, typer.Option("--doc", help="The arguments are documents (files or folders, as given to "
@@ -244,7 +241,6 @@ def rm(keys: Annotated[list[str], typer.Argument(
 
 
 @app.command("clear")
-@cli_errors
 def clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False) -> None:
     """Remove all KV files (and leftovers of interrupted saves)."""
     folder = kvfolder.listed_dir()
@@ -276,7 +272,6 @@ def clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for 
 
 
 @app.command("info")
-@cli_errors
 def info(target: Annotated[str, typer.Argument(metavar="PATH_OR_KEY",
                                                help="A KV file path, key (prefix) or cached file name.")],
          as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:

@@ -1,5 +1,6 @@
-"""Options shared by ask, prefill, chat and serve, and the checks of their values before torch is imported (bench, eval
-and calibrate use the checks of seeds, threads and attention settings too)."""
+"""The options that ask, prefill, text, chat and serve share, and the checks of option values made before torch is
+imported (model, device, dtype, threads and TMIX_* switches; seeds; attention numbers), which bench, eval and calibrate
+make too. Also where an option took its value (command line or environment) and this run's arguments (ARGV)."""
 
 from __future__ import annotations
 
@@ -122,16 +123,11 @@ def check_model_options(device: str, dtype: str, device_map: Optional[str], thre
     """Refuse a mistyped model option or TMIX_* switch before torch is imported (seconds) or a document is read: what
     every command that loads a model checks first. `env`: the options that came from their variable (env_options)."""
     from tmixcli.envflags import check_switches
-    from tmixcli.modelcheck import check_model
+    from tmixcli.modelcheck import check_model, check_placement
 
     check_switches()
     check_model(model, env="model" in env)
-    if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
-        raise TmixError(f"unknown device {device!r}: use auto, cpu or cuda")
-    if dtype not in ("auto", "bf16", "fp16", "fp32"):
-        raise TmixError(f"unknown dtype {dtype!r}: use auto, bf16, fp16 or fp32")
-    if device_map not in (None, "auto"):
-        raise TmixError(f"--device-map takes only 'auto', not {device_map!r}")
+    check_placement(device, dtype, device_map)
     if compile not in ("auto", "on", "off"):
         raise TmixError(f"--compile takes auto, on or off, not {compile!r}")
     check_threads(threads, env="threads" in env)

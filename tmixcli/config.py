@@ -27,13 +27,16 @@ class AttentionConfig:
             raise ValueError("need " + ", ".join(f"{name} >= {low}" for name, low in ATTENTION_MINIMUMS.items()))
 
     def is_triangle(self, layer_idx: int) -> bool:
+        """Whether layer `layer_idx` uses the triangle pattern (else dense attention)."""
         return self.method == "trimix" and layer_idx >= self.start_layer
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict: for JSON output, KV metadata and the model config it is attached to."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AttentionConfig:
+        """The config of a to_dict() dict (validated); keys that are not fields are ignored."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 

@@ -64,6 +64,7 @@ def plan_cases(tokenizer, lengths: list[int], cases: int, tasks: list[str], seed
 
 
 def method_name(cfg: AttentionConfig) -> str:
+    """The label of a method in eval's reports: "dense", or "trimix@N" for a start layer N."""
     return "dense" if cfg.method == "dense" else f"trimix@{cfg.start_layer}"
 
 

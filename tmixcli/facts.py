@@ -12,15 +12,20 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tmixcli.config import AttentionConfig
 from tmixcli.errors import TmixError
 from tmixcli.eval_answer import normalised
 
+if TYPE_CHECKING:
+    from tmixcli.models import LoadedModel
+
 
 @dataclass(frozen=True)
 class Fact:
+    """A question about one document and the answers that count as correct."""
+
     doc: str
     question: str
     accept: tuple[str, ...]  # any one of these in the answer counts as correct
@@ -28,6 +33,8 @@ class Fact:
 
 @dataclass(frozen=True)
 class FactSet:
+    """A facts file, checked: the prompts (each a list of documents read together) and the facts asked on them."""
+
     root: Path  # documents are named relative to the facts file
     prompts: tuple[tuple[str, ...], ...]
     facts: tuple[Fact, ...]
@@ -47,6 +54,7 @@ class FactSet:
 
     @classmethod
     def from_dict(cls, data: Any, root: Path, label: str = "facts") -> FactSet:
+        """Check parsed facts (`label` names them in errors); without "prompts", each document is a prompt alone."""
         if not isinstance(data, dict) or not isinstance(data.get("facts"), list) or not data["facts"]:
             raise TmixError(f"{label}: expected an object with a non-empty \"facts\" list")
         facts = []
@@ -113,7 +121,7 @@ def first_sentence(text: str) -> str:
     return text if end is None else text[:end]
 
 
-def prompt_ids(lm, fs: FactSet, max_new_tokens: int) -> dict[str, tuple[tuple[str, ...], list[int]]]:
+def prompt_ids(lm: LoadedModel, fs: FactSet, max_new_tokens: int) -> dict[str, tuple[tuple[str, ...], list[int]]]:
     """Each prompt's name -> (its documents, prefix ids), every one checked to fit the context before any prefill."""
     from tmixcli import prompt
     from tmixcli.documents import load_documents
@@ -130,7 +138,7 @@ def prompt_ids(lm, fs: FactSet, max_new_tokens: int) -> dict[str, tuple[tuple[st
     return out
 
 
-def run_facts(lm, fs: FactSet, methods: list[AttentionConfig], max_new_tokens: int = 32,
+def run_facts(lm: LoadedModel, fs: FactSet, methods: list[AttentionConfig], max_new_tokens: int = 32,
               progress: bool = True, reference: dict | None = None) -> dict:
     """Dense and every trimix config on every (prompt, fact); each prompt is prefilled once per method.
 
@@ -191,6 +199,7 @@ def passes(summary: dict, name: str) -> bool:
 
 
 def format_table(result: dict) -> str:
+    """run_facts' result as a plain text table, one row per method (dense's comparisons shown as "-")."""
     rows = [["method", "correct", "kept of dense's", "same text", "KL(first)"]]
     for name, s in result["methods"].items():
         dense = name == "dense"

@@ -6,7 +6,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -18,6 +18,7 @@ from tmixcli.checkpoints import check as _check_between_steps
 from tmixcli.errors import TmixError
 from tmixcli.kvcache import cache_kw, growing_cache
 from tmixcli.models import decoder_layers
+from tmixcli.prompt import Tokenizer
 from tmixcli.stdout import is_terminal
 
 _WORD = re.compile(r"\S+")
@@ -202,7 +203,7 @@ def choose(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0,
     return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
 
 
-def stop_ids(tokenizer, model: torch.nn.Module) -> set[int]:
+def stop_ids(tokenizer: Tokenizer, model: torch.nn.Module) -> set[int]:
     """End-of-turn and end-of-text ids of this model family."""
     ids: set[int] = set()
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -290,7 +291,7 @@ def _sentence_end(text: str, start: int, end: int) -> int:
     return end
 
 
-def stream_text(tokenizer, token_iter: Iterator[int]) -> Iterator[str]:
+def stream_text(tokenizer: Tokenizer, token_iter: Iterable[int]) -> Iterator[str]:
     """Incremental detokenisation: yields printable text deltas (holds back partial UTF-8 sequences)."""
     ids: list[int] = []
     shown = ""

@@ -37,6 +37,8 @@ def listed_dir() -> Path:
 
 
 def kv_path_for(key: str) -> Path:
+    """The cache's KV file of `key` (kvstore.cache_key: model, attention and prompt ids); makes the KV folder, so a
+    cache folder that cannot be used is a TmixError before any prefill."""
     return kv_dir() / f"{key}{SUFFIX}"
 
 

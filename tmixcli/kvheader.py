@@ -147,6 +147,8 @@ def _check_tensors(path: Path, header: dict[str, Any], data_len: int) -> None:
 
 
 def check_version(path: Path, meta: dict[str, str]) -> None:
+    """TmixError unless `meta` is a tmix KV file's, of the format this tmix reads (saying whether a newer or an older
+    tmix wrote it), so no file of another layout is read as KV."""
     version = meta.get("tmix_format")
     if version is None:
         raise TmixError(f"{path} is a safetensors file but not a tmix KV file (no tmix_format in metadata)")
@@ -157,6 +159,7 @@ def check_version(path: Path, meta: dict[str, str]) -> None:
 
 
 def as_int(s: str) -> int:
+    """A metadata value as an int, -1 where it is not one: a damaged or foreign file's header lists, never fails."""
     try:
         return int(s)
     except ValueError:

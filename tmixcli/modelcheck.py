@@ -1,4 +1,5 @@
-"""Cheap checks of a --model value and of --start-layer against it, made before torch is imported (seconds)."""
+"""Cheap checks of a --model value, of --start-layer against it and of where and how it loads (--device, --dtype,
+--device-map), made before torch is imported (seconds)."""
 
 from __future__ import annotations
 
@@ -206,6 +207,17 @@ def _heads_problem(config: dict) -> str | None:
         return (f"has hidden_size {config['hidden_size']}, not a multiple of num_attention_heads {heads} "
                 "(and no head_dim)")
     return None
+
+
+def check_placement(device: str = "auto", dtype: str = "auto", device_map: str | None = None) -> None:
+    """Refuse a mistyped --device, --dtype or --device-map: the one rule, checked before torch is imported
+    (cli_options) and again where models resolves them, for callers that skip the command line."""
+    if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise TmixError(f"unknown device {device!r}: use auto, cpu or cuda")
+    if dtype not in ("auto", "bf16", "fp16", "fp32"):
+        raise TmixError(f"unknown dtype {dtype!r}: use auto, bf16, fp16 or fp32")
+    if device_map not in (None, "auto"):
+        raise TmixError(f"--device-map takes only 'auto', not {device_map!r}")
 
 
 def check_start_layer(spec: str | None, method: str | None, start_layer: int | None,

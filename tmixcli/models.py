@@ -22,10 +22,11 @@ from safetensors import SafetensorError
 
 from tmixcli import filetok
 from tmixcli.errors import TmixError
-from tmixcli.modelcheck import check_folder, check_gguf, check_hub_reachable, from_env
+from tmixcli.modelcheck import check_folder, check_gguf, check_hub_reachable, check_placement, from_env
 from tmixcli.memfit import auto_bf16_note, check_conversion, check_room
 from tmixcli.modelinfo import converted_gguf_dir, model_context, model_folder, model_ref
 from tmixcli.paths import DEFAULT_MODEL, mkdir_error, models_dir, read_regular
+from tmixcli.prompt import Tokenizer
 from tmixcli.stdout import is_terminal
 from tmixcli.threads import configure_threads
 
@@ -39,7 +40,7 @@ class LoadedModel:
     """A causal LM ready for tmix: model (eval mode), tokenizer, a stable id, device and dtype."""
 
     model: torch.nn.Module
-    tokenizer: object
+    tokenizer: Tokenizer
     model_id: str
     device: torch.device
     dtype: torch.dtype
@@ -51,10 +52,11 @@ class LoadedModel:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """The torch device of a --device value (auto: the GPU where there is one); TmixError for a mistyped value or for
+    cuda where no GPU is visible."""
+    check_placement(device=device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise TmixError(f"unknown device {device!r}: use auto, cpu or cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise TmixError("--device cuda asked for, but no CUDA GPU is available")
     return torch.device(device)
@@ -80,10 +82,11 @@ def layer_devices(model: torch.nn.Module) -> list[torch.device] | None:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """The torch dtype of a --dtype value: auto is bf16 on a GPU, fp32 on the CPU (where load_model still picks bf16
+    if fp32 weights would not fit the free memory: _fitting_dtype)."""
+    check_placement(dtype=dtype)
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype not in DTYPES:
-        raise TmixError(f"unknown dtype {dtype!r}: use auto, bf16, fp16 or fp32")
     return DTYPES[dtype]
 
 
@@ -286,12 +289,8 @@ def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto
     dt = resolve_dtype(dtype, dev)
     if dev.type == "cpu":
         configure_threads(threads)
-    if device_map is not None:
-        if device_map != "auto":
-            raise TmixError(f"--device-map takes only 'auto', not {device_map!r}")
-        extra = {"device_map": "auto"}
-    else:
-        extra = {}
+    check_placement(device_map=device_map)
+    extra = {} if device_map is None else {"device_map": "auto"}
     source, folder, model_id = _resolve_source(spec, progress)
     if device_map is None:
         dt = _fitting_dtype(model_id, folder or model_folder(source), dtype, dt, dev, progress)

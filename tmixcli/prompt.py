@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from tmixcli.errors import TmixError
 
@@ -14,6 +16,25 @@ DOC_INTRO = "Read the document below, then answer the question that follows it.\
 QUESTION_LEAD = "\n\nQuestion:"
 QUESTION_MARK = "\x00TMIX-QUESTION\x00"
 PLAIN_NOTE = "the model has no chat template: the prompt is plain text (the document, the question, then 'Answer:')"
+
+
+class Tokenizer(Protocol):
+    """What tmix calls on a Hugging Face tokenizer (a protocol, so tests may pass a small one of their own).
+    chat_template, added_tokens_decoder, all_special_tokens, bos_token and eos_token are read with getattr."""
+
+    eos_token_id: int | None
+
+    def __call__(self, text: str, *, add_special_tokens: bool = ...,
+                 split_special_tokens: bool = ...) -> Mapping[str, Any]:
+        """An encoding whose "input_ids" are the ids of `text`."""
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = ...) -> str: ...
+
+    def apply_chat_template(self, messages: list[dict[str, str]], *, tokenize: bool = ...,
+                            add_generation_prompt: bool = ...) -> Any:
+        """The chat text of `messages` (a str with tokenize=False, as tmix asks)."""
+
+    def get_vocab(self) -> dict[str, int]: ...
 
 
 @dataclass(frozen=True)
@@ -29,7 +50,7 @@ class Prompt:
         return self.prefix_ids + self.suffix_ids
 
 
-def _render(tokenizer, user: str, system: str | None) -> str:
+def _render(tokenizer: Tokenizer, user: str, system: str | None) -> str:
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     if getattr(tokenizer, "chat_template", None):
         return _chat(tokenizer, messages)
@@ -37,7 +58,7 @@ def _render(tokenizer, user: str, system: str | None) -> str:
     return f"{sys_part}{user}\n\nAnswer:"  # base models without a chat template
 
 
-def _chat(tokenizer, messages: list[dict]) -> str:
+def _chat(tokenizer: Tokenizer, messages: list[dict[str, str]]) -> str:
     """The model's chat template rendered with the generation prompt; a template that cannot be read, or raises on
     these messages (a system message, say), is one TmixError line naming what it said."""
     import jinja2
@@ -58,17 +79,17 @@ def _chat(tokenizer, messages: list[dict]) -> str:
     raise TmixError(f"the model's chat template refused the prompt: {why}{hint}")
 
 
-def plain_notes(tokenizer) -> list[str]:
+def plain_notes(tokenizer: Tokenizer) -> list[str]:
     """The status note of a model without a chat template (a base model, whose answers to a plain prompt are often
     poor), or none."""
     return [] if getattr(tokenizer, "chat_template", None) else [PLAIN_NOTE]
 
 
-def _encode(tokenizer, text: str) -> list[int]:
+def _encode(tokenizer: Tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _encode_around(tokenizer, head: str, user: str, tail: str = "") -> list[int]:
+def _encode_around(tokenizer: Tokenizer, head: str, user: str, tail: str = "") -> list[int]:
     """Template text around user text (a document, a question) as one encoding; where the user text holds a
     special-token string ("<|im_end|>") it is encoded apart as plain text, so it cannot end or open a chat turn."""
     if not _special_pattern(tokenizer).search(user):
@@ -77,7 +98,7 @@ def _encode_around(tokenizer, head: str, user: str, tail: str = "") -> list[int]
     return (_encode(tokenizer, head) if head else []) + list(plain) + (_encode(tokenizer, tail) if tail else [])
 
 
-def _special_pattern(tokenizer) -> re.Pattern:
+def _special_pattern(tokenizer: Tokenizer) -> re.Pattern:
     """One regex for all of the tokenizer's special-token strings (Llama 3 has ~256)."""
     added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
     words = {t.content for t in added.values() if getattr(t, "special", False)}
@@ -90,26 +111,26 @@ def _alternation(words: tuple[str, ...]) -> re.Pattern:
     return re.compile("|".join(map(re.escape, words))) if words else re.compile(r"(?!)")
 
 
-def template_hash(tokenizer, system: str | None) -> str:
+def template_hash(tokenizer: Tokenizer, system: str | None) -> str:
     """Identifies everything besides the document that shapes the prefix tokens."""
     parts = [LAYOUT_VERSION, getattr(tokenizer, "chat_template", None) or "", system or "", DOC_INTRO, QUESTION_LEAD]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
-def split_template(tokenizer, system: str | None = None) -> tuple[str, str]:
+def split_template(tokenizer: Tokenizer, system: str | None = None) -> tuple[str, str]:
     """The rendered chat text around the document+question: (before, after) the question marker."""
     rendered = _render(tokenizer, QUESTION_MARK, system)
     before, _, after = rendered.partition(QUESTION_MARK)
     return before, after
 
 
-def prefix_ids(tokenizer, document: str, system: str | None = None) -> list[int]:
+def prefix_ids(tokenizer: Tokenizer, document: str, system: str | None = None) -> list[int]:
     """Token ids of everything up to and including "Question:": depends on the document only."""
     before, _ = split_template(tokenizer, system)
     return _encode_around(tokenizer, before, DOC_INTRO + document.strip() + QUESTION_LEAD)
 
 
-def question_ids(tokenizer, question: str, system: str | None = None) -> list[int]:
+def question_ids(tokenizer: Tokenizer, question: str, system: str | None = None) -> list[int]:
     """Token ids of the question, the end of the user turn and the assistant header (never empty)."""
     if not question.strip():
         raise TmixError("the question is empty")
@@ -117,13 +138,13 @@ def question_ids(tokenizer, question: str, system: str | None = None) -> list[in
     return _encode_around(tokenizer, "", " " + question.strip(), after)
 
 
-def build_prompt(tokenizer, document: str, question: str, system: str | None = None) -> Prompt:
+def build_prompt(tokenizer: Tokenizer, document: str, question: str, system: str | None = None) -> Prompt:
     """The whole prompt split after "Question:", a boundary no BPE merge crosses (tests check the ids)."""
     return Prompt(prefix_ids(tokenizer, document, system), question_ids(tokenizer, question, system),
                   template_hash(tokenizer, system))
 
 
-def followup_ids(tokenizer, question: str, system: str | None = None) -> list[int]:
+def followup_ids(tokenizer: Tokenizer, question: str, system: str | None = None) -> list[int]:
     """Ids that close the assistant's last answer and ask a new question (for chat --keep-history)."""
     if not question.strip():
         raise TmixError("the question is empty")

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from tmixcli.errors import TmixError
 from tmixcli.paths import process_bound
@@ -36,6 +36,10 @@ from tmixcli.serve_place import Place
 from tmixcli.serve_stream import Client, ClientGone, Stream, hung_up
 from tmixcli.serving import served
 from tmixcli.stdout import end_line
+
+if TYPE_CHECKING:
+    from tmixcli.models import LoadedModel
+    from tmixcli.resident import ResidentKV
 
 _REQUEST_WAIT = 5.0  # seconds a client has to send its request line once connected
 _CHECK_EVERY = 2.0  # seconds between checks, while idle, that clients still find this server (serve_place)
@@ -128,7 +132,8 @@ def _read_request(conn: socket.socket) -> dict | None:
     return req
 
 
-def _handle(conn: socket.socket, key: str, lm, log, resident=None, trace_log: Path | None = None) -> None:
+def _handle(conn: socket.socket, key: str, lm: LoadedModel, log: Callable[[str], None],
+            resident: ResidentKV | None = None, trace_log: Path | None = None) -> None:
     """Read one request from `conn` and run it (or stop, or refuse it); logs how it ended. `trace_log`: where the
     traceback of an internal error goes, besides the server's stderr (serve_errors)."""
     req = _read_request(conn)
@@ -222,7 +227,7 @@ def claim(key: str) -> Iterator[Place]:
         os.close(fd)
 
 
-def run_server(lm, key: str, place: Place, quiet: bool = False) -> None:
+def run_server(lm: LoadedModel, key: str, place: Place, quiet: bool = False) -> None:
     """Serve requests on `place` (claim(key)) one at a time until Ctrl-C, SIGTERM, SIGHUP, `tmix serve --stop` or
     its socket or lock file taken from it (then one line, also under -q); the sockets still its own go on exit."""
     def log(msg: str) -> None:  # while a request runs, sys.stderr is its client's

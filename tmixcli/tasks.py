@@ -7,10 +7,11 @@ The haystack holds no digits and no upper-case runs, so each answer number appea
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from tmixcli.eval_answer import normalised
-from tmixcli.prompt import build_prompt
+from tmixcli.prompt import Tokenizer, build_prompt
 
 TASKS = ("needle", "multikey", "multivalue", "vt")
 DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -144,11 +145,11 @@ def _assemble(hay: list[str], needles: list[tuple[float, str]]) -> str:
     return " ".join(sents)
 
 
-def _prompt_len(tokenizer, document: str, question: str) -> int:
+def _prompt_len(tokenizer: Tokenizer, document: str, question: str) -> int:
     return len(build_prompt(tokenizer, document, question).ids)
 
 
-def _haystack(tokenizer, budget: int, rng: random.Random) -> list[str]:
+def _haystack(tokenizer: Tokenizer, budget: int, rng: random.Random) -> list[str]:
     """Sentences whose tokens add up to about `budget`."""
     hay: list[str] = []
     total = 0
@@ -159,7 +160,7 @@ def _haystack(tokenizer, budget: int, rng: random.Random) -> list[str]:
     return hay
 
 
-def _bare_sizes(tokenizer, tasks: list[str] | tuple[str, ...]) -> list[int]:
+def _bare_sizes(tokenizer: Tokenizer, tasks: Sequence[str]) -> list[int]:
     """Prompt tokens of each task with no haystack (its needles and question alone)."""
     sizes = []
     for task in tasks:
@@ -168,24 +169,24 @@ def _bare_sizes(tokenizer, tasks: list[str] | tuple[str, ...]) -> list[int]:
     return sizes
 
 
-def bare_prompt_tokens(tokenizer, tasks: list[str] | tuple[str, ...]) -> int:
+def bare_prompt_tokens(tokenizer: Tokenizer, tasks: Sequence[str]) -> int:
     """The shortest prompt length the tasks can be built at: their largest needles-and-question prompt."""
     return max(_bare_sizes(tokenizer, tasks))
 
 
-def shared_haystack(tokenizer, tasks: list[str] | tuple[str, ...], length: int, seed: int = 0) -> list[str]:
+def shared_haystack(tokenizer: Tokenizer, tasks: Sequence[str], length: int, seed: int = 0) -> list[str]:
     """The sentences every case of (seed, length) is built on, sized for the tasks' mean needle overhead."""
     rng = random.Random(f"tmix-{seed}-{length}-hay")
     sizes = _bare_sizes(tokenizer, tasks)
     return _haystack(tokenizer, length - sum(sizes) // len(sizes), rng)
 
 
-def haystack_document(tokenizer, tasks: list[str] | tuple[str, ...], length: int, seed: int = 0) -> str:
+def haystack_document(tokenizer: Tokenizer, tasks: Sequence[str], length: int, seed: int = 0) -> str:
     """The needle-free document of (seed, length): every case's text starts like it (see `make_cases`)."""
     return " ".join(shared_haystack(tokenizer, tasks, length, seed))
 
 
-def make_cases(tokenizer, tasks: list[str] | tuple[str, ...], n: int, length: int, seed: int = 0) -> list[Case]:
+def make_cases(tokenizer: Tokenizer, tasks: Sequence[str], n: int, length: int, seed: int = 0) -> list[Case]:
     """n cases cycling over tasks and depths, all in one shared haystack (like NIAH's fixed essays).
 
     Case i has its own keys/values and depth, inserted between the haystack's sentences; the text before
