@@ -114,7 +114,7 @@ def run(model: torch.nn.Module, lengths: list[int], tokens: int, repeats: int, l
 
 def main(argv: list[str] | None = None) -> None:
     """The command line: bad input (a length, the --json path, the model) is one "tmix: error:" line, no traceback."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("Usage:")[0].strip())
     ap.add_argument("--arch", default=None, help="llama-3.1-8b, qwen2.5-7b or smollm2-135m (random weights)")
     ap.add_argument("--model", default=None, help="HF id, model dir or .gguf (default: the embedded model)")
     ap.add_argument("--lengths", default="2k,7k")

@@ -11,7 +11,7 @@ _SYMBOL_SET = "\u00a1\u00a3\u00a5\u00a6\u00a9\u00ab\u00ac\u00ae\u00af\u00b1\u00b
 _SYMBOLS = re.compile(f"(?<=[^\\W\\d_])[{_SYMBOL_SET}](?=[^\\W\\d_])")
 _ASCII = re.compile(r"[\x00-\x7f]+")
 _ASCII_SPACES = " \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"  # ASCII characters str.isspace() takes for whitespace
-_ACCENTED = re.compile(r"(?<![^\W\d_])[A-Za-z]*+[^\W\d_\x00-\x7f][^\W\d_]*+")  # a word with a letter past ASCII
+_ACCENTED = re.compile(r"(?<![^\W\d_])[A-Za-z]*[^\W\d_\x00-\x7f][^\W\d_]*")  # a word with a letter past ASCII
 _WESTERN = (  # the accented letters of languages written in Windows-1252, loanword letters included
     "àâæçéèêëîïôœùûüÿ",  # French
     "äöüß",  # German
