@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from tmixcli import cli_open, early, serving, stdout
+from tmixcli import cli_open, early, stdout
 from tmixcli.cli_options import (AttnOpt, ChunkOpt, CompileOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, LastNOpt,
                                  MaxNewOpt, ModelOpt, NInitOpt, NLocalOpt, NoCacheOpt, PagesOpt, PasswordOpt,
                                  PrefillAttnOpt, PrefillJsonOpt, QuietOpt, RepeatOpt, SeedOpt, StartOpt, SystemOpt,
-                                 TempOpt, ThreadsOpt, TopPOpt, TruncOpt, check_model_options, env_options, settings)
+                                 TempOpt, ThreadsOpt, TopPOpt, TruncOpt, env_options, settings)
 from tmixcli.errors import TmixError
 from tmixcli.formats import DOC_SUFFIXES, FILES_HELP
 from tmixcli.paths import absolute, check_output, names_own_file, not_a_file
@@ -242,9 +242,6 @@ def prefill(
     truncate: bool = TruncOpt, quiet: bool = QuietOpt, as_json: bool = PrefillJsonOpt,
 ) -> None:
     """Prefill a document (or several read together) and save its KV cache file; prints the path."""
-    from tmixcli.documents import load_documents
-    from tmixcli.fit import check_early
-
     quiet = quiet or as_json
     s = settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
                  system=system, truncate=truncate, chunk_size=chunk_size, progress=not quiet,
@@ -263,23 +260,8 @@ def prefill(
                 raise TmixError(f"-o {output} exists and is {why}; give another name") from None
     cli_open.check_cache_cap(s, output)
     cli_open.maybe_forward(files, model, device, dtype, device_map, compile, quiet, (system, password))
-    if output is None:
-        ctx = cli_open.open_context(files, None, s, pages, password, quiet, model, device, dtype, device_map, threads,
-                                    compile, env=env_options(command))
-    else:
-        from tmixcli.modelcheck import check_start_layer
-
-        check_model_options(device, dtype, device_map, threads, compile, model, env_options(command))
-        check_start_layer(model, s.method, s.start_layer)
-        doc = load_documents(files, pages=pages, password=password, budget=cli_open.read_budget(model, s))
-        if not serving.served:  # a server's model is loaded: the document is checked against it
-            check_early(model, doc, s)
-        with early.quick_exit():
-            from tmixcli import opening
-
-        lm = cli_open.load(model, device, dtype, quiet, device_map, threads, compile)
-        ctx = opening.open_document(lm, doc, s, kv_out=output, resident=serving.served.get("resident"),
-                                    announce=cli_open.announcer(quiet))
+    ctx = cli_open.open_context(files, None, s, pages, password, quiet, model, device, dtype, device_map, threads,
+                                compile, env=env_options(command), kv_out=output)
     saved = ctx.save()
     if ctx.kv_path is None and saved:
         raise TmixError(f"{saved[0]}; raise the cap or write the file elsewhere with -o")
