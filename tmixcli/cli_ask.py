@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from tmixcli import cli_open, early, stdout
+from tmixcli import cli_open, cli_question, early, stdout
 from tmixcli.cli_options import (AttnOpt, ChunkOpt, CompileOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, LastNOpt,
                                  MaxNewOpt, ModelOpt, NInitOpt, NLocalOpt, NoCacheOpt, PagesOpt, PasswordOpt,
                                  PrefillAttnOpt, PrefillJsonOpt, QuietOpt, RepeatOpt, SeedOpt, StartOpt, SystemOpt,
                                  TempOpt, ThreadsOpt, TopPOpt, TruncOpt, env_options, settings)
 from tmixcli.errors import TmixError
-from tmixcli.formats import DOC_SUFFIXES, FILES_HELP
-from tmixcli.paths import absolute, check_output, names_own_file, not_a_file
+from tmixcli.formats import FILES_HELP
+from tmixcli.paths import absolute, check_output, not_a_file
 from tmixcli.sizes import count, human_size
 
 if TYPE_CHECKING:
@@ -50,7 +48,7 @@ def ask(
     question = args[-1]
     if not question.strip():
         raise TmixError("the question is empty")
-    _check_question(question, kv is not None)
+    cli_question.check_question(question, kv is not None)
     quiet = quiet or as_json
     s = settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
                  system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
@@ -166,64 +164,6 @@ def ending(ans: Answer) -> str:
     if ans.stop_reason == "context":
         return "; cut: the model's context is full (a shorter question leaves more room)"
     return ""
-
-
-def _check_question(question: str, kv: bool) -> None:
-    """Refuse a question that names stdin, a file, a folder or a missing document: a forgotten question (or, with
-    --kv, which takes no document, a document given as well) never becomes one."""
-    if question == "-":
-        what = "is stdin"
-    elif _names_a_file(question) or _names_an_input(question):
-        what = "is a file name"
-    elif _names_a_folder(question):
-        what = "is a folder"
-    elif _missing_document(question):
-        if not kv:
-            raise TmixError(f"no such document: {question} (the question goes last, after the documents)")
-        what = "reads as a document's name"
-    else:
-        return
-    if not kv:
-        raise TmixError(f"the question {question!r} {what}; put the question last, after the documents")
-    raise TmixError(f"the question {question!r} {what}: --kv takes no document (a KV file holds exactly the text it "
-                    f"was made from); give only the question: tmix ask --kv PATH QUESTION")
-
-
-def _names_a_file(text: str) -> bool:
-    """True when `text` is the path of an existing file (a long question is never one, nor an error)."""
-    try:
-        return bool(Path(text).suffix) and Path(text).is_file()
-    except (OSError, ValueError):
-        return False
-
-
-def _names_an_input(text: str) -> bool:
-    """True when `text` (one word) names one of this process's files (/dev/stdin, /dev/fd/N) or an existing FIFO,
-    device or socket: an input, never a question."""
-    if any(c.isspace() for c in text):
-        return False
-    try:
-        if names_own_file(text):
-            return True
-        mode = os.stat(text).st_mode
-    except (OSError, ValueError):
-        return False
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
-
-
-def _names_a_folder(text: str) -> bool:
-    """True when `text` is an existing folder written as a path (one word): a document folder, not a question."""
-    try:
-        return not any(c.isspace() for c in text) and Path(text).is_dir()
-    except (OSError, ValueError):
-        return False
-
-
-def _missing_document(text: str) -> bool:
-    """True when `text` reads as a document's file name (one word with a document suffix) that does not exist."""
-    if any(c.isspace() for c in text) or Path(text).suffix.lower() not in DOC_SUFFIXES:
-        return False
-    return not _names_a_file(text)
 
 
 @early.command
