@@ -13,7 +13,7 @@ from runcli import DOCS, ROOT, TINY, run
 
 
 def test_question_taken_for_a_file_only_when_it_is_one(tmp_path):
-    from tmixcli.cli_ask import _names_a_file
+    from tmixcli.cli_question import _names_a_file
 
     (tmp_path / "notes.txt").write_text("x")
     assert _names_a_file(str(tmp_path / "notes.txt")) and not _names_a_file(str(tmp_path / "other.txt"))
@@ -22,7 +22,7 @@ def test_question_taken_for_a_file_only_when_it_is_one(tmp_path):
 
 
 def test_missing_document_name_is_not_a_question(tmp_path):
-    from tmixcli.cli_ask import _missing_document
+    from tmixcli.cli_question import _missing_document
 
     (tmp_path / "notes.txt").write_text("x")
     assert _missing_document(str(tmp_path / "other.PDF")) and _missing_document("minutes.md")

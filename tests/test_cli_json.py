@@ -127,7 +127,7 @@ def test_a_hit_prefilled_again_counts_as_a_prefill():
     """A cache hit whose file was on course to read slower than its prefill, and was prefilled again instead: its time
     is prefill_s (kv_load_s 0), and the TTFT line says prefill, not KV load."""
     from tmixcli.answer import Answer
-    from tmixcli.cli_ask import ttft_said
+    from tmixcli.cli_status import ttft_said
 
     ctx = SimpleNamespace(cache_hit=True, recomputed=1.5, prefill_s=0.8)
     assert cli_open.timings_json(ctx) == {"prefill_s": 0.8, "kv_load_s": 0.0}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from runcli import run
-from tmixcli import cli_ask, cli_open
+from tmixcli import cli_open, cli_question
 from tmixcli.errors import TmixError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def test_questions_that_only_look_like_paths_are_kept(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "README").write_text("x")
     for text in ("Who?", "/dev/stdin?", "What is in /dev/stdin", "README", "a\x00b", "x" * 5000, "/no/such/dir/q"):
-        assert not cli_ask._names_an_input(text), text
+        assert not cli_question._names_an_input(text), text
 
 
 @pytest.fixture()

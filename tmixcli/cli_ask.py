@@ -3,29 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
-import stat
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from tmixcli import cli_open, early, serving, stdout
+from tmixcli import cli_open, cli_question, early, stdout
 from tmixcli.cli_options import (AttnOpt, ChunkOpt, CompileOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, LastNOpt,
                                  MaxNewOpt, ModelOpt, NInitOpt, NLocalOpt, NoCacheOpt, PagesOpt, PasswordOpt,
                                  PrefillAttnOpt, PrefillJsonOpt, QuietOpt, RepeatOpt, SeedOpt, StartOpt, SystemOpt,
-                                 TempOpt, ThreadsOpt, TopPOpt, TruncOpt, check_model_options, env_options, settings)
+                                 TempOpt, ThreadsOpt, TopPOpt, TruncOpt, env_options, settings)
+from tmixcli.cli_status import empty_note, ending, show, tokens_said, ttft_said
 from tmixcli.errors import TmixError
-from tmixcli.formats import DOC_SUFFIXES, FILES_HELP
-from tmixcli.paths import absolute, check_output, names_own_file, not_a_file
-from tmixcli.sizes import count, human_size
+from tmixcli.formats import FILES_HELP
+from tmixcli.paths import absolute, check_output, not_a_file
+from tmixcli.sizes import human_size
 
 if TYPE_CHECKING:
-    from tmixcli.answer import Answer
     from tmixcli.context import Context
-
-NO_ANSWER = "the model gave no answer"  # it ended its turn at once
 
 
 @early.command
@@ -50,7 +45,7 @@ def ask(
     question = args[-1]
     if not question.strip():
         raise TmixError("the question is empty")
-    _check_question(question, kv is not None)
+    cli_question.check_question(question, kv is not None)
     quiet = quiet or as_json
     s = settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
                  system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
@@ -103,28 +98,11 @@ def ask(
         cli_open.status(quiet, line)
 
 
-def empty_note(ans: Answer) -> str | None:
-    """The status line (and --json note) for an answer without visible text: none at all, or tokens that are only
-    whitespace (kept as generated) or print nothing; None for an answer with text."""
-    if ans.text.strip():
-        return None
-    if ans.new_tokens == 0:
-        return NO_ANSWER
-    what = "was only whitespace" if ans.text else "had no visible text"
-    return f"the model's answer {what} ({count(ans.new_tokens, 'token')})"
-
-
 def threads_used() -> int | None:
     """The CPU threads the run computed with at its end, for --json (None on a GPU)."""
     from tmixcli.threads import used
 
     return used()
-
-
-def show(text: str) -> None:
-    """Stream a piece of the answer to stdout at once."""
-    sys.stdout.write(text)
-    sys.stdout.flush()
 
 
 def _save_after_interrupt(ctx: Context, quiet: bool) -> None:
@@ -138,92 +116,6 @@ def _save_after_interrupt(ctx: Context, quiet: bool) -> None:
             cli_open.status(quiet, line)
     except KeyboardInterrupt:
         cli_open.status(quiet, "KV file not saved")
-
-
-def ttft_said(ans: Answer, waited: Context | None = None) -> str:
-    """The time to the first answer token for the status line, counting in the prefill (or KV load) of `waited`, the
-    context the question had to wait for."""
-    if waited is None:
-        return f"TTFT {ans.ttft_s:.2f} s"
-    loaded = waited.cache_hit and waited.recomputed is None
-    return (f"TTFT {waited.prefill_s + ans.ttft_s:.2f} s ({'KV load' if loaded else 'prefill'} "
-            f"{waited.prefill_s:.2f} s + question {ans.ttft_s:.2f} s)")
-
-
-def tokens_said(ans: Answer) -> str:
-    """The answer's length for the status line, with the decode rate only where there is one (two tokens or more)."""
-    if ans.new_tokens > 1:
-        return f"{ans.new_tokens} tokens at {ans.decode_tokens_per_s:.1f} tok/s"
-    return count(ans.new_tokens, "token")
-
-
-def ending(ans: Answer) -> str:
-    """Why an answer ended early, for the status line (nothing when the model finished it)."""
-    if ans.stop_reason == "repeat":
-        return "; cut: the answer began to repeat itself (--no-stop-repeats lets it run)"
-    if ans.stop_reason == "length":
-        return "; cut at --max-new-tokens"
-    if ans.stop_reason == "context":
-        return "; cut: the model's context is full (a shorter question leaves more room)"
-    return ""
-
-
-def _check_question(question: str, kv: bool) -> None:
-    """Refuse a question that names stdin, a file, a folder or a missing document: a forgotten question (or, with
-    --kv, which takes no document, a document given as well) never becomes one."""
-    if question == "-":
-        what = "is stdin"
-    elif _names_a_file(question) or _names_an_input(question):
-        what = "is a file name"
-    elif _names_a_folder(question):
-        what = "is a folder"
-    elif _missing_document(question):
-        if not kv:
-            raise TmixError(f"no such document: {question} (the question goes last, after the documents)")
-        what = "reads as a document's name"
-    else:
-        return
-    if not kv:
-        raise TmixError(f"the question {question!r} {what}; put the question last, after the documents")
-    raise TmixError(f"the question {question!r} {what}: --kv takes no document (a KV file holds exactly the text it "
-                    f"was made from); give only the question: tmix ask --kv PATH QUESTION")
-
-
-def _names_a_file(text: str) -> bool:
-    """True when `text` is the path of an existing file (a long question is never one, nor an error)."""
-    try:
-        return bool(Path(text).suffix) and Path(text).is_file()
-    except (OSError, ValueError):
-        return False
-
-
-def _names_an_input(text: str) -> bool:
-    """True when `text` (one word) names one of this process's files (/dev/stdin, /dev/fd/N) or an existing FIFO,
-    device or socket: an input, never a question."""
-    if any(c.isspace() for c in text):
-        return False
-    try:
-        if names_own_file(text):
-            return True
-        mode = os.stat(text).st_mode
-    except (OSError, ValueError):
-        return False
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
-
-
-def _names_a_folder(text: str) -> bool:
-    """True when `text` is an existing folder written as a path (one word): a document folder, not a question."""
-    try:
-        return not any(c.isspace() for c in text) and Path(text).is_dir()
-    except (OSError, ValueError):
-        return False
-
-
-def _missing_document(text: str) -> bool:
-    """True when `text` reads as a document's file name (one word with a document suffix) that does not exist."""
-    if any(c.isspace() for c in text) or Path(text).suffix.lower() not in DOC_SUFFIXES:
-        return False
-    return not _names_a_file(text)
 
 
 @early.command
@@ -242,9 +134,6 @@ def prefill(
     truncate: bool = TruncOpt, quiet: bool = QuietOpt, as_json: bool = PrefillJsonOpt,
 ) -> None:
     """Prefill a document (or several read together) and save its KV cache file; prints the path."""
-    from tmixcli.documents import load_documents
-    from tmixcli.fit import check_early
-
     quiet = quiet or as_json
     s = settings(method=attention, n_init=n_init, n_local=n_local, last_n=last_n, start_layer=start_layer,
                  system=system, truncate=truncate, chunk_size=chunk_size, progress=not quiet,
@@ -263,23 +152,8 @@ def prefill(
                 raise TmixError(f"-o {output} exists and is {why}; give another name") from None
     cli_open.check_cache_cap(s, output)
     cli_open.maybe_forward(files, model, device, dtype, device_map, compile, quiet, (system, password))
-    if output is None:
-        ctx = cli_open.open_context(files, None, s, pages, password, quiet, model, device, dtype, device_map, threads,
-                                    compile, env=env_options(command))
-    else:
-        from tmixcli.modelcheck import check_start_layer
-
-        check_model_options(device, dtype, device_map, threads, compile, model, env_options(command))
-        check_start_layer(model, s.method, s.start_layer)
-        doc = load_documents(files, pages=pages, password=password, budget=cli_open.read_budget(model, s))
-        if not serving.served:  # a server's model is loaded: the document is checked against it
-            check_early(model, doc, s)
-        with early.quick_exit():
-            from tmixcli import opening
-
-        lm = cli_open.load(model, device, dtype, quiet, device_map, threads, compile)
-        ctx = opening.open_document(lm, doc, s, kv_out=output, resident=serving.served.get("resident"),
-                                    announce=cli_open.announcer(quiet))
+    ctx = cli_open.open_context(files, None, s, pages, password, quiet, model, device, dtype, device_map, threads,
+                                compile, env=env_options(command), kv_out=output)
     saved = ctx.save()
     if ctx.kv_path is None and saved:
         raise TmixError(f"{saved[0]}; raise the cap or write the file elsewhere with -o")

@@ -167,9 +167,11 @@ def describe(ctx: Context, quiet: bool) -> None:
 def open_context(sources: Optional[list[str]], kv: Optional[Path], s: Settings, pages: Optional[str],
                  password: Optional[str], quiet: bool, model: Optional[str], device: str, dtype: str,
                  device_map: Optional[str] = None, threads: Optional[str] = None, compile: str = "off",
-                 lm: Optional[LoadedModel] = None, env: frozenset[str] = frozenset()) -> Context:
+                 lm: Optional[LoadedModel] = None, env: frozenset[str] = frozenset(),
+                 kv_out: Optional[Path] = None) -> Context:
     """The documents' (or the KV file's) context: bad input is refused before the model loads. `env`: the options
-    that came from their environment variable (cli_options.env_options)."""
+    that came from their environment variable (cli_options.env_options); `kv_out`: prefill -o's file, written from
+    the documents read afresh (no document index: it neither serves nor records that file)."""
     from tmixcli.documents import load_documents
     from tmixcli.fit import check_early
 
@@ -190,7 +192,7 @@ def open_context(sources: Optional[list[str]], kv: Optional[Path], s: Settings, 
         from tmixcli.modelcheck import check_start_layer
 
         check_start_layer(model, s.method, s.start_layer)
-        ident = docindex.identity(sources, pages, password) if s.use_cache else None
+        ident = docindex.identity(sources, pages, password) if s.use_cache and kv_out is None else None
         budget = read_budget(model, s)
         # documents no run has recorded are read first, so bad input fails before torch is imported
         doc = None if docindex.known(ident) else load_documents(sources, pages=pages, password=password,
@@ -211,7 +213,7 @@ def open_context(sources: Optional[list[str]], kv: Optional[Path], s: Settings, 
         if ctx is not None:
             return ctx
         doc = load_documents(sources, pages=pages, password=password, budget=budget)
-    return opening.open_document(lm, doc, s, resident=resident, ident=ident, announce=announce)
+    return opening.open_document(lm, doc, s, kv_out=kv_out, resident=resident, ident=ident, announce=announce)
 
 
 def check_cache_cap(s: Settings, kv_file: Optional[Path]) -> None:
