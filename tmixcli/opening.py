@@ -21,6 +21,7 @@ from tmixcli.sizes import count, human_size
 
 _NOT_USED = "cache file "  # starts the note of a KV file that failed its checks
 Announce = Callable[[Context, int], None]  # told the prompt's token count before a KV file is read or a prefill runs
+WAITING = "another tmix is prefilling this document; waiting for its KV file"
 
 
 def resolve_attention(lm: LoadedModel, s: Settings) -> tuple[AttentionConfig, str]:
@@ -65,12 +66,13 @@ def _profile(lm: LoadedModel) -> dict | None:
 
 def open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | None = None,
                   resident: ResidentKV | None = None, ident: str | None = None,
-                  announce: Announce | None = None) -> Context:
+                  announce: Announce | None = None, say: Callable[[str], None] | None = None) -> Context:
     """Prefilled state for a document: a cache hit loads the KV file (or takes it from `resident`), a miss
     prefills; the KV file of a miss (unless --no-cache) is written during the prefill and completed by
     `ctx.save()`, which callers run after the first answer. `ident` (docindex.identity of the files read)
-    records which KV file they led to; `announce` is told the prompt's tokens before the load or prefill."""
-    ctx = _open_document(lm, doc, s, kv_out, resident, announce)
+    records which KV file they led to; `announce` is told the prompt's tokens before the load or prefill; `say`
+    the line that this run waits for another tmix writing the same KV file."""
+    ctx = _open_document(lm, doc, s, kv_out, resident, announce, say)
     if ident is not None and s.use_cache and kv_out is None and ctx.kv_path is not None:
         notes = [n for n in ctx.notes if not n.startswith((_NOT_USED, SAME_TEXT, prompt.PLAIN_NOTE))]  # documents'
         docindex.remember(ident, _index_key(lm, ctx.attn, s), ctx.kv_path, doc.name, doc.sha256, notes)
@@ -140,7 +142,8 @@ def _index_key(lm: LoadedModel, attn: AttentionConfig, s: Settings) -> str:
 
 
 def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | None,
-                   resident: ResidentKV | None, announce: Announce | None) -> Context:
+                   resident: ResidentKV | None, announce: Announce | None,
+                   say: Callable[[str], None] | None) -> Context:
     attn, source = resolve_attention(lm, s)
     cap = kvfolder.cache_limit() if s.use_cache and kv_out is None else None  # the cache folder's (not an -o file's)
     ids, notes = fit_document(lm, doc, s)
@@ -150,6 +153,8 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
     ctx = Context(lm, attn, ids, None, doc.name, s.system, start_layer_source=source,
                   notes=[*prompt.plain_notes(lm.tokenizer), *doc.notes, *notes])
     path = kv_out or (_cache_path(ctx, s, kvstore.cache_key(fp, attn, ids)) if s.use_cache else None)
+    if kv_out is None and path is not None and not path.is_file():
+        _wait_for_writer(ctx, path, announce, say)
     if kv_out is None and path is not None and path.is_file():
         if announce is not None:
             announce(ctx, len(ids))
@@ -200,6 +205,17 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
         ctx.pending_save = _saver(path, ctx.cache, ids, meta, cap, resident, writer)
         ctx.kv_path = path
     return ctx
+
+
+def _wait_for_writer(ctx: Context, path: Path, announce: Announce | None, say: Callable[[str], None] | None) -> None:
+    """Another tmix prefilling this very prompt into `path` now: wait for its KV file rather than prefill it twice
+    (it is then loaded as a cache hit; a writer that died or gave up leaves none, and this run prefills)."""
+    def waiting() -> None:
+        if announce is not None:
+            announce(ctx, len(ctx.prefix_ids))
+        if say is not None:
+            say(WAITING)
+    kvfolder.wait_for_writer(path, waiting)
 
 
 def _cache_path(ctx: Context, s: Settings, key: str) -> Path | None:
