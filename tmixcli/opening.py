@@ -62,7 +62,7 @@ def _profile(lm: LoadedModel) -> dict | None:
 
 
 def open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | None = None,
-                  resident: ResidentKV | None = None, ident: str | None = None,
+                  resident: ResidentKV | None = None, ident: docindex.Identity | None = None,
                   announce: Announce | None = None, say: Callable[[str], None] | None = None) -> Context:
     """Prefilled state for a document: a cache hit loads the KV file (or takes it from `resident`), a miss
     prefills; the KV file of a miss (unless --no-cache) is written during the prefill and completed by
@@ -76,7 +76,7 @@ def open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | No
     return ctx
 
 
-def open_known(lm: LoadedModel, ident: str, s: Settings, resident: ResidentKV | None = None,
+def open_known(lm: LoadedModel, ident: docindex.Identity, s: Settings, resident: ResidentKV | None = None,
                announce: Announce | None = None) -> Context | None:
     """Prefilled state of documents unchanged since a run recorded them (docindex), loaded without reading
     them; None when nothing usable is recorded (then read them and call open_document)."""
