@@ -98,7 +98,8 @@ def test_moved_removed_and_unrecorded_documents(capsys, monkeypatch, tokenizer, 
     files = sorted(folder.iterdir())
     digest = hashlib.sha256(files[0].read_bytes()).hexdigest()
     docindex.remember(docindex.identity([str(folder)], None, None), "settings", kvs[2], "x.txt", digest, [])
-    docindex.remember("a" * 32, "settings", kvs[3], "stdin", "0" * 64, [])  # recorded without the documents' paths
+    older = {"settings": {"kv": kvs[3].name, "doc_name": "stdin", "doc_sha256": "0" * 64, "notes": []}}
+    (docindex.index_dir(create=True) / f"{'a' * 32}.json").write_text(json.dumps(older))  # an older tmix: no paths
     keys = [kv.stem for kv in kvs]
     assert _rows(capsys) == {keys[0]: ["memo.txt", "current"], keys[1]: ["gone.txt", "current"],
                              keys[2]: ["f", "current"], keys[3]: ["doc.txt", "-"]}

@@ -24,15 +24,15 @@ def test_identity_follows_the_files(tmp_path):
     doc = tmp_path / "a.txt"
     doc.write_text("The budget is four million kroner.")
     first = docindex.identity([str(doc)], None, None)
-    assert first is not None and docindex.identity([str(doc)], None, None) == first
-    assert docindex.identity([str(doc)], "1-2", None) != first
+    assert first is not None and docindex.identity([str(doc)], None, None).digest == first.digest
+    assert docindex.identity([str(doc)], "1-2", None).digest != first.digest
     os.utime(doc, ns=(doc.stat().st_atime_ns, doc.stat().st_mtime_ns + 1))
     touched = docindex.identity([str(doc)], None, None)
-    assert touched != first
+    assert touched.digest != first.digest
     st = doc.stat()
     doc.write_text("The budget is nine million kroner.")  # same size, mtime put back: ctime still moves
     os.utime(doc, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert docindex.identity([str(doc)], None, None) != touched
+    assert docindex.identity([str(doc)], None, None).digest != touched.digest
     assert docindex.identity([str(doc), "-"], None, None) is None  # stdin
     assert docindex.identity([str(doc)], None, "s3cret") is None  # a password is never keyed on
     assert docindex.identity([str(tmp_path / "missing.txt")], None, None) is None
@@ -42,7 +42,7 @@ def test_identity_follows_the_files(tmp_path):
     (folder / "x.txt").write_text("x")
     before = docindex.identity([str(folder)], None, None)
     (folder / "y.txt").write_text("y")
-    assert before is not None and docindex.identity([str(folder)], None, None) != before
+    assert before is not None and docindex.identity([str(folder)], None, None).digest != before.digest
 
 
 def test_warm_ask_does_not_read_an_unchanged_document(capsys, monkeypatch, tiny_dir, tmp_path):
@@ -114,10 +114,12 @@ def test_a_fifo_in_place_of_an_index_file_is_never_waited_on(tmp_path, monkeypat
     os.mkfifo(fifo)
     done: list[object] = []
 
+    ident = docindex.Identity("a" * 32)
+
     def work() -> None:
-        done.append(docindex.lookup("a" * 32, "k"))
-        docindex.remember("a" * 32, "k", tmp_path / "x.safetensors", "x.txt", "sha", [])
-        done.append(fifo.is_file() and docindex.lookup("a" * 32, "k")["doc_name"])
+        done.append(docindex.lookup(ident, "k"))
+        docindex.remember(ident, "k", tmp_path / "x.safetensors", "x.txt", "sha", [])
+        done.append(fifo.is_file() and docindex.lookup(ident, "k")["doc_name"])
         os.remove(fifo)
         os.mkfifo(fifo)
         done.append(docindex.forget_missing(tmp_path))

@@ -213,7 +213,8 @@ def open_context(sources: Optional[list[str]], kv: Optional[Path], s: Settings, 
         if ctx is not None:
             return ctx
         doc = load_documents(sources, pages=pages, password=password, budget=budget)
-    return opening.open_document(lm, doc, s, kv_out=kv_out, resident=resident, ident=ident, announce=announce)
+    return opening.open_document(lm, doc, s, kv_out=kv_out, resident=resident, ident=ident, announce=announce,
+                                 say=functools.partial(status, quiet))
 
 
 def check_cache_cap(s: Settings, kv_file: Optional[Path]) -> None:

@@ -19,6 +19,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,21 +32,17 @@ INDEX_VERSION = "3"  # 3: headings "Document i: name" (2 led to files headed "i 
 RACY_NS = 3 * 10**9  # FAT keeps mtime in 2 s steps, and the kernel stamps files from a clock a tick behind
 
 
-class Identity(str):
-    """identity()'s digest, which also knows its files and whether their stat was taken too soon after a change to
-    stand for their bytes alone (`racy`: then what it leads to is checked against their bytes), and for `tmix cache`
-    the documents' paths as given (made absolute) and the files' stat rows."""
+@dataclass(frozen=True)
+class Identity:
+    """identity()'s digest (the index file's name), with its files and whether their stat was taken too soon after a
+    change to stand for their bytes alone (`racy`: then what it leads to is checked against their bytes), and for
+    `tmix cache` the documents' paths as given (made absolute) and the files' stat rows."""
 
-    files: tuple[str, ...]
-    racy: bool
-    paths: tuple[str, ...]
-    stats: list[list]
-
-    def __new__(cls, digest: str, files: Sequence[str] = (), racy: bool = False, paths: Sequence[str] = (),
-                stats: Sequence[list] = ()) -> Identity:
-        ident = super().__new__(cls, digest)
-        ident.files, ident.racy, ident.paths, ident.stats = tuple(files), racy, tuple(paths), list(stats)
-        return ident
+    digest: str
+    files: tuple[str, ...] = ()
+    racy: bool = False
+    paths: tuple[str, ...] = ()
+    stats: tuple[list, ...] = ()
 
 
 def identity(paths: Sequence[str], pages: str | None, password: str | None) -> Identity | None:
@@ -58,8 +55,8 @@ def identity(paths: Sequence[str], pages: str | None, password: str | None) -> I
         files = file_stats(paths)
     except (OSError, TmixError, _StatTellsNothing):
         return None
-    return Identity(_digest([INDEX_VERSION, __version__, files, pages]), [f[0] for f in files],
-                    any(_racy(f, taken) for f in files), [os.path.realpath(p) for p in paths], files)
+    return Identity(_digest([INDEX_VERSION, __version__, files, pages]), tuple(f[0] for f in files),
+                    any(_racy(f, taken) for f in files), tuple(os.path.realpath(p) for p in paths), tuple(files))
 
 
 def _racy(row: list, taken: int) -> bool:
@@ -200,17 +197,17 @@ def settings_key(fingerprint: str, attn: dict, template_hash: str, truncate_room
     return _digest([fingerprint, attn, template_hash, truncate_room])
 
 
-def known(ident: str | None) -> bool:
+def known(ident: Identity | None) -> bool:
     """Whether some run has recorded these documents (then reading them can wait until the model is loaded)."""
-    return ident is not None and _path(ident).is_file()
+    return ident is not None and _path(ident.digest).is_file()
 
 
-def lookup(ident: str, key: str) -> dict | None:
+def lookup(ident: Identity, key: str) -> dict | None:
     """The entry {kv, doc_name, doc_sha256, notes} recorded for these documents and settings, if any; one recorded
     from a racy stat only while the files' bytes are those read then (doc_sha256), and from then on by stat alone
     once this stat is not racy."""
     try:
-        entries = _read(_path(ident))
+        entries = _read(_path(ident.digest))
         entry = entries.get(key)
     except (OSError, ValueError, AttributeError):
         return None
@@ -218,30 +215,29 @@ def lookup(ident: str, key: str) -> dict | None:
     if not isinstance(entry, dict) or not all(f in entry for f in fields):
         return None
     if entry.get("racy"):
-        if not isinstance(ident, Identity) or _files_digest(ident.files) != entry["doc_sha256"]:
+        if _files_digest(ident.files) != entry["doc_sha256"]:
             return None
         if not ident.racy:
             entry = {f: v for f, v in entry.items() if f != "racy"}
-            _write(_path(ident), {**entries, key: entry})
+            _write(_path(ident.digest), {**entries, key: entry})
     return entry
 
 
-def remember(ident: str, key: str, kv_path: Path, doc_name: str, doc_sha256: str, notes: Sequence[str]) -> None:
+def remember(ident: Identity, key: str, kv_path: Path, doc_name: str, doc_sha256: str, notes: Sequence[str]) -> None:
     """Record that these documents and settings lead to `kv_path` (atomically; a failure, such as a cache folder
     that cannot be written, only costs speed). A racy identity's entry is marked, for lookup to check the bytes."""
     try:
-        path = _path(ident, create=True)
+        path = _path(ident.digest, create=True)
     except TmixError:
         return
     try:
         entries = _read(path)
     except (OSError, ValueError):
         entries = {}
-    entries[key] = {"kv": kv_path.name, "doc_name": doc_name, "doc_sha256": doc_sha256, "notes": list(notes)}
-    if isinstance(ident, Identity):
-        entries[key].update(paths=list(ident.paths), stats=ident.stats)  # for `tmix cache`: whose file, which version
-        if ident.racy:
-            entries[key]["racy"] = True
+    entries[key] = {"kv": kv_path.name, "doc_name": doc_name, "doc_sha256": doc_sha256, "notes": list(notes),
+                    "paths": list(ident.paths), "stats": list(ident.stats)}  # for `tmix cache`: whose, which version
+    if ident.racy:
+        entries[key]["racy"] = True
     _write(path, entries)
 
 
@@ -328,8 +324,8 @@ def index_dir(create: bool = False) -> Path:
     return cache_subdir("docs", create)
 
 
-def _path(ident: str, create: bool = False) -> Path:
-    return index_dir(create) / f"{ident}.json"
+def _path(digest: str, create: bool = False) -> Path:
+    return index_dir(create) / f"{digest}.json"
 
 
 def _read(path: Path) -> dict:

@@ -9,7 +9,7 @@ import re
 import stat
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -213,6 +213,27 @@ def temp_is_stale(path: Path, quiet_s: float = 60.0) -> bool:
     """True for a temp file no save will finish (see _stale): a leftover of a writer that died."""
     with _lock_tested(path) as (held, probe):
         return _stale(path, held, probe, quiet_s)
+
+
+def being_written(path: Path) -> bool:
+    """Whether another process is writing `path` now: a temp file of it (temp_name) that no save has left behind.
+    This process's own writers do not count: it would wait for itself."""
+    try:
+        temps = [p for p in path.parent.iterdir() if temp_of(path, p) and _pid_of(p) != os.getpid()]
+    except OSError:
+        return False
+    return any(not temp_is_stale(p) for p in temps)
+
+
+def wait_for_writer(path: Path, on_wait: Callable[[], None], poll_s: float = 0.1) -> bool:
+    """Wait while another process writes `path`, telling `on_wait` once first; whether it waited. A writer holds its
+    temp file's lock through the rename, so once none is left the file is in place, unless that writer gave up."""
+    if not being_written(path):
+        return False
+    on_wait()
+    while being_written(path):
+        time.sleep(poll_s)
+    return True
 
 
 def temp_state(root: Path | None = None) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:

@@ -3,24 +3,22 @@ prefill whose KV file is written meanwhile."""
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
-from tmixcli import attention, docindex, generate, kvfolder, kvheader, kvread, kvstore, kvwrite, prompt, reuse
+from tmixcli import attention, docindex, generate, kvfolder, kvheader, kvread, kvsave, kvstore, kvwrite, prompt, reuse
 from tmixcli.config import AttentionConfig, Settings, default_start_layer
-from tmixcli.context import SAME_TEXT, Context, device_name, expected_meta, load_into, now, rewind, stored_tokens
+from tmixcli.context import SAME_TEXT, Context, expected_meta, load_into, now, rewind, stored_tokens
 from tmixcli.documents import Document
 from tmixcli.errors import TmixError
 from tmixcli.fit import check_prefix, check_question, fit_document, reserved_room
 from tmixcli.kvcache import HEADROOM
 from tmixcli.models import LoadedModel, layer_devices
 from tmixcli.resident import ResidentKV
-from tmixcli.sizes import count, human_size
 
 _NOT_USED = "cache file "  # starts the note of a KV file that failed its checks
 Announce = Callable[[Context, int], None]  # told the prompt's token count before a KV file is read or a prefill runs
+WAITING = "another tmix is prefilling this document; waiting for its KV file"
 
 
 def resolve_attention(lm: LoadedModel, s: Settings) -> tuple[AttentionConfig, str]:
@@ -64,20 +62,21 @@ def _profile(lm: LoadedModel) -> dict | None:
 
 
 def open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | None = None,
-                  resident: ResidentKV | None = None, ident: str | None = None,
-                  announce: Announce | None = None) -> Context:
+                  resident: ResidentKV | None = None, ident: docindex.Identity | None = None,
+                  announce: Announce | None = None, say: Callable[[str], None] | None = None) -> Context:
     """Prefilled state for a document: a cache hit loads the KV file (or takes it from `resident`), a miss
     prefills; the KV file of a miss (unless --no-cache) is written during the prefill and completed by
     `ctx.save()`, which callers run after the first answer. `ident` (docindex.identity of the files read)
-    records which KV file they led to; `announce` is told the prompt's tokens before the load or prefill."""
-    ctx = _open_document(lm, doc, s, kv_out, resident, announce)
+    records which KV file they led to; `announce` is told the prompt's tokens before the load or prefill; `say`
+    the line that this run waits for another tmix writing the same KV file."""
+    ctx = _open_document(lm, doc, s, kv_out, resident, announce, say)
     if ident is not None and s.use_cache and kv_out is None and ctx.kv_path is not None:
         notes = [n for n in ctx.notes if not n.startswith((_NOT_USED, SAME_TEXT, prompt.PLAIN_NOTE))]  # documents'
         docindex.remember(ident, _index_key(lm, ctx.attn, s), ctx.kv_path, doc.name, doc.sha256, notes)
     return ctx
 
 
-def open_known(lm: LoadedModel, ident: str, s: Settings, resident: ResidentKV | None = None,
+def open_known(lm: LoadedModel, ident: docindex.Identity, s: Settings, resident: ResidentKV | None = None,
                announce: Announce | None = None) -> Context | None:
     """Prefilled state of documents unchanged since a run recorded them (docindex), loaded without reading
     them; None when nothing usable is recorded (then read them and call open_document)."""
@@ -140,7 +139,9 @@ def _index_key(lm: LoadedModel, attn: AttentionConfig, s: Settings) -> str:
 
 
 def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | None,
-                   resident: ResidentKV | None, announce: Announce | None) -> Context:
+                   resident: ResidentKV | None, announce: Announce | None,
+                   say: Callable[[str], None] | None) -> Context:
+    """open_document's context: the cache hit, or the prefill with its KV file planned first."""
     attn, source = resolve_attention(lm, s)
     cap = kvfolder.cache_limit() if s.use_cache and kv_out is None else None  # the cache folder's (not an -o file's)
     ids, notes = fit_document(lm, doc, s)
@@ -149,31 +150,44 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
     fp = kvstore.model_fingerprint(lm.model, lm.tokenizer)
     ctx = Context(lm, attn, ids, None, doc.name, s.system, start_layer_source=source,
                   notes=[*prompt.plain_notes(lm.tokenizer), *doc.notes, *notes])
-    path = kv_out or (_cache_path(ctx, s, kvstore.cache_key(fp, attn, ids)) if s.use_cache else None)
-    if kv_out is None and path is not None and path.is_file():
-        if announce is not None:
-            announce(ctx, len(ids))
-        try:
-            return load_into(ctx, path, s, ids, resident)
-        except TmixError as err:
-            why = kvstore.refusal_facts(str(err))  # no advice to re-run tmix prefill: that is done here
-            ctx.notes.append(f"{_NOT_USED}{path.name} not used ({why}); prefilling again")
-    save = path is not None
+    path = kv_out or (kvsave.cache_path(ctx, s, kvstore.cache_key(fp, attn, ids)) if s.use_cache else None)
+    if kv_out is None and path is not None:
+        hit = _try_hit(ctx, path, s, resident, announce, say)
+        if hit is not None:
+            return hit
     meta = kvstore.build_meta(model_id=lm.model_id, fingerprint=fp, dtype=lm.dtype, attn=attn, doc_name=doc.name,
                               doc_sha256=doc.sha256, template_hash=prompt.template_hash(lm.tokenizer, s.system),
                               n_tokens=len(ids), system=s.system or "")
-    if save and cap is not None and _planned_bytes(lm, len(ids)) > cap:
-        over = (f"its {human_size(_planned_bytes(lm, len(ids)))} exceed the cache cap TMIX_CACHE_MAX "
-                f"({human_size(cap)})")
-        _unsaved(ctx, s, over, f"KV file not saved: {over}; raise the cap or write the file elsewhere with -o",
-                 "over the cache cap")
-        save = False
-    if save:
-        save = _disk_has_room(ctx, path, meta, s)
-    writer = _writer(lm, path, ids, meta) if save else None
-    if writer is not None and writer.error is not None:  # its folder refused the file: told now, not after the answer
-        _cannot_start(ctx, writer, s, in_cache=kv_out is None)
-        writer, save = None, False
+    writer = kvsave.plan_save(ctx, s, path, meta, cap, in_cache=kv_out is None) if path is not None else None
+    _prefill(ctx, s, writer, resident, announce)
+    if writer is not None:
+        kvsave.finish_save(ctx, writer, meta, cap, resident)
+    return ctx
+
+
+def _try_hit(ctx: Context, path: Path, s: Settings, resident: ResidentKV | None, announce: Announce | None,
+             say: Callable[[str], None] | None) -> Context | None:
+    """The cached KV file at `path` loaded, once another tmix still writing it is done; None when there is none,
+    or, with a note saying why, when it failed its checks: then this run prefills."""
+    if not path.is_file():
+        _wait_for_writer(ctx, path, announce, say)
+    if not path.is_file():
+        return None
+    if announce is not None:
+        announce(ctx, len(ctx.prefix_ids))
+    try:
+        return load_into(ctx, path, s, ctx.prefix_ids, resident)
+    except TmixError as err:
+        why = kvstore.refusal_facts(str(err))  # no advice to re-run tmix prefill: that is done here
+        ctx.notes.append(f"{_NOT_USED}{path.name} not used ({why}); prefilling again")
+        return None
+
+
+def _prefill(ctx: Context, s: Settings, writer: kvwrite.KVWriter | None, resident: ResidentKV | None,
+             announce: Announce | None) -> None:
+    """Prefill the prompt into ctx.cache, from the rows `tmix serve`'s memory or a cached KV file holds where they
+    share enough of it, feeding `writer` as rows come; any error (Ctrl-C included) aborts the writer."""
+    lm, ids = ctx.lm, ctx.prefix_ids
     try:
         if announce is not None:  # every refusal is said by now: the tokens line comes before rows are read or run
             announce(ctx, len(ids))
@@ -192,70 +206,29 @@ def _open_document(lm: LoadedModel, doc: Document, s: Settings, kv_out: Path | N
             writer.abort()
         raise
     ctx.prefill_s = now(lm) - start
-    if save:
-        if base is None:  # what recomputing this file costs, so a slow disk can be skipped (read_or_recompute)
-            meta["prefill_s"], meta["prefill_device"] = f"{ctx.prefill_s:.3f}", device_name(lm)
-        if writer is not None:
-            writer.finish({k: meta[k] for k in ("prefill_s", "prefill_device") if k in meta})
-        ctx.pending_save = _saver(path, ctx.cache, ids, meta, cap, resident, writer)
-        ctx.kv_path = path
-    return ctx
 
 
-def _cache_path(ctx: Context, s: Settings, key: str) -> Path | None:
-    """The KV file `key` in the cache folder; None, with a note saying why, when that folder cannot be used (an error
-    for `prefill`, whose product the file is)."""
-    try:
-        return kvfolder.kv_path_for(key)
-    except TmixError as err:
-        _unsaved(ctx, s, str(err), f"{err}; write the KV file elsewhere with -o", "cache folder unusable")
-        return None
+def _wait_for_writer(ctx: Context, path: Path, announce: Announce | None, say: Callable[[str], None] | None) -> None:
+    """Another tmix prefilling this very prompt into `path` now: wait for its KV file rather than prefill it twice
+    (it is then loaded as a cache hit; a writer that died or gave up leaves none, and this run prefills)."""
+    def waiting() -> None:
+        if announce is not None:
+            announce(ctx, len(ctx.prefix_ids))
+        if say is not None:
+            say(WAITING)
+    kvfolder.wait_for_writer(path, waiting)
 
 
-def _planned_bytes(lm: LoadedModel, n_tokens: int) -> int:
-    """The K/V bytes of this model's KV file for `n_tokens` (what the cache cap compares)."""
-    n_layers, kv_heads, head_dim = kvstore.model_kv_dims(lm.model.config)
-    return kvwrite.planned_size(n_layers, kv_heads, head_dim, lm.dtype, n_tokens)
 
 
-def _disk_has_room(ctx: Context, path: Path, meta: dict, s: Settings) -> bool:
-    """Whether the disk has room for the KV file a prefill is about to write, told before the prefill: short of it,
-    `prefill` (whose product the file is) fails, `ask` and `chat` answer without saving, with a note."""
-    n_layers, kv_heads, head_dim = kvstore.model_kv_dims(ctx.lm.model.config)
-    size = kvwrite.file_size(n_layers, kv_heads, head_dim, ctx.lm.dtype, len(ctx.prefix_ids), meta)
-    short = kvwrite.room_shortfall(path, size)
-    if short is None:
-        return True
-    said, missing = short
-    _unsaved(ctx, s, f"not enough disk space ({said})",
-             f"not enough disk space for KV file {path} ({said}); {kvfolder.room_hint(path, missing)}",
-             "not enough disk space")
-    return False
 
 
-def _cannot_start(ctx: Context, writer: kvwrite.KVWriter, s: Settings, in_cache: bool) -> None:
-    """A writer that could not even start its file (a read-only or unwritable folder): said before the prefill, as
-    a disk short of room is, never as a file being saved."""
-    writer.abort()
-    err = str(kvwrite.write_error(writer.path, writer.error, writer.size))
-    full = isinstance(writer.error, OSError) and writer.error.errno == errno.ENOSPC
-    elsewhere = "; write the KV file elsewhere with -o" if in_cache and not full else ""
-    _unsaved(ctx, s, err, f"{err}{elsewhere}", "not enough disk space" if full else "cache folder not writable")
 
 
-def _unsaved(ctx: Context, s: Settings, why: str, error: str, short: str) -> None:
-    """A KV file this prefill will not write, known before it: `error` for `prefill`, whose product the file is;
-    `ask` and `chat` answer anyway, with the note "KV file not saved: `why`" and `short` on the cache miss line."""
-    if s.kv_required:
-        raise TmixError(error)
-    ctx.kv_notes.append(f"KV file not saved: {why}")
-    ctx.unsaved = short
 
 
-def _writer(lm: LoadedModel, path: Path, ids: list[int], meta: dict) -> kvwrite.KVWriter:
-    """A KV file writer fed layer by layer (kvwrite.py): reused rows first, then the prefill's."""
-    n_layers, kv_heads, head_dim = kvstore.model_kv_dims(lm.model.config)
-    return kvwrite.KVWriter(path, n_layers, kv_heads, head_dim, lm.dtype, ids, meta)
+
+
 
 
 def _resident_rows(ctx: Context, held: tuple, s: Settings) -> object | None:
@@ -291,39 +264,3 @@ def _reusable(ctx: Context, s: Settings) -> object | None:
         return None
     ctx.reused_rows, ctx.reused_from = rows, path
     return cache
-
-
-def _prefix_rows(cache: object, n: int) -> SimpleNamespace:
-    """The cache's first n rows per layer, as kvread.load_kv reads them (views; sliding layers stay marked as such)."""
-    return SimpleNamespace(layers=[SimpleNamespace(
-        keys=None if x.keys is None else x.keys[..., :n, :], values=None if x.values is None else x.values[..., :n, :],
-        is_sliding=bool(getattr(x, "is_sliding", False)) or "Sliding" in type(x).__name__) for x in cache.layers])
-
-
-def _saver(path: Path, cache: object, ids: list[int], meta: dict, limit: int | None,
-           resident: ResidentKV | None = None, writer: kvwrite.KVWriter | None = None) -> Callable[[], list[str]]:
-    """Finish the KV file (wait for `writer`, or write the cache whole where the writer gave up), then evict least
-    recently used files past `limit` (None: no cap, or not the cache dir); `tmix serve` keeps the cache in memory
-    as that file's state (`resident`) while it holds only the prefix."""
-    def save() -> list[str]:
-        prefix = _prefix_rows(cache, len(ids))  # chat --keep-history may have grown the cache past the prefix
-        size = kvwrite.cache_bytes(prefix)
-        if limit is not None and size > limit:
-            if writer is not None:
-                writer.abort()
-            return [f"KV file not saved: its {human_size(size)} exceed the cache cap TMIX_CACHE_MAX "
-                    f"({human_size(limit)})"]
-        if writer is not None and writer.usable:
-            writer.wait()
-        else:
-            kvwrite.save_kv(path, prefix, ids, meta)
-        if resident is not None and cache.get_seq_length() == len(ids):
-            resident.put(path, cache, ids, kvheader.read_meta(path))
-        gone, failed = kvfolder.trim_cache(limit, keep=path)
-        lines = [f"{kvfolder.cannot_remove(failed)}; the cache stays over TMIX_CACHE_MAX"] if failed else []
-        if not gone:
-            return lines
-        freed = human_size(sum(e["size"] for e in gone))
-        removed = count(len(gone), "least recently used KV file")
-        return [f"removed {removed} ({freed}) to stay under TMIX_CACHE_MAX ({human_size(limit)})", *lines]
-    return save

@@ -51,7 +51,7 @@ class ResidentKV:
 
     def take(self) -> tuple | None:
         """Hand over the held (path, cache, prefix ids, meta), whatever its file's state, and hold nothing: a prefill
-        about to run either frees that memory or starts from the cache's first rows (opening._open_document)."""
+        about to run either frees that memory or starts from the cache's first rows (opening._prefill)."""
         if self._value is None:
             return None
         held = (Path(self._key[0]), *self._value)
