@@ -52,7 +52,8 @@ NoCacheOpt = typer.Option(False, "--no-cache", help="Neither read nor write a KV
 MaxNewOpt = typer.Option(256, "--max-new-tokens", metavar="N", help="Answer length limit.")
 TempOpt = typer.Option(0.0, "--temperature", metavar="T", help="0 = greedy.")
 TopPOpt = typer.Option(1.0, "--top-p", metavar="P", help="Nucleus sampling threshold (with --temperature > 0).")
-SeedOpt = typer.Option(None, "--seed", metavar="N", help="Sampling seed, 0 to 2**64-1 (18446744073709551615).")
+SeedOpt = typer.Option(None, "--seed", metavar="N",
+                       help="Sampling seed (with --temperature > 0), 0 to 2**64-1 (18446744073709551615).")
 RepeatOpt = typer.Option(True, "--stop-repeats/--no-stop-repeats",
                          help="End an answer that has begun to loop (one passage three times in a row; list numbers "
                          "counting up do not hide a loop).")
