@@ -110,7 +110,7 @@ def test_a_cached_file_refused_by_ask_is_prefilled_again_without_advice_to_do_so
                     kvstore._mismatch("model_fingerprint", "a", "b"), kvstore._mismatch("dtype", "fp32", "bf16")):
         assert "re-run tmix prefill" in message and "re-run" not in kvstore.refusal_facts(message), message
     with pytest.raises(TmixError) as prefix:
-        kvstore.check_prefix([1, 2, 3], [1, 2, 4])
+        kvstore.check_prefix_ids([1, 2, 3], [1, 2, 4])
     with pytest.raises(TmixError) as version:
         kvheader.check_version(cached, {"tmix_format": "0"})
     for err in (prefix.value, version.value):  # what --kv says, with its advice; what ask says, without

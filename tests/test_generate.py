@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from runcli import TINY, ask_json, run
-from tmixcli.generate import repeated_tail
+from tmixcli.loopstop import repeated_tail
 
 HEAT = "The new heat pump will be used to heat the new children's corner. "  # 13 words
 

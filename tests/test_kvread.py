@@ -80,7 +80,7 @@ def test_a_slow_disk_is_skipped_by_prefilling_again(capsys, monkeypatch, tiny_di
     slow = ask_json(capsys, *args)
     assert slow["cache_hit"] and slow["kv_recomputed"] and slow["answer"] == cold["answer"]
     assert slow["kv_path"] == cold["kv_path"] and slow["prompt_tokens"] == cold["prompt_tokens"]
-    monkeypatch.setattr(context, "device_name", lambda lm: "another GPU")  # its prefill was timed elsewhere
+    monkeypatch.setattr(context, "timing_device", lambda lm: "another GPU")  # its prefill was timed elsewhere
     assert not ask_json(capsys, *args)["kv_recomputed"]
 
 

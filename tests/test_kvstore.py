@@ -59,7 +59,7 @@ def test_round_trip_continuation(kind: str, tokenizer) -> None:
     loaded, stored_ids, meta = kvread.load_kv(path)
     assert stored_ids == ids and meta["n_tokens"] == str(T) and loaded.get_seq_length() == T
     kvstore.check_kv(meta, loaded, make_meta(model, tokenizer), model.config)
-    kvstore.check_prefix(stored_ids, ids)
+    kvstore.check_prefix_ids(stored_ids, ids)
     suffix = [5, 9, 17, 33, 64]
     from_loaded = logits(model, suffix, loaded)
     from_original = logits(model, suffix, cache)
@@ -235,9 +235,9 @@ def test_refuses_token_count_and_prefix_mismatch(tokenizer) -> None:
     with pytest.raises(TmixError, match=rf"\[{T}\] prefix ids but n_tokens={T + 1}"):
         kvread.load_kv(path)
     with pytest.raises(TmixError, match=r"prefix differs from this prompt at token 3"):
-        kvstore.check_prefix(ids, ids[:3] + [0] + ids[4:])
+        kvstore.check_prefix_ids(ids, ids[:3] + [0] + ids[4:])
     with pytest.raises(TmixError, match=rf"stored {T} tokens, prompt prefix {T + 1}"):
-        kvstore.check_prefix(ids, ids + [7])
+        kvstore.check_prefix_ids(ids, ids + [7])
     with pytest.raises(TmixError, match=r"cached tokens but"):
         kvwrite.save_kv(path, loaded, ids[:-1], meta)
 

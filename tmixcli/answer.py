@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from tmixcli import generate, kvfolder, prompt
+from tmixcli import generate, kvfolder, loopstop, prompt
 from tmixcli.config import Settings
 from tmixcli.context import Context, now, rewind
 from tmixcli.errors import TmixError
@@ -59,7 +59,7 @@ def ask_ids(ctx: Context, q_ids: list[int], s: Settings, on_text: Callable[[str]
             if on_text is not None:
                 on_text(piece)
             # a word ends only at whitespace, so only then can the check's answer change
-            if s.stop_repeats and any(c.isspace() for c in piece) and (cut := generate.repeated_tail("".join(pieces))):
+            if s.stop_repeats and any(c.isspace() for c in piece) and (cut := loopstop.repeated_tail("".join(pieces))):
                 break
     except BaseException:  # Ctrl-C in chat: an interrupted turn is dropped, never half kept in the history
         keep = False

@@ -94,7 +94,7 @@ def load_into(ctx: Context, path: Path, s: Settings, ids: list[int] | None,
         cache, stored_ids, meta = read_or_recompute(ctx, path, s, expected, ids)
     kvstore.check_kv(meta, cache, expected, lm.model.config)
     if ids is not None:
-        kvstore.check_prefix(stored_ids, ids)
+        kvstore.check_prefix_ids(stored_ids, ids)
     if resident is not None and held is None:
         resident.put(path, cache, stored_ids, meta)
     ctx.cache, ctx.prefix_ids, ctx.cache_hit, ctx.kv_path = cache, stored_ids, True, path
@@ -122,7 +122,7 @@ def read_or_recompute(ctx: Context, path: Path, s: Settings, expected: dict[str,
         made_in = float(meta.get("prefill_s", "nan"))
     except ValueError:
         made_in = float("nan")
-    if meta.get("prefill_device") != device_name(lm):
+    if meta.get("prefill_device") != timing_device(lm):
         made_in = float("nan")  # timed elsewhere (another GPU, or a GPU for a CPU run): no estimate here
     give_up, mark = None, []
     if made_in > 0:
@@ -142,13 +142,13 @@ def read_or_recompute(ctx: Context, path: Path, s: Settings, expected: dict[str,
     kvstore.check_fields(meta, expected)  # never recompute for a file that would be refused
     stored_ids = kvheader.read_prefix_ids(path)
     if ids is not None:
-        kvstore.check_prefix(stored_ids, ids)
+        kvstore.check_prefix_ids(stored_ids, ids)
     cache, _ = generate.prefill(lm.model, stored_ids, chunk_size=s.chunk_size, progress=s.progress)
     ctx.recomputed = made_in
     return cache, stored_ids, meta
 
 
-def device_name(lm: LoadedModel) -> str:
+def timing_device(lm: LoadedModel) -> str:
     """What a recorded prefill time was measured on: the GPU's name, or "cpu"."""
     dev = torch.device(lm.device)
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 from tmixcli import kvfolder, kvheader, kvstore, kvwrite
 from tmixcli.config import Settings
-from tmixcli.context import Context, device_name
+from tmixcli.context import Context, timing_device
 from tmixcli.errors import TmixError
 from tmixcli.models import LoadedModel
 from tmixcli.resident import ResidentKV
@@ -41,7 +41,7 @@ def finish_save(ctx: Context, writer: kvwrite.KVWriter, meta: dict, cap: int | N
     """The prefill is done: `writer` completes the file in the background, `ctx.save()` waits for it (or writes the
     cache whole) and trims the cache to `cap`."""
     if not ctx.reused_rows:  # what recomputing this file costs, so a slow disk can be skipped (read_or_recompute)
-        meta["prefill_s"], meta["prefill_device"] = f"{ctx.prefill_s:.3f}", device_name(ctx.lm)
+        meta["prefill_s"], meta["prefill_device"] = f"{ctx.prefill_s:.3f}", timing_device(ctx.lm)
     writer.finish({k: meta[k] for k in ("prefill_s", "prefill_device") if k in meta})
     ctx.pending_save = _saver(writer.path, ctx.cache, ctx.prefix_ids, meta, cap, resident, writer)
     ctx.kv_path = writer.path

@@ -258,7 +258,7 @@ def _check_shapes(meta: dict[str, str], cache: Any, config: Any) -> None:
             raise TmixError(f"KV file layer {i} has dtype {dtype_name(layer.keys.dtype)}, metadata says {want}")
 
 
-def check_prefix(stored: list[int], expected: list[int]) -> None:
+def check_prefix_ids(stored: list[int], expected: list[int]) -> None:
     """Raise TmixError unless the stored prefix ids are exactly the prompt's prefix."""
     if list(stored) == list(expected):
         return
