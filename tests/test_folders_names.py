@@ -102,7 +102,7 @@ def test_names_the_locale_cannot_decode_or_with_line_breaks_are_readable_text(tm
 
 def test_a_process_substitution_is_named_by_its_path():
     """QA23 F11: `<(cmd)` is /dev/fd/63, whose file name "63" said nothing in the heading."""
-    from tmixcli.paths import document_name
+    from tmixcli.filekind import document_name
 
     read, write_end = os.pipe()
     try:

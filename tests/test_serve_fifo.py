@@ -131,7 +131,7 @@ def test_a_fifo_swapped_in_for_the_output_after_the_checks_is_refused_by_the_ser
 
 
 def test_inputs_only_this_process_can_open_are_process_bound(tmp_path):
-    from tmixcli.paths import process_bound
+    from tmixcli.filekind import process_bound
 
     (tmp_path / "doc.txt").write_text("The ferry leaves at 07:45.")
     os.mkfifo(tmp_path / "doc.fifo")

@@ -26,7 +26,7 @@ from tmixcli.errors import TmixError
 from tmixcli.graph_decode import GraphDecoder
 from tmixcli.kvcache import GrowingLayer
 from tmixcli.listopts import parse_lengths
-from tmixcli.paths import check_output
+from tmixcli.filekind import check_output
 from tmixcli.plotfile import write_whole
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from tmixcli.config import AttentionConfig, all_layers_dense, no_triangle_note
 from tmixcli.kvheader import as_int
-from tmixcli.paths import absolute
+from tmixcli.filekind import absolute
 
 TRIANGLE_FIELDS = ("start_layer", "n_init", "n_local", "last_n")
 

@@ -16,7 +16,7 @@ from tmixcli.cli_options import (AttnOpt, ChunkOpt, CompileOpt, DeviceMapOpt, De
 from tmixcli.cli_status import empty_note, ending, show, tokens_said, ttft_said
 from tmixcli.errors import TmixError
 from tmixcli.formats import FILES_HELP
-from tmixcli.paths import absolute, check_output, not_a_file
+from tmixcli.filekind import absolute, check_output, not_a_file
 from tmixcli.sizes import human_size
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from typer.core import TyperCommand
 from tmixcli import docindex, kvfolder, kvheader
 from tmixcli.cache_json import attention_of, info_json, listing_json
 from tmixcli.errors import TmixError
-from tmixcli.paths import not_a_file, readable_name
+from tmixcli.filekind import not_a_file, readable_name
 from tmixcli.sizes import count, human_size
 from tmixcli.stdout import is_terminal
 

@@ -18,7 +18,7 @@ from tmixcli.cli_options import (AttnOpt, ChunkOpt, CompileOpt, DeviceMapOpt, De
                                  env_options, settings)
 from tmixcli.errors import TmixError
 from tmixcli.formats import LISTED
-from tmixcli.paths import names_stdin
+from tmixcli.filekind import names_stdin
 
 if TYPE_CHECKING:
     from tmixcli.context import Context

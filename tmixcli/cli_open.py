@@ -14,7 +14,7 @@ from tmixcli import early, serving, stdout
 from tmixcli.cli_options import ARGV, check_model_options
 from tmixcli.config import Settings
 from tmixcli.errors import TmixError
-from tmixcli.paths import names_stdin, not_a_file
+from tmixcli.filekind import names_stdin, not_a_file
 
 if TYPE_CHECKING:
     from tmixcli.context import Context
@@ -75,12 +75,12 @@ def _follow_threads(lm: LoadedModel, threads: Optional[str], served: bool = Fals
 def maybe_forward(sources: list[str], model: Optional[str], device: str, dtype: str, device_map: Optional[str],
                   compile: str, quiet: bool, texts: Sequence[Optional[str]] = ()) -> None:
     """Hand this run to a `tmix serve` holding the same model, if one runs (stdin, FIFOs, devices and /dev/fd/N stay
-    local: paths.process_bound): exits with its code. `texts`: the arguments that are text, not paths (the question,
+    local: filekind.process_bound): exits with its code. `texts`: the arguments that are text, not paths (the question,
     --system, --password), which a server in another locale must not read as file names.
 
     Inside the server, this is where a request is taken (or, reading such an input, handed back to run locally)."""
     from tmixcli import serve_client
-    from tmixcli.paths import process_bound
+    from tmixcli.filekind import process_bound
     from tmixcli.serverkey import server_key
 
     if serving.served:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tmixcli.errors import TmixError
 from tmixcli.formats import DOC_SUFFIXES
-from tmixcli.paths import names_own_file
+from tmixcli.filekind import names_own_file
 
 
 def check_question(question: str, kv: bool) -> None:

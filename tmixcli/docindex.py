@@ -26,7 +26,8 @@ from typing import NamedTuple
 from tmixcli import __version__
 from tmixcli.errors import TmixError
 from tmixcli.kvfolder import remove_file
-from tmixcli.paths import cache_subdir, open_regular, read_regular
+from tmixcli.paths import cache_subdir
+from tmixcli.filekind import open_regular, read_regular
 
 INDEX_VERSION = "3"  # 3: headings "Document i: name" (2 led to files headed "i of n"; racy entries marked since 2)
 RACY_NS = 3 * 10**9  # FAT keeps mtime in 2 s steps, and the kernel stamps files from a clock a tick behind
@@ -330,7 +331,7 @@ def _path(digest: str, create: bool = False) -> Path:
 
 def _read(path: Path) -> dict:
     """An index file's entries; OSError or ValueError when it cannot be read as one. A FIFO or device put in its place
-    is never waited on (paths.read_regular)."""
+    is never waited on (filekind.read_regular)."""
     try:
         entries = json.loads(read_regular(path))
     except FileNotFoundError:

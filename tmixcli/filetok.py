@@ -16,7 +16,8 @@ from datetime import datetime
 from pathlib import Path
 
 from tmixcli.modelinfo import config_limits, model_folder
-from tmixcli.paths import models_dir, read_regular
+from tmixcli.paths import models_dir
+from tmixcli.filekind import read_regular
 
 VERSION = "2"  # of this reading: a new one checks every model's files again (2: decode checked too)
 SPECIAL = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")

@@ -10,7 +10,7 @@ from pathlib import Path, PurePath
 from typing import TypeVar
 
 from tmixcli.errors import TmixError
-from tmixcli.paths import names_stdin, not_a_file
+from tmixcli.filekind import names_stdin, not_a_file
 
 _DIGIT_SPLIT = re.compile(r"(\d+)")
 MAX_FOLDER_FILES = 200

@@ -16,7 +16,7 @@ from typing import BinaryIO
 from tmixcli import checkpoints, serving
 from tmixcli.charsets import BOM_CODECS, bare_utf16_codec, utf16_codec
 from tmixcli.errors import TmixError
-from tmixcli.paths import document_name, names_stdin, not_a_file, open_regular
+from tmixcli.filekind import document_name, names_stdin, not_a_file, open_regular
 from tmixcli.sizes import human_size
 
 CHUNK = 1 << 20

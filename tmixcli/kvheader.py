@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import tmixcli
 from tmixcli import stheader
 from tmixcli.errors import TmixError
-from tmixcli.paths import open_regular
+from tmixcli.filekind import open_regular
 from tmixcli.stheader import FramingError
 
 FORMAT_VERSION = "1"

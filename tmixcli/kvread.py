@@ -23,7 +23,7 @@ import torch
 
 from tmixcli import checkpoints, kvheader
 from tmixcli.errors import TmixError
-from tmixcli.paths import open_regular
+from tmixcli.filekind import open_regular
 
 if TYPE_CHECKING:
     from transformers import DynamicCache

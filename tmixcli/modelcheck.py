@@ -12,7 +12,7 @@ from pathlib import Path
 from tmixcli.errors import TmixError
 from tmixcli.ggufheader import EndsInHeader, GgufHeader, read_header
 from tmixcli.modelinfo import converted_gguf_dir, model_folder, model_limits, model_ref
-from tmixcli.paths import not_a_file, open_regular, read_regular
+from tmixcli.filekind import not_a_file, open_regular, read_regular
 from tmixcli.weightfiles import weights_problem
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")

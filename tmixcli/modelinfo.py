@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from tmixcli.errors import TmixError
-from tmixcli.paths import DEFAULT_MODEL, converted_gguf_name, models_dir, read_regular
+from tmixcli.paths import DEFAULT_MODEL, converted_gguf_name, models_dir
+from tmixcli.filekind import read_regular
 
 
 @dataclass(frozen=True)

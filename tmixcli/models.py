@@ -25,7 +25,8 @@ from tmixcli.errors import TmixError
 from tmixcli.modelcheck import check_folder, check_gguf, check_hub_reachable, check_placement, from_env
 from tmixcli.memfit import auto_bf16_note, check_conversion, check_room
 from tmixcli.modelinfo import converted_gguf_dir, model_context, model_folder, model_ref
-from tmixcli.paths import DEFAULT_MODEL, mkdir_error, models_dir, read_regular
+from tmixcli.paths import DEFAULT_MODEL, mkdir_error, models_dir
+from tmixcli.filekind import read_regular
 from tmixcli.prompt import Tokenizer
 from tmixcli.stdout import is_terminal
 from tmixcli.threads import configure_threads

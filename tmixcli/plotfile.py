@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tmixcli.errors import TmixError
-from tmixcli.paths import check_output
+from tmixcli.filekind import check_output
 
 SHOWN = ("png", "svg", "pdf")  # named first in the refusal
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from tmixcli.errors import TmixError
-from tmixcli.paths import process_bound
+from tmixcli.filekind import process_bound
 from tmixcli.serve_client import FRAME, from_raw, socket_path, stop_path
 from tmixcli.serve_errors import log_path, report
 from tmixcli.serve_place import Place
@@ -94,7 +94,7 @@ def _set_tmix_env(values: dict[str, str]) -> None:
 
 def take_request(sources: list[str]) -> None:
     """Inside a server, before any work: tell the client its request runs here, or refuse one that reads stdin, a
-    FIFO, a device or another file only the client can open (paths.process_bound)."""
+    FIFO, a device or another file only the client can open (filekind.process_bound)."""
     if any(process_bound(p) for p in sources):
         raise Refused
     conn = served.get("conn")  # None: a test playing server, with no client

@@ -15,7 +15,7 @@ from tmixcli.errors import TmixError
 from tmixcli.htmltext import looks_html
 from tmixcli.inputs import HEAD, Input, whole_lines
 from tmixcli.modelinfo import config_limits, model_folder
-from tmixcli.paths import open_regular, read_regular
+from tmixcli.filekind import open_regular, read_regular
 from tmixcli.pdftext import PDF_END, is_pdf
 from tmixcli.sizes import human_size
 from tmixcli.textfile import refuse_binary

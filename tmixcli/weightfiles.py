@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from tmixcli import stheader
-from tmixcli.paths import open_regular, read_regular
+from tmixcli.filekind import open_regular, read_regular
 from tmixcli.stheader import FramingError
 
 WHOLE = "model.safetensors"
