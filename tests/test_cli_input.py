@@ -195,7 +195,7 @@ def _interrupt_while_importing(delay: float) -> tuple[int, str]:
         for raw in proc.stderr:
             line = raw.decode(errors="replace")
             lines.append(line)
-            if line.split("|")[-1].strip() == "tmixcli.early":
+            if line.split("|")[-1].strip() == "tmixcli.startup":
                 started.set()
 
     reader = threading.Thread(target=read, daemon=True)
@@ -218,17 +218,17 @@ def test_ctrl_c_while_starting_up_exits_130_in_one_line(delay):
 
 
 def test_the_tmix_script_sets_its_ctrl_c_handler_before_it_loads_anything_else():
-    """The `tmix` script starts in tmixcli/early.py, which sets its handler before importing anything (signal alone
+    """The `tmix` script starts in tmixcli/startup.py, which sets its handler before importing anything (signal alone
     imports enum, functools and collections: most of the ~17 ms where a Ctrl-C showed Python's traceback) and
     imports the command line only then."""
-    assert 'tmix = "tmixcli.early:main"' in (ROOT / "pyproject.toml").read_text()
-    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import tmixcli.early, _signal; "
+    assert 'tmix = "tmixcli.startup:main"' in (ROOT / "pyproject.toml").read_text()
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import tmixcli.startup, _signal; "
              "loaded = sorted(sys.modules); import json; "
              "print(json.dumps([loaded, _signal.getsignal(_signal.SIGINT).__qualname__]))")
     out = subprocess.run([sys.executable, "-S", "-c", probe, str(ROOT)], capture_output=True, text=True, check=True)
     modules, handler = json.loads(out.stdout)
     assert handler == "_interrupted" and not {"signal", "enum", "contextlib", "tmixcli.cli"} & set(modules), modules
-    script = "import sys; sys.argv = ['tmix', '--version']; from tmixcli.early import main; main()"
+    script = "import sys; sys.argv = ['tmix', '--version']; from tmixcli.startup import main; main()"
     version = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.startswith("tmix "), version
 
@@ -237,9 +237,9 @@ def test_the_tmix_script_keeps_its_handler_through_the_parsing_until_a_command_b
     """Under the script, Ctrl-C exits at once until a command's body begins (typer's parsing builds pydantic adapters,
     whose native code can lose a KeyboardInterrupt: a Ctrl-C 0.3 s in once let the whole answer run); a plain import
     of the command line (tests, `tmix serve`'s requests) hands Ctrl-C back at once."""
-    probe = ("import sys, _signal; from tmixcli import early; early._deferred[0] = {deferred}; import tmixcli.cli; "
+    probe = ("import sys, _signal; from tmixcli import startup; startup._deferred[0] = {deferred}; import tmixcli.cli; "
              "name = lambda: _signal.getsignal(_signal.SIGINT).__qualname__; "
-             "print(name(), early.command(name)(), early.command(name)())")
+             "print(name(), startup.command(name)(), startup.command(name)())")
     for deferred, says in ((True, "_interrupted default_int_handler default_int_handler"),
                            (False, "default_int_handler default_int_handler default_int_handler")):
         out = subprocess.run([sys.executable, "-c", probe.format(deferred=deferred)], cwd=ROOT, capture_output=True,

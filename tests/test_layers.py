@@ -12,7 +12,7 @@ from pathlib import Path
 import tmixcli
 
 PACKAGE = Path(tmixcli.__file__).parent
-CLI = ("cli", "serve", "early", "__main__")  # module name prefixes of the command line and `tmix serve`
+CLI = ("cli", "serve", "startup", "__main__")  # module name prefixes of the command line and `tmix serve`
 COMMANDS = {"bench", "evaluate", "calibrate"}  # commands of their own, above the CLI's shared modules
 
 

@@ -163,7 +163,7 @@ cli.main(sys.argv[1:])
 
 
 def test_a_sigterm_that_lands_in_a_finalizer_still_ends_the_run(tmp_path, tiny_dir, doc):
-    """As a Ctrl-C there (tmixcli/early.py): Python drops the exception a finalizer raises; the next checkpoint
+    """As a Ctrl-C there (tmixcli/startup.py): Python drops the exception a finalizer raises; the next checkpoint
     raises it again, without the "Exception ignored" traceback."""
     env = {**os.environ, "TMIX_SERVE": "off",
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}

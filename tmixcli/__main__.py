@@ -1,4 +1,4 @@
-from tmixcli.early import main  # first: Ctrl-C while the command line imports exits 130 with one line
+from tmixcli.startup import main  # first: Ctrl-C while the command line imports exits 130 with one line
 
 if __name__ == "__main__":
     try:

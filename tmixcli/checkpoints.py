@@ -3,14 +3,14 @@ question's) and each decoded token, every 50 ms of a KV file read, each cached f
 the documents, the chunks of an input, the pages of a PDF and the paragraphs, slides, chapters or chunks of other
 formats (ziputil.Reach). There a request of `tmix serve` stops once its client has hung up (its Ctrl-C), the CPU
 thread count is looked at again (tmixcli/threads.py), and a Ctrl-C (or SIGTERM) that Python dropped in a finalizer is
-raised again (tmixcli/early.py).
+raised again (tmixcli/startup.py).
 Imports nothing heavy (no torch)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-dropped: list = [None]  # a KeyboardInterrupt (or Terminated) that Python dropped in a finalizer (tmixcli.early), owed
+dropped: list = [None]  # a KeyboardInterrupt (or Terminated) that Python dropped in a finalizer (tmixcli.startup), owed
 # to the next check
 # what each check runs: `tmix serve`'s check of the client in hand (raises once it left), the CPU thread count's recount
 between_steps: list[Callable[[], None]] = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tmixcli import early  # first: Ctrl-C while the rest imports exits 130 with one line
+from tmixcli import startup  # first: Ctrl-C while the rest imports exits 130 with one line
 
 import os
 import re
@@ -40,11 +40,11 @@ def _register_commands() -> None:
     app.add_typer(cli_cache.app, name="cache", help="List, inspect and remove cached KV files.")
     for name, command in (("bench", bench.bench_command), ("eval", evaluate.eval_command),
                           ("calibrate", calibrate.calibrate_command)):
-        app.command(name)(early.command(command))
+        app.command(name)(startup.command(command))
 
 
 _register_commands()
-early.imported()
+startup.imported()
 
 
 def _gpu_oom_line(err: Exception) -> str:
@@ -82,11 +82,11 @@ _MODEL_COMMANDS = {"ask", "prefill", "chat", "serve", "bench", "eval", "calibrat
 
 
 def _check_folder(args: list[str]) -> None:
-    """A command that loads a model, run from a deleted current folder: one error line at once (early.working_folder)
+    """A command that loads a model, run from a deleted current folder: one error line at once (startup.working_folder)
     instead of torch's crash; `text`, `cache` and --help still run there."""
     name = next((a for a in args if not a.startswith("-")), None)
     if name in _MODEL_COMMANDS and "--help" not in args:
-        early.working_folder()
+        startup.working_folder()
 
 
 def _abort_writers() -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from tmixcli import cli_open, cli_question, early, stdout
+from tmixcli import cli_open, cli_question, startup, stdout
 from tmixcli.cli_options import (AttnOpt, ChunkOpt, CompileOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, LastNOpt,
                                  MaxNewOpt, ModelOpt, NInitOpt, NLocalOpt, NoCacheOpt, PagesOpt, PasswordOpt,
                                  PrefillAttnOpt, PrefillJsonOpt, QuietOpt, RepeatOpt, SeedOpt, StartOpt, SystemOpt,
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from tmixcli.context import Context
 
 
-@early.command
+@startup.command
 def ask(
     command: typer.Context,
     args: list[str] = typer.Argument(..., metavar="FILE... QUESTION",
@@ -118,7 +118,7 @@ def _save_after_interrupt(ctx: Context, quiet: bool) -> None:
         cli_open.status(quiet, "KV file not saved")
 
 
-@early.command
+@startup.command
 def prefill(
     command: typer.Context,
     files: list[str] = typer.Argument(..., metavar="FILE...",

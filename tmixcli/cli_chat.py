@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from tmixcli import cli_open, cpushare, early, stdout
+from tmixcli import cli_open, cpushare, startup, stdout
 from tmixcli.cli_status import empty_note, ending, show, tokens_said, ttft_said
 from tmixcli.cli_options import (AttnOpt, ChunkOpt, CompileOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, LastNOpt,
                                  MaxNewOpt, ModelOpt, NInitOpt, NLocalOpt, NoCacheOpt, PagesOpt, PasswordOpt, QuietOpt,
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from tmixcli.docindex import SourceWatch
 
 
-@early.command
+@startup.command
 def chat(
     command: typer.Context,
     files: Optional[list[str]] = typer.Argument(None, metavar="FILE...", help=f"Document(s) ({LISTED}; a folder); "

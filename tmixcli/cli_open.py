@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from tmixcli import early, serving, stdout
+from tmixcli import startup, serving, stdout
 from tmixcli.cli_options import ARGV, check_model_options
 from tmixcli.config import Settings
 from tmixcli.errors import TmixError
@@ -48,7 +48,7 @@ def load(model: Optional[str], device: str, dtype: str, quiet: bool, device_map:
         status(quiet, f"answered by tmix serve (pid {os.getpid()}): model already loaded")
         _follow_threads(serving.served["lm"], threads, served=True)
         return serving.served["lm"]
-    with early.quick_exit():
+    with startup.quick_exit():
         from tmixcli.fuse import compile_blocks, resolve_compile
         from tmixcli.models import load_model, resolve_device
 
@@ -181,7 +181,7 @@ def open_context(sources: Optional[list[str]], kv: Optional[Path], s: Settings, 
         if why is not None:
             raise TmixError(f"--kv {kv}: {why}")
         _refuse_for_kv(pages, password, s)
-        with early.quick_exit():
+        with startup.quick_exit():
             from tmixcli.kvheader import read_checked_meta
             from tmixcli.kvstore import settings_for
 
@@ -199,7 +199,7 @@ def open_context(sources: Optional[list[str]], kv: Optional[Path], s: Settings, 
                                                                  budget=budget)
         if doc is not None and lm is None and not serving.served:  # a document that cannot fit is refused before
             check_early(model, doc, s)  # torch, where it can be (a server's loaded model checks it at once)
-    with early.quick_exit():
+    with startup.quick_exit():
         from tmixcli import opening
 
     if lm is None:

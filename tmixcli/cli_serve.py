@@ -6,12 +6,12 @@ from typing import Optional
 
 import typer
 
-from tmixcli import cli_open, early
+from tmixcli import cli_open, startup
 from tmixcli.cli_options import (CompileOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, ModelOpt, QuietOpt,
                                  ServeThreadsOpt, check_model_options, env_options)
 
 
-@early.command
+@startup.command
 def serve(
     command: typer.Context, model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[str] = ServeThreadsOpt, compile: str = CompileOpt,

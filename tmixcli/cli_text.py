@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from tmixcli import early
+from tmixcli import startup
 from tmixcli.cli_open import read_budget, status
 from tmixcli.cli_options import ModelOpt, PagesOpt, PasswordOpt, QuietOpt, env_options, on_command_line, settings
 from tmixcli.config import Settings
@@ -28,7 +28,7 @@ TextMaxNewOpt = typer.Option(256, "--max-new-tokens", metavar="N", help="With --
                              "given (over 256 leaves the document less room).")
 
 
-@early.command
+@startup.command
 def text(
     command: typer.Context,
     files: list[str] = typer.Argument(..., metavar="FILE...",

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from tmixcli.early import working_folder
+from tmixcli.startup import working_folder
 from tmixcli.envflags import switch
 from tmixcli.errors import TmixError
 from tmixcli.paths import cache_dir
