@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from runcli import run
-from test_cli_status import QUESTION, TINY
+from test_prefill_status import QUESTION, TINY
 from tmixcli import cli_open, generate, threads
 
 
