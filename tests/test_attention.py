@@ -78,9 +78,10 @@ def test_suffix_on_cache_matches_one_pass(family, method):
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_trimix_differs_from_dense(family):
-    """With a window far smaller than the prompt, the triangle pattern must change the prefill's state."""
+    """With a window far smaller than the prompt, the triangle pattern must change the prefill's state (a family
+    whose forward drops `tmix_total_len` on its way to the attention would prefill dense)."""
     model = tiny_model(family)
     ids = _ids(80)[0].tolist()
     attention.attach(model, AttentionConfig(method="dense"))
