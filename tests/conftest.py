@@ -1,17 +1,54 @@
-"""Shared fixtures: an isolated cache dir per test, one converted default model for the whole run."""
+"""Shared fixtures: an isolated cache dir per test, one converted default model for the whole run; this checkout's
+kernels for the tests and the processes they start."""
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.metadata
+import importlib.util
 import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from tmixcli.paths import DEFAULT_MODEL
 
+ROOT = Path(__file__).resolve().parents[1]
+KERNELS = ROOT / "kernels"  # installed as tmix_kernels
 os.environ.setdefault("TMIX_MODELS_DIR", str(Path.home() / ".cache" / "tmix" / "models"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class _OwnKernels(importlib.abc.MetaPathFinder):
+    """`import tmix_kernels` finds this checkout's kernels/ (its submodules follow through `__path__`), ahead of an
+    editable install, which points at whichever checkout ran `pip install -e` (a clone or worktree sharing a venv
+    would test its own tmixcli against another checkout's kernels)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tmix_kernels":
+            return None
+        return importlib.util.spec_from_file_location(name, KERNELS / "__init__.py",
+                                                      submodule_search_locations=[str(KERNELS)])
+
+
+def _kernels_path() -> str:
+    """A temp folder holding only `tmix_kernels`, a link to this checkout's kernels/, put first on PYTHONPATH: the
+    `python -m tmixcli` and `python -c` processes tests start (which keep the caller's PYTHONPATH) import them too."""
+    folder = tempfile.mkdtemp(prefix="tmix-kernels-")
+    os.symlink(KERNELS, os.path.join(folder, "tmix_kernels"), target_is_directory=True)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (folder, os.environ.get("PYTHONPATH")) if p)
+    return folder
+
+
+sys.meta_path.insert(0, _OwnKernels())
+_KERNELS_PATH = _kernels_path()
+
+
+def pytest_unconfigure(config) -> None:
+    shutil.rmtree(_KERNELS_PATH, ignore_errors=True)
 
 
 def _default_model_here() -> bool:

@@ -71,16 +71,21 @@ def test_suffix_on_cache_matches_one_pass(family, method):
     want = _one_pass_reference(model, ids, attn, prefill_len=t)[t:]
     attention.attach(model, attn)
     cache, last = generate.prefill(model, ids[0, :t].tolist())
-    torch.testing.assert_close(last, _one_pass_reference(model, ids[:, :t], attn, t)[-1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(last, _one_pass_reference(model, ids[:, :t], attn, t)[-1], atol=1e-4, rtol=1e-4,
+                               msg=lambda m: f"{family} {method}: the prefill's last logits differ from the "
+                                             f"reference's: {m}")
     attention.attach(model, attn)
     with torch.no_grad():
         got = model(input_ids=ids[:, t:], **cache_kw(model, cache), use_cache=True).logits[0]
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4,
+                               msg=lambda m: f"{family} {method}: the suffix on the cached prefix differs from one "
+                                             f"pass: {m}")
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_trimix_differs_from_dense(family):
-    """With a window far smaller than the prompt, the triangle pattern must change the prefill's state."""
+    """With a window far smaller than the prompt, the triangle pattern must change the prefill's state (a family
+    whose forward drops `tmix_total_len` on its way to the attention would prefill dense)."""
     model = tiny_model(family)
     ids = _ids(80)[0].tolist()
     attention.attach(model, AttentionConfig(method="dense"))
@@ -97,8 +102,11 @@ def test_start_layer_past_last_equals_dense():
     cache_d, logits_d = generate.prefill(model, ids)
     attention.attach(model, AttentionConfig(method="trimix", start_layer=N_LAYERS, **SMALL))
     cache_t, logits_t = generate.prefill(model, ids)
-    assert torch.equal(logits_d, logits_t)
-    assert all(torch.equal(a.keys, b.keys) for a, b in zip(cache_d.layers, cache_t.layers))
+    same = torch.equal(logits_d, logits_t)  # a bool, so that a failure prints no tensors
+    assert same, f"start_layer {N_LAYERS} (no triangle layer): the logits differ from dense"
+    for i, (a, b) in enumerate(zip(cache_d.layers, cache_t.layers)):
+        same = torch.equal(a.keys, b.keys)
+        assert same, f"start_layer {N_LAYERS} (no triangle layer): layer {i}'s keys differ from dense"
 
 
 def test_layers_below_start_bit_identical():
@@ -106,12 +114,17 @@ def test_layers_below_start_bit_identical():
     ids = _ids(70)[0].tolist()
     attention.attach(model, AttentionConfig(method="dense"))
     dense, _ = generate.prefill(model, ids)
-    attention.attach(model, AttentionConfig(method="trimix", start_layer=2, **SMALL))
+    start = 2
+    attention.attach(model, AttentionConfig(method="trimix", start_layer=start, **SMALL))
     tri, _ = generate.prefill(model, ids)
-    for i in range(3):  # K/V of layer i depend on layers < i only
-        assert torch.equal(dense.layers[i].keys, tri.layers[i].keys)
-        assert torch.equal(dense.layers[i].values, tri.layers[i].values)
-    assert not torch.equal(dense.layers[3].keys, tri.layers[3].keys)
+    for i in range(start + 1):  # K/V of layer i depend on the attention of layers < i only
+        for part in ("keys", "values"):
+            same = torch.equal(getattr(dense.layers[i], part), getattr(tri.layers[i], part))  # no tensor dumps
+            assert same, f"layer {i}'s {part} (fed by layers < {i}, all below start_layer {start}: dense) differ " \
+                         "from dense"
+    same = torch.equal(dense.layers[start + 1].keys, tri.layers[start + 1].keys)
+    assert not same, f"layer {start + 1}'s keys equal dense: layer {start} (>= start_layer {start}) did not use the " \
+                     "triangle"
 
 
 @pytest.mark.parametrize("chunk", [7, 16, 33])
@@ -121,9 +134,11 @@ def test_chunked_prefill_equals_one_shot(chunk):
     attention.attach(model, AttentionConfig(method="trimix", start_layer=1, **SMALL))
     one, logits_one = generate.prefill(model, ids)
     chunked, logits_chunked = generate.prefill(model, ids, chunk_size=chunk)
-    torch.testing.assert_close(logits_chunked, logits_one, atol=1e-4, rtol=1e-4)
-    for a, b in zip(one.layers, chunked.layers):
-        torch.testing.assert_close(a.keys, b.keys, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(logits_chunked, logits_one, atol=1e-4, rtol=1e-4,
+                               msg=lambda m: f"chunks of {chunk}: logits differ from one shot: {m}")
+    for i, (a, b) in enumerate(zip(one.layers, chunked.layers)):
+        torch.testing.assert_close(b.keys, a.keys, atol=1e-4, rtol=1e-4,
+                                   msg=lambda m, i=i: f"chunks of {chunk}: layer {i}'s keys differ from one shot: {m}")
 
 
 def test_attention_mask_refused():
@@ -144,7 +159,8 @@ def test_decode_after_prefill_uses_dense_rows():
     cache, _ = generate.prefill(model, ids[0, :45].tolist())
     assert isinstance(cache, DynamicCache)
     got = torch.stack([generate.extend(model, cache, [t]) for t in ids[0, 45:].tolist()])
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4,
+                               msg=lambda m: f"decoded logits differ from one pass with dense rows: {m}")
 
 
 @pytest.mark.parametrize("heads,kv_heads,d", [(4, 4, 64), (9, 3, 64), (8, 2, 128)])
@@ -156,7 +172,8 @@ def test_single_query_attention_folds_gqa(heads, kv_heads, d):
     got = attention.dense_attention(q, k, v, None)
     want = triangle_reference(q.double(), k.double(), v.double(), 0, 78, 0, None, None)
     assert got.shape == (1, 1, heads, d)
-    assert ((got.double() - want).norm() / want.norm()).item() < 1e-6
+    err = ((got.double() - want).norm() / want.norm()).item()
+    assert err < 1e-6, f"{heads} heads over {kv_heads} KV heads: rel err {err:.2e} vs the float64 reference"
 
 
 def test_kernels_folder_does_not_shadow_hf_kernels(tmp_path):

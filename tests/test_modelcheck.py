@@ -17,7 +17,7 @@ from tmixcli.errors import TmixError
 LLAMA_CONFIG = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 49152,
                 "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
                 "num_key_value_heads": 3, "head_dim": 64, "max_position_embeddings": 8192, "tie_word_embeddings": True}
-RUNS = "tmix runs llama, mistral, qwen2 and qwen3 models"
+RUNS = f"tmix runs {modelcheck.RUNS}"  # "tmix runs llama, mistral, qwen2 and qwen3 models"
 COMMANDS = (["ask", "DOC", "Q"], ["prefill", "DOC"], ["prefill", "DOC", "-o", "x.kv"], ["chat", "DOC"], ["serve"],
             ["bench", "--lengths", "1k"], ["eval"], ["calibrate"])
 
@@ -31,9 +31,9 @@ BAD_CONFIGS = [
     ([1, 2], "is not a JSON object"),
     (_without("model_type"), f"has no model_type ({RUNS})"),
     ({**LLAMA_CONFIG, "model_type": "no-such-model"},
-     "has model_type 'no-such-model', which tmix cannot run: it runs llama, mistral, qwen2 and qwen3 models"),
+     f"has model_type 'no-such-model', which tmix cannot run: it runs {modelcheck.RUNS}"),
     ({**LLAMA_CONFIG, "model_type": "gpt2"},
-     "has model_type 'gpt2', which tmix cannot run: it runs llama, mistral, qwen2 and qwen3 models"),
+     f"has model_type 'gpt2', which tmix cannot run: it runs {modelcheck.RUNS}"),
     ({**LLAMA_CONFIG, "architectures": ["LlamaForSequenceClassification"]},
      "names no causal language model in architectures ['LlamaForSequenceClassification'] "
      "(tmix needs a ...ForCausalLM)"),
@@ -87,7 +87,7 @@ def test_a_config_that_is_not_json_is_named(capsys, folder):
     assert err.startswith("tmix: error: m is not a usable model folder: cannot read its config.json ("), err
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "mistral"])
+@pytest.mark.parametrize("family", modelcheck.FAMILIES)
 def test_the_configs_of_the_families_tmix_runs_pass(tmp_path, family):
     from tiny import tiny_config
 
@@ -133,7 +133,7 @@ def test_a_gguf_of_another_architecture_is_refused_before_the_conversion(capsys,
         argv = [a.replace("DOC", "doc.txt") for a in command]
         assert one_error(capsys, *argv, "--model", "phi.gguf") == (
             "tmix: error: phi.gguf holds a 'phi3' model (its general.architecture), which tmix cannot run: it runs "
-            "llama, mistral, qwen2 and qwen3 models"), argv
+            f"{modelcheck.RUNS}"), argv
     assert "converting" not in capsys.readouterr().err
     Path("llama.gguf").write_bytes(_gguf((b"general.architecture", 8, _string(b"llama"))))
     modelcheck.check_gguf(Path("llama.gguf"))
@@ -153,7 +153,7 @@ def test_a_hub_model_in_the_local_cache_is_judged_by_its_config(capsys, folder, 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     assert one_error(capsys, "ask", "doc.txt", "Q", "--model", "someorg/gpt") == (
         "tmix: error: someorg/gpt (in the Hugging Face cache) is not a usable model: its config.json has model_type "
-        "'gpt2', which tmix cannot run: it runs llama, mistral, qwen2 and qwen3 models")
+        f"'gpt2', which tmix cannot run: it runs {modelcheck.RUNS}")
 
 
 @pytest.mark.parametrize("change,says", [

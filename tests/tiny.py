@@ -1,4 +1,4 @@
-"""Tiny random-weight models and tiny real tokenizers of four families, built locally (no downloads)."""
+"""Tiny random-weight models and tiny real tokenizers of every family tmix runs, built locally (no downloads)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (AutoModelForCausalLM, LlamaConfig, MistralConfig, PreTrainedTokenizerFast, Qwen2Config,
                           Qwen3Config)
+
+from tmixcli import modelcheck
 
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -20,7 +22,7 @@ CORPUS = ["The harbour report lists revenue, ships and crews. Question: what was
           "Documents, tables and numbers: 48.7 million euros; Stavanger; Ingrid Vassdal.\n\nNew paragraph here.",
           "A quick brown fox jumps over the lazy dog while the weather changes every hour."] * 20
 
-FAMILIES = ("llama", "qwen2", "qwen3", "mistral")
+FAMILIES = modelcheck.FAMILIES  # every family tmix runs: tiny_config makes each (tests/test_families.py checks)
 
 
 def tiny_tokenizer(family: str) -> PreTrainedTokenizerFast:
@@ -52,7 +54,8 @@ def tiny_tokenizer(family: str) -> PreTrainedTokenizerFast:
 
 
 def tiny_config(family: str, layers: int = 4, vocab: int = 320, **kw):
-    """A 4-layer GQA config (4 q heads, 2 kv heads, head_dim 16) of the family."""
+    """A 4-layer GQA config (4 q heads, 2 kv heads, head_dim 16) of the family (one for each of FAMILIES: the
+    attention, prompt and tokenizer tests run them all)."""
     base = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, head_dim=16)
     base.update(kw)

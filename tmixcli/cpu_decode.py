@@ -19,6 +19,8 @@ from tmixcli.envflags import switch
 from tmixcli.kvstore import uses_sliding_window
 from tmixcli.models import decoder_layers
 
+# The families whose layer is exactly the math below (no embedding or residual multipliers): a subset of
+# modelcheck.FAMILIES, kept apart so that a new family runs its own forward until its math is checked here.
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 _BLOCKS = (8, 16, 4, 2)
 _split_faster: dict[tuple, bool] = {}

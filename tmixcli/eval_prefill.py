@@ -11,7 +11,8 @@ if TYPE_CHECKING:
     from tmixcli.config import AttentionConfig
 
 
-# Decoder stacks whose forward feeds `inputs_embeds` unchanged into the first layer (no embedding scale).
+# Decoder stacks whose forward feeds `inputs_embeds` unchanged into the first layer (no embedding scale): a subset
+# of modelcheck.FAMILIES, kept apart since a new family may scale them (Granite, Gemma); others run a full prefill.
 REUSE_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 
 

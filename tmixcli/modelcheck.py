@@ -17,8 +17,10 @@ from tmixcli.weightfiles import weights_problem
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
-FAMILIES = ("llama", "mistral", "qwen2", "qwen3")  # the model types whose attention tmix runs
-RUNS = "llama, mistral, qwen2 and qwen3 models"
+# The model types tmix runs: the one list (README, docs/usage.md and tests/tiny.py follow it; tests check them).
+# Adding one: docs/contributing.md, "Adding a model family".
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
+RUNS = f"{', '.join(FAMILIES[:-1])} and {FAMILIES[-1]} models"  # for the errors: "llama, ... and qwen3 models"
 SIZES = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 OPTIONAL_SIZES = ("num_key_value_heads", "head_dim", "max_position_embeddings")
 
