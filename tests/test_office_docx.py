@@ -3,7 +3,7 @@ numbers, headers and footers once, hidden text left out, charts and diagrams rea
 
 from __future__ import annotations
 
-from test_markup import W_NS, write, zip_bytes
+from test_zipdocs import W_NS, write, zip_bytes
 from test_office_pptx import CHART, DIAGRAM, RELS
 
 from tmixcli.documents import load_document

@@ -4,7 +4,7 @@ files read where they sit, other embedded objects named in a status line; OpenDo
 from __future__ import annotations
 
 from runcli import run
-from test_markup import ODF, write, zip_bytes
+from test_zipdocs import ODF, write, zip_bytes
 from test_office_docx import NS, OFFICE_RELS, RELS, p
 from test_office_odt import NS as ODT_NS
 from test_office_pptx import deck

@@ -3,7 +3,7 @@ own, list numbers from the list styles, table rows one line each, page headers a
 
 from __future__ import annotations
 
-from test_markup import ODF, write, zip_bytes
+from test_zipdocs import ODF, write, zip_bytes
 
 from tmixcli.documents import load_document
 

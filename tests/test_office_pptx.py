@@ -3,7 +3,7 @@ read once, table cells on one line."""
 
 from __future__ import annotations
 
-from test_markup import PML, write, zip_bytes
+from test_zipdocs import PML, write, zip_bytes
 
 from tmixcli.documents import load_document
 

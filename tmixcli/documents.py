@@ -16,7 +16,7 @@ from tmixcli.errors import TmixError
 from tmixcli.folders import distinct_names, folder_files, is_folder, read_folder, refuse_twice
 from tmixcli.htmltext import looks_html, page_text
 from tmixcli.inputs import SMALL, Chunks, Input, file_chunks, held_chunks, read_input, sha256, spool_chunks
-from tmixcli.markup import zip_document_text
+from tmixcli.zipdocs import zip_document_text
 from tmixcli.filekind import names_stdin, readable_name
 from tmixcli.pdftext import is_pdf, named_pdf, pdf_text, reason
 from tmixcli.sizes import human_size

@@ -1,7 +1,7 @@
 """The documents tmix reads, by file suffix, and how errors and help name them (no reader imported: the CLI's
 help and its question guard need only the names)."""
 
-ZIP_SUFFIXES = (".docx", ".odt", ".pptx", ".epub")  # ZIP-based documents, read by markup
+ZIP_SUFFIXES = (".docx", ".odt", ".pptx", ".epub")  # ZIP-based documents, read by zipdocs
 HTML_SUFFIXES = (".html", ".htm", ".xhtml")
 TEXT_SUFFIXES = (".txt", ".text", ".md", ".markdown", ".rst", ".tex", ".log")
 # A document's name, read or not (an old Word .doc is refused, but names a document).
