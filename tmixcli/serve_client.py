@@ -24,7 +24,7 @@ from pathlib import Path
 from tmixcli.startup import working_folder
 from tmixcli.envflags import switch
 from tmixcli.errors import TmixError
-from tmixcli.paths import cache_dir
+from tmixcli.paths import cache_dir, checked_subdir
 from tmixcli.stdout import is_terminal
 
 FRAME = struct.Struct("!cI")  # kind (S started, O stdout, E stderr, X exit code), payload length
@@ -32,12 +32,13 @@ _BUSY_AFTER = 1.0  # an idle server takes a request in milliseconds: not taken b
 _STOP_WAIT = 60.0  # seconds `tmix serve --stop` waits for the server to be gone (it may be saving a KV file)
 
 def socket_path(key: str) -> Path:
-    """The socket of the server for `key`, in the cache folder (or a private temp folder if that path is too long)."""
+    """The socket of the server for `key`, in the cache folder (or a private temp folder if that path is too long);
+    TmixError when that folder cannot be used."""
     name = hashlib.sha256(key.encode()).hexdigest()[:16] + ".sock"
     path = cache_dir() / "serve" / name
     if len(str(path)) > 100:  # AF_UNIX paths are limited to ~108 bytes
-        path = Path(tempfile.gettempdir()) / f"tmix-{os.getuid()}" / name
-    return path
+        return Path(tempfile.gettempdir()) / f"tmix-{os.getuid()}" / name
+    return checked_subdir("serve") / name  # TmixError also when serve/ is there but cannot be searched
 
 
 def stop_path(path: Path) -> Path:
