@@ -159,3 +159,53 @@ def test_cache_folder_that_is_a_file_is_said_so(tmp_path: Path, monkeypatch: pyt
     (tmp_path / "cache" / "kv").write_text("")
     with pytest.raises(TmixError, match="cannot use the cache folder .*kv: it exists and is not a folder$"):
         cache_subdir("kv")
+
+
+@pytest.fixture()
+def unsearchable(tmp_path: Path):
+    """A cache folder whose files this user cannot reach (another user's 0700 folder), and the command prefix that
+    runs tmix as such a user: root, which passes every permission, runs it under setpriv without the capabilities
+    that let it (skipped where setpriv cannot); anyone else gets a folder of their own without search permission."""
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--inh-caps", "-all"]
+        if not shutil.which("setpriv") or subprocess.run([*prefix, "true"], capture_output=True).returncode:
+            pytest.skip("root needs setpriv to drop its permission override")
+        os.chown(folder, 65534, -1)  # nobody's
+        folder.chmod(0o700)
+    else:
+        folder.chmod(0o600)
+    yield folder, prefix
+    folder.chmod(0o700)
+
+
+def test_cache_folder_that_cannot_be_searched(unsearchable, tiny_dir: str, short_doc: str) -> None:
+    """Another user's 0700 cache folder (stat works, nothing in it can be reached): `ask` answers, saying why no KV
+    file was saved, through a server lookup or not; `prefill`, `serve`, `serve --stop` and `cache ls` fail in one
+    line naming the folder (was a PermissionError traceback); so does a models folder of that kind."""
+    import subprocess
+
+    folder, prefix = unsearchable
+    said = f"cannot use the cache folder {folder} (TMIX_CACHE_DIR): Permission denied"
+    model = ("--model", tiny_dir, *TINY)
+
+    def tmix(*argv: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*prefix, sys.executable, "-m", "tmixcli", *argv], capture_output=True, text=True,
+                              env={**os.environ, "TMIX_CACHE_DIR": str(folder), **env}, cwd=ROOT, timeout=300)
+    for serve in ("on", "off"):
+        res = tmix("ask", short_doc, "Who is the project manager?", "--max-new-tokens", "3", *model, TMIX_SERVE=serve)
+        assert res.returncode == 0 and res.stdout.strip() and "Traceback" not in res.stderr, res.stderr
+        assert f"tmix: KV file not saved: {said}" in res.stderr.splitlines(), res.stderr
+    served = ("--model", tiny_dir)
+    for argv in (("prefill", short_doc, *model), ("serve", *served), ("serve", "--stop", *served), ("cache", "ls")):
+        res = tmix(*argv)
+        assert res.returncode == 2 and res.stdout == "", res.stderr
+        assert res.stderr.startswith(f"tmix: error: {said}") and len(res.stderr.splitlines()) == 1, res.stderr
+    res = tmix("ask", short_doc, "Who?", TMIX_MODELS_DIR=str(folder), TMIX_CACHE_DIR=str(folder.parent / "cache"))
+    assert res.returncode == 2 and res.stderr == (f"tmix: error: cannot use the models folder {folder} "
+                                                  "(TMIX_MODELS_DIR): Permission denied\n"), res.stderr

@@ -25,7 +25,8 @@ def serve(
 
     check_model_options(device, dtype, device_map, threads, compile, model, env_options(command))
     if stop:  # found as `ask` finds it
-        pid = serve_client.stop_server(server_key(model, device, dtype, device_map, compile))
+        pid = serve_client.stop_server(server_key(model, device, dtype, device_map, compile),
+                                       lambda line: cli_open.status(quiet, line))
         cli_open.status(quiet, f"stopped the tmix server (pid {pid})")
         return
     cuda = _cuda_available() if device == "auto" else None  # what auto means here, from torch itself

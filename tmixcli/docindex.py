@@ -200,7 +200,7 @@ def settings_key(fingerprint: str, attn: dict, template_hash: str, truncate_room
 
 def known(ident: Identity | None) -> bool:
     """Whether some run has recorded these documents (then reading them can wait until the model is loaded)."""
-    return ident is not None and _path(ident.digest).is_file()
+    return ident is not None and os.path.isfile(_path(ident.digest))  # False also in a folder that cannot be searched
 
 
 def lookup(ident: Identity, key: str) -> dict | None:

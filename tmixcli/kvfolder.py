@@ -86,9 +86,9 @@ def list_entries(root: Path | None = None) -> list[dict]:
     """One dict per KV file under root (default cache_dir()/kv, not created), most recently used first; TmixError
     when the folder cannot be read."""
     root = Path(root) if root is not None else kv_dir(create=False)
-    if not root.is_dir():
-        return []
     try:
+        if not root.is_dir():  # raises in a cache folder that cannot be searched
+            return []
         entries = [e for e in map(_entry, root.iterdir()) if e is not None]
     except OSError as err:
         raise TmixError(f"cannot read the cache folder {root}: {err.strerror or err}") from None

@@ -25,7 +25,7 @@ from tmixcli.errors import TmixError
 from tmixcli.modelcheck import check_folder, check_gguf, check_hub_reachable, check_placement, from_env
 from tmixcli.memfit import auto_bf16_note, check_conversion, check_room
 from tmixcli.modelinfo import converted_gguf_dir, model_context, model_folder, model_ref
-from tmixcli.paths import DEFAULT_MODEL, mkdir_error, models_dir
+from tmixcli.paths import DEFAULT_MODEL, models_dir, models_unusable
 from tmixcli.filekind import read_regular
 from tmixcli.prompt import Tokenizer
 from tmixcli.stdout import is_terminal
@@ -175,8 +175,7 @@ def _convert_dir(folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=folder))
     except OSError as err:
-        named = " (TMIX_MODELS_DIR)" if os.environ.get("TMIX_MODELS_DIR") else ""
-        raise TmixError(f"cannot use the models folder {folder}{named}: {mkdir_error(err)}") from None
+        raise models_unusable(folder, err) from None
     with suppress(OSError):  # a disk without modes (FAT): its folders are readable anyway
         tmp.chmod(0o777 & ~_umask())
     return tmp

@@ -20,6 +20,7 @@ def cache_dir() -> Path:
     root = cache_root()
     try:
         root.mkdir(parents=True, exist_ok=True)
+        _search(root)
     except OSError as exc:
         raise _unusable(root, mkdir_error(exc)) from None
     return root
@@ -33,6 +34,7 @@ def cache_subdir(name: str, create: bool = True) -> Path:
     d = cache_dir() / name
     try:
         d.mkdir(exist_ok=True)
+        _search(d)
     except OSError as exc:
         raise _unusable(d, mkdir_error(exc)) from None
     return d
@@ -51,7 +53,17 @@ def checked_subdir(name: str) -> Path:
             raise _unusable(folder, mkdir_error(exc)) from None
         if not stat.S_ISDIR(mode):
             raise _unusable(folder, "it exists and is not a folder")
+        try:
+            _search(folder)
+        except OSError as exc:
+            raise _unusable(folder, mkdir_error(exc)) from None
     return root / name
+
+
+def _search(folder: Path) -> None:
+    """OSError (Permission denied) when nothing in `folder` can be reached: another user's 0700 folder, whose own
+    stat and mkdir (it exists) still work."""
+    os.stat(os.path.join(folder, os.curdir))
 
 
 def _unusable(folder: Path, why: str) -> TmixError:
@@ -76,9 +88,23 @@ DEFAULT_MODEL = "smollm2-135m-instruct"  # the embedded default model's name and
 
 
 def models_dir() -> Path:
-    """Converted models: $TMIX_MODELS_DIR, else <cache dir>/models (share one across cache dirs)."""
+    """Converted models: $TMIX_MODELS_DIR, else <cache dir>/models (share one across cache dirs); TmixError when it
+    exists but cannot be searched (another user's 0700 folder: nothing in it can be read or made)."""
     env = os.environ.get("TMIX_MODELS_DIR")
-    return Path(env).expanduser() if env else cache_dir() / "models"
+    folder = Path(env).expanduser() if env else cache_dir() / "models"
+    try:
+        _search(folder)
+    except PermissionError as exc:
+        raise models_unusable(folder, exc) from None
+    except OSError:  # missing, or not a folder: the conversion that makes it says why it cannot
+        pass
+    return folder
+
+
+def models_unusable(folder: Path, exc: OSError) -> TmixError:
+    """The error for a models folder that cannot be used, named with TMIX_MODELS_DIR where that variable chose it."""
+    named = " (TMIX_MODELS_DIR)" if os.environ.get("TMIX_MODELS_DIR") else ""
+    return TmixError(f"cannot use the models folder {folder}{named}: {mkdir_error(exc)}")
 
 
 def converted_gguf_name(gguf: Path) -> str:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import select
+import signal
 import socket
 import struct
 import sys
@@ -24,20 +25,24 @@ from pathlib import Path
 from tmixcli.startup import working_folder
 from tmixcli.envflags import switch
 from tmixcli.errors import TmixError
-from tmixcli.paths import cache_dir
+from tmixcli.paths import cache_dir, checked_subdir
+from tmixcli.serve_place import marked_pid
+from tmixcli.serve_wait import POLL_S, ServerStopped, Watch, server_stopped
 from tmixcli.stdout import is_terminal
 
 FRAME = struct.Struct("!cI")  # kind (S started, O stdout, E stderr, X exit code), payload length
 _BUSY_AFTER = 1.0  # an idle server takes a request in milliseconds: not taken by then, it is busy with another
+_STOP_ANSWER = 10.0  # seconds a server has to answer `tmix serve --stop` (a thread of its own answers it at once)
 _STOP_WAIT = 60.0  # seconds `tmix serve --stop` waits for the server to be gone (it may be saving a KV file)
 
 def socket_path(key: str) -> Path:
-    """The socket of the server for `key`, in the cache folder (or a private temp folder if that path is too long)."""
+    """The socket of the server for `key`, in the cache folder (or a private temp folder if that path is too long);
+    TmixError when that folder cannot be used."""
     name = hashlib.sha256(key.encode()).hexdigest()[:16] + ".sock"
     path = cache_dir() / "serve" / name
     if len(str(path)) > 100:  # AF_UNIX paths are limited to ~108 bytes
-        path = Path(tempfile.gettempdir()) / f"tmix-{os.getuid()}" / name
-    return path
+        return Path(tempfile.gettempdir()) / f"tmix-{os.getuid()}" / name
+    return checked_subdir("serve") / name  # TmixError also when serve/ is there but cannot be searched
 
 
 def stop_path(path: Path) -> Path:
@@ -45,16 +50,24 @@ def stop_path(path: Path) -> Path:
     return path.with_suffix(".stop")
 
 
-def _connect(path: Path) -> socket.socket | None:
-    if not path.exists():
-        return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(str(path))
-    except OSError:
-        sock.close()
-        return None
-    return sock
+def _connect(path: Path, idle: Callable[[], None] | None = None) -> socket.socket | None:
+    """A connection to the server listening on `path` (None: none listens there). While its queue of waiting clients
+    is full, `idle` is called each POLL_S seconds (it may raise to give up); without one, the connect waits."""
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(idle is None)
+        try:
+            sock.connect(str(path))
+        except BlockingIOError:  # full: a stopped server takes none of its waiting clients
+            sock.close()
+            idle()
+            time.sleep(POLL_S)
+            continue
+        except OSError:
+            sock.close()
+            return None
+        sock.setblocking(True)
+        return sock
 
 
 def forward(argv: list[str], key: str, quiet: bool = False, texts: Sequence[str | None] = ()) -> int | None:
@@ -69,11 +82,15 @@ def forward(argv: list[str], key: str, quiet: bool = False, texts: Sequence[str 
     except TmixError:  # no cache folder, so no server listening in it
         return None
     request = _request(argv, texts)  # a deleted working folder: one error line, not a local run (torch dies there)
-    sock = _connect(path)
+    watch = Watch(path, None if quiet else _say_busy, _BUSY_AFTER)
+    try:
+        sock = _connect(path, watch)
+    except ServerStopped as stop:
+        return _stopped(stop, False, False, quiet)
     if sock is None:
         return None
     with sock:
-        return _relay(sock, request, None if quiet else _say_busy)
+        return _relay(sock, request, watch, quiet)
 
 
 def _say_busy() -> None:
@@ -118,35 +135,53 @@ def frame_text(data: bytes) -> str:
     return _ESCAPED.sub(lambda m: os.fsdecode(bytes(ord(c) - 0xDC00 for c in m[0])), text)
 
 def _frames(sock: socket.socket, request: bytes,
-            on_wait: Callable[[], None] | None = None) -> Iterator[tuple[bytes, int, bytes]]:
+            idle: Callable[[], None] | None = None) -> Iterator[tuple[bytes, int, bytes]]:
     """Send `request`, then yield the server's frames (kind, length, payload); a socket error ends them like EOF.
-    `on_wait` runs once if the server has not answered within _BUSY_AFTER seconds."""
+    `idle` is called each POLL_S seconds the server sends nothing (it may raise to give up)."""
     try:
         sock.sendall(request)
-        if on_wait is not None and not select.select([sock], [], [], _BUSY_AFTER)[0]:
-            on_wait()
-        reader = sock.makefile("rb")
-        while len(head := reader.read(FRAME.size)) == FRAME.size:
+        while len(head := _read(sock, FRAME.size, idle)) == FRAME.size:
             kind, n = FRAME.unpack(head)
-            yield kind, n, (b"" if kind in (b"S", b"X") else reader.read(n))
+            yield kind, n, (b"" if kind in (b"S", b"X") else _read(sock, n, idle))
     except OSError:
         return
 
 
-def _relay(sock: socket.socket, request: bytes, on_wait: Callable[[], None] | None = None) -> int | None:
-    """Copy the server's output to ours; its exit code, or None if it closed before taking the request."""
+def _read(sock: socket.socket, n: int, idle: Callable[[], None] | None) -> bytes:
+    """`n` bytes from the server (fewer once it closes), calling `idle` while none come."""
+    data = bytearray()
+    while len(data) < n:
+        if not select.select([sock], [], [], POLL_S)[0]:
+            if idle is not None:
+                idle()
+            continue
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
+def _relay(sock: socket.socket, request: bytes, watch: Watch | None = None, quiet: bool = False) -> int | None:
+    """Copy the server's output to ours; its exit code, or None if it closed before taking the request (or stayed
+    stopped before it: `watch`)."""
     started, pid, cut = False, 0, False
-    for kind, n, data in _frames(sock, request, on_wait):
-        started = True
-        if kind == b"S":
-            pid = n
-        if kind == b"X":
-            return n
-        if kind in (b"O", b"E"):
-            out = sys.stdout if kind == b"O" else sys.stderr
-            out.write(frame_text(data))
-            out.flush()
-            cut = not data.endswith(b"\n") if data else cut  # the last line written is unfinished
+    try:
+        for kind, n, data in _frames(sock, request, watch):
+            started = True
+            if watch is not None:
+                watch.answered()
+            if kind == b"S":
+                pid = n
+            if kind == b"X":
+                return n
+            if kind in (b"O", b"E"):
+                out = sys.stdout if kind == b"O" else sys.stderr
+                out.write(frame_text(data))
+                out.flush()
+                cut = not data.endswith(b"\n") if data else cut  # the last line written is unfinished
+    except ServerStopped as stop:
+        return _stopped(stop, started, cut, quiet)
     if not started:  # stopping, refusing, or gone before it began: nothing ran, so run it here
         return None
     server = f"the tmix server (pid {pid})" if pid else "the tmix server"  # a server of an older tmix: no pid
@@ -155,30 +190,74 @@ def _relay(sock: socket.socket, request: bytes, on_wait: Callable[[], None] | No
     return 1
 
 
-def stop_server(key: str) -> int:
-    """Stop the server for `key` as SIGTERM does (the request it runs ends "interrupted"); its pid, once it is gone."""
+def _stopped(stop: ServerStopped, started: bool, cut: bool, quiet: bool) -> int | None:
+    """A client giving up on a stopped server: before its request began, it runs here (None), said in a status line;
+    once begun, one error line and exit 1 (resumed, the server finds this client gone and ends the request)."""
+    if not started:
+        if not quiet:
+            print(f"tmix: {stop}, so this runs here; {stop.remedy()}", file=sys.stderr, flush=True)
+        return None
+    print(("\n" if cut else "") + f"tmix: error: the tmix server (pid {stop.pid}) was stopped {stop.how} during this "
+          f"run; {stop.remedy()}; run the command again", file=sys.stderr, flush=True)
+    return 1
+
+
+def stop_server(key: str, say: Callable[[str], None] | None = None) -> int:
+    """Stop the server for `key` as SIGTERM does (the request it runs ends "interrupted"); its pid, once it is gone.
+    A server stopped by Ctrl-Z or SIGSTOP is resumed first, which `say` is told: stopped, it takes no stop request."""
     path = socket_path(key)
-    sock = _connect(stop_path(path))
-    if sock is not None:
-        sock.settimeout(10)  # answered at once, busy or not
-    else:
-        sock = _connect(path)  # a server of an older tmix, which answers once its request is done
+    _resume(path, say)
+    sock, idle = _connect(stop_path(path)), _within(_STOP_ANSWER)  # answered at once, busy or not
+    if sock is None:
+        sock, idle = _connect(path), None  # a server of an older tmix, which answers once its request is done
     if sock is None:
         raise TmixError("no tmix server runs with the settings of these --model, --device, --dtype, --device-map and "
                         "--compile")
     with sock:
-        head = next(_frames(sock, json.dumps({"stop": True}).encode() + b"\n"), None)
+        head = next(_frames(sock, json.dumps({"stop": True}).encode() + b"\n", idle), None)
     if head is None:
-        raise TmixError("the tmix server did not answer the stop request", code=1)
+        pid = marked_pid(path.with_suffix(".lock"))
+        server = f"the tmix server (pid {pid})" if pid else "the tmix server"
+        raise TmixError(f"{server} did not answer the stop request within {_STOP_ANSWER:g} s", code=1)
     pid = head[1]
     deadline = time.monotonic() + _STOP_WAIT
-    while _serving(path) and time.monotonic() < deadline:
+    while _serving(path) and time.monotonic() < deadline and server_stopped(path) is None:
         time.sleep(0.05)
+    if _serving(path) and (again := server_stopped(path)) is not None:
+        raise TmixError(f"{again} again before it could end; `kill -CONT {pid}` lets it end, `kill -9 {pid}` ends it "
+                        "at once", code=1)
     if _serving(path):
         raise TmixError(f"the tmix server (pid {pid}) has not stopped within {_STOP_WAIT:g} s (it may be saving the KV "
                         f"file of the answer it was writing): `tmix serve --stop` again skips that, `kill -9 {pid}` "
                         "ends it", code=1)
     return pid
+
+
+def _resume(path: Path, say: Callable[[str], None] | None) -> None:
+    """Resume (SIGCONT) the server of socket `path` if Ctrl-Z or SIGSTOP stopped it: stopped, it can take no stop
+    request (nor any signal). One a debugger holds is left to it: one error line."""
+    stop = server_stopped(path) if _serving(path) else None  # its lock held: the pid marked there is the server's
+    if stop is None:
+        return
+    if stop.traced:
+        raise TmixError(f"{stop}, so it cannot take the stop request; {stop.remedy()}", code=1)
+    try:
+        os.kill(stop.pid, signal.SIGCONT)
+    except OSError as err:
+        raise TmixError(f"{stop} and cannot be resumed to take the stop request: {err.strerror or err}", code=1) \
+            from None
+    if say is not None:
+        say(f"{stop}: resumed it, to stop it")
+
+
+def _within(seconds: float) -> Callable[[], None]:
+    """An `idle` for _frames that gives up (TimeoutError) once `seconds` have passed."""
+    deadline = time.monotonic() + seconds
+
+    def idle() -> None:
+        if time.monotonic() > deadline:
+            raise TimeoutError
+    return idle
 
 
 def _serving(path: Path) -> bool:

@@ -79,3 +79,18 @@ def _state(path: Path, ours: tuple[int, int] | None) -> str | None:
 def _identity(st: os.stat_result) -> tuple[int, int]:
     """A file by its device and inode."""
     return st.st_dev, st.st_ino
+
+
+def marked_pid(lock: Path) -> int | None:
+    """The pid in the mark a server wrote into its lock file `lock` (Place); None without one (a server of an older
+    tmix, a full disk). Read without waiting on a FIFO put in its place."""
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return int(os.read(fd, 64).split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    finally:
+        os.close(fd)
