@@ -113,3 +113,31 @@ def test_shapes_hidden_on_a_slide_are_left_out(tmp_path):
     text = deck(tmp_path, (named("Shown") + named("Draft: hidden", "1") + named("Hidden too", "true")
                            + named("Not hidden", "0") + group, {}))
     assert text == "Slide 1\nShown\nNot hidden"
+
+
+def test_layout_and_master_text_once_their_prompts_never(tmp_path):
+    """A master's and a layout's own text boxes show on every slide of the layout: read once, on the first slide that
+    shows them (master first); their placeholders' prompts are never read; a slide that hides background graphics
+    shows neither, a layout that hides them shows its own text only."""
+    def part(tag: str, shapes: str, hide: bool = False) -> str:
+        return (f'<p:{tag} {PML}{" showMasterSp=" + chr(34) + "0" + chr(34) if hide else ""}><p:cSld><p:spTree>'
+                f"{shapes}</p:spTree></p:cSld></p:{tag}>")
+
+    def rels(kind: str, target: str) -> str:
+        return (f'<Relationships xmlns="{RELS}"><Relationship Id="r1" Type="{OFFICE_RELS}/{kind}" '
+                f'Target="{target}"/></Relationships>')
+
+    master = shape("Click to edit Master title style", ph="title") + shape("Halvorsen Marine - confidential")
+    layout = shape("Quarterly review") + shape("Body", ph="body")
+    parts = {"ppt/slideMasters/slideMaster1.xml": part("sldMaster", master),
+             "ppt/slideLayouts/slideLayout1.xml": part("sldLayout", layout),
+             "ppt/slideLayouts/_rels/slideLayout1.xml.rels": rels("slideMaster", "../slideMasters/slideMaster1.xml"),
+             "ppt/slideLayouts/slideLayout2.xml": part("sldLayout", shape("Appendix"), hide=True),
+             "ppt/slideLayouts/_rels/slideLayout2.xml.rels": rels("slideMaster", "../slideMasters/slideMaster1.xml"),
+             "ppt/slides/slide2.xml": part("sld", shape("Photo slide", ph="title"), hide=True)}
+    one, two = ({"l": ("slideLayout", f"../slideLayouts/slideLayout{n}.xml")} for n in (1, 2))
+    text = deck(tmp_path, (shape("Plan 2024", ph="title"), one), (shape("Next steps", ph="title"), one),
+                ("", one), (shape("Sources", ph="title"), two), (shape("Thanks", ph="title"), one), parts=parts)
+    assert text.split("\n") == ["Slide 1", "Halvorsen Marine - confidential", "Quarterly review", "Plan 2024",
+                                "Slide 2", "Next steps", "Slide 3", "Photo slide", "Slide 4", "Appendix", "Sources",
+                                "Slide 5", "Thanks"]

@@ -17,14 +17,15 @@ _RUNNING = ("ftr", "dt")  # footer and date placeholders: the same text on every
 def pptx_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None, embeds: Embeds | None = None) -> str:
     """Text of a PowerPoint deck in slide order, each slide under a `Slide n` line: its text boxes' paragraphs,
     tables as `a | b` rows, charts, SmartArt diagrams and the embedded files `embeds` reads, then its speaker
-    notes. Hidden slides are left out, slide numbers too, and a footer or date is kept on the first slide that shows
-    it; charts and embedded files that cannot be read are counted in `embeds`. Read slide by slide until `reach`
-    says the text is surely past what the model could use."""
+    notes. Hidden slides are left out, slide numbers too; a footer or date, and the text boxes of a slide's layout
+    and master, are kept on the first slide that shows them; charts and embedded files that cannot be read are
+    counted in `embeds`. Read slide by slide until `reach` says the text is surely past what the model could use."""
     reach, embeds = reach or Reach(), embeds or Embeds()
     pres = parse_xml(member(zf, "ppt/presentation.xml", label), label)
     targets = {rid: target for rid, target, _ in relationships(zf, "ppt/presentation.xml", label)}
     blocks: list[str] = []
     running: set[str] = set()
+    behind: dict[str, list[str]] = {}  # a layout's or master's own text, by part
     number = 0
     for sld in pres.iter(f"{P}sldId"):
         path = targets.get(sld.get(f"{R}id", ""))
@@ -37,6 +38,9 @@ def pptx_text(zf: zipfile.ZipFile, label: str, reach: Reach | None = None, embed
         rels = relationships(zf, path, label)
         blocks.append(f"Slide {number}")
         embeds.left.where = f"slide {number}"
+        drawn = [line for line in _behind(zf, slide, rels, label, behind) if line not in running]
+        running.update(drawn)  # shown on every slide of its layout: kept once, on the first
+        blocks += drawn
         blocks += _slide_blocks(slide, running, {rid: target for rid, target, _ in rels}, zf, label, embeds)
         notes = [target for _, target, kind in rels if kind.endswith("/notesSlide")]
         if notes:
@@ -72,6 +76,37 @@ def _slide_blocks(root: ElementTree.Element, running: set[str], targets: dict[st
             part = None if shape.find(f"{P}link") is not None else targets.get(shape.get(f"{R}id", ""))
             blocks += embeds.object(zf, part, shape.get("progId", ""), label)
     return [b for b in blocks if b.strip(" |")]
+
+
+def _behind(zf: zipfile.ZipFile, slide: ElementTree.Element, rels: list[tuple[str, str, str]], label: str,
+            parts: dict[str, list[str]]) -> list[str]:
+    """The text a slide shows from its master and layout (drawn behind it): their shapes that are no placeholder,
+    such as a "Confidential" box or a tagline; none where the slide hides background graphics (showMasterSp="0"),
+    the master's none where its layout does. `parts` keeps each part's lines once read."""
+    layout = next((target for _, target, kind in rels if kind.endswith("/slideLayout")), None)
+    if layout is None or layout not in zf.namelist() or slide.get("showMasterSp") in ("0", "false"):
+        return []
+    if layout not in parts:
+        root = parse_xml(member(zf, layout, label), label)
+        masters = [target for _, target, kind in relationships(zf, layout, label) if kind.endswith("/slideMaster")]
+        shown = masters[:1] if root.get("showMasterSp") not in ("0", "false") else []
+        parts[layout] = [*(line for master in shown for line in _own_text(zf, master, label, parts)),
+                         *_drawn_text(root)]
+    return parts[layout]
+
+
+def _own_text(zf: zipfile.ZipFile, part: str, label: str, parts: dict[str, list[str]]) -> list[str]:
+    """A master's own text (read once)."""
+    if part not in parts:
+        parts[part] = _drawn_text(parse_xml(member(zf, part, label), label)) if part in zf.namelist() else []
+    return parts[part]
+
+
+def _drawn_text(root: ElementTree.Element) -> list[str]:
+    """The lines of a layout's or master's text boxes that are no placeholder (a placeholder's text there is only a
+    prompt such as "Click to edit Master title style", shown on no slide)."""
+    return [line for shape in walk(root) if shape.tag == f"{P}sp" and _placeholder(shape) is None
+            for line in _shape_lines(shape) if line.strip()]
 
 
 def _notes_blocks(root: ElementTree.Element) -> list[str]:
