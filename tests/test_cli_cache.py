@@ -147,11 +147,14 @@ def test_clear_at_the_prompt_yes_removes_and_ctrl_c_stays_130() -> None:
 
 
 def test_invalid_file_listed_not_fatal(capsys) -> None:
+    """A file that is no KV file is listed as unusable, why said under the table (its path shortened to its name)."""
     (kvfolder.kv_dir() / "broken.safetensors").write_bytes(b"nope")
     (entry,) = kvfolder.list_entries()
     assert entry["key"] == "broken" and "not a safetensors" in entry["error"]
     code, out, _ = tmix_cache(capsys, "ls")
-    assert code == 0 and "(invalid:" in out
+    assert code == 0 and out.splitlines()[1].split()[:3] == ["broken", "-", "unusable"], out
+    assert out.splitlines()[3:5] == ["1 unusable KV file: `tmix cache rm broken` removes it",
+                                     "  broken.safetensors is not a safetensors KV file"], out
 
 
 def test_empty_key_matches_nothing(tokenizer, capsys) -> None:
@@ -204,13 +207,19 @@ def test_ls_shows_temp_files_and_prune_removes_leftovers(tokenizer, capsys) -> N
 
 
 def test_info_of_a_truncated_file_shows_what_it_can(tokenizer, capsys) -> None:
-    """`cache info` on a KV file cut short prints its metadata and sizes, then the damage as its one error line."""
+    """`cache info` on a KV file cut short prints its metadata and sizes (the header's K/V bytes fit the formula: it
+    said "N = N: MISMATCH"), then the damage as its one error line; `ls` marks it unusable and says why."""
     keys = _two_files(tokenizer)
     path = kvfolder.kv_dir() / f"{keys[0]}.safetensors"
     path.write_bytes(path.read_bytes()[:-100])
     code, out, err = tmix_cache(capsys, "info", str(path))
-    assert code == 2 and "model_fingerprint" in out and "MISMATCH" in out
-    assert err.count("\n") == 1 and "is truncated" in err
+    kv_bytes = out.split("kv bytes: ")[1].split()[0]
+    assert code == 2 and "model_fingerprint" in out and f"= {kv_bytes}: ok" in out and "MISMATCH" not in out, out
+    assert err.count("\n") == 1 and "is truncated: it holds " in err and "(100 B missing)" in err, err
+    out = tmix_cache(capsys, "ls")[1]
+    row = next(line for line in out.splitlines() if line.startswith(keys[0]))
+    assert row.split()[1:4] == ["-", "unusable", "-"], out
+    assert f"1 unusable KV file: `tmix cache rm {keys[0]}` removes it\n  {path.name} is truncated: it holds " in out
     facts = json.loads(tmix_cache(capsys, "info", str(path), "--json")[1])
     assert not facts["size_matches"] and "is truncated" in facts["damage"]
     assert facts["metadata"]["n_tokens"] == str(T)
