@@ -110,19 +110,21 @@ def _echo_unusable(entries: list[dict]) -> None:
         typer.echo(f"  {why if name in why else f'{name}: {why}'}")
 
 
-def _echo_leftovers(stale: list[tuple[Path, int]]) -> None:
-    """Leftover temp files of interrupted saves: they take disk space until `tmix cache prune` removes them."""
-    size = human_size(sum(n for _, n in stale))
+def _echo_leftovers(stale: list[kvfolder.TempFile]) -> None:
+    """Leftover temp files of interrupted saves: the disk space they take (what removing them frees: a leftover's
+    size is that of the KV file it was to become) until `tmix cache prune` removes them."""
+    size = human_size(sum(t.disk for t in stale))
     if len(stale) == 1:
-        typer.echo(f"1 leftover temp file of an interrupted save, {size}: `tmix cache prune` removes it")
+        typer.echo(f"1 leftover temp file of an interrupted save, {size} on disk: `tmix cache prune` removes it")
     elif stale:
-        typer.echo(f"{len(stale)} leftover temp files of interrupted saves, {size}: `tmix cache prune` removes them")
+        typer.echo(f"{len(stale)} leftover temp files of interrupted saves, {size} on disk: `tmix cache prune` "
+                   "removes them")
 
 
-def _echo_in_progress(active: list[tuple[Path, int]], tail: str = "") -> None:
+def _echo_in_progress(active: list[kvfolder.TempFile], tail: str = "") -> None:
     """KV files being written now (never removed: their save lands once done); `tail` says what a removal did."""
     if active:
-        size = human_size(sum(n for _, n in active))  # a writer sizes its temp file first: what it will hold
+        size = human_size(sum(t.size for t in active))  # a writer sizes its temp file first: what it will hold
         typer.echo(f"{count(len(active), 'KV file')} being written now, {size} when done{tail}")
 
 
@@ -135,7 +137,7 @@ def _remove_temp_files(folder: Path) -> list[tuple[Path, str]]:
     not be removed."""
     gone, failed = kvfolder.remove_leftovers(folder)
     if gone:
-        typer.echo(f"removed {count(len(gone), 'leftover temp file')} ({human_size(sum(n for _, n in gone))})")
+        typer.echo(f"removed {count(len(gone), 'leftover temp file')} ({human_size(sum(n for _, n in gone))} freed)")
     return failed
 
 

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 from tmixcli.errors import TmixError
 from tmixcli.kvheader import as_int, read_meta
@@ -72,9 +73,13 @@ def _blocks(p: Path) -> int:
     """Bytes a file takes on its disk: its blocks (a leftover may be sparse), or its size where the file system
     reports none; 0 once removed meanwhile."""
     try:
-        st = p.stat()
+        return _on_disk(p.stat())
     except OSError:
         return 0
+
+
+def _on_disk(st: os.stat_result) -> int:
+    """_blocks of a file's stat."""
     return st.st_blocks * 512 or st.st_size
 
 
@@ -236,34 +241,45 @@ def wait_for_writer(path: Path, on_wait: Callable[[], None], poll_s: float = 0.1
     return True
 
 
-def temp_state(root: Path | None = None) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
-    """(leftovers of interrupted saves, files being written now), each with its size."""
+class TempFile(NamedTuple):
+    """A temp file beside the KV files: its size (a writer sizes it first: what its KV file will take once done) and
+    the bytes it takes on disk now (_blocks: what removing it frees; a leftover is sparse where never written)."""
+
+    path: Path
+    size: int
+    disk: int
+
+
+def temp_state(root: Path | None = None) -> tuple[list[TempFile], list[TempFile]]:
+    """(leftovers of interrupted saves, files being written now)."""
     stale, active = [], []
     for p in temp_files(root):
         with _lock_tested(p) as (held, probe):
             try:
-                size = p.stat().st_size
+                st = p.stat()
             except OSError:  # renamed or removed meanwhile
                 continue
-            (stale if _stale(p, held, probe) else active).append((p, size))
+            found = TempFile(p, st.st_size, _on_disk(st))
+            (stale if _stale(p, held, probe) else active).append(found)
     return stale, active
 
 
 def remove_leftovers(root: Path | None = None) -> tuple[list[tuple[Path, int]], list[tuple[Path, str]]]:
-    """Remove the temp files no save will finish, never a live writer's: (path, size) of those removed, (path, why)
-    of those that could not be. Each goes while its lock is held here, so a writer cannot take it meanwhile."""
+    """Remove the temp files no save will finish, never a live writer's: (path, bytes freed: _blocks) of those
+    removed, (path, why) of those that could not be. Each goes while its lock is held here, so a writer cannot take
+    it meanwhile."""
     removed, failed = [], []
     for p in temp_files(root):
         with _lock_tested(p) as (held, probe):
             if not _stale(p, held, probe):
                 continue
             try:
-                size = p.stat().st_size
+                freed = _on_disk(p.stat())
             except OSError:
                 continue
             why = remove_file(p)
         if why is None:
-            removed.append((p, size))
+            removed.append((p, freed))
         else:
             failed.append((p, why))
     return removed, failed
