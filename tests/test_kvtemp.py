@@ -183,5 +183,5 @@ def test_the_temp_name_is_made_read_and_given_room_in_one_place(monkeypatch):
     temp = kvfolder.temp_name(target)
     assert temp.parent == target.parent and temp.name.startswith(".report.kv.safetensors.4194304.")
     assert kvfolder.temp_of(target, temp) and not kvfolder.temp_of(Path("/cache/kv/report.kv"), temp)
-    assert kvfolder._pid_of(temp) == 4194304 and kvfolder._pid_of(Path(".a.safetensors.17.0123abcd.tmp")) == 17
+    assert kvfolder.pid_of(temp) == 4194304 and kvfolder.pid_of(Path(".a.safetensors.17.0123abcd.tmp")) == 17
     assert len(temp.name) - len(target.name) <= paths.TEMP_NAME_EXTRA
