@@ -59,7 +59,10 @@ def test_ls_json_is_one_object_in_the_words_of_ask_json(capsys, monkeypatch, tmp
     assert code == 0 and err == "", err
     listing = json.loads(out)
     assert listing["folder"] == str(tmp_path / "relative-cache" / "kv") and listing["cap_bytes"] == TWENTY_G
-    assert listing["temp_files"] == {"leftover": {"count": 1, "bytes": 300}, "in_progress": {"count": 1, "bytes": 100}}
+    taken = {name: (kvfolder.kv_dir() / f".{name}.safetensors.1.0123abcd.lk.tmp").stat().st_blocks * 512
+             for name in ("gone", "busy")}  # disk_bytes: what each takes on disk (bytes: its size)
+    assert listing["temp_files"] == {"leftover": {"count": 1, "bytes": 300, "disk_bytes": taken["gone"]},
+                                     "in_progress": {"count": 1, "bytes": 100, "disk_bytes": taken["busy"]}}
     entries = {e["key"]: e for e in listing["entries"]}
     assert listing["total_bytes"] == sum(e["bytes"] for e in entries.values()) > 0
     for key, path in (("long", long), ("short", short), ("late", late), ("dense", dense)):
@@ -76,7 +79,8 @@ def test_ls_json_is_one_object_in_the_words_of_ask_json(capsys, monkeypatch, tmp
     rows = {line.split()[0]: line for line in text.splitlines()[1:6]}
     assert "tri@1 8/16/8 " in rows["long"] and "(dense)" not in rows["long"], text
     assert "tri@1 8/16/8 (dense)" in rows["short"] and "tri@2 8/16/8 (dense)" in rows["late"], text
-    assert "1 leftover temp file of an interrupted save, 300 B" in text and "1 KV file being written now" in text
+    assert f"1 leftover temp file of an interrupted save, {human_size(taken['gone'])} on disk" in text, text
+    assert "1 KV file being written now, 100 B when done" in text, text
 
     code, out, err = run(capsys, "cache", "info", "short", "--json")
     facts = json.loads(out)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,78 @@ def test_ctrl_c_while_waiting_exits_130_in_one_line(tmp_path, tiny_dir, doc):
     finally:
         writer.kill()
     assert len(_kv_files(tmp_path)) == 1 and _temp_files(tmp_path) == []
+
+
+def test_a_stopped_writer_is_not_waited_for(tmp_path, tiny_dir, doc):
+    """The writer suspended (Ctrl-Z, SIGSTOP) while the second run waits: that run said it waited, for good; now it
+    names the writer's pid, prefills and saves the KV file itself."""
+    writer = _writer(tmp_path, tiny_dir, doc)
+    try:
+        waiter = Waiter(tmp_path, tiny_dir, doc)
+        waiter.wait_waiting()
+        os.kill(writer.pid, signal.SIGSTOP)
+        assert waiter.end() == 0, waiter.err()
+    finally:
+        writer.send_signal(signal.SIGCONT)
+        writer.kill()
+        writer.wait(60)
+    err = waiter.err()
+    stopped = f"tmix: the tmix writing this document's KV file (pid {writer.pid}) is stopped; prefilling here\n"
+    assert err.count(WAITING) == 1 and stopped in err and "tmix: cache miss: prefilled in " in err, err
+    assert err.index(WAITING) < err.index(stopped) < err.index("cache miss") and "KV file saved" in err, err
+    assert len(_kv_files(tmp_path)) == 1
+
+
+_HOLDER = """
+import fcntl, sys, time
+from pathlib import Path
+from tmixcli import kvfolder
+
+temp = kvfolder.temp_name(Path(sys.argv[1]))  # a writer's temp file, locked as kvwrite locks it
+f = open(temp, "wb")
+fcntl.flock(f, fcntl.LOCK_EX)
+print("held", flush=True)
+for _ in range(int(sys.argv[2])):  # a writer getting on: a write every 0.1 s
+    f.write(b"x" * 4096)
+    f.flush()
+    time.sleep(0.1)
+time.sleep(float(sys.argv[3]))  # then one that does nothing, asleep
+"""
+
+
+def _holder(target: Path, writes: int, then_s: float) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(target), str(writes), str(then_s)],
+                            env=_env(target.parent), stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_writer_without_progress_is_waited_for_only_so_long(tmp_path):
+    """kvwait: a writer that writes is waited for however long (here past stalled_s) until its lock goes; one whose
+    file and CPU time stay the same for stalled_s, or that is stopped, is not: the line says which, naming its pid."""
+    from tmixcli.kvwait import wait_for_writer
+
+    target = tmp_path / "kv" / "key.safetensors"
+    target.parent.mkdir()
+    told: list[int] = []
+    busy = _holder(target, 20, 0)  # writes for ~2 s, then exits: its lock goes with it
+    try:
+        assert wait_for_writer(target, lambda: told.append(1), poll_s=0.05, stalled_s=0.5) is None
+        assert told == [1] and busy.wait(30) == 0
+    finally:
+        busy.kill()
+    idle = _holder(target, 0, 600)
+    try:
+        why = wait_for_writer(target, lambda: told.append(2), poll_s=0.05, stalled_s=1)
+        assert why == f"the tmix writing this document's KV file (pid {idle.pid}) has made no progress for 1 s; " \
+                      "prefilling here" and told == [1, 2]
+        os.kill(idle.pid, signal.SIGSTOP)
+        while Path(f"/proc/{idle.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+            time.sleep(0.01)  # the signal is delivered a moment later
+        why = wait_for_writer(target, lambda: told.append(3), poll_s=0.05)
+        assert why == f"the tmix writing this document's KV file (pid {idle.pid}) is stopped; prefilling here"
+        assert told == [1, 2], "a writer stopped at the first look: no line saying this run waits"
+    finally:
+        idle.send_signal(signal.SIGCONT)
+        idle.kill()
+        idle.wait(30)

@@ -17,6 +17,7 @@ from kvfiles import tokenizer as tokenizer  # the fixture (the alias tells ruff 
 from runcli import run
 from tmixcli import kvfolder, kvstore, kvwrite
 from tmixcli.config import AttentionConfig
+from tmixcli.sizes import human_size
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -147,11 +148,14 @@ def test_clear_at_the_prompt_yes_removes_and_ctrl_c_stays_130() -> None:
 
 
 def test_invalid_file_listed_not_fatal(capsys) -> None:
+    """A file that is no KV file is listed as unusable, why said under the table (its path shortened to its name)."""
     (kvfolder.kv_dir() / "broken.safetensors").write_bytes(b"nope")
     (entry,) = kvfolder.list_entries()
     assert entry["key"] == "broken" and "not a safetensors" in entry["error"]
     code, out, _ = tmix_cache(capsys, "ls")
-    assert code == 0 and "(invalid:" in out
+    assert code == 0 and out.splitlines()[1].split()[:3] == ["broken", "-", "unusable"], out
+    assert out.splitlines()[3:5] == ["1 unusable KV file: `tmix cache rm broken` removes it",
+                                     "  broken.safetensors is not a safetensors KV file"], out
 
 
 def test_empty_key_matches_nothing(tokenizer, capsys) -> None:
@@ -193,24 +197,50 @@ def test_ls_shows_temp_files_and_prune_removes_leftovers(tokenizer, capsys) -> N
     live = kvfolder.kv_dir() / f".y.safetensors.{os.getpid()}.89abcdef.tmp"
     dead.write_bytes(b"0" * 3000)
     live.write_bytes(b"0" * 5000)
+    taken = human_size(dead.stat().st_blocks * 512)  # what removing it frees
     with open(live, "rb"):  # what its writer, this process, has open
         out = tmix_cache(capsys, "ls")[1]
-        assert "1 leftover temp file of an interrupted save, 2.9 KiB: `tmix cache prune` removes it" in out, out
+        assert f"1 leftover temp file of an interrupted save, {taken} on disk: `tmix cache prune` removes it" in out
         assert "1 KV file being written now, 4.9 KiB when done" in out
         code, out, _ = tmix_cache(capsys, "prune")
-        assert code == 0 and "removed 1 leftover temp file (2.9 KiB)" in out
+        assert code == 0 and f"removed 1 leftover temp file ({taken} freed)" in out
         assert not dead.exists() and live.exists() and len(kvfolder.list_entries()) == 2
         assert "leftover" not in tmix_cache(capsys, "ls")[1]
 
 
+def test_a_sparse_leftover_is_told_by_what_removing_it_frees(capsys) -> None:
+    """A writer sizes its temp file first, so a leftover of a save killed early is mostly holes: ls and prune tell
+    the disk space it takes (they said its full size, 15x what prune freed), --json both."""
+    leftover = kvfolder.kv_dir() / ".x.safetensors.1.0123abcd.lk.tmp"  # nobody holds it locked
+    with open(leftover, "wb") as f:
+        f.truncate(64 * 2**20)
+        f.write(b"1" * 2**20)
+        os.fsync(f.fileno())
+    taken = leftover.stat().st_blocks * 512
+    if taken >= 64 * 2**20:
+        pytest.skip("this file system keeps no holes")
+    out = tmix_cache(capsys, "ls")[1]
+    assert f"1 leftover temp file of an interrupted save, {human_size(taken)} on disk:" in out, out
+    listing = json.loads(tmix_cache(capsys, "ls", "--json")[1])
+    assert listing["temp_files"]["leftover"] == {"count": 1, "bytes": 64 * 2**20, "disk_bytes": taken}
+    code, out, _ = tmix_cache(capsys, "prune")
+    assert code == 0 and f"removed 1 leftover temp file ({human_size(taken)} freed)" in out and not leftover.exists()
+
+
 def test_info_of_a_truncated_file_shows_what_it_can(tokenizer, capsys) -> None:
-    """`cache info` on a KV file cut short prints its metadata and sizes, then the damage as its one error line."""
+    """`cache info` on a KV file cut short prints its metadata and sizes (the header's K/V bytes fit the formula: it
+    said "N = N: MISMATCH"), then the damage as its one error line; `ls` marks it unusable and says why."""
     keys = _two_files(tokenizer)
     path = kvfolder.kv_dir() / f"{keys[0]}.safetensors"
     path.write_bytes(path.read_bytes()[:-100])
     code, out, err = tmix_cache(capsys, "info", str(path))
-    assert code == 2 and "model_fingerprint" in out and "MISMATCH" in out
-    assert err.count("\n") == 1 and "is truncated" in err
+    kv_bytes = out.split("kv bytes: ")[1].split()[0]
+    assert code == 2 and "model_fingerprint" in out and f"= {kv_bytes}: ok" in out and "MISMATCH" not in out, out
+    assert err.count("\n") == 1 and "is truncated: it holds " in err and "(100 B missing)" in err, err
+    out = tmix_cache(capsys, "ls")[1]
+    row = next(line for line in out.splitlines() if line.startswith(keys[0]))
+    assert row.split()[1:4] == ["-", "unusable", "-"], out
+    assert f"1 unusable KV file: `tmix cache rm {keys[0]}` removes it\n  {path.name} is truncated: it holds " in out
     facts = json.loads(tmix_cache(capsys, "info", str(path), "--json")[1])
     assert not facts["size_matches"] and "is truncated" in facts["damage"]
     assert facts["metadata"]["n_tokens"] == str(T)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,27 @@ def test_kv_file_refuses_options_it_cannot_honour(capsys, monkeypatch, tiny_dir,
             assert err.startswith("tmix: error: ") and says in err, err
 
 
+def test_a_kv_file_of_another_model_names_both_and_how_to_use_it(capsys, tiny_dir, short_doc, tmp_path):
+    """--kv FILE made with another model: the error names the model in the file's metadata and the one in use, with
+    advice that works for --kv alone (it said "re-run tmix prefill", with two fingerprints); that --model answers."""
+    other = tmp_path / "other-tiny"
+    shutil.copytree(tiny_dir, other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "rms_norm_eps": config["rms_norm_eps"] * 2}))
+    kv = tmp_path / "other.kv"
+    code, _, err = run(capsys, "prefill", short_doc, "-o", str(kv), "-q", "--model", str(other), *TINY)
+    assert code == 0, err
+    q = ("Who?", "--max-new-tokens", "2", "-q")
+    code, out, err = run(capsys, "ask", "--kv", str(kv), *q, "--model", tiny_dir)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "KV file was made with model other-tiny (fingerprint " in err, err
+    assert f"), not with the model in use, {Path(tiny_dir).name} (fingerprint " in err, err
+    assert err.endswith("; pass --model other-tiny (or that model's path), or prefill the document again with this "
+                        "model\n"), err
+    code, out, err = run(capsys, "ask", "--kv", str(kv), *q, "--model", str(other))
+    assert code == 0 and out.strip(), err
+
+
 def _poison(path: Path) -> None:
     """Overwrite a stretch in the middle of a KV file's tensor data with 0xff bytes (NaN in fp32)."""
     with open(path, "r+b") as f:
@@ -106,9 +129,12 @@ def test_a_cached_file_refused_by_ask_is_prefilled_again_without_advice_to_do_so
     code, _, err = run(capsys, "ask", short_doc, "What is this about?", "--max-new-tokens", "2", *args)
     note = f"cache file {cached.name} not used (KV file was made with attention n_local=32, now 16); prefilling again"
     assert code == 0 and note in err and "re-run" not in err, err
+    other_model = kvstore._other_model({"model_id": "m2", "model_fingerprint": "c" * 64}, "a" * 64, "m1")
     for message in (kvstore._mismatch("attn_n_local", "32", "16"), kvstore._mismatch("template_hash", "a", "b"),
-                    kvstore._mismatch("model_fingerprint", "a", "b"), kvstore._mismatch("dtype", "fp32", "bf16")):
-        assert "re-run tmix prefill" in message and "re-run" not in kvstore.refusal_facts(message), message
+                    other_model, kvstore._mismatch("dtype", "fp32", "bf16")):
+        facts = kvstore.refusal_facts(message)
+        assert message.startswith(facts) and "; " in message[len(facts):len(facts) + 2], message
+        assert "prefill" in message and "prefill" not in facts, facts
     with pytest.raises(TmixError) as prefix:
         kvstore.check_prefix_ids([1, 2, 3], [1, 2, 4])
     with pytest.raises(TmixError) as version:

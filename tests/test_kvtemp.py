@@ -18,6 +18,7 @@ from transformers import DynamicCache
 
 from runcli import run
 from tmixcli import kvfolder, kvheader, kvread, kvwrite, paths
+from tmixcli.sizes import human_size
 
 REPO = Path(__file__).resolve().parents[1]
 SAVER = textwrap.dedent("""
@@ -97,10 +98,10 @@ def test_a_leftover_whose_pid_is_reused_goes_and_a_live_writers_file_stays(capsy
             out = _cache(capsys, "ls")
             assert "leftover temp" not in out and "2 KV files being written now" in out, out
         assert kvfolder.temp_is_stale(held) and not kvfolder.temp_is_stale(live)  # its lock let go: a leftover
-        out = _cache(capsys, "ls")
-        assert "1 leftover temp file of an interrupted save, 100 B: `tmix cache prune` removes it" in out, out
+        out, taken = _cache(capsys, "ls"), human_size(held.stat().st_blocks * 512)  # what removing it frees
+        assert f"1 leftover temp file of an interrupted save, {taken} on disk: `tmix cache prune` removes it" in out
         assert "1 KV file being written now, " in out, out
-        assert "removed 1 leftover temp file (100 B)" in _cache(capsys, "clear", "--yes") and live.exists()
+        assert f"removed 1 leftover temp file ({taken} freed)" in _cache(capsys, "clear", "--yes") and live.exists()
     finally:
         writer.kill()
         writer.wait(timeout=30)
@@ -182,5 +183,5 @@ def test_the_temp_name_is_made_read_and_given_room_in_one_place(monkeypatch):
     temp = kvfolder.temp_name(target)
     assert temp.parent == target.parent and temp.name.startswith(".report.kv.safetensors.4194304.")
     assert kvfolder.temp_of(target, temp) and not kvfolder.temp_of(Path("/cache/kv/report.kv"), temp)
-    assert kvfolder._pid_of(temp) == 4194304 and kvfolder._pid_of(Path(".a.safetensors.17.0123abcd.tmp")) == 17
+    assert kvfolder.pid_of(temp) == 4194304 and kvfolder.pid_of(Path(".a.safetensors.17.0123abcd.tmp")) == 17
     assert len(temp.name) - len(target.name) <= paths.TEMP_NAME_EXTRA

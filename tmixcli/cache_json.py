@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from tmixcli.config import AttentionConfig, all_layers_dense, no_triangle_note
-from tmixcli.kvheader import as_int
 from tmixcli.filekind import absolute
+from tmixcli.kvfolder import TempFile
+from tmixcli.kvheader import as_int
 
 TRIANGLE_FIELDS = ("start_layer", "n_init", "n_local", "last_n")
 
@@ -55,16 +56,17 @@ def entry_json(entry: dict) -> dict[str, Any]:
             "error": entry["error"]}
 
 
-def listing_json(folder: Path, entries: list[dict], cap: int | None, stale: list[tuple[Path, int]],
-                 active: list[tuple[Path, int]]) -> dict[str, Any]:
+def listing_json(folder: Path, entries: list[dict], cap: int | None, stale: list[TempFile],
+                 active: list[TempFile]) -> dict[str, Any]:
     """`tmix cache ls --json`: what the text form shows, the entries, total, cap and temp files."""
     return {"folder": absolute(folder), "entries": [entry_json(e) for e in entries],
             "total_bytes": sum(e["size"] for e in entries), "cap_bytes": cap,
             "temp_files": {"leftover": _files(stale), "in_progress": _files(active)}}
 
 
-def _files(found: list[tuple[Path, int]]) -> dict[str, int]:
-    return {"count": len(found), "bytes": sum(n for _, n in found)}
+def _files(found: list[TempFile]) -> dict[str, int]:
+    """Temp files' count, size (what their KV files take once done) and disk_bytes (what they take now)."""
+    return {"count": len(found), "bytes": sum(t.size for t in found), "disk_bytes": sum(t.disk for t in found)}
 
 
 def info_json(facts: dict[str, Any]) -> dict[str, Any]:

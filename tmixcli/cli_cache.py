@@ -61,7 +61,14 @@ def _shown(path: str) -> str:
 def _document(entry: dict) -> str:
     if entry["doc_paths"]:
         return " + ".join(map(_shown, entry["doc_paths"]))
-    return entry["doc_name"] or f"(invalid: {entry['error']})"
+    return entry["doc_name"] or "-"
+
+
+UNUSABLE = "unusable"  # ls's VERSION of a KV file that cannot be read as one (damaged, cut short, another format)
+
+
+def _version(entry: dict) -> str:
+    return UNUSABLE if entry["error"] else entry["version"] or "-"
 
 
 @app.command("ls")
@@ -80,28 +87,44 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="Print the listing a
     else:
         rows = [["KEY", "DOCUMENT", "VERSION", "MODEL", "ATTENTION", "TOKENS", "SIZE", "LAST USED (local time)"]]
         for e in entries:
-            rows.append([e["key"], _document(e), e["version"] or "-", e["model_id"] or "-", attention_of(e["meta"])[1],
+            rows.append([e["key"], _document(e), _version(e), e["model_id"] or "-", attention_of(e["meta"])[1],
                          str(e["n_tokens"] or "-"), human_size(e["size"]), _local_time(e["last_used"])])
         typer.echo(_table(rows))
         total = human_size(sum(e["size"] for e in entries))
         typer.echo(f"{count(len(entries), 'file')}, {total} in {folder}; {_cap_text(cap)}")
+        _echo_unusable(entries)
     _echo_leftovers(stale)
     _echo_in_progress(active)
 
 
-def _echo_leftovers(stale: list[tuple[Path, int]]) -> None:
-    """Leftover temp files of interrupted saves: they take disk space until `tmix cache prune` removes them."""
-    size = human_size(sum(n for _, n in stale))
+def _echo_unusable(entries: list[dict]) -> None:
+    """The KV files marked unusable, each with why (its path shortened to its name), and how to remove them."""
+    bad = [e for e in entries if e["error"]]
+    if not bad:
+        return
+    keys, them = " ".join(e["key"] for e in bad), "it" if len(bad) == 1 else "them"
+    typer.echo(f"{count(len(bad), 'unusable KV file')}: `tmix cache rm {keys}` removes {them}")
+    for e in bad:
+        name = Path(e["path"]).name
+        why = e["error"].replace(e["path"], name)
+        typer.echo(f"  {why if name in why else f'{name}: {why}'}")
+
+
+def _echo_leftovers(stale: list[kvfolder.TempFile]) -> None:
+    """Leftover temp files of interrupted saves: the disk space they take (what removing them frees: a leftover's
+    size is that of the KV file it was to become) until `tmix cache prune` removes them."""
+    size = human_size(sum(t.disk for t in stale))
     if len(stale) == 1:
-        typer.echo(f"1 leftover temp file of an interrupted save, {size}: `tmix cache prune` removes it")
+        typer.echo(f"1 leftover temp file of an interrupted save, {size} on disk: `tmix cache prune` removes it")
     elif stale:
-        typer.echo(f"{len(stale)} leftover temp files of interrupted saves, {size}: `tmix cache prune` removes them")
+        typer.echo(f"{len(stale)} leftover temp files of interrupted saves, {size} on disk: `tmix cache prune` "
+                   "removes them")
 
 
-def _echo_in_progress(active: list[tuple[Path, int]], tail: str = "") -> None:
+def _echo_in_progress(active: list[kvfolder.TempFile], tail: str = "") -> None:
     """KV files being written now (never removed: their save lands once done); `tail` says what a removal did."""
     if active:
-        size = human_size(sum(n for _, n in active))  # a writer sizes its temp file first: what it will hold
+        size = human_size(sum(t.size for t in active))  # a writer sizes its temp file first: what it will hold
         typer.echo(f"{count(len(active), 'KV file')} being written now, {size} when done{tail}")
 
 
@@ -114,7 +137,7 @@ def _remove_temp_files(folder: Path) -> list[tuple[Path, str]]:
     not be removed."""
     gone, failed = kvfolder.remove_leftovers(folder)
     if gone:
-        typer.echo(f"removed {count(len(gone), 'leftover temp file')} ({human_size(sum(n for _, n in gone))})")
+        typer.echo(f"removed {count(len(gone), 'leftover temp file')} ({human_size(sum(n for _, n in gone))} freed)")
     return failed
 
 
@@ -299,11 +322,17 @@ def _info_text(facts: dict) -> str:
     meta = facts["metadata"]
     width = max(map(len, meta), default=0)
     lines = [f"path: {facts['path']}"] + [f"  {k.ljust(width)}  {v}" for k, v in sorted(meta.items())]
-    check = "ok" if facts["size_matches"] else "MISMATCH"
     lines += [f"tensors: {facts['tensor_count']}",
               f"file size: {facts['file_size']} bytes ({human_size(facts['file_size'])})",
               f"header: {facts['header_bytes']} bytes",
-              (f"kv bytes: {facts['kv_bytes']} (layers x 2 x kv_heads x tokens x head_dim x dtype bytes"
-               f" = {facts['expected_kv_bytes']}: {check})")]
+              f"kv bytes: {facts['kv_bytes']} ({_formula_check(facts['kv_bytes'], facts['expected_kv_bytes'])})"]
     return "\n".join(lines)
 
+
+def _formula_check(kv_bytes: int | None, expected: int | None) -> str:
+    """The header's K/V bytes against the size formula (whether the file holds them all is `damage`'s, told as the
+    command's error)."""
+    formula = "layers x 2 x kv_heads x tokens x head_dim x dtype bytes"
+    if expected is None:
+        return f"{formula}: cannot be checked, the metadata lacks these sizes"
+    return f"{formula} = {expected}: {'ok' if kv_bytes == expected else 'MISMATCH'}"

@@ -92,7 +92,7 @@ def load_into(ctx: Context, path: Path, s: Settings, ids: list[int] | None,
         rewind(cache, len(stored_ids))  # an answer leaves the prefix behind; this only makes sure of it
     else:
         cache, stored_ids, meta = read_or_recompute(ctx, path, s, expected, ids)
-    kvstore.check_kv(meta, cache, expected, lm.model.config)
+    kvstore.check_kv(meta, cache, expected, lm.model.config, lm.model_id)
     if ids is not None:
         kvstore.check_prefix_ids(stored_ids, ids)
     if resident is not None and held is None:
@@ -139,7 +139,7 @@ def read_or_recompute(ctx: Context, path: Path, s: Settings, expected: dict[str,
         return kvread.load_kv(path, layer_devices(lm.model) or lm.device, give_up=give_up)
     except kvread.Abandoned:
         pass
-    kvstore.check_fields(meta, expected)  # never recompute for a file that would be refused
+    kvstore.check_fields(meta, expected, lm.model_id)  # never recompute for a file that would be refused
     stored_ids = kvheader.read_prefix_ids(path)
     if ids is not None:
         kvstore.check_prefix_ids(stored_ids, ids)

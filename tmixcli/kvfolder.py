@@ -9,9 +9,10 @@ import re
 import stat
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 from tmixcli.errors import TmixError
 from tmixcli.kvheader import as_int, read_meta
@@ -72,9 +73,13 @@ def _blocks(p: Path) -> int:
     """Bytes a file takes on its disk: its blocks (a leftover may be sparse), or its size where the file system
     reports none; 0 once removed meanwhile."""
     try:
-        st = p.stat()
+        return _on_disk(p.stat())
     except OSError:
         return 0
+
+
+def _on_disk(st: os.stat_result) -> int:
+    """_blocks of a file's stat."""
     return st.st_blocks * 512 or st.st_size
 
 
@@ -215,55 +220,45 @@ def temp_is_stale(path: Path, quiet_s: float = 60.0) -> bool:
         return _stale(path, held, probe, quiet_s)
 
 
-def being_written(path: Path) -> bool:
-    """Whether another process is writing `path` now: a temp file of it (temp_name) that no save has left behind.
-    This process's own writers do not count: it would wait for itself."""
-    try:
-        temps = [p for p in path.parent.iterdir() if temp_of(path, p) and _pid_of(p) != os.getpid()]
-    except OSError:
-        return False
-    return any(not temp_is_stale(p) for p in temps)
+class TempFile(NamedTuple):
+    """A temp file beside the KV files: its size (a writer sizes it first: what its KV file will take once done) and
+    the bytes it takes on disk now (_blocks: what removing it frees; a leftover is sparse where never written)."""
+
+    path: Path
+    size: int
+    disk: int
 
 
-def wait_for_writer(path: Path, on_wait: Callable[[], None], poll_s: float = 0.1) -> bool:
-    """Wait while another process writes `path`, telling `on_wait` once first; whether it waited. A writer holds its
-    temp file's lock through the rename, so once none is left the file is in place, unless that writer gave up."""
-    if not being_written(path):
-        return False
-    on_wait()
-    while being_written(path):
-        time.sleep(poll_s)
-    return True
-
-
-def temp_state(root: Path | None = None) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
-    """(leftovers of interrupted saves, files being written now), each with its size."""
+def temp_state(root: Path | None = None) -> tuple[list[TempFile], list[TempFile]]:
+    """(leftovers of interrupted saves, files being written now)."""
     stale, active = [], []
     for p in temp_files(root):
         with _lock_tested(p) as (held, probe):
             try:
-                size = p.stat().st_size
+                st = p.stat()
             except OSError:  # renamed or removed meanwhile
                 continue
-            (stale if _stale(p, held, probe) else active).append((p, size))
+            found = TempFile(p, st.st_size, _on_disk(st))
+            (stale if _stale(p, held, probe) else active).append(found)
     return stale, active
 
 
 def remove_leftovers(root: Path | None = None) -> tuple[list[tuple[Path, int]], list[tuple[Path, str]]]:
-    """Remove the temp files no save will finish, never a live writer's: (path, size) of those removed, (path, why)
-    of those that could not be. Each goes while its lock is held here, so a writer cannot take it meanwhile."""
+    """Remove the temp files no save will finish, never a live writer's: (path, bytes freed: _blocks) of those
+    removed, (path, why) of those that could not be. Each goes while its lock is held here, so a writer cannot take
+    it meanwhile."""
     removed, failed = [], []
     for p in temp_files(root):
         with _lock_tested(p) as (held, probe):
             if not _stale(p, held, probe):
                 continue
             try:
-                size = p.stat().st_size
+                freed = _on_disk(p.stat())
             except OSError:
                 continue
             why = remove_file(p)
         if why is None:
-            removed.append((p, size))
+            removed.append((p, freed))
         else:
             failed.append((p, why))
     return removed, failed
@@ -282,13 +277,13 @@ def _stale(path: Path, held: bool | None, probe: int | None, quiet_s: float = 60
         quiet = time.time() - path.stat().st_mtime
     except OSError:
         return False
-    pid = _pid_of(path)
+    pid = pid_of(path)
     if pid is None:
         return quiet > quiet_s
-    return quiet > LEFTOVER_AFTER_S or not _alive(pid) or _has_open(pid, path, probe) is False
+    return quiet > LEFTOVER_AFTER_S or not _alive(pid) or has_open(pid, path, probe) is False
 
 
-def _pid_of(path: Path) -> int | None:
+def pid_of(path: Path) -> int | None:
     """The writer's pid in a temp file's name (temp_name), if it has one."""
     m = _TEMP.fullmatch(path.name)
     return int(m["pid"]) if m is not None else None
@@ -304,7 +299,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _has_open(pid: int, path: Path, probe: int | None) -> bool | None:
+def has_open(pid: int, path: Path, probe: int | None) -> bool | None:
     """Whether process `pid` has `path` open, from /proc, our `probe` descriptor aside (None: its descriptors cannot
     be seen, e.g. another user's process, or no /proc)."""
     try:

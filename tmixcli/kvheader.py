@@ -15,6 +15,7 @@ import tmixcli
 from tmixcli import stheader
 from tmixcli.errors import TmixError
 from tmixcli.filekind import open_regular
+from tmixcli.sizes import human_size
 from tmixcli.stheader import FramingError
 
 FORMAT_VERSION = "1"
@@ -131,12 +132,13 @@ def _check_tensors(path: Path, header: dict[str, Any], data_len: int) -> None:
         if not (isinstance(offs, list) and len(offs) == 2 and all(isinstance(o, int) for o in offs)
                 and 0 <= offs[0] <= offs[1]):
             raise TmixError(f"{path}: corrupt KV file (tensor {name!r} has bad data offsets)")
-        if offs[1] > data_len:
-            raise TmixError(f"{path} is truncated: tensor {name!r} ends at data byte {offs[1]}, "
-                            f"file has {data_len}")
         if offs[1] - offs[0] != math.prod(shape) * ST_DTYPES[dtype][1]:
             raise TmixError(f"{path}: corrupt KV file (tensor {name!r} size does not match its shape)")
         spans.append(tuple(offs))
+    needed = max((stop for _, stop in spans), default=0)
+    if needed > data_len:
+        raise TmixError(f"{path} is truncated: it holds {data_len} of the {needed} bytes of tensor data its header "
+                        f"lists ({human_size(needed - data_len)} missing)")
     end = 0
     for start, stop in sorted(spans):
         if start != end:

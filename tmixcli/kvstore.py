@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -193,41 +194,60 @@ def refuse_sliding(config: Any) -> None:
 # ---------------------------------------------------------------- check
 
 
-def check_kv(meta: dict[str, str], cache: Any, expected: dict[str, str], model_config: Any) -> None:
-    """Refuse a loaded KV file that does not fit this run: names the first field that differs."""
+def check_kv(meta: dict[str, str], cache: Any, expected: dict[str, str], model_config: Any,
+             model_id: str | None = None) -> None:
+    """Refuse a loaded KV file that does not fit this run: names the first field that differs (`model_id`: the model
+    in use, named where the file was made with another)."""
     refuse_sliding(model_config)
-    check_fields(meta, expected)
+    check_fields(meta, expected, model_id)
     _check_shapes(meta, cache, model_config)
 
 
-def check_fields(meta: dict[str, str], expected: dict[str, str]) -> None:
+def check_fields(meta: dict[str, str], expected: dict[str, str], model_id: str | None = None) -> None:
     """The metadata part of check_kv (model, dtype, attention, template, document), before any tensor is read."""
     for field in CHECKED_FIELDS:
         if field in expected and meta.get(field) != expected[field]:
+            if field == "model_fingerprint":
+                raise TmixError(_other_model(meta, expected[field], model_id))
             raise TmixError(_mismatch(field, meta.get(field), expected[field]))
 
 
+DTYPE_FLAGS = ("bf16", "fp16", "fp32")  # the dtypes --dtype names, as KV files record them
 PREFILL_AGAIN = "; re-run tmix prefill"  # ends a refusal (kvheader.check_version's too): advice for --kv users
 TEMPLATE_ADVICE = "; use the system prompt it was made with, or re-run tmix prefill"
+_OPTION_ADVICE = re.compile(r"; pass --[a-z]+ [^;]*, or prefill the document again with this [a-z]+$")  # ends one too
 
 
 def refusal_facts(message: str) -> str:
     """A refused KV file's message without the advice for its user, for a run that prefills again by itself."""
-    return message.removesuffix(TEMPLATE_ADVICE).removesuffix(PREFILL_AGAIN)
+    return _OPTION_ADVICE.sub("", message).removesuffix(TEMPLATE_ADVICE).removesuffix(PREFILL_AGAIN)
 
 
 def _mismatch(field: str, old: str | None, new: str) -> str:
     if field.startswith("attn_"):
         return f"KV file was made with attention {field[5:]}={old}, now {new}{PREFILL_AGAIN}"
-    if field == "model_fingerprint":
-        return (f"KV file was made for a different model (fingerprint {str(old)[:12]}, "
-                f"now {new[:12]}){PREFILL_AGAIN}")
     if field == "template_hash":
         return (f"KV file was made with another prompt template (hash {old}, now {new}), such as another "
                 f"--system{TEMPLATE_ADVICE}")
     if field == "doc_sha256":
         return f"KV file was made from another document (sha256 {str(old)[:12]}, now {new[:12]})"
+    if field == "dtype" and old in DTYPE_FLAGS:
+        return f"KV file was made with dtype {old}, now {new}; pass --dtype {old}, or prefill the document again " \
+               "with this dtype"
     return f"KV file was made with {field} {old}, now {new}{PREFILL_AGAIN}"
+
+
+def _other_model(meta: dict[str, str], fingerprint: str, model_id: str | None) -> str:
+    """The refusal of a KV file made with another model: the model each was made with, by the id the file's
+    metadata and this run give it, and how to use the file (--model) or make one for this model."""
+    made, old = meta.get("model_id"), f"fingerprint {str(meta.get('model_fingerprint'))[:12]}"
+    now = f"{model_id} (fingerprint {fingerprint[:12]})" if model_id else f"fingerprint {fingerprint[:12]}"
+    if made and model_id and made != model_id:
+        return (f"KV file was made with model {made} ({old}), not with the model in use, {now}; pass --model {made} "
+                "(or that model's path), or prefill the document again with this model")
+    which = f"another version of {made}" if made and made == model_id else f"model {made}" if made else "another model"
+    return (f"KV file was made with {which} ({old}), not with the model in use, {now}; pass --model with the model it "
+            "was made with, or prefill the document again with this model")
 
 
 def model_kv_dims(config: Any) -> tuple[int, int, int]:

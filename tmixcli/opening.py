@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tmixcli import attention, docindex, generate, kvfolder, kvheader, kvread, kvsave, kvstore, kvwrite, prompt, reuse
+from tmixcli import (attention, docindex, generate, kvfolder, kvheader, kvread, kvsave, kvstore, kvwait, kvwrite,
+                     prompt, reuse)
 from tmixcli.config import AttentionConfig, Settings, default_start_layer
 from tmixcli.context import SAME_TEXT, Context, expected_meta, load_into, now, rewind, stored_tokens
 from tmixcli.documents import Document
@@ -210,25 +211,16 @@ def _prefill(ctx: Context, s: Settings, writer: kvwrite.KVWriter | None, residen
 
 def _wait_for_writer(ctx: Context, path: Path, announce: Announce | None, say: Callable[[str], None] | None) -> None:
     """Another tmix prefilling this very prompt into `path` now: wait for its KV file rather than prefill it twice
-    (it is then loaded as a cache hit; a writer that died or gave up leaves none, and this run prefills)."""
+    (it is then loaded as a cache hit; a writer that died or gave up leaves none, and this run prefills, as it does,
+    saying so, when that writer is stopped or stalled)."""
     def waiting() -> None:
         if announce is not None:
             announce(ctx, len(ctx.prefix_ids))
         if say is not None:
             say(WAITING)
-    kvfolder.wait_for_writer(path, waiting)
-
-
-
-
-
-
-
-
-
-
-
-
+    why = kvwait.wait_for_writer(path, waiting)
+    if why is not None and say is not None:
+        say(why)
 
 
 def _resident_rows(ctx: Context, held: tuple, s: Settings) -> object | None:
