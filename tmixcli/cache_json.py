@@ -56,11 +56,13 @@ def entry_json(entry: dict) -> dict[str, Any]:
 
 
 def listing_json(folder: Path, entries: list[dict], cap: int | None, stale: list[tuple[Path, int]],
-                 active: list[tuple[Path, int]]) -> dict[str, Any]:
-    """`tmix cache ls --json`: what the text form shows, the entries, total, cap and temp files."""
+                 active: list[tuple[Path, int]], conversions: list[tuple[Path, int]] | None = None) -> dict[str, Any]:
+    """`tmix cache ls --json`: what the text form shows, the entries, total, cap, temp files and leftover folders of
+    killed model conversions."""
     return {"folder": absolute(folder), "entries": [entry_json(e) for e in entries],
             "total_bytes": sum(e["size"] for e in entries), "cap_bytes": cap,
-            "temp_files": {"leftover": _files(stale), "in_progress": _files(active)}}
+            "temp_files": {"leftover": _files(stale), "in_progress": _files(active)},
+            "leftover_conversions": _files(conversions or [])}
 
 
 def _files(found: list[tuple[Path, int]]) -> dict[str, int]:

@@ -10,7 +10,6 @@ import re
 import shutil
 import struct
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -20,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
-from tmixcli import filetok
+from tmixcli import convtemp, filetok
 from tmixcli.errors import TmixError
 from tmixcli.modelcheck import check_folder, check_gguf, check_hub_reachable, check_placement, from_env
 from tmixcli.memfit import auto_bf16_note, check_conversion, check_room
@@ -134,7 +133,7 @@ def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     header = check_gguf(gguf)
-    tmp = _convert_dir(target.parent)
+    tmp, lock = _convert_dir(target.parent)
     start = time.perf_counter()
     try:
         check_conversion(gguf.name, header.elements, target.parent)
@@ -163,23 +162,26 @@ def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        os.close(lock)
     if progress:
         print(f"tmix: converted in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     return target
 
 
-def _convert_dir(folder: Path) -> Path:
-    """A new temp folder in `folder` (made first) for a conversion, with the mode a plain mkdir gives (mkdtemp's 0700
-    would keep a shared TMIX_MODELS_DIR's model from everyone else); TmixError naming the folder where it cannot be."""
+def _convert_dir(folder: Path) -> tuple[Path, int]:
+    """A new temp folder in `folder` (made first) for a conversion, locked by the descriptor given with it (convtemp),
+    with the mode a plain mkdir gives (mkdtemp's 0700 would keep a shared TMIX_MODELS_DIR's model from everyone else);
+    TmixError naming the folder where it cannot be. Leftovers of killed conversions there go first."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=folder))
+        convtemp.remove_leftovers(folder)
+        tmp, lock = convtemp.make(folder)
     except OSError as err:
         named = " (TMIX_MODELS_DIR)" if os.environ.get("TMIX_MODELS_DIR") else ""
         raise TmixError(f"cannot use the models folder {folder}{named}: {mkdir_error(err)}") from None
     with suppress(OSError):  # a disk without modes (FAT): its folders are readable anyway
         tmp.chmod(0o777 & ~_umask())
-    return tmp
+    return tmp, lock
 
 
 def _umask() -> int:

@@ -75,10 +75,11 @@ def mkdir_error(exc: OSError) -> str:
 DEFAULT_MODEL = "smollm2-135m-instruct"  # the embedded default model's name and converted folder
 
 
-def models_dir() -> Path:
-    """Converted models: $TMIX_MODELS_DIR, else <cache dir>/models (share one across cache dirs)."""
+def models_dir(create: bool = True) -> Path:
+    """Converted models: $TMIX_MODELS_DIR, else <cache dir>/models (share one across cache dirs); create=False
+    makes no cache folder, for commands that only look."""
     env = os.environ.get("TMIX_MODELS_DIR")
-    return Path(env).expanduser() if env else cache_dir() / "models"
+    return Path(env).expanduser() if env else (cache_dir() if create else cache_root()) / "models"
 
 
 def converted_gguf_name(gguf: Path) -> str:
