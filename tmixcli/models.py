@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
-from tmixcli import convtemp, filetok, oom
+from tmixcli import convtemp, diskerrors, filetok, oom
 from tmixcli.errors import TmixError
 from tmixcli.modelcheck import check_folder, check_gguf, check_hub_reachable, check_placement, from_env
 from tmixcli.memfit import auto_bf16_note, check_conversion, check_room
@@ -159,7 +159,8 @@ def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
                 _save_plain(model, tmp)
                 tok.save_pretrained(tmp)
         except OSError as err:  # a disk that filled up meanwhile
-            raise TmixError(f"cannot write the converted model to {target.parent}: {err.strerror or err}") from None
+            raise TmixError(f"cannot write the converted model to {target.parent}: {diskerrors.reason(err)}",
+                            code=diskerrors.exit_code(err)) from None
         try:
             os.rename(tmp, target)
         except OSError:  # another process finished first: keep its copy
