@@ -42,10 +42,10 @@ def ask_json(capsys, *argv: str) -> dict:
     return json.loads(out)
 
 
-def one_error(capsys, *argv: str) -> str:
-    """Run `tmix argv`, expecting exit code 2 and one error line; returns that line."""
-    code, out, err = run(capsys, *argv)
-    assert code == 2 and out == "" and err.startswith("tmix: error: ") and len(err.strip().splitlines()) == 1, err
+def one_error(capsys, *argv: str, code: int = 2) -> str:
+    """Run `tmix argv`, expecting exit code `code` (2: bad input) and one error line; returns that line."""
+    got, out, err = run(capsys, *argv)
+    assert got == code and out == "" and err.startswith("tmix: error: ") and len(err.strip().splitlines()) == 1, err
     return err.strip()
 
 

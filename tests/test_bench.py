@@ -223,12 +223,12 @@ def _no_build(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(archs, "build_random_model", fail)
 
 
-def _one_error(capsys: pytest.CaptureFixture, *argv: str) -> str:
-    """The single stderr line of `tmix argv` refused with exit 2, nothing on stdout."""
+def _one_error(capsys: pytest.CaptureFixture, *argv: str, code: int = 2) -> str:
+    """The single stderr line of `tmix argv` refused with exit `code` (2: bad input), nothing on stdout."""
     from runcli import run
 
-    code, out, err = run(capsys, *argv)
-    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (code, out, err)
+    got, out, err = run(capsys, *argv)
+    assert got == code and out == "" and len(err.strip().splitlines()) == 1, (got, out, err)
     return err.strip()
 
 
@@ -362,12 +362,13 @@ def test_a_forced_arch_larger_than_free_memory_refused_before_building(capsys: p
 
     _no_build(monkeypatch)
     monkeypatch.setattr(memfit, "available_bytes", lambda: 20 * 2**30)
-    err = _one_error(capsys, "bench", "--arch", "llama-3.1-8b", "--lengths", "1k", "--device", "cpu", "--force")
+    err = _one_error(capsys, "bench", "--arch", "llama-3.1-8b", "--lengths", "1k", "--device", "cpu", "--force",
+                     code=1)  # the machine's memory, not the input
     assert err == ("tmix: error: llama-3.1-8b needs ~29.9 GiB of memory for its 32-bit weights and the machine has "
                    "20.0 GiB free: --dtype bf16 halves it")
     monkeypatch.setattr(memfit, "available_bytes", lambda: 10 * 2**30)
     err = _one_error(capsys, "bench", "--arch", "qwen2.5-7b", "--lengths", "1k", "--device", "cpu", "--force",
-                     "--dtype", "bf16")
+                     "--dtype", "bf16", code=1)
     assert err == ("tmix: error: qwen2.5-7b needs ~14.2 GiB of memory for its 16-bit weights and the machine has "
                    "10.0 GiB free: a smaller model, or free memory")
 

@@ -159,7 +159,7 @@ def test_disk_full_hint_for_prefill_output(capsys, monkeypatch, tiny_dir, short_
     args = (short_doc, "-o", str(tmp_path / "x.kv"), "--model", tiny_dir, *TINY)
     monkeypatch.setattr(kvwrite, "_pwrite", full)
     code, out, err = run(capsys, "prefill", *args)
-    assert code == 2 and out == "" and err.count("tmix: error:") == 1, err  # after the tokens line said before
+    assert code == 1 and out == "" and err.count("tmix: error:") == 1, err  # after the tokens line said before
     assert err.strip().splitlines()[-1].startswith("tmix: error: disk full while writing KV file "), err
     assert f"disk full while writing KV file {tmp_path / 'x.kv'}; free space in {tmp_path}, or write" in err
     assert "cache clear" not in err
@@ -167,7 +167,7 @@ def test_disk_full_hint_for_prefill_output(capsys, monkeypatch, tiny_dir, short_
     assert run(capsys, "prefill", *args[:1], *args[3:])[0] == 0  # a KV file in the cache, on the same disk
     monkeypatch.setattr(kvwrite, "_pwrite", full)
     code, _, err = run(capsys, "prefill", *args)
-    assert code == 2 and "or run `tmix cache clear` (the KV cache is on the same disk)" in err, err
+    assert code == 1 and "or run `tmix cache clear` (the KV cache is on the same disk)" in err, err
 
 
 def test_concurrent_prefill_leaves_one_valid_file(tmp_path, tiny_dir, short_doc):
@@ -204,16 +204,16 @@ def test_too_little_disk_space_is_told_before_the_prefill(capsys, monkeypatch, t
     free[0] = size - 1
     target = tmp_path / "out" / "x.kv"
     target.parent.mkdir()
-    err = one_error(capsys, "prefill", short_doc, "-o", str(target), *args)
+    err = one_error(capsys, "prefill", short_doc, "-o", str(target), *args, code=1)  # the disk, not the input
     want = (rf"tmix: error: not enough disk space for KV file {re.escape(str(target))} \(\d+\.\d KiB needed, "
             rf"\d+\.\d KiB free in {re.escape(str(target.parent))}\); free 1 B more in ")
     assert re.match(want, err), err
     assert len(prefills) == 1 and list(target.parent.iterdir()) == []
-    err = one_error(capsys, "prefill", short_doc, *args)  # into the cache, which holds nothing to clear
+    err = one_error(capsys, "prefill", short_doc, *args, code=1)  # into the cache, which holds nothing to clear
     assert "not enough disk space for KV file " in err and "cache clear" not in err, err
     other = kvfolder.kv_path_for("other")
     other.write_bytes(b"0" * 100)
-    err = one_error(capsys, "prefill", short_doc, *args)  # one that holds something
+    err = one_error(capsys, "prefill", short_doc, *args, code=1)  # one that holds something
     assert "not enough disk space for KV file " in err and "or run `tmix cache clear`" in err, err
     other.unlink()
     assert len(prefills) == 1

@@ -79,7 +79,7 @@ def test_the_cli_says_it_in_one_line_before_loading(tiny_dir: str, monkeypatch: 
     _free(monkeypatch, 1000)
     code, out, err = run(capsys, "ask", short_doc, "Budget?", "--model", tiny_dir, "--device", "cpu",
                          "--max-new-tokens", "8", *TINY)
-    assert code == 2 and out == "" and err.strip().splitlines()[-1].startswith("tmix: error: model ")
+    assert code == 1 and out == "" and err.strip().splitlines()[-1].startswith("tmix: error: model ")  # not input
     assert "Traceback" not in err
     assert "of memory for its 32-bit weights and the machine has 1000 B free: a smaller model, or free memory" in err
     assert not (tmp_path / "cache" / "kv").exists() or not list((tmp_path / "cache" / "kv").iterdir())
@@ -88,7 +88,8 @@ def test_the_cli_says_it_in_one_line_before_loading(tiny_dir: str, monkeypatch: 
 @pytest.mark.parametrize("error,line", [
     ("gpu", "tmix: error: the GPU ran out of memory (tried to allocate 2.00 GiB): a smaller --chunk-size, a shorter "
      "document (--truncate) or --device cpu needs less"),
-    ("cpu", "tmix: error: out of memory: a shorter document (--truncate) or a smaller model needs less"),
+    ("cpu", "tmix: error: out of memory while prefilling the document (875 tokens): a shorter document (--truncate) "
+     "or a smaller model needs less"),
 ])
 def test_running_out_of_memory_is_one_line_and_no_kv_file(tiny_dir: str, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture, tmp_path: Path,

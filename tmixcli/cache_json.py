@@ -57,11 +57,13 @@ def entry_json(entry: dict) -> dict[str, Any]:
 
 
 def listing_json(folder: Path, entries: list[dict], cap: int | None, stale: list[TempFile],
-                 active: list[TempFile]) -> dict[str, Any]:
-    """`tmix cache ls --json`: what the text form shows, the entries, total, cap and temp files."""
+                 active: list[TempFile], conversions: list[tuple[Path, int]] | None = None) -> dict[str, Any]:
+    """`tmix cache ls --json`: what the text form shows, the entries, total, cap, temp files and leftover folders of
+    killed model conversions."""
     return {"folder": absolute(folder), "entries": [entry_json(e) for e in entries],
             "total_bytes": sum(e["size"] for e in entries), "cap_bytes": cap,
-            "temp_files": {"leftover": _files(stale), "in_progress": _files(active)}}
+            "temp_files": {"leftover": _files(stale), "in_progress": _files(active)},
+            "leftover_conversions": {"count": len(conversions or []), "bytes": sum(n for _, n in conversions or [])}}
 
 
 def _files(found: list[TempFile]) -> dict[str, int]:

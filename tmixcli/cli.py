@@ -11,7 +11,7 @@ import sys
 import typer
 
 from tmixcli import bench, calibrate, cli_ask, cli_cache, cli_chat, cli_help, cli_options, cli_serve, cli_text, \
-    evaluate, stdout, terminate
+    evaluate, oom, stdout, terminate
 from tmixcli.errors import TmixError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode=None,
@@ -81,12 +81,14 @@ def _usage_line(err: Exception) -> str:
 _MODEL_COMMANDS = {"ask", "prefill", "chat", "serve", "bench", "eval", "calibrate"}  # they load torch
 
 
-def _check_folder(args: list[str]) -> None:
-    """A command that loads a model, run from a deleted current folder: one error line at once (startup.working_folder)
-    instead of torch's crash; `text`, `cache` and --help still run there."""
+def _check_start(args: list[str]) -> None:
+    """A command that loads a model, run from a deleted current folder (startup.working_folder) or under an
+    address-space limit too low for torch (oom.check_import_room): one error line at once instead of torch's crash;
+    `text`, `cache` and --help still run there."""
     name = next((a for a in args if not a.startswith("-")), None)
     if name in _MODEL_COMMANDS and "--help" not in args:
         startup.working_folder()
+        oom.check_import_room()
 
 
 def _abort_writers() -> None:
@@ -125,7 +127,7 @@ def _main(argv: list[str] | None) -> None:
         cli_options.ARGV[:] = sys.argv[1:] if argv is None else list(argv)
         command = typer.main.get_command(app)
         cli_help.plain_arguments(command)
-        _check_folder(cli_options.ARGV)
+        _check_start(cli_options.ARGV)
         misplaced = cli_help.option_after_dashes(command, cli_options.ARGV)
         if misplaced is not None:
             raise TmixError(misplaced)
@@ -156,13 +158,12 @@ def _main(argv: list[str] | None) -> None:
         sys.exit(1)
     except BrokenPipeError:
         sys.exit(141)
-    except MemoryError:
-        print("tmix: error: out of memory: a shorter document (--truncate) or a smaller model needs less",
-              file=sys.stderr)
-        sys.exit(1)
     except Exception as err:
         if type(err).__name__ == "OutOfMemoryError":  # torch's, on the GPU (torch is not imported here)
             print(_gpu_oom_line(err), file=sys.stderr)
+            sys.exit(1)
+        if oom.is_oom(err) or oom.failed_import(err):  # where no step said so (models, opening): an import, an answer
+            print(f"tmix: error: {oom.unplaced(err)}", file=sys.stderr)
             sys.exit(1)
         if not isinstance(err, _usage_error_base()):
             raise

@@ -12,10 +12,11 @@ from typing import Annotated
 import typer
 from typer.core import TyperCommand
 
-from tmixcli import docindex, kvfolder, kvheader
+from tmixcli import convtemp, docindex, kvfolder, kvheader
 from tmixcli.cache_json import attention_of, info_json, listing_json
 from tmixcli.errors import TmixError
 from tmixcli.filekind import not_a_file, readable_name
+from tmixcli.paths import models_dir
 from tmixcli.sizes import count, human_size
 from tmixcli.stdout import is_terminal
 
@@ -79,8 +80,9 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="Print the listing a
     cap = kvfolder.cache_limit()
     entries = _with_versions(kvfolder.list_entries(folder))
     stale, active = kvfolder.temp_state(folder)
+    conversions = convtemp.state(models_dir(create=False))[0]
     if as_json:
-        typer.echo(json.dumps(listing_json(folder, entries, cap, stale, active), indent=2))
+        typer.echo(json.dumps(listing_json(folder, entries, cap, stale, active, conversions), indent=2))
         return
     if not entries:
         typer.echo(f"no KV files in {folder}")
@@ -95,6 +97,9 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="Print the listing a
         _echo_unusable(entries)
     _echo_leftovers(stale)
     _echo_in_progress(active)
+    if conversions:
+        them = "it" if len(conversions) == 1 else "them"
+        typer.echo(f"{convtemp.described(conversions)}: `tmix cache prune` removes {them}")
 
 
 def _echo_unusable(entries: list[dict]) -> None:
@@ -133,12 +138,15 @@ def _echo_removed(entry: dict) -> None:
 
 
 def _remove_temp_files(folder: Path) -> list[tuple[Path, str]]:
-    """Remove leftover temp files (never a live writer's) and say how many went; (path, why) for those that could
-    not be removed."""
+    """Remove leftover temp files (never a live writer's) and folders of killed model conversions, and say how many
+    went; (path, why) for those that could not be removed."""
     gone, failed = kvfolder.remove_leftovers(folder)
     if gone:
         typer.echo(f"removed {count(len(gone), 'leftover temp file')} ({human_size(sum(n for _, n in gone))} freed)")
-    return failed
+    gone, more = convtemp.remove_leftovers(models_dir(create=False))
+    if gone:
+        typer.echo(f"removed {convtemp.described(gone)}")
+    return failed + more
 
 
 LEFT_ALONE = ": left alone"  # a save in progress is never removed, by prune or clear
@@ -268,7 +276,7 @@ def clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for 
     """Remove all KV files (and leftovers of interrupted saves)."""
     folder = kvfolder.listed_dir()
     entries = kvfolder.list_entries(folder)
-    stale = kvfolder.temp_state(folder)[0]
+    stale = kvfolder.temp_state(folder)[0] + convtemp.state(models_dir(create=False))[0]
     total = sum(e["size"] for e in entries)
     if not entries and not stale:
         docindex.forget_missing(folder)  # files removed by hand leave index entries behind

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
-from tmixcli import kvfolder, kvheader, kvstore, kvwrite
+from tmixcli import diskerrors, kvfolder, kvheader, kvstore, kvwrite
 from tmixcli.config import Settings
 from tmixcli.context import Context, timing_device
 from tmixcli.errors import TmixError
@@ -74,25 +74,36 @@ def _disk_has_room(ctx: Context, path: Path, meta: dict, s: Settings) -> bool:
     said, missing = short
     _unsaved(ctx, s, f"not enough disk space ({said})",
              f"not enough disk space for KV file {path} ({said}); {kvfolder.room_hint(path, missing)}",
-             "not enough disk space")
+             "not enough disk space", code=1)
     return False
 
 
 def _cannot_start(ctx: Context, writer: kvwrite.KVWriter, s: Settings, in_cache: bool) -> None:
-    """A writer that could not even start its file (a read-only or unwritable folder): said before the prefill, as
-    a disk short of room is, never as a file being saved."""
+    """A writer that could not even start its file (a read-only or unwritable folder, a full disk, a file-size
+    limit): said before the prefill, as a disk short of room is, never as a file being saved."""
     writer.abort()
-    err = str(kvwrite.write_error(writer.path, writer.error, writer.size))
-    full = isinstance(writer.error, OSError) and writer.error.errno == errno.ENOSPC
-    elsewhere = "; write the KV file elsewhere with -o" if in_cache and not full else ""
-    _unsaved(ctx, s, err, f"{err}{elsewhere}", "not enough disk space" if full else "cache folder not writable")
+    failed = kvwrite.write_error(writer.path, writer.error, writer.size)
+    err, code = str(failed), failed.code if isinstance(failed, TmixError) else 2
+    elsewhere = "; write the KV file elsewhere with -o" if in_cache and diskerrors.elsewhere_helps(writer.error) else ""
+    _unsaved(ctx, s, err, f"{err}{elsewhere}", _short_reason(writer.error), code)
 
 
-def _unsaved(ctx: Context, s: Settings, why: str, error: str, short: str) -> None:
-    """A KV file this prefill will not write, known before it: `error` for `prefill`, whose product the file is;
-    `ask` and `chat` answer anyway, with the note "KV file not saved: `why`" and `short` on the cache miss line."""
+def _short_reason(err: BaseException | None) -> str:
+    """What the cache miss line says of a KV file that could not be started: "not enough disk space", "cache folder
+    not writable" where that is so, else the system's words in lower case ("file too large")."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return "not enough disk space"
+    if diskerrors.elsewhere_helps(err) or not isinstance(err, OSError) or not err.strerror:
+        return "cache folder not writable"
+    return err.strerror[:1].lower() + err.strerror[1:]
+
+
+def _unsaved(ctx: Context, s: Settings, why: str, error: str, short: str, code: int = 2) -> None:
+    """A KV file this prefill will not write, known before it: `error` (exit `code`) for `prefill`, whose product the
+    file is; `ask` and `chat` answer anyway, with the note "KV file not saved: `why`" and `short` on the cache miss
+    line."""
     if s.kv_required:
-        raise TmixError(error)
+        raise TmixError(error, code)
     ctx.kv_notes.append(f"KV file not saved: {why}")
     ctx.unsaved = short
 

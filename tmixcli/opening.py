@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tmixcli import (attention, docindex, generate, kvfolder, kvheader, kvread, kvsave, kvstore, kvwait, kvwrite,
+from tmixcli import (attention, docindex, generate, kvfolder, kvheader, kvread, kvsave, kvstore, kvwait, kvwrite, oom,
                      prompt, reuse)
 from tmixcli.config import AttentionConfig, Settings, default_start_layer
 from tmixcli.context import SAME_TEXT, Context, expected_meta, load_into, now, rewind, stored_tokens
@@ -200,8 +200,9 @@ def _prefill(ctx: Context, s: Settings, writer: kvwrite.KVWriter | None, residen
             base = _reusable(ctx, s)
         for i, layer in enumerate(base.layers if base is not None and writer is not None else []):
             writer.rows(i, layer.keys, layer.values, 0)  # the rows `base` already holds
-        ctx.cache, _ = generate.prefill(lm.model, ids, chunk_size=s.chunk_size, progress=s.progress, cache=base,
-                                        on_rows=writer.rows if writer is not None else None)
+        with oom.step("prefilling the document", oom.DOCUMENT_ADVICE, f"{len(ids)} tokens"):
+            ctx.cache, _ = generate.prefill(lm.model, ids, chunk_size=s.chunk_size, progress=s.progress, cache=base,
+                                            on_rows=writer.rows if writer is not None else None)
     except BaseException:
         if writer is not None:
             writer.abort()

@@ -87,11 +87,12 @@ def mkdir_error(exc: OSError) -> str:
 DEFAULT_MODEL = "smollm2-135m-instruct"  # the embedded default model's name and converted folder
 
 
-def models_dir() -> Path:
-    """Converted models: $TMIX_MODELS_DIR, else <cache dir>/models (share one across cache dirs); TmixError when it
-    exists but cannot be searched (another user's 0700 folder: nothing in it can be read or made)."""
+def models_dir(create: bool = True) -> Path:
+    """Converted models: $TMIX_MODELS_DIR, else <cache dir>/models (share one across cache dirs); create=False
+    makes no cache folder, for commands that only look. TmixError when it exists but cannot be searched (another
+    user's 0700 folder: nothing in it can be read or made)."""
     env = os.environ.get("TMIX_MODELS_DIR")
-    folder = Path(env).expanduser() if env else cache_dir() / "models"
+    folder = Path(env).expanduser() if env else (cache_dir() if create else cache_root()) / "models"
     try:
         _search(folder)
     except PermissionError as exc:
