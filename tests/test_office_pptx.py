@@ -141,3 +141,19 @@ def test_layout_and_master_text_once_their_prompts_never(tmp_path):
     assert text.split("\n") == ["Slide 1", "Halvorsen Marine - confidential", "Quarterly review", "Plan 2024",
                                 "Slide 2", "Next steps", "Slide 3", "Photo slide", "Slide 4", "Appendix", "Sources",
                                 "Slide 5", "Thanks"]
+
+
+def test_a_damaged_layout_costs_its_own_text_only_and_fields_are_not_read(tmp_path):
+    """A layout part that is not XML leaves the slides' text; a master's slide-number and date fields (the template's
+    `‹#›` and its saved date) are left out of its text boxes, the text around them kept."""
+    field = ('<p:sp><p:txBody><a:p><a:r><a:t>Page </a:t></a:r><a:fld id="{1}" type="slidenum"><a:t>‹#›</a:t>'
+             '</a:fld></a:p><a:p><a:fld id="{2}" type="datetime1"><a:t>3/4/2021</a:t></a:fld></a:p></p:txBody></p:sp>')
+    master = f'<p:sldMaster {PML}><p:cSld><p:spTree>{field}</p:spTree></p:cSld></p:sldMaster>'
+    rels = (f'<Relationships xmlns="{RELS}"><Relationship Id="r1" Type="{OFFICE_RELS}/slideMaster" '
+            'Target="../slideMasters/slideMaster1.xml"/></Relationships>')
+    parts = {"ppt/slideLayouts/slideLayout1.xml": f"<p:sldLayout {PML}><p:cSld/></p:sldLayout>",
+             "ppt/slideLayouts/_rels/slideLayout1.xml.rels": rels, "ppt/slideMasters/slideMaster1.xml": master,
+             "ppt/slideLayouts/slideLayout2.xml": "<p:sldLayout oops"}
+    one, two = ({"l": ("slideLayout", f"../slideLayouts/slideLayout{n}.xml")} for n in (1, 2))
+    text = deck(tmp_path, (shape("Broken layout", ph="title"), two), (shape("Plan", ph="title"), one), parts=parts)
+    assert text.split("\n") == ["Slide 1", "Broken layout", "Slide 2", "Page", "Plan"]

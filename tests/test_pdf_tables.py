@@ -87,3 +87,31 @@ def test_prose_lists_and_lone_lines_stay_plain(tmp_path):
     lines = _read(tmp_path, pdf)
     assert not [line for line in lines if "|" in line], lines
     assert "- Sonar units" in lines and "2. Spare parts" in lines and "Total 48.7 million euros" in lines
+
+
+def test_two_text_columns_are_no_table(tmp_path):
+    """A two-column page read across (pypdf's order) keeps plain lines: two cells of prose are page columns."""
+    left = ["The council met on Monday to discuss the new", "budget for the town. Members argued about the cost",
+            "of road repairs and the library, which has been closed"]
+    right = ["Weather this week will be mild with some rain", "expected on Thursday. Farmers welcome the change",
+             "after a long dry summer that left many fields parched"]
+    placed = [item for i, (a, b) in enumerate(zip(left, right)) for item in ((20 + 5 * i, a, 10, 10),
+                                                                             (20 + 5 * i, b, 10, 110))]
+    text = load_document(write(tmp_path, "columns.pdf", placed_pdf([placed]))).text
+    assert text.split("\n") == [f"{a} {b}" for a, b in zip(left, right)]
+
+
+def test_sparse_rows_next_to_each_other_keep_their_empty_cells(tmp_path):
+    """"Pears" and "Total" have no quantity: they line up with each other, and still sit in the table's columns."""
+    rows = [("Item", "Qty", "Price"), ("Apples", "3", "1.20"), ("Pears", "", "0.80"), ("Total", "", "2.00")]
+    placed = [(30 + 6 * i, cell, 11, x) for i, row in enumerate(rows) for x, cell in zip((10, 80, 130), row) if cell]
+    text = load_document(write(tmp_path, "sparse.pdf", placed_pdf([placed]))).text
+    assert text.split("\n") == ["Item | Qty | Price", "Apples | 3 | 1.20", "Pears | | 0.80", "Total | | 2.00"]
+
+
+def test_bullets_and_numbered_headings_drawn_apart_stay_plain(tmp_path):
+    items = [("o", "Sub item one"), ("o", "Sub item two"), ("1.1", "Scope of this document"),
+             ("1.2", "Terms and definitions"), ("2.3.1.", "References")]
+    placed = [(30 + 6 * i, text, 11, x) for i, pair in enumerate(items) for x, text in zip((20, 32), pair)]
+    text = load_document(write(tmp_path, "items.pdf", placed_pdf([placed]))).text
+    assert text.split("\n") == [f"{a} {b}" for a, b in items]

@@ -79,8 +79,9 @@ def _blocks(p: Path) -> int:
 
 
 def _on_disk(st: os.stat_result) -> int:
-    """_blocks of a file's stat."""
-    return st.st_blocks * 512 or st.st_size
+    """_blocks of a file's stat (its size where the system keeps no block count)."""
+    blocks = getattr(st, "st_blocks", None)
+    return st.st_size if blocks is None else blocks * 512
 
 
 def _is_kv_file(p: Path) -> bool:

@@ -16,7 +16,9 @@ _SAME_LINE_EM = 0.3  # pieces of one row stand on one baseline, within this
 _SHORT = 12  # longest cell (characters) whose guessed width is trusted to line up right edges or middles
 _GAP_EM = 1.0  # least guessed space after a one-character cell, in ems; less by _GAP_SLACK_EM for each more character
 _GAP_SLACK_EM = 0.05  # (a longer cell's width is guessed less closely: its columns must line up by their left edges)
-_MARKER = re.compile(r"[^\w\s]|\(?[0-9A-Za-z]{1,3}[.)]")  # a list item's bullet or number, standing apart
+_MARKER = re.compile(r"[^\w\s]|[oO]|\(?[0-9A-Za-z]{1,3}[.)]|\d+(\.\d+)+\.?")  # a list's bullet ("o" too) or number,
+# a heading's number ("1.1"), standing apart
+_PROSE_WORDS = 6  # a cell of this many words or more is a line of prose; a row of two such is page columns, no table
 _LEADER = re.compile(r"[.\s·…_-]+")  # a table of contents' dot leader
 
 
@@ -40,6 +42,7 @@ def mark_tables(page: PageLines) -> None:
                 if slots is not None:
                     columns[i], texts[i] = columns[j], slots
                     break
+    _fill_sparse(rows, columns, texts)
     for i, cells in texts.items():
         page.lines[i].text = row_line(cells)
 
@@ -58,6 +61,8 @@ def _cells(text: str, pieces: list[Piece]) -> Row | None:
     cells.append((text[drawn[-1].at:].strip(), drawn[-1]))
     if _MARKER.fullmatch(cells[0][0]) or any(_LEADER.fullmatch(cell) for cell, _ in cells):
         return None
+    if sum(len(cell.split()) >= _PROSE_WORDS for cell, _ in cells) >= 2:
+        return None  # text columns side by side (a two-column page), read across
     if any(q.x - p.x - _CHAR_EM * p.size * len(cell) < (_GAP_EM - _GAP_SLACK_EM * len(cell)) * p.size
            for (cell, p), (_, q) in zip(cells, cells[1:])):
         return None  # pieces that touch: one word drawn in parts (a name in another font), not cells
@@ -70,6 +75,21 @@ def _aligned(row: Row, other: Row) -> bool:
     if len(other) != len(row):
         return False
     return all(_same_column(a, b) for a, b in zip(row, other))
+
+
+def _fill_sparse(rows: list[Row | None], columns: dict[int, Row], texts: dict[int, list[str]]) -> None:
+    """Rows of a table that lined up only with each other ("Subtotal | 2.00" over "Total | 3.20" below a full row)
+    placed in the columns of the fullest row of their run of table lines, empty cells kept."""
+    run: list[int] = []
+    for i in [*sorted(columns), -2]:  # -2: ends the last run
+        if run and i != run[-1] + 1:
+            fullest = max(run, key=lambda j: len(columns[j]))
+            for j in run:
+                slots = _slots(rows[j], columns[fullest]) if len(texts[j]) < len(columns[fullest]) else None
+                if slots is not None:
+                    columns[j], texts[j] = columns[fullest], slots
+            run = []
+        run.append(i)
 
 
 def _slots(row: Row, columns: Row) -> list[str] | None:

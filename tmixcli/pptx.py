@@ -7,6 +7,7 @@ from xml.etree import ElementTree
 
 from tmixcli.charts import graphic_lines
 from tmixcli.embeds import Embeds
+from tmixcli.errors import TmixError
 from tmixcli.ooxml import A, P, R, relationships, walk
 from tmixcli.tablerow import cell_text, row_line
 from tmixcli.ziputil import Reach, join_blocks, member, parse_xml
@@ -84,29 +85,42 @@ def _behind(zf: zipfile.ZipFile, slide: ElementTree.Element, rels: list[tuple[st
     such as a "Confidential" box or a tagline; none where the slide hides background graphics (showMasterSp="0"),
     the master's none where its layout does. `parts` keeps each part's lines once read."""
     layout = next((target for _, target, kind in rels if kind.endswith("/slideLayout")), None)
-    if layout is None or layout not in zf.namelist() or slide.get("showMasterSp") in ("0", "false"):
+    if layout is None or slide.get("showMasterSp") in ("0", "false"):
         return []
     if layout not in parts:
-        root = parse_xml(member(zf, layout, label), label)
-        masters = [target for _, target, kind in relationships(zf, layout, label) if kind.endswith("/slideMaster")]
-        shown = masters[:1] if root.get("showMasterSp") not in ("0", "false") else []
-        parts[layout] = [*(line for master in shown for line in _own_text(zf, master, label, parts)),
-                         *_drawn_text(root)]
+        root = _decor_part(zf, layout, label)
+        masters = [target for _, target, kind in relationships(zf, layout, label)
+                   if kind.endswith("/slideMaster") and target != layout] if root is not None else []
+        shown = masters[:1] if root is not None and root.get("showMasterSp") not in ("0", "false") else []
+        own = _drawn_text(root) if root is not None else []
+        parts[layout] = [*(line for master in shown for line in _master_text(zf, master, label, parts)), *own]
     return parts[layout]
 
 
-def _own_text(zf: zipfile.ZipFile, part: str, label: str, parts: dict[str, list[str]]) -> list[str]:
+def _master_text(zf: zipfile.ZipFile, part: str, label: str, parts: dict[str, list[str]]) -> list[str]:
     """A master's own text (read once)."""
     if part not in parts:
-        parts[part] = _drawn_text(parse_xml(member(zf, part, label), label)) if part in zf.namelist() else []
+        root = _decor_part(zf, part, label)
+        parts[part] = _drawn_text(root) if root is not None else []
     return parts[part]
+
+
+def _decor_part(zf: zipfile.ZipFile, part: str, label: str) -> ElementTree.Element | None:
+    """A layout or master part read for its text boxes; None where it is missing, damaged or no such part (a
+    damaged one costs those lines only, not the deck's slides)."""
+    try:
+        root = parse_xml(member(zf, part, label), label) if part in zf.namelist() else None
+    except TmixError:
+        return None
+    return root if root is not None and root.tag in (f"{P}sldLayout", f"{P}sldMaster") else None
 
 
 def _drawn_text(root: ElementTree.Element) -> list[str]:
     """The lines of a layout's or master's text boxes that are no placeholder (a placeholder's text there is only a
-    prompt such as "Click to edit Master title style", shown on no slide)."""
+    prompt such as "Click to edit Master title style", shown on no slide), without fields: a slide number's
+    `‹#›` and a date are the template's, not the slide's."""
     return [line for shape in walk(root) if shape.tag == f"{P}sp" and _placeholder(shape) is None
-            for line in _shape_lines(shape) if line.strip()]
+            for line in _shape_lines(shape, fields=False) if line.strip()]
 
 
 def _notes_blocks(root: ElementTree.Element) -> list[str]:
@@ -121,17 +135,18 @@ def _placeholder(shape: ElementTree.Element) -> str | None:
     return None if ph is None else ph.get("type", "body")
 
 
-def _shape_lines(shape: ElementTree.Element) -> list[str]:
-    """The paragraphs of a shape's text body."""
+def _shape_lines(shape: ElementTree.Element, fields: bool = True) -> list[str]:
+    """The paragraphs of a shape's text body (without the text of fields such as a slide number unless `fields`)."""
     body = shape.find(f"{P}txBody")
-    return [] if body is None else [_paragraph(p) for p in body.findall(f"{A}p")]
+    return [] if body is None else [_paragraph(p, fields) for p in body.findall(f"{A}p")]
 
 
-def _paragraph(p: ElementTree.Element) -> str:
-    """One DrawingML paragraph: its runs (a:t) and line breaks."""
+def _paragraph(p: ElementTree.Element, fields: bool = True) -> str:
+    """One DrawingML paragraph: its runs (a:t) and line breaks, and its fields' text if `fields`."""
     parts = []
+    skip = set() if fields else {id(t) for field in p.iter(f"{A}fld") for t in field.iter(f"{A}t")}
     for node in p.iter():
-        if node.tag == f"{A}t":
+        if node.tag == f"{A}t" and id(node) not in skip:
             parts.append(node.text or "")
         elif node.tag == f"{A}br":
             parts.append("\n")
