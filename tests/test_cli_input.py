@@ -307,7 +307,7 @@ def test_progress_bar_left_out_when_stderr_is_not_a_terminal(monkeypatch):
 def test_gguf_conversion_bar_left_out_unless_shown():
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
-    from tmixcli.models import _gguf_bar
+    from tmixcli.convert import _gguf_bar
 
     original = gguf_utils.tqdm
     with _gguf_bar(False):

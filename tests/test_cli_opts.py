@@ -131,7 +131,7 @@ def test_start_layer_past_the_default_model_refused_before_the_load(capsys, ferr
 
 def test_a_file_that_is_not_gguf_is_refused_before_the_conversion_is_announced(capsys, tmp_path):
     from tmixcli.errors import TmixError
-    from tmixcli.models import convert_gguf
+    from tmixcli.convert import convert_gguf
 
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a model")
@@ -277,7 +277,7 @@ def test_a_start_layer_at_the_model_depth_is_said_to_be_dense(capsys, tiny_dir, 
 def test_a_models_folder_that_cannot_be_made_is_one_line(capsys, monkeypatch, tmp_path):
     """TMIX_MODELS_DIR naming a file: one error line naming the variable before the conversion is announced."""
     from tmixcli.errors import TmixError
-    from tmixcli.models import convert_gguf
+    from tmixcli.convert import convert_gguf
     from tmixcli.paths import models_dir
 
     blocker = tmp_path / "models.txt"

@@ -21,7 +21,7 @@ _STUCK = """
 import os, sys, time
 from pathlib import Path
 import transformers
-from tmixcli import models
+from tmixcli import convert
 
 def stuck(*args, **kw):  # the GGUF read: it writes part of the weights, then never ends (kill -9 comes)
     tmp = next(Path(sys.argv[2]).glob(f".convert-{os.getpid()}-*"))
@@ -31,7 +31,7 @@ def stuck(*args, **kw):  # the GGUF read: it writes part of the weights, then ne
 
 transformers.AutoTokenizer.from_pretrained = lambda *args, **kw: object()
 transformers.AutoModelForCausalLM.from_pretrained = stuck
-models.convert_gguf(Path(sys.argv[1]), Path(sys.argv[2]) / "m", progress=False)
+convert.convert_gguf(Path(sys.argv[1]), Path(sys.argv[2]) / "m", progress=False)
 """
 
 
@@ -53,7 +53,7 @@ def _convert_here(monkeypatch, gguf: Path, models: Path) -> Path:
     """A whole conversion in this process (the GGUF read and the weights written are stood in for)."""
     import transformers
 
-    from tmixcli import models as models_module
+    from tmixcli import convert
 
     class Tokenizer:
         def save_pretrained(self, out):
@@ -61,8 +61,8 @@ def _convert_here(monkeypatch, gguf: Path, models: Path) -> Path:
 
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: Tokenizer())
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: object())
-    monkeypatch.setattr(models_module, "_save_plain", lambda model, out: (out / "config.json").write_text("{}"))
-    return models_module.convert_gguf(gguf, models / "m", progress=False)
+    monkeypatch.setattr(convert, "_save_plain", lambda model, out: (out / "config.json").write_text("{}"))
+    return convert.convert_gguf(gguf, models / "m", progress=False)
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def test_a_converted_model_folder_gets_the_umasks_mode(monkeypatch, tmp_path, um
     import transformers
     from test_model_files import _gguf_with_tensor
 
-    from tmixcli import models
+    from tmixcli import convert
 
     class Tokenizer:
         def save_pretrained(self, out):
@@ -57,11 +57,11 @@ def test_a_converted_model_folder_gets_the_umasks_mode(monkeypatch, tmp_path, um
 
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: Tokenizer())
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: object())
-    monkeypatch.setattr(models, "_save_plain", lambda model, out: (out / "config.json").write_text("{}"))
+    monkeypatch.setattr(convert, "_save_plain", lambda model, out: (out / "config.json").write_text("{}"))
     (tmp_path / "m.gguf").write_bytes(_gguf_with_tensor())
     old = os.umask(umask)
     try:
-        target = models.convert_gguf(tmp_path / "m.gguf", tmp_path / "models" / "m", progress=False)
+        target = convert.convert_gguf(tmp_path / "m.gguf", tmp_path / "models" / "m", progress=False)
     finally:
         os.umask(old)
     assert (target / "config.json").is_file()

@@ -118,14 +118,14 @@ def test_a_gguf_too_large_to_convert_is_refused_before_the_conversion(tmp_path: 
     """The numbers are counted from the GGUF header (no gguf package needed); memory, then disk."""
     from test_model_files import _gguf_with_tensor
 
-    from tmixcli import models
+    from tmixcli import convert
     from tmixcli.modelcheck import check_gguf
 
     (tmp_path / "m.gguf").write_bytes(_gguf_with_tensor(4096))
     assert check_gguf(tmp_path / "m.gguf").elements == 4096
     _free(monkeypatch, 20000)  # 4096 x 4 bytes fit, not with the conversion's overhead
     with pytest.raises(TmixError) as err:
-        models.convert_gguf(tmp_path / "m.gguf", tmp_path / "models" / "m", progress=True)
+        convert.convert_gguf(tmp_path / "m.gguf", tmp_path / "models" / "m", progress=True)
     assert str(err.value) == ("converting m.gguf needs ~25.6 KiB of memory (its 4096 weights in fp32) and the machine "
                               "has 19.5 KiB free: convert it on a larger machine, or use a smaller model")
     assert capsys.readouterr().err == ""  # refused before "converting ..."
@@ -134,7 +134,7 @@ def test_a_gguf_too_large_to_convert_is_refused_before_the_conversion(tmp_path: 
     monkeypatch.setattr(memfit.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
     with pytest.raises(TmixError, match=r"^converting m.gguf writes ~16.0 KiB of fp32 weights and .*models has "
                                         r"1000 B free: free disk space, or set TMIX_MODELS_DIR to a larger disk$"):
-        models.convert_gguf(tmp_path / "m.gguf", tmp_path / "models" / "m", progress=True)
+        convert.convert_gguf(tmp_path / "m.gguf", tmp_path / "models" / "m", progress=True)
 
 
 def test_the_gpu_free_memory_is_judged_too(tiny_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ import pytest
 from test_modelcheck import COMMANDS, one_error
 
 from runcli import run
-from tmixcli import cli_open, models, prompt
+from tmixcli import cli_open, convert, models, prompt
 from tmixcli.errors import TmixError
 from tmixcli.modelcheck import check_gguf
 
@@ -151,7 +151,7 @@ def _gguf_with_tensor(floats: int = 64) -> bytes:
 def test_a_truncated_gguf_is_named_before_the_conversion(capsys, tmp_path, monkeypatch, no_load):
     pytest.importorskip("gguf")  # the tensor types' sizes come from it
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(models, "convert_gguf", lambda *a, **k: pytest.fail("converted a model it refuses"))
+    monkeypatch.setattr(convert, "convert_gguf", lambda *a, **k: pytest.fail("converted a model it refuses"))
     Path("doc.txt").write_text("The ferry leaves at 07:45.\n")
     whole = _gguf_with_tensor()
     Path("whole.gguf").write_bytes(whole)
@@ -182,7 +182,7 @@ def test_without_the_gguf_package_only_the_header_is_checked(tmp_path, monkeypat
 def test_the_default_gguf_cut_short_is_named(tmp_path):
     """The real file's header (49152 tokens, merges, 272 tensors) is walked to its end: its tensors end where it
     does, and a copy cut in its header or its data is called truncated."""
-    data = models.default_gguf_path().read_bytes()
+    data = convert.default_gguf_path().read_bytes()
     for cut, says in ((1000, "the file ends inside its GGUF header, after 1000 bytes"),
                       (2_000_000, f"its tensors end at byte {len(data)}, the file has 2000000")):
         (tmp_path / "cut.gguf").write_bytes(data[:cut])
@@ -196,11 +196,11 @@ def test_a_gguf_the_conversion_cannot_parse_is_one_line(tmp_path, monkeypatch):
     from tmixcli import modelcheck
     from tmixcli.ggufheader import GgufHeader
 
-    monkeypatch.setattr(models, "check_gguf", lambda path: GgufHeader(None, None))
+    monkeypatch.setattr(convert, "check_gguf", lambda path: GgufHeader(None, None))
     monkeypatch.setattr(modelcheck, "check_gguf", lambda path: GgufHeader(None, None))
     (tmp_path / "cut.gguf").write_bytes(_gguf_with_tensor()[:40])
     with pytest.raises(TmixError, match=r"^cannot read cut.gguf as a GGUF model \("):
-        models.convert_gguf(tmp_path / "cut.gguf", tmp_path / "out", progress=False)
+        convert.convert_gguf(tmp_path / "cut.gguf", tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runcli import run
-from tmixcli import cli_open, modelcheck, models
+from tmixcli import cli_open, convert, modelcheck, models
 from tmixcli.errors import TmixError
 
 # SmolLM2-135M's config.json as tmix converts it, less what transformers fills in itself
@@ -108,10 +108,10 @@ def test_an_older_config_without_kv_heads_or_head_dim_passes():
 def test_the_default_model_passes_every_check():
     from tmixcli.modelcheck import check_folder
 
-    folder = models.default_model_dir(progress=False)
+    folder = convert.default_model_dir(progress=False)
     assert modelcheck.config_problem(json.loads((folder / "config.json").read_text())) is None
     check_folder(folder, str(folder))
-    modelcheck.check_gguf(models.default_gguf_path())
+    modelcheck.check_gguf(convert.default_gguf_path())
 
 
 def _gguf(*pairs: tuple[bytes, int, bytes]) -> bytes:
@@ -126,7 +126,7 @@ def _string(text: bytes) -> bytes:
 
 def test_a_gguf_of_another_architecture_is_refused_before_the_conversion(capsys, folder, monkeypatch):
     """Its general.architecture is read from the header (no torch); converting it would take minutes for nothing."""
-    monkeypatch.setattr(models, "convert_gguf", lambda *a, **k: pytest.fail("converted a model it refuses"))
+    monkeypatch.setattr(convert, "convert_gguf", lambda *a, **k: pytest.fail("converted a model it refuses"))
     Path("phi.gguf").write_bytes(_gguf((b"general.alignment", 4, struct.pack("<I", 32)),
                                        (b"general.architecture", 8, _string(b"phi3"))))
     for command in COMMANDS:
