@@ -46,22 +46,13 @@ def test_a_cache_folder_is_one_server_however_it_is_named(monkeypatch, tmp_path)
 def test_a_converted_model_folder_gets_the_umasks_mode(monkeypatch, tmp_path, umask):
     """A plain mkdir's mode, not mkdtemp's 0700: a TMIX_MODELS_DIR shared by a team is readable by it."""
     pytest.importorskip("gguf")
-    import transformers
+    from test_convtemp import _convert_here
     from test_model_files import _gguf_with_tensor
 
-    from tmixcli import convert
-
-    class Tokenizer:
-        def save_pretrained(self, out):
-            (Path(out) / "tokenizer.json").write_text("{}")
-
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: Tokenizer())
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: object())
-    monkeypatch.setattr(convert, "_save_plain", lambda model, out: (out / "config.json").write_text("{}"))
     (tmp_path / "m.gguf").write_bytes(_gguf_with_tensor())
     old = os.umask(umask)
     try:
-        target = convert.convert_gguf(tmp_path / "m.gguf", tmp_path / "models" / "m", progress=False)
+        target = _convert_here(monkeypatch, tmp_path / "m.gguf", tmp_path / "models")
     finally:
         os.umask(old)
     assert (target / "config.json").is_file()
