@@ -15,7 +15,7 @@ from pathlib import Path
 from served import TINY, _prepare, _start_server, tmix
 from test_serve_stop import ASK, _answering, _server
 
-from tmixcli import serve_client, serve_wait
+from tmixcli import procstat, serve_client, serve_wait
 from tmixcli.serverkey import server_key
 
 
@@ -32,9 +32,9 @@ def _stopped(pid: int) -> None:
     """SIGSTOP `pid`, as Ctrl-Z in its terminal does, and wait until it is stopped."""
     os.kill(pid, signal.SIGSTOP)
     deadline = time.monotonic() + 30
-    while serve_wait.state(pid) != "T" and time.monotonic() < deadline:
+    while procstat.state(pid) != "T" and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert serve_wait.state(pid) == "T"
+    assert procstat.state(pid) == "T"
 
 
 def test_a_stopped_server_is_said_its_clients_run_here_and_serve_stop_resumes_it(tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tmixcli.kvfolder import has_open, pid_of, temp_is_stale, temp_of
+from tmixcli.procstat import STOPPED, process_stat
 
 STALLED_S = 60.0  # a writer whose temp file and CPU time stay the same this long is not waited for
-STOPPED_STATES = ("T", "t")  # /proc/PID/stat: stopped by a signal (Ctrl-Z, SIGSTOP), or by a debugger
 
 
 def writers(path: Path) -> list[Path]:
@@ -48,9 +48,9 @@ def _stuck(temp: Path, seen: dict[Path, tuple[tuple, float]], stalled_s: float) 
     pid = pid_of(temp)
     if pid is not None and has_open(pid, temp, None) is False:
         pid = None  # that pid is another process now (another pid namespace sharing the cache): not the writer
-    state, cpu = _process(pid) if pid is not None else (None, None)
+    state, cpu = process_stat(pid) if pid is not None else (None, None)
     who = "the tmix writing this document's KV file" + (f" (pid {pid})" if pid is not None else "")
-    if state in STOPPED_STATES:
+    if state in STOPPED:
         return f"{who} is stopped; prefilling here"
     try:
         st = temp.stat()
@@ -64,14 +64,3 @@ def _stuck(temp: Path, seen: dict[Path, tuple[tuple, float]], stalled_s: float) 
     if now - last[1] < stalled_s:
         return None
     return f"{who} has made no progress for {stalled_s:.0f} s; prefilling here"
-
-
-def _process(pid: int) -> tuple[str | None, int | None]:
-    """A process's state letter and CPU time (clock ticks, user + system) from /proc/PID/stat; (None, None) where
-    it cannot be read (gone, no /proc)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()  # the command name before it may hold spaces and ")"
-        return fields[0].decode(), int(fields[11]) + int(fields[12])
-    except (OSError, IndexError, ValueError):
-        return None, None

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tmixcli.procstat import STOPPED, state
 from tmixcli.serve_place import marked_pid
 
 POLL_S = 0.25  # seconds between looks at a server that sends nothing
@@ -28,21 +29,10 @@ class ServerStopped(Exception):
         return f"`kill -CONT {self.pid}` resumes it, `tmix serve --stop` ends it"
 
 
-def state(pid: int) -> str | None:
-    """A process's state letter from /proc/PID/stat (T: stopped by a signal, t: by a debugger); None where not told."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    letter = stat[stat.rfind(b")") + 2:][:1]  # after the command's name, which may hold spaces and ")"
-    return letter.decode("ascii", "replace") or None
-
-
 def stopped(pid: int | None) -> ServerStopped | None:
     """Why the process `pid` is stopped, or None when it is not (or no pid is known)."""
     letter = state(pid) if pid else None
-    return ServerStopped(pid, letter == "t") if pid and letter in ("T", "t") else None
+    return ServerStopped(pid, letter == "t") if pid and letter in STOPPED else None
 
 
 def server_stopped(sock: Path) -> ServerStopped | None:
