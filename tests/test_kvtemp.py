@@ -17,7 +17,7 @@ import torch
 from transformers import DynamicCache
 
 from runcli import run
-from tmixcli import kvfolder, kvheader, kvread, kvwrite, paths
+from tmixcli import kvfolder, kvheader, kvread, kvwrite, owners, paths
 from tmixcli.sizes import human_size
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,4 +194,4 @@ def test_a_temp_file_with_no_blocks_takes_no_disk_space(tmp_path):
         f.truncate(300 << 20)
     if os.stat(sparse).st_blocks:
         pytest.skip("this file system gives no sparse files")
-    assert kvfolder._on_disk(os.stat(sparse)) == 0
+    assert owners.on_disk(os.stat(sparse)) == 0

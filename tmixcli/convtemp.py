@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tmixcli.owners import alive, lock_held, on_disk
 from tmixcli.sizes import human_size
 
 PREFIX = ".convert-"
@@ -96,19 +97,9 @@ def _stale(path: Path, held: bool | None) -> bool:
         return not held
     if held:
         return False
-    if pid is not None and not _alive(pid):
+    if pid is not None and not alive(pid):
         return True
     return time.time() - _last_change(path) > LEFTOVER_AFTER_S
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # alive, another user's
-        pass
-    return True
 
 
 def _files(path: Path) -> list[os.stat_result]:
@@ -128,7 +119,7 @@ def _last_change(path: Path) -> float:
 
 def _disk_bytes(path: Path) -> int:
     """Bytes the folder's files take on disk (their blocks: a weight file cut short may be sparse)."""
-    return sum(st.st_blocks * 512 or st.st_size for st in _files(path)[1:])
+    return sum(on_disk(st) for st in _files(path)[1:])
 
 
 @contextlib.contextmanager
@@ -141,13 +132,6 @@ def _lock_tested(path: Path) -> Iterator[bool | None]:
         yield None
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            held: bool | None = False
-        except BlockingIOError:
-            held = True
-        except OSError:
-            held = None
-        yield held
+        yield lock_held(fd)
     finally:
         os.close(fd)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import stat
@@ -16,6 +15,7 @@ from typing import NamedTuple
 
 from tmixcli.errors import TmixError
 from tmixcli.kvheader import as_int, read_meta
+from tmixcli.owners import alive, lock_held, on_disk
 from tmixcli.paths import cache_subdir, checked_subdir
 from tmixcli.sizes import human_size
 
@@ -73,15 +73,9 @@ def _blocks(p: Path) -> int:
     """Bytes a file takes on its disk: its blocks (a leftover may be sparse), or its size where the file system
     reports none; 0 once removed meanwhile."""
     try:
-        return _on_disk(p.stat())
+        return on_disk(p.stat())
     except OSError:
         return 0
-
-
-def _on_disk(st: os.stat_result) -> int:
-    """_blocks of a file's stat (its size where the system keeps no block count)."""
-    blocks = getattr(st, "st_blocks", None)
-    return st.st_size if blocks is None else blocks * 512
 
 
 def _is_kv_file(p: Path) -> bool:
@@ -239,7 +233,7 @@ def temp_state(root: Path | None = None) -> tuple[list[TempFile], list[TempFile]
                 st = p.stat()
             except OSError:  # renamed or removed meanwhile
                 continue
-            found = TempFile(p, st.st_size, _on_disk(st))
+            found = TempFile(p, st.st_size, on_disk(st))
             (stale if _stale(p, held, probe) else active).append(found)
     return stale, active
 
@@ -254,7 +248,7 @@ def remove_leftovers(root: Path | None = None) -> tuple[list[tuple[Path, int]], 
             if not _stale(p, held, probe):
                 continue
             try:
-                freed = _on_disk(p.stat())
+                freed = on_disk(p.stat())
             except OSError:
                 continue
             why = remove_file(p)
@@ -281,23 +275,13 @@ def _stale(path: Path, held: bool | None, probe: int | None, quiet_s: float = 60
     pid = pid_of(path)
     if pid is None:
         return quiet > quiet_s
-    return quiet > LEFTOVER_AFTER_S or not _alive(pid) or has_open(pid, path, probe) is False
+    return quiet > LEFTOVER_AFTER_S or not alive(pid) or has_open(pid, path, probe) is False
 
 
 def pid_of(path: Path) -> int | None:
     """The writer's pid in a temp file's name (temp_name), if it has one."""
     m = _TEMP.fullmatch(path.name)
     return int(m["pid"]) if m is not None else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # alive, owned by someone else
-        pass
-    return True
 
 
 def has_open(pid: int, path: Path, probe: int | None) -> bool | None:
@@ -331,15 +315,6 @@ def _lock_tested(path: Path) -> Iterator[tuple[bool | None, int | None]]:
         yield None, None
         return
     try:
-        held: bool | None = None
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                held = False
-            except BlockingIOError:
-                held = True
-            except OSError:
-                held = None
-        yield held, fd
+        yield (lock_held(fd) if stat.S_ISREG(os.fstat(fd).st_mode) else None), fd
     finally:
         os.close(fd)
